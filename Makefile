@@ -1,0 +1,39 @@
+# Lambda Feature Platform: every user-facing operation is one target.
+VENV ?= .venv
+LFP  := $(VENV)/bin/lfp
+PY   := $(VENV)/bin/python
+
+.PHONY: help install up down status demo test test-unit test-integration lint format bench clean
+
+help:  ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+install:  ## create .venv, install the package, check Java 17 and redis-server
+	bash infra/scripts/install.sh
+
+up:  ## start the embedded stack (broker, Redis, ingest, speed, scheduler, API)
+	$(LFP) stack up
+
+status:  ## show each service's state and port
+	$(LFP) stack status
+
+down:  ## stop exactly what `make up` started
+	$(LFP) stack down
+
+demo:  ## produce demo events, run a batch, wait for the speed layer, print features
+	$(LFP) demo run
+
+test:  ## run the whole test suite (unit + integration on an embedded stack)
+	$(PY) -m pytest
+
+test-unit:  ## fast tests of pure logic only
+	$(PY) -m pytest tests -m "not integration"
+
+lint:  ## ruff lint and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+clean:  ## remove the local stack's data
+	rm -rf .data

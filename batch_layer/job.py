@@ -1,0 +1,189 @@
+"""The batch job: pinned Delta snapshot -> per-entity IRs for event time < B -> Redis.
+
+Compiled from the feature definitions: each window contributes one bucketing expression
+(collapsed part or hop tile, see :mod:`feature_core.windows`) and each tile column one
+primitive SQL aggregate. The new view is written under a fresh version and the serving
+pointer flips only after every key is written; a crash leaves the old view serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import orjson
+import redis
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from batch_layer.lake import open_table
+from feature_core.definitions import FeatureGroup, FeatureRepo
+from feature_core.keys import KeySpace
+from feature_core.merge import BatchPointer
+from feature_core.settings import Settings
+from feature_core.windows import COLLAPSED, Window, align_cutoff, batch_layout
+
+log = logging.getLogger(__name__)
+
+#: Columns as stored in the data files (``event_date`` lives in partition paths only).
+RAW_FILE_SCHEMA = StructType(
+    [
+        StructField("event_id", StringType()),
+        StructField("user_id", StringType()),
+        StructField("event_type", StringType()),
+        StructField("event_time", LongType()),
+        StructField("item_id", StringType()),
+        StructField("category", StringType()),
+        StructField("amount", DoubleType()),
+        StructField("kafka_partition", IntegerType()),
+        StructField("kafka_offset", LongType()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    version: int
+    cutoff: int
+    delta_version: int | None
+    rows_read: int
+    entities_written: int
+    started_at: float
+    finished_at: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def read_snapshot(spark: SparkSession, uri: str, version: int | None) -> tuple[DataFrame, int | None]:
+    """Raw events at a pinned Delta version (latest when ``version`` is None)."""
+    table = open_table(uri, version)
+    if table is None:
+        return spark.createDataFrame([], RAW_FILE_SCHEMA), None
+    files = table.file_uris()
+    if not files:
+        return spark.createDataFrame([], RAW_FILE_SCHEMA), table.version()
+    return spark.read.schema(RAW_FILE_SCHEMA).parquet(*files), table.version()
+
+
+def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -> str:
+    """SQL labelling an event with its batch bucket (see ``BatchLayout.bucket``)."""
+    layout = batch_layout(window, cutoff, horizon_ms)
+    if layout.tail_start is None:
+        return f"'{COLLAPSED}'"
+    hop = window.hop_ms
+    return (
+        f"CASE WHEN {time_column} < {layout.tail_start} THEN NULL "
+        f"WHEN {time_column} >= {layout.collapsed_start} THEN '{COLLAPSED}' "
+        f"ELSE CAST(({time_column} DIV {hop}) * {hop} AS STRING) END"
+    )
+
+
+def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
+    """One row per entity: ``entity``, ``buckets`` = [(window, bucket, partials)]."""
+    time_column = group.source.event_time_column
+    selected = events.where(f"{time_column} < {cutoff}").where(group.filter_sql())
+    partial_columns = [F.expr(c.sql()).cast("double") for c in group.tile_columns]
+    per_window = []
+    for window in group.windows:
+        bucketed = selected.selectExpr(
+            "*",
+            f"CAST({group.entity.join_key} AS STRING) AS __entity",
+            f"{bucket_sql(window, cutoff, horizon_ms, time_column)} AS __bucket",
+        ).where("__bucket IS NOT NULL AND __entity IS NOT NULL")
+        aggregated = bucketed.groupBy("__entity", "__bucket").agg(
+            F.array(*partial_columns).alias("partials")
+        )
+        per_window.append(
+            aggregated.select(
+                F.col("__entity").alias("entity"),
+                F.lit(window.name).alias("window"),
+                F.col("__bucket").alias("bucket"),
+                "partials",
+            )
+        )
+    union = per_window[0]
+    for frame in per_window[1:]:
+        union = union.unionByName(frame)
+    return union.groupBy("entity").agg(
+        F.collect_list(F.struct("window", "bucket", "partials")).alias("buckets")
+    )
+
+
+def _write_partition(rows, redis_url: str, keys: KeySpace, version: int, group: str, counter):
+    client = redis.Redis.from_url(redis_url)
+    pipe = client.pipeline(transaction=False)
+    pending = 0
+    for row in rows:
+        doc: dict[str, dict[str, list]] = {}
+        for item in row["buckets"]:
+            doc.setdefault(item["window"], {})[item["bucket"]] = list(item["partials"])
+        pipe.set(keys.batch_view(version, group, row["entity"]), orjson.dumps(doc))
+        pending += 1
+        if pending >= 1000:
+            pipe.execute()
+            counter.add(pending)
+            pending = 0
+    if pending:
+        pipe.execute()
+        counter.add(pending)
+    client.close()
+
+
+def run_batch(
+    spark: SparkSession,
+    settings: Settings,
+    repo: FeatureRepo,
+    cutoff_ms: int | None = None,
+    delta_version: int | None = None,
+) -> BatchResult:
+    """Recompute every feature group up to ``cutoff_ms`` and switch serving to it."""
+    started = time.time()
+    cutoff = align_cutoff(cutoff_ms if cutoff_ms is not None else int(started * 1000))
+    horizon = settings.batch_horizon_s * 1000
+    keys = KeySpace(settings.key_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+    version = int(client.incr(keys.batch_seq))
+    events, pinned = read_snapshot(spark, settings.raw_events_uri, delta_version)
+    events = events.where(f"event_time < {cutoff}").cache()
+    rows_read = events.count()
+    written = spark.sparkContext.accumulator(0)
+    for group in repo.groups:
+        irs = group_irs(events, group, cutoff, horizon)
+        url, name = settings.redis_url, group.name
+        irs.foreachPartition(
+            lambda rows, name=name: _write_partition(rows, url, keys, version, name, written)
+        )
+    events.unpersist()
+    pointer = BatchPointer(version, cutoff, horizon, pinned, int(time.time() * 1000))
+    client.set(keys.batch_pointer, orjson.dumps(pointer.to_json()))
+    log.info("batch view v%s serving (cutoff %s, delta v%s)", version, cutoff, pinned)
+    collect_garbage(client, keys, keep_from=version - settings.batch_keep_versions + 1)
+    client.close()
+    return BatchResult(version, cutoff, pinned, rows_read, written.value, started, time.time())
+
+
+def collect_garbage(client: redis.Redis, keys: KeySpace, keep_from: int) -> int:
+    """Delete batch view keys of versions older than ``keep_from`` (incl. failed runs)."""
+    removed = 0
+    batch: list[bytes] = []
+    prefix = f"{keys.prefix}:bv:v"
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        version_text = key.decode()[len(prefix) :].split(":", 1)[0]
+        if version_text.isdigit() and int(version_text) < keep_from:
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += client.unlink(*batch)
+                batch.clear()
+    if batch:
+        removed += client.unlink(*batch)
+    return removed

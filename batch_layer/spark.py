@@ -1,0 +1,27 @@
+"""The one place a Spark session is configured (local by default, any master by setting)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from feature_core.settings import Settings
+
+
+def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSession:
+    # Executors must run this interpreter (the virtual environment), not whatever is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    return (
+        SparkSession.builder.master(settings.spark_master)
+        .appName(app_name)
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.ansi.enabled", "true")
+        .getOrCreate()
+    )

@@ -1,0 +1,1 @@
+"""The demo e-commerce workload: feature definitions and an event generator."""

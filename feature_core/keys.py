@@ -1,0 +1,44 @@
+"""Redis key layout, shared by the writers (batch, speed) and the reader (serving).
+
+- ``{p}:batch:pointer``: JSON of the serving batch view (version, cutoff, ...). Flipped
+  only after every key of that version is written, so readers never see a partial view.
+- ``{p}:batch:seq``: counter allocating batch view versions.
+- ``{p}:bv:v{N}:{group}:{entity}``: JSON ``{window: {bucket: partials}}`` (batch IRs).
+- ``{p}:st:{group}:{entity}``: hash ``tile_start_ms -> partials`` (speed tiles, TTL).
+- ``{p}:speed:watermark``: latest event time (ms) the speed layer has written.
+- ``{p}:speed:stats``: hash of speed-layer counters (late events, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    prefix: str = "lfp"
+
+    @property
+    def batch_pointer(self) -> str:
+        return f"{self.prefix}:batch:pointer"
+
+    @property
+    def batch_seq(self) -> str:
+        return f"{self.prefix}:batch:seq"
+
+    def batch_view_prefix(self, version: int) -> str:
+        return f"{self.prefix}:bv:v{version}:"
+
+    def batch_view(self, version: int, group: str, entity: str) -> str:
+        return f"{self.batch_view_prefix(version)}{group}:{entity}"
+
+    def speed_tiles(self, group: str, entity: str) -> str:
+        return f"{self.prefix}:st:{group}:{entity}"
+
+    @property
+    def speed_watermark(self) -> str:
+        return f"{self.prefix}:speed:watermark"
+
+    @property
+    def speed_stats(self) -> str:
+        return f"{self.prefix}:speed:stats"

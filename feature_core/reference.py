@@ -1,0 +1,47 @@
+"""The reference evaluator: plain Python over a list of events, the truth for tests.
+
+Deliberately naive (one pass per feature, no tiles): it shares only the window rule,
+the filter and the aggregation algebra with the engines, so a tiling or merge bug in
+any layer shows up as a mismatch against it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from feature_core.aggregations import lift, merge, merge_all
+from feature_core.definitions import FeatureGroup
+
+
+def evaluate(
+    group: FeatureGroup, events: Iterable[Mapping[str, Any]], t: int
+) -> dict[str, dict[str, Any]]:
+    """``{entity: {feature: value}}`` at query time ``t`` for every entity seen."""
+    by_entity: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    time_column = group.source.event_time_column
+    for event in events:
+        if group.accepts(event):
+            by_entity[str(event[group.entity.join_key])].append(event)
+    result: dict[str, dict[str, Any]] = {}
+    for entity, entity_events in by_entity.items():
+        values: dict[str, Any] = {}
+        for feature in group.features:
+            primitives = tuple(group.primitives[i] for i in feature.tile_indices)
+            ir = merge_all(primitives, ())
+            for event in entity_events:
+                if feature.window.contains(int(event[time_column]), t):
+                    value = event.get(feature.column) if feature.column else True
+                    ir = merge(primitives, ir, lift(primitives, value))
+            values[feature.name] = feature.aggregation.finalize(ir)
+        result[entity] = values
+    return result
+
+
+def default_values(group: FeatureGroup) -> dict[str, Any]:
+    """Values of an entity with no events: each aggregation's identity, finalized."""
+    return {
+        f.name: f.aggregation.finalize(merge_all(tuple(group.primitives[i] for i in f.tile_indices), ()))
+        for f in group.features
+    }

@@ -1,0 +1,111 @@
+"""All runtime configuration, in one place, from environment variables.
+
+Every variable is prefixed ``LFP_`` (for example ``LFP_REDIS_URL``); a ``.env`` file in
+the working directory is read too. The embedded stack derives the ports it listens on
+from the same URLs the clients use, so two stacks run side by side by changing
+``LFP_KAFKA_BOOTSTRAP_SERVERS``, ``LFP_REDIS_URL``, ``LFP_API_PORT`` and ``LFP_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LFP_"
+
+
+class Settings(BaseSettings):
+    """Platform settings; field ``x`` is read from env var ``LFP_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="forbid", frozen=True
+    )
+
+    # --- where things run -------------------------------------------------------
+    data_dir: Path = Field(
+        Path(".data/stack"), description="Root for the embedded stack: lake, logs, pids, state."
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers (host:port[,host:port])."
+    )
+    redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for all views.")
+    api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    lake_uri: str | None = Field(
+        None, description="Delta lake root (path or delta-rs URI); default <data_dir>/lake."
+    )
+
+    # --- what flows -------------------------------------------------------------
+    events_topic: str = Field("events", description="Kafka topic of raw events.")
+    dlq_topic: str = Field("events.dlq", description="Dead-letter topic for rejected events.")
+    events_partitions: int = Field(3, ge=1, description="Partitions when creating the topic.")
+    feature_repo: str = Field(
+        "demo.feature_repo", description="Python module holding the feature definitions."
+    )
+    key_prefix: str = Field("lfp", description="Prefix of every Redis key the platform owns.")
+
+    # --- batch layer ------------------------------------------------------------
+    batch_schedule: str = Field(
+        "*/15 * * * *", description="Crontab (5 fields, UTC) for scheduled batch runs."
+    )
+    batch_horizon_s: int = Field(
+        86_400,
+        ge=300,
+        description="How long after its cutoff a batch view stays exact for sliding windows.",
+    )
+    batch_keep_versions: int = Field(2, ge=1, description="Batch view versions kept in Redis.")
+    spark_master: str = Field("local[2]", description="Spark master URL.")
+    spark_driver_memory: str = Field("2g", description="Spark driver memory.")
+    ingest_max_records: int = Field(5000, ge=1, description="Max events per Delta commit.")
+    ingest_poll_ms: int = Field(500, ge=10, description="Longest wait for a lake ingest batch.")
+
+    # --- speed layer ------------------------------------------------------------
+    speed_allowed_lateness_s: int = Field(
+        3600, ge=0, description="Events older than this (vs. processing time) skip the speed layer."
+    )
+    speed_tile_ttl_s: int = Field(
+        3 * 86_400, ge=60, description="TTL of speed tiles in Redis; must exceed batch interval."
+    )
+    speed_emit_latency_ms: int = Field(
+        500, ge=10, description="Flink mini-batch latency: how often tile updates are emitted."
+    )
+    speed_checkpoint_interval_s: int = Field(10, ge=1, description="Flink checkpoint interval.")
+    speed_parallelism: int = Field(1, ge=1, description="Flink job parallelism.")
+
+    @field_validator("batch_schedule")
+    @classmethod
+    def _five_field_cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("batch_schedule must be a 5-field crontab, e.g. '*/15 * * * *'")
+        return value
+
+    # --- derived ----------------------------------------------------------------
+    @cached_property
+    def lake_root(self) -> str:
+        return self.lake_uri or str((self.data_dir / "lake").resolve())
+
+    @cached_property
+    def raw_events_uri(self) -> str:
+        return f"{self.lake_root.rstrip('/')}/raw_events"
+
+    @property
+    def broker_port(self) -> int:
+        """Port of the first bootstrap server (the embedded broker listens there)."""
+        return int(self.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def redis_port(self) -> int:
+        return urlparse(self.redis_url).port or 6379
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+def get_settings() -> Settings:
+    """Settings from the current environment (not cached: tests and stacks vary it)."""
+    return Settings()

@@ -1,0 +1,156 @@
+"""Window and tile math shared by every layer.
+
+Windows slide in hops ("sawtooth" windows, as in Chronon). A window of length ``w``
+evaluated at time ``t`` covers events with event time in ``[floor(t - w, hop(w)), t)``:
+
+=================  =========
+window length      hop
+=================  =========
+under 12 hours     5 minutes
+under 12 days      1 hour
+12 days or more    1 day
+=================  =========
+
+A lifetime window covers ``(-inf, t)``. The batch cutoff ``B`` is aligned to the
+finest hop; batch IRs cover event time ``< B``, speed tiles (5 minutes wide) cover
+``>= B``. The two never overlap, so merging them is exact for every aggregation.
+
+For a sliding window the batch view stores, per entity, the hop tiles that may still
+slide out of the window (``[floor(B - w, hop), collapsed_start)``) and one collapsed
+IR for ``[collapsed_start, B)``, where ``collapsed_start = min(floor(B - w + H, hop), B)``
+and ``H`` is the batch horizon. Any query time ``t`` in ``[B, B + H]`` is then exact.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SECOND_MS = 1000
+MINUTE_MS = 60 * SECOND_MS
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+FINEST_HOP_MS = 5 * MINUTE_MS
+#: Width of speed-layer tiles: the finest hop any window uses.
+SPEED_TILE_MS = FINEST_HOP_MS
+#: Bucket label of the collapsed batch IR.
+COLLAPSED = "c"
+
+_UNITS = {"s": SECOND_MS, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_duration(text: str) -> int:
+    """``"90d"`` -> milliseconds. Units: s, m, h, d."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"bad duration {text!r}: use a number and one of s, m, h, d (e.g. 1h)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    for unit in ("d", "h", "m", "s"):
+        if ms % _UNITS[unit] == 0:
+            return f"{ms // _UNITS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+def hop_for(length_ms: int) -> int:
+    """The hop rule from the module docstring."""
+    if length_ms < 12 * HOUR_MS:
+        return FINEST_HOP_MS
+    if length_ms < 12 * DAY_MS:
+        return HOUR_MS
+    return DAY_MS
+
+
+def floor_to(t: int, step: int) -> int:
+    return (t // step) * step
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A sliding window (``length_ms``) or the lifetime window (``length_ms is None``)."""
+
+    length_ms: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        if text.strip().lower() in {"lifetime", "all", "forever"}:
+            return cls(None)
+        length = parse_duration(text)
+        window = cls(length)
+        if length <= 0 or length % window.hop_ms:
+            raise ValueError(
+                f"window {text!r} is not a positive multiple of its hop "
+                f"({format_duration(hop_for(length))})"
+            )
+        return window
+
+    @property
+    def is_lifetime(self) -> bool:
+        return self.length_ms is None
+
+    @property
+    def hop_ms(self) -> int:
+        return FINEST_HOP_MS if self.length_ms is None else hop_for(self.length_ms)
+
+    @property
+    def name(self) -> str:
+        return "lifetime" if self.length_ms is None else format_duration(self.length_ms)
+
+    def start(self, t: int) -> int | None:
+        """Inclusive start of the window evaluated at ``t`` (``None``: unbounded)."""
+        if self.length_ms is None:
+            return None
+        return floor_to(t - self.length_ms, self.hop_ms)
+
+    def contains(self, event_time: int, t: int) -> bool:
+        start = self.start(t)
+        return event_time < t and (start is None or event_time >= start)
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Which part of ``(-inf, B)`` the batch view stores as tail tiles vs. collapsed."""
+
+    cutoff: int
+    tail_start: int | None  # None: lifetime, everything is collapsed
+    collapsed_start: int | None  # None: collapsed part is unbounded below
+
+    def bucket(self, event_time: int, hop_ms: int) -> str | int | None:
+        """Bucket of an event: ``COLLAPSED``, a tail tile start, or None (not needed)."""
+        if event_time >= self.cutoff:
+            return None
+        if self.tail_start is None:
+            return COLLAPSED
+        if event_time < self.tail_start:
+            return None
+        assert self.collapsed_start is not None
+        if event_time >= self.collapsed_start:
+            return COLLAPSED
+        return floor_to(event_time, hop_ms)
+
+    def exact_until(self, window: Window) -> int | None:
+        """Latest query time for which this layout serves the window exactly."""
+        if window.length_ms is None or self.collapsed_start is None:
+            return None
+        # Exact while the window start stays at or before the collapsed part's start.
+        return self.collapsed_start + window.length_ms + window.hop_ms - 1
+
+
+def batch_layout(window: Window, cutoff: int, horizon_ms: int) -> BatchLayout:
+    if cutoff % FINEST_HOP_MS:
+        raise ValueError("batch cutoff must be aligned to 5 minutes")
+    if window.length_ms is None:
+        return BatchLayout(cutoff, None, None)
+    hop = window.hop_ms
+    tail_start = floor_to(cutoff - window.length_ms, hop)
+    collapsed_start = min(floor_to(cutoff - window.length_ms + horizon_ms, hop), cutoff)
+    return BatchLayout(cutoff, tail_start, max(collapsed_start, tail_start))
+
+
+def align_cutoff(t: int) -> int:
+    """The latest valid batch cutoff at or before ``t``."""
+    return floor_to(t, FINEST_HOP_MS)

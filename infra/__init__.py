@@ -1,0 +1,1 @@
+"""Operations: the `lfp` CLI, the embedded local stack, Kafka topic admin."""

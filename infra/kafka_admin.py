@@ -1,0 +1,66 @@
+"""Kafka topic administration and client factories (kafka-python)."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from feature_core.settings import Settings
+
+
+class KafkaUnavailable(RuntimeError):
+    """No broker answered; the message says where we looked and how to fix it."""
+
+
+def _unavailable(settings: Settings, error: Exception) -> KafkaUnavailable:
+    return KafkaUnavailable(
+        f"no Kafka broker at {settings.kafka_bootstrap_servers} ({error.__class__.__name__}): "
+        "start the stack with `make up` or set LFP_KAFKA_BOOTSTRAP_SERVERS"
+    )
+
+
+def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClient:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+            )
+        except (KafkaError, OSError) as error:
+            if time.monotonic() > deadline:
+                raise _unavailable(settings, error) from None
+            time.sleep(0.5)
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create the events and dead-letter topics if they do not exist (idempotent)."""
+    admin = admin_client(settings, timeout_s)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(settings.events_topic, settings.events_partitions, 1),
+            NewTopic(settings.dlq_topic, 1, 1),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def producer(settings: Settings, **overrides: object) -> KafkaProducer:
+    try:
+        return KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            linger_ms=5,
+            acks="all",
+            **overrides,
+        )
+    except (KafkaError, OSError) as error:
+        raise _unavailable(settings, error) from None

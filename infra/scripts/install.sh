@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything the platform needs on a Debian/Ubuntu machine:
+#   system: Java 17 (Spark, Flink), redis-server (embedded stack)
+#   python: a virtual environment in .venv with the package and its dev tools
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+VENV="${VENV:-.venv}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+need_apt=()
+if ! command -v java >/dev/null 2>&1 || ! java -version 2>&1 | grep -qE 'version "(17|21)'; then
+  need_apt+=(openjdk-17-jre-headless)
+fi
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    say "installing system packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    die "missing ${need_apt[*]}: install them (e.g. 'sudo apt-get install ${need_apt[*]}') and re-run make install"
+  fi
+fi
+# The embedded stack starts its own redis-server; stop the distro service if apt started it.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+  || die "Python 3.11 is required (apache-flink 2.0 and pyspark 4.1 wheels); found $("$PYTHON" --version)"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  say "creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+say "installing the platform and its dependencies"
+"$VENV/bin/python" -m pip install -q --upgrade pip uv
+"$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e '.[dev]'
+
+say "checking the toolchain"
+"$VENV/bin/lfp" doctor
