@@ -75,3 +75,9 @@ def append_with_offsets(
         partition_by=["event_date"],
         commit_properties=CommitProperties(app_transactions=transactions),
     )
+
+
+def count_rows(uri: str) -> int:
+    """Rows in the latest version of a Delta table (0 if it does not exist yet)."""
+    table = open_table(uri)
+    return 0 if table is None else table.to_pyarrow_dataset().count_rows()

@@ -1,21 +1,92 @@
-"""The ``lfp`` command line: one entry point for every operation of the platform."""
+"""The ``lfp`` command line: one entry point for every operation of the platform.
+
+Configuration comes from ``LFP_*`` environment variables (see ``feature_core.settings``).
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 import shutil
 import subprocess
-import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
+
+from feature_core.definitions import DefinitionError, FeatureRepo
+from feature_core.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+stack_app = typer.Typer(no_args_is_help=True, help="Run the embedded local stack.")
+batch_app = typer.Typer(no_args_is_help=True, help="Batch layer: recompute views from the lake.")
+ingest_app = typer.Typer(no_args_is_help=True, help="Lake ingest: Kafka -> Delta, exactly once.")
+speed_app = typer.Typer(no_args_is_help=True, help="Speed layer: the PyFlink job.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
+features_app = typer.Typer(no_args_is_help=True, help="Inspect feature definitions.")
+demo_app = typer.Typer(no_args_is_help=True, help="The demo workload.")
+for sub, name in (
+    (stack_app, "stack"), (batch_app, "batch"), (ingest_app, "ingest"), (speed_app, "speed"),
+    (topics_app, "topics"), (features_app, "features"), (demo_app, "demo"),
+):
+    app.add_typer(sub, name=name)
+
 console = Console()
+StatusFile = Annotated[
+    Path | None, typer.Option(help="Write a heartbeat/status JSON here (used by the stack).")
+]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(func: F) -> F:
+    """Known operational failures print one line saying how to fix them, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis
+        from pydantic import ValidationError
+
+        from infra.broker import BrokerUnavailable
+        from infra.kafka_admin import KafkaUnavailable
+
+        try:
+            return func(*args, **kwargs)
+        except (KafkaUnavailable, BrokerUnavailable, DefinitionError, RuntimeError) as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from None
+        except redis.ConnectionError as error:
+            console.print(
+                f"[red]error:[/red] Redis unreachable ({error}): start the stack with "
+                "`make up` or set LFP_REDIS_URL"
+            )
+            raise typer.Exit(1) from None
+        except ValidationError as error:
+            console.print(f"[red]error:[/red] invalid settings: {error}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _repo(settings: Settings) -> FeatureRepo:
+    return FeatureRepo.from_module(settings.feature_repo)
+
+
+# --- checks -----------------------------------------------------------------------
 
 
 @app.command()
 def doctor() -> None:
-    """Check that Java 17, redis-server and the Python engines are usable."""
+    """Check that Java 17, redis-server, the broker binary and the engines are usable."""
     problems: list[str] = []
     java = shutil.which("java")
     if not java:
@@ -23,7 +94,7 @@ def doctor() -> None:
     else:
         out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
         if '"17' not in out and '"21' not in out:
-            problems.append(f"Java 17 needed for Spark 4.1 and Flink 2.0, found: {out.splitlines()[0]}")
+            problems.append(f"Java 17 needed by Spark 4.1 and Flink 2.0, found: {out.splitlines()[0]}")
     if not shutil.which("redis-server"):
         problems.append("redis-server not found: apt-get install redis-server")
     for module in ("pyspark", "pyflink", "deltalake", "kafka", "redis", "fastapi"):
@@ -35,7 +106,7 @@ def doctor() -> None:
         from infra.broker import broker_binary
 
         broker_binary()
-    except Exception as error:  # noqa: BLE001 - reported to the user, not raised
+    except Exception as error:
         problems.append(str(error))
     for problem in problems:
         console.print(f"[red]✗[/red] {problem}")
@@ -44,5 +115,208 @@ def doctor() -> None:
     console.print("[green]✓[/green] Java, redis-server, broker binary and engines are ready")
 
 
-def main() -> None:  # pragma: no cover - console script convenience
-    sys.exit(app())
+# --- features ---------------------------------------------------------------------
+
+
+@features_app.command("validate")
+@friendly_errors
+def features_validate() -> None:
+    """Load and validate the feature repo (LFP_FEATURE_REPO)."""
+    settings = get_settings()
+    repo = _repo(settings)
+    count = sum(len(g.features) for g in repo.groups)
+    console.print(f"[green]✓[/green] {settings.feature_repo}: {len(repo.groups)} groups, {count} features")
+
+
+@features_app.command("list")
+@friendly_errors
+def features_list() -> None:
+    """List every feature with its group, aggregation and window."""
+    table = Table("group", "entity", "feature", "aggregation", "column", "window", "hop")
+    for group in _repo(get_settings()).groups:
+        for f in group.features:
+            table.add_row(
+                group.name, group.entity.join_key, f.name, f.aggregation.name, f.column or "*",
+                f.window.name, f"{f.window.hop_ms // 60000}m",
+            )
+    console.print(table)
+
+
+# --- kafka ------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+@friendly_errors
+def topics_create() -> None:
+    """Create the events and dead-letter topics if missing."""
+    from infra.kafka_admin import ensure_topics
+
+    settings = get_settings()
+    ensure_topics(settings)
+    console.print(f"topics ready: {settings.events_topic}, {settings.dlq_topic}")
+
+
+@app.command()
+@friendly_errors
+def generate(
+    events: Annotated[int, typer.Option(help="How many events.")] = 2000,
+    users: Annotated[int, typer.Option(help="Distinct users.")] = 50,
+    minutes: Annotated[int, typer.Option(help="Spread event times over the last N minutes.")] = 120,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same events).")] = 7,
+) -> None:
+    """Produce synthetic e-commerce events to the events topic."""
+    from demo.generator import GeneratorConfig, encode
+    from demo.generator import generate as make_events
+    from infra.kafka_admin import producer
+
+    settings = get_settings()
+    now = int(time.time() * 1000)
+    config = GeneratorConfig(users=users, events=events, start_ms=now - minutes * 60_000, end_ms=now, seed=seed)
+    out = producer(settings)
+    sent = 0
+    for event in make_events(config):
+        out.send(settings.events_topic, key=event["user_id"].encode(), value=encode(event))
+        sent += 1
+    out.flush()
+    out.close()
+    console.print(f"produced {sent} events to {settings.events_topic}")
+
+
+# --- layers -----------------------------------------------------------------------
+
+
+@ingest_app.command("run")
+@friendly_errors
+def ingest_run(status_file: StatusFile = None) -> None:
+    """Consume events into the Delta raw events table until stopped."""
+    from batch_layer.ingest import run_forever
+
+    _setup_logging()
+    run_forever(get_settings(), status_file)
+
+
+@speed_app.command("run")
+@friendly_errors
+def speed_run(status_file: StatusFile = None) -> None:
+    """Run the PyFlink speed job until stopped."""
+    from speed_layer.job import run
+
+    _setup_logging()
+    settings = get_settings()
+    run(settings, _repo(settings), status_file)
+
+
+@batch_app.command("run")
+@friendly_errors
+def batch_run(
+    cutoff_ms: Annotated[int | None, typer.Option(help="Cutoff B (epoch ms); default now.")] = None,
+    delta_version: Annotated[int | None, typer.Option(help="Pin this Delta version.")] = None,
+) -> None:
+    """Recompute all batch views once and switch serving to them."""
+    from batch_layer.job import run_batch
+    from batch_layer.spark import spark_session
+
+    _setup_logging()
+    settings = get_settings()
+    repo = _repo(settings)
+    spark = spark_session(settings)
+    try:
+        result = run_batch(spark, settings, repo, cutoff_ms, delta_version)
+    finally:
+        spark.stop()
+    console.print_json(data=result.to_json())
+
+
+@batch_app.command("schedule")
+@friendly_errors
+def batch_schedule(status_file: StatusFile = None) -> None:
+    """Run the batch job on LFP_BATCH_SCHEDULE until stopped."""
+    from batch_layer.scheduler import run_scheduler
+
+    _setup_logging()
+    settings = get_settings()
+    run_scheduler(settings, _repo(settings), status_file)
+
+
+@app.command()
+@friendly_errors
+def serve() -> None:
+    """Serve features over HTTP (LFP_API_HOST:LFP_API_PORT)."""
+    import uvicorn
+
+    from serving_layer.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+# --- the embedded stack -------------------------------------------------------------
+
+
+def _status_table(state: dict) -> Table:
+    table = Table("service", "state", "pid", "port", "restarts")
+    for name, info in state["services"].items():
+        color = {"healthy": "green", "done": "green", "failed": "red"}.get(info["state"], "yellow")
+        table.add_row(
+            name, f"[{color}]{info['state']}[/{color}]", str(info.get("pid") or "-"),
+            str(info.get("port") or "-"), str(info.get("restarts", 0)),
+        )
+    return table
+
+
+@stack_app.command("up")
+@friendly_errors
+def stack_up() -> None:
+    """Start broker, Redis, lake ingest, speed job, batch scheduler and API."""
+    from infra import stack
+
+    settings = get_settings()
+    with console.status("starting the stack (the speed job takes a minute)..."):
+        state = stack.up(settings)
+    console.print(_status_table(state))
+    console.print(f"API: {settings.api_url}/docs   logs: {settings.data_dir.resolve() / 'logs'}")
+
+
+@stack_app.command("down")
+@friendly_errors
+def stack_down() -> None:
+    """Stop everything `stack up` started."""
+    from infra import stack
+
+    settings = get_settings()
+    console.print("stack stopped" if stack.down(settings) else "no stack was running")
+
+
+@stack_app.command("status")
+@friendly_errors
+def stack_status() -> None:
+    """Each service's state, pid and port."""
+    from infra import stack
+
+    settings = get_settings()
+    state = stack.read_state(settings)
+    if not state or stack.supervisor_pid(settings) is None:
+        console.print("no stack running (start it with `make up`)")
+        raise typer.Exit(1)
+    console.print(_status_table(state))
+
+
+@stack_app.command("supervise", hidden=True)
+def stack_supervise() -> None:
+    """(internal) The supervisor process `stack up` spawns."""
+    from infra.stack import Supervisor
+
+    _setup_logging()
+    raise typer.Exit(Supervisor(get_settings()).run())
+
+
+@demo_app.command("run")
+@friendly_errors
+def demo_run(
+    events: Annotated[int, typer.Option(help="Events to produce.")] = 5000,
+    users: Annotated[int, typer.Option(help="Distinct users.")] = 50,
+) -> None:
+    """Produce events, run a batch, wait for the speed layer, print some users' features."""
+    from demo.run import run_demo
+
+    run_demo(get_settings(), events=events, users=users, console=console)

@@ -1,0 +1,339 @@
+"""The embedded local stack: every service as a supervised local process, no Docker.
+
+``lfp stack up`` spawns a detached supervisor (``lfp stack supervise``). It starts the
+services in dependency order, waits for each to be healthy, restarts any that exits
+(with backoff), logs each to ``<data_dir>/logs/<service>.log`` and keeps its view of
+the world in ``<data_dir>/run/stack.json``. ``lfp stack down`` signals the supervisor,
+which stops exactly the processes it started, in reverse order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from feature_core.settings import Settings
+from infra.broker import broker_command
+
+HEARTBEAT_MAX_AGE_S = 15.0
+
+
+def _lfp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "infra", *args]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _fresh_status(path: Path, check: Callable[[dict], bool] = lambda _: True) -> bool:
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return time.time() - status.get("heartbeat", 0) < HEARTBEAT_MAX_AGE_S and check(status)
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    healthy: Callable[[], bool]
+    port: int | None = None
+    start_timeout_s: float = 60.0
+
+
+@dataclass
+class Paths:
+    root: Path
+    run: Path = field(init=False)
+    logs: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.run = self.root / "run"
+        self.logs = self.root / "logs"
+
+    @property
+    def state(self) -> Path:
+        return self.run / "stack.json"
+
+    @property
+    def supervisor_pid(self) -> Path:
+        return self.run / "supervisor.pid"
+
+    def status_file(self, service: str) -> Path:
+        return self.run / f"{service}.status.json"
+
+
+def services(settings: Settings) -> list[Service]:
+    """The stack, in start order. Commands are the same CLI the Compose file runs."""
+    paths = Paths(settings.data_dir)
+
+    def redis_ok() -> bool:
+        try:
+            return bool(redis.Redis.from_url(settings.redis_url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def api_ok() -> bool:
+        try:
+            return httpx.get(f"{settings.api_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return [
+        Service(
+            "broker",
+            broker_command(settings.broker_port),
+            lambda: port_open(settings.broker_port),
+            settings.broker_port,
+        ),
+        Service(
+            "redis",
+            [
+                "redis-server", "--port", str(settings.redis_port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(paths.run),
+            ],
+            redis_ok,
+            settings.redis_port,
+        ),
+        Service("topics", _lfp("topics", "create"), lambda: True),
+        Service(
+            "lake-ingest",
+            _lfp("ingest", "run", "--status-file", str(paths.status_file("lake-ingest"))),
+            lambda: _fresh_status(paths.status_file("lake-ingest")),
+        ),
+        Service(
+            "speed-job",
+            _lfp("speed", "run", "--status-file", str(paths.status_file("speed-job"))),
+            lambda: _fresh_status(
+                paths.status_file("speed-job"), lambda s: s.get("job_state", "").endswith("RUNNING")
+            ),
+            start_timeout_s=180.0,
+        ),
+        Service(
+            "batch-scheduler",
+            _lfp("batch", "schedule", "--status-file", str(paths.status_file("batch-scheduler"))),
+            lambda: _fresh_status(paths.status_file("batch-scheduler")),
+            start_timeout_s=120.0,
+        ),
+        Service("api", _lfp("serve"), api_ok, settings.api_port),
+    ]
+
+
+#: Services that run once to completion rather than staying up.
+ONE_SHOT = {"topics"}
+
+
+class Supervisor:
+    """Runs in its own process; owns the service processes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths = Paths(settings.data_dir)
+        self.services = services(settings)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.state: dict[str, dict] = {
+            s.name: {"state": "pending", "port": s.port, "pid": None, "restarts": 0}
+            for s in self.services
+        }
+        self.stopping = False
+
+    def _save(self) -> None:
+        tmp = self.paths.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"supervisor_pid": os.getpid(), "services": self.state}))
+        tmp.replace(self.paths.state)
+
+    def _spawn(self, service: Service) -> subprocess.Popen:
+        log = open(self.paths.logs / f"{service.name}.log", "ab")  # noqa: SIM115 - child owns it
+        proc = subprocess.Popen(
+            service.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=os.environ.copy(),
+        )
+        log.close()
+        self.procs[service.name] = proc
+        self.state[service.name].update(pid=proc.pid, state="starting", started_at=time.time())
+        self._save()
+        return proc
+
+    def _wait_healthy(self, service: Service, proc: subprocess.Popen) -> bool:
+        deadline = time.monotonic() + service.start_timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            if service.name in ONE_SHOT:
+                if proc.poll() is not None:
+                    return proc.returncode == 0
+            elif proc.poll() is not None:
+                return False
+            elif service.healthy():
+                return True
+            time.sleep(0.25)
+        return False
+
+    def start_all(self) -> bool:
+        for service in self.services:
+            proc = self._spawn(service)
+            ok = self._wait_healthy(service, proc)
+            state = ("done" if service.name in ONE_SHOT else "healthy") if ok else "failed"
+            self.state[service.name]["state"] = state
+            self._save()
+            if not ok:
+                return False
+        return True
+
+    def watch(self) -> None:
+        """Restart services that exit, with exponential backoff, until told to stop."""
+        backoff: dict[str, float] = {}
+        while not self.stopping:
+            for service in self.services:
+                if service.name in ONE_SHOT or self.stopping:
+                    continue
+                proc = self.procs[service.name]
+                info = self.state[service.name]
+                if proc.poll() is None:
+                    healthy = service.healthy()
+                    info["state"] = "healthy" if healthy else "unhealthy"
+                    if healthy and time.time() - info.get("started_at", 0) > 60:
+                        backoff.pop(service.name, None)
+                    continue
+                delay = backoff.get(service.name, 1.0)
+                info.update(state="restarting", exit_code=proc.returncode)
+                self._save()
+                time.sleep(delay)
+                backoff[service.name] = min(delay * 2, 30.0)
+                info["restarts"] += 1
+                self._spawn(service)
+            self._save()
+            time.sleep(1.0)
+
+    def stop_all(self) -> None:
+        self.stopping = True
+        for service in reversed(self.services):
+            proc = self.procs.get(service.name)
+            if proc is None or proc.poll() is not None:
+                self.state[service.name]["state"] = "stopped"
+                continue
+            _terminate_group(proc.pid, proc.wait)
+            self.state[service.name].update(state="stopped", pid=None)
+            self._save()
+
+    def run(self) -> int:
+        self.paths.run.mkdir(parents=True, exist_ok=True)
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        self.paths.supervisor_pid.write_text(str(os.getpid()))
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
+        try:
+            if self.start_all():
+                self.watch()
+        finally:
+            self.stop_all()
+            self.paths.supervisor_pid.unlink(missing_ok=True)
+        return 0
+
+
+def _terminate_group(pid: int, wait: Callable[..., object], grace_s: float = 20.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``grace_s``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def supervisor_pid(settings: Settings) -> int | None:
+    path = Paths(settings.data_dir).supervisor_pid
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def read_state(settings: Settings) -> dict | None:
+    try:
+        return json.loads(Paths(settings.data_dir).state.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def up(settings: Settings, timeout_s: float = 420.0) -> dict:
+    """Start the supervisor (detached) and wait until every service is healthy."""
+    paths = Paths(settings.data_dir)
+    if supervisor_pid(settings):
+        raise RuntimeError(f"a stack is already running from {paths.root}: `make down` first")
+    paths.run.mkdir(parents=True, exist_ok=True)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    paths.state.unlink(missing_ok=True)
+    for name, port in (("broker", settings.broker_port), ("redis", settings.redis_port),
+                       ("api", settings.api_port)):
+        if port_open(port):
+            raise RuntimeError(
+                f"port {port} for {name} is already in use: stop what uses it or change "
+                "LFP_KAFKA_BOOTSTRAP_SERVERS / LFP_REDIS_URL / LFP_API_PORT"
+            )
+    with open(paths.logs / "supervisor.log", "ab") as log:
+        subprocess.Popen(
+            _lfp("stack", "supervise"), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy(),
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = read_state(settings)
+        if state:
+            states = {n: s["state"] for n, s in state["services"].items()}
+            failed = [n for n, s in states.items() if s == "failed"]
+            if failed:
+                down(settings)
+                raise RuntimeError(
+                    f"{failed[0]} failed to start; see {paths.logs / (failed[0] + '.log')}"
+                )
+            if all(s in ("healthy", "done") for s in states.values()):
+                return state
+        time.sleep(0.5)
+    down(settings)
+    raise RuntimeError(f"stack not healthy after {timeout_s:.0f}s; see {paths.logs}")
+
+
+def down(settings: Settings, timeout_s: float = 120.0) -> bool:
+    """Stop the supervisor and everything it started. False if nothing was running."""
+    pid = supervisor_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        time.sleep(0.25)
+    os.kill(pid, signal.SIGKILL)
+    state = read_state(settings) or {"services": {}}
+    for info in state["services"].values():
+        if info.get("pid"):
+            _terminate_group(info["pid"], lambda timeout: None, 0)
+    return True
