@@ -125,7 +125,9 @@ class LakeIngest:
                     budget -= 1
                     next_offsets[tp.partition] = record.offset + 1
                     try:
-                        valid.append((parse_event(record.value, now_ms), tp.partition, record.offset))
+                        valid.append(
+                            (parse_event(record.value, now_ms), tp.partition, record.offset)
+                        )
                     except InvalidEvent as error:
                         rejected += 1
                         dlq.send(

@@ -8,6 +8,7 @@ pointer flips only after every key is written; a crash leaves the old view servi
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -64,7 +65,9 @@ class BatchResult:
         return asdict(self)
 
 
-def read_snapshot(spark: SparkSession, uri: str, version: int | None) -> tuple[DataFrame, int | None]:
+def read_snapshot(
+    spark: SparkSession, uri: str, version: int | None
+) -> tuple[DataFrame, int | None]:
     """Raw events at a pinned Delta version (latest when ``version`` is None)."""
     table = open_table(uri, version)
     if table is None:
@@ -159,9 +162,15 @@ def run_batch(
     written = spark.sparkContext.accumulator(0)
     for group in repo.groups:
         irs = group_irs(events, group, cutoff, horizon)
-        url, name = settings.redis_url, group.name
         irs.foreachPartition(
-            lambda rows, name=name: _write_partition(rows, url, keys, version, name, written)
+            functools.partial(
+                _write_partition,
+                redis_url=settings.redis_url,
+                keys=keys,
+                version=version,
+                group=group.name,
+                counter=written,
+            )
         )
     events.unpersist()
     pointer = BatchPointer(version, cutoff, horizon, pinned, int(time.time() * 1000))

@@ -45,8 +45,11 @@ def run_scheduler(settings: Settings, repo: FeatureRepo, status_path: Path | Non
 
     scheduler = BlockingScheduler(timezone="UTC")
     scheduler.add_job(
-        job, CronTrigger.from_crontab(settings.batch_schedule, timezone="UTC"),
-        max_instances=1, coalesce=True, id="batch",
+        job,
+        CronTrigger.from_crontab(settings.batch_schedule, timezone="UTC"),
+        max_instances=1,
+        coalesce=True,
+        id="batch",
     )
     log.info("batch scheduler started: %r (UTC)", settings.batch_schedule)
     try:

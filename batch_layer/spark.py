@@ -14,6 +14,8 @@ def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSessi
     # Executors must run this interpreter (the virtual environment), not whatever is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Local mode stays on loopback (no traffic to other interfaces, no hostname warning).
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     return (
         SparkSession.builder.master(settings.spark_master)
         .appName(app_name)

@@ -32,16 +32,20 @@ def run_demo(settings: Settings, events: int, users: int, console: Console) -> N
     try:
         httpx.get(f"{settings.api_url}/healthz", timeout=2).raise_for_status()
     except httpx.HTTPError:
-        raise RuntimeError(f"no API at {settings.api_url}: start the stack with `make up`") from None
+        raise RuntimeError(
+            f"no API at {settings.api_url}: start the stack with `make up`"
+        ) from None
     keys = KeySpace(settings.key_prefix)
     client = redis.Redis.from_url(settings.redis_url)
     out = producer(settings)
     now = int(time.time() * 1000)
     cutoff = align_cutoff(now)
-    history = GeneratorConfig(users=users, events=events, start_ms=cutoff - 120 * MINUTE_MS,
-                              end_ms=cutoff, seed=int(now))
-    live = GeneratorConfig(users=users, events=max(events // 10, 1), start_ms=cutoff,
-                           end_ms=now, seed=int(now) + 1)
+    history = GeneratorConfig(
+        users=users, events=events, start_ms=cutoff - 120 * MINUTE_MS, end_ms=cutoff, seed=int(now)
+    )
+    live = GeneratorConfig(
+        users=users, events=max(events // 10, 1), start_ms=cutoff, end_ms=now, seed=int(now) + 1
+    )
     before = count_rows(settings.raw_events_uri)
     with Progress(console=console) as progress:
         task = progress.add_task("producing history (before the batch cutoff)", total=events)
@@ -49,8 +53,12 @@ def run_demo(settings: Settings, events: int, users: int, console: Console) -> N
             out.send(settings.events_topic, key=event["user_id"].encode(), value=encode(event))
             progress.advance(task)
         out.flush()
-        _wait(progress, "lake ingest writing history to Delta",
-              lambda: count_rows(settings.raw_events_uri) >= before + events, 180)
+        _wait(
+            progress,
+            "lake ingest writing history to Delta",
+            lambda: count_rows(settings.raw_events_uri) >= before + events,
+            180,
+        )
 
         task = progress.add_task("batch run (Spark over the pinned Delta version)", total=None)
         from batch_layer.job import run_batch
@@ -59,7 +67,9 @@ def run_demo(settings: Settings, events: int, users: int, console: Console) -> N
 
         spark = spark_session(settings, "lfp-demo-batch")
         try:
-            result = run_batch(spark, settings, FeatureRepo.from_module(settings.feature_repo), cutoff)
+            result = run_batch(
+                spark, settings, FeatureRepo.from_module(settings.feature_repo), cutoff
+            )
         finally:
             spark.stop()
         progress.update(task, total=1, completed=1)
@@ -71,8 +81,12 @@ def run_demo(settings: Settings, events: int, users: int, console: Console) -> N
             out.send(settings.events_topic, key=event["user_id"].encode(), value=encode(event))
             progress.advance(task)
         out.flush()
-        _wait(progress, "speed layer catching up",
-              lambda: int(client.hget(keys.speed_watermark, "user_activity") or 0) >= latest, 120)
+        _wait(
+            progress,
+            "speed layer catching up",
+            lambda: int(client.hget(keys.speed_watermark, "user_activity") or 0) >= latest,
+            120,
+        )
     out.close()
 
     console.print(
@@ -81,8 +95,10 @@ def run_demo(settings: Settings, events: int, users: int, console: Console) -> N
     )
     table = Table(title="user_activity (batch + speed, merged)")
     shown = [f"user_{i}" for i in range(min(5, users))]
-    rows = [httpx.get(f"{settings.api_url}/v1/features/user_activity/{u}", timeout=5).json()
-            for u in shown]
+    rows = [
+        httpx.get(f"{settings.api_url}/v1/features/user_activity/{u}", timeout=5).json()
+        for u in shown
+    ]
     names = list(rows[0]["features"])
     for name in ["user", *names]:
         table.add_column(name)

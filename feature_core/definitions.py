@@ -181,7 +181,11 @@ class FeatureGroup:
                 window = Window.parse(window_text)
                 features.append(
                     Feature(
-                        self.name, f"{agg.base_name}_{window.name}", agg.kind, column, window,
+                        self.name,
+                        f"{agg.base_name}_{window.name}",
+                        agg.kind,
+                        column,
+                        window,
                         indices,
                     )
                 )
@@ -218,8 +222,7 @@ class FeatureGroup:
                     raise DefinitionError(f"{self.name}: unknown column {agg.column!r}")
                 if kind.numeric and EVENT_COLUMNS[agg.column] not in (int, float):
                     raise DefinitionError(
-                        f"{self.name}: {agg.function} needs a numeric column, "
-                        f"{agg.column!r} is not"
+                        f"{self.name}: {agg.function} needs a numeric column, {agg.column!r} is not"
                     )
             if not agg.windows:
                 raise DefinitionError(f"{self.name}: {agg.base_name} has no windows")

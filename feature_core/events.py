@@ -44,8 +44,10 @@ class Event(BaseModel):
     @classmethod
     def _ints_are_floats_for_amount(cls, data: Any) -> Any:
         # JSON has one number type; strict mode would reject ``"amount": 3``.
-        if isinstance(data, dict) and isinstance(data.get("amount"), int) and not isinstance(
-            data.get("amount"), bool
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("amount"), int)
+            and not isinstance(data.get("amount"), bool)
         ):
             data = {**data, "amount": float(data["amount"])}
         return data

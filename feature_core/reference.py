@@ -42,6 +42,8 @@ def evaluate(
 def default_values(group: FeatureGroup) -> dict[str, Any]:
     """Values of an entity with no events: each aggregation's identity, finalized."""
     return {
-        f.name: f.aggregation.finalize(merge_all(tuple(group.primitives[i] for i in f.tile_indices), ()))
+        f.name: f.aggregation.finalize(
+            merge_all(tuple(group.primitives[i] for i in f.tile_indices), ())
+        )
         for f in group.features
     }

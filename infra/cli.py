@@ -29,9 +29,16 @@ speed_app = typer.Typer(no_args_is_help=True, help="Speed layer: the PyFlink job
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
 features_app = typer.Typer(no_args_is_help=True, help="Inspect feature definitions.")
 demo_app = typer.Typer(no_args_is_help=True, help="The demo workload.")
+probe_app = typer.Typer(no_args_is_help=True, help="Health probes (Compose healthchecks).")
 for sub, name in (
-    (stack_app, "stack"), (batch_app, "batch"), (ingest_app, "ingest"), (speed_app, "speed"),
-    (topics_app, "topics"), (features_app, "features"), (demo_app, "demo"),
+    (probe_app, "probe"),
+    (stack_app, "stack"),
+    (batch_app, "batch"),
+    (ingest_app, "ingest"),
+    (speed_app, "speed"),
+    (topics_app, "topics"),
+    (features_app, "features"),
+    (demo_app, "demo"),
 ):
     app.add_typer(sub, name=name)
 
@@ -94,7 +101,9 @@ def doctor() -> None:
     else:
         out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
         if '"17' not in out and '"21' not in out:
-            problems.append(f"Java 17 needed by Spark 4.1 and Flink 2.0, found: {out.splitlines()[0]}")
+            problems.append(
+                f"Java 17 needed by Spark 4.1 and Flink 2.0, found: {out.splitlines()[0]}"
+            )
     if not shutil.which("redis-server"):
         problems.append("redis-server not found: apt-get install redis-server")
     for module in ("pyspark", "pyflink", "deltalake", "kafka", "redis", "fastapi"):
@@ -115,6 +124,50 @@ def doctor() -> None:
     console.print("[green]✓[/green] Java, redis-server, broker binary and engines are ready")
 
 
+# --- probes -----------------------------------------------------------------------
+
+
+@probe_app.command("status")
+def probe_status(
+    path: Path,
+    max_age_s: Annotated[float, typer.Option(help="Heartbeat must be newer than this.")] = 15.0,
+    require: Annotated[
+        list[str] | None, typer.Option(help="key=value the status must hold.")
+    ] = None,
+) -> None:
+    """Exit 0 if a service's status file has a fresh heartbeat (and required values)."""
+    import json
+
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        console.print(f"unhealthy: cannot read {path}: {error}")
+        raise typer.Exit(1) from None
+    age = time.time() - float(status.get("heartbeat", 0))
+    if age > max_age_s:
+        console.print(f"unhealthy: heartbeat {age:.0f}s old")
+        raise typer.Exit(1)
+    for item in require or []:
+        key, _, value = item.partition("=")
+        if not str(status.get(key, "")).endswith(value):
+            console.print(f"unhealthy: {key}={status.get(key)!r}, want {value!r}")
+            raise typer.Exit(1)
+    console.print("healthy")
+
+
+@probe_app.command("http")
+def probe_http(url: str) -> None:
+    """Exit 0 if GET url answers 2xx."""
+    import httpx
+
+    try:
+        httpx.get(url, timeout=3).raise_for_status()
+    except httpx.HTTPError as error:
+        console.print(f"unhealthy: {error}")
+        raise typer.Exit(1) from None
+    console.print("healthy")
+
+
 # --- features ---------------------------------------------------------------------
 
 
@@ -125,7 +178,9 @@ def features_validate() -> None:
     settings = get_settings()
     repo = _repo(settings)
     count = sum(len(g.features) for g in repo.groups)
-    console.print(f"[green]✓[/green] {settings.feature_repo}: {len(repo.groups)} groups, {count} features")
+    console.print(
+        f"[green]✓[/green] {settings.feature_repo}: {len(repo.groups)} groups, {count} features"
+    )
 
 
 @features_app.command("list")
@@ -136,8 +191,13 @@ def features_list() -> None:
     for group in _repo(get_settings()).groups:
         for f in group.features:
             table.add_row(
-                group.name, group.entity.join_key, f.name, f.aggregation.name, f.column or "*",
-                f.window.name, f"{f.window.hop_ms // 60000}m",
+                group.name,
+                group.entity.join_key,
+                f.name,
+                f.aggregation.name,
+                f.column or "*",
+                f.window.name,
+                f"{f.window.hop_ms // 60000}m",
             )
     console.print(table)
 
@@ -171,7 +231,9 @@ def generate(
 
     settings = get_settings()
     now = int(time.time() * 1000)
-    config = GeneratorConfig(users=users, events=events, start_ms=now - minutes * 60_000, end_ms=now, seed=seed)
+    config = GeneratorConfig(
+        users=users, events=events, start_ms=now - minutes * 60_000, end_ms=now, seed=seed
+    )
     out = producer(settings)
     sent = 0
     for event in make_events(config):
@@ -247,7 +309,9 @@ def serve() -> None:
     from serving_layer.app import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info"
+    )
 
 
 # --- the embedded stack -------------------------------------------------------------
@@ -258,8 +322,11 @@ def _status_table(state: dict) -> Table:
     for name, info in state["services"].items():
         color = {"healthy": "green", "done": "green", "failed": "red"}.get(info["state"], "yellow")
         table.add_row(
-            name, f"[{color}]{info['state']}[/{color}]", str(info.get("pid") or "-"),
-            str(info.get("port") or "-"), str(info.get("restarts", 0)),
+            name,
+            f"[{color}]{info['state']}[/{color}]",
+            str(info.get("pid") or "-"),
+            str(info.get("port") or "-"),
+            str(info.get("restarts", 0)),
         )
     return table
 

@@ -9,6 +9,7 @@ which stops exactly the processes it started, in reverse order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -107,8 +108,17 @@ def services(settings: Settings) -> list[Service]:
         Service(
             "redis",
             [
-                "redis-server", "--port", str(settings.redis_port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(paths.run),
+                "redis-server",
+                "--port",
+                str(settings.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(paths.run),
             ],
             redis_ok,
             settings.redis_port,
@@ -163,8 +173,12 @@ class Supervisor:
     def _spawn(self, service: Service) -> subprocess.Popen:
         log = open(self.paths.logs / f"{service.name}.log", "ab")  # noqa: SIM115 - child owns it
         proc = subprocess.Popen(
-            service.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=os.environ.copy(),
+            service.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ.copy(),
         )
         log.close()
         self.procs[service.name] = proc
@@ -253,14 +267,10 @@ def _terminate_group(pid: int, wait: Callable[..., object], grace_s: float = 20.
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def supervisor_pid(settings: Settings) -> int | None:
@@ -288,8 +298,11 @@ def up(settings: Settings, timeout_s: float = 420.0) -> dict:
     paths.run.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
     paths.state.unlink(missing_ok=True)
-    for name, port in (("broker", settings.broker_port), ("redis", settings.redis_port),
-                       ("api", settings.api_port)):
+    for name, port in (
+        ("broker", settings.broker_port),
+        ("redis", settings.redis_port),
+        ("api", settings.api_port),
+    ):
         if port_open(port):
             raise RuntimeError(
                 f"port {port} for {name} is already in use: stop what uses it or change "
@@ -297,8 +310,12 @@ def up(settings: Settings, timeout_s: float = 420.0) -> dict:
             )
     with open(paths.logs / "supervisor.log", "ab") as log:
         subprocess.Popen(
-            _lfp("stack", "supervise"), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy(),
+            _lfp("stack", "supervise"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ.copy(),
         )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

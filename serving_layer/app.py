@@ -100,7 +100,9 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
         snapshot = await store.read([(group, entity_id)])
         as_of = int(time.time() * 1000)
         views = snapshot.entities[0]
-        merged = merge_group(definition, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles)
+        merged = merge_group(
+            definition, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles
+        )
         return GroupFeatures(
             group=group,
             entity_id=entity_id,

@@ -69,7 +69,9 @@ class FeatureStore:
         ]
         for group, entity in requests:
             args += [group, entity]
-        raw = await self._script(keys=[self.keys.batch_pointer, self.keys.speed_watermark], args=args)
+        raw = await self._script(
+            keys=[self.keys.batch_pointer, self.keys.speed_watermark], args=args
+        )
         pointer = BatchPointer.from_json(orjson.loads(raw[0])) if raw[0] else None
         watermarks = {k.decode(): int(v) for k, v in _pairs(raw[1])}
         entities = []

@@ -31,7 +31,11 @@ from speed_layer.sql import PARSED_COLUMNS, source_ddl, stats_query, tile_query
 
 log = logging.getLogger(__name__)
 
-_SQL_TYPES = {"STRING": DataTypes.STRING(), "BIGINT": DataTypes.BIGINT(), "DOUBLE": DataTypes.DOUBLE()}
+_SQL_TYPES = {
+    "STRING": DataTypes.STRING(),
+    "BIGINT": DataTypes.BIGINT(),
+    "DOUBLE": DataTypes.DOUBLE(),
+}
 
 
 def make_parser(allowed_lateness_ms: int):
@@ -101,7 +105,9 @@ def flink_configuration(settings: Settings, checkpoint_dir: Path) -> Configurati
     return config
 
 
-def build(settings: Settings, repo: FeatureRepo, checkpoint_dir: Path) -> StreamExecutionEnvironment:
+def build(
+    settings: Settings, repo: FeatureRepo, checkpoint_dir: Path
+) -> StreamExecutionEnvironment:
     env = StreamExecutionEnvironment.get_execution_environment(
         flink_configuration(settings, checkpoint_dir)
     )

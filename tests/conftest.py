@@ -1,0 +1,187 @@
+"""Session fixtures: one stack and one Spark session for all integration tests.
+
+The stack is Docker Compose (through testcontainers) when a Docker daemon answers, and
+the embedded stack otherwise (``LFP_TEST_STACK=embedded|compose`` forces one). Either way
+the tests get a :class:`StackHandle` and run unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feature_core.definitions import FeatureRepo
+from feature_core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class StackHandle:
+    """What a test may do to the stack, whichever kind runs it."""
+
+    kind: str
+    settings: Settings
+    run_batch: Callable[[int], dict]
+    kill: Callable[[str], None]
+    service_healthy: Callable[[str], bool]
+
+
+def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[StackHandle]:
+    from infra import stack
+
+    env = {
+        "LFP_DATA_DIR": str(tmp),
+        "LFP_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+        "LFP_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
+        "LFP_API_PORT": str(_free_port()),
+        "LFP_BATCH_SCHEDULE": "0 0 1 1 *",  # tests trigger batch runs themselves
+        "LFP_SPEED_CHECKPOINT_INTERVAL_S": "5",
+        "LFP_INGEST_POLL_MS": "200",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    settings = Settings(_env_file=None)
+    try:
+        stack.up(settings)
+    except RuntimeError as error:
+        pytest.fail(f"embedded stack failed to start: {error}")
+
+    def run_batch(cutoff_ms: int) -> dict:
+        from batch_layer.job import run_batch as run
+
+        spark = spark_factory(settings)
+        return run(
+            spark, settings, FeatureRepo.from_module(settings.feature_repo), cutoff_ms
+        ).to_json()
+
+    def kill(service: str) -> None:
+        state = stack.read_state(settings)
+        os.killpg(state["services"][service]["pid"], signal.SIGKILL)
+
+    def service_healthy(service: str) -> bool:
+        state = stack.read_state(settings) or {"services": {}}
+        return state["services"].get(service, {}).get("state") == "healthy"
+
+    try:
+        yield StackHandle("embedded", settings, run_batch, kill, service_healthy)
+    finally:
+        stack.down(settings)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a Docker daemon
+    from testcontainers.compose import DockerCompose
+
+    os.environ["LFP_COMPOSE_DATA_DIR"] = str(tmp)
+    compose = DockerCompose(
+        str(ROOT), compose_file_name="docker-compose.yml", build=True, wait=True
+    )
+    compose.start()
+    settings = Settings(
+        _env_file=None,
+        kafka_bootstrap_servers="localhost:19092",
+        redis_url="redis://localhost:16379/0",
+        api_port=8000,
+        data_dir=tmp,
+        lake_uri=str(tmp / "lake"),
+    )
+
+    def docker_compose(*args: str) -> str:
+        return subprocess.run(
+            ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout
+
+    def run_batch(cutoff_ms: int) -> dict:
+        import json
+
+        out = docker_compose(
+            "exec", "-T", "batch-scheduler", "lfp", "batch", "run", "--cutoff-ms", str(cutoff_ms)
+        )
+        return json.loads(out[out.index("{") :])
+
+    def kill(service: str) -> None:
+        docker_compose("kill", "-s", "SIGKILL", service)
+        docker_compose("start", service)
+
+    def service_healthy(service: str) -> bool:
+        return "healthy" in docker_compose("ps", "--format", "{{.Health}}", service)
+
+    try:
+        yield StackHandle("compose", settings, run_batch, kill, service_healthy)
+    finally:
+        compose.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_factory() -> Iterator[Callable[[Settings], Any]]:
+    """One Spark session per test session, created on first use."""
+    sessions: list[Any] = []
+
+    def get(settings: Settings) -> Any:
+        if not sessions:
+            from batch_layer.spark import spark_session
+
+            sessions.append(spark_session(settings, "lfp-tests"))
+        return sessions[0]
+
+    yield get
+    for session in sessions:
+        session.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, spark_factory) -> Iterator[StackHandle]:
+    kind = os.environ.get("LFP_TEST_STACK", "auto")
+    tmp = tmp_path_factory.mktemp("stack")
+    if kind == "compose" or (kind == "auto" and docker_available()):
+        yield from _compose(tmp)
+    else:
+        yield from _embedded(tmp, spark_factory)

@@ -1,0 +1,122 @@
+"""The serving merge over simulated batch and speed views equals the reference evaluator."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feature_core.aggregations import identity, lift, merge
+from feature_core.definitions import Aggregation, Entity, EventSource, FeatureGroup
+from feature_core.merge import BatchPointer, ValueStatus, merge_group
+from feature_core.reference import evaluate
+from feature_core.windows import DAY_MS, HOUR_MS, SPEED_TILE_MS, batch_layout, floor_to
+
+GROUP = FeatureGroup(
+    "g",
+    Entity("user", "user_id"),
+    EventSource("events"),
+    aggregations=[
+        Aggregation("count", windows=["5m", "1h", "1d", "7d", "30d", "lifetime"]),
+        Aggregation("sum", "amount", windows=["1h", "7d", "lifetime"]),
+        Aggregation("mean", "amount", windows=["1d"]),
+        Aggregation("min", "amount", windows=["1h", "30d"]),
+        Aggregation("max", "amount", windows=["1d", "lifetime"]),
+    ],
+)
+BASE = 1000 * DAY_MS
+
+
+def batch_doc(events, cutoff, horizon):
+    """What the batch job writes for one entity, computed in plain Python."""
+    prims = GROUP.primitives
+    doc = {}
+    for window in GROUP.windows:
+        layout = batch_layout(window, cutoff, horizon)
+        for event in events:
+            bucket = layout.bucket(event["event_time"], window.hop_ms)
+            if bucket is None:
+                continue
+            buckets = doc.setdefault(window.name, {})
+            key = str(bucket)
+            current = tuple(buckets.get(key, identity(prims)))
+            buckets[key] = list(merge(prims, current, _lift(event)))
+    return doc
+
+
+def speed_tiles(events, cutoff):
+    tiles = {}
+    for event in events:
+        if event["event_time"] >= cutoff:
+            start = floor_to(event["event_time"], SPEED_TILE_MS)
+            tiles[start] = list(
+                merge(
+                    GROUP.primitives,
+                    tuple(tiles.get(start, identity(GROUP.primitives))),
+                    _lift(event),
+                )
+            )
+    return tiles
+
+
+def _lift(event):
+    return tuple(
+        lift((c.primitive,), event.get(c.column) if c.column else True)[0]
+        for c in GROUP.tile_columns
+    )
+
+
+events_strategy = st.lists(
+    st.fixed_dictionaries(
+        {
+            "user_id": st.just("u"),
+            "event_time": st.integers(BASE - 40 * DAY_MS, BASE + 2 * DAY_MS),
+            "amount": st.one_of(st.none(), st.floats(0, 1000, allow_nan=False)),
+        }
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events_strategy, st.integers(0, DAY_MS // SPEED_TILE_MS), st.integers(0, DAY_MS))
+def test_merge_is_exact_within_the_horizon(events, cutoff_steps, offset):
+    cutoff = BASE + cutoff_steps * SPEED_TILE_MS
+    t = cutoff + offset
+    seen = [e for e in events if e["event_time"] < t]
+    pointer = BatchPointer(1, cutoff, DAY_MS)
+    merged = merge_group(
+        GROUP, t, pointer, batch_doc(seen, cutoff, DAY_MS), speed_tiles(seen, cutoff)
+    )
+    expected = evaluate(GROUP, seen, t).get("u")
+    for feature in GROUP.features:
+        value = merged[feature.name]
+        assert value.status is not ValueStatus.STALE_BATCH_VIEW
+        want = expected[feature.name] if expected else value.value
+        if isinstance(want, float):
+            assert abs(value.value - want) <= 1e-9 * max(1.0, abs(want)), feature.name
+        else:
+            assert value.value == want, feature.name
+
+
+def test_past_the_horizon_long_windows_are_marked_stale():
+    cutoff = BASE
+    t = cutoff + 3 * DAY_MS
+    events = [{"user_id": "u", "event_time": cutoff - 29 * DAY_MS, "amount": 1.0}]
+    merged = merge_group(
+        GROUP, t, BatchPointer(1, cutoff, DAY_MS), batch_doc(events, cutoff, DAY_MS), {}
+    )
+    assert merged["count_30d"].status is ValueStatus.STALE_BATCH_VIEW
+    assert merged["count_1h"].status is ValueStatus.NO_DATA
+    assert merged["count_lifetime"].status is ValueStatus.PRESENT
+
+
+def test_no_views_gives_identities_with_no_data_status():
+    merged = merge_group(GROUP, BASE, None, None, {})
+    assert merged["count_1h"].value == 0 and merged["count_1h"].status is ValueStatus.NO_DATA
+    assert merged["amount_sum_lifetime"].value == 0.0
+    assert merged["amount_max_1d"].value is None
+
+
+def test_speed_tiles_before_the_cutoff_are_ignored():
+    cutoff = BASE + HOUR_MS
+    stale_tile = {BASE: [5.0] + [None] * (len(GROUP.tile_columns) - 1)}
+    merged = merge_group(GROUP, cutoff + 1, BatchPointer(1, cutoff, DAY_MS), {}, stale_tile)
+    assert merged["count_lifetime"].value == 0

@@ -1,0 +1,97 @@
+"""docker-compose.yml checked statically (no Docker engine is needed)."""
+
+from pathlib import Path
+
+import click
+import pytest
+import typer
+import yaml
+
+from feature_core.settings import ENV_PREFIX, Settings
+from infra.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+PLATFORM = {n: s for n, s in SERVICES.items() if s.get("image") == "lambda-feature-platform:local"}
+CLI = typer.main.get_command(app)
+
+
+def resolve(argv: list[str]) -> click.Command:
+    """The CLI command argv names, parsed with its real options (raises if not real)."""
+    command: click.Command = CLI
+    args = list(argv)
+    while isinstance(command, click.Group):
+        name = args.pop(0)
+        assert name in command.commands, f"{name!r} is not an lfp command"
+        command = command.commands[name]
+    command.make_context("lfp", args, resilient_parsing=False)
+    return command
+
+
+def test_platform_services_share_one_image_built_from_the_dockerfile():
+    assert {"topics", "lake-ingest", "speed-job", "batch-scheduler", "api"} <= set(PLATFORM)
+    for service in PLATFORM.values():
+        assert service["build"] == "."
+    assert (ROOT / "Dockerfile").read_text().count('ENTRYPOINT ["lfp"]') == 1
+
+
+@pytest.mark.parametrize("name", sorted(PLATFORM))
+def test_every_service_command_is_a_real_cli_command(name):
+    resolve(PLATFORM[name]["command"])
+
+
+@pytest.mark.parametrize("name", sorted(PLATFORM))
+def test_healthchecks_use_real_cli_commands(name):
+    check = PLATFORM[name].get("healthcheck")
+    if PLATFORM[name].get("restart") == "no":
+        return  # one-shot
+    assert check, f"{name} has no healthcheck"
+    test = check["test"]
+    assert test[:2] == ["CMD", "lfp"]
+    resolve(test[2:])
+
+
+def test_env_names_are_settings_fields():
+    fields = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    for name, service in PLATFORM.items():
+        for key in service.get("environment", {}):
+            assert key in fields, f"{name}: {key} is not a setting"
+
+
+def test_urls_and_ports_agree_with_the_services():
+    for service in PLATFORM.values():
+        env = service["environment"]
+        settings = Settings(
+            **{k[len(ENV_PREFIX) :].lower(): v for k, v in env.items()}, _env_file=None
+        )
+        assert settings.kafka_bootstrap_servers == "kafka:9092"
+        assert (
+            "PLAINTEXT://kafka:9092"
+            in SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+        )
+        assert settings.redis_url.startswith("redis://redis:") and settings.redis_port == 6379
+    api_env = SERVICES["api"]["environment"]
+    assert SERVICES["api"]["ports"] == [f"{api_env['LFP_API_PORT']}:{api_env['LFP_API_PORT']}"]
+    # Host ports match the embedded stack's defaults, so LFP_* defaults work from the host.
+    defaults = Settings(_env_file=None)
+    assert f"{defaults.broker_port}:19092" in SERVICES["kafka"]["ports"]
+    assert f"{defaults.redis_port}:6379" in SERVICES["redis"]["ports"]
+
+
+def test_dependencies_wait_for_health_or_completion():
+    for name, service in SERVICES.items():
+        for dep, condition in (service.get("depends_on") or {}).items():
+            assert dep in SERVICES, f"{name} depends on unknown {dep}"
+            wanted = "service_completed_successfully" if dep == "topics" else "service_healthy"
+            assert condition["condition"] == wanted, f"{name} -> {dep}"
+            if wanted == "service_healthy":
+                assert "healthcheck" in SERVICES[dep], f"{dep} has no healthcheck"
+
+
+def test_kafka_is_kraft_single_node_with_a_persistent_volume():
+    kafka = SERVICES["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert any(v.startswith("kafka-data:") for v in kafka["volumes"])
+    assert "kafka-data" in COMPOSE["volumes"]

@@ -1,0 +1,55 @@
+"""Helpers for driving the stack from tests: produce, read the lake, query the API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+import pyarrow.compute as pc
+
+from batch_layer.lake import open_table
+from feature_core.settings import Settings
+from infra.kafka_admin import producer
+
+
+def make_event(
+    user: str, event_time: int, event_type: str = "view", amount: float | None = None
+) -> dict:
+    event: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "user_id": user,
+        "event_type": event_type,
+        "event_time": event_time,
+        "item_id": "item_1",
+        "category": "books",
+    }
+    if amount is not None:
+        event["amount"] = amount
+    return event
+
+
+def produce(settings: Settings, records: list[dict | bytes]) -> None:
+    out = producer(settings)
+    for record in records:
+        value = record if isinstance(record, bytes) else orjson.dumps(record)
+        out.send(settings.events_topic, value=value)
+    out.flush()
+    out.close()
+
+
+def lake_event_ids(settings: Settings, user_prefix: str) -> list[str]:
+    """event_id of every lake row whose user_id starts with the prefix (duplicates kept)."""
+    table = open_table(settings.raw_events_uri)
+    if table is None:
+        return []
+    data = table.to_pyarrow_table(columns=["event_id", "user_id"])
+    mask = pc.starts_with(data["user_id"], user_prefix)
+    return data.filter(mask)["event_id"].to_pylist()
+
+
+def get_features(settings: Settings, group: str, entity: str) -> dict:
+    response = httpx.get(f"{settings.api_url}/v1/features/{group}/{entity}", timeout=10)
+    response.raise_for_status()
+    return response.json()
