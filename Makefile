@@ -27,7 +27,7 @@ test:  ## run the whole test suite (unit + integration on an embedded stack)
 	$(PY) -m pytest
 
 test-unit:  ## fast tests of pure logic only
-	$(PY) -m pytest tests -m "not integration"
+	$(PY) -m pytest tests -m "not integration and not spark"
 
 lint:  ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

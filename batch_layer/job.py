@@ -81,11 +81,12 @@ def read_snapshot(
 def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -> str:
     """SQL labelling an event with its batch bucket (see ``BatchLayout.bucket``)."""
     layout = batch_layout(window, cutoff, horizon_ms)
+    beyond = f"WHEN {time_column} >= {cutoff} THEN NULL"
     if layout.tail_start is None:
-        return f"'{COLLAPSED}'"
+        return f"CASE {beyond} ELSE '{COLLAPSED}' END"
     hop = window.hop_ms
     return (
-        f"CASE WHEN {time_column} < {layout.tail_start} THEN NULL "
+        f"CASE {beyond} WHEN {time_column} < {layout.tail_start} THEN NULL "
         f"WHEN {time_column} >= {layout.collapsed_start} THEN '{COLLAPSED}' "
         f"ELSE CAST(({time_column} DIV {hop}) * {hop} AS STRING) END"
     )

@@ -124,6 +124,20 @@ def doctor() -> None:
     console.print("[green]✓[/green] Java, redis-server, broker binary and engines are ready")
 
 
+@app.command()
+def config() -> None:
+    """Every setting: its environment variable, current value and meaning."""
+    from feature_core.settings import ENV_PREFIX
+
+    settings = get_settings()
+    table = Table("environment variable", "value", "meaning")
+    for name, field in Settings.model_fields.items():
+        table.add_row(
+            f"{ENV_PREFIX}{name.upper()}", str(getattr(settings, name)), field.description
+        )
+    console.print(table)
+
+
 # --- probes -----------------------------------------------------------------------
 
 

@@ -273,14 +273,27 @@ def _terminate_group(pid: int, wait: Callable[..., object], grace_s: float = 20.
         os.killpg(pid, signal.SIGKILL)
 
 
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs. Reaps it first if it is our exited child (a zombie)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: whoever started it reaps it
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def supervisor_pid(settings: Settings) -> int | None:
     path = Paths(settings.data_dir).supervisor_pid
     try:
         pid = int(path.read_text())
-        os.kill(pid, 0)
-        return pid
     except (OSError, ValueError):
         return None
+    return pid if pid_alive(pid) else None
 
 
 def read_state(settings: Settings) -> dict | None:
@@ -343,9 +356,7 @@ def down(settings: Settings, timeout_s: float = 120.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if not pid_alive(pid):
             return True
         time.sleep(0.25)
     os.kill(pid, signal.SIGKILL)
