@@ -3,7 +3,7 @@ VENV ?= .venv
 LFP  := $(VENV)/bin/lfp
 PY   := $(VENV)/bin/python
 
-.PHONY: help install up down status demo test test-unit test-integration lint format bench clean
+.PHONY: help install up down status demo test test-unit lint format bench-speed clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lint:  ## ruff lint and format check
 
 format:
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+bench-speed:  ## freshness + throughput of the speed layer on the running stack (make up first)
+	$(PY) -m benchmarks.speed_freshness
 
 clean:  ## remove the local stack's data
 	rm -rf .data

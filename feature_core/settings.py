@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:19092", description="Kafka bootstrap servers (host:port[,host:port])."
     )
+    kafka_connect_timeout_s: float = Field(
+        10.0, gt=0, description="How long clients wait for a Kafka broker before giving up."
+    )
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for all views.")
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")

@@ -62,6 +62,8 @@ def friendly_errors(func: F) -> F:
 
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):  # click's exits subclass RuntimeError
+            raise
         except (KafkaUnavailable, BrokerUnavailable, DefinitionError, RuntimeError) as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(1) from None

@@ -23,8 +23,8 @@ def _unavailable(settings: Settings, error: Exception) -> KafkaUnavailable:
     )
 
 
-def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClient:
-    deadline = time.monotonic() + timeout_s
+def admin_client(settings: Settings, timeout_s: float | None = None) -> KafkaAdminClient:
+    deadline = time.monotonic() + (timeout_s or settings.kafka_connect_timeout_s)
     while True:
         try:
             return KafkaAdminClient(
@@ -36,7 +36,7 @@ def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClien
             time.sleep(0.5)
 
 
-def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+def ensure_topics(settings: Settings, timeout_s: float | None = None) -> None:
     """Create the events and dead-letter topics if they do not exist (idempotent)."""
     admin = admin_client(settings, timeout_s)
     try:
@@ -59,6 +59,7 @@ def producer(settings: Settings, **overrides: object) -> KafkaProducer:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             linger_ms=5,
             acks="all",
+            bootstrap_timeout_ms=int(settings.kafka_connect_timeout_s * 1000),
             **overrides,
         )
     except (KafkaError, OSError) as error:

@@ -95,3 +95,19 @@ def test_served_values_equal_the_reference_before_and_after_more_events(stack):
         assert now["features"]["purchase_amount_sum_lifetime"] == pytest.approx(
             first[user]["features"]["purchase_amount_sum_lifetime"] + 20.0, rel=1e-9
         )
+
+
+def test_unknown_group_is_a_404_that_names_the_known_groups(stack):
+    import httpx
+
+    response = httpx.get(f"{stack.settings.api_url}/v1/features/no_such_group/u1", timeout=10)
+    assert response.status_code == 404
+    assert "unknown feature group 'no_such_group'" in response.json()["detail"]
+    assert "user_activity" in response.json()["detail"]
+
+
+def test_an_unknown_entity_gets_defaults_with_no_data_status(stack):
+    served = get_features(stack.settings, GROUP.name, f"nobody-{uuid.uuid4().hex}")
+    assert served["features"]["event_count_1h"] == 0
+    assert served["features"]["purchase_amount_sum_lifetime"] == 0.0
+    assert set(served["statuses"].values()) == {"no_data"}
