@@ -25,7 +25,7 @@ from tenacity import retry, stop_after_delay, wait_exponential
 from batch_layer.lake import append_with_offsets, committed_offsets
 from feature_core.events import Event, InvalidEvent, parse_event
 from feature_core.settings import Settings
-from infra.kafka_admin import KafkaUnavailable, producer
+from infra.kafka_admin import KafkaUnavailable, producer, topic_id
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class LakeIngest:
         self.status_path = status_path
         self.stats = IngestStats()
         self._stop = threading.Event()
+        self.topic_id = ""
 
     def stop(self) -> None:
         self._stop.set()
@@ -90,16 +91,24 @@ class LakeIngest:
         dlq = producer(self.settings)
         try:
             partitions = self._partitions(consumer)
+            self.topic_id = topic_id(self.settings, self.topic)
             assignment = [TopicPartition(self.topic, p) for p in partitions]
             consumer.assign(assignment)
-            offsets = committed_offsets(self.settings.raw_events_uri, self.topic, partitions)
+            offsets = committed_offsets(
+                self.settings.raw_events_uri, self.topic, self.topic_id, partitions
+            )
             for tp in assignment:
                 if tp.partition in offsets:
                     consumer.seek(tp, offsets[tp.partition])
                 else:
                     consumer.seek_to_beginning(tp)
             self.stats.next_offsets = dict(offsets)
-            log.info("lake ingest assigned %s, resuming at %s", partitions, offsets or "start")
+            log.info(
+                "lake ingest assigned %s (topic id %s), resuming at %s",
+                partitions,
+                self.topic_id,
+                offsets or "start",
+            )
             self._write_status()
             while not self._stop.is_set() and not (until and until()):
                 self._one_batch(consumer, dlq)
@@ -143,7 +152,9 @@ class LakeIngest:
             return
         if rejected:
             dlq.flush()
-        append_with_offsets(self.settings.raw_events_uri, valid, self.topic, next_offsets)
+        append_with_offsets(
+            self.settings.raw_events_uri, valid, self.topic, self.topic_id, next_offsets
+        )
         self.stats.events_written += len(valid)
         self.stats.rejected += rejected
         self.stats.commits += 1

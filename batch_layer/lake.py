@@ -12,9 +12,13 @@ from deltalake.exceptions import TableNotFoundError
 from feature_core.events import RAW_EVENTS_SCHEMA, Event
 
 
-def ingest_app_id(topic: str, partition: int) -> str:
-    """Delta app-transaction id under which the next offset of a partition is stored."""
-    return f"lfp-ingest:{topic}:{partition}"
+def ingest_app_id(topic: str, topic_id: str, partition: int) -> str:
+    """Delta app-transaction id under which the next offset of a partition is stored.
+
+    Includes the topic instance's id: offsets of a deleted-and-recreated topic (or of a
+    restarted memory-only broker) start afresh instead of skipping the new log's records.
+    """
+    return f"lfp-ingest:{topic}:{topic_id}:{partition}"
 
 
 def open_table(uri: str, version: int | None = None) -> DeltaTable | None:
@@ -24,14 +28,16 @@ def open_table(uri: str, version: int | None = None) -> DeltaTable | None:
         return None
 
 
-def committed_offsets(uri: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+def committed_offsets(
+    uri: str, topic: str, topic_id: str, partitions: Iterable[int]
+) -> dict[int, int]:
     """Next offset to read per partition, as recorded in the Delta log (absent: none yet)."""
     table = open_table(uri)
     if table is None:
         return {}
     offsets = {}
     for partition in partitions:
-        version = table.transaction_version(ingest_app_id(topic, partition))
+        version = table.transaction_version(ingest_app_id(topic, topic_id, partition))
         if version is not None:
             offsets[partition] = version
     return offsets
@@ -57,7 +63,11 @@ def events_to_arrow(rows: list[tuple[Event, int, int]]) -> pa.Table:
 
 
 def append_with_offsets(
-    uri: str, rows: list[tuple[Event, int, int]], topic: str, next_offsets: dict[int, int]
+    uri: str,
+    rows: list[tuple[Event, int, int]],
+    topic: str,
+    topic_id: str,
+    next_offsets: dict[int, int],
 ) -> None:
     """Append events and record the partitions' next offsets in the same Delta commit.
 
@@ -65,7 +75,7 @@ def append_with_offsets(
     (and the batch is re-read) or keeps both (and it is skipped): exactly once.
     """
     transactions = [
-        Transaction(ingest_app_id(topic, partition), offset)
+        Transaction(ingest_app_id(topic, topic_id, partition), offset)
         for partition, offset in sorted(next_offsets.items())
     ]
     write_deltalake(

@@ -64,3 +64,22 @@ def producer(settings: Settings, **overrides: object) -> KafkaProducer:
         )
     except (KafkaError, OSError) as error:
         raise _unavailable(settings, error) from None
+
+
+def topic_id(settings: Settings, topic: str) -> str:
+    """Kafka's id of the topic *instance* (changes if the topic is deleted and recreated).
+
+    Resume points (lake offsets in Delta, Flink checkpoints) are keyed by it, so offsets
+    from an earlier instance (for example a restarted memory-only broker) are never reused.
+    """
+    admin = admin_client(settings)
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if not described or described[0].get("error_code"):
+        raise KafkaUnavailable(
+            f"topic {topic!r} not found on {settings.kafka_bootstrap_servers}: "
+            "create it with `lfp topics create`"
+        )
+    return str(described[0].get("topic_id") or "no-id")

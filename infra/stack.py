@@ -57,6 +57,7 @@ class Service:
     healthy: Callable[[], bool]
     port: int | None = None
     start_timeout_s: float = 60.0
+    status_file: Path | None = None  # removed on (re)start, so stale health never counts
 
 
 @dataclass
@@ -128,6 +129,7 @@ def services(settings: Settings) -> list[Service]:
             "lake-ingest",
             _lfp("ingest", "run", "--status-file", str(paths.status_file("lake-ingest"))),
             lambda: _fresh_status(paths.status_file("lake-ingest")),
+            status_file=paths.status_file("lake-ingest"),
         ),
         Service(
             "speed-job",
@@ -136,12 +138,14 @@ def services(settings: Settings) -> list[Service]:
                 paths.status_file("speed-job"), lambda s: s.get("job_state", "").endswith("RUNNING")
             ),
             start_timeout_s=180.0,
+            status_file=paths.status_file("speed-job"),
         ),
         Service(
             "batch-scheduler",
             _lfp("batch", "schedule", "--status-file", str(paths.status_file("batch-scheduler"))),
             lambda: _fresh_status(paths.status_file("batch-scheduler")),
             start_timeout_s=120.0,
+            status_file=paths.status_file("batch-scheduler"),
         ),
         Service("api", _lfp("serve"), api_ok, settings.api_port),
     ]
@@ -171,6 +175,8 @@ class Supervisor:
         tmp.replace(self.paths.state)
 
     def _spawn(self, service: Service) -> subprocess.Popen:
+        if service.status_file is not None:
+            service.status_file.unlink(missing_ok=True)
         log = open(self.paths.logs / f"{service.name}.log", "ab")  # noqa: SIM115 - child owns it
         proc = subprocess.Popen(
             service.command,

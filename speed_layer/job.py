@@ -138,8 +138,13 @@ def build(
 
 def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) -> None:
     """Submit the job to a local mini-cluster and supervise it until SIGTERM."""
-    checkpoint_dir = settings.data_dir / "flink-checkpoints"
+    from infra.kafka_admin import topic_id
+
+    # Checkpoints hold Kafka offsets: keep them per topic instance, never reuse another's.
+    instance = topic_id(settings, settings.events_topic)
+    checkpoint_dir = settings.data_dir / "flink-checkpoints" / f"{settings.events_topic}-{instance}"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    restored = latest_checkpoint(checkpoint_dir)
     env = build(settings, repo, checkpoint_dir)
     client = env.execute_async("lfp-speed")
     stop = threading.Event()
@@ -149,7 +154,12 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     while not stop.wait(2):
         state = str(client.get_job_status().result())
         if status_path is not None:
-            status_path.write_text(json.dumps({"job_state": state, "heartbeat": time.time()}))
+            status = {
+                "job_state": state,
+                "heartbeat": time.time(),
+                "restored_from": str(restored) if restored else None,
+            }
+            status_path.write_text(json.dumps(status))
         if state in ("FAILED", "CANCELED", "FINISHED"):
             log.error("speed job ended: %s", state)
             sys.exit(1)

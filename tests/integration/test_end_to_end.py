@@ -111,3 +111,31 @@ def test_an_unknown_entity_gets_defaults_with_no_data_status(stack):
     assert served["features"]["event_count_1h"] == 0
     assert served["features"]["purchase_amount_sum_lifetime"] == 0.0
     assert set(served["statuses"].values()) == {"no_data"}
+
+
+def test_speed_job_crash_restores_its_checkpoint_and_stays_exact(stack):
+    settings = stack.settings
+    prefix = f"speedcrash-{uuid.uuid4().hex[:8]}-"
+    users = [f"{prefix}{i}" for i in range(4)]
+    rng = random.Random(7)
+    events = random_events(rng, users, now_ms() - 10 * MINUTE_MS, now_ms() - 1000, 60)
+    produce(settings, events)
+    wait_for(lambda: not mismatches(settings, users, events), 120, "speed layer before the crash")
+
+    status_file = settings.data_dir / "run" / "speed-job.status.json"
+    if stack.kind == "embedded":  # let a checkpoint complete after these events
+        checkpoints = settings.data_dir / "flink-checkpoints"
+        before = {p for p in checkpoints.glob("*/*/chk-*/_metadata")}
+        wait_for(lambda: set(checkpoints.glob("*/*/chk-*/_metadata")) - before, 60, "a checkpoint")
+    stack.kill("speed-job")
+    wait_for(lambda: not stack.service_healthy("speed-job"), 60, "the crash to be noticed")
+    wait_for(lambda: stack.service_healthy("speed-job"), 240, "speed job restarted")
+    if stack.kind == "embedded":
+        import json
+
+        assert json.loads(status_file.read_text())["restored_from"], "restart must restore state"
+
+    more = [make_event(u, now_ms() - 500, "purchase", 3.0) for u in users]
+    produce(settings, more)
+    events += more
+    wait_for(lambda: not mismatches(settings, users, events), 180, "exact values after restart")
