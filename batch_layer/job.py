@@ -60,6 +60,7 @@ class BatchResult:
     entities_written: int
     started_at: float
     finished_at: float
+    switched: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -175,11 +176,29 @@ def run_batch(
         )
     events.unpersist()
     pointer = BatchPointer(version, cutoff, horizon, pinned, int(time.time() * 1000))
-    client.set(keys.batch_pointer, orjson.dumps(pointer.to_json()))
-    log.info("batch view v%s serving (cutoff %s, delta v%s)", version, cutoff, pinned)
-    collect_garbage(client, keys, keep_from=version - settings.batch_keep_versions + 1)
+    switched = bool(
+        client.eval(
+            _SWITCH_IF_NEWER, 1, keys.batch_pointer, orjson.dumps(pointer.to_json()), version
+        )
+    )
+    if switched:
+        log.info("batch view v%s serving (cutoff %s, delta v%s)", version, cutoff, pinned)
+        collect_garbage(client, keys, keep_from=version - settings.batch_keep_versions + 1)
+    else:
+        log.warning("batch view v%s superseded by a newer run; not switching", version)
     client.close()
-    return BatchResult(version, cutoff, pinned, rows_read, written.value, started, time.time())
+    return BatchResult(
+        version, cutoff, pinned, rows_read, written.value, started, time.time(), switched
+    )
+
+
+#: Flip the pointer only forward: a slow older run never replaces a newer view.
+_SWITCH_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current)['version'] >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 def collect_garbage(client: redis.Redis, keys: KeySpace, keep_from: int) -> int:

@@ -17,6 +17,18 @@ from feature_core.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _view_serving(settings: Settings) -> bool:
+    import redis
+
+    from feature_core.keys import KeySpace
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return bool(client.exists(KeySpace(settings.key_prefix).batch_pointer))
+    finally:
+        client.close()
+
+
 def run_scheduler(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) -> None:
     from batch_layer.job import run_batch
     from batch_layer.spark import spark_session
@@ -43,14 +55,24 @@ def run_scheduler(settings: Settings, repo: FeatureRepo, status_path: Path | Non
             last.update(status="failed", error=str(error), finished_at=time.time())
             log.exception("batch run failed; previous view still serving")
 
+    running = threading.Lock()
+
+    def one_at_a_time() -> None:
+        if not running.acquire(blocking=False):
+            log.warning("a batch run is still in progress; skipping this trigger")
+            return
+        try:
+            job()
+        finally:
+            running.release()
+
     scheduler = BlockingScheduler(timezone="UTC")
-    scheduler.add_job(
-        job,
-        CronTrigger.from_crontab(settings.batch_schedule, timezone="UTC"),
-        max_instances=1,
-        coalesce=True,
-        id="batch",
-    )
+    trigger = CronTrigger.from_crontab(settings.batch_schedule, timezone="UTC")
+    scheduler.add_job(one_at_a_time, trigger, max_instances=1, coalesce=True, id="batch")
+    if not _view_serving(settings):
+        # Redis lost its views (or never had one) while the lake may hold history: serve
+        # batch values now rather than speed-only values until the next cron tick.
+        scheduler.add_job(one_at_a_time, id="batch-now")
     log.info("batch scheduler started: %r (UTC)", settings.batch_schedule)
     try:
         scheduler.start()

@@ -62,7 +62,7 @@ def test_served_values_equal_the_reference_before_and_after_more_events(stack):
     wait_for(lambda: len(lake_event_ids(settings, prefix)) >= len(events), 120, "lake ingest")
 
     result = stack.run_batch(cutoff)
-    assert result["cutoff"] == cutoff
+    assert result["cutoff"] == cutoff and result["switched"]
     assert result["rows_read"] >= len(before)
 
     last_after = max(e["event_time"] for e in after)
