@@ -122,7 +122,7 @@ def test_speed_job_crash_restores_its_checkpoint_and_stays_exact(stack):
     # invisible online until the next batch run; this test is about the speed layer.
     cutoff = get_features(settings, GROUP.name, users[0])["batch_cutoff"] or 0
     start = max(cutoff, now_ms() - 10 * MINUTE_MS)
-    events = random_events(rng, users, start, now_ms() - 1000, 60)
+    events = random_events(rng, users, start, max(now_ms() - 100, start + 1), 60)
     produce(settings, events)
     wait_for(lambda: not mismatches(settings, users, events), 120, "speed layer before the crash")
 
