@@ -12,6 +12,7 @@ import functools
 import logging
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import orjson
 import redis
@@ -27,7 +28,9 @@ from pyspark.sql.types import (
 )
 
 from batch_layer.lake import open_table
-from feature_core.definitions import FeatureGroup, FeatureRepo
+from feature_core import sketches
+from feature_core.aggregations import Primitive
+from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn
 from feature_core.keys import KeySpace
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
@@ -93,11 +96,39 @@ def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -
     )
 
 
+def partial_sql(column: TileColumn, time_column: str) -> str:
+    """Spark SQL computing one tile column's partial (raw form; see :func:`to_partial`)."""
+    primitive, col = column.primitive, column.column
+    if primitive.native:
+        return primitive.sql(col)
+    pair = f"CASE WHEN {col} IS NOT NULL THEN named_struct('t', {time_column}, 'v', {col}) END"
+    if primitive.kind == "last":
+        return f"MAX({pair})"  # struct order: time, then value (the algebra's tie rule)
+    if primitive.kind == "last_k":
+        return f"SLICE(SORT_ARRAY(COLLECT_LIST({pair}), false), 1, {primitive.param})"
+    if primitive.kind == "hll":
+        return f"COLLECT_SET(CAST({col} AS STRING))"
+    raise ValueError(f"no Spark form for {primitive.kind}")
+
+
+def to_partial(primitive: Primitive, raw: Any) -> Any:
+    """Spark's raw aggregate -> the algebra's partial (sketches built by the shared code)."""
+    if primitive.kind == "last":
+        return None if raw is None else [raw["t"], raw["v"]]
+    if primitive.kind == "last_k":
+        return [[item["t"], item["v"]] for item in raw or []]
+    if primitive.kind == "hll":
+        return sketches.sketch_of(raw, primitive.param) if raw else None
+    return primitive.normalize(raw)
+
+
 def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
     """One row per entity: ``entity``, ``buckets`` = [(window, bucket, partials)]."""
     time_column = group.source.event_time_column
     selected = events.where(f"{time_column} < {cutoff}").where(group.filter_sql())
-    partial_columns = [F.expr(c.sql()).cast("double") for c in group.tile_columns]
+    partial_columns = [
+        F.expr(partial_sql(c, time_column)).alias(f"p{i}") for i, c in enumerate(group.tile_columns)
+    ]
     per_window = []
     for window in group.windows:
         bucketed = selected.selectExpr(
@@ -106,7 +137,7 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
             f"{bucket_sql(window, cutoff, horizon_ms, time_column)} AS __bucket",
         ).where("__bucket IS NOT NULL AND __entity IS NOT NULL")
         aggregated = bucketed.groupBy("__entity", "__bucket").agg(
-            F.array(*partial_columns).alias("partials")
+            F.struct(*partial_columns).alias("partials")
         )
         per_window.append(
             aggregated.select(
@@ -124,14 +155,19 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
     )
 
 
-def _write_partition(rows, redis_url: str, keys: KeySpace, version: int, group: str, counter):
+def _write_partition(
+    rows, redis_url: str, keys: KeySpace, version: int, group: str, primitives, counter
+):
     client = redis.Redis.from_url(redis_url)
     pipe = client.pipeline(transaction=False)
     pending = 0
     for row in rows:
         doc: dict[str, dict[str, list]] = {}
         for item in row["buckets"]:
-            doc.setdefault(item["window"], {})[item["bucket"]] = list(item["partials"])
+            partials = [
+                to_partial(p, raw) for p, raw in zip(primitives, item["partials"], strict=True)
+            ]
+            doc.setdefault(item["window"], {})[item["bucket"]] = partials
         pipe.set(keys.batch_view(version, group, row["entity"]), orjson.dumps(doc))
         pending += 1
         if pending >= 1000:
@@ -171,6 +207,7 @@ def run_batch(
                 keys=keys,
                 version=version,
                 group=group.name,
+                primitives=group.primitives,
                 counter=written,
             )
         )

@@ -1,59 +1,132 @@
 """The aggregation algebra: mergeable intermediate representations (IRs).
 
-An aggregation's IR is a tuple of *primitive partials*. Every primitive is something
-both Spark SQL and Flink SQL compute natively (``COUNT``, ``SUM``, ``MIN``, ``MAX``)
-and that merges associatively and commutatively with an identity. So the batch layer,
-the speed layer and the reference evaluator produce the same IR for the same events,
-and the serving layer merges IRs from disjoint time ranges without subtracting anything.
+An aggregation's IR is a tuple of *primitive partials*. Each primitive merges
+associatively with an identity, so the batch layer, the speed layer and the reference
+evaluator produce the same IR for the same events, and the serving layer merges IRs of
+disjoint time ranges without subtracting anything.
+
+=========  ===========================  ==========================================
+primitive  partial (JSON)               merge
+=========  ===========================  ==========================================
+count      int                          sum
+sum        number or null               sum (null is the identity)
+min / max  number or null               min / max
+last       [time, value] or null        the later one; ties: the larger value
+last_k     [[time, value], ...]         the k latest, newest first, same tie rule
+hll        sketch string or null        register-wise max (feature_core.sketches)
+=========  ===========================  ==========================================
+
+``count``, ``sum``, ``min`` and ``max`` are *native*: Spark SQL and Flink SQL compute
+them directly. The others are computed by each engine through this module's code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-Partial = float | int | None
+from feature_core import sketches
+
+Partial = Any
 IR = tuple[Partial, ...]
 
+NATIVE_KINDS = ("count", "sum", "min", "max")
 
-class Primitive(StrEnum):
-    """A partial aggregate with a native SQL form in every engine."""
 
-    COUNT = "count"  # rows (column None) or non-null values
-    SUM = "sum"
-    MIN = "min"
-    MAX = "max"
+@dataclass(frozen=True)
+class Primitive:
+    """A partial aggregate: ``kind`` plus a parameter (k for last_k, precision for hll)."""
+
+    kind: str
+    param: int | None = None
+
+    COUNT: ClassVar[Primitive]
+    SUM: ClassVar[Primitive]
+    MIN: ClassVar[Primitive]
+    MAX: ClassVar[Primitive]
+    LAST: ClassVar[Primitive]
+
+    @property
+    def key(self) -> str:
+        return self.kind if self.param is None else f"{self.kind}{self.param}"
+
+    @property
+    def native(self) -> bool:
+        return self.kind in NATIVE_KINDS
 
     @property
     def identity(self) -> Partial:
-        return 0 if self is Primitive.COUNT else None
+        if self.kind == "count":
+            return 0
+        if self.kind == "last_k":
+            return []
+        return None
+
+    def lift(self, value: Any, event_time: int) -> Partial:
+        """The partial of one event's value (``None``: the column was null)."""
+        if self.kind == "count":
+            return 0 if value is None else 1
+        if value is None:
+            return self.identity
+        if self.kind == "last":
+            return [event_time, value]
+        if self.kind == "last_k":
+            return [[event_time, value]]
+        if self.kind == "hll":
+            return sketches.sketch_of([str(value)], self.param or sketches.DEFAULT_PRECISION)
+        return value
 
     def merge(self, left: Partial, right: Partial) -> Partial:
-        if self is Primitive.COUNT:
+        if self.kind == "count":
             return int(left or 0) + int(right or 0)
+        if self.kind == "last_k":
+            both = sorted([*(left or []), *(right or [])], key=_time_then_value, reverse=True)
+            return both[: self.param]
         if left is None:
             return right
         if right is None:
             return left
-        if self is Primitive.SUM:
+        if self.kind == "sum":
             return left + right
-        if self is Primitive.MIN:
+        if self.kind == "min":
             return min(left, right)
-        return max(left, right)
+        if self.kind == "max":
+            return max(left, right)
+        if self.kind == "last":
+            return max(left, right, key=_time_then_value)
+        if self.kind == "hll":
+            return sketches.merge(left, right)
+        raise ValueError(f"unknown primitive {self.kind!r}")
 
-    def lift(self, value: Any) -> Partial:
-        """The partial of a single value (``None`` means the column was null)."""
-        if self is Primitive.COUNT:
-            return 0 if value is None else 1
-        return value
+    def normalize(self, partial: Partial) -> Partial:
+        """A partial read back from JSON or an engine, in canonical Python types."""
+        if self.kind == "count":
+            return int(partial or 0)
+        if self.kind == "last_k":
+            return [[int(t), v] for t, v in (partial or [])]
+        if self.kind == "last" and partial is not None:
+            return [int(partial[0]), partial[1]]
+        return partial
 
     def sql(self, column_sql: str | None) -> str:
-        """ANSI SQL for this partial, valid in Spark SQL and Flink SQL alike."""
-        if self is Primitive.COUNT:
+        """ANSI SQL of a native primitive, valid in Spark SQL and Flink SQL alike."""
+        if not self.native:
+            raise ValueError(f"{self.kind} has no native SQL form")
+        if self.kind == "count":
             return f"COUNT({column_sql or '*'})"
-        return f"{self.value.upper()}({column_sql})"
+        return f"{self.kind.upper()}({column_sql})"
+
+
+def _time_then_value(pair: Sequence[Any]) -> tuple[Any, Any]:
+    return (pair[0], pair[1])
+
+
+Primitive.COUNT = Primitive("count")
+Primitive.SUM = Primitive("sum")
+Primitive.MIN = Primitive("min")
+Primitive.MAX = Primitive("max")
+Primitive.LAST = Primitive("last")
 
 
 @dataclass(frozen=True)
@@ -64,7 +137,7 @@ class AggregationKind:
     primitives: tuple[Primitive, ...]
     finalize: Callable[[IR], Any]
     needs_column: bool = True
-    numeric: bool = True
+    column_types: tuple[type, ...] | None = None  # None: any column
 
 
 def _sum_value(ir: IR) -> float:
@@ -76,15 +149,54 @@ def _mean_value(ir: IR) -> float | None:
     return None if not count else float(total or 0.0) / int(count)
 
 
+NUMERIC = (int, float)
+
+
+def aggregation_kind(name: str, param: int | None = None) -> AggregationKind:
+    """The kind for an aggregation name (``param``: k for last_k, precision for hll)."""
+    if name == "count":
+        return AggregationKind("count", (Primitive.COUNT,), lambda ir: int(ir[0] or 0), False)
+    if name == "sum":
+        return AggregationKind("sum", (Primitive.SUM,), _sum_value, column_types=NUMERIC)
+    if name == "mean":
+        return AggregationKind(
+            "mean", (Primitive.SUM, Primitive("count")), _mean_value, column_types=NUMERIC
+        )
+    if name in ("min", "max"):
+        return AggregationKind(name, (Primitive(name),), lambda ir: ir[0], column_types=NUMERIC)
+    if name == "last":
+        return AggregationKind("last", (Primitive.LAST,), lambda ir: ir[0][1] if ir[0] else None)
+    if name == "last_k":
+        if not param or param < 1:
+            raise ValueError("last_k needs k >= 1 (e.g. Aggregation('last_k', 'item_id', k=5))")
+        return AggregationKind(
+            "last_k", (Primitive("last_k", param),), lambda ir: [v for _, v in ir[0]]
+        )
+    if name == "approx_count_distinct":
+        precision = param or sketches.DEFAULT_PRECISION
+        if not 4 <= precision <= 16:
+            raise ValueError("approx_count_distinct precision must be within 4..16")
+        return AggregationKind(
+            "approx_count_distinct",
+            (Primitive("hll", precision),),
+            lambda ir: sketches.estimate(ir[0]),
+            column_types=(str,),
+        )
+    raise KeyError(name)
+
+
+AGGREGATION_NAMES = (
+    "count",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "last",
+    "last_k",
+    "approx_count_distinct",
+)
 AGGREGATIONS: dict[str, AggregationKind] = {
-    kind.name: kind
-    for kind in (
-        AggregationKind("count", (Primitive.COUNT,), lambda ir: int(ir[0] or 0), False, False),
-        AggregationKind("sum", (Primitive.SUM,), _sum_value),
-        AggregationKind("mean", (Primitive.SUM, Primitive.COUNT), _mean_value),
-        AggregationKind("min", (Primitive.MIN,), lambda ir: ir[0]),
-        AggregationKind("max", (Primitive.MAX,), lambda ir: ir[0]),
-    )
+    name: aggregation_kind(name, 1 if name == "last_k" else None) for name in AGGREGATION_NAMES
 }
 
 
@@ -103,14 +215,12 @@ def merge_all(primitives: Sequence[Primitive], irs: Iterable[IR]) -> IR:
     return result
 
 
-def lift(primitives: Sequence[Primitive], value: Any) -> IR:
-    return tuple(p.lift(value) for p in primitives)
+def lift(primitives: Sequence[Primitive], value: Any, event_time: int) -> IR:
+    return tuple(p.lift(value, event_time) for p in primitives)
 
 
 def normalize(primitives: Sequence[Primitive], ir: Sequence[Any] | None) -> IR:
-    """An IR read back from JSON or SQL: counts as ints, ``None`` for absent."""
+    """An IR read back from JSON or an engine: canonical types, identity for absent."""
     if ir is None:
         return identity(primitives)
-    return tuple(
-        (int(v or 0) if p is Primitive.COUNT else v) for p, v in zip(primitives, ir, strict=True)
-    )
+    return tuple(p.normalize(v) for p, v in zip(primitives, ir, strict=True))

@@ -22,7 +22,12 @@ from functools import cached_property
 from types import ModuleType
 from typing import Any
 
-from feature_core.aggregations import AGGREGATIONS, AggregationKind, Primitive
+from feature_core.aggregations import (
+    AGGREGATION_NAMES,
+    AggregationKind,
+    Primitive,
+    aggregation_kind,
+)
 from feature_core.events import EVENT_COLUMNS
 from feature_core.windows import Window
 
@@ -86,23 +91,28 @@ class Aggregation:
     """One aggregation of one column over one or more windows.
 
     Produces one feature per window, named ``{name}_{window}`` (``name`` defaults to
-    ``{column}_{function}``, or ``count`` for a row count).
+    ``{column}_{function}``, or ``count`` for a row count). ``k`` is the list length of
+    ``last_k``; ``precision`` the HyperLogLog precision of ``approx_count_distinct``.
     """
 
     function: str
     column: str | None = None
     windows: Sequence[str] = ("lifetime",)
     name: str | None = None
+    k: int | None = None
+    precision: int | None = None
 
     @property
     def kind(self) -> AggregationKind:
         try:
-            return AGGREGATIONS[self.function]
+            return aggregation_kind(self.function, self.k or self.precision)
         except KeyError:
-            known = ", ".join(sorted(AGGREGATIONS))
+            known = ", ".join(AGGREGATION_NAMES)
             raise DefinitionError(
                 f"unknown aggregation {self.function!r}; known: {known}"
             ) from None
+        except ValueError as error:
+            raise DefinitionError(f"{self.base_name}: {error}") from None
 
     @property
     def base_name(self) -> str:
@@ -120,7 +130,7 @@ class TileColumn:
 
     @property
     def key(self) -> str:
-        return f"{self.primitive.value}({self.column or '*'})"
+        return f"{self.primitive.key}({self.column or '*'})"
 
     def sql(self) -> str:
         return self.primitive.sql(self.column)
@@ -220,9 +230,12 @@ class FeatureGroup:
                     raise DefinitionError(f"{self.name}: {agg.function} needs a column")
                 if agg.column not in EVENT_COLUMNS:
                     raise DefinitionError(f"{self.name}: unknown column {agg.column!r}")
-                if kind.numeric and EVENT_COLUMNS[agg.column] not in (int, float):
+                allowed = kind.column_types
+                if allowed is not None and EVENT_COLUMNS[agg.column] not in allowed:
+                    wanted = "numeric" if float in allowed else "string"
                     raise DefinitionError(
-                        f"{self.name}: {agg.function} needs a numeric column, {agg.column!r} is not"
+                        f"{self.name}: {agg.function} needs a {wanted} column, "
+                        f"{agg.column!r} is not"
                     )
             if not agg.windows:
                 raise DefinitionError(f"{self.name}: {agg.base_name} has no windows")

@@ -31,9 +31,10 @@ def evaluate(
             primitives = tuple(group.primitives[i] for i in feature.tile_indices)
             ir = merge_all(primitives, ())
             for event in entity_events:
-                if feature.window.contains(int(event[time_column]), t):
+                event_time = int(event[time_column])
+                if feature.window.contains(event_time, t):
                     value = event.get(feature.column) if feature.column else True
-                    ir = merge(primitives, ir, lift(primitives, value))
+                    ir = merge(primitives, ir, lift(primitives, value, event_time))
             values[feature.name] = feature.aggregation.finalize(ir)
         result[entity] = values
     return result

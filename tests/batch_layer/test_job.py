@@ -26,3 +26,78 @@ def test_spark_buckets_equal_the_python_layout(spark_factory, text):
     for row in rows.collect():
         expected = layout.bucket(row["event_time"], window.hop_ms)
         assert row["b"] == (None if expected is None else str(expected)), row["event_time"]
+
+
+def test_spark_irs_equal_the_shared_algebra_for_every_aggregation(spark_factory):
+    from batch_layer.job import RAW_FILE_SCHEMA, group_irs, to_partial
+    from feature_core.aggregations import identity, lift, merge
+    from feature_core.definitions import Aggregation, Entity, EventSource, FeatureGroup
+
+    group = FeatureGroup(
+        "all_kinds",
+        Entity("user", "user_id"),
+        EventSource("events"),
+        aggregations=[
+            Aggregation("count", windows=["1h", "lifetime"]),
+            Aggregation("sum", "amount", windows=["1d"]),
+            Aggregation("mean", "amount", windows=["7d"]),
+            Aggregation("min", "amount", windows=["lifetime"]),
+            Aggregation("max", "amount", windows=["lifetime"]),
+            Aggregation("last", "item_id", windows=["1h", "lifetime"]),
+            Aggregation("last_k", "category", windows=["1d"], k=3),
+            Aggregation("approx_count_distinct", "item_id", windows=["30d"]),
+        ],
+        filter={"event_type": ["view", "purchase"]},
+    )
+    spark = spark_factory(Settings(_env_file=None))
+    rng = random.Random(3)
+    cutoff = 19_000 * DAY_MS
+    rows = []
+    for i in range(400):
+        kind = rng.choice(["view", "purchase", "click"])
+        rows.append(
+            (
+                f"e{i}",
+                f"u{rng.randrange(5)}",
+                kind,
+                cutoff - rng.randrange(0, 40 * DAY_MS),
+                rng.choice([None, f"i{rng.randrange(30)}"]),
+                rng.choice(["a", "b", "c"]),
+                round(rng.uniform(1, 50), 2) if kind == "purchase" else None,
+                0,
+                i,
+            )
+        )
+    frame = spark.createDataFrame(rows, RAW_FILE_SCHEMA)
+    got = {}
+    for row in group_irs(frame, group, cutoff, DAY_MS).collect():
+        for item in row["buckets"]:
+            partials = [
+                to_partial(p, r) for p, r in zip(group.primitives, item["partials"], strict=True)
+            ]
+            got[(row["entity"], item["window"], item["bucket"])] = partials
+
+    expected = {}
+    names = RAW_FILE_SCHEMA.fieldNames()
+    for raw in rows:
+        event = dict(zip(names, raw, strict=True))
+        if not group.accepts(event):
+            continue
+        ir = tuple(
+            lift((c.primitive,), event[c.column] if c.column else True, event["event_time"])[0]
+            for c in group.tile_columns
+        )
+        for window in group.windows:
+            bucket = batch_layout(window, cutoff, DAY_MS).bucket(event["event_time"], window.hop_ms)
+            if bucket is not None:
+                key = (event["user_id"], window.name, str(bucket))
+                expected[key] = merge(
+                    group.primitives, expected.get(key, identity(group.primitives)), ir
+                )
+    assert set(got) == set(expected)
+    for key, partials in expected.items():
+        for primitive, want, have in zip(group.primitives, partials, got[key], strict=True):
+            if isinstance(want, float):
+                assert have == pytest.approx(want, rel=1e-9), (key, primitive)
+            else:
+                assert have == want, (key, primitive)

@@ -1,47 +1,91 @@
+"""Property tests of the aggregation algebra: every primitive is a commutative monoid."""
+
+import math
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from feature_core import sketches
 from feature_core.aggregations import AGGREGATIONS, Primitive, identity, lift, merge, merge_all
 
-PRIMS = tuple(Primitive)
-values = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False), st.integers(-(10**6), 10**6))
-irs = st.lists(values, min_size=len(PRIMS), max_size=len(PRIMS)).map(
-    lambda vs: tuple(lift(PRIMS, v)[i] for i, v in enumerate(vs))
-)
+NUMBER = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
+LABEL = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "item_1", "é"]))
+CASES = [
+    (Primitive.COUNT, NUMBER),
+    (Primitive.SUM, NUMBER),
+    (Primitive.MIN, NUMBER),
+    (Primitive.MAX, NUMBER),
+    (Primitive.LAST, LABEL),
+    (Primitive("last_k", 3), LABEL),
+    (Primitive("hll", 10), LABEL),
+]
+PRIMS = tuple(p for p, _ in CASES)
+
+
+def events_for(value):
+    return st.lists(st.tuples(st.integers(0, 50), value), max_size=12)
+
+
+EVENTS = st.tuples(*(events_for(v) for _, v in CASES))
+
+
+def partial_ir(events_per_primitive):
+    """A reachable IR: the merge of lifted events, per primitive."""
+    return tuple(
+        merge_all((p,), ((p.lift(v, t),) for t, v in events))[0]
+        for p, events in zip(PRIMS, events_per_primitive, strict=True)
+    )
 
 
 def close(a, b):
     for x, y in zip(a, b, strict=True):
-        if x is None or y is None:
-            assert x is y
+        if isinstance(x, float) and isinstance(y, float):
+            assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-6)
         else:
-            assert abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
+            assert x == y
     return True
 
 
-@given(irs, irs, irs)
+@given(EVENTS, EVENTS, EVENTS)
 def test_merge_is_associative(a, b, c):
+    a, b, c = partial_ir(a), partial_ir(b), partial_ir(c)
     assert close(merge(PRIMS, merge(PRIMS, a, b), c), merge(PRIMS, a, merge(PRIMS, b, c)))
 
 
-@given(irs, irs)
+@given(EVENTS, EVENTS)
 def test_merge_is_commutative(a, b):
+    a, b = partial_ir(a), partial_ir(b)
     assert close(merge(PRIMS, a, b), merge(PRIMS, b, a))
 
 
-@given(irs)
+@given(EVENTS)
 def test_identity_is_neutral(a):
+    a = partial_ir(a)
     assert merge(PRIMS, identity(PRIMS), a) == a
     assert merge(PRIMS, a, identity(PRIMS)) == a
 
 
-@given(st.lists(values, max_size=40), st.integers(0, 40))
-def test_split_anywhere_then_merge_equals_whole(items, cut):
-    cut = min(cut, len(items))
-    whole = merge_all(PRIMS, (lift(PRIMS, v) for v in items))
-    left = merge_all(PRIMS, (lift(PRIMS, v) for v in items[:cut]))
-    right = merge_all(PRIMS, (lift(PRIMS, v) for v in items[cut:]))
+@given(EVENTS, st.integers(0, 12))
+def test_split_anywhere_then_merge_equals_whole(events, cut):
+    whole = partial_ir(events)
+    left = partial_ir(tuple(e[:cut] for e in events))
+    right = partial_ir(tuple(e[cut:] for e in events))
     assert close(merge(PRIMS, left, right), whole)
+
+
+def test_last_takes_the_latest_event_time_not_arrival_order():
+    last = Primitive.LAST
+    merged = merge_all((last,), [(last.lift("new", 20),), (last.lift("old", 10),)])
+    assert AGGREGATIONS["last"].finalize(merged) == "new"
+
+
+def test_last_k_keeps_the_k_latest_newest_first():
+    kind = __import__("feature_core.aggregations", fromlist=["x"]).aggregation_kind("last_k", 2)
+    (p,) = kind.primitives
+    ir = merge_all(
+        (p,), [(p.lift(v, t),) for t, v in [(1, "a"), (3, "c"), (2, "b"), (None, None)][:3]]
+    )
+    assert kind.finalize(ir) == ["c", "b"]
 
 
 def test_finalize_of_identity_is_the_documented_default():
@@ -49,9 +93,28 @@ def test_finalize_of_identity_is_the_documented_default():
     assert AGGREGATIONS["sum"].finalize((None,)) == 0.0
     assert AGGREGATIONS["mean"].finalize((None, 0)) is None
     assert AGGREGATIONS["min"].finalize((None,)) is None
+    assert AGGREGATIONS["last"].finalize((None,)) is None
+    assert AGGREGATIONS["last_k"].finalize(([],)) == []
+    assert AGGREGATIONS["approx_count_distinct"].finalize((None,)) == 0
 
 
 def test_count_counts_non_null_values_only():
-    assert merge_all((Primitive.COUNT,), [lift((Primitive.COUNT,), v) for v in (1, None, 2)]) == (
-        2,
+    ir = merge_all((Primitive.COUNT,), [lift((Primitive.COUNT,), v, 0) for v in (1, None, 2)])
+    assert ir == (2,)
+
+
+@given(st.sets(st.text(min_size=1, max_size=12), max_size=3000), st.sampled_from([8, 10, 12]))
+def test_sketches_stay_within_four_standard_errors(values, precision):
+    n = len(values)
+    estimate = sketches.estimate(sketches.sketch_of(values, precision) if values else None)
+    assert abs(estimate - n) <= max(2, 4 * sketches.standard_error(precision) * n)
+
+
+@given(st.lists(st.text(max_size=6), max_size=200), st.integers(0, 200))
+def test_sketch_bytes_depend_only_on_the_set_of_values(values, cut):
+    whole = sketches.sketch_of(values) if values else None
+    merged = sketches.merge(
+        sketches.sketch_of(values[:cut]) if values[:cut] else None,
+        sketches.sketch_of(values[cut:]) if values[cut:] else None,
     )
+    assert merged == whole

@@ -19,6 +19,9 @@ GROUP = FeatureGroup(
         Aggregation("mean", "amount", windows=["1d"]),
         Aggregation("min", "amount", windows=["1h", "30d"]),
         Aggregation("max", "amount", windows=["1d", "lifetime"]),
+        Aggregation("last", "item_id", windows=["1h", "lifetime"]),
+        Aggregation("last_k", "item_id", windows=["7d"], k=3),
+        Aggregation("approx_count_distinct", "item_id", windows=["1d", "30d"]),
     ],
 )
 BASE = 1000 * DAY_MS
@@ -58,7 +61,7 @@ def speed_tiles(events, cutoff):
 
 def _lift(event):
     return tuple(
-        lift((c.primitive,), event.get(c.column) if c.column else True)[0]
+        lift((c.primitive,), event.get(c.column) if c.column else True, event["event_time"])[0]
         for c in GROUP.tile_columns
     )
 
@@ -69,6 +72,7 @@ events_strategy = st.lists(
             "user_id": st.just("u"),
             "event_time": st.integers(BASE - 40 * DAY_MS, BASE + 2 * DAY_MS),
             "amount": st.one_of(st.none(), st.floats(0, 1000, allow_nan=False)),
+            "item_id": st.one_of(st.none(), st.sampled_from(["i1", "i2", "i3", "i4", "i5"])),
         }
     ),
     max_size=60,

@@ -1,0 +1,100 @@
+"""A HyperLogLog distinct-count sketch with one canonical serialized form.
+
+Every engine builds sketches with this module (Spark in its Python writer, Flink in a
+Python aggregate, the reference evaluator directly), so equal inputs give byte-identical
+sketches everywhere. Precision ``p`` gives ``m = 2**p`` registers and a standard error of
+``1.04 / sqrt(m)`` (p=10: 3.25%); below ``2.5 * m`` distinct values linear counting makes
+the estimate much tighter than that.
+
+Serialized form (a str, so it travels in JSON): ``"s<p>:"`` + base64 of sorted
+``(index u16, rank u8)`` triples while at most ``m / 8`` registers are set, else
+``"d<p>:"`` + base64 of all ``m`` register bytes. The form is a pure function of the
+register contents, hence canonical.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import struct
+from collections.abc import Iterable
+
+DEFAULT_PRECISION = 10
+
+
+def _hash64(value: str) -> int:
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def registers_of(values: Iterable[str], precision: int = DEFAULT_PRECISION) -> dict[int, int]:
+    """Sparse registers (index -> rank) of a set of string values."""
+    width = 64 - precision
+    registers: dict[int, int] = {}
+    for value in values:
+        h = _hash64(value)
+        index = h >> width
+        rest = h & ((1 << width) - 1)
+        rank = width - rest.bit_length() + 1
+        if rank > registers.get(index, 0):
+            registers[index] = rank
+    return registers
+
+
+def encode(registers: dict[int, int], precision: int = DEFAULT_PRECISION) -> str:
+    m = 1 << precision
+    if len(registers) <= m // 8:
+        packed = b"".join(struct.pack(">HB", i, registers[i]) for i in sorted(registers))
+        return f"s{precision}:" + base64.b64encode(packed).decode("ascii")
+    dense = bytearray(m)
+    for index, rank in registers.items():
+        dense[index] = rank
+    return f"d{precision}:" + base64.b64encode(bytes(dense)).decode("ascii")
+
+
+def decode(sketch: str) -> tuple[int, dict[int, int]]:
+    header, _, body = sketch.partition(":")
+    precision = int(header[1:])
+    raw = base64.b64decode(body)
+    if header[0] == "s":
+        return precision, {index: rank for index, rank in struct.iter_unpack(">HB", raw)}
+    return precision, {i: r for i, r in enumerate(raw) if r}
+
+
+def sketch_of(values: Iterable[str], precision: int = DEFAULT_PRECISION) -> str:
+    return encode(registers_of(values, precision), precision)
+
+
+def merge(left: str | None, right: str | None) -> str | None:
+    if left is None:
+        return right
+    if right is None:
+        return left
+    p_left, a = decode(left)
+    p_right, b = decode(right)
+    if p_left != p_right:
+        raise ValueError(f"cannot merge HLL sketches of precision {p_left} and {p_right}")
+    merged = dict(a)
+    for index, rank in b.items():
+        if rank > merged.get(index, 0):
+            merged[index] = rank
+    return encode(merged, p_left)
+
+
+def estimate(sketch: str | None) -> int:
+    """Estimated number of distinct values (0 for no sketch)."""
+    if sketch is None:
+        return 0
+    precision, registers = decode(sketch)
+    m = 1 << precision
+    alpha = 0.7213 / (1 + 1.079 / m)
+    harmonic = (m - len(registers)) + sum(2.0**-r for r in registers.values())
+    raw = alpha * m * m / harmonic
+    zeros = m - len(registers)
+    if raw <= 2.5 * m and zeros:
+        return round(m * math.log(m / zeros))
+    return round(raw)
+
+
+def standard_error(precision: int = DEFAULT_PRECISION) -> float:
+    return 1.04 / math.sqrt(1 << precision)
