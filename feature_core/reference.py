@@ -22,8 +22,9 @@ def evaluate(
     by_entity: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     time_column = group.source.event_time_column
     for event in events:
-        if group.accepts(event):
-            by_entity[str(event[group.entity.join_key])].append(event)
+        key = event.get(group.entity.join_key)
+        if key is not None and group.accepts(event):
+            by_entity[str(key)].append(event)
     result: dict[str, dict[str, Any]] = {}
     for entity, entity_events in by_entity.items():
         values: dict[str, Any] = {}

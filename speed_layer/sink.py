@@ -65,10 +65,13 @@ class _BufferedWriter(MapFunction):
 class TileWriter(_BufferedWriter):
     """Rows ``(entity, tile, p0..pn, max_event_time)`` -> ``HSET {p}:st:{group}:{entity}``."""
 
-    def __init__(self, redis_url: str, key_prefix: str, group: str, ttl_s: int) -> None:
+    def __init__(
+        self, redis_url: str, key_prefix: str, group: str, ttl_s: int, json_partials: bool = False
+    ) -> None:
         super().__init__(redis_url, key_prefix)
         self.group = group
         self.ttl_s = ttl_s
+        self.json_partials = json_partials  # one JSON column from the group's Python UDAF
 
     def open(self, runtime_context: RuntimeContext) -> None:
         super().open(runtime_context)
@@ -79,6 +82,8 @@ class TileWriter(_BufferedWriter):
             return 0
         values = list(row)
         entity, tile, partials, max_event_time = values[0], values[1], values[2:-1], values[-1]
+        if self.json_partials:
+            partials = orjson.loads(partials[0])
         with self.lock:
             self.buffer[(entity, tile)] = (partials, max_event_time)
         return 1

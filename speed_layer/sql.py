@@ -40,14 +40,36 @@ def source_ddl(settings: Settings, table: str = "raw_events") -> str:
     return f"CREATE TABLE {table} (`value` BYTES) WITH (\n  {with_clause}\n)"
 
 
+def all_native(group: FeatureGroup) -> bool:
+    """True if Flink SQL computes every tile column natively (else a Python UDAF does)."""
+    return all(c.primitive.native for c in group.tile_columns)
+
+
+def udaf_columns(group: FeatureGroup) -> list[str]:
+    """Event columns the group's Python aggregate takes after the event time, in order."""
+    return sorted({c.column for c in group.tile_columns if c.column})
+
+
+def udaf_name(group: FeatureGroup) -> str:
+    return f"lfp_tile_{group.name}"
+
+
 def tile_query(group: FeatureGroup, parsed: str = "parsed") -> str:
-    """Per (entity, 5-minute tile): the group's primitive partials and its latest event."""
+    """Per (entity, 5-minute tile): the group's primitive partials and its latest event.
+
+    Native groups yield one column per partial; others one JSON column (``partials``)
+    from the group's Python aggregate (:mod:`speed_layer.udaf`).
+    """
     key = f"CAST({group.entity.join_key} AS STRING)"
     time_column = group.source.event_time_column
     tile = f"({time_column} / {SPEED_TILE_MS}) * {SPEED_TILE_MS}"
-    partials = ",\n  ".join(
-        f"CAST({c.sql()} AS DOUBLE) AS p{i}" for i, c in enumerate(group.tile_columns)
-    )
+    if all_native(group):
+        partials = ",\n  ".join(
+            f"CAST({c.sql()} AS DOUBLE) AS p{i}" for i, c in enumerate(group.tile_columns)
+        )
+    else:
+        args = ", ".join([time_column, *udaf_columns(group)])
+        partials = f"{udaf_name(group)}({args}) AS partials"
     return (
         f"SELECT {key} AS entity, {tile} AS tile,\n  {partials},\n"
         f"  MAX({time_column}) AS max_event_time\n"
