@@ -4,7 +4,7 @@ Every module-level :class:`FeatureGroup` is loaded. Adding a feature is adding o
 ``Aggregation`` line; adding a group is one more ``FeatureGroup``.
 """
 
-from feature_core.definitions import Aggregation, Entity, EventSource, FeatureGroup
+from feature_core.definitions import Aggregation, Entity, EventSource, FeatureGroup, FeatureService
 
 user = Entity("user", join_key="user_id", description="A shopper.")
 item = Entity("item", join_key="item_id", description="A catalog item.")
@@ -63,5 +63,31 @@ item_popularity = FeatureGroup(
         Aggregation(
             "approx_count_distinct", column="user_id", windows=["1d"], name="distinct_users"
         ),
+    ],
+)
+
+ranking_features = FeatureService(
+    name="ranking_features",
+    description="Input vector of the demo ranking model (one user).",
+    features=[
+        "user_activity:event_count_1h",
+        "user_activity:purchase_amount_sum_lifetime",
+        "user_purchases:purchases_7d",
+        "user_purchases:spend_30d",
+        "user_purchases:avg_order_value_30d",
+        "user_browsing:events_5m",
+        "user_browsing:distinct_items_7d",
+        "user_browsing:last_item_1h",
+    ],
+    defaults={"user_purchases:avg_order_value_30d": 0.0, "user_browsing:last_item_1h": ""},
+)
+
+user_features = FeatureService(
+    name="user_features",
+    description="Every user feature, for exploration and consistency checks.",
+    features=[
+        f"{group.name}:{feature.name}"
+        for group in (user_activity, user_purchases, user_browsing)
+        for feature in group.features
     ],
 )

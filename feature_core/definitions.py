@@ -252,10 +252,36 @@ class FeatureGroup:
 
 
 @dataclass(frozen=True)
+class FeatureService:
+    """An ordered model input vector: ``"group:feature"`` references, with defaults.
+
+    A default replaces a value that is missing (``None``: e.g. the mean of no events);
+    counts and sums already have natural zeros.
+    """
+
+    name: str
+    features: Sequence[str]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def references(self) -> list[tuple[str, str]]:
+        refs = []
+        for ref in self.features:
+            group, sep, feature = ref.partition(":")
+            if not sep or not group or not feature:
+                raise DefinitionError(
+                    f"feature service {self.name}: {ref!r} is not 'group:feature'"
+                )
+            refs.append((group, feature))
+        return refs
+
+
+@dataclass(frozen=True)
 class FeatureRepo:
     """All definitions of one project, validated together."""
 
     groups: tuple[FeatureGroup, ...]
+    services: tuple[FeatureService, ...] = ()
 
     def __post_init__(self) -> None:
         names = [g.name for g in self.groups]
@@ -264,6 +290,54 @@ class FeatureRepo:
             raise DefinitionError(f"duplicate feature group names {duplicates}")
         for group in self.groups:
             group.validate()
+        service_names = [s.name for s in self.services]
+        if len(set(service_names)) != len(service_names):
+            raise DefinitionError(f"duplicate feature service names in {service_names}")
+        for service in self.services:
+            self._validate_service(service)
+
+    def _validate_service(self, service: FeatureService) -> None:
+        _check_name("feature service", service.name)
+        refs = service.references()
+        if not refs:
+            raise DefinitionError(f"feature service {service.name}: no features")
+        if len(set(refs)) != len(refs):
+            raise DefinitionError(f"feature service {service.name}: a feature is listed twice")
+        keys = set()
+        for group_name, feature_name in refs:
+            groups = {g.name: g for g in self.groups}
+            if group_name not in groups:
+                raise DefinitionError(
+                    f"feature service {service.name}: unknown feature group {group_name!r}"
+                )
+            group = groups[group_name]
+            if feature_name not in {f.name for f in group.features}:
+                raise DefinitionError(
+                    f"feature service {service.name}: {group_name} has no feature {feature_name!r}"
+                )
+            keys.add(group.entity.join_key)
+        if len(keys) != 1:
+            raise DefinitionError(
+                f"feature service {service.name}: features of different entities {sorted(keys)}"
+            )
+        unknown = set(service.defaults) - set(service.features)
+        if unknown:
+            raise DefinitionError(
+                f"feature service {service.name}: defaults for unlisted features {sorted(unknown)}"
+            )
+
+    def service(self, name: str) -> FeatureService:
+        for service in self.services:
+            if service.name == name:
+                return service
+        known = ", ".join(s.name for s in self.services) or "none"
+        raise KeyError(f"unknown feature service {name!r}; known: {known}")
+
+    def feature(self, group: str, name: str) -> Feature:
+        for feature in self.group(group).features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"feature group {group!r} has no feature {name!r}")
 
     def group(self, name: str) -> FeatureGroup:
         for group in self.groups:
@@ -274,7 +348,11 @@ class FeatureRepo:
 
     @classmethod
     def from_objects(cls, objects: Iterable[Any]) -> FeatureRepo:
-        return cls(tuple(o for o in objects if isinstance(o, FeatureGroup)))
+        objects = list(objects)
+        return cls(
+            tuple(o for o in objects if isinstance(o, FeatureGroup)),
+            tuple(o for o in objects if isinstance(o, FeatureService)),
+        )
 
     @classmethod
     def from_module(cls, module: str | ModuleType) -> FeatureRepo:

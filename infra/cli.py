@@ -30,7 +30,9 @@ topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
 features_app = typer.Typer(no_args_is_help=True, help="Inspect feature definitions.")
 demo_app = typer.Typer(no_args_is_help=True, help="The demo workload.")
 probe_app = typer.Typer(no_args_is_help=True, help="Health probes (Compose healthchecks).")
+training_app = typer.Typer(no_args_is_help=True, help="Point-in-time correct training sets.")
 for sub, name in (
+    (training_app, "training-set"),
     (probe_app, "probe"),
     (stack_app, "stack"),
     (batch_app, "batch"),
@@ -199,6 +201,38 @@ def features_validate() -> None:
     )
 
 
+@features_app.command("describe")
+@friendly_errors
+def features_describe(name: str) -> None:
+    """Describe a feature group or feature service by name."""
+    repo = _repo(get_settings())
+    try:
+        group = repo.group(name)
+    except KeyError:
+        group = None
+    if group is not None:
+        console.print(f"[bold]{group.name}[/bold] (feature group) {group.description}")
+        console.print(f"entity: {group.entity.name} (join key {group.entity.join_key})")
+        console.print(f"source: topic {group.source.topic}, table {group.source.table}")
+        console.print(f"filter: {group.filter_sql()}")
+        console.print(f"tile columns: {', '.join(c.key for c in group.tile_columns)}")
+        for f in group.features:
+            console.print(
+                f"  {f.name}: {f.aggregation.name}({f.column or '*'}) over {f.window.name}"
+            )
+        return
+    try:
+        service = repo.service(name)
+    except KeyError as error:
+        groups = ", ".join(g.name for g in repo.groups)
+        raise RuntimeError(f"{error.args[0]}; feature groups: {groups}") from None
+    console.print(f"[bold]{service.name}[/bold] (feature service) {service.description}")
+    for i, ref in enumerate(service.features):
+        default = service.defaults.get(ref)
+        suffix = f" (default {default!r})" if default is not None else ""
+        console.print(f"  {i:2d}. {ref}{suffix}")
+
+
 @features_app.command("list")
 @friendly_errors
 def features_list() -> None:
@@ -328,6 +362,55 @@ def serve() -> None:
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info"
     )
+
+
+@training_app.command("build")
+@friendly_errors
+def training_set_build(
+    service: Annotated[str, typer.Option(help="Feature service (the model input vector).")],
+    spine: Annotated[Path, typer.Option(help="Parquet or CSV: entity key, timestamp, labels.")],
+    output: Annotated[Path, typer.Option(help="Where to write the training set.")],
+    output_format: Annotated[str, typer.Option("--format", help="parquet or delta.")] = "parquet",
+    entity_column: Annotated[
+        str | None, typer.Option(help="Default: the entity's join key.")
+    ] = None,
+    timestamp_column: Annotated[str, typer.Option(help="Epoch-ms column.")] = "timestamp",
+    delta_version: Annotated[int | None, typer.Option(help="Pin this lake version.")] = None,
+) -> None:
+    """Each spine row + the features the API would have served at its timestamp."""
+    from batch_layer.spark import spark_session
+    from batch_layer.training import build_training_set, write_training_set
+
+    _setup_logging()
+    settings = get_settings()
+    repo = _repo(settings)
+    try:
+        feature_service = repo.service(service)
+    except KeyError as error:
+        raise RuntimeError(str(error.args[0])) from None
+    if not spine.exists():
+        raise RuntimeError(f"spine file {spine} not found")
+    spark = spark_session(settings, "lfp-training-set")
+    try:
+        reader = spark.read.option("header", True).option("inferSchema", True)
+        frame = reader.csv(str(spine)) if spine.suffix == ".csv" else reader.parquet(str(spine))
+        result = build_training_set(
+            spark,
+            settings,
+            repo,
+            feature_service,
+            frame,
+            entity_column,
+            timestamp_column,
+            delta_version,
+        )
+        write_training_set(result, str(output), output_format)
+        rows = result.count()
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
+    finally:
+        spark.stop()
+    console.print(f"wrote {rows} rows x {len(feature_service.features)} features to {output}")
 
 
 # --- the embedded stack -------------------------------------------------------------

@@ -64,6 +64,7 @@ class StackHandle:
     run_batch: Callable[[int], dict]
     kill: Callable[[str], None]
     service_healthy: Callable[[str], bool]
+    training_set: Callable[[str, list[tuple[str, int]]], list[dict]]
 
 
 def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[StackHandle]:
@@ -102,8 +103,19 @@ def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[S
         state = stack.read_state(settings) or {"services": {}}
         return state["services"].get(service, {}).get("state") == "healthy"
 
+    def training_set(service: str, rows: list[tuple[str, int]]) -> list[dict]:
+        from batch_layer.training import build_training_set
+
+        spark = spark_factory(settings)
+        repo = FeatureRepo.from_module(settings.feature_repo)
+        definition = repo.service(service)
+        key = repo.group(definition.references()[0][0]).entity.join_key
+        spine = spark.createDataFrame(rows, f"{key} STRING, timestamp BIGINT")
+        frame = build_training_set(spark, settings, repo, definition, spine)
+        return [r.asDict() for r in frame.collect()]
+
     try:
-        yield StackHandle("embedded", settings, run_batch, kill, service_healthy)
+        yield StackHandle("embedded", settings, run_batch, kill, service_healthy, training_set)
     finally:
         stack.down(settings)
         for key, value in saved.items():
@@ -154,8 +166,36 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
     def service_healthy(service: str) -> bool:
         return "healthy" in docker_compose("ps", "--format", "{{.Health}}", service)
 
+    def training_set(service: str, rows: list[tuple[str, int]]) -> list[dict]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from feature_core.definitions import FeatureRepo as Repo
+
+        repo = Repo.from_module("demo.feature_repo")
+        key = repo.group(repo.service(service).references()[0][0]).entity.join_key
+        pq.write_table(
+            pa.table({key: [r[0] for r in rows], "timestamp": [r[1] for r in rows]}),
+            tmp / "spine.parquet",
+        )
+        docker_compose(
+            "exec",
+            "-T",
+            "batch-scheduler",
+            "lfp",
+            "training-set",
+            "build",
+            "--service",
+            service,
+            "--spine",
+            "/data/spine.parquet",
+            "--output",
+            "/data/training",
+        )
+        return pq.read_table(tmp / "training").to_pylist()
+
     try:
-        yield StackHandle("compose", settings, run_batch, kill, service_healthy)
+        yield StackHandle("compose", settings, run_batch, kill, service_healthy, training_set)
     finally:
         compose.stop()
 

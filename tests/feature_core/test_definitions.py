@@ -7,6 +7,7 @@ from feature_core.definitions import (
     EventSource,
     FeatureGroup,
     FeatureRepo,
+    FeatureService,
 )
 
 USER = Entity("user", "user_id")
@@ -54,3 +55,40 @@ def test_filters_compile_to_sql_and_python_alike():
     g = group(Aggregation("count"), filter={"event_type": ["purchase", "o'dd"]})
     assert g.filter_sql() == "event_type IN ('purchase', 'o''dd')"
     assert g.accepts({"event_type": "purchase"}) and not g.accepts({"event_type": "view"})
+
+
+def test_demo_services_resolve_in_order():
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    service = repo.service("ranking_features")
+    assert service.references()[0] == ("user_activity", "event_count_1h")
+    assert len(repo.service("user_features").features) == sum(
+        len(repo.group(g).features) for g in ("user_activity", "user_purchases", "user_browsing")
+    )
+
+
+@pytest.mark.parametrize(
+    ("features", "defaults", "message"),
+    [
+        (["g:count_lifetime", "nope:x"], {}, "unknown feature group 'nope'"),
+        (["g:missing"], {}, "g has no feature 'missing'"),
+        (["count_lifetime"], {}, "is not 'group:feature'"),
+        (["g:count_lifetime", "g:count_lifetime"], {}, "listed twice"),
+        (["g:count_lifetime"], {"g:other": 1}, "defaults for unlisted features"),
+        (["g:count_lifetime", "items:count_lifetime"], {}, "different entities"),
+    ],
+)
+def test_invalid_services_fail_with_a_clear_message(features, defaults, message):
+    items = FeatureGroup("items", Entity("item", "item_id"), SRC, [Aggregation("count")])
+    with pytest.raises(DefinitionError, match=message):
+        FeatureRepo(
+            (group(Aggregation("count")), items), (FeatureService("svc", features, defaults),)
+        )
+
+
+def test_aggregation_parameters_are_validated():
+    with pytest.raises(DefinitionError, match="k >= 1"):
+        FeatureRepo((group(Aggregation("last_k", "item_id")),))
+    with pytest.raises(DefinitionError, match="string column"):
+        FeatureRepo((group(Aggregation("approx_count_distinct", "amount")),))
+    with pytest.raises(DefinitionError, match="precision"):
+        FeatureRepo((group(Aggregation("approx_count_distinct", "item_id", precision=20)),))

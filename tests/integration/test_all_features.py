@@ -99,3 +99,38 @@ def test_every_group_matches_the_reference_across_batch_runs(stack):
     served = get_features(settings, "user_purchases", users[0])
     assert served["batch_cutoff"] == second["cutoff"]
     assert mismatches(settings, entities, events) == []
+
+
+def test_training_set_at_t_equals_what_the_api_served_at_t(stack):
+    settings = stack.settings
+    rng = random.Random(2211)
+    tag = uuid.uuid4().hex[:8]
+    users = [f"pit-{tag}-u{i}" for i in range(4)]
+    items = [f"pit-{tag}-i{i}" for i in range(4)]
+    cutoff = align_cutoff(now_ms()) - 10 * MINUTE_MS
+    events = make_events(rng, users, items, cutoff - 40 * DAY_MS, cutoff, 300)
+    events += make_events(rng, users, items, cutoff, now_ms() - 1000, 100)
+    produce(settings, events)
+    wait_for(lambda: len(lake_event_ids(settings, f"pit-{tag}")) >= len(events), 120, "lake")
+    stack.run_batch(cutoff)
+    entities = {"user_id": users, "item_id": items}
+    wait_for(lambda: not mismatches(settings, entities, events), 180, "views caught up")
+
+    served = {}  # (user, as_of) -> {group__feature: value}
+    for user in users:
+        for group in ("user_activity", "user_purchases", "user_browsing"):
+            response = get_features(settings, group, user)
+            values = {f"{group}__{k}": v for k, v in response["features"].items()}
+            served.setdefault((user, response["as_of"]), {}).update(values)
+    rows = stack.training_set("user_features", sorted(served))
+    assert len(rows) == len(served)
+    checked = 0
+    for row in rows:
+        for column, value in served[(row["user_id"], row["timestamp"])].items():
+            got = row[column]
+            got = list(got) if isinstance(got, (list, tuple)) else got
+            assert same(got, value), (
+                f"{row['user_id']}@{row['timestamp']} {column}: {got!r} != {value!r}"
+            )
+            checked += 1
+    assert checked == sum(len(v) for v in served.values()) > 0

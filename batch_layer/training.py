@@ -1,0 +1,159 @@
+"""Point-in-time correct training sets, computed by Spark from the lake.
+
+Each spine row ``(entity key, timestamp[, labels...])`` gets the feature vector the serving
+layer returns at that timestamp: for every feature, the events of that entity with event
+time in the feature's window ending at the timestamp (``[floor(ts - w, hop), ts)``), never
+later ones. The partials come from the same SQL the batch job uses, the values from the
+same finalize the API uses, so offline and online agree by construction and by test.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from batch_layer.job import partial_sql, read_snapshot, to_partial
+from feature_core.aggregations import AggregationKind, Primitive
+from feature_core.definitions import FeatureGroup, FeatureRepo, FeatureService, TileColumn
+from feature_core.settings import Settings
+from feature_core.windows import Window
+
+ROW_ID = "__row_id"
+_SPARK_TYPES: dict[str, T.DataType] = {
+    "count": T.LongType(),
+    "sum": T.DoubleType(),
+    "mean": T.DoubleType(),
+    "approx_count_distinct": T.LongType(),
+}
+
+
+def window_start_sql(window: Window, ts_column: str) -> str | None:
+    """SQL of ``Window.start(ts)`` (None for lifetime); timestamps must exceed the window."""
+    if window.length_ms is None:
+        return None
+    return f"(({ts_column} - {window.length_ms}) DIV {window.hop_ms}) * {window.hop_ms}"
+
+
+def _in_window_column(column: TileColumn, window: Window, ts: str, time_column: str) -> TileColumn:
+    """The tile column restricted to one window: other events become nulls (ignored)."""
+    start = window_start_sql(window, ts)
+    condition = f"{time_column} < {ts}" + (f" AND {time_column} >= {start}" if start else "")
+    value = column.column or "1"
+    masked = f"CASE WHEN {condition} THEN {value} END"
+    return TileColumn(column.primitive, masked)
+
+
+def _value_type(kind: AggregationKind, feature_column: str | None, events: DataFrame) -> T.DataType:
+    if kind.name in _SPARK_TYPES:
+        return _SPARK_TYPES[kind.name]
+    column_type = events.schema[feature_column].dataType if feature_column else T.StringType()
+    return T.ArrayType(column_type) if kind.name == "last_k" else column_type
+
+
+def _group_vectors(
+    spine: DataFrame,
+    events: DataFrame,
+    group: FeatureGroup,
+    wanted: list[str],
+    entity_column: str,
+    ts_column: str,
+) -> DataFrame:
+    """One row per spine row: ``__row_id`` and the group's wanted features."""
+    features = [f for f in group.features if f.name in wanted]
+    time_column = group.source.event_time_column
+    key = group.entity.join_key
+    selected = events.where(group.filter_sql()).where(f"{key} IS NOT NULL")
+    ends = spine.select(
+        ROW_ID, F.col(entity_column).cast("string").alias("__key"), F.col(ts_column).alias("__ts")
+    )
+    bounded = [not f.window.is_lifetime for f in features]
+    condition = (F.col("__key") == F.col(key).cast("string")) & (F.col(time_column) < F.col("__ts"))
+    if all(bounded):
+        longest = max(features, key=lambda f: f.window.length_ms or 0).window
+        condition &= F.expr(f"{time_column} >= {window_start_sql(longest, '__ts')}")
+    joined = ends.join(selected, condition, "left")
+    aggregates = []
+    plan: list[tuple[Any, list[Primitive]]] = []
+    for feature in features:
+        primitives = []
+        for index in feature.tile_indices:
+            column = _in_window_column(
+                group.tile_columns[index], feature.window, "__ts", time_column
+            )
+            sql = partial_sql(column, time_column)
+            aggregates.append(F.expr(sql).alias(f"a{len(aggregates)}"))
+            primitives.append(column.primitive)
+        plan.append((feature, primitives))
+    raw = joined.groupBy(ROW_ID).agg(*aggregates)
+    schema = T.StructType(
+        [T.StructField(ROW_ID, T.LongType())]
+        + [T.StructField(f.name, _value_type(f.aggregation, f.column, events)) for f, _ in plan]
+    )
+    finalize = functools.partial(_finalize_row, plan=[(f.aggregation, p) for f, p in plan])
+    return raw.rdd.map(finalize).toDF(schema)
+
+
+def _finalize_row(row: Any, plan: list[tuple[AggregationKind, list[Primitive]]]) -> tuple:
+    values: list[Any] = [row[ROW_ID]]
+    position = 1
+    for kind, primitives in plan:
+        ir = tuple(to_partial(p, row[position + i]) for i, p in enumerate(primitives))
+        position += len(primitives)
+        values.append(kind.finalize(ir))
+    return tuple(values)
+
+
+def build_training_set(
+    spark: SparkSession,
+    settings: Settings,
+    repo: FeatureRepo,
+    service: FeatureService,
+    spine: DataFrame,
+    entity_column: str | None = None,
+    timestamp_column: str = "timestamp",
+    delta_version: int | None = None,
+) -> DataFrame:
+    """Spine columns (labels included) + the service's features, in service order.
+
+    Column names are ``group__feature``; a service default replaces a missing (null) value.
+    ``timestamp_column`` holds epoch milliseconds.
+    """
+    refs = service.references()
+    groups = {name: repo.group(name) for name, _ in refs}
+    entity_column = entity_column or next(iter(groups.values())).entity.join_key
+    for column in (entity_column, timestamp_column):
+        if column not in spine.columns:
+            raise ValueError(f"spine has no column {column!r}; it has {spine.columns}")
+    events, _ = read_snapshot(spark, settings.raw_events_uri, delta_version)
+    spine = spine.withColumn(ROW_ID, F.monotonically_increasing_id())
+    result = spine
+    for name, group in groups.items():
+        wanted = [feature for g, feature in refs if g == name]
+        vectors = _group_vectors(spine, events, group, wanted, entity_column, timestamp_column)
+        renamed = vectors.select(ROW_ID, *[F.col(f).alias(f"{name}__{f}") for f in wanted])
+        result = result.join(renamed, ROW_ID, "left")
+    ordered = []
+    for group_name, feature in refs:
+        column = F.col(f"{group_name}__{feature}")
+        default = service.defaults.get(f"{group_name}:{feature}")
+        if default is not None:
+            column = F.coalesce(column, F.lit(default))
+        ordered.append(column.alias(f"{group_name}__{feature}"))
+    originals = [c for c in spine.columns if c != ROW_ID]
+    return result.orderBy(ROW_ID).select(*originals, *ordered)
+
+
+def write_training_set(frame: DataFrame, path: str, output_format: str = "parquet") -> None:
+    """Parquet through Spark, or a Delta table through delta-rs."""
+    if output_format == "parquet":
+        frame.write.mode("overwrite").parquet(path)
+    elif output_format == "delta":
+        from deltalake import write_deltalake
+
+        write_deltalake(path, frame.toArrow(), mode="overwrite")
+    else:
+        raise ValueError(f"unknown output format {output_format!r}: use parquet or delta")
