@@ -28,7 +28,6 @@ from pyspark.sql.types import (
 )
 
 from batch_layer.lake import open_table
-from feature_core import sketches
 from feature_core.aggregations import Primitive
 from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn
 from feature_core.keys import KeySpace
@@ -112,13 +111,13 @@ def partial_sql(column: TileColumn, time_column: str) -> str:
 
 
 def to_partial(primitive: Primitive, raw: Any) -> Any:
-    """Spark's raw aggregate -> the algebra's partial (sketches built by the shared code)."""
+    """Spark's raw aggregate -> the algebra's partial (reduced by the shared code)."""
     if primitive.kind == "last":
-        return None if raw is None else [raw["t"], raw["v"]]
+        return primitive.from_pairs([] if raw is None else [(raw["t"], raw["v"])])
     if primitive.kind == "last_k":
-        return [[item["t"], item["v"]] for item in raw or []]
+        return primitive.from_pairs((item["t"], item["v"]) for item in raw or [])
     if primitive.kind == "hll":
-        return sketches.sketch_of(raw, primitive.param) if raw else None
+        return primitive.from_pairs((0, value) for value in raw or [])
     return primitive.normalize(raw)
 
 

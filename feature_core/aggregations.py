@@ -17,7 +17,8 @@ hll        sketch string or null        register-wise max (feature_core.sketches
 =========  ===========================  ==========================================
 
 ``count``, ``sum``, ``min`` and ``max`` are *native*: Spark SQL and Flink SQL compute
-them directly. The others are computed by each engine through this module's code.
+them directly. For the others each engine natively collects ``(time, value)`` pairs or
+distinct values per tile, and :meth:`Primitive.from_pairs` reduces them.
 """
 
 from __future__ import annotations
@@ -98,6 +99,21 @@ class Primitive:
         if self.kind == "hll":
             return sketches.merge(left, right)
         raise ValueError(f"unknown primitive {self.kind!r}")
+
+    def from_pairs(self, pairs: Iterable[tuple[int, Any]]) -> Partial:
+        """The partial of many ``(event_time, value)`` pairs.
+
+        Engines collect pairs (or distinct values) natively per tile and call this once per
+        emitted tile, so the per-event work stays in the engine and the reduction is this
+        module's code everywhere.
+        """
+        if self.kind == "hll":
+            values = [str(v) for _, v in pairs if v is not None]
+            return sketches.sketch_of(values, self.param) if values else None
+        partial = self.identity
+        for event_time, value in pairs:
+            partial = self.merge(partial, self.lift(value, int(event_time)))
+        return partial
 
     def normalize(self, partial: Partial) -> Partial:
         """A partial read back from JSON or an engine, in canonical Python types."""

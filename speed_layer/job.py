@@ -27,15 +27,7 @@ from feature_core.definitions import FeatureRepo
 from feature_core.events import InvalidEvent, parse_event
 from feature_core.settings import Settings
 from speed_layer.sink import StatsWriter, TileWriter
-from speed_layer.sql import (
-    PARSED_COLUMNS,
-    all_native,
-    source_ddl,
-    stats_query,
-    tile_query,
-    udaf_name,
-)
-from speed_layer.udaf import tile_udaf
+from speed_layer.sql import PARSED_COLUMNS, source_ddl, stats_query, tile_query
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +124,13 @@ def build(
         ),
     )
     for group in repo.groups:
-        if not all_native(group):
-            t_env.create_temporary_function(udaf_name(group), tile_udaf(group))
         tiles = t_env.to_changelog_stream(t_env.sql_query(tile_query(group)))
         writer = TileWriter(
             settings.redis_url,
             settings.key_prefix,
             group.name,
             settings.speed_tile_ttl_s,
-            json_partials=not all_native(group),
+            group.primitives,
         )
         tiles.map(writer, output_type=Types.INT()).name(f"tiles:{group.name}")
     stats = t_env.to_changelog_stream(t_env.sql_query(stats_query()))

@@ -9,6 +9,7 @@ followed by the group's watermark, so a reader that sees the watermark sees the 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ import redis
 from pyflink.common import Row, RowKind
 from pyflink.datastream import MapFunction, RuntimeContext
 
+from feature_core.aggregations import Primitive
 from feature_core.keys import KeySpace
 
 #: Only the new value of a row matters for an upsert.
@@ -26,6 +28,15 @@ local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 1
 """
+
+
+def to_partial(primitive: Primitive, raw: Any) -> Any:
+    """Flink's raw column -> the algebra's partial (collected arrays reduced here)."""
+    if primitive.native:
+        return raw
+    if primitive.kind == "hll":
+        return primitive.from_pairs((0, value) for value in raw or [])
+    return primitive.from_pairs((pair[0], pair[1]) for pair in raw or [])
 
 
 class _BufferedWriter(MapFunction):
@@ -63,15 +74,20 @@ class _BufferedWriter(MapFunction):
 
 
 class TileWriter(_BufferedWriter):
-    """Rows ``(entity, tile, p0..pn, max_event_time)`` -> ``HSET {p}:st:{group}:{entity}``."""
+    """Rows ``(entity, tile, raw0..rawn, max_event_time)`` -> ``HSET {p}:st:{group}:{entity}``."""
 
     def __init__(
-        self, redis_url: str, key_prefix: str, group: str, ttl_s: int, json_partials: bool = False
+        self,
+        redis_url: str,
+        key_prefix: str,
+        group: str,
+        ttl_s: int,
+        primitives: Sequence[Primitive],
     ) -> None:
         super().__init__(redis_url, key_prefix)
         self.group = group
         self.ttl_s = ttl_s
-        self.json_partials = json_partials  # one JSON column from the group's Python UDAF
+        self.primitives = tuple(primitives)
 
     def open(self, runtime_context: RuntimeContext) -> None:
         super().open(runtime_context)
@@ -81,17 +97,16 @@ class TileWriter(_BufferedWriter):
         if row.get_row_kind() not in _UPSERT_KINDS:
             return 0
         values = list(row)
-        entity, tile, partials, max_event_time = values[0], values[1], values[2:-1], values[-1]
-        if self.json_partials:
-            partials = orjson.loads(partials[0])
+        entity, tile, raw, max_event_time = values[0], values[1], values[2:-1], values[-1]
         with self.lock:
-            self.buffer[(entity, tile)] = (partials, max_event_time)
+            self.buffer[(entity, tile)] = (raw, max_event_time)
         return 1
 
     def write(self, pending: dict[Any, Any]) -> None:
         pipe = self.client.pipeline(transaction=False)
         watermark = 0
-        for (entity, tile), (partials, max_event_time) in pending.items():
+        for (entity, tile), (raw, max_event_time) in pending.items():
+            partials = [to_partial(p, r) for p, r in zip(self.primitives, raw, strict=True)]
             key = self.keys.speed_tiles(self.group, entity)
             pipe.hset(key, str(tile), orjson.dumps(partials))
             pipe.expire(key, self.ttl_s)

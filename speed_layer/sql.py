@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from feature_core.definitions import FeatureGroup
+from feature_core.definitions import FeatureGroup, TileColumn
 from feature_core.settings import Settings
 from feature_core.windows import SPEED_TILE_MS
 
@@ -40,36 +40,31 @@ def source_ddl(settings: Settings, table: str = "raw_events") -> str:
     return f"CREATE TABLE {table} (`value` BYTES) WITH (\n  {with_clause}\n)"
 
 
-def all_native(group: FeatureGroup) -> bool:
-    """True if Flink SQL computes every tile column natively (else a Python UDAF does)."""
-    return all(c.primitive.native for c in group.tile_columns)
+def partial_sql(column: TileColumn, time_column: str) -> str:
+    """Flink SQL for one tile column: native aggregate, or natively collected pairs/values.
 
-
-def udaf_columns(group: FeatureGroup) -> list[str]:
-    """Event columns the group's Python aggregate takes after the event time, in order."""
-    return sorted({c.column for c in group.tile_columns if c.column})
-
-
-def udaf_name(group: FeatureGroup) -> str:
-    return f"lfp_tile_{group.name}"
+    Non-native partials (last, last_k, hll) are collected per tile with ``ARRAY_AGG`` and
+    reduced once per emitted update by the shared algebra (``Primitive.from_pairs``) in the
+    Redis writer, so no Python runs per event.
+    """
+    primitive, col = column.primitive, column.column
+    if primitive.native:
+        return f"CAST({primitive.sql(col)} AS DOUBLE)"
+    if primitive.kind in ("last", "last_k"):
+        return f"ARRAY_AGG(ROW({time_column}, {col})) FILTER (WHERE {col} IS NOT NULL)"
+    if primitive.kind == "hll":
+        return f"ARRAY_AGG(DISTINCT CAST({col} AS STRING)) FILTER (WHERE {col} IS NOT NULL)"
+    raise ValueError(f"no Flink form for {primitive.kind}")
 
 
 def tile_query(group: FeatureGroup, parsed: str = "parsed") -> str:
-    """Per (entity, 5-minute tile): the group's primitive partials and its latest event.
-
-    Native groups yield one column per partial; others one JSON column (``partials``)
-    from the group's Python aggregate (:mod:`speed_layer.udaf`).
-    """
+    """Per (entity, 5-minute tile): one raw partial per tile column, and the latest event."""
     key = f"CAST({group.entity.join_key} AS STRING)"
     time_column = group.source.event_time_column
     tile = f"({time_column} / {SPEED_TILE_MS}) * {SPEED_TILE_MS}"
-    if all_native(group):
-        partials = ",\n  ".join(
-            f"CAST({c.sql()} AS DOUBLE) AS p{i}" for i, c in enumerate(group.tile_columns)
-        )
-    else:
-        args = ", ".join([time_column, *udaf_columns(group)])
-        partials = f"{udaf_name(group)}({args}) AS partials"
+    partials = ",\n  ".join(
+        f"{partial_sql(c, time_column)} AS p{i}" for i, c in enumerate(group.tile_columns)
+    )
     return (
         f"SELECT {key} AS entity, {tile} AS tile,\n  {partials},\n"
         f"  MAX({time_column}) AS max_event_time\n"

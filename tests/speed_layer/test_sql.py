@@ -17,3 +17,23 @@ def test_source_reads_raw_bytes_from_the_configured_topic():
     ddl = source_ddl(Settings(_env_file=None, events_topic="clicks"))
     assert "'topic' = 'clicks'" in ddl and "'format' = 'raw'" in ddl
     assert "'properties.isolation.level' = 'read_uncommitted'" in ddl
+
+
+def test_non_native_partials_are_collected_natively_not_in_python():
+    from demo.feature_repo import user_browsing
+
+    sql = tile_query(user_browsing)
+    assert "ARRAY_AGG(ROW(event_time, item_id)) FILTER (WHERE item_id IS NOT NULL)" in sql
+    assert "ARRAY_AGG(DISTINCT CAST(item_id AS STRING)) FILTER (WHERE item_id IS NOT NULL)" in sql
+
+
+def test_the_sink_reduces_collected_pairs_with_the_shared_algebra():
+    from feature_core.aggregations import Primitive, merge_all
+    from speed_layer.sink import to_partial
+
+    pairs = [(3, "b"), (1, "a"), (3, "a")]
+    last_k = Primitive("last_k", 2)
+    assert to_partial(last_k, pairs) == [[3, "b"], [3, "a"]]
+    expected = merge_all((Primitive.LAST,), [(Primitive.LAST.lift(v, t),) for t, v in pairs])[0]
+    assert to_partial(Primitive.LAST, pairs) == expected == [3, "b"]
+    assert to_partial(Primitive("hll", 10), None) is None
