@@ -36,6 +36,8 @@ def to_partial(primitive: Primitive, raw: Any) -> Any:
         return raw
     if primitive.kind == "hll":
         return primitive.from_pairs((0, value) for value in raw or [])
+    if primitive.kind == "last" and not isinstance(raw, (list, tuple)):
+        return primitive.from_pairs([] if raw is None else [(raw, raw)])  # last(event_time)
     return primitive.from_pairs((pair[0], pair[1]) for pair in raw or [])
 
 

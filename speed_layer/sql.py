@@ -50,6 +50,9 @@ def partial_sql(column: TileColumn, time_column: str) -> str:
     primitive, col = column.primitive, column.column
     if primitive.native:
         return f"CAST({primitive.sql(col)} AS DOUBLE)"
+    if primitive.kind == "last" and col == time_column:
+        # The latest event time is its own value: a native MAX, no pairs to collect.
+        return f"MAX({time_column}) FILTER (WHERE {col} IS NOT NULL)"
     if primitive.kind in ("last", "last_k"):
         return f"ARRAY_AGG(ROW({time_column}, {col})) FILTER (WHERE {col} IS NOT NULL)"
     if primitive.kind == "hll":

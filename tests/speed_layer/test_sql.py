@@ -37,3 +37,13 @@ def test_the_sink_reduces_collected_pairs_with_the_shared_algebra():
     expected = merge_all((Primitive.LAST,), [(Primitive.LAST.lift(v, t),) for t, v in pairs])[0]
     assert to_partial(Primitive.LAST, pairs) == expected == [3, "b"]
     assert to_partial(Primitive("hll", 10), None) is None
+
+
+def test_last_event_time_is_a_native_max():
+    from demo.feature_repo import user_browsing
+    from feature_core.aggregations import Primitive
+    from speed_layer.sink import to_partial
+
+    assert "MAX(event_time) FILTER (WHERE event_time IS NOT NULL)" in tile_query(user_browsing)
+    assert to_partial(Primitive.LAST, 42) == [42, 42]
+    assert to_partial(Primitive.LAST, None) is None
