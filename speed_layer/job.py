@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -108,6 +109,9 @@ def flink_configuration(settings: Settings, checkpoint_dir: Path) -> Configurati
 def build(
     settings: Settings, repo: FeatureRepo, checkpoint_dir: Path
 ) -> StreamExecutionEnvironment:
+    # On a local mini-cluster PyFlink defaults to "loopback": every Python operator runs in
+    # this client process under one GIL. Separate worker processes use all cores.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     env = StreamExecutionEnvironment.get_execution_environment(
         flink_configuration(settings, checkpoint_dir)
     )
