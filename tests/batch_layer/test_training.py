@@ -76,3 +76,26 @@ def test_training_rows_equal_the_reference_at_their_timestamps(spark_factory, tm
                     assert (list(got) if isinstance(got, list) else got) == want, feature.name
     nobody = [r for r in result if r[entity_key] == "nobody"]
     assert all(r[f"{groups[0].name}__{groups[0].features[0].name}"] == 0 for r in nobody)
+
+
+@pytest.mark.parametrize("output_format", ["parquet", "delta"])
+def test_training_sets_write_parquet_or_delta(spark_factory, tmp_path, output_format):
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    from batch_layer.training import write_training_set
+
+    spark = spark_factory(Settings(_env_file=None))
+    frame = spark.createDataFrame(
+        [("u1", 5, [1, 2]), ("u2", 6, [])], "user_id STRING, t BIGINT, xs ARRAY<BIGINT>"
+    )
+    path = tmp_path / f"out.{output_format}"
+    write_training_set(frame, str(path), output_format)
+    table = (
+        DeltaTable(str(path)).to_pyarrow_table()
+        if output_format == "delta"
+        else pq.read_table(path)
+    )
+    assert sorted(table.column("user_id").to_pylist()) == ["u1", "u2"]
+    with pytest.raises(ValueError, match="parquet or delta"):
+        write_training_set(frame, str(tmp_path / "x"), "csv")
