@@ -26,6 +26,7 @@ from batch_layer.lake import append_with_offsets, committed_offsets
 from feature_core.events import Event, InvalidEvent, parse_event
 from feature_core.settings import Settings
 from infra.kafka_admin import KafkaUnavailable, producer, topic_id
+from infra.status import write_status
 
 log = logging.getLogger(__name__)
 
@@ -163,19 +164,14 @@ class LakeIngest:
         self._write_status()
 
     def _write_status(self) -> None:
-        if self.status_path is None:
-            return
-        status = {
-            "events_written": self.stats.events_written,
-            "rejected": self.stats.rejected,
-            "commits": self.stats.commits,
-            "next_offsets": self.stats.next_offsets,
-            "last_commit_at": self.stats.last_commit_at,
-            "heartbeat": time.time(),
-        }
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status))
-        tmp.replace(self.status_path)
+        write_status(
+            self.status_path,
+            events_written=self.stats.events_written,
+            rejected=self.stats.rejected,
+            commits=self.stats.commits,
+            next_offsets=self.stats.next_offsets,
+            last_commit_at=self.stats.last_commit_at,
+        )
 
 
 def run_forever(settings: Settings, status_path: Path | None = None) -> None:

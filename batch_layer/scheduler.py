@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -13,6 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
+from infra.status import write_status
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ def run_scheduler(settings: Settings, repo: FeatureRepo, status_path: Path | Non
 
     def heartbeat() -> None:
         while True:
-            if status_path is not None:
-                status_path.write_text(json.dumps({"heartbeat": time.time(), "last_run": last}))
+            write_status(status_path, last_run=last)
             time.sleep(2)
 
     threading.Thread(target=heartbeat, daemon=True).start()

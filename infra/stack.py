@@ -26,8 +26,7 @@ import redis
 
 from feature_core.settings import Settings
 from infra.broker import broker_command
-
-HEARTBEAT_MAX_AGE_S = 15.0
+from infra.status import status_problem
 
 
 def _lfp(*args: str) -> list[str]:
@@ -42,12 +41,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _fresh_status(path: Path, check: Callable[[dict], bool] = lambda _: True) -> bool:
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return time.time() - status.get("heartbeat", 0) < HEARTBEAT_MAX_AGE_S and check(status)
+def _fresh_status(path: Path, require: dict[str, str] | None = None) -> bool:
+    return status_problem(path, require=require) is None
 
 
 @dataclass
@@ -134,9 +129,7 @@ def services(settings: Settings) -> list[Service]:
         Service(
             "speed-job",
             _lfp("speed", "run", "--status-file", str(paths.status_file("speed-job"))),
-            lambda: _fresh_status(
-                paths.status_file("speed-job"), lambda s: s.get("job_state", "").endswith("RUNNING")
-            ),
+            lambda: _fresh_status(paths.status_file("speed-job"), {"job_state": "RUNNING"}),
             start_timeout_s=180.0,
             status_file=paths.status_file("speed-job"),
         ),

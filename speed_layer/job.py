@@ -9,7 +9,6 @@ and Kafka offsets together) instead of starting empty with committed offsets.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from pyflink.table.udf import udtf
 from feature_core.definitions import FeatureRepo
 from feature_core.events import InvalidEvent, parse_event
 from feature_core.settings import Settings
+from infra.status import write_status
 from speed_layer.sink import StatsWriter, TileWriter
 from speed_layer.sql import PARSED_COLUMNS, source_ddl, stats_query, tile_query
 
@@ -161,13 +161,9 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     state = "STARTING"
     while not stop.wait(2):
         state = str(client.get_job_status().result())
-        if status_path is not None:
-            status = {
-                "job_state": state,
-                "heartbeat": time.time(),
-                "restored_from": str(restored) if restored else None,
-            }
-            status_path.write_text(json.dumps(status))
+        write_status(
+            status_path, job_state=state, restored_from=str(restored) if restored else None
+        )
         if state in ("FAILED", "CANCELED", "FINISHED"):
             log.error("speed job ended: %s", state)
             sys.exit(1)
