@@ -241,7 +241,7 @@ def collect_garbage(client: redis.Redis, keys: KeySpace, keep_from: int) -> int:
     """Delete batch view keys of versions older than ``keep_from`` (incl. failed runs)."""
     removed = 0
     batch: list[bytes] = []
-    prefix = f"{keys.prefix}:bv:v"
+    prefix = keys.batch_view_root
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
         version_text = key.decode()[len(prefix) :].split(":", 1)[0]
         if version_text.isdigit() and int(version_text) < keep_from:

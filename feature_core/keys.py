@@ -26,14 +26,20 @@ class KeySpace:
     def batch_seq(self) -> str:
         return f"{self.prefix}:batch:seq"
 
-    def batch_view_prefix(self, version: int) -> str:
-        return f"{self.prefix}:bv:v{version}:"
+    @property
+    def batch_view_root(self) -> str:
+        """Every batch view key starts with this, followed by its version number."""
+        return f"{self.prefix}:bv:v"
 
     def batch_view(self, version: int, group: str, entity: str) -> str:
-        return f"{self.batch_view_prefix(version)}{group}:{entity}"
+        return f"{self.batch_view_root}{version}:{group}:{entity}"
+
+    @property
+    def speed_tiles_root(self) -> str:
+        return f"{self.prefix}:st:"
 
     def speed_tiles(self, group: str, entity: str) -> str:
-        return f"{self.prefix}:st:{group}:{entity}"
+        return f"{self.speed_tiles_root}{group}:{entity}"
 
     @property
     def speed_watermark(self) -> str:

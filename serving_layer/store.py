@@ -63,10 +63,7 @@ class FeatureStore:
 
     async def read(self, requests: Sequence[tuple[str, str]]) -> ViewsSnapshot:
         """Views for each (group, entity), plus the pointer and watermarks used."""
-        args: list[str] = [
-            f"{self.keys.prefix}:bv:v",
-            f"{self.keys.prefix}:st:",
-        ]
+        args: list[str] = [self.keys.batch_view_root, self.keys.speed_tiles_root]
         for group, entity in requests:
             args += [group, entity]
         raw = await self._script(
