@@ -70,6 +70,8 @@ def merge_group(
     """Feature values of one entity at query time ``t``."""
     primitives = group.primitives
     cutoff = pointer.cutoff if pointer else None
+    # Each tile serves several windows: read it into canonical form once per request.
+    tiles = {start: normalize(primitives, partials) for start, partials in speed_tiles.items()}
     window_irs: dict[Any, tuple[IR, bool, bool]] = {}
     for window in group.windows:
         start = window.start(t)
@@ -94,9 +96,9 @@ def merge_group(
                         seen = True
         bounds = [x for x in (start, cutoff) if x is not None]
         lower = max(bounds) if bounds else None
-        for tile_start, partials in speed_tiles.items():
+        for tile_start, tile_ir in tiles.items():
             if (lower is None or tile_start >= lower) and tile_start < t:
-                ir = merge(primitives, ir, normalize(primitives, partials))
+                ir = merge(primitives, ir, tile_ir)
                 seen = True
         window_irs[window] = (ir, seen, stale)
 
