@@ -304,8 +304,8 @@ class FeatureRepo:
         if len(set(refs)) != len(refs):
             raise DefinitionError(f"feature service {service.name}: a feature is listed twice")
         keys = set()
+        groups = {g.name: g for g in self.groups}
         for group_name, feature_name in refs:
-            groups = {g.name: g for g in self.groups}
             if group_name not in groups:
                 raise DefinitionError(
                     f"feature service {service.name}: unknown feature group {group_name!r}"
@@ -332,12 +332,6 @@ class FeatureRepo:
                 return service
         known = ", ".join(s.name for s in self.services) or "none"
         raise KeyError(f"unknown feature service {name!r}; known: {known}")
-
-    def feature(self, group: str, name: str) -> Feature:
-        for feature in self.group(group).features:
-            if feature.name == name:
-                return feature
-        raise KeyError(f"feature group {group!r} has no feature {name!r}")
 
     def group(self, name: str) -> FeatureGroup:
         for group in self.groups:

@@ -1,8 +1,8 @@
 """A HyperLogLog distinct-count sketch with one canonical serialized form.
 
-Every engine builds sketches with this module (Spark in its Python writer, Flink in a
-Python aggregate, the reference evaluator directly), so equal inputs give byte-identical
-sketches everywhere. Precision ``p`` gives ``m = 2**p`` registers and a standard error of
+Every engine builds sketches with this module (Spark's and Flink's Redis writers from the
+distinct values the engine collected, the reference evaluator directly), so equal inputs
+give byte-identical sketches everywhere. Precision ``p`` gives ``m = 2**p`` registers and a standard error of
 ``1.04 / sqrt(m)`` (p=10: 3.25%); below ``2.5 * m`` distinct values linear counting makes
 the estimate much tighter than that.
 
