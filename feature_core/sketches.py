@@ -2,9 +2,9 @@
 
 Every engine builds sketches with this module (Spark's and Flink's Redis writers from the
 distinct values the engine collected, the reference evaluator directly), so equal inputs
-give byte-identical sketches everywhere. Precision ``p`` gives ``m = 2**p`` registers and a standard error of
-``1.04 / sqrt(m)`` (p=10: 3.25%); below ``2.5 * m`` distinct values linear counting makes
-the estimate much tighter than that.
+give byte-identical sketches everywhere. Precision ``p`` gives ``m = 2**p`` registers and
+a standard error of ``1.04 / sqrt(m)`` (p=10: 3.25%); below ``2.5 * m`` distinct values
+linear counting makes the estimate much tighter than that.
 
 Serialized form (a str, so it travels in JSON): ``"s<p>:"`` + base64 of sorted
 ``(index u16, rank u8)`` triples while at most ``m / 8`` registers are set, else
