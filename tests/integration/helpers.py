@@ -53,3 +53,23 @@ def get_features(settings: Settings, group: str, entity: str) -> dict:
     response = httpx.get(f"{settings.api_url}/v1/features/{group}/{entity}", timeout=10)
     response.raise_for_status()
     return response.json()
+
+
+def wait_in_lake(settings: Settings, prefix: str, count: int) -> None:
+    """Wait until the lake holds at least ``count`` events of users starting with ``prefix``."""
+    from tests.conftest import wait_for
+
+    wait_for(
+        lambda: len(lake_event_ids(settings, prefix)) >= count,
+        120,
+        f"{count} {prefix}* events in the lake",
+    )
+
+
+def entities_for(prefix: str, users: int, items: int) -> tuple[str, dict[str, list[str]]]:
+    """Fresh user and item ids no other test touches, and the prefix they all share."""
+    tag = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return tag, {
+        "user_id": [f"{tag}-u{i}" for i in range(users)],
+        "item_id": [f"{tag}-i{i}" for i in range(items)],
+    }

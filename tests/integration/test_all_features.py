@@ -13,7 +13,7 @@ from feature_core.definitions import FeatureRepo
 from feature_core.reference import evaluate
 from feature_core.windows import DAY_MS, MINUTE_MS, align_cutoff
 from tests.conftest import wait_for
-from tests.integration.helpers import get_features, lake_event_ids, produce
+from tests.integration.helpers import entities_for, get_features, produce, wait_in_lake
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +68,8 @@ def mismatches(settings, entities: dict[str, list[str]], events: list[dict]) -> 
 def test_every_group_matches_the_reference_across_batch_runs(stack):
     settings = stack.settings
     rng = random.Random(1122)
-    tag = uuid.uuid4().hex[:8]
-    users = [f"all-{tag}-u{i}" for i in range(6)]
-    items = [f"all-{tag}-i{i}" for i in range(8)]
-    entities = {"user_id": users, "item_id": items}
+    prefix, entities = entities_for("all", users=6, items=8)
+    users, items = entities["user_id"], entities["item_id"]
 
     first_cutoff = align_cutoff(now_ms()) - 10 * MINUTE_MS
     history = make_events(rng, users, items, first_cutoff - 100 * DAY_MS, first_cutoff, 500)
@@ -79,7 +77,7 @@ def test_every_group_matches_the_reference_across_batch_runs(stack):
     recent = make_events(rng, users, items, first_cutoff, now_ms() - 1000, 200)
     events = history + recent
     produce(settings, events)
-    wait_for(lambda: len(lake_event_ids(settings, f"all-{tag}")) >= len(events), 120, "lake")
+    wait_in_lake(settings, prefix, len(events))
     assert stack.run_batch(first_cutoff)["switched"]
 
     # Query time 1: right after the batch run, speed tiles cover [cutoff, now).
@@ -93,7 +91,7 @@ def test_every_group_matches_the_reference_across_batch_runs(stack):
     wait_for(lambda: not mismatches(settings, entities, events), 180, "served == reference (2)")
 
     # Query time 3: a new batch run lands with a later cutoff; values stay exact.
-    wait_for(lambda: len(lake_event_ids(settings, f"all-{tag}")) >= len(events), 120, "lake (2)")
+    wait_in_lake(settings, prefix, len(events))
     second = stack.run_batch(align_cutoff(now_ms()))
     assert second["switched"] and second["cutoff"] > first_cutoff
     served = get_features(settings, "user_purchases", users[0])
@@ -104,16 +102,14 @@ def test_every_group_matches_the_reference_across_batch_runs(stack):
 def test_training_set_at_t_equals_what_the_api_served_at_t(stack):
     settings = stack.settings
     rng = random.Random(2211)
-    tag = uuid.uuid4().hex[:8]
-    users = [f"pit-{tag}-u{i}" for i in range(4)]
-    items = [f"pit-{tag}-i{i}" for i in range(4)]
+    prefix, entities = entities_for("pit", users=4, items=4)
+    users, items = entities["user_id"], entities["item_id"]
     cutoff = align_cutoff(now_ms()) - 10 * MINUTE_MS
     events = make_events(rng, users, items, cutoff - 40 * DAY_MS, cutoff, 300)
     events += make_events(rng, users, items, cutoff, now_ms() - 1000, 100)
     produce(settings, events)
-    wait_for(lambda: len(lake_event_ids(settings, f"pit-{tag}")) >= len(events), 120, "lake")
+    wait_in_lake(settings, prefix, len(events))
     stack.run_batch(cutoff)
-    entities = {"user_id": users, "item_id": items}
     wait_for(lambda: not mismatches(settings, entities, events), 180, "views caught up")
 
     served = {}  # (user, as_of) -> {group__feature: value}

@@ -12,7 +12,12 @@ from feature_core.definitions import FeatureRepo
 from feature_core.reference import evaluate
 from feature_core.windows import HOUR_MS, MINUTE_MS, align_cutoff
 from tests.conftest import wait_for
-from tests.integration.helpers import get_features, lake_event_ids, make_event, produce
+from tests.integration.helpers import (
+    get_features,
+    make_event,
+    produce,
+    wait_in_lake,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +64,7 @@ def test_served_values_equal_the_reference_before_and_after_more_events(stack):
     after = random_events(rng, users, cutoff, start - 1000, 120)
     events = before + after
     produce(settings, events)
-    wait_for(lambda: len(lake_event_ids(settings, prefix)) >= len(events), 120, "lake ingest")
+    wait_in_lake(settings, prefix, len(events))
 
     result = stack.run_batch(cutoff)
     assert result["cutoff"] == cutoff and result["switched"]
