@@ -3,11 +3,11 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feature_core.aggregations import identity, lift, merge
+from feature_core import local_views
 from feature_core.definitions import Aggregation, Entity, EventSource, FeatureGroup
 from feature_core.merge import BatchPointer, ValueStatus, merge_group
 from feature_core.reference import evaluate
-from feature_core.windows import DAY_MS, HOUR_MS, SPEED_TILE_MS, batch_layout, floor_to
+from feature_core.windows import DAY_MS, HOUR_MS, SPEED_TILE_MS
 
 GROUP = FeatureGroup(
     "g",
@@ -28,42 +28,11 @@ BASE = 1000 * DAY_MS
 
 
 def batch_doc(events, cutoff, horizon):
-    """What the batch job writes for one entity, computed in plain Python."""
-    prims = GROUP.primitives
-    doc = {}
-    for window in GROUP.windows:
-        layout = batch_layout(window, cutoff, horizon)
-        for event in events:
-            bucket = layout.bucket(event["event_time"], window.hop_ms)
-            if bucket is None:
-                continue
-            buckets = doc.setdefault(window.name, {})
-            key = str(bucket)
-            current = tuple(buckets.get(key, identity(prims)))
-            buckets[key] = list(merge(prims, current, _lift(event)))
-    return doc
+    return local_views.batch_doc(GROUP, events, cutoff, horizon)
 
 
 def speed_tiles(events, cutoff):
-    tiles = {}
-    for event in events:
-        if event["event_time"] >= cutoff:
-            start = floor_to(event["event_time"], SPEED_TILE_MS)
-            tiles[start] = list(
-                merge(
-                    GROUP.primitives,
-                    tuple(tiles.get(start, identity(GROUP.primitives))),
-                    _lift(event),
-                )
-            )
-    return tiles
-
-
-def _lift(event):
-    return tuple(
-        lift((c.primitive,), event.get(c.column) if c.column else True, event["event_time"])[0]
-        for c in GROUP.tile_columns
-    )
+    return local_views.speed_tiles(GROUP, events, cutoff)
 
 
 events_strategy = st.lists(
