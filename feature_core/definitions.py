@@ -205,6 +205,22 @@ class FeatureGroup:
     def windows(self) -> tuple[Window, ...]:
         return tuple(sorted({f.window for f in self.features}, key=lambda w: w.length_ms or 0))
 
+    @cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @cached_property
+    def window_features(self) -> dict[Window, tuple[Feature, ...]]:
+        return {w: tuple(f for f in self.features if f.window == w) for w in self.windows}
+
+    @cached_property
+    def window_tile_indices(self) -> dict[Window, tuple[int, ...]]:
+        """The tile columns each window's features read (a window merges only those)."""
+        used: dict[Window, set[int]] = {w: set() for w in self.windows}
+        for feature in self.features:
+            used[feature.window].update(feature.tile_indices)
+        return {w: tuple(sorted(indices)) for w, indices in used.items()}
+
     def accepts(self, event: Mapping[str, Any]) -> bool:
         return all(f.matches(event) for f in self.filters)
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from feature_core.aggregations import IR, merge, merge_all, normalize
 from feature_core.definitions import FeatureGroup
 from feature_core.windows import COLLAPSED, batch_layout
 
@@ -22,6 +21,7 @@ class ValueStatus(StrEnum):
     PRESENT = "present"  # exact value from the views
     NO_DATA = "no_data"  # no event for this entity in the window: aggregation identity
     STALE_BATCH_VIEW = "stale_batch_view"  # batch view older than its horizon: approximate
+    DEFAULT = "default"  # null value replaced by the feature service's default (serving)
 
 
 @dataclass(frozen=True)
@@ -67,48 +67,50 @@ def merge_group(
     batch_doc: BatchDoc | None,
     speed_tiles: Mapping[int, Sequence[Any]],
 ) -> dict[str, MergedValue]:
-    """Feature values of one entity at query time ``t``."""
+    """Feature values of one entity at query time ``t``.
+
+    Each window gathers the batch buckets and speed tiles it covers, then merges only
+    the tile columns its features read, each in one pass (:meth:`Primitive.merge_many`).
+    Views hold canonical partials (their writers normalize), so reads skip normalizing.
+    """
     primitives = group.primitives
     cutoff = pointer.cutoff if pointer else None
-    # Each tile serves several windows: read it into canonical form once per request.
-    tiles = {start: normalize(primitives, partials) for start, partials in speed_tiles.items()}
-    window_irs: dict[Any, tuple[IR, bool, bool]] = {}
-    for window in group.windows:
-        start = window.start(t)
-        ir = merge_all(primitives, ())
-        seen = False
-        stale = False
-        if pointer is not None and batch_doc:
-            buckets = batch_doc.get(window.name) or {}
-            layout = batch_layout(window, pointer.cutoff, pointer.horizon_ms)
-            if start is None or start < pointer.cutoff:
-                collapsed_empty = layout.collapsed_start == pointer.cutoff
-                if (
-                    start is not None
-                    and not collapsed_empty
-                    and layout.collapsed_start is not None
-                    and start > layout.collapsed_start
-                ):
-                    stale = True
-                for bucket, partials in buckets.items():
-                    if bucket == COLLAPSED or start is None or int(bucket) >= start:
-                        ir = merge(primitives, ir, normalize(primitives, partials))
-                        seen = True
-        bounds = [x for x in (start, cutoff) if x is not None]
-        lower = max(bounds) if bounds else None
-        for tile_start, tile_ir in tiles.items():
-            if (lower is None or tile_start >= lower) and tile_start < t:
-                ir = merge(primitives, ir, tile_ir)
-                seen = True
-        window_irs[window] = (ir, seen, stale)
-
+    tiles = [(start, partials) for start, partials in speed_tiles.items() if start < t]
     values: dict[str, MergedValue] = {}
-    for feature in group.features:
-        ir, seen, stale = window_irs[feature.window]
-        own = tuple(ir[i] for i in feature.tile_indices)
-        if stale:
-            status = ValueStatus.STALE_BATCH_VIEW
+    for window, indices in group.window_tile_indices.items():
+        start = window.start(t)
+        parts: list[Sequence[Any]] = []
+        stale = False
+        if pointer is not None and batch_doc and (start is None or start < pointer.cutoff):
+            buckets = batch_doc.get(window.name)
+            if buckets:
+                if start is None:
+                    parts.extend(buckets.values())
+                else:
+                    layout = batch_layout(window, pointer.cutoff, pointer.horizon_ms)
+                    collapsed = layout.collapsed_start
+                    stale = (
+                        collapsed is not None and collapsed != pointer.cutoff and start > collapsed
+                    )
+                    parts.extend(
+                        partials
+                        for bucket, partials in buckets.items()
+                        if bucket == COLLAPSED or int(bucket) >= start
+                    )
+        lower = start if cutoff is None else cutoff if start is None else max(start, cutoff)
+        if lower is None:
+            parts.extend(partials for _, partials in tiles)
         else:
-            status = ValueStatus.PRESENT if seen else ValueStatus.NO_DATA
-        values[feature.name] = MergedValue(feature.aggregation.finalize(own), status)
-    return values
+            parts.extend(partials for tile_start, partials in tiles if tile_start >= lower)
+        merged = {i: primitives[i].merge_many([p[i] for p in parts]) for i in indices}
+        status = (
+            ValueStatus.STALE_BATCH_VIEW
+            if stale
+            else ValueStatus.PRESENT
+            if parts
+            else ValueStatus.NO_DATA
+        )
+        for feature in group.window_features[window]:
+            own = tuple(merged[i] for i in feature.tile_indices)
+            values[feature.name] = MergedValue(feature.aggregation.finalize(own), status)
+    return {name: values[name] for name in group.feature_names}

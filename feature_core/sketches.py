@@ -18,7 +18,7 @@ import base64
 import hashlib
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 DEFAULT_PRECISION = 10
 
@@ -70,15 +70,24 @@ def merge(left: str | None, right: str | None) -> str | None:
         return right
     if right is None:
         return left
-    p_left, a = decode(left)
-    p_right, b = decode(right)
-    if p_left != p_right:
-        raise ValueError(f"cannot merge HLL sketches of precision {p_left} and {p_right}")
-    merged = dict(a)
-    for index, rank in b.items():
-        if rank > merged.get(index, 0):
-            merged[index] = rank
-    return encode(merged, p_left)
+    return merge_many([left, right])
+
+
+def merge_many(sketches: Sequence[str]) -> str:
+    """Union of non-empty sketches: each decoded once, the result encoded once."""
+    if len(sketches) == 1:
+        return sketches[0]
+    precision, merged = decode(sketches[0])
+    for sketch in sketches[1:]:
+        other_precision, registers = decode(sketch)
+        if other_precision != precision:
+            raise ValueError(
+                f"cannot merge HLL sketches of precision {precision} and {other_precision}"
+            )
+        for index, rank in registers.items():
+            if rank > merged.get(index, 0):
+                merged[index] = rank
+    return encode(merged, precision)
 
 
 def estimate(sketch: str | None) -> int:

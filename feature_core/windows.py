@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
@@ -92,11 +93,11 @@ class Window:
     def is_lifetime(self) -> bool:
         return self.length_ms is None
 
-    @property
+    @cached_property  # read on every served window: computed once per Window
     def hop_ms(self) -> int:
         return FINEST_HOP_MS if self.length_ms is None else hop_for(self.length_ms)
 
-    @property
+    @cached_property
     def name(self) -> str:
         return "lifetime" if self.length_ms is None else format_duration(self.length_ms)
 
@@ -140,6 +141,7 @@ class BatchLayout:
         return self.collapsed_start + window.length_ms + window.hop_ms - 1
 
 
+@lru_cache(maxsize=1024)  # pure, and asked for by every served window
 def batch_layout(window: Window, cutoff: int, horizon_ms: int) -> BatchLayout:
     if cutoff % FINEST_HOP_MS:
         raise ValueError("batch cutoff must be aligned to 5 minutes")

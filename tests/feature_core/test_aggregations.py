@@ -65,6 +65,15 @@ def test_identity_is_neutral(a):
     assert merge(PRIMS, a, identity(PRIMS)) == a
 
 
+@given(st.lists(EVENTS, max_size=6))
+def test_merge_many_equals_folding_merge(many):
+    irs = [partial_ir(events) for events in many]
+    for i, primitive in enumerate(PRIMS):
+        column = [ir[i] for ir in irs]
+        folded = merge_all((primitive,), ((p,) for p in column))[0]
+        assert close((primitive.merge_many(column),), (folded,))
+
+
 @given(EVENTS, st.integers(0, 12))
 def test_split_anywhere_then_merge_equals_whole(events, cut):
     whole = partial_ir(events)
