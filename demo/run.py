@@ -96,7 +96,11 @@ def run_demo(settings: Settings, events: int, users: int, console: Console) -> N
     table = Table(title="user_activity (batch + speed, merged)")
     shown = [f"user_{i}" for i in range(min(5, users))]
     rows = [
-        httpx.get(f"{settings.api_url}/v1/features/user_activity/{u}", timeout=5).json()
+        httpx.get(
+            f"{settings.api_url}/v1/features/user_activity/{u}",
+            headers=settings.api_headers,
+            timeout=5,
+        ).json()
         for u in shown
     ]
     names = list(rows[0]["features"])

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LFP_"
@@ -38,8 +38,24 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for all views.")
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    redis_timeout_s: float = Field(
+        1.0, gt=0, description="Redis connect/read timeout of the API: its 503 comes this fast."
+    )
     lake_uri: str | None = Field(
         None, description="Delta lake root (path or delta-rs URI); default <data_dir>/lake."
+    )
+
+    # --- serving layer ----------------------------------------------------------
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token the feature endpoints require; unset: no auth."
+    )
+    api_max_entities: int = Field(1000, ge=1, description="Most entities in one request.")
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body the API accepts (413 above)."
+    )
+    api_cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Origins allowed by CORS, as JSON (e.g. ["https://app.example"]); none.',
     )
 
     # --- what flows -------------------------------------------------------------
@@ -107,6 +123,13 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """Headers a client of this API sends (the bearer token, when one is set)."""
+        if self.api_token is None:
+            return {}
+        return {"Authorization": f"Bearer {self.api_token.get_secret_value()}"}
 
 
 def get_settings() -> Settings:

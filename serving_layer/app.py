@@ -1,4 +1,9 @@
-"""FastAPI serving layer: merged, finalized feature values over HTTP."""
+"""FastAPI serving layer: merged batch + speed feature values over HTTP.
+
+Routes: ``/v1/...`` (feature vectors, feature groups, service metadata), Feast's
+``/get-online-features``, and the ops endpoints ``/healthz``, ``/readyz``, ``/metrics``.
+Feature endpoints require a bearer token when ``LFP_API_TOKEN`` is set.
+"""
 
 from __future__ import annotations
 
@@ -8,95 +13,143 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, HTTPException, Path, Request
-from fastapi.responses import ORJSONResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from feature_core.definitions import FeatureGroup, FeatureRepo
-from feature_core.merge import merge_group
+from feature_core.definitions import FeatureRepo
+from feature_core.merge import BatchPointer, merge_group
 from feature_core.settings import Settings, get_settings
-from serving_layer.store import FeatureStore
+from serving_layer import feast
+from serving_layer.deps import Metrics, Online, Repo, Store
+from serving_layer.metrics import RequestTimer, ServingMetrics
+from serving_layer.models import (
+    BatchViewInfo,
+    FeatureInfo,
+    FeatureServiceInfo,
+    FeaturesRequest,
+    FeaturesResponse,
+    GroupFeatures,
+    Readiness,
+)
+from serving_layer.online import OnlineFeatures
+from serving_layer.responses import json_response
+from serving_layer.security import require_token
+from serving_layer.store import FeatureStore, connect
+from serving_layer.vectors import NotFoundError, RequestError
 
 log = logging.getLogger(__name__)
 
 EntityId = Annotated[str, Path(min_length=1, max_length=256, description="Entity join key.")]
-
-
-class GroupFeatures(BaseModel):
-    """Feature values of one entity in one feature group, and the views they came from."""
-
-    group: str
-    entity_id: str
-    as_of: int = Field(description="Query time (epoch ms): windows end here.")
-    batch_cutoff: int | None = Field(description="Batch view covers event time < this.")
-    batch_version: int | None
-    speed_watermark: int | None = Field(description="Latest event time in the speed view.")
-    features: dict[str, Any]
-    statuses: dict[str, str]
+FEATURES_ENDPOINT = "/v1/features"
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+    client = connect(settings)
+    store = FeatureStore(client, settings.key_prefix)
+    app.state.store = store
+    app.state.online = OnlineFeatures(
+        app.state.repo, store, app.state.metrics, settings.api_max_entities
     )
-    app.state.store = FeatureStore(client, settings.key_prefix)
     yield
     await client.aclose()
 
 
-def get_store(request: Request) -> FeatureStore:
-    return request.app.state.store
-
-
-def get_repo(request: Request) -> FeatureRepo:
-    return request.app.state.repo
-
-
-Store = Annotated[FeatureStore, Depends(get_store)]
-Repo = Annotated[FeatureRepo, Depends(get_repo)]
-
-
-def _group(repo: FeatureRepo, name: str) -> FeatureGroup:
-    try:
-        return repo.group(name)
-    except KeyError as error:
-        raise HTTPException(404, str(error.args[0])) from None
-
-
-def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None) -> FastAPI:
-    settings = settings or get_settings()
-    app = FastAPI(
-        title="Lambda Feature Platform",
-        version="0.1.0",
-        default_response_class=ORJSONResponse,
-        lifespan=lifespan,
+def _batch_info(pointer: BatchPointer | None) -> BatchViewInfo | None:
+    if pointer is None:
+        return None
+    return BatchViewInfo(
+        version=pointer.version, cutoff=pointer.cutoff, delta_version=pointer.delta_version
     )
-    app.state.settings = settings
-    app.state.repo = repo or FeatureRepo.from_module(settings.feature_repo)
 
+
+def _error(status: int, detail: str) -> Response:
+    return json_response(status_code=status, content={"detail": detail})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RedisError)
-    async def redis_unavailable(request: Request, error: RedisError) -> ORJSONResponse:
-        log.warning("redis error on %s: %s", request.url.path, error)
-        return ORJSONResponse(
-            status_code=503,
-            content={"detail": f"feature views unavailable: Redis error ({type(error).__name__})"},
+    async def redis_unavailable(request: Request, error: RedisError) -> Response:
+        request.app.state.metrics.redis_errors.inc()
+        log.warning("redis error on %s: %r", request.url.path, error)
+        return _error(
+            503,
+            f"feature views unavailable: Redis {type(error).__name__}; "
+            "check that Redis is running (make status) and LFP_REDIS_URL",
         )
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        """The process is alive."""
-        return {"status": "ok"}
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, error: NotFoundError) -> Response:
+        return _error(404, str(error))
 
-    @app.get("/v1/features/{group}/{entity_id}", response_model=GroupFeatures, tags=["features"])
+    @app.exception_handler(RequestError)
+    async def bad_request(request: Request, error: RequestError) -> Response:
+        return _error(422, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> Response:
+        # Name each problem by where it is; never echo the (possibly large) input back.
+        problems = [
+            f"request body is not valid JSON ({e['ctx']['error']})"
+            if e["type"] == "json_invalid"
+            else f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in error.errors()
+        ]
+        return _error(422, "; ".join(problems))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return _error(500, "internal error; the server log has the details")
+
+
+def _v1_router(auth: list[Any]) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["features"], dependencies=auth)
+
+    @router.post("/features", response_model=FeaturesResponse)
+    async def get_features(body: FeaturesRequest, online: Online) -> Response:
+        """Model input vectors for up to LFP_API_MAX_ENTITIES entities, by feature service
+        (its ordered vector) or by a list of ``group:feature`` names.
+
+        Each value has a status: ``present``; ``no_data`` (no event in the window: the
+        aggregation's identity, e.g. 0 or null); ``default`` (a null replaced by the
+        service's default); ``stale_batch_view`` (the batch view is older than its
+        horizon, so the value is approximate). Unknown entities are not errors.
+        """
+        served = await online.serve(
+            online.selection(body.feature_service, body.features),
+            body.entities,
+            FEATURES_ENDPOINT,
+        )
+        batch = _batch_info(served.snapshot.pointer)
+        return json_response(
+            {
+                "feature_service": body.feature_service,
+                "feature_names": served.selection.feature_names,
+                "as_of": served.as_of,
+                "batch": batch.model_dump() if batch else None,
+                "speed_watermarks": served.speed_watermarks,
+                "vectors": [
+                    {"entity_id": v.entity_id, "values": v.values, "statuses": v.statuses}
+                    for v in served.vectors
+                ],
+            }
+        )
+
+    @router.get("/features/{group}/{entity_id}", response_model=GroupFeatures)
     async def get_group_features(
         group: str, entity_id: EntityId, store: Store, repo: Repo
     ) -> GroupFeatures:
-        """Merged batch + speed feature values of one entity in one feature group."""
-        definition = _group(repo, group)
+        """Every feature of one feature group for one entity, by name."""
+        try:
+            definition = repo.group(group)
+        except KeyError as error:
+            raise NotFoundError(error.args[0]) from None
         snapshot = await store.read([(group, entity_id)])
         as_of = int(time.time() * 1000)
         views = snapshot.entities[0]
@@ -111,7 +164,122 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
             batch_version=snapshot.pointer.version if snapshot.pointer else None,
             speed_watermark=snapshot.speed_watermarks.get(group),
             features={name: v.value for name, v in merged.items()},
-            statuses={name: v.status.value for name, v in merged.items()},
+            statuses={name: v.status for name, v in merged.items()},
         )
 
+    @router.get("/feature-services", response_model=list[FeatureServiceInfo])
+    async def list_feature_services(online: Online) -> list[FeatureServiceInfo]:
+        """Every feature service: its ordered features, their types and defaults."""
+        return [_service_info(online, s.name) for s in online.repo.services]
+
+    @router.get("/feature-services/{name}", response_model=FeatureServiceInfo)
+    async def describe_feature_service(name: str, online: Online) -> FeatureServiceInfo:
+        """One feature service: the vector layout a model trained on it expects."""
+        return _service_info(online, name)
+
+    return router
+
+
+def _service_info(online: OnlineFeatures, name: str) -> FeatureServiceInfo:
+    selection = online.selection(feature_service=name)
+    service = online.repo.service(name)
+    return FeatureServiceInfo(
+        name=name,
+        description=service.description,
+        entity_key=selection.join_key,
+        features=[
+            FeatureInfo(
+                name=ref.qualified_name,
+                function=ref.feature.aggregation.name,
+                column=ref.feature.column,
+                window=ref.feature.window.name,
+                value_type=ref.feature.aggregation.value_type,
+                default=ref.default,
+            )
+            for ref in selection.refs
+        ],
+    )
+
+
+def _ops_router() -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive (no dependencies checked)."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz(store: Store, repo: Repo, metrics: Metrics) -> Response:
+        """Ready to serve complete values: Redis answers and a batch view is serving and
+        within its horizon. Reports the batch view's age and the speed watermarks."""
+        problems: list[str] = []
+        pointer, watermarks, age = None, {}, None
+        try:
+            snapshot = await store.read([])
+            pointer, watermarks = snapshot.pointer, snapshot.speed_watermarks
+        except RedisError as error:
+            metrics.redis_errors.inc()
+            problems.append(f"Redis unreachable ({type(error).__name__}): is it running?")
+        if pointer is None and not problems:
+            problems.append("no batch view yet: run `lfp batch run` or wait for the scheduler")
+        if pointer is not None:
+            now = int(time.time() * 1000)
+            age = (now - pointer.cutoff) / 1000
+            metrics.observe_freshness((g.name for g in repo.groups), pointer, watermarks, now)
+            if now - pointer.cutoff > pointer.horizon_ms:
+                problems.append(
+                    f"batch view is {age:.0f} s old, past its {pointer.horizon_ms // 1000} s "
+                    "horizon: sliding-window values are approximate (is the scheduler running?)"
+                )
+        body = Readiness(
+            ready=not problems,
+            problems=problems,
+            batch=_batch_info(pointer),
+            batch_age_s=age,
+            speed_watermarks=watermarks,
+        )
+        return json_response(body.model_dump(), status_code=200 if body.ready else 503)
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics_endpoint(store: Store, repo: Repo, metrics: Metrics) -> Response:
+        """Prometheus metrics; feature freshness is refreshed from Redis at each scrape."""
+        try:
+            snapshot = await store.read([])
+            metrics.observe_freshness(
+                (g.name for g in repo.groups), snapshot.pointer, snapshot.speed_watermarks
+            )
+        except RedisError:
+            metrics.redis_errors.inc()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Lambda Feature Platform",
+        summary="Batch + speed feature views merged into model input vectors.",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.api_max_body_bytes,
+    )
+    app.state.settings = settings
+    app.state.repo = repo or FeatureRepo.from_module(settings.feature_repo)
+    app.state.metrics = ServingMetrics()
+    _install_error_handlers(app)
+    app.include_router(_ops_router())
+    # Auth is wired in only when a token is set: no per-request cost when it is off.
+    auth = [Depends(require_token)] if settings.api_token is not None else []
+    app.include_router(_v1_router(auth))
+    app.include_router(feast.router, dependencies=auth)
+    if settings.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api_cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(RequestTimer, metrics=app.state.metrics)
     return app

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from feature_core.keys import KeySpace
 from feature_core.merge import BatchPointer
+from feature_core.settings import Settings
 
 # KEYS: pointer, watermark hash. ARGV: batch view key prefix, speed key prefix, then
 # pairs (group, entity). Returns {pointer, watermarks, [batch_doc, speed_tiles] * n}.
@@ -47,6 +48,17 @@ class ViewsSnapshot:
     pointer: BatchPointer | None
     speed_watermarks: dict[str, int]
     entities: list[EntityViews]
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    """The API's Redis client: bounded timeouts, so a dead or paused Redis costs a request
+    at most ``LFP_REDIS_TIMEOUT_S`` before its 503."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        max_connections=64,
+    )
 
 
 def _pairs(flat: Sequence[bytes]) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,191 @@
+"""Request and response models of the HTTP API (they are the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from feature_core.merge import ValueStatus
+
+EntityKey = Annotated[
+    StrictStr, Field(min_length=1, max_length=256, description="An entity join key value.")
+]
+# The 'group:feature' form is checked on resolution, whose message names the problem.
+FeatureReference = Annotated[
+    StrictStr, Field(max_length=512, description="A feature as 'group:feature'.")
+]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- /v1 -------------------------------------------------------------------------------
+
+
+class FeaturesRequest(Request):
+    """Which features, for which entities. Give ``feature_service`` or ``features``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"feature_service": "ranking_features", "entities": ["u1", "u2"]},
+                {
+                    "features": ["user_purchases:spend_30d", "user_browsing:events_5m"],
+                    "entities": ["u1"],
+                },
+            ]
+        }
+    )
+
+    feature_service: StrictStr | None = Field(None, description="A feature service name.")
+    features: list[FeatureReference] | None = Field(
+        None, description="Ad hoc feature list (all of one entity type)."
+    )
+    entities: list[EntityKey] = Field(
+        min_length=1, description="Entity ids; at most LFP_API_MAX_ENTITIES."
+    )
+
+
+class BatchViewInfo(BaseModel):
+    version: int
+    cutoff: int = Field(description="The batch view covers events with event_time < cutoff.")
+    delta_version: int | None = Field(description="Delta table version the view was read from.")
+
+
+class EntityVector(BaseModel):
+    entity_id: str
+    values: list[Any] = Field(description="Feature values, in feature_names order.")
+    statuses: list[ValueStatus] = Field(description="Status of each value.")
+
+
+class FeaturesResponse(BaseModel):
+    """One vector per requested entity, in request order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "feature_service": "ranking_features",
+                    "feature_names": ["user_purchases:spend_30d", "user_browsing:last_item_1h"],
+                    "as_of": 1763800000000,
+                    "batch": {"version": 3, "cutoff": 1763799600000, "delta_version": 12},
+                    "speed_watermarks": {
+                        "user_purchases": 1763799999000,
+                        "user_browsing": 1763799999500,
+                    },
+                    "vectors": [
+                        {
+                            "entity_id": "u1",
+                            "values": [120.5, "i42"],
+                            "statuses": ["present", "present"],
+                        },
+                        {
+                            "entity_id": "u2",
+                            "values": [0.0, ""],
+                            "statuses": ["no_data", "default"],
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    feature_service: str | None
+    feature_names: list[str]
+    as_of: int = Field(description="Query time (epoch ms): every window ends here.")
+    batch: BatchViewInfo | None = Field(description="The batch view used; null before any.")
+    speed_watermarks: dict[str, int] = Field(
+        description="Per feature group: latest event time (epoch ms) in the speed view."
+    )
+    vectors: list[EntityVector]
+
+
+class GroupFeatures(BaseModel):
+    """Feature values of one entity in one feature group, and the views they came from."""
+
+    group: str
+    entity_id: str
+    as_of: int = Field(description="Query time (epoch ms): windows end here.")
+    batch_cutoff: int | None = Field(description="Batch view covers event time < this.")
+    batch_version: int | None
+    speed_watermark: int | None = Field(description="Latest event time in the speed view.")
+    features: dict[str, Any]
+    statuses: dict[str, ValueStatus]
+
+
+class FeatureInfo(BaseModel):
+    name: str = Field(description="'group:feature', as used in requests.")
+    function: str
+    column: str | None
+    window: str
+    value_type: str = Field(description="JSON type of the value.")
+    default: Any = Field(None, description="Value served instead of null (feature services).")
+
+
+class FeatureServiceInfo(BaseModel):
+    name: str
+    description: str
+    entity_key: str
+    features: list[FeatureInfo]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    problems: list[str] = Field(description="Why the server is not ready; empty when ready.")
+    batch: BatchViewInfo | None
+    batch_age_s: float | None = Field(description="Seconds since the batch view's cutoff.")
+    speed_watermarks: dict[str, int]
+
+
+# --- Feast-compatible --------------------------------------------------------------------
+
+FeastEntityValue = Annotated[StrictStr, Field(min_length=1, max_length=256)] | StrictInt
+
+
+class FeastRequest(BaseModel):
+    """Feast's ``/get-online-features`` request body.
+
+    Unknown fields are ignored, as Feast's own server does, so newer Feast clients that
+    send extra fields keep working.
+    """
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "features": ["user_purchases:spend_30d", "user_browsing:events_5m"],
+                    "entities": {"user_id": ["u1", "u2"]},
+                },
+                {"feature_service": "ranking_features", "entities": {"user_id": ["u1"]}},
+            ]
+        },
+    )
+
+    features: list[FeatureReference] | None = None
+    feature_service: StrictStr | None = None
+    entities: dict[str, list[FeastEntityValue]] = Field(
+        description="Join key -> entity values (one key)."
+    )
+    full_feature_names: bool = Field(
+        False, description="Name features 'group__feature' instead of 'feature'."
+    )
+
+
+class FeastColumn(BaseModel):
+    values: list[Any]
+    statuses: list[str]
+    event_timestamps: list[str]
+
+
+class FeastMetadata(BaseModel):
+    feature_names: list[str]
+
+
+class FeastResponse(BaseModel):
+    """Feast's column-oriented response: one result per name in ``metadata.feature_names``."""
+
+    metadata: FeastMetadata
+    results: list[FeastColumn]

@@ -1,0 +1,64 @@
+"""The request path every feature endpoint shares: resolve, check limits, read, merge."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from feature_core.definitions import FeatureRepo
+from serving_layer.metrics import ServingMetrics
+from serving_layer.store import FeatureStore, ViewsSnapshot
+from serving_layer.vectors import RequestError, Selection, Vector, build_vectors, select
+
+
+@dataclass(frozen=True)
+class ServedVectors:
+    selection: Selection
+    snapshot: ViewsSnapshot
+    as_of: int
+    vectors: list[Vector]
+
+    @property
+    def speed_watermarks(self) -> dict[str, int]:
+        wanted = {g.name for g in self.selection.groups}
+        return {g: t for g, t in self.snapshot.speed_watermarks.items() if g in wanted}
+
+
+class OnlineFeatures:
+    """Resolves feature selections (cached) and serves vectors with one Redis round trip."""
+
+    def __init__(
+        self, repo: FeatureRepo, store: FeatureStore, metrics: ServingMetrics, max_entities: int
+    ) -> None:
+        self.repo = repo
+        self.store = store
+        self.metrics = metrics
+        self.max_entities = max_entities
+        self._select = lru_cache(maxsize=1024)(self._resolve)
+
+    def _resolve(self, feature_service: str | None, features: tuple[str, ...] | None) -> Selection:
+        return select(self.repo, feature_service, features)
+
+    def selection(
+        self, feature_service: str | None = None, features: Sequence[str] | None = None
+    ) -> Selection:
+        return self._select(feature_service, tuple(features) if features else None)
+
+    async def serve(
+        self, selection: Selection, entity_ids: Sequence[str], endpoint: str
+    ) -> ServedVectors:
+        if not entity_ids:
+            raise RequestError("no entities given")
+        if len(entity_ids) > self.max_entities:
+            raise RequestError(
+                f"too many entities: {len(entity_ids)} > {self.max_entities} "
+                "(LFP_API_MAX_ENTITIES); split the request"
+            )
+        self.metrics.entities.labels(endpoint).observe(len(entity_ids))
+        snapshot = await self.store.read(selection.view_requests(entity_ids))
+        as_of = int(time.time() * 1000)
+        return ServedVectors(
+            selection, snapshot, as_of, build_vectors(selection, snapshot, entity_ids, as_of)
+        )

@@ -1,0 +1,147 @@
+"""Model input vectors: resolve what a request asks for, then assemble values per entity.
+
+Shared by the ``/v1`` endpoints and the Feast-compatible one, so both answer the same
+values with the same statuses; only the JSON shape differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from feature_core.definitions import Feature, FeatureGroup, FeatureRepo
+from feature_core.merge import ValueStatus, merge_group
+from serving_layer.store import ViewsSnapshot
+
+
+class RequestError(ValueError):
+    """The request names something that does not exist or cannot be served together."""
+
+
+class NotFoundError(RequestError):
+    """The request names a feature service or feature group that does not exist."""
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    """One position of a vector: a feature of a group, and the default that may fill it."""
+
+    group: FeatureGroup
+    feature: Feature
+    has_default: bool = False
+    default: Any = None
+
+    @property
+    def qualified_name(self) -> str:
+        return self.feature.qualified_name
+
+
+@dataclass(frozen=True)
+class Selection:
+    """An ordered list of features of one entity type, resolved against the repo."""
+
+    service: str | None
+    join_key: str
+    refs: tuple[FeatureRef, ...]
+    groups: tuple[FeatureGroup, ...]  # distinct, in order of first use
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [ref.qualified_name for ref in self.refs]
+
+    def view_requests(self, entity_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """The (group, entity) views to read, entity-major: one store round trip."""
+        return [(group.name, entity) for entity in entity_ids for group in self.groups]
+
+
+@dataclass(frozen=True)
+class Vector:
+    entity_id: str
+    values: list[Any]
+    statuses: list[ValueStatus]
+
+
+def _parse_ref(ref: str) -> tuple[str, str]:
+    group, sep, feature = ref.partition(":")
+    if not sep or not group or not feature:
+        raise RequestError(f"feature reference {ref!r} is not 'group:feature'")
+    return group, feature
+
+
+def select(
+    repo: FeatureRepo,
+    feature_service: str | None = None,
+    features: tuple[str, ...] | None = None,
+) -> Selection:
+    """Resolve a feature service name or a list of ``group:feature`` references."""
+    if (feature_service is None) == (not features):
+        raise RequestError("give exactly one of 'feature_service' or a non-empty 'features'")
+    defaults: dict[str, Any] = {}
+    if feature_service is not None:
+        try:
+            service = repo.service(feature_service)
+        except KeyError as error:
+            raise NotFoundError(error.args[0]) from None
+        features = tuple(service.features)
+        defaults = dict(service.defaults)
+    assert features is not None
+    if len(set(features)) != len(features):
+        twice = sorted({f for f in features if features.count(f) > 1})
+        raise RequestError(f"features listed more than once: {twice}")
+    refs: list[FeatureRef] = []
+    groups: dict[str, FeatureGroup] = {}
+    for ref in features:
+        group_name, feature_name = _parse_ref(ref)
+        try:
+            group = repo.group(group_name)
+        except KeyError as error:
+            raise RequestError(error.args[0]) from None
+        by_name = {f.name: f for f in group.features}
+        if feature_name not in by_name:
+            raise RequestError(
+                f"feature group {group_name} has no feature {feature_name!r}; "
+                f"known: {', '.join(by_name)}"
+            )
+        groups.setdefault(group.name, group)
+        refs.append(FeatureRef(group, by_name[feature_name], ref in defaults, defaults.get(ref)))
+    join_keys = {g.entity.join_key for g in groups.values()}
+    if len(join_keys) > 1:
+        by_key = ", ".join(f"{g.name} ({g.entity.join_key})" for g in groups.values())
+        raise RequestError(
+            f"features of different entities cannot share a vector: {by_key}; "
+            "request one entity type at a time"
+        )
+    return Selection(feature_service, join_keys.pop(), tuple(refs), tuple(groups.values()))
+
+
+def build_vectors(
+    selection: Selection, snapshot: ViewsSnapshot, entity_ids: Sequence[str], as_of: int
+) -> list[Vector]:
+    """Merge each entity's views and lay the values out in the selection's order.
+
+    ``snapshot.entities`` must come from ``selection.view_requests(entity_ids)``. An
+    unknown entity is not an error: it gets each aggregation's identity with status
+    ``no_data``. A service default fills a null value (status ``default``), exactly as
+    training sets fill it, so a model sees the same input online and offline.
+    """
+    n_groups = len(selection.groups)
+    vectors = []
+    for i, entity in enumerate(entity_ids):
+        merged = {}
+        for j, group in enumerate(selection.groups):
+            views = snapshot.entities[i * n_groups + j]
+            merged[group.name] = merge_group(
+                group, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles
+            )
+        values, statuses = [], []
+        for ref in selection.refs:
+            value = merged[ref.group.name][ref.feature.name]
+            if ref.has_default and value.value is None:
+                values.append(ref.default)
+                statuses.append(ValueStatus.DEFAULT)
+            else:
+                values.append(value.value)
+                statuses.append(value.status)
+        vectors.append(Vector(entity, values, statuses))
+    return vectors

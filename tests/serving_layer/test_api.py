@@ -1,0 +1,368 @@
+"""The HTTP API on the live stack: vectors, the Feast shape, ops endpoints, auth, CORS."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from feature_core.definitions import FeatureRepo
+from feature_core.reference import evaluate
+from feature_core.windows import MINUTE_MS, align_cutoff
+from serving_layer.app import create_app
+from serving_layer.models import FeastResponse, FeaturesResponse, Readiness
+from tests.conftest import wait_for
+from tests.integration.helpers import entities_for, make_event, produce
+
+pytestmark = pytest.mark.integration
+
+REPO = FeatureRepo.from_module("demo.feature_repo")
+SERVICE = REPO.service("user_features")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def post(settings, path: str, body, **kwargs) -> httpx.Response:
+    return httpx.post(f"{settings.api_url}{path}", json=body, timeout=10, **kwargs)
+
+
+def close(got, want) -> bool:
+    if isinstance(want, float) and isinstance(got, (int, float)):
+        return abs(got - want) <= 1e-9 * max(1.0, abs(want))
+    return got == want
+
+
+@pytest.fixture(scope="module")
+def served_users(stack):
+    """Three users with fresh events, served by the speed layer; and their events."""
+    _, ids = entities_for("api", users=3, items=0)
+    users = ids["user_id"]
+    t = now_ms()
+    events = []
+    for i, user in enumerate(users):
+        for k in range(i + 2):
+            events.append(make_event(user, t - (k + 1) * 1000, "view"))
+        events.append(make_event(user, t - 500, "purchase", amount=10.0 * (i + 1)))
+    produce(stack.settings, events)
+
+    def all_served() -> dict | None:
+        body = post(
+            stack.settings, "/v1/features", {"feature_service": SERVICE.name, "entities": users}
+        ).json()
+        for vector in body["vectors"]:
+            own = [e for e in events if e["user_id"] == vector["entity_id"]]
+            if (
+                vector["values"][SERVICE.features.index("user_activity:event_count_1h")] != len(own)
+                or vector["values"][SERVICE.features.index("user_purchases:purchases_1d")] != 1
+            ):
+                return None
+        return body
+
+    wait_for(all_served, 60, "the speed layer to serve the new users' events")
+    return users, events
+
+
+def test_service_vectors_equal_the_reference_in_service_order(stack, served_users):
+    users, events = served_users
+    ghost = "ghost-user-never-seen"
+    body = post(
+        stack.settings,
+        "/v1/features",
+        {"feature_service": SERVICE.name, "entities": [*users, ghost]},
+    ).json()
+    response = FeaturesResponse.model_validate(body)
+    assert response.feature_names == list(SERVICE.features)
+    assert [v.entity_id for v in response.vectors] == [*users, ghost]
+    assert set(response.speed_watermarks) == {"user_activity", "user_purchases", "user_browsing"}
+    for vector in response.vectors[:-1]:
+        own = [e for e in events if e["user_id"] == vector.entity_id]
+        for name, got, status in zip(
+            response.feature_names, vector.values, vector.statuses, strict=True
+        ):
+            group_name, feature = name.split(":")
+            want = evaluate(REPO.group(group_name), own, response.as_of)[vector.entity_id][feature]
+            assert close(got, want), f"{vector.entity_id} {name}: served {got}, reference {want}"
+            assert status in {"present", "no_data"}
+    assert set(response.vectors[-1].statuses) == {"no_data"}
+
+
+def test_an_ad_hoc_feature_list_is_served_in_the_order_asked(stack, served_users):
+    users, _ = served_users
+    features = ["user_purchases:spend_7d", "user_activity:event_count_1h"]
+    body = post(stack.settings, "/v1/features", {"features": features, "entities": users}).json()
+    assert body["feature_names"] == features
+    assert body["feature_service"] is None
+    assert [v["values"][0] for v in body["vectors"]] == [10.0, 20.0, 30.0]
+    assert [v["values"][1] for v in body["vectors"]] == [3, 4, 5]
+
+
+def test_the_group_endpoint_agrees_with_the_vector_endpoint(stack, served_users):
+    users, _ = served_users
+    group = httpx.get(f"{stack.settings.api_url}/v1/features/user_purchases/{users[2]}").json()
+    assert group["features"]["spend_7d"] == 30.0
+    assert group["statuses"]["spend_7d"] == "present"
+
+
+def assert_feast_format(parsed: dict, join_key: str, entity_values: list, names: list[str]):
+    """The checks of Feast's own feature server test, for several entities."""
+    FeastResponse.model_validate(parsed)
+    feature_names = parsed["metadata"]["feature_names"]
+    assert feature_names == [join_key, *names]
+    results = parsed["results"]
+    assert len(results) == len(feature_names)
+    for result in results:
+        assert len(result["values"]) == len(entity_values)
+        assert len(result["statuses"]) == len(entity_values)
+        assert len(result["event_timestamps"]) == len(entity_values)
+        for stamp in result["event_timestamps"]:  # how Feast's remote client parses them
+            datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert results[feature_names.index(join_key)]["values"] == entity_values
+    assert set(results[0]["statuses"]) == {"PRESENT"}
+
+
+def test_feast_compatible_endpoint_answers_feast_shape_with_the_same_values(stack, served_users):
+    users, _ = served_users
+    features = [
+        "user_purchases:spend_7d",
+        "user_activity:event_count_1h",
+        "user_browsing:last_item_1h",
+    ]
+    request = {"features": features, "entities": {"user_id": [*users, "ghost"]}}
+    parsed = post(stack.settings, "/get-online-features", request).json()
+    short = ["spend_7d", "event_count_1h", "last_item_1h"]
+    assert_feast_format(parsed, "user_id", [*users, "ghost"], short)
+    v1 = post(stack.settings, "/v1/features", {"features": features, "entities": users}).json()
+    for i, _name in enumerate(features):
+        column = parsed["results"][i + 1]
+        assert column["values"][:3] == [v["values"][i] for v in v1["vectors"]]
+        assert column["statuses"] == ["PRESENT"] * 3 + ["NOT_FOUND"]
+    # A recent event stamps the column with the speed watermark, not the epoch.
+    stamp = datetime.fromisoformat(
+        parsed["results"][1]["event_timestamps"][0].replace("Z", "+00:00")
+    )
+    assert stamp.timestamp() * 1000 > now_ms() - 10 * MINUTE_MS
+
+    full = post(stack.settings, "/get-online-features", {**request, "full_feature_names": True})
+    assert full.json()["metadata"]["feature_names"][1:] == [f.replace(":", "__") for f in features]
+
+    by_service = post(
+        stack.settings,
+        "/get-online-features",
+        {"feature_service": "ranking_features", "entities": {"user_id": users[:1]}},
+    ).json()
+    ranking = REPO.service("ranking_features")
+    assert_feast_format(
+        by_service, "user_id", users[:1], [f.split(":")[1] for f in ranking.features]
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        (
+            "/v1/features",
+            {"feature_service": "nope", "entities": ["u"]},
+            404,
+            "unknown feature service 'nope'",
+        ),
+        (
+            "/v1/features",
+            {"features": ["user_activity:nope"], "entities": ["u"]},
+            422,
+            "has no feature 'nope'",
+        ),
+        ("/v1/features", {"features": ["nocolon"], "entities": ["u"]}, 422, "not 'group:feature'"),
+        ("/v1/features", {"entities": ["u"]}, 422, "exactly one of"),
+        ("/v1/features", {"feature_service": "ranking_features", "entities": []}, 422, "entities"),
+        (
+            "/v1/features",
+            {"feature_service": "ranking_features", "entities": [42]},
+            422,
+            "entities.0",
+        ),
+        (
+            "/v1/features",
+            {"feature_service": "ranking_features", "entities": [""]},
+            422,
+            "entities.0",
+        ),
+        (
+            "/v1/features",
+            {"feature_service": "ranking_features", "entities": "u1"},
+            422,
+            "entities",
+        ),
+        (
+            "/v1/features",
+            {"feature_service": "ranking_features", "entities": ["u"] * 1001},
+            422,
+            "too many entities",
+        ),
+        (
+            "/v1/features",
+            {"feature_service": "ranking_features", "entities": ["u"], "x": 1},
+            422,
+            "body.x",
+        ),
+        (
+            "/v1/features",
+            {
+                "features": ["user_activity:event_count_1h", "item_popularity:interactions_1h"],
+                "entities": ["u"],
+            },
+            422,
+            "different entities",
+        ),
+        (
+            "/get-online-features",
+            {"features": ["user_activity:event_count_1h"], "entities": {"driver_id": [1]}},
+            422,
+            "exactly one key, 'user_id'",
+        ),
+        (
+            "/get-online-features",
+            {"features": ["user_activity:event_count_1h"], "entities": {"user_id": [1.5]}},
+            422,
+            "user_id",
+        ),
+        (
+            "/get-online-features",
+            {"feature_service": "nope", "entities": {"user_id": ["u"]}},
+            404,
+            "unknown feature service",
+        ),
+    ],
+)
+def test_bad_requests_get_a_4xx_that_names_the_problem(stack, path, body, status, message):
+    response = post(stack.settings, path, body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert "Traceback" not in response.text
+
+
+def test_malformed_json_oversized_bodies_and_unknown_groups(stack):
+    api = stack.settings.api_url
+    broken = httpx.post(
+        f"{api}/v1/features", content=b"{nope", headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and "not valid JSON" in broken.json()["detail"]
+    huge = httpx.post(
+        f"{api}/v1/features",
+        content=b" " * (stack.settings.api_max_body_bytes + 1),
+        headers={"content-type": "application/json"},
+    )
+    assert huge.status_code == 413
+    unknown = httpx.get(f"{api}/v1/features/nogroup/u1")
+    assert unknown.status_code == 404 and "unknown feature group 'nogroup'" in unknown.text
+
+
+def test_feature_service_metadata_lists_types_and_defaults(stack):
+    api = stack.settings.api_url
+    services = httpx.get(f"{api}/v1/feature-services").json()
+    assert {s["name"] for s in services} == {s.name for s in REPO.services}
+    ranking = httpx.get(f"{api}/v1/feature-services/ranking_features").json()
+    assert [f["name"] for f in ranking["features"]] == list(
+        REPO.service("ranking_features").features
+    )
+    by_name = {f["name"]: f for f in ranking["features"]}
+    assert by_name["user_activity:event_count_1h"]["value_type"] == "integer"
+    assert by_name["user_browsing:last_item_1h"]["default"] == ""
+    assert httpx.get(f"{api}/v1/feature-services/nope").status_code == 404
+
+
+def test_readyz_reports_the_batch_view_and_its_age(stack):
+    api = stack.settings.api_url
+    assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
+    first = httpx.get(f"{api}/readyz")
+    if first.status_code == 503:  # no batch run yet in this session
+        assert "no batch view yet" in " ".join(first.json()["problems"])
+        stack.run_batch(align_cutoff(now_ms()))
+    ready = httpx.get(f"{api}/readyz")
+    assert ready.status_code == 200, ready.text
+    body = Readiness.model_validate(ready.json())
+    assert body.ready and body.problems == [] and body.batch is not None
+    assert 0 <= body.batch_age_s < stack.settings.batch_horizon_s
+    assert body.batch_age_s == pytest.approx((now_ms() - body.batch.cutoff) / 1000, abs=30)
+
+
+def test_metrics_expose_latency_entities_freshness_and_redis_errors(stack, served_users):
+    users, _ = served_users
+    post(stack.settings, "/v1/features", {"feature_service": "ranking_features", "entities": users})
+    text = httpx.get(f"{stack.settings.api_url}/metrics").text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    latency = (
+        'lfp_api_request_duration_seconds_count{endpoint="/v1/features",method="POST",status="200"}'
+    )
+    assert samples[latency] >= 1
+    assert samples['lfp_api_entities_per_request_bucket{endpoint="/v1/features",le="5.0"}'] >= 1
+    speed = samples['lfp_feature_freshness_seconds{group="user_activity",view="speed"}']
+    assert 0 <= speed < 600
+    assert "lfp_api_redis_errors_total" in samples
+
+
+def test_openapi_documents_every_endpoint_with_examples(stack):
+    spec = httpx.get(f"{stack.settings.api_url}/openapi.json").json()
+    for path in [
+        "/v1/features",
+        "/v1/features/{group}/{entity_id}",
+        "/v1/feature-services",
+        "/v1/feature-services/{name}",
+        "/get-online-features",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ]:
+        assert path in spec["paths"], path
+    schemas = spec["components"]["schemas"]
+    assert schemas["FeaturesRequest"]["examples"]
+    assert schemas["FeaturesResponse"]["examples"]
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+def _client(stack, **overrides) -> TestClient:
+    return TestClient(create_app(stack.settings.model_copy(update=overrides)))
+
+
+def test_bearer_auth_is_off_by_default_and_enforced_when_a_token_is_set(stack):
+    body = {"feature_service": "ranking_features", "entities": ["u"]}
+    assert post(stack.settings, "/v1/features", body).status_code == 200  # stack: auth off
+    with _client(stack, api_token=SecretStr("s3cret-token")) as client:
+        missing = client.post("/v1/features", json=body)
+        assert missing.status_code == 401 and "missing bearer token" in missing.json()["detail"]
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = client.post("/v1/features", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid bearer token"
+        feast = client.post(
+            "/get-online-features",
+            json={"feature_service": "ranking_features", "entities": {"user_id": ["u"]}},
+        )
+        assert feast.status_code == 401
+        ok = client.post(
+            "/v1/features", json=body, headers={"Authorization": "Bearer s3cret-token"}
+        )
+        assert ok.status_code == 200
+        assert client.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_cors_is_closed_by_default_and_open_only_to_configured_origins(stack):
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    with _client(stack) as client:
+        response = client.options("/v1/features", headers=preflight)
+        assert "access-control-allow-origin" not in response.headers
+    with _client(stack, api_cors_origins=["https://app.example"]) as client:
+        allowed = client.options("/v1/features", headers=preflight)
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.options(
+            "/v1/features", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers

@@ -1,0 +1,165 @@
+"""The API against a Redis it can lose: a private redis-server this module stops,
+pauses and restarts, so the shared stack's views are never touched."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from feature_core.definitions import FeatureRepo
+from feature_core.keys import KeySpace
+from feature_core.local_views import batch_doc
+from feature_core.merge import BatchPointer
+from feature_core.settings import Settings
+from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
+from serving_layer.app import create_app
+from tests.conftest import _free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+GROUP = FeatureRepo.from_module("demo.feature_repo").group("user_activity")
+KEYS = KeySpace("lfp")
+
+
+class RedisProcess:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _pings(client), 10, f"redis-server on port {self.port}", 0.05)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server not installed: run make install")
+    server = RedisProcess(_free_port())
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.stop()
+
+
+def _settings(port: int) -> Settings:
+    return Settings(_env_file=None, redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_s=0.5)
+
+
+def _write_version(client: redis.Redis, version: int, user: str, count: int, cutoff: int) -> None:
+    events = [
+        {"user_id": user, "event_type": "view", "event_time": cutoff - 2 * HOUR_MS - i}
+        for i in range(count)
+    ]
+    doc = batch_doc(GROUP, events, cutoff, DAY_MS)
+    client.set(KEYS.batch_view(version, GROUP.name, user), orjson.dumps(doc))
+
+
+def _switch(client: redis.Redis, version: int, cutoff: int) -> None:
+    client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(version, cutoff, DAY_MS).to_json()))
+
+
+def _lifetime_count(client: TestClient, user: str) -> int:
+    response = client.get(f"/v1/features/{GROUP.name}/{user}")
+    assert response.status_code == 200, response.text
+    return response.json()["features"]["event_count_lifetime"]
+
+
+def test_redis_stopped_mid_test_gives_a_fast_503_and_recovers_without_restart(redis_process):
+    direct = redis.Redis(port=redis_process.port)
+    cutoff = align_cutoff(int(time.time() * 1000))
+    _write_version(direct, 1, "u1", 3, cutoff)
+    _switch(direct, 1, cutoff)
+    with TestClient(create_app(_settings(redis_process.port))) as client:
+        assert _lifetime_count(client, "u1") == 3
+
+        redis_process.stop()
+        started = time.monotonic()
+        down = client.get(f"/v1/features/{GROUP.name}/u1")
+        elapsed = time.monotonic() - started
+        assert down.status_code == 503
+        assert "Redis" in down.json()["detail"] and "make status" in down.json()["detail"]
+        assert elapsed < 5, f"503 took {elapsed:.1f}s with a 0.5s Redis timeout"
+        vector = client.post(
+            "/v1/features", json={"feature_service": "ranking_features", "entities": ["u1"]}
+        )
+        assert vector.status_code == 503
+        feast = client.post(
+            "/get-online-features",
+            json={"feature_service": "ranking_features", "entities": {"user_id": ["u1"]}},
+        )
+        assert feast.status_code == 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "Redis unreachable" in ready.json()["problems"][0]
+        assert client.get("/healthz").status_code == 200  # alive, just not ready
+        metrics = client.get("/metrics").text
+        errors = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("lfp_api_redis_errors_total ")
+        )
+        assert errors >= 4
+
+        redis_process.start()  # same port, empty: the views are gone, the API is not
+        _write_version(direct, 1, "u1", 5, cutoff)
+        _switch(direct, 1, cutoff)
+        wait_for(
+            lambda: client.get(f"/v1/features/{GROUP.name}/u1").status_code == 200,
+            20,
+            "the API to serve again after Redis came back",
+        )
+        assert _lifetime_count(client, "u1") == 5
+
+
+def test_a_paused_redis_gives_503_within_the_timeout(redis_process):
+    direct = redis.Redis(port=redis_process.port)
+    with TestClient(create_app(_settings(redis_process.port))) as client:
+        assert client.get(f"/v1/features/{GROUP.name}/u1").status_code == 200
+        direct.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+        started = time.monotonic()
+        slow = client.get(f"/v1/features/{GROUP.name}/u1")
+        elapsed = time.monotonic() - started
+        assert slow.status_code == 503 and "Timeout" in slow.json()["detail"]
+        assert elapsed < 2.5, f"503 took {elapsed:.1f}s with a 0.5s Redis timeout"
+        direct.execute_command("CLIENT", "UNPAUSE")
+        wait_for(
+            lambda: client.get(f"/v1/features/{GROUP.name}/u1").status_code == 200,
+            20,
+            "the API to serve again after the pause",
+        )
+
+
+def test_a_batch_view_being_written_is_not_read_until_the_pointer_switches(redis_process):
+    direct = redis.Redis(port=redis_process.port)
+    cutoff = align_cutoff(int(time.time() * 1000))
+    _write_version(direct, 1, "u1", 2, cutoff)
+    _switch(direct, 1, cutoff)
+    with TestClient(create_app(_settings(redis_process.port))) as client:
+        _write_version(direct, 2, "u1", 7, cutoff)  # half-written v2: pointer still at v1
+        assert _lifetime_count(client, "u1") == 2
+        _switch(direct, 2, cutoff)
+        assert _lifetime_count(client, "u1") == 7
