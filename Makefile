@@ -3,7 +3,7 @@ VENV ?= .venv
 LFP  := $(VENV)/bin/lfp
 PY   := $(VENV)/bin/python
 
-.PHONY: help install up down status demo test test-unit lint format bench-speed clean
+.PHONY: help install up down status demo test test-unit lint format bench-speed bench-serving clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ format:
 
 bench-speed:  ## freshness + throughput of the speed layer on the running stack (make up first)
 	$(PY) -m benchmarks.speed_freshness
+
+bench-serving:  ## API throughput/latency vs a bare one-HGETALL endpoint (self-contained)
+	$(PY) -m benchmarks.serving
 
 clean:  ## remove the local stack's data
 	rm -rf .data

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the platform needs on a Debian/Ubuntu machine:
-#   system: Java 17 (Spark, Flink), redis-server (embedded stack)
+#   system: Java 17 (Spark, Flink), redis-server (embedded stack), wrk (serving benchmark)
 #   python: a virtual environment in .venv with the package and its dev tools
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +17,7 @@ if ! command -v java >/dev/null 2>&1 || ! java -version 2>&1 | grep -qE 'version
   need_apt+=(openjdk-17-jre-headless)
 fi
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # the HTTP load generator of make bench-serving
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

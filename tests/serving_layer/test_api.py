@@ -326,7 +326,10 @@ def test_openapi_documents_every_endpoint_with_examples(stack):
     schemas = spec["components"]["schemas"]
     assert schemas["FeaturesRequest"]["examples"]
     assert schemas["FeaturesResponse"]["examples"]
-    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    assert "securitySchemes" not in spec["components"]  # auth off: nothing to document
+    with _client(stack, api_token=SecretStr("t")) as client:
+        secured = client.get("/openapi.json").json()
+    assert "HTTPBearer" in secured["components"]["securitySchemes"]
 
 
 def _client(stack, **overrides) -> TestClient:
