@@ -95,3 +95,9 @@ def test_kafka_is_kraft_single_node_with_a_persistent_volume():
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert any(v.startswith("kafka-data:") for v in kafka["volumes"])
     assert "kafka-data" in COMPOSE["volumes"]
+
+
+def test_the_api_requires_a_bearer_token_and_the_demo_sends_it():
+    for name in ("api", "demo"):
+        assert "LFP_API_TOKEN" in SERVICES[name]["environment"], name
+    assert SERVICES["api"]["environment"]["LFP_API_TOKEN"].startswith("${LFP_API_TOKEN")
