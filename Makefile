@@ -20,7 +20,7 @@ status:  ## show each service's state and port
 down:  ## stop exactly what `make up` started
 	$(LFP) stack down
 
-demo:  ## produce demo events, run a batch, wait for the speed layer, print features
+demo:  ## shop history -> batch -> ranking model -> live events -> recommendations (make up first)
 	$(LFP) demo run
 
 test:  ## run the whole test suite (unit + integration on an embedded stack)

@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -348,6 +350,32 @@ class FeatureRepo:
                 return service
         known = ", ".join(s.name for s in self.services) or "none"
         raise KeyError(f"unknown feature service {name!r}; known: {known}")
+
+    def service_version(self, name: str) -> str:
+        """Fingerprint of what a service's vector means: 12 hex digits.
+
+        It changes when a referenced feature's computation (aggregation, column, window,
+        group filter, entity) or the service's order or defaults change, and only then. A
+        model saved with it can refuse vectors whose meaning moved under it.
+        """
+        service = self.service(name)
+        parts = []
+        for group_name, feature_name in service.references():
+            group = self.group(group_name)
+            feature = next(f for f in group.features if f.name == feature_name)
+            parts.append(
+                [
+                    feature.qualified_name,
+                    group.entity.join_key,
+                    [[f.column, list(f.values)] for f in group.filters],
+                    [group.tile_columns[i].key for i in feature.tile_indices],
+                    feature.aggregation.name,
+                    feature.window.name,
+                    repr(service.defaults.get(feature.qualified_name)),
+                ]
+            )
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return digest[:12]
 
     def group(self, name: str) -> FeatureGroup:
         for group in self.groups:

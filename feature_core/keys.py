@@ -27,6 +27,21 @@ class KeySpace:
         return f"{self.prefix}:batch:seq"
 
     @property
+    def batch_runs(self) -> str:
+        """Hash: run id -> run record (JSON)."""
+        return f"{self.prefix}:batch:runs"
+
+    @property
+    def batch_runs_index(self) -> str:
+        """Sorted set: run id scored by start time."""
+        return f"{self.prefix}:batch:runs:index"
+
+    @property
+    def consistency(self) -> str:
+        """The last consistency verification's report (JSON)."""
+        return f"{self.prefix}:verify:last"
+
+    @property
     def batch_view_root(self) -> str:
         """Every batch view key starts with this, followed by its version number."""
         return f"{self.prefix}:bv:v"

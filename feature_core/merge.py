@@ -24,6 +24,21 @@ class ValueStatus(StrEnum):
     DEFAULT = "default"  # null value replaced by the feature service's default (serving)
 
 
+def values_match(got: Any, want: Any, rel_tol: float = 1e-9) -> bool:
+    """The platform's equality of feature values: floats to ``rel_tol`` relative, else ==.
+
+    Batch (Spark) and speed (Flink) add the same numbers in different orders, so float sums
+    agree to rounding, not bit for bit; everything else must be identical.
+    """
+    if isinstance(got, bool) or isinstance(want, bool):
+        return got is want
+    if isinstance(want, float) and isinstance(got, (int, float)):
+        return abs(got - want) <= rel_tol * max(1.0, abs(want))
+    if isinstance(want, list) and isinstance(got, list) and len(got) == len(want):
+        return all(values_match(g, w, rel_tol) for g, w in zip(got, want, strict=True))
+    return got == want
+
+
 @dataclass(frozen=True)
 class BatchPointer:
     """Which batch view is serving, and the cutoff it covers."""

@@ -8,7 +8,6 @@ from the same URLs the clients use, so two stacks run side by side by changing
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -58,6 +57,15 @@ class Settings(BaseSettings):
         description='Origins allowed by CORS, as JSON (e.g. ["https://app.example"]); none.',
     )
 
+    api_routers: list[str] = Field(
+        default_factory=lambda: ["demo.recommendations:router"],
+        description="Extra API routers as module:attribute (JSON list), mounted with the "
+        "feature endpoints' auth; the default is the demo recommender.",
+    )
+    model_dir: Path | None = Field(
+        None, description="Where the demo ranking model is saved; default <data_dir>/models."
+    )
+
     # --- what flows -------------------------------------------------------------
     events_topic: str = Field("events", description="Kafka topic of raw events.")
     dlq_topic: str = Field("events.dlq", description="Dead-letter topic for rejected events.")
@@ -75,6 +83,15 @@ class Settings(BaseSettings):
         86_400,
         ge=300,
         description="How long after its cutoff a batch view stays exact for sliding windows.",
+    )
+    batch_settle_s: int = Field(
+        60,
+        ge=0,
+        description="Scheduled cutoffs lag now by this much, so the lake has every earlier event.",
+    )
+    batch_retries: int = Field(2, ge=0, description="Retries of a failed batch run.")
+    batch_retry_backoff_s: float = Field(
+        30.0, gt=0, description="First retry delay; doubles per retry (at most 5 minutes)."
     )
     batch_keep_versions: int = Field(2, ge=1, description="Batch view versions kept in Redis.")
     spark_master: str = Field("local[2]", description="Spark master URL.")
@@ -102,14 +119,18 @@ class Settings(BaseSettings):
             raise ValueError("batch_schedule must be a 5-field crontab, e.g. '*/15 * * * *'")
         return value
 
-    # --- derived ----------------------------------------------------------------
-    @cached_property
+    # --- derived (plain properties: a cached value would survive model_copy) -------
+    @property
     def lake_root(self) -> str:
         return self.lake_uri or str((self.data_dir / "lake").resolve())
 
-    @cached_property
+    @property
     def raw_events_uri(self) -> str:
         return f"{self.lake_root.rstrip('/')}/raw_events"
+
+    @property
+    def models_path(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
 
     @property
     def broker_port(self) -> int:

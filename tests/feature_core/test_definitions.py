@@ -92,3 +92,31 @@ def test_aggregation_parameters_are_validated():
         FeatureRepo((group(Aggregation("approx_count_distinct", "amount")),))
     with pytest.raises(DefinitionError, match="precision"):
         FeatureRepo((group(Aggregation("approx_count_distinct", "item_id", precision=20)),))
+
+
+def test_service_version_changes_only_when_the_vector_means_something_else() -> None:
+    import dataclasses
+
+    from demo import feature_repo as demo
+
+    repo = FeatureRepo.from_module(demo)
+    version = repo.service_version("ranking_features")
+    assert len(version) == 12 and version == FeatureRepo.from_module(demo).service_version(
+        "ranking_features"
+    )
+    # Same features in another order: another vector.
+    shuffled = dataclasses.replace(
+        demo.ranking_features, features=list(reversed(demo.ranking_features.features))
+    )
+    other_order = FeatureRepo(repo.groups, (shuffled,))
+    assert other_order.service_version("ranking_features") != version
+    # A referenced group's filter changes: another meaning.
+    refiltered = dataclasses.replace(demo.user_purchases, filter={"event_type": "add_to_cart"})
+    groups = tuple(refiltered if g.name == "user_purchases" else g for g in repo.groups)
+    assert FeatureRepo(groups, repo.services).service_version("ranking_features") != version
+    # An unrelated group changes: same vector.
+    item_groups = tuple(
+        dataclasses.replace(g, description="changed") if g.name == "item_clicks" else g
+        for g in repo.groups
+    )
+    assert FeatureRepo(item_groups, repo.services).service_version("ranking_features") == version

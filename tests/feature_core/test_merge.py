@@ -93,3 +93,15 @@ def test_speed_tiles_before_the_cutoff_are_ignored():
     stale_tile = {BASE: [5.0] + [None] * (len(GROUP.tile_columns) - 1)}
     merged = merge_group(GROUP, cutoff + 1, BatchPointer(1, cutoff, DAY_MS), {}, stale_tile)
     assert merged["count_lifetime"].value == 0
+
+
+def test_values_match_is_tolerant_for_floats_only() -> None:
+    from feature_core.merge import values_match
+
+    assert values_match(0.1 + 0.2, 0.3)
+    assert not values_match(0.31, 0.3)
+    assert values_match([1.0, "a"], [1.0 + 1e-12, "a"])
+    assert not values_match([1.0], [1.0, 2.0])
+    assert not values_match("1", 1.0) and not values_match(True, 1.0)
+    assert values_match(None, None) and not values_match(None, 0)
+    assert values_match(0.3, 0.30001, rel_tol=1e-3)

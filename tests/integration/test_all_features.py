@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from feature_core.definitions import FeatureRepo
+from feature_core.merge import values_match
 from feature_core.reference import evaluate
 from feature_core.windows import DAY_MS, MINUTE_MS, align_cutoff
 from tests.conftest import wait_for
@@ -43,12 +44,6 @@ def make_events(rng: random.Random, users, items, start: int, end: int, n: int) 
     return events
 
 
-def same(got: Any, want: Any) -> bool:
-    if isinstance(want, float) and isinstance(got, (int, float)):
-        return abs(got - want) <= 1e-9 * max(1.0, abs(want))
-    return got == want
-
-
 def mismatches(settings, entities: dict[str, list[str]], events: list[dict]) -> list[str]:
     problems = []
     for group in REPO.groups:
@@ -60,7 +55,7 @@ def mismatches(settings, entities: dict[str, list[str]], events: list[dict]) -> 
             for feature in group.features:
                 got = served["features"][feature.name]
                 want = expected[feature.name] if expected else got
-                if not same(got, want):
+                if not values_match(got, want):
                     problems.append(f"{group.name}/{entity}.{feature.name}: {got!r} != {want!r}")
     return problems
 
@@ -125,7 +120,7 @@ def test_training_set_at_t_equals_what_the_api_served_at_t(stack):
         for column, value in served[(row["user_id"], row["timestamp"])].items():
             got = row[column]
             got = list(got) if isinstance(got, (list, tuple)) else got
-            assert same(got, value), (
+            assert values_match(got, value), (
                 f"{row['user_id']}@{row['timestamp']} {column}: {got!r} != {value!r}"
             )
             checked += 1

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from feature_core.definitions import FeatureRepo
+from feature_core.merge import values_match
 from feature_core.reference import evaluate
 from feature_core.windows import MINUTE_MS, align_cutoff
 from serving_layer.app import create_app
@@ -30,12 +31,6 @@ def now_ms() -> int:
 
 def post(settings, path: str, body, **kwargs) -> httpx.Response:
     return httpx.post(f"{settings.api_url}{path}", json=body, timeout=10, **kwargs)
-
-
-def close(got, want) -> bool:
-    if isinstance(want, float) and isinstance(got, (int, float)):
-        return abs(got - want) <= 1e-9 * max(1.0, abs(want))
-    return got == want
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +82,9 @@ def test_service_vectors_equal_the_reference_in_service_order(stack, served_user
         ):
             group_name, feature = name.split(":")
             want = evaluate(REPO.group(group_name), own, response.as_of)[vector.entity_id][feature]
-            assert close(got, want), f"{vector.entity_id} {name}: served {got}, reference {want}"
+            assert values_match(got, want), (
+                f"{vector.entity_id} {name}: served {got}, reference {want}"
+            )
             assert status in {"present", "no_data"}
     assert set(response.vectors[-1].statuses) == {"no_data"}
 
