@@ -63,6 +63,7 @@ class BatchResult:
     started_at: float
     finished_at: float
     switched: bool = True
+    garbage_collected: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -217,14 +218,17 @@ def run_batch(
             _SWITCH_IF_NEWER, 1, keys.batch_pointer, orjson.dumps(pointer.to_json()), version
         )
     )
+    removed = 0
     if switched:
         log.info("batch view v%s serving (cutoff %s, delta v%s)", version, cutoff, pinned)
-        collect_garbage(client, keys, keep_from=version - settings.batch_keep_versions + 1)
+        removed = collect_garbage(
+            client, keys, keep_from=version - settings.batch_keep_versions + 1
+        )
     else:
         log.warning("batch view v%s superseded by a newer run; not switching", version)
     client.close()
     return BatchResult(
-        version, cutoff, pinned, rows_read, written.value, started, time.time(), switched
+        version, cutoff, pinned, rows_read, written.value, started, time.time(), switched, removed
     )
 
 

@@ -87,6 +87,31 @@ def append_with_offsets(
     )
 
 
+#: ``kafka_partition``/``kafka_offset`` of events written straight to the lake (backfills).
+BACKFILL = -1
+
+
+def append_backfill(uri: str, events: Iterable[Event], chunk: int = 50_000) -> int:
+    """Append back-dated events straight to the lake (they never pass through Kafka).
+
+    For history that predates the stream: the batch layer reads them like ingested events;
+    the speed layer never sees them, which is right as long as they are older than the
+    next batch cutoff. Returns how many were written.
+    """
+    written = 0
+    rows: list[tuple[Event, int, int]] = []
+    for event in events:
+        rows.append((event, BACKFILL, BACKFILL))
+        if len(rows) >= chunk:
+            write_deltalake(uri, events_to_arrow(rows), mode="append", partition_by=["event_date"])
+            written += len(rows)
+            rows.clear()
+    if rows:
+        write_deltalake(uri, events_to_arrow(rows), mode="append", partition_by=["event_date"])
+        written += len(rows)
+    return written
+
+
 def count_rows(uri: str) -> int:
     """Rows in the latest version of a Delta table (0 if it does not exist yet)."""
     table = open_table(uri)

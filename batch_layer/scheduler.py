@@ -1,77 +1,204 @@
-"""Scheduled batch recompute: one warm Spark session, cron schedule, never two at once."""
+"""Scheduled batch recompute: one warm Spark session, a cron schedule, never two at once.
+
+Each run is recorded in the run history (see :mod:`batch_layer.history`), retried with
+exponential backoff, and shows its Spark progress. A failed run leaves the previous view
+serving: the pointer only moves at the end of a run that wrote everything.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import redis
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
+from pyspark.sql import SparkSession
+from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential
 
+from batch_layer.history import RunHistory, RunRecord, RunStatus
+from batch_layer.job import run_batch
+from batch_layer.progress import ProgressSnapshot, SparkProgress
 from feature_core.definitions import FeatureRepo
+from feature_core.keys import KeySpace
 from feature_core.settings import Settings
+from feature_core.windows import align_cutoff
 from infra.status import write_status
 
 log = logging.getLogger(__name__)
 
 
-def _view_serving(settings: Settings) -> bool:
-    import redis
+def settled_cutoff(settings: Settings, now_ms: int | None = None) -> int:
+    """Cutoff B for a run starting now: aligned, and ``batch_settle_s`` in the past.
 
-    from feature_core.keys import KeySpace
+    Events reach the lake a moment after Kafka; a cutoff right at "now" would leave the
+    last of them out of the batch view and, being before B, out of the speed range too.
+    """
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    return align_cutoff(now_ms - settings.batch_settle_s * 1000)
 
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        return bool(client.exists(KeySpace(settings.key_prefix).batch_pointer))
-    finally:
-        client.close()
+
+class BatchScheduler:
+    """Runs the batch job once per trigger, under a lock, with retries and a record."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        repo: FeatureRepo,
+        on_progress: Callable[[RunRecord, ProgressSnapshot], None] | None = None,
+    ) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.repo = repo
+        self.on_progress = on_progress
+        self.client = redis.Redis.from_url(settings.redis_url)
+        self.history = RunHistory(self.client, settings.key_prefix)
+        self.last: RunRecord | None = None
+        self._running = threading.Lock()
+
+    def run_once(self, trigger: str = "manual", cutoff_ms: int | None = None) -> RunRecord | None:
+        """One run, or None if another is still going (the trigger is skipped)."""
+        if not self._running.acquire(blocking=False):
+            log.warning("a batch run is still in progress; skipping the %s trigger", trigger)
+            return None
+        try:
+            return self._run(trigger, cutoff_ms)
+        finally:
+            self._running.release()
+
+    def _run(self, trigger: str, cutoff_ms: int | None) -> RunRecord:
+        cutoff = align_cutoff(cutoff_ms) if cutoff_ms is not None else settled_cutoff(self.settings)
+        record = RunRecord(trigger=trigger, cutoff=cutoff)
+        self.history.save(record)
+        log.info("batch run %s started (%s, cutoff %s)", record.run_id, trigger, cutoff)
+
+        def show(snapshot: ProgressSnapshot) -> None:
+            if self.on_progress is not None:
+                self.on_progress(record, snapshot)
+
+        def count_attempt(state: RetryCallState) -> None:
+            record.attempts = state.attempt_number
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            record.error = f"{type(error).__name__}: {error}" if error else None
+            self.history.save(record)
+            log.warning(
+                "batch run %s attempt %d failed (%s); retrying in %.1f s",
+                record.run_id,
+                state.attempt_number,
+                record.error,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.batch_retries + 1),
+            wait=wait_exponential(multiplier=self.settings.batch_retry_backoff_s, max=300),
+            before_sleep=count_attempt,
+            reraise=True,
+        )
+        progress: SparkProgress | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    record.attempts = attempt.retry_state.attempt_number
+                    group = f"{record.run_id}-{record.attempts}"
+                    with SparkProgress(self.spark, group, show) as progress:
+                        result = run_batch(self.spark, self.settings, self.repo, cutoff)
+        except Exception as error:
+            record.status = RunStatus.FAILED
+            record.error = f"{type(error).__name__}: {error}"
+            log.exception("batch run %s failed; the previous view keeps serving", record.run_id)
+        else:
+            record.status = RunStatus.SUCCEEDED
+            record.error = None
+            record.delta_version = result.delta_version
+            record.rows_read = result.rows_read
+            record.entities_written = result.entities_written
+            record.view_version = result.version
+            record.switched = result.switched
+            record.garbage_collected = result.garbage_collected
+        if progress is not None:
+            record.stages = progress.last.stages_done
+            record.tasks = progress.last.tasks_done
+        record.finished_at = time.time()
+        self.history.save(record)
+        self.last = record
+        log.info(
+            "batch run %s %s in %.1f s: view v%s, %s rows, %s entities, %s old keys removed",
+            record.run_id,
+            record.status.value,
+            record.duration_s or 0.0,
+            record.view_version,
+            record.rows_read,
+            record.entities_written,
+            record.garbage_collected,
+        )
+        return record
+
+    def view_serving(self) -> bool:
+        return bool(self.client.exists(KeySpace(self.settings.key_prefix).batch_pointer))
+
+    def schedule(self, scheduler: BaseScheduler, run_now: bool = False) -> None:
+        """Add the cron job (and, if asked, an immediate run) to an APScheduler scheduler."""
+        trigger = CronTrigger.from_crontab(self.settings.batch_schedule, timezone="UTC")
+        scheduler.add_job(
+            self.run_once, trigger, args=["schedule"], max_instances=1, coalesce=True, id="batch"
+        )
+        if run_now:
+            scheduler.add_job(self.run_once, args=["startup"], id="batch-now")
+
+    def start_background(self) -> BackgroundScheduler:
+        """The schedule in a background thread (tests, embedding); stop with ``shutdown()``."""
+        scheduler = BackgroundScheduler(timezone="UTC")
+        self.schedule(scheduler)
+        scheduler.start()
+        return scheduler
+
+
+def log_progress(every_s: float = 10.0) -> Callable[[RunRecord, ProgressSnapshot], None]:
+    """A progress callback writing a log line at most every ``every_s`` seconds."""
+    last = [0.0]
+
+    def show(record: RunRecord, snapshot: ProgressSnapshot) -> None:
+        if time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            log.info(
+                "batch run %s: %d/%d stages, %d/%d tasks %s",
+                record.run_id,
+                snapshot.stages_done,
+                snapshot.stages,
+                snapshot.tasks_done,
+                snapshot.tasks,
+                snapshot.current_stage,
+            )
+
+    return show
 
 
 def run_scheduler(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) -> None:
-    from batch_layer.job import run_batch
+    """The stack's scheduler service: blocks until stopped."""
     from batch_layer.spark import spark_session
 
     spark = spark_session(settings, "lfp-batch-scheduler")
-    last: dict = {}
+    batch = BatchScheduler(spark, settings, repo, log_progress())
 
     def heartbeat() -> None:
         while True:
+            last = batch.last.model_dump(mode="json") if batch.last else {}
             write_status(status_path, last_run=last)
             time.sleep(2)
 
     threading.Thread(target=heartbeat, daemon=True).start()
-
-    def job() -> None:
-        try:
-            result = run_batch(spark, settings, repo)
-            last.clear()
-            last.update(status="succeeded", **result.to_json())
-            log.info("batch run succeeded: %s", result)
-        except Exception as error:  # the previous view keeps serving
-            last.clear()
-            last.update(status="failed", error=str(error), finished_at=time.time())
-            log.exception("batch run failed; previous view still serving")
-
-    running = threading.Lock()
-
-    def one_at_a_time() -> None:
-        if not running.acquire(blocking=False):
-            log.warning("a batch run is still in progress; skipping this trigger")
-            return
-        try:
-            job()
-        finally:
-            running.release()
-
     scheduler = BlockingScheduler(timezone="UTC")
-    trigger = CronTrigger.from_crontab(settings.batch_schedule, timezone="UTC")
-    scheduler.add_job(one_at_a_time, trigger, max_instances=1, coalesce=True, id="batch")
-    if not _view_serving(settings):
-        # Redis lost its views (or never had one) while the lake may hold history: serve
-        # batch values now rather than speed-only values until the next cron tick.
-        scheduler.add_job(one_at_a_time, id="batch-now")
+    # Redis lost its views (or never had one) while the lake may hold history: serve batch
+    # values now rather than speed-only values until the next cron tick.
+    batch.schedule(scheduler, run_now=not batch.view_serving())
     log.info("batch scheduler started: %r (UTC)", settings.batch_schedule)
     try:
         scheduler.start()

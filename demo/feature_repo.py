@@ -46,6 +46,8 @@ user_browsing = FeatureGroup(
         Aggregation("last", column="item_id", windows=["1h", "lifetime"], name="last_item"),
         Aggregation("last", column="event_time", windows=["lifetime"], name="last_event_time"),
         Aggregation("last_k", column="category", windows=["1d"], k=5, name="recent_categories"),
+        # The categories of the last 20 interactions: the recommender's category affinity.
+        Aggregation("last_k", column="category", windows=["7d"], k=20, name="category_history"),
         Aggregation(
             "approx_count_distinct", column="item_id", windows=["7d"], name="distinct_items"
         ),
@@ -61,9 +63,18 @@ item_popularity = FeatureGroup(
     aggregations=[
         Aggregation("count", windows=["1h", "1d", "7d"], name="interactions"),
         Aggregation(
-            "approx_count_distinct", column="user_id", windows=["1d"], name="distinct_users"
+            "approx_count_distinct", column="user_id", windows=["1d", "7d"], name="distinct_users"
         ),
     ],
+)
+
+item_clicks = FeatureGroup(
+    name="item_clicks",
+    entity=item,
+    source=events,
+    filter={"event_type": "click"},
+    description="Clicks on an item: with item_popularity, its click-through rate.",
+    aggregations=[Aggregation("count", windows=["1h", "1d", "7d"], name="clicks")],
 )
 
 ranking_features = FeatureService(
@@ -89,5 +100,34 @@ user_features = FeatureService(
         f"{group.name}:{feature.name}"
         for group in (user_activity, user_purchases, user_browsing)
         for feature in group.features
+    ],
+)
+
+recommender_user = FeatureService(
+    name="recommender_user",
+    description="User side of the demo recommender's input (see demo.ranking).",
+    features=[
+        "user_browsing:category_history_7d",
+        "user_browsing:last_item_1h",
+        "user_browsing:last_event_time_lifetime",
+        "user_browsing:events_1h",
+        "user_purchases:purchases_30d",
+        "user_purchases:spend_30d",
+    ],
+    defaults={"user_browsing:last_item_1h": ""},
+)
+
+recommender_item = FeatureService(
+    name="recommender_item",
+    description="Item side of the demo recommender's input (see demo.ranking).",
+    features=[
+        "item_popularity:interactions_1h",
+        "item_popularity:interactions_1d",
+        "item_popularity:interactions_7d",
+        "item_popularity:distinct_users_1d",
+        "item_popularity:distinct_users_7d",
+        "item_clicks:clicks_1h",
+        "item_clicks:clicks_1d",
+        "item_clicks:clicks_7d",
     ],
 )

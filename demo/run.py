@@ -1,113 +1,255 @@
-"""`make demo`: drive the running stack end to end and show the merged features."""
+"""`make demo`: the whole story against the running stack, step by step.
+
+1. back-dated history straight into the lake (days of sessions);
+2. a batch run over it (Spark progress, run summary);
+3. the ranking model trained on point-in-time vectors from the lake;
+4. live sessions through Kafka, picked up by the speed layer and the lake;
+5. recommendations for a user, then a burst of interest in one category and the
+   recommendations again, seconds later, with no batch run in between.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+import pyarrow.compute as pc
 import redis
+from pyspark.sql import SparkSession
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batch_layer.lake import count_rows
-from demo.generator import GeneratorConfig, encode, generate
+from batch_layer.lake import BACKFILL, append_backfill, open_table
+from demo.generator import CATEGORIES, Shop, ShopConfig, encode
+from feature_core.events import parse_event
 from feature_core.keys import KeySpace
 from feature_core.settings import Settings
-from feature_core.windows import MINUTE_MS, align_cutoff
+from feature_core.windows import align_cutoff
 from infra.kafka_admin import producer
 
+DAY_MS = 86_400_000
 
-def _wait(progress: Progress, label: str, done, timeout_s: float) -> None:
-    task = progress.add_task(label, total=None)
+
+@dataclass(frozen=True)
+class DemoConfig:
+    shop: ShopConfig = field(default_factory=ShopConfig)
+    history_days: int = 7
+    history_events: int = 30_000
+    live_rate: float = 50.0  # events per second
+    live_seconds: float = 20.0
+    training_examples: int = 4000
+    burst_views: int = 15
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out: {label} (see `make status` and the logs)")
-        time.sleep(0.5)
-    progress.update(task, total=1, completed=1)
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s: {what} (see `make status`)")
+        time.sleep(0.25)
 
 
-def run_demo(settings: Settings, events: int, users: int, console: Console) -> None:
+def history_in_lake(settings: Settings, user_prefix: str) -> int:
+    """Backfilled events of this shop already in the lake (a rerun does not add more)."""
+    table = open_table(settings.raw_events_uri)
+    if table is None:
+        return 0
+    dataset = table.to_pyarrow_dataset()
+    backfilled = (pc.field("kafka_partition") == BACKFILL) & pc.starts_with(
+        pc.field("user_id"), user_prefix
+    )
+    return dataset.count_rows(filter=backfilled)
+
+
+def backfill(settings: Settings, shop: Shop, config: DemoConfig, cutoff: int, progress) -> int:
+    existing = history_in_lake(settings, shop.config.user_prefix)
+    task = progress.add_task("history -> lake (back-dated)", total=config.history_events)
+    if existing:
+        progress.update(task, completed=config.history_events, description="history in lake")
+        return existing
+    events = shop.history(config.history_events, cutoff - config.history_days * DAY_MS, cutoff)
+    written = 0
+    for start in range(0, len(events), 5000):
+        chunk = events[start : start + 5000]
+        written += append_backfill(settings.raw_events_uri, (parse_event(encode(e)) for e in chunk))
+        progress.update(task, completed=written)
+    return written
+
+
+def produce(settings: Settings, events, progress, label: str, total: int) -> int:
+    """Send events to Kafka (keyed by user); the latest event time sent."""
+    out = producer(settings)
+    task = progress.add_task(label, total=total)
+    latest = 0
+    try:
+        for event in events:
+            out.send(settings.events_topic, key=event["user_id"].encode(), value=encode(event))
+            latest = max(latest, event["event_time"])
+            progress.advance(task)
+        out.flush()
+    finally:
+        out.close()
+    return latest
+
+
+def speed_caught_up(settings: Settings, groups: list[str], event_time: int) -> Callable[[], bool]:
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeySpace(settings.key_prefix)
+
+    def done() -> bool:
+        marks = client.hmget(keys.speed_watermark, groups)
+        return all(m is not None and int(m) >= event_time for m in marks)
+
+    return done
+
+
+def recommendations(settings: Settings, user_id: str, k: int = 10) -> dict[str, Any]:
+    response = httpx.get(
+        f"{settings.api_url}/v1/recommendations/{user_id}",
+        params={"k": k},
+        headers=settings.api_headers,
+        timeout=10,
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"recommendations: {response.status_code} {response.text[:300]}")
+    return response.json()
+
+
+def category_share(recs: dict[str, Any], category: str) -> float:
+    items = recs["items"]
+    return sum(1 for item in items if item["category"] == category) / max(len(items), 1)
+
+
+def _recs_table(title: str, recs: dict[str, Any], highlight: str) -> Table:
+    table = Table("#", "item", "category", "score", title=title)
+    for rank, item in enumerate(recs["items"], start=1):
+        category = item["category"]
+        shown = f"[bold magenta]{category}[/bold magenta]" if category == highlight else category
+        table.add_row(str(rank), item["item_id"], shown, f"{item['score']:.3f}")
+    return table
+
+
+def run_demo(
+    settings: Settings,
+    console: Console,
+    config: DemoConfig | None = None,
+    spark: SparkSession | None = None,
+) -> dict:
+    """Run every step; returns what a test (or a curious user) wants to check.
+
+    Uses ``spark`` if given (and leaves it running), else a session of its own.
+    """
+    from batch_layer.scheduler import BatchScheduler
+    from batch_layer.spark import spark_session
+    from demo.train import TrainingConfig, train_model
+    from feature_core.definitions import FeatureRepo
+
+    config = config or DemoConfig()
     try:
         httpx.get(f"{settings.api_url}/healthz", timeout=2).raise_for_status()
     except httpx.HTTPError:
         raise RuntimeError(
             f"no API at {settings.api_url}: start the stack with `make up`"
         ) from None
-    keys = KeySpace(settings.key_prefix)
-    client = redis.Redis.from_url(settings.redis_url)
-    out = producer(settings)
-    now = int(time.time() * 1000)
-    cutoff = align_cutoff(now)
-    history = GeneratorConfig(
-        users=users, events=events, start_ms=cutoff - 120 * MINUTE_MS, end_ms=cutoff, seed=int(now)
-    )
-    live = GeneratorConfig(
-        users=users, events=max(events // 10, 1), start_ms=cutoff, end_ms=now, seed=int(now) + 1
-    )
-    before = count_rows(settings.raw_events_uri)
-    with Progress(console=console) as progress:
-        task = progress.add_task("producing history (before the batch cutoff)", total=events)
-        for event in generate(history):
-            out.send(settings.events_topic, key=event["user_id"].encode(), value=encode(event))
-            progress.advance(task)
-        out.flush()
-        _wait(
-            progress,
-            "lake ingest writing history to Delta",
-            lambda: count_rows(settings.raw_events_uri) >= before + events,
-            180,
-        )
+    repo = FeatureRepo.from_module(settings.feature_repo)
+    shop = Shop(config.shop)
+    cutoff = align_cutoff(int(time.time() * 1000))
+    own_session = spark is None
+    spark = spark or spark_session(settings, "lfp-demo")
+    try:
+        with _progress(console) as progress:
+            backfilled = backfill(settings, shop, config, cutoff, progress)
+            task = progress.add_task("batch run (Spark tasks)", total=None)
 
-        task = progress.add_task("batch run (Spark over the pinned Delta version)", total=None)
-        from batch_layer.job import run_batch
-        from batch_layer.spark import spark_session
-        from feature_core.definitions import FeatureRepo
+            def show(_record: Any, snapshot: Any) -> None:
+                progress.update(task, total=max(snapshot.tasks, 1), completed=snapshot.tasks_done)
 
-        spark = spark_session(settings, "lfp-demo-batch")
-        try:
-            result = run_batch(
-                spark, settings, FeatureRepo.from_module(settings.feature_repo), cutoff
-            )
-        finally:
+            run = BatchScheduler(spark, settings, repo, show).run_once("demo", cutoff)
+            if run is None or run.status != "succeeded":
+                raise RuntimeError(f"the batch run failed: {run.error if run else 'busy'}")
+            task = progress.add_task("training the ranking model on PIT vectors", total=None)
+            training = TrainingConfig(examples=config.training_examples, seed=config.shop.seed)
+            model = train_model(spark, settings, repo, cutoff, training)
+            model.save(settings.models_path)
+            progress.update(task, total=1, completed=1)
+    finally:
+        if own_session:
             spark.stop()
+    console.print(
+        f"batch view v{run.view_version}: cutoff {run.cutoff}, Delta v{run.delta_version}, "
+        f"{run.rows_read} events, {run.entities_written} entities, {run.duration_s:.0f} s"
+    )
+    console.print(
+        f"model: {model.training_rows} PIT examples, holdout AUC "
+        f"{model.metrics.get('holdout_auc', float('nan')):.3f}, services {model.services}"
+    )
+
+    with _progress(console) as progress:
+        total = int(config.live_rate * config.live_seconds)
+        live = shop.live(config.live_rate, config.live_seconds)
+        latest = produce(settings, live, progress, "live sessions -> Kafka", total)
+        task = progress.add_task("speed layer catching up", total=None)
+        groups = [g.name for g in repo.groups]
+        wait_until(speed_caught_up(settings, groups[:1], latest), "speed layer catching up", 120)
         progress.update(task, total=1, completed=1)
 
-        latest = 0
-        task = progress.add_task("producing live events (after the cutoff)", total=live.events)
-        for event in generate(live):
-            latest = max(latest, event["event_time"])
-            out.send(settings.events_topic, key=event["user_id"].encode(), value=encode(event))
-            progress.advance(task)
-        out.flush()
-        _wait(
-            progress,
-            "speed layer catching up",
-            lambda: int(client.hget(keys.speed_watermark, "user_activity") or 0) >= latest,
-            120,
-        )
-    out.close()
+    user = shop.users[0].user_id
+    before = recommendations(settings, user)
+    counts = Counter(item["category"] for item in before["items"])
+    burst_category = min(CATEGORIES, key=lambda c: (counts.get(c, 0), CATEGORIES.index(c)))
+    console.print(_recs_table(f"recommendations for {user}", before, burst_category))
 
+    burst = shop.burst(user, burst_category, config.burst_views, int(time.time() * 1000))
+    with _progress(console) as progress:
+        sent_at = time.monotonic()
+        latest = produce(settings, burst, progress, f"{user} browses {burst_category}", len(burst))
+        wait_until(
+            speed_caught_up(settings, ["user_browsing", "item_clicks"], latest),
+            "speed layer picking up the burst",
+            60,
+        )
+        visible_s = time.monotonic() - sent_at
+    after = recommendations(settings, user)
     console.print(
-        f"batch view v{result.version}: cutoff {result.cutoff}, Delta v{result.delta_version}, "
-        f"{result.rows_read} events, {result.entities_written} entities"
+        _recs_table(
+            f"{user} after the burst ({visible_s:.1f} s later, no batch run)", after, burst_category
+        )
     )
-    table = Table(title="user_activity (batch + speed, merged)")
-    shown = [f"user_{i}" for i in range(min(5, users))]
-    rows = [
-        httpx.get(
-            f"{settings.api_url}/v1/features/user_activity/{u}",
-            headers=settings.api_headers,
-            timeout=5,
-        ).json()
-        for u in shown
-    ]
-    names = list(rows[0]["features"])
-    for name in ["user", *names]:
-        table.add_column(name)
-    for user, row in zip(shown, rows, strict=True):
-        table.add_row(user, *(str(row["features"][n]) for n in names))
-    console.print(table)
-    console.print(f"try: curl {settings.api_url}/v1/features/user_activity/user_1")
-    console.print(f"API docs: {settings.api_url}/docs   stack: make status   stop: make down")
+    shares = [category_share(recs, burst_category) for recs in (before, after)]
+    console.print(
+        f"{burst_category} in the top {len(after['items'])}: {shares[0]:.0%} -> {shares[1]:.0%}"
+    )
+    console.print(
+        "\n[bold]where to look[/bold]\n"
+        f"  recommendations  curl {settings.api_url}/v1/recommendations/{user}\n"
+        f"  features         curl {settings.api_url}/v1/features/user_browsing/{user}\n"
+        f"  API docs         {settings.api_url}/docs\n"
+        f"  metrics          {settings.api_url}/metrics\n"
+        f"  batch runs       lfp batch history   (or {settings.api_url}/v1/batch/runs)\n"
+        f"  consistency      lfp verify\n"
+        f"  stack            make status   |   stop: make down"
+    )
+    return {
+        "user": user,
+        "burst_category": burst_category,
+        "before": before,
+        "after": after,
+        "run": run,
+        "model": model,
+        "backfilled": backfilled,
+    }

@@ -260,29 +260,23 @@ def topics_create() -> None:
 @app.command()
 @friendly_errors
 def generate(
-    events: Annotated[int, typer.Option(help="How many events.")] = 2000,
-    users: Annotated[int, typer.Option(help="Distinct users.")] = 50,
-    minutes: Annotated[int, typer.Option(help="Spread event times over the last N minutes.")] = 120,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same events).")] = 7,
+    rate: Annotated[float, typer.Option(help="Events per second.")] = 50.0,
+    duration: Annotated[float, typer.Option(help="Seconds to keep producing.")] = 60.0,
+    users: Annotated[int, typer.Option(help="Shoppers.")] = 200,
+    items: Annotated[int, typer.Option(help="Catalog size.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same shop).")] = 7,
 ) -> None:
-    """Produce synthetic e-commerce events to the events topic."""
-    from demo.generator import GeneratorConfig, encode
-    from demo.generator import generate as make_events
-    from infra.kafka_admin import producer
+    """Produce live synthetic shop sessions to the events topic, at a rate, for a while."""
+    from demo.generator import Shop, ShopConfig
+    from demo.run import _progress, produce
 
     settings = get_settings()
-    now = int(time.time() * 1000)
-    config = GeneratorConfig(
-        users=users, events=events, start_ms=now - minutes * 60_000, end_ms=now, seed=seed
-    )
-    out = producer(settings)
-    sent = 0
-    for event in make_events(config):
-        out.send(settings.events_topic, key=event["user_id"].encode(), value=encode(event))
-        sent += 1
-    out.flush()
-    out.close()
-    console.print(f"produced {sent} events to {settings.events_topic}")
+    shop = Shop(ShopConfig(users=users, items=items, seed=seed))
+    with _progress(console) as progress:
+        produce(
+            settings, shop.live(rate, duration), progress, "events -> Kafka", int(rate * duration)
+        )
+    console.print(f"produced about {int(rate * duration)} events to {settings.events_topic}")
 
 
 # --- layers -----------------------------------------------------------------------
@@ -309,25 +303,131 @@ def speed_run(status_file: StatusFile = None) -> None:
     run(settings, _repo(settings), status_file)
 
 
+def _iso(ms: int | None) -> str:
+    from datetime import UTC, datetime
+
+    return (
+        "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    )
+
+
+def _run_summary(record: Any) -> Table:
+    table = Table("run", "value", title=f"batch run {record.run_id}", show_header=False)
+    color = "green" if record.status == "succeeded" else "red"
+    rows = {
+        "status": f"[{color}]{record.status}[/{color}]",
+        "trigger": record.trigger,
+        "cutoff": f"{record.cutoff} ({_iso(record.cutoff)})",
+        "Delta version read": str(record.delta_version),
+        "events read": str(record.rows_read),
+        "entities written": str(record.entities_written),
+        "view version": f"v{record.view_version}" + ("" if record.switched else " (not serving)"),
+        "old view keys removed": str(record.garbage_collected),
+        "Spark stages / tasks": f"{record.stages} / {record.tasks}",
+        "attempts": str(record.attempts),
+        "duration": f"{record.duration_s or 0:.1f} s",
+    }
+    if record.error:
+        rows["error"] = record.error
+    for name, value in rows.items():
+        table.add_row(name, value)
+    return table
+
+
 @batch_app.command("run")
 @friendly_errors
 def batch_run(
-    cutoff_ms: Annotated[int | None, typer.Option(help="Cutoff B (epoch ms); default now.")] = None,
-    delta_version: Annotated[int | None, typer.Option(help="Pin this Delta version.")] = None,
+    cutoff_ms: Annotated[
+        int | None, typer.Option(help="Cutoff B (epoch ms); default now - LFP_BATCH_SETTLE_S.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
 ) -> None:
-    """Recompute all batch views once and switch serving to them."""
-    from batch_layer.job import run_batch
+    """Recompute all batch views once (with retries), switch serving, record the run."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from batch_layer.scheduler import BatchScheduler
     from batch_layer.spark import spark_session
 
-    _setup_logging()
     settings = get_settings()
     repo = _repo(settings)
     spark = spark_session(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
-        result = run_batch(spark, settings, repo, cutoff_ms, delta_version)
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("Spark tasks", total=None)
+
+            def show(record: Any, snapshot: Any) -> None:
+                progress.update(
+                    task,
+                    total=max(snapshot.tasks, 1),
+                    completed=snapshot.tasks_done,
+                    description=f"stages {snapshot.stages_done}/{snapshot.stages}, tasks",
+                )
+
+            record = BatchScheduler(spark, settings, repo, show).run_once("manual", cutoff_ms)
     finally:
         spark.stop()
-    console.print_json(data=result.to_json())
+    assert record is not None  # a fresh scheduler holds no lock
+    if as_json:
+        console.print_json(record.model_dump_json())
+    else:
+        console.print(_run_summary(record))
+    if record.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@batch_app.command("history")
+@friendly_errors
+def batch_history(
+    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """Recent batch runs: when, cutoff, Delta version, rows, entities, status, error."""
+    import redis
+
+    from batch_layer.history import RunHistory
+
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    runs = RunHistory(client, settings.key_prefix).recent(limit)
+    if as_json:
+        for run in runs:
+            console.print_json(run.model_dump_json())
+        return
+    if not runs:
+        console.print("no batch runs recorded yet (`lfp batch run`, or wait for the schedule)")
+        return
+    table = Table(
+        "run",
+        "trigger",
+        "status",
+        "started",
+        "took",
+        "cutoff",
+        "delta",
+        "rows",
+        "entities",
+        "view",
+        "attempts",
+        "error",
+    )
+    for run in runs:
+        color = {"succeeded": "green", "failed": "red"}.get(run.status, "yellow")
+        table.add_row(
+            run.run_id,
+            run.trigger,
+            f"[{color}]{run.status}[/{color}]",
+            _iso(int(run.started_at * 1000)),
+            f"{run.duration_s:.0f} s" if run.duration_s is not None else "-",
+            _iso(run.cutoff),
+            str(run.delta_version if run.delta_version is not None else "-"),
+            str(run.rows_read if run.rows_read is not None else "-"),
+            str(run.entities_written if run.entities_written is not None else "-"),
+            f"v{run.view_version}" if run.view_version else "-",
+            str(run.attempts),
+            (run.error or "")[:60],
+        )
+    console.print(table)
 
 
 @batch_app.command("schedule")
@@ -470,10 +570,98 @@ def stack_supervise() -> None:
 @demo_app.command("run")
 @friendly_errors
 def demo_run(
-    events: Annotated[int, typer.Option(help="Events to produce.")] = 5000,
-    users: Annotated[int, typer.Option(help="Distinct users.")] = 50,
+    users: Annotated[int, typer.Option(help="Shoppers.")] = 200,
+    items: Annotated[int, typer.Option(help="Catalog size.")] = 300,
+    history_days: Annotated[int, typer.Option(help="Days of back-dated history.")] = 7,
+    history_events: Annotated[int, typer.Option(help="Events in that history.")] = 30_000,
+    rate: Annotated[float, typer.Option(help="Live events per second.")] = 50.0,
+    seconds: Annotated[float, typer.Option(help="Seconds of live events.")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Produce events, run a batch, wait for the speed layer, print some users' features."""
-    from demo.run import run_demo
+    """History to the lake, batch run, model training, live events, recommendations."""
+    from demo.generator import ShopConfig
+    from demo.run import DemoConfig, run_demo
 
-    run_demo(get_settings(), events=events, users=users, console=console)
+    config = DemoConfig(
+        shop=ShopConfig(users=users, items=items, seed=seed),
+        history_days=history_days,
+        history_events=history_events,
+        live_rate=rate,
+        live_seconds=seconds,
+    )
+    run_demo(get_settings(), console, config)
+
+
+@demo_app.command("train")
+@friendly_errors
+def demo_train(
+    examples: Annotated[int, typer.Option(help="Views sampled as training examples.")] = 4000,
+) -> None:
+    """Retrain the ranking model on PIT vectors from the lake; the API picks it up."""
+    from batch_layer.spark import spark_session
+    from demo.train import TrainingConfig, train_model
+
+    settings = get_settings()
+    spark = spark_session(settings, "lfp-demo-train")
+    try:
+        model = train_model(
+            spark, settings, _repo(settings), int(time.time() * 1000), TrainingConfig(examples)
+        )
+    finally:
+        spark.stop()
+    path = model.save(settings.models_path)
+    console.print(f"model saved to {path}: {model.training_rows} examples, {model.metrics}")
+
+
+@app.command()
+@friendly_errors
+def verify(
+    sample: Annotated[int, typer.Option(help="Random entities per entity type.")] = 50,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    tolerance: Annotated[float, typer.Option(help="Relative tolerance of float values.")] = 1e-9,
+    entity: Annotated[
+        list[str] | None, typer.Option(help="join_key=id to check (repeatable) instead.")
+    ] = None,
+    settle: Annotated[float, typer.Option(help="Seconds before re-checking a mismatch.")] = 5.0,
+) -> None:
+    """Compare what the API serves now with Spark's recompute from the lake, per feature."""
+    from batch_layer.spark import spark_session
+    from batch_layer.verify import publish
+    from batch_layer.verify import verify as run_verify
+
+    settings = get_settings()
+    chosen: dict[str, list[str]] | None = None
+    if entity:
+        chosen = {}
+        for spec in entity:
+            key, sep, value = spec.partition("=")
+            if not sep or not value:
+                raise RuntimeError(f"--entity {spec!r}: use join_key=id, e.g. user_id=user_1")
+            chosen.setdefault(key, []).append(value)
+    spark = spark_session(settings, "lfp-verify")
+    try:
+        with console.status("reading the API and recomputing from the lake..."):
+            report = run_verify(
+                spark, settings, _repo(settings), sample, seed, tolerance, chosen, settle
+            )
+    finally:
+        spark.stop()
+    publish(settings, report)
+    table = Table(
+        "feature", "mismatches", title=f"consistency: lake (Delta v{report.delta_version}) vs API"
+    )
+    for feature, count in report.by_feature.items():
+        table.add_row(feature, f"[red]{count}[/red]" if count else "0")
+    console.print(table)
+    for example in report.examples:
+        console.print(
+            f"  {example.feature} {example.entity_id}: served {example.served!r} "
+            f"({example.status}), lake says {example.expected!r}"
+        )
+    verdict = "[green]consistent[/green]" if report.passed else "[red]INCONSISTENT[/red]"
+    console.print(
+        f"{verdict}: {report.mismatches} of {report.values} values differ "
+        f"({report.entities} entities, tolerance {tolerance:g})"
+    )
+    if not report.passed:
+        raise typer.Exit(1)

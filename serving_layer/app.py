@@ -7,19 +7,22 @@ Feature endpoints require a bearer token when ``LFP_API_TOKEN`` is set.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from batch_layer.history import RunRecord
 from feature_core.definitions import FeatureRepo
 from feature_core.merge import BatchPointer, merge_group
 from feature_core.settings import Settings, get_settings
@@ -167,6 +170,14 @@ def _v1_router(auth: list[Any]) -> APIRouter:
             statuses={name: v.status for name, v in merged.items()},
         )
 
+    @router.get("/batch/runs", response_model=list[RunRecord], tags=["batch"])
+    async def batch_runs(
+        store: Store,
+        limit: Annotated[int, Query(ge=1, le=200, description="How many, newest first.")] = 20,
+    ) -> Response:
+        """The batch run history: cutoff, Delta version, rows, entities, status, error."""
+        return json_response([orjson.loads(raw) for raw in await store.batch_runs(limit)])
+
     @router.get("/feature-services", response_model=list[FeatureServiceInfo])
     async def list_feature_services(online: Online) -> list[FeatureServiceInfo]:
         """Every feature service: its ordered features, their types and defaults."""
@@ -249,10 +260,25 @@ def _ops_router() -> APIRouter:
             metrics.observe_freshness(
                 (g.name for g in repo.groups), snapshot.pointer, snapshot.speed_watermarks
             )
+            report = await store.consistency_report()
+            if report is not None:
+                metrics.observe_consistency(orjson.loads(report))
         except RedisError:
             metrics.redis_errors.inc()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    return router
+
+
+def _load_router(spec: str) -> APIRouter:
+    """``module:attribute`` -> the router it names (LFP_API_ROUTERS)."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        router = getattr(importlib.import_module(module_name), attribute or "router")
+    except (ImportError, AttributeError) as error:
+        raise RuntimeError(f"LFP_API_ROUTERS: cannot load {spec!r} ({error})") from None
+    if not isinstance(router, APIRouter):
+        raise RuntimeError(f"LFP_API_ROUTERS: {spec!r} is not a FastAPI APIRouter")
     return router
 
 
@@ -274,6 +300,8 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
     auth = [Depends(require_token)] if settings.api_token is not None else []
     app.include_router(_v1_router(auth))
     app.include_router(feast.router, dependencies=auth)
+    for spec in settings.api_routers:
+        app.include_router(_load_router(spec), dependencies=auth)
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,

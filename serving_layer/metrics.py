@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +39,23 @@ class ServingMetrics:
             ["group", "view"],
             registry=self.registry,
         )
+        self.consistency_mismatches = Gauge(
+            "lfp_consistency_mismatches",
+            "Values that differed between the API and a recompute from the lake, per feature, "
+            "in the last `lfp verify`.",
+            ["feature"],
+            registry=self.registry,
+        )
+        self.consistency_values = Gauge(
+            "lfp_consistency_values_checked",
+            "Values compared by the last `lfp verify`.",
+            registry=self.registry,
+        )
+        self.consistency_checked_at = Gauge(
+            "lfp_consistency_last_check_timestamp_seconds",
+            "When the last `lfp verify` ran (epoch seconds).",
+            registry=self.registry,
+        )
         self.redis_errors = Counter(
             "lfp_api_redis_errors_total",
             "Requests that failed because Redis was unreachable, slow or erroring.",
@@ -57,6 +75,13 @@ class ServingMetrics:
                 self.freshness.labels(group, "batch").set((now_ms - pointer.cutoff) / 1000)
             if group in watermarks:
                 self.freshness.labels(group, "speed").set((now_ms - watermarks[group]) / 1000)
+
+    def observe_consistency(self, report: Mapping[str, Any]) -> None:
+        """Export a published consistency report (``batch_layer.verify``)."""
+        for feature, count in report["by_feature"].items():
+            self.consistency_mismatches.labels(feature).set(count)
+        self.consistency_values.set(report["values"])
+        self.consistency_checked_at.set(report["checked_at"])
 
 
 class RequestTimer:

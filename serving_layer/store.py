@@ -94,5 +94,16 @@ class FeatureStore:
             )
         return ViewsSnapshot(pointer, watermarks, entities)
 
+    async def batch_runs(self, limit: int) -> list[bytes]:
+        """The newest batch run records (JSON), newest first."""
+        ids = await self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
+        if not ids:
+            return []
+        return [r for r in await self.client.hmget(self.keys.batch_runs, ids) if r is not None]
+
+    async def consistency_report(self) -> bytes | None:
+        """The last consistency verification (JSON), if one was published."""
+        return await self.client.get(self.keys.consistency)
+
     async def ping(self) -> bool:
         return bool(await self.client.ping())

@@ -155,7 +155,15 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
         import json
 
         out = docker_compose(
-            "exec", "-T", "batch-scheduler", "lfp", "batch", "run", "--cutoff-ms", str(cutoff_ms)
+            "exec",
+            "-T",
+            "batch-scheduler",
+            "lfp",
+            "batch",
+            "run",
+            "--json",
+            "--cutoff-ms",
+            str(cutoff_ms),
         )
         return json.loads(out[out.index("{") :])
 
@@ -225,3 +233,37 @@ def stack(tmp_path_factory: pytest.TempPathFactory, spark_factory) -> Iterator[S
         yield from _compose(tmp)
     else:
         yield from _embedded(tmp, spark_factory)
+
+
+#: The demo at test scale; its ids are prefixed so no other test's entities mix in.
+DEMO_SHOP_PREFIX = "demo_u"
+
+
+@pytest.fixture(scope="session")
+def demo_result(stack: StackHandle, spark_factory) -> dict:
+    """`make demo`, small: history, batch run, model, live events, burst. Run once."""
+    import io
+
+    from rich.console import Console
+
+    from demo.generator import ShopConfig
+    from demo.run import DemoConfig, run_demo
+
+    config = DemoConfig(
+        shop=ShopConfig(
+            users=30, items=60, seed=11, user_prefix=DEMO_SHOP_PREFIX, item_prefix="demo_i"
+        ),
+        history_days=3,
+        history_events=5000,
+        live_rate=40,
+        live_seconds=4,
+        training_examples=800,
+        burst_views=15,
+    )
+    out = io.StringIO()
+    result = run_demo(
+        stack.settings, Console(file=out, width=120), config, spark_factory(stack.settings)
+    )
+    result["output"] = out.getvalue()
+    result["config"] = config
+    return result

@@ -1,0 +1,169 @@
+"""The demo ranking model: pair features, the saved artifact, scoring.
+
+One function, :func:`pair_features`, turns a user vector and an item vector (the
+``recommender_user`` and ``recommender_item`` feature services) into the model's input. The
+training set (point-in-time vectors from the lake) and the recommendations endpoint
+(vectors from the serving layer) both call it, so the model sees the same input offline
+and online.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import orjson
+
+from demo.generator import CATEGORIES
+
+USER_SERVICE = "recommender_user"
+ITEM_SERVICE = "recommender_item"
+METADATA_FILE = "model.json"
+
+PAIR_FEATURES = (
+    "category_affinity",
+    "is_last_item",
+    "minutes_since_last_event",
+    "user_events_1h",
+    "user_purchases_30d",
+    "item_views_1h",
+    "item_views_1d",
+    "item_views_7d",
+    "item_clicks_1h",
+    "item_ctr_1d",
+    "item_ctr_7d",
+    "item_distinct_users_7d",
+)
+
+
+def _log(value: Any) -> float:
+    return math.log1p(float(value or 0))
+
+
+def _ctr(clicks: Any, interactions: Any) -> float:
+    """Clicks over views (interactions are views + clicks), smoothed toward 10%."""
+    clicks = float(clicks or 0)
+    views = max(float(interactions or 0) - clicks, 0.0)
+    return (clicks + 1.0) / (views + 10.0)
+
+
+def pair_features(
+    user: Mapping[str, Any], item: Mapping[str, Any], item_id: str, category: str, now_ms: int
+) -> list[float]:
+    """Model input for one (user, item) pair; ``user``/``item`` map "group:feature" -> value."""
+    history = user.get("user_browsing:category_history_7d") or []
+    affinity = (sum(1 for c in history if c == category) + 1 / len(CATEGORIES)) / (len(history) + 1)
+    last_event = user.get("user_browsing:last_event_time_lifetime")
+    minutes_idle = (now_ms - last_event) / 60_000 if last_event else 7 * 24 * 60.0
+    return [
+        affinity,
+        1.0 if user.get("user_browsing:last_item_1h") == item_id else 0.0,
+        _log(max(minutes_idle, 0.0)),
+        _log(user.get("user_browsing:events_1h")),
+        _log(user.get("user_purchases:purchases_30d")),
+        _log(item.get("item_popularity:interactions_1h")),
+        _log(item.get("item_popularity:interactions_1d")),
+        _log(item.get("item_popularity:interactions_7d")),
+        _log(item.get("item_clicks:clicks_1h")),
+        _ctr(item.get("item_clicks:clicks_1d"), item.get("item_popularity:interactions_1d")),
+        _ctr(item.get("item_clicks:clicks_7d"), item.get("item_popularity:interactions_7d")),
+        _log(item.get("item_popularity:distinct_users_7d")),
+    ]
+
+
+@dataclass(frozen=True)
+class Scored:
+    item_id: str
+    category: str
+    score: float
+
+
+@dataclass
+class RankingModel:
+    """A fitted classifier plus what it needs to be served safely.
+
+    ``services`` pins each feature service to the version the model was trained on;
+    ``candidates`` are the items the endpoint scores (the most viewed of each category).
+    """
+
+    estimator: Any
+    services: dict[str, str]
+    catalog: dict[str, str]
+    candidates: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    trained_at: float = field(default_factory=time.time)
+    training_rows: int = 0
+    estimator_file: str = ""
+
+    def score(
+        self,
+        user: Mapping[str, Any],
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        now_ms: int,
+    ) -> list[Scored]:
+        """Click probability of each item for the user, best first."""
+        if not items:
+            return []
+        rows = [
+            pair_features(user, vector, item_id, self.catalog[item_id], now_ms)
+            for item_id, vector in items
+        ]
+        probabilities = self.estimator.predict_proba(rows)[:, 1]
+        scored = [
+            Scored(item_id, self.catalog[item_id], float(p))
+            for (item_id, _), p in zip(items, probabilities, strict=True)
+        ]
+        return sorted(scored, key=lambda s: (-s.score, s.item_id))
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "services": self.services,
+            "catalog": self.catalog,
+            "candidates": self.candidates,
+            "metrics": self.metrics,
+            "trained_at": self.trained_at,
+            "training_rows": self.training_rows,
+            "pair_features": list(PAIR_FEATURES),
+            "estimator_file": self.estimator_file,
+        }
+
+    def save(self, directory: Path) -> Path:
+        """Write the estimator, then flip ``model.json`` to it (readers never see half)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.estimator_file = f"estimator-{int(self.trained_at * 1000)}.joblib"
+        joblib.dump(self.estimator, directory / self.estimator_file)
+        staging = directory / f".{METADATA_FILE}.tmp"
+        staging.write_bytes(orjson.dumps(self.metadata(), option=orjson.OPT_INDENT_2))
+        os.replace(staging, directory / METADATA_FILE)
+        # Keep the previous estimator: a reader may hold the previous model.json.
+        for old in sorted(directory.glob("estimator-*.joblib"))[:-2]:
+            old.unlink(missing_ok=True)
+        return directory / METADATA_FILE
+
+    @classmethod
+    def load(cls, directory: Path) -> RankingModel:
+        meta_path = directory / METADATA_FILE
+        if not meta_path.exists():
+            raise FileNotFoundError(
+                f"no model in {directory}: train one with `lfp demo train` (or `make demo`)"
+            )
+        meta = orjson.loads(meta_path.read_bytes())
+        if meta.get("pair_features") != list(PAIR_FEATURES):
+            raise ValueError(f"model in {directory} was trained on other pair features: retrain it")
+        estimator = joblib.load(directory / meta["estimator_file"])
+        return cls(
+            estimator,
+            meta["services"],
+            meta["catalog"],
+            meta["candidates"],
+            meta["metrics"],
+            meta["trained_at"],
+            meta["training_rows"],
+            meta["estimator_file"],
+        )
