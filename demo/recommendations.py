@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from demo.ranking import ITEM_SERVICE, METADATA_FILE, USER_SERVICE, RankingModel
 from feature_core.merge import ValueStatus
 from serving_layer.deps import Online
+from serving_layer.models import BatchViewInfo
 from serving_layer.online import OnlineFeatures
 
 ENDPOINT = "/v1/recommendations/{user_id}"
@@ -43,6 +44,9 @@ class Recommendations(BaseModel):
     user_id: str
     as_of: int = Field(description="Query time (epoch ms) of the feature vectors used.")
     known_user: bool = Field(description="False when no feature of the user has data.")
+    batch: BatchViewInfo | None = Field(
+        description="The batch view every vector came from; null before any batch run."
+    )
     model: ModelInfo
     items: list[Recommendation]
 
@@ -117,9 +121,8 @@ async def recommend(
     _check_versions(model, online)
     users = online.selection(USER_SERVICE)
     items = online.selection(ITEM_SERVICE)
-    served_user, served_items = await asyncio.gather(
-        online.serve(users, [user_id], ENDPOINT),
-        online.serve(items, model.candidates, ENDPOINT),
+    served_user, served_items = await online.serve_together(
+        [(users, [user_id]), (items, model.candidates)], ENDPOINT
     )
     user_vector = served_user.vectors[0]
     user = _as_mapping(users.feature_names, user_vector.values)
@@ -133,6 +136,7 @@ async def recommend(
         user_id=user_id,
         as_of=served_user.as_of,
         known_user=any(s is ValueStatus.PRESENT for s in user_vector.statuses),
+        batch=BatchViewInfo.of(served_user.snapshot.pointer),
         model=ModelInfo(
             services=model.services,
             trained_at=model.trained_at,

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from batch_layer.history import RunRecord
 from feature_core.definitions import FeatureRepo
-from feature_core.merge import BatchPointer, merge_group
+from feature_core.merge import merge_group
 from feature_core.settings import Settings, get_settings
 from serving_layer import feast
 from serving_layer.deps import Metrics, Online, Repo, Store
@@ -61,14 +61,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     yield
     await client.aclose()
-
-
-def _batch_info(pointer: BatchPointer | None) -> BatchViewInfo | None:
-    if pointer is None:
-        return None
-    return BatchViewInfo(
-        version=pointer.version, cutoff=pointer.cutoff, delta_version=pointer.delta_version
-    )
 
 
 def _error(status: int, detail: str) -> Response:
@@ -129,7 +121,7 @@ def _v1_router(auth: list[Any]) -> APIRouter:
             body.entities,
             FEATURES_ENDPOINT,
         )
-        batch = _batch_info(served.snapshot.pointer)
+        batch = BatchViewInfo.of(served.snapshot.pointer)
         return json_response(
             {
                 "feature_service": body.feature_service,
@@ -246,7 +238,7 @@ def _ops_router() -> APIRouter:
         body = Readiness(
             ready=not problems,
             problems=problems,
-            batch=_batch_info(pointer),
+            batch=BatchViewInfo.of(pointer),
             batch_age_s=age,
             speed_watermarks=watermarks,
         )

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from feature_core.merge import ValueStatus
+from feature_core.merge import BatchPointer, ValueStatus
 
 EntityKey = Annotated[
     StrictStr, Field(min_length=1, max_length=256, description="An entity join key value.")
@@ -52,6 +52,15 @@ class BatchViewInfo(BaseModel):
     version: int
     cutoff: int = Field(description="The batch view covers events with event_time < cutoff.")
     delta_version: int | None = Field(description="Delta table version the view was read from.")
+
+    @classmethod
+    def of(cls, pointer: BatchPointer | None) -> BatchViewInfo | None:
+        """The served view's identity, or None before any batch run."""
+        if pointer is None:
+            return None
+        return cls(
+            version=pointer.version, cutoff=pointer.cutoff, delta_version=pointer.delta_version
+        )
 
 
 class EntityVector(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from feature_core.definitions import FeatureRepo
@@ -49,16 +49,35 @@ class OnlineFeatures:
     async def serve(
         self, selection: Selection, entity_ids: Sequence[str], endpoint: str
     ) -> ServedVectors:
-        if not entity_ids:
-            raise RequestError("no entities given")
-        if len(entity_ids) > self.max_entities:
-            raise RequestError(
-                f"too many entities: {len(entity_ids)} > {self.max_entities} "
-                "(LFP_API_MAX_ENTITIES); split the request"
-            )
-        self.metrics.entities.labels(endpoint).observe(len(entity_ids))
-        snapshot = await self.store.read(selection.view_requests(entity_ids))
+        (served,) = await self.serve_together([(selection, entity_ids)], endpoint)
+        return served
+
+    async def serve_together(
+        self, parts: Sequence[tuple[Selection, Sequence[str]]], endpoint: str
+    ) -> list[ServedVectors]:
+        """Several selections in one round trip, so every vector comes from the same views
+        (one batch view version even while a switch happens)."""
+        requests: list[tuple[str, str]] = []
+        for selection, entity_ids in parts:
+            if not entity_ids:
+                raise RequestError("no entities given")
+            if len(entity_ids) > self.max_entities:
+                raise RequestError(
+                    f"too many entities: {len(entity_ids)} > {self.max_entities} "
+                    "(LFP_API_MAX_ENTITIES); split the request"
+                )
+            self.metrics.entities.labels(endpoint).observe(len(entity_ids))
+            requests += selection.view_requests(entity_ids)
+        snapshot = await self.store.read(requests)
         as_of = int(time.time() * 1000)
-        return ServedVectors(
-            selection, snapshot, as_of, build_vectors(selection, snapshot, entity_ids, as_of)
-        )
+        served, start = [], 0
+        for selection, entity_ids in parts:
+            end = start + len(entity_ids) * len(selection.groups)
+            part = replace(snapshot, entities=snapshot.entities[start:end])
+            served.append(
+                ServedVectors(
+                    selection, part, as_of, build_vectors(selection, part, entity_ids, as_of)
+                )
+            )
+            start = end
+        return served

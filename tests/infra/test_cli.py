@@ -32,7 +32,7 @@ def test_down_without_a_stack_is_harmless(tmp_path, monkeypatch):
 def test_generate_with_no_broker_explains_the_fix(monkeypatch):
     monkeypatch.setenv("LFP_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("LFP_KAFKA_CONNECT_TIMEOUT_S", "2")
-    result = runner.invoke(app, ["generate", "--events", "1"])
+    result = runner.invoke(app, ["generate", "--rate", "5", "--duration", "1"])
     assert result.exit_code == 1
     assert "no Kafka broker at" in result.output and "make up" in result.output
     assert "Traceback" not in result.output

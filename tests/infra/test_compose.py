@@ -1,5 +1,6 @@
 """docker-compose.yml checked statically (no Docker engine is needed)."""
 
+import os
 from pathlib import Path
 
 import click
@@ -59,7 +60,10 @@ def test_env_names_are_settings_fields():
             assert key in fields, f"{name}: {key} is not a setting"
 
 
-def test_urls_and_ports_agree_with_the_services():
+def test_urls_and_ports_agree_with_the_services(monkeypatch):
+    # The session's embedded stack exports LFP_* for its own ports: judge the defaults.
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
     for service in PLATFORM.values():
         env = service["environment"]
         settings = Settings(
