@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from feature_core.settings import Settings
+
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
 def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSession:
@@ -16,8 +19,13 @@ def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSessi
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     # Local mode stays on loopback (no traffic to other interfaces, no hostname warning).
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder
+    if settings.spark_master.startswith("local"):
+        # Quiet local driver logs; on a cluster, its own spark-defaults decide.
+        java_options = f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"
+        builder = builder.config("spark.driver.extraJavaOptions", java_options)
     return (
-        SparkSession.builder.master(settings.spark_master)
+        builder.master(settings.spark_master)
         .appName(app_name)
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.session.timeZone", "UTC")

@@ -196,7 +196,8 @@ def run_demo(
     )
     console.print(
         f"model: {model.training_rows} PIT examples, holdout AUC "
-        f"{model.metrics.get('holdout_auc', float('nan')):.3f}, services {model.services}"
+        f"{model.metrics.get('holdout_auc', float('nan')):.3f}, trained on "
+        + ", ".join(f"{name} {version}" for name, version in model.services.items())
     )
 
     with _progress(console) as progress:
@@ -225,14 +226,11 @@ def run_demo(
         )
         visible_s = time.monotonic() - sent_at
     after = recommendations(settings, user)
-    console.print(
-        _recs_table(
-            f"{user} after the burst ({visible_s:.1f} s later, no batch run)", after, burst_category
-        )
-    )
+    console.print(_recs_table(f"{user} after the burst", after, burst_category))
     shares = [category_share(recs, burst_category) for recs in (before, after)]
     console.print(
-        f"{burst_category} in the top {len(after['items'])}: {shares[0]:.0%} -> {shares[1]:.0%}"
+        f"{burst_category} in the top {len(after['items'])}: {shares[0]:.0%} -> {shares[1]:.0%}, "
+        f"served {visible_s:.1f} s after the burst, with no batch run"
     )
     console.print(
         "\n[bold]where to look[/bold]\n"

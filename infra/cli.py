@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -303,12 +304,14 @@ def speed_run(status_file: StatusFile = None) -> None:
     run(settings, _repo(settings), status_file)
 
 
-def _iso(ms: int | None) -> str:
+def _iso(ms: int | None, layout: str = "%Y-%m-%d %H:%M:%SZ") -> str:
     from datetime import UTC, datetime
 
-    return (
-        "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    )
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime(layout)
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _run_summary(record: Any) -> Table:
@@ -398,34 +401,30 @@ def batch_history(
         console.print("no batch runs recorded yet (`lfp batch run`, or wait for the schedule)")
         return
     table = Table(
-        "run",
-        "trigger",
-        "status",
-        "started",
-        "took",
-        "cutoff",
-        "delta",
-        "rows",
-        "entities",
-        "view",
-        "attempts",
-        "error",
+        caption="times in UTC", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
     )
+    for name in ("run", "trigger", "status", "started", "took", "cutoff"):
+        table.add_column(name, no_wrap=True)
+    for name in ("Delta", "events", "entities", "view"):
+        table.add_column(name, justify="right", no_wrap=True)
+    errors = any(run.error for run in runs)
+    if errors:
+        table.add_column("error", overflow="fold", min_width=20)
     for run in runs:
         color = {"succeeded": "green", "failed": "red"}.get(run.status, "yellow")
+        tries = f" ({run.attempts} tries)" if run.attempts > 1 else ""
         table.add_row(
             run.run_id,
             run.trigger,
-            f"[{color}]{run.status}[/{color}]",
-            _iso(int(run.started_at * 1000)),
+            f"[{color}]{run.status}[/{color}]{tries}",
+            _iso(int(run.started_at * 1000), "%m-%d %H:%M"),
             f"{run.duration_s:.0f} s" if run.duration_s is not None else "-",
-            _iso(run.cutoff),
-            str(run.delta_version if run.delta_version is not None else "-"),
-            str(run.rows_read if run.rows_read is not None else "-"),
-            str(run.entities_written if run.entities_written is not None else "-"),
+            _iso(run.cutoff, "%m-%d %H:%M"),
+            _or_dash(run.delta_version),
+            _or_dash(run.rows_read),
+            _or_dash(run.entities_written),
             f"v{run.view_version}" if run.view_version else "-",
-            str(run.attempts),
-            (run.error or "")[:60],
+            *([(run.error or "")[:200]] if errors else []),
         )
     console.print(table)
 

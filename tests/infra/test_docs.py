@@ -13,3 +13,23 @@ def test_every_setting_is_documented_in_the_readme():
 def test_the_readme_shows_the_make_targets_users_need():
     for target in ("make install", "make up", "make demo", "make status", "make down", "make test"):
         assert target in README
+
+
+def test_every_cli_command_is_listed_in_the_readme():
+    """The README's one-line command list (`group a|b`) names every visible command."""
+    import re
+
+    import typer.main
+
+    from infra.cli import app
+
+    paragraph = README[README.index("Every operation is one CLI") :].split("\n\n")[0]
+    listed = set()
+    for item in re.findall(r"`([a-z-]+(?: [a-z|-]+)?)`", paragraph):
+        name, _, subs = item.partition(" ")
+        listed |= {f"{name} {sub}".strip() for sub in subs.split("|")}
+    visible = set()
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        subs = [s for s, c in getattr(command, "commands", {}).items() if not c.hidden]
+        visible |= {f"{name} {sub}" for sub in subs} if subs else {name}
+    assert visible - listed == set()
