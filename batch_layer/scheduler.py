@@ -21,11 +21,12 @@ from apscheduler.triggers.cron import CronTrigger
 from pyspark.sql import SparkSession
 from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential
 
-from batch_layer.history import RunHistory, RunRecord, RunStatus
+from batch_layer.history import RunHistory
 from batch_layer.job import run_batch
 from batch_layer.progress import ProgressSnapshot, SparkProgress
 from feature_core.definitions import FeatureRepo
 from feature_core.keys import KeySpace
+from feature_core.runs import RunRecord, RunStatus
 from feature_core.settings import Settings
 from feature_core.windows import align_cutoff
 from infra.status import write_status

@@ -22,9 +22,9 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from batch_layer.history import RunRecord
 from feature_core.definitions import FeatureRepo
 from feature_core.merge import merge_group
+from feature_core.runs import RunRecord
 from feature_core.settings import Settings, get_settings
 from serving_layer import feast
 from serving_layer.deps import Metrics, Online, Repo, Store

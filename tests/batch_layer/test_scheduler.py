@@ -12,11 +12,12 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from batch_layer.history import RunHistory, RunStatus
+from batch_layer.history import RunHistory
 from batch_layer.scheduler import BatchScheduler
 from feature_core.definitions import FeatureRepo
 from feature_core.keys import KeySpace
 from feature_core.merge import values_match
+from feature_core.runs import RunStatus
 from infra.cli import app
 from tests.conftest import DEMO_SHOP_PREFIX, wait_for
 from tests.integration.helpers import wait_in_lake
