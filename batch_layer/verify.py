@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.job import read_snapshot
+from batch_layer.lake import open_table
 from batch_layer.training import build_training_set
 from feature_core.definitions import Entity, FeatureRepo, FeatureService
 from feature_core.keys import KeySpace
@@ -151,7 +152,7 @@ def verify(
     settle_s: float = 5.0,
 ) -> ConsistencyReport:
     """Check ``sample`` random entities of each entity type (or the ``entities`` given)."""
-    table_version = read_snapshot(spark, settings.raw_events_uri, None)[1]
+    compared_version: int | None = None  # the Delta version of the last recompute
     kinds = {g.entity.join_key: g.entity for g in repo.groups}
     counts = Counter[str]()
     examples: list[Mismatch] = []
@@ -167,10 +168,12 @@ def verify(
         pending = list(ids)
         for attempt in range(2):
             as_of, served = _served(settings, service, pending)
-            version = read_snapshot(spark, settings.raw_events_uri, None)[1]
+            table = open_table(settings.raw_events_uri)
+            version = table.version() if table is not None else None
             expected = _recomputed(
                 spark, settings, repo, service, join_key, pending, as_of, version
             )
+            compared_version = version
             found = _compare(served, expected, tolerance)
             if not found or attempt == 1:
                 break
@@ -191,7 +194,7 @@ def verify(
         f.qualified_name: counts.get(f.qualified_name, 0) for g in repo.groups for f in g.features
     }
     return ConsistencyReport(
-        delta_version=table_version,
+        delta_version=compared_version,
         tolerance=tolerance,
         entities=checked_entities,
         values=checked_values,
