@@ -29,10 +29,8 @@ from demo.generator import CATEGORIES, Shop, ShopConfig, encode
 from feature_core.events import parse_event
 from feature_core.keys import KeySpace
 from feature_core.settings import Settings
-from feature_core.windows import align_cutoff
+from feature_core.windows import DAY_MS, align_cutoff
 from infra.kafka_admin import producer
-
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,8 @@ class DemoConfig:
     burst_views: int = 15
 
 
-def _progress(console: Console) -> Progress:
+def progress_bars(console: Console) -> Progress:
+    """The demo's progress display: label, bar, done/total, elapsed."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -172,7 +171,7 @@ def run_demo(
     own_session = spark is None
     spark = spark or spark_session(settings, "lfp-demo")
     try:
-        with _progress(console) as progress:
+        with progress_bars(console) as progress:
             backfilled = backfill(settings, shop, config, cutoff, progress)
             task = progress.add_task("batch run (Spark tasks)", total=None)
 
@@ -200,7 +199,7 @@ def run_demo(
         + ", ".join(f"{name} {version}" for name, version in model.services.items())
     )
 
-    with _progress(console) as progress:
+    with progress_bars(console) as progress:
         total = int(config.live_rate * config.live_seconds)
         live = shop.live(config.live_rate, config.live_seconds)
         latest = produce(settings, live, progress, "live sessions -> Kafka", total)
@@ -216,7 +215,7 @@ def run_demo(
     console.print(_recs_table(f"recommendations for {user}", before, burst_category))
 
     burst = shop.burst(user, burst_category, config.burst_views, int(time.time() * 1000))
-    with _progress(console) as progress:
+    with progress_bars(console) as progress:
         sent_at = time.monotonic()
         latest = produce(settings, burst, progress, f"{user} browses {burst_category}", len(burst))
         wait_until(

@@ -269,11 +269,11 @@ def generate(
 ) -> None:
     """Produce live synthetic shop sessions to the events topic, at a rate, for a while."""
     from demo.generator import Shop, ShopConfig
-    from demo.run import _progress, produce
+    from demo.run import produce, progress_bars
 
     settings = get_settings()
     shop = Shop(ShopConfig(users=users, items=items, seed=seed))
-    with _progress(console) as progress:
+    with progress_bars(console) as progress:
         produce(
             settings, shop.live(rate, duration), progress, "events -> Kafka", int(rate * duration)
         )
