@@ -141,7 +141,7 @@ def merge_cost_us(redis_port: int, repo: FeatureRepo, entities: int, batch: int)
     async def read(ids: list[str]) -> ViewsSnapshot:
         client = aioredis.Redis(port=redis_port)
         try:
-            return await FeatureStore(client, "lfp").read(selection.view_requests(ids))
+            return await FeatureStore(client, "lfp").read([selection.views_request(ids)])
         finally:
             await client.aclose()
 

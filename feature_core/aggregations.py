@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from feature_core import sketches
@@ -104,12 +106,10 @@ class Primitive:
         """All partials merged in one pass: equal to folding :meth:`merge`, but a sketch is
         decoded once per input and encoded once, not once per step (the serving hot path)."""
         if self.kind == "count":
-            return sum(int(p or 0) for p in partials)
+            return sum(map(int, filter(None, partials)))
         present = [p for p in partials if p is not None]
         if self.kind == "last_k":
-            pairs = sorted(
-                (pair for p in present for pair in p), key=_time_then_value, reverse=True
-            )
+            pairs = sorted(chain.from_iterable(present), key=_time_then_value, reverse=True)
             return pairs[: self.param]
         if not present:
             return self.identity
@@ -159,8 +159,8 @@ class Primitive:
         return f"{self.kind.upper()}({column_sql})"
 
 
-def _time_then_value(pair: Sequence[Any]) -> tuple[Any, Any]:
-    return (pair[0], pair[1])
+#: Orders ``[time, value]`` pairs: by time, ties by value.
+_time_then_value = itemgetter(0, 1)
 
 
 Primitive.COUNT = Primitive("count")

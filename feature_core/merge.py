@@ -6,13 +6,15 @@ tests all use the one merge. See :mod:`feature_core.windows` for the layout it r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
+from feature_core.aggregations import IR
 from feature_core.definitions import FeatureGroup
-from feature_core.windows import COLLAPSED, batch_layout
+from feature_core.windows import COLLAPSED, FINEST_HOP_MS, Window, batch_layout, floor_to
 
 BatchDoc = Mapping[str, Mapping[str, Sequence[Any]]]  # window -> bucket -> partials
 
@@ -69,10 +71,155 @@ class BatchPointer:
         }
 
 
-@dataclass(frozen=True)
-class MergedValue:
+class MergedValue(NamedTuple):
     value: Any
     status: ValueStatus
+
+
+class _WindowPlan(NamedTuple):
+    """What one window reads at one query time: fixed per (batch view, 5-minute step)."""
+
+    name: str
+    columns: tuple[tuple[int, Callable[[list[Any]], Any]], ...]  # (tile index, merge_many)
+    # Per feature: its position in the group, finalize, and a getter of its IR from a row
+    # of partials (itemgetter; ``single``: the IR is that one partial).
+    features: tuple[tuple[int, Callable[[IR], Any], Callable[[Sequence[Any]], Any], bool], ...]
+    reads_batch: bool
+    buckets: frozenset[str] | None  # batch buckets in the window; None: every bucket
+    stale: bool  # the window starts inside the collapsed batch IR (past the horizon)
+    lower: int | None  # speed tiles from here on
+    empty: tuple[Any, ...]  # each feature's value when nothing is in the window
+
+
+class _GroupMerger:
+    """Merges one group's views, with the per-window bookkeeping computed once per
+    (batch view, 5-minute step) instead of once per entity (the serving hot path)."""
+
+    def __init__(self, group: FeatureGroup) -> None:
+        self.group = group
+        self.size = len(group.features)
+        self._plans: dict[tuple[int | None, int | None, int], tuple[_WindowPlan, ...]] = {}
+
+    def plans(self, pointer: BatchPointer | None, t: int) -> tuple[_WindowPlan, ...]:
+        # Window starts move in steps of their hop, a multiple of FINEST_HOP_MS: every t
+        # within one finest step shares the plans.
+        key = (
+            pointer.cutoff if pointer else None,
+            pointer.horizon_ms if pointer else None,
+            floor_to(t, FINEST_HOP_MS),
+        )
+        plans = self._plans.get(key)
+        if plans is None:
+            if len(self._plans) > 64:
+                self._plans.clear()
+            plans = self._plans[key] = tuple(
+                self._plan(window, indices, pointer, t)
+                for window, indices in self.group.window_tile_indices.items()
+            )
+        return plans
+
+    def _plan(
+        self, window: Window, indices: tuple[int, ...], pointer: BatchPointer | None, t: int
+    ) -> _WindowPlan:
+        group = self.group
+        start = window.start(t)
+        cutoff = pointer.cutoff if pointer else None
+        reads_batch = pointer is not None and (start is None or start < pointer.cutoff)
+        buckets: frozenset[str] | None = None
+        stale = False
+        if reads_batch and start is not None:
+            assert pointer is not None
+            layout = batch_layout(window, pointer.cutoff, pointer.horizon_ms)
+            collapsed = layout.collapsed_start
+            stale = collapsed is not None and collapsed != pointer.cutoff and start > collapsed
+            tail_end = pointer.cutoff if collapsed is None else collapsed
+            first = start if layout.tail_start is None else max(start, layout.tail_start)
+            buckets = frozenset(
+                [COLLAPSED, *(str(b) for b in range(first, tail_end, window.hop_ms))]
+            )
+        position = {f.name: i for i, f in enumerate(group.features)}
+        identities = [p.identity for p in group.primitives]
+        features = tuple(
+            (
+                position[f.name],
+                f.aggregation.finalize,
+                itemgetter(*f.tile_indices),
+                len(f.tile_indices) == 1,
+            )
+            for f in group.window_features[window]
+        )
+        return _WindowPlan(
+            name=window.name,
+            columns=tuple((i, group.primitives[i].merge_many) for i in indices),
+            features=features,
+            reads_batch=reads_batch,
+            buckets=buckets,
+            stale=stale,
+            lower=start if cutoff is None else cutoff if start is None else max(start, cutoff),
+            empty=tuple(
+                finalize((get(identities),) if single else get(identities))
+                for _, finalize, get, single in features
+            ),
+        )
+
+    def merge(
+        self,
+        t: int,
+        pointer: BatchPointer | None,
+        batch_doc: BatchDoc | None,
+        speed_tiles: Mapping[int, Sequence[Any]],
+    ) -> tuple[list[Any], list[ValueStatus]]:
+        """Values and statuses of the group's features, in ``group.features`` order."""
+        values: list[Any] = [None] * self.size
+        statuses = [ValueStatus.NO_DATA] * self.size
+        tiles = [(start, p) for start, p in speed_tiles.items() if start < t]
+        for name, columns, features, reads_batch, wanted, stale, lower, empty in self.plans(
+            pointer, t
+        ):
+            parts: list[Sequence[Any]] = []
+            buckets = batch_doc.get(name) if reads_batch and batch_doc else None
+            if buckets:
+                if wanted is None:
+                    parts.extend(buckets.values())
+                else:
+                    parts.extend([p for b, p in buckets.items() if b in wanted])
+            else:
+                stale = False  # stale only describes batch data that is there
+            if tiles:
+                if lower is None:
+                    parts.extend([p for _, p in tiles])
+                else:
+                    parts.extend([p for start, p in tiles if start >= lower])
+            if not parts:
+                for (position, _, _, _), value in zip(features, empty, strict=True):
+                    values[position] = value
+                    if stale:
+                        statuses[position] = ValueStatus.STALE_BATCH_VIEW
+                continue
+            if len(parts) == 1:  # canonical partials: one needs no merging
+                row = parts[0]
+            else:
+                row = [None] * len(self.group.primitives)
+                for i, merge_many in columns:
+                    row[i] = merge_many([p[i] for p in parts])
+            status = ValueStatus.STALE_BATCH_VIEW if stale else ValueStatus.PRESENT
+            for position, finalize, get, single in features:
+                values[position] = finalize((get(row),) if single else get(row))
+                statuses[position] = status
+        return values, statuses
+
+
+_mergers: dict[int, _GroupMerger] = {}
+
+
+def group_merger(group: FeatureGroup) -> _GroupMerger:
+    """The merger of a group, created once (keyed by identity: groups are long-lived)."""
+    merger = _mergers.get(id(group))
+    if merger is None or merger.group is not group:
+        if len(_mergers) > 1024:
+            _mergers.clear()
+        merger = _mergers[id(group)] = _GroupMerger(group)
+    return merger
 
 
 def merge_group(
@@ -82,50 +229,14 @@ def merge_group(
     batch_doc: BatchDoc | None,
     speed_tiles: Mapping[int, Sequence[Any]],
 ) -> dict[str, MergedValue]:
-    """Feature values of one entity at query time ``t``.
+    """Feature values of one entity at query time ``t``, by feature name.
 
     Each window gathers the batch buckets and speed tiles it covers, then merges only
     the tile columns its features read, each in one pass (:meth:`Primitive.merge_many`).
     Views hold canonical partials (their writers normalize), so reads skip normalizing.
     """
-    primitives = group.primitives
-    cutoff = pointer.cutoff if pointer else None
-    tiles = [(start, partials) for start, partials in speed_tiles.items() if start < t]
-    values: dict[str, MergedValue] = {}
-    for window, indices in group.window_tile_indices.items():
-        start = window.start(t)
-        parts: list[Sequence[Any]] = []
-        stale = False
-        if pointer is not None and batch_doc and (start is None or start < pointer.cutoff):
-            buckets = batch_doc.get(window.name)
-            if buckets:
-                if start is None:
-                    parts.extend(buckets.values())
-                else:
-                    layout = batch_layout(window, pointer.cutoff, pointer.horizon_ms)
-                    collapsed = layout.collapsed_start
-                    stale = (
-                        collapsed is not None and collapsed != pointer.cutoff and start > collapsed
-                    )
-                    parts.extend(
-                        partials
-                        for bucket, partials in buckets.items()
-                        if bucket == COLLAPSED or int(bucket) >= start
-                    )
-        lower = start if cutoff is None else cutoff if start is None else max(start, cutoff)
-        if lower is None:
-            parts.extend(partials for _, partials in tiles)
-        else:
-            parts.extend(partials for tile_start, partials in tiles if tile_start >= lower)
-        merged = {i: primitives[i].merge_many([p[i] for p in parts]) for i in indices}
-        status = (
-            ValueStatus.STALE_BATCH_VIEW
-            if stale
-            else ValueStatus.PRESENT
-            if parts
-            else ValueStatus.NO_DATA
-        )
-        for feature in group.window_features[window]:
-            own = tuple(merged[i] for i in feature.tile_indices)
-            values[feature.name] = MergedValue(feature.aggregation.finalize(own), status)
-    return {name: values[name] for name in group.feature_names}
+    values, statuses = group_merger(group).merge(t, pointer, batch_doc, speed_tiles)
+    return {
+        name: MergedValue(value, status)
+        for name, value, status in zip(group.feature_names, values, statuses, strict=True)
+    }

@@ -121,13 +121,13 @@ def _v1_router(auth: list[Any]) -> APIRouter:
             body.entities,
             FEATURES_ENDPOINT,
         )
-        batch = BatchViewInfo.of(served.snapshot.pointer)
+        pointer = served.snapshot.pointer
         return json_response(
             {
                 "feature_service": body.feature_service,
                 "feature_names": served.selection.feature_names,
                 "as_of": served.as_of,
-                "batch": batch.model_dump() if batch else None,
+                "batch": pointer and BatchViewInfo.fields_of(pointer),
                 "speed_watermarks": served.speed_watermarks,
                 "vectors": [
                     {"entity_id": v.entity_id, "values": v.values, "statuses": v.statuses}
@@ -145,7 +145,7 @@ def _v1_router(auth: list[Any]) -> APIRouter:
             definition = repo.group(group)
         except KeyError as error:
             raise NotFoundError(error.args[0]) from None
-        snapshot = await store.read([(group, entity_id)])
+        snapshot = await store.read([((group,), (entity_id,))])
         as_of = int(time.time() * 1000)
         views = snapshot.entities[0]
         merged = merge_group(
@@ -219,7 +219,7 @@ def _ops_router() -> APIRouter:
         problems: list[str] = []
         pointer, watermarks, age = None, {}, None
         try:
-            snapshot = await store.read([])
+            snapshot = await store.read()
             pointer, watermarks = snapshot.pointer, snapshot.speed_watermarks
         except RedisError as error:
             metrics.redis_errors.inc()
@@ -248,7 +248,7 @@ def _ops_router() -> APIRouter:
     async def metrics_endpoint(store: Store, repo: Repo, metrics: Metrics) -> Response:
         """Prometheus metrics; feature freshness is refreshed from Redis at each scrape."""
         try:
-            snapshot = await store.read([])
+            snapshot = await store.read()
             metrics.observe_freshness(
                 (g.name for g in repo.groups), snapshot.pointer, snapshot.speed_watermarks
             )
@@ -287,11 +287,12 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
     app.state.repo = repo or FeatureRepo.from_module(settings.feature_repo)
     app.state.metrics = ServingMetrics()
     _install_error_handlers(app)
-    app.include_router(_ops_router())
     # Auth is wired in only when a token is set: no per-request cost when it is off.
     auth = [Depends(require_token)] if settings.api_token is not None else []
+    # Routes match in order: the feature endpoints first, as they take the most traffic.
     app.include_router(_v1_router(auth))
     app.include_router(feast.router, dependencies=auth)
+    app.include_router(_ops_router())
     for spec in settings.api_routers:
         app.include_router(_load_router(spec), dependencies=auth)
     if settings.api_cors_origins:

@@ -58,9 +58,16 @@ class BatchViewInfo(BaseModel):
         """The served view's identity, or None before any batch run."""
         if pointer is None:
             return None
-        return cls(
-            version=pointer.version, cutoff=pointer.cutoff, delta_version=pointer.delta_version
-        )
+        return cls(**cls.fields_of(pointer))
+
+    @staticmethod
+    def fields_of(pointer: BatchPointer) -> dict[str, int | None]:
+        """The same as a plain dict, for the hot path's direct JSON."""
+        return {
+            "version": pointer.version,
+            "cutoff": pointer.cutoff,
+            "delta_version": pointer.delta_version,
+        }
 
 
 class EntityVector(BaseModel):

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from feature_core.definitions import FeatureRepo
 from serving_layer.metrics import ServingMetrics
-from serving_layer.store import FeatureStore, ViewsSnapshot
+from serving_layer.store import FeatureStore, ViewsRequest, ViewsSnapshot
 from serving_layer.vectors import RequestError, Selection, Vector, build_vectors, select
 
 
@@ -57,7 +57,7 @@ class OnlineFeatures:
     ) -> list[ServedVectors]:
         """Several selections in one round trip, so every vector comes from the same views
         (one batch view version even while a switch happens)."""
-        requests: list[tuple[str, str]] = []
+        requests: list[ViewsRequest] = []
         for selection, entity_ids in parts:
             if not entity_ids:
                 raise RequestError("no entities given")
@@ -67,9 +67,13 @@ class OnlineFeatures:
                     "(LFP_API_MAX_ENTITIES); split the request"
                 )
             self.metrics.entities.labels(endpoint).observe(len(entity_ids))
-            requests += selection.view_requests(entity_ids)
+            requests.append(selection.views_request(entity_ids))
         snapshot = await self.store.read(requests)
         as_of = int(time.time() * 1000)
+        if len(parts) == 1:  # the common case: no slicing
+            ((selection, entity_ids),) = parts
+            vectors = build_vectors(selection, snapshot, entity_ids, as_of)
+            return [ServedVectors(selection, snapshot, as_of, vectors)]
         served, start = [], 0
         for selection, entity_ids in parts:
             end = start + len(entity_ids) * len(selection.groups)

@@ -19,22 +19,41 @@ from feature_core.keys import KeySpace
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 
-# KEYS: pointer, watermark hash. ARGV: batch view key prefix, speed key prefix, then
-# pairs (group, entity). Returns {pointer, watermarks, [batch_doc, speed_tiles] * n}.
+# KEYS: pointer, watermark hash. ARGV: batch view key prefix, speed key prefix, then per
+# part: its group names (space-separated), its entity count, its entity ids. The reply is
+# one JSON text, [pointer, {group: watermark}, [[batch_doc, [[tile, partials], ...]], ...]]
+# with views entity-major within each part, so the client parses it in one call.
 _READ_SCRIPT = """
 local pointer = redis.call('GET', KEYS[1])
 local version = nil
 if pointer then version = cjson.decode(pointer)['version'] end
-local out = {pointer or false, redis.call('HGETALL', KEYS[2])}
-for i = 3, #ARGV, 2 do
-  local suffix = ARGV[i] .. ':' .. ARGV[i + 1]
-  local doc = false
-  if version then doc = redis.call('GET', ARGV[1] .. version .. ':' .. suffix) or false end
-  out[#out + 1] = doc
-  out[#out + 1] = redis.call('HGETALL', ARGV[2] .. suffix)
+local marks, flat = {}, redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do marks[#marks + 1] = '"' .. flat[i] .. '":' .. flat[i + 1] end
+local views, i = {}, 3
+while i <= #ARGV do
+  local groups = {}
+  for group in string.gmatch(ARGV[i], '%S+') do groups[#groups + 1] = group end
+  local last = i + 1 + tonumber(ARGV[i + 1])
+  for e = i + 2, last do
+    for _, group in ipairs(groups) do
+      local suffix = group .. ':' .. ARGV[e]
+      local doc = version and redis.call('GET', ARGV[1] .. version .. ':' .. suffix)
+      local tiles = redis.call('HGETALL', ARGV[2] .. suffix)
+      local entries = {}
+      for t = 1, #tiles, 2 do
+        entries[#entries + 1] = '[' .. tiles[t] .. ',' .. tiles[t + 1] .. ']'
+      end
+      views[#views + 1] = '[' .. (doc or 'null') .. ',[' .. table.concat(entries, ',') .. ']]'
+    end
+  end
+  i = last + 1
 end
-return out
+return '[' .. (pointer or 'null') .. ',{' .. table.concat(marks, ',') .. '},[' ..
+  table.concat(views, ',') .. ']]'
 """
+
+#: What to read: (group names, entity ids). Views come back entity-major per part.
+ViewsRequest = tuple[Sequence[str], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -61,10 +80,6 @@ def connect(settings: Settings) -> aioredis.Redis:
     )
 
 
-def _pairs(flat: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
-    return list(zip(flat[0::2], flat[1::2], strict=True))
-
-
 class FeatureStore:
     """Async reader of the batch and speed views."""
 
@@ -73,26 +88,21 @@ class FeatureStore:
         self.keys = KeySpace(key_prefix)
         self._script = client.register_script(_READ_SCRIPT)
 
-    async def read(self, requests: Sequence[tuple[str, str]]) -> ViewsSnapshot:
-        """Views for each (group, entity), plus the pointer and watermarks used."""
-        args: list[str] = [self.keys.batch_view_root, self.keys.speed_tiles_root]
-        for group, entity in requests:
-            args += [group, entity]
+    async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
+        """The views of each part's groups for each of its entities (entity-major, parts
+        in order), plus the pointer and watermarks used. No parts: those two only."""
+        args: list[str | int] = [self.keys.batch_view_root, self.keys.speed_tiles_root]
+        for groups, entities in parts:
+            args += [" ".join(groups), len(entities), *entities]
         raw = await self._script(
             keys=[self.keys.batch_pointer, self.keys.speed_watermark], args=args
         )
-        pointer = BatchPointer.from_json(orjson.loads(raw[0])) if raw[0] else None
-        watermarks = {k.decode(): int(v) for k, v in _pairs(raw[1])}
-        entities = []
-        for i in range(len(requests)):
-            doc, tiles = raw[2 + 2 * i], raw[3 + 2 * i]
-            entities.append(
-                EntityViews(
-                    orjson.loads(doc) if doc else None,
-                    {int(k): orjson.loads(v) for k, v in _pairs(tiles)},
-                )
-            )
-        return ViewsSnapshot(pointer, watermarks, entities)
+        pointer, watermarks, views = orjson.loads(raw)
+        return ViewsSnapshot(
+            BatchPointer.from_json(pointer) if pointer else None,
+            watermarks,
+            [EntityViews(doc, dict(tiles)) for doc, tiles in views],
+        )
 
     async def batch_runs(self, limit: int) -> list[bytes]:
         """The newest batch run records (JSON), newest first."""

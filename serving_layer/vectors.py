@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo
-from feature_core.merge import ValueStatus, merge_group
-from serving_layer.store import ViewsSnapshot
+from feature_core.merge import ValueStatus, group_merger
+from serving_layer.store import ViewsRequest, ViewsSnapshot
 
 
 class RequestError(ValueError):
@@ -31,6 +32,8 @@ class FeatureRef:
     feature: Feature
     has_default: bool = False
     default: Any = None
+    group_index: int = 0  # position of the group in the selection's groups
+    feature_index: int = 0  # position of the feature in its group's features
 
     @property
     def qualified_name(self) -> str:
@@ -46,13 +49,17 @@ class Selection:
     refs: tuple[FeatureRef, ...]
     groups: tuple[FeatureGroup, ...]  # distinct, in order of first use
 
-    @property
+    @cached_property
     def feature_names(self) -> list[str]:
         return [ref.qualified_name for ref in self.refs]
 
-    def view_requests(self, entity_ids: Sequence[str]) -> list[tuple[str, str]]:
-        """The (group, entity) views to read, entity-major: one store round trip."""
-        return [(group.name, entity) for entity in entity_ids for group in self.groups]
+    @cached_property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(group.name for group in self.groups)
+
+    def views_request(self, entity_ids: Sequence[str]) -> ViewsRequest:
+        """What to read for these entities: each group's views, entity-major."""
+        return self.group_names, entity_ids
 
 
 @dataclass(frozen=True)
@@ -103,8 +110,19 @@ def select(
                 f"feature group {group_name} has no feature {feature_name!r}; "
                 f"known: {', '.join(by_name)}"
             )
+        group_index = list(groups).index(group.name) if group.name in groups else len(groups)
         groups.setdefault(group.name, group)
-        refs.append(FeatureRef(group, by_name[feature_name], ref in defaults, defaults.get(ref)))
+        feature = by_name[feature_name]
+        refs.append(
+            FeatureRef(
+                group,
+                feature,
+                ref in defaults,
+                defaults.get(ref),
+                group_index,
+                group.features.index(feature),
+            )
+        )
     join_keys = {g.entity.join_key for g in groups.values()}
     if len(join_keys) > 1:
         by_key = ", ".join(f"{g.name} ({g.entity.join_key})" for g in groups.values())
@@ -120,28 +138,30 @@ def build_vectors(
 ) -> list[Vector]:
     """Merge each entity's views and lay the values out in the selection's order.
 
-    ``snapshot.entities`` must come from ``selection.view_requests(entity_ids)``. An
+    ``snapshot.entities`` must come from ``selection.views_request(entity_ids)``. An
     unknown entity is not an error: it gets each aggregation's identity with status
     ``no_data``. A service default fills a null value (status ``default``), exactly as
     training sets fill it, so a model sees the same input online and offline.
     """
-    n_groups = len(selection.groups)
+    groups = selection.groups
+    mergers = [group_merger(group) for group in groups]
+    pointer, views, n_groups = snapshot.pointer, snapshot.entities, len(groups)
     vectors = []
     for i, entity in enumerate(entity_ids):
-        merged = {}
-        for j, group in enumerate(selection.groups):
-            views = snapshot.entities[i * n_groups + j]
-            merged[group.name] = merge_group(
-                group, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles
-            )
+        own = views[i * n_groups : (i + 1) * n_groups]
+        merged = [
+            merger.merge(as_of, pointer, v.batch_doc, v.speed_tiles)
+            for merger, v in zip(mergers, own, strict=True)
+        ]
         values, statuses = [], []
         for ref in selection.refs:
-            value = merged[ref.group.name][ref.feature.name]
-            if ref.has_default and value.value is None:
+            group_values, group_statuses = merged[ref.group_index]
+            value = group_values[ref.feature_index]
+            if value is None and ref.has_default:
                 values.append(ref.default)
                 statuses.append(ValueStatus.DEFAULT)
             else:
-                values.append(value.value)
-                statuses.append(value.status)
+                values.append(value)
+                statuses.append(group_statuses[ref.feature_index])
         vectors.append(Vector(entity, values, statuses))
     return vectors

@@ -127,3 +127,13 @@ def test_sketch_bytes_depend_only_on_the_set_of_values(values, cut):
         sketches.sketch_of(values[cut:]) if values[cut:] else None,
     )
     assert merged == whole
+
+
+@given(
+    st.lists(st.lists(st.text(max_size=6), min_size=1, max_size=60), min_size=1, max_size=8),
+    st.sampled_from([4, 6, 10]),
+)
+def test_merging_many_sketches_equals_the_sketch_of_the_union(parts, precision):
+    # Small precisions go dense after a few values, so both encodings are merged here.
+    merged = sketches.merge_many([sketches.sketch_of(part, precision) for part in parts])
+    assert merged == sketches.sketch_of([v for part in parts for v in part], precision)

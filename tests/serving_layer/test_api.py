@@ -47,16 +47,18 @@ def served_users(stack):
     produce(stack.settings, events)
 
     def all_served() -> dict | None:
+        # Every group's job writes on its own schedule: wait until the whole vector of
+        # every user equals the reference, not just one group's counts.
         body = post(
             stack.settings, "/v1/features", {"feature_service": SERVICE.name, "entities": users}
         ).json()
         for vector in body["vectors"]:
             own = [e for e in events if e["user_id"] == vector["entity_id"]]
-            if (
-                vector["values"][SERVICE.features.index("user_activity:event_count_1h")] != len(own)
-                or vector["values"][SERVICE.features.index("user_purchases:purchases_1d")] != 1
-            ):
-                return None
+            for name, got in zip(body["feature_names"], vector["values"], strict=True):
+                group_name, feature = name.split(":")
+                reference = evaluate(REPO.group(group_name), own, body["as_of"])
+                if not values_match(got, reference[vector["entity_id"]][feature]):
+                    return None
         return body
 
     wait_for(all_served, 60, "the speed layer to serve the new users' events")
