@@ -112,15 +112,23 @@ def estimate(sketch: str | None) -> int:
     """Estimated number of distinct values (0 for no sketch)."""
     if sketch is None:
         return 0
-    precision, registers = decode(sketch)
+    header, _, body = sketch.partition(":")
+    precision, raw = int(header[1:]), base64.b64decode(body)
+    # The set registers' ranks: every third byte of a sparse body, the non-zero bytes of
+    # a dense one.
+    ranks = raw[2::3] if header[0] == "s" else raw.replace(b"\0", b"")
     m = 1 << precision
     alpha = 0.7213 / (1 + 1.079 / m)
-    harmonic = (m - len(registers)) + sum(2.0**-r for r in registers.values())
-    raw = alpha * m * m / harmonic
-    zeros = m - len(registers)
-    if raw <= 2.5 * m and zeros:
+    zeros = m - len(ranks)
+    harmonic = zeros + sum(map(_INVERSE_POWERS.__getitem__, ranks))
+    raw_estimate = alpha * m * m / harmonic
+    if raw_estimate <= 2.5 * m and zeros:
         return round(m * math.log(m / zeros))
-    return round(raw)
+    return round(raw_estimate)
+
+
+#: 2**-rank for every possible rank byte.
+_INVERSE_POWERS = tuple(2.0**-r for r in range(256))
 
 
 def standard_error(precision: int = DEFAULT_PRECISION) -> float:

@@ -40,7 +40,7 @@ from serving_layer.models import (
 )
 from serving_layer.online import OnlineFeatures
 from serving_layer.responses import json_response
-from serving_layer.security import require_token
+from serving_layer.security import BodySizeLimit, require_token
 from serving_layer.store import FeatureStore, connect
 from serving_layer.vectors import NotFoundError, RequestError
 
@@ -281,7 +281,6 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
         summary="Batch + speed feature views merged into model input vectors.",
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=settings.api_max_body_bytes,
     )
     app.state.settings = settings
     app.state.repo = repo or FeatureRepo.from_module(settings.feature_repo)
@@ -302,5 +301,6 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestTimer, metrics=app.state.metrics)
     return app

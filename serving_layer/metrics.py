@@ -90,6 +90,8 @@ class RequestTimer:
     def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Histogram children by label values: labels() validates and locks on every call.
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,7 +110,10 @@ class RequestTimer:
             await self.app(scope, receive, send_with_status)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(endpoint, scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
+            key = (getattr(route, "path", None) or "unmatched", scope["method"], status)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.metrics.latency.labels(
+                    key[0], key[1], str(status)
+                )
+            child.observe(time.perf_counter() - start)

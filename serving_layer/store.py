@@ -22,11 +22,15 @@ from feature_core.settings import Settings
 # KEYS: pointer, watermark hash. ARGV: batch view key prefix, speed key prefix, then per
 # part: its group names (space-separated), its entity count, its entity ids. The reply is
 # one JSON text, [pointer, {group: watermark}, [[batch_doc, [[tile, partials], ...]], ...]]
-# with views entity-major within each part, so the client parses it in one call.
+# with views entity-major within each part, so the client parses it in one call. Speed
+# tiles older than the batch cutoff (kept until their TTL) are left out.
 _READ_SCRIPT = """
 local pointer = redis.call('GET', KEYS[1])
-local version = nil
-if pointer then version = cjson.decode(pointer)['version'] end
+local version, cutoff = nil, nil
+if pointer then
+  local decoded = cjson.decode(pointer)
+  version, cutoff = decoded['version'], decoded['cutoff']
+end
 local marks, flat = {}, redis.call('HGETALL', KEYS[2])
 for i = 1, #flat, 2 do marks[#marks + 1] = '"' .. flat[i] .. '":' .. flat[i + 1] end
 local views, i = {}, 3
@@ -41,7 +45,10 @@ while i <= #ARGV do
       local tiles = redis.call('HGETALL', ARGV[2] .. suffix)
       local entries = {}
       for t = 1, #tiles, 2 do
-        entries[#entries + 1] = '[' .. tiles[t] .. ',' .. tiles[t + 1] .. ']'
+        -- Tiles before the cutoff are in the batch view: the merge never reads them.
+        if not cutoff or tonumber(tiles[t]) >= cutoff then
+          entries[#entries + 1] = '[' .. tiles[t] .. ',' .. tiles[t + 1] .. ']'
+        end
       end
       views[#views + 1] = '[' .. (doc or 'null') .. ',[' .. table.concat(entries, ',') .. ']]'
     end

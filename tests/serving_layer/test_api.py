@@ -251,12 +251,22 @@ def test_malformed_json_oversized_bodies_and_unknown_groups(stack):
         f"{api}/v1/features", content=b"{nope", headers={"content-type": "application/json"}
     )
     assert broken.status_code == 422 and "not valid JSON" in broken.json()["detail"]
+    limit = stack.settings.api_max_body_bytes
     huge = httpx.post(
         f"{api}/v1/features",
-        content=b" " * (stack.settings.api_max_body_bytes + 1),
+        content=b" " * (limit + 1),
         headers={"content-type": "application/json"},
     )
-    assert huge.status_code == 413
+    assert huge.status_code == 413 and "LFP_API_MAX_BODY_BYTES" in huge.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit is counted as the body arrives
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    chunked = httpx.post(
+        f"{api}/v1/features", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert chunked.status_code == 413 and f"over {limit} bytes" in chunked.json()["detail"]
     unknown = httpx.get(f"{api}/v1/features/nogroup/u1")
     assert unknown.status_code == 404 and "unknown feature group 'nogroup'" in unknown.text
 

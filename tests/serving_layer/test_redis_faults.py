@@ -3,10 +3,7 @@ pauses and restarts, so the shared stack's views are never touched."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -20,49 +17,12 @@ from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
 from serving_layer.app import create_app
-from tests.conftest import _free_port, wait_for
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
 GROUP = FeatureRepo.from_module("demo.feature_repo").group("user_activity")
 KEYS = KeySpace("lfp")
-
-
-class RedisProcess:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port)
-        wait_for(lambda: _pings(client), 10, f"redis-server on port {self.port}", 0.05)
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        self.process.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
-@pytest.fixture
-def redis_process() -> Iterator[RedisProcess]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server not installed: run make install")
-    server = RedisProcess(_free_port())
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.stop()
 
 
 def _settings(port: int) -> Settings:

@@ -1,0 +1,64 @@
+"""The one-round-trip read of both views, against a private redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from feature_core.keys import KeySpace
+from feature_core.merge import BatchPointer
+from feature_core.windows import DAY_MS, SPEED_TILE_MS
+from serving_layer.store import EntityViews, FeatureStore, ViewsRequest, ViewsSnapshot
+
+pytestmark = pytest.mark.integration
+
+KEYS = KeySpace("lfp")
+CUTOFF = 20_000 * DAY_MS
+
+
+def _read(port: int, parts: list[ViewsRequest]) -> ViewsSnapshot:
+    async def read() -> ViewsSnapshot:
+        client = aioredis.Redis(port=port)
+        try:
+            return await FeatureStore(client, "lfp").read(parts)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def test_views_come_back_entity_major_per_part_with_pointer_and_watermarks(redis_process):
+    client = redis.Redis(port=redis_process.port)
+    client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
+    client.hset(KEYS.speed_watermark, mapping={"g1": CUTOFF + 5, "g2": CUTOFF + 7})
+    for group, entity in [("g1", "u1"), ("g2", "u1"), ("g1", "u2"), ("h", "i1")]:
+        doc = {"lifetime": {"c": [f"{group}/{entity}"]}}
+        client.set(KEYS.batch_view(3, group, entity), orjson.dumps(doc))
+        client.set(KEYS.batch_view(2, group, entity), orjson.dumps({"old": "version"}))
+        client.hset(KEYS.speed_tiles(group, entity), str(CUTOFF), orjson.dumps([entity]))
+    # A tile from before the cutoff, still in Redis until its TTL: the batch view has it.
+    client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF - SPEED_TILE_MS), orjson.dumps(["x"]))
+
+    snapshot = _read(redis_process.port, [(("g1", "g2"), ["u1", "u2", "new"]), (("h",), ["i1"])])
+
+    assert snapshot.pointer == BatchPointer(3, CUTOFF, DAY_MS)
+    assert snapshot.speed_watermarks == {"g1": CUTOFF + 5, "g2": CUTOFF + 7}
+    docs = [v.batch_doc and v.batch_doc["lifetime"]["c"][0] for v in snapshot.entities]
+    assert docs == ["g1/u1", "g2/u1", "g1/u2", None, None, None, "h/i1"]
+    assert snapshot.entities[0].speed_tiles == {CUTOFF: ["u1"]}  # the older tile left out
+    assert snapshot.entities[4] == EntityViews(None, {})  # never seen: no views, no error
+
+
+def test_without_a_batch_view_every_speed_tile_is_read(redis_process):
+    client = redis.Redis(port=redis_process.port)
+    tiles = {str(CUTOFF - SPEED_TILE_MS): orjson.dumps([1]), str(CUTOFF): orjson.dumps([2])}
+    client.hset(KEYS.speed_tiles("g1", "u1"), mapping=tiles)
+
+    snapshot = _read(redis_process.port, [(("g1",), ["u1"])])
+
+    assert snapshot.pointer is None and snapshot.speed_watermarks == {}
+    assert snapshot.entities == [EntityViews(None, {CUTOFF - SPEED_TILE_MS: [1], CUTOFF: [2]})]
