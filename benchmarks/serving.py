@@ -1,7 +1,7 @@
 """Serving throughput and latency: our vector endpoint vs. a bare one-HGETALL ceiling.
 
 Self-contained (`make bench-serving`): starts a private redis-server, loads N entities
-x the ``user_features`` service (21 features, 3 groups) into batch and speed views,
+x the ``user_features`` service (22 features, 3 groups) into batch and speed views,
 starts two single-worker uvicorn servers with identical options (the platform API and
 a bare FastAPI endpoint doing one Redis HGETALL), then drives each with wrk at several
 concurrency levels, one server at a time. Prints RPS and p50/p99 per level and the
