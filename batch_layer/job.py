@@ -29,7 +29,7 @@ from pyspark.sql.types import (
 
 from batch_layer.lake import open_table
 from feature_core.aggregations import Primitive
-from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn
+from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
 from feature_core.keys import KeySpace
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
@@ -156,7 +156,7 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
 
 
 def _write_partition(
-    rows, redis_url: str, keys: KeySpace, version: int, group: str, primitives, counter
+    rows, redis_url: str, keys: KeySpace, version: int, group: str, primitives, columns, counter
 ):
     client = redis.Redis.from_url(redis_url)
     pipe = client.pipeline(transaction=False)
@@ -167,7 +167,8 @@ def _write_partition(
             partials = [
                 to_partial(p, raw) for p, raw in zip(primitives, item["partials"], strict=True)
             ]
-            doc.setdefault(item["window"], {})[item["bucket"]] = partials
+            window = item["window"]
+            doc.setdefault(window, {})[item["bucket"]] = batch_partials(partials, columns[window])
         pipe.set(keys.batch_view(version, group, row["entity"]), orjson.dumps(doc))
         pending += 1
         if pending >= 1000:
@@ -208,6 +209,7 @@ def run_batch(
                 version=version,
                 group=group.name,
                 primitives=group.primitives,
+                columns=group.batch_columns,
                 counter=written,
             )
         )

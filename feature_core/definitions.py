@@ -223,6 +223,11 @@ class FeatureGroup:
             used[feature.window].update(feature.tile_indices)
         return {w: tuple(sorted(indices)) for w, indices in used.items()}
 
+    @cached_property
+    def batch_columns(self) -> dict[str, frozenset[int]]:
+        """Per window name, the tile columns a batch view stores (see :func:`batch_partials`)."""
+        return {w.name: frozenset(i) for w, i in self.window_tile_indices.items()}
+
     def accepts(self, event: Mapping[str, Any]) -> bool:
         return all(f.matches(event) for f in self.filters)
 
@@ -267,6 +272,12 @@ class FeatureGroup:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise DefinitionError(f"{self.name}: duplicate feature names {duplicates}")
+
+
+def batch_partials(partials: Sequence[Any], columns: frozenset[int]) -> list[Any]:
+    """A batch bucket's partials as batch views store them: only the tile columns its
+    window's features read, null elsewhere (smaller views, less for readers to parse)."""
+    return [p if i in columns else None for i, p in enumerate(partials)]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from feature_core.aggregations import IR, identity, lift, merge
-from feature_core.definitions import FeatureGroup
+from feature_core.definitions import FeatureGroup, batch_partials
 from feature_core.windows import SPEED_TILE_MS, batch_layout, floor_to
 
 
@@ -41,7 +41,10 @@ def batch_doc(
             buckets = doc.setdefault(window.name, {})
             current = tuple(buckets.get(str(bucket), identity(primitives)))
             buckets[str(bucket)] = list(merge(primitives, current, event_ir(group, event)))
-    return doc
+    return {
+        window: {b: batch_partials(p, group.batch_columns[window]) for b, p in buckets.items()}
+        for window, buckets in doc.items()
+    }
 
 
 def speed_tiles(

@@ -1,5 +1,6 @@
 import pytest
 
+from feature_core.aggregations import Primitive
 from feature_core.definitions import (
     Aggregation,
     DefinitionError,
@@ -8,6 +9,8 @@ from feature_core.definitions import (
     FeatureGroup,
     FeatureRepo,
     FeatureService,
+    TileColumn,
+    batch_partials,
 )
 
 USER = Entity("user", "user_id")
@@ -120,3 +123,19 @@ def test_service_version_changes_only_when_the_vector_means_something_else() -> 
         for g in repo.groups
     )
     assert FeatureRepo(item_groups, repo.services).service_version("ranking_features") == version
+
+
+def test_batch_views_store_only_the_columns_each_window_reads():
+    g = group(
+        Aggregation("count", windows=["5m", "7d"]),
+        Aggregation("last_k", "item_id", windows=["7d"], k=2),
+    )
+    count, last_k = (
+        g.tile_columns.index(TileColumn(Primitive.COUNT, None)),
+        g.tile_columns.index(TileColumn(Primitive("last_k", 2), "item_id")),
+    )
+    assert g.batch_columns == {"5m": {count}, "7d": {count, last_k}}
+    row = [None, None]
+    row[count], row[last_k] = 3, [[1, "i1"]]
+    assert batch_partials(row, g.batch_columns["5m"])[last_k] is None
+    assert batch_partials(row, g.batch_columns["7d"]) == row
