@@ -54,11 +54,15 @@ def encode(registers: dict[int, int], precision: int = DEFAULT_PRECISION) -> str
     return f"d{precision}:" + base64.b64encode(bytes(dense)).decode("ascii")
 
 
-def decode(sketch: str) -> tuple[int, dict[int, int]]:
+def _unpack(sketch: str) -> tuple[bool, int, bytes]:
+    """(sparse, precision, body bytes) of a serialized sketch."""
     header, _, body = sketch.partition(":")
-    precision = int(header[1:])
-    raw = base64.b64decode(body)
-    if header[0] == "s":
+    return header[0] == "s", int(header[1:]), base64.b64decode(body)
+
+
+def decode(sketch: str) -> tuple[int, dict[int, int]]:
+    sparse, precision, raw = _unpack(sketch)
+    if sparse:
         return precision, {index: rank for index, rank in struct.iter_unpack(">HB", raw)}
     return precision, {i: r for i, r in enumerate(raw) if r}
 
@@ -87,15 +91,14 @@ def merge_many(sketches: Sequence[str]) -> str:
     sparse: list[bytes] = []
     dense: bytes | None = None
     for sketch in sketches:
-        header, _, body = sketch.partition(":")
+        is_sparse, own_precision, raw = _unpack(sketch)
         if precision is None:
-            precision = int(header[1:])
-        elif int(header[1:]) != precision:
+            precision = own_precision
+        elif own_precision != precision:
             raise ValueError(
-                f"cannot merge HLL sketches of precision {precision} and {int(header[1:])}"
+                f"cannot merge HLL sketches of precision {precision} and {own_precision}"
             )
-        raw = base64.b64decode(body)
-        if header[0] == "s":
+        if is_sparse:
             sparse.append(raw)
         else:
             dense = raw if dense is None else bytes(map(max, dense, raw))
@@ -112,11 +115,10 @@ def estimate(sketch: str | None) -> int:
     """Estimated number of distinct values (0 for no sketch)."""
     if sketch is None:
         return 0
-    header, _, body = sketch.partition(":")
-    precision, raw = int(header[1:]), base64.b64decode(body)
+    sparse, precision, raw = _unpack(sketch)
     # The set registers' ranks: every third byte of a sparse body, the non-zero bytes of
     # a dense one.
-    ranks = raw[2::3] if header[0] == "s" else raw.replace(b"\0", b"")
+    ranks = raw[2::3] if sparse else raw.replace(b"\0", b"")
     m = 1 << precision
     alpha = 0.7213 / (1 + 1.079 / m)
     zeros = m - len(ranks)
