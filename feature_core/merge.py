@@ -98,6 +98,9 @@ class _GroupMerger:
     def __init__(self, group: FeatureGroup) -> None:
         self.group = group
         self.size = len(group.features)
+        self.width = len(group.primitives)
+        self._position = {f.name: i for i, f in enumerate(group.features)}
+        self._identities = [p.identity for p in group.primitives]
         self._plans: dict[tuple[int | None, int | None, int], tuple[_WindowPlan, ...]] = {}
 
     def plans(self, pointer: BatchPointer | None, t: int) -> tuple[_WindowPlan, ...]:
@@ -137,11 +140,10 @@ class _GroupMerger:
             buckets = frozenset(
                 [COLLAPSED, *(str(b) for b in range(first, tail_end, window.hop_ms))]
             )
-        position = {f.name: i for i, f in enumerate(group.features)}
-        identities = [p.identity for p in group.primitives]
+        identities = self._identities
         features = tuple(
             (
-                position[f.name],
+                self._position[f.name],
                 f.aggregation.finalize,
                 itemgetter(*f.tile_indices),
                 len(f.tile_indices) == 1,
@@ -199,7 +201,7 @@ class _GroupMerger:
             if len(parts) == 1:  # canonical partials: one needs no merging
                 row = parts[0]
             else:
-                row = [None] * len(self.group.primitives)
+                row = [None] * self.width
                 for i, merge_many in columns:
                     row[i] = merge_many([p[i] for p in parts])
             status = ValueStatus.STALE_BATCH_VIEW if stale else ValueStatus.PRESENT
