@@ -30,10 +30,10 @@ class FeatureRef:
 
     group: FeatureGroup
     feature: Feature
+    group_index: int  # position of the group in the selection's groups
+    feature_index: int  # position of the feature in its group's features
     has_default: bool = False
     default: Any = None
-    group_index: int = 0  # position of the group in the selection's groups
-    feature_index: int = 0  # position of the feature in its group's features
 
     @property
     def qualified_name(self) -> str:
@@ -110,17 +110,16 @@ def select(
                 f"feature group {group_name} has no feature {feature_name!r}; "
                 f"known: {', '.join(by_name)}"
             )
-        group_index = list(groups).index(group.name) if group.name in groups else len(groups)
         groups.setdefault(group.name, group)
         feature = by_name[feature_name]
         refs.append(
             FeatureRef(
                 group,
                 feature,
+                list(groups).index(group.name),
+                group.features.index(feature),
                 ref in defaults,
                 defaults.get(ref),
-                group_index,
-                group.features.index(feature),
             )
         )
     join_keys = {g.entity.join_key for g in groups.values()}
