@@ -70,10 +70,6 @@ class OnlineFeatures:
             requests.append(selection.views_request(entity_ids))
         snapshot = await self.store.read(requests)
         as_of = int(time.time() * 1000)
-        if len(parts) == 1:  # the common case: no slicing
-            ((selection, entity_ids),) = parts
-            vectors = build_vectors(selection, snapshot, entity_ids, as_of)
-            return [ServedVectors(selection, snapshot, as_of, vectors)]
         served, start = [], 0
         for selection, entity_ids in parts:
             end = start + len(entity_ids) * len(selection.groups)
