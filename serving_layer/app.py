@@ -27,6 +27,7 @@ from feature_core.merge import merge_group
 from feature_core.runs import RunRecord
 from feature_core.settings import Settings, get_settings
 from serving_layer import feast
+from serving_layer.bodies import documented_body, parse_body
 from serving_layer.deps import Metrics, Online, Repo, Store
 from serving_layer.metrics import RequestTimer, ServingMetrics
 from serving_layer.models import (
@@ -106,8 +107,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _v1_router(auth: list[Any]) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["features"], dependencies=auth)
 
-    @router.post("/features", response_model=FeaturesResponse)
-    async def get_features(body: FeaturesRequest, online: Online) -> Response:
+    @router.post(
+        "/features", response_model=FeaturesResponse, openapi_extra=documented_body(FeaturesRequest)
+    )
+    async def get_features(request: Request) -> Response:
         """Model input vectors for up to LFP_API_MAX_ENTITIES entities, by feature service
         (its ordered vector) or by a list of ``group:feature`` names.
 
@@ -116,6 +119,8 @@ def _v1_router(auth: list[Any]) -> APIRouter:
         service's default); ``stale_batch_view`` (the batch view is older than its
         horizon, so the value is approximate). Unknown entities are not errors.
         """
+        body = await parse_body(request, FeaturesRequest)
+        online: OnlineFeatures = request.app.state.online
         served = await online.serve(
             online.selection(body.feature_service, body.features),
             body.entities,

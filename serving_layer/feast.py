@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from feature_core.merge import ValueStatus
-from serving_layer.deps import Online
+from serving_layer.bodies import documented_body, parse_body
 from serving_layer.models import FeastRequest, FeastResponse
+from serving_layer.online import OnlineFeatures
 from serving_layer.responses import json_response
 from serving_layer.vectors import RequestError
 
@@ -37,10 +38,12 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-@router.post(ENDPOINT, response_model=FeastResponse)
-async def get_online_features(body: FeastRequest, online: Online) -> Response:
+@router.post(ENDPOINT, response_model=FeastResponse, openapi_extra=documented_body(FeastRequest))
+async def get_online_features(request: Request) -> Response:
     """Feature values in Feast's column-oriented shape: the join key column first, then
     one column per feature with a value, status and event timestamp per entity."""
+    body = await parse_body(request, FeastRequest)
+    online: OnlineFeatures = request.app.state.online
     selection = online.selection(body.feature_service, body.features)
     if list(body.entities) != [selection.join_key]:
         raise RequestError(

@@ -251,6 +251,8 @@ def test_malformed_json_oversized_bodies_and_unknown_groups(stack):
         f"{api}/v1/features", content=b"{nope", headers={"content-type": "application/json"}
     )
     assert broken.status_code == 422 and "not valid JSON" in broken.json()["detail"]
+    form = httpx.post(f"{api}/v1/features", content=b"entities=u1")  # no JSON content type
+    assert form.status_code == 415 and "application/json" in form.json()["detail"]
     limit = stack.settings.api_max_body_bytes
     huge = httpx.post(
         f"{api}/v1/features",
@@ -332,9 +334,14 @@ def test_openapi_documents_every_endpoint_with_examples(stack):
         "/metrics",
     ]:
         assert path in spec["paths"], path
-    schemas = spec["components"]["schemas"]
-    assert schemas["FeaturesRequest"]["examples"]
-    assert schemas["FeaturesResponse"]["examples"]
+    for path, model in [
+        ("/v1/features", "FeaturesRequest"),
+        ("/get-online-features", "FeastRequest"),
+    ]:
+        body = spec["paths"][path]["post"]["requestBody"]
+        assert body["required"] and body["content"]["application/json"]["schema"]["title"] == model
+        assert body["content"]["application/json"]["schema"]["examples"]
+    assert spec["components"]["schemas"]["FeaturesResponse"]["examples"]
     assert "securitySchemes" not in spec["components"]  # auth off: nothing to document
     with _client(stack, api_token=SecretStr("t")) as client:
         secured = client.get("/openapi.json").json()
