@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from operator import itemgetter
 from typing import Any, ClassVar
@@ -102,28 +103,35 @@ class Primitive:
             return sketches.merge(left, right)
         raise ValueError(f"unknown primitive {self.kind!r}")
 
-    def merge_many(self, partials: Iterable[Partial]) -> Partial:
+    @cached_property
+    def merge_many(self) -> Callable[[Sequence[Partial]], Partial]:
         """All partials merged in one pass: equal to folding :meth:`merge`, but a sketch is
-        decoded once per input and encoded once, not once per step (the serving hot path)."""
-        if self.kind == "count":
-            return sum(map(int, filter(None, partials)))
-        present = [p for p in partials if p is not None]
-        if self.kind == "last_k":
-            pairs = sorted(chain.from_iterable(present), key=_time_then_value, reverse=True)
-            return pairs[: self.param]
-        if not present:
-            return self.identity
-        if self.kind == "sum":
-            return sum(present[1:], present[0])
-        if self.kind == "min":
-            return min(present)
-        if self.kind == "max":
-            return max(present)
-        if self.kind == "last":
-            return max(present, key=_time_then_value)
-        if self.kind == "hll":
-            return sketches.merge_many(present)
-        raise ValueError(f"unknown primitive {self.kind!r}")
+        decoded once per input and encoded once, not once per step. Specialized per kind
+        once, as the serving merge calls it for every window of every entity."""
+        kind, k = self.kind, self.param
+        if kind == "count":
+            return lambda partials: sum(map(int, filter(None, partials)))
+        if kind == "last_k":
+            return lambda partials: sorted(
+                chain.from_iterable(filter(None, partials)), key=_time_then_value, reverse=True
+            )[:k]
+        reduce: Callable[[list[Partial]], Partial]
+        if kind == "sum":
+            reduce = _sum_of
+        elif kind in ("min", "max"):
+            reduce = min if kind == "min" else max
+        elif kind == "last":
+            reduce = _latest
+        elif kind == "hll":
+            reduce = sketches.merge_many
+        else:
+            raise ValueError(f"unknown primitive {kind!r}")
+
+        def merge_present(partials: Sequence[Partial]) -> Partial:
+            present = [p for p in partials if p is not None]
+            return reduce(present) if present else None
+
+        return merge_present
 
     def from_pairs(self, pairs: Iterable[tuple[int, Any]]) -> Partial:
         """The partial of many ``(event_time, value)`` pairs.
@@ -161,6 +169,14 @@ class Primitive:
 
 #: Orders ``[time, value]`` pairs: by time, ties by value.
 _time_then_value = itemgetter(0, 1)
+
+
+def _sum_of(present: list[Partial]) -> Partial:
+    return sum(present[1:], present[0])  # start from the first: int stays int
+
+
+def _latest(present: list[Partial]) -> Partial:
+    return max(present, key=_time_then_value)
 
 
 Primitive.COUNT = Primitive("count")

@@ -174,7 +174,14 @@ class _GroupMerger:
         """Values and statuses of the group's features, in ``group.features`` order."""
         values: list[Any] = [None] * self.size
         statuses = [ValueStatus.NO_DATA] * self.size
-        tiles = [(start, p) for start, p in speed_tiles.items() if start < t]
+        floor = pointer.cutoff if pointer else None
+        # Every window that starts before the cutoff reads the same tiles: select them once.
+        tiles = [
+            (start, p)
+            for start, p in speed_tiles.items()
+            if start < t and (floor is None or start >= floor)
+        ]
+        since_floor = [p for _, p in tiles]
         for name, columns, features, reads_batch, wanted, stale, lower, empty in self.plans(
             pointer, t
         ):
@@ -187,9 +194,9 @@ class _GroupMerger:
                     parts.extend([p for b, p in buckets.items() if b in wanted])
             else:
                 stale = False  # stale only describes batch data that is there
-            if tiles:
-                if lower is None:
-                    parts.extend([p for _, p in tiles])
+            if since_floor:
+                if lower is None or lower == floor:
+                    parts.extend(since_floor)
                 else:
                     parts.extend([p for start, p in tiles if start >= lower])
             if not parts:
@@ -201,9 +208,10 @@ class _GroupMerger:
             if len(parts) == 1:  # canonical partials: one needs no merging
                 row = parts[0]
             else:
+                by_column = list(zip(*parts))
                 row = [None] * self.width
                 for i, merge_many in columns:
-                    row[i] = merge_many([p[i] for p in parts])
+                    row[i] = merge_many(by_column[i])
             status = ValueStatus.STALE_BATCH_VIEW if stale else ValueStatus.PRESENT
             for position, finalize, get, single in features:
                 values[position] = finalize((get(row),) if single else get(row))
