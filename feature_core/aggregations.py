@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain
-from operator import itemgetter
 from typing import Any, ClassVar
 
 from feature_core import sketches
@@ -85,7 +84,7 @@ class Primitive:
         if self.kind == "count":
             return int(left or 0) + int(right or 0)
         if self.kind == "last_k":
-            both = sorted([*(left or []), *(right or [])], key=_time_then_value, reverse=True)
+            both = sorted([*(left or []), *(right or [])], reverse=True)
             return both[: self.param]
         if left is None:
             return right
@@ -98,7 +97,7 @@ class Primitive:
         if self.kind == "max":
             return max(left, right)
         if self.kind == "last":
-            return max(left, right, key=_time_then_value)
+            return max(left, right)
         if self.kind == "hll":
             return sketches.merge(left, right)
         raise ValueError(f"unknown primitive {self.kind!r}")
@@ -113,7 +112,7 @@ class Primitive:
             return lambda partials: sum(map(int, filter(None, partials)))
         if kind == "last_k":
             return lambda partials: sorted(
-                chain.from_iterable(filter(None, partials)), key=_time_then_value, reverse=True
+                chain.from_iterable(filter(None, partials)), reverse=True
             )[:k]
         reduce: Callable[[list[Partial]], Partial]
         if kind == "sum":
@@ -121,7 +120,7 @@ class Primitive:
         elif kind in ("min", "max"):
             reduce = min if kind == "min" else max
         elif kind == "last":
-            reduce = _latest
+            reduce = max  # by time, then value, as [time, value] lists compare
         elif kind == "hll":
             reduce = sketches.merge_many
         else:
@@ -167,16 +166,8 @@ class Primitive:
         return f"{self.kind.upper()}({column_sql})"
 
 
-#: Orders ``[time, value]`` pairs: by time, ties by value.
-_time_then_value = itemgetter(0, 1)
-
-
 def _sum_of(present: list[Partial]) -> Partial:
     return sum(present[1:], present[0])  # start from the first: int stays int
-
-
-def _latest(present: list[Partial]) -> Partial:
-    return max(present, key=_time_then_value)
 
 
 Primitive.COUNT = Primitive("count")

@@ -208,7 +208,7 @@ class _GroupMerger:
             if len(parts) == 1:  # canonical partials: one needs no merging
                 row = parts[0]
             else:
-                by_column = list(zip(*parts))
+                by_column = list(zip(*parts, strict=True))
                 row = [None] * self.width
                 for i, merge_many in columns:
                     row[i] = merge_many(by_column[i])

@@ -104,11 +104,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal error; the server log has the details")
 
 
-def _v1_router(auth: list[Any]) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["features"], dependencies=auth)
+def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
+    """The ``/v1`` endpoints, on the app itself: FastAPI dispatches an included router
+    through a second routing layer, measured at 65k instructions (~30 us) per request."""
+    features = ["features"]
 
-    @router.post(
-        "/features", response_model=FeaturesResponse, openapi_extra=documented_body(FeaturesRequest)
+    @app.post(
+        "/v1/features",
+        response_model=FeaturesResponse,
+        openapi_extra=documented_body(FeaturesRequest),
+        tags=features,
+        dependencies=auth,
     )
     async def get_features(request: Request) -> Response:
         """Model input vectors for up to LFP_API_MAX_ENTITIES entities, by feature service
@@ -141,7 +147,12 @@ def _v1_router(auth: list[Any]) -> APIRouter:
             }
         )
 
-    @router.get("/features/{group}/{entity_id}", response_model=GroupFeatures)
+    @app.get(
+        "/v1/features/{group}/{entity_id}",
+        response_model=GroupFeatures,
+        tags=features,
+        dependencies=auth,
+    )
     async def get_group_features(
         group: str, entity_id: EntityId, store: Store, repo: Repo
     ) -> GroupFeatures:
@@ -167,7 +178,7 @@ def _v1_router(auth: list[Any]) -> APIRouter:
             statuses={name: v.status for name, v in merged.items()},
         )
 
-    @router.get("/batch/runs", response_model=list[RunRecord], tags=["batch"])
+    @app.get("/v1/batch/runs", response_model=list[RunRecord], tags=["batch"], dependencies=auth)
     async def batch_runs(
         store: Store,
         limit: Annotated[int, Query(ge=1, le=200, description="How many, newest first.")] = 20,
@@ -175,17 +186,25 @@ def _v1_router(auth: list[Any]) -> APIRouter:
         """The batch run history: cutoff, Delta version, rows, entities, status, error."""
         return json_response([orjson.loads(raw) for raw in await store.batch_runs(limit)])
 
-    @router.get("/feature-services", response_model=list[FeatureServiceInfo])
+    @app.get(
+        "/v1/feature-services",
+        response_model=list[FeatureServiceInfo],
+        tags=features,
+        dependencies=auth,
+    )
     async def list_feature_services(online: Online) -> list[FeatureServiceInfo]:
         """Every feature service: its ordered features, their types and defaults."""
         return [_service_info(online, s.name) for s in online.repo.services]
 
-    @router.get("/feature-services/{name}", response_model=FeatureServiceInfo)
+    @app.get(
+        "/v1/feature-services/{name}",
+        response_model=FeatureServiceInfo,
+        tags=features,
+        dependencies=auth,
+    )
     async def describe_feature_service(name: str, online: Online) -> FeatureServiceInfo:
         """One feature service: the vector layout a model trained on it expects."""
         return _service_info(online, name)
-
-    return router
 
 
 def _service_info(online: OnlineFeatures, name: str) -> FeatureServiceInfo:
@@ -294,7 +313,7 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
     # Auth is wired in only when a token is set: no per-request cost when it is off.
     auth = [Depends(require_token)] if settings.api_token is not None else []
     # Routes match in order: the feature endpoints first, as they take the most traffic.
-    app.include_router(_v1_router(auth))
+    _add_v1_routes(app, auth)
     app.include_router(feast.router, dependencies=auth)
     app.include_router(_ops_router())
     for spec in settings.api_routers:
