@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -56,6 +57,9 @@ class ServingMetrics:
             "When the last `lfp verify` ran (epoch seconds).",
             registry=self.registry,
         )
+        # Children by label values, memoized: labels() validates and locks on every call.
+        self.latency_of = lru_cache(maxsize=512)(self.latency.labels)
+        self.entities_of = lru_cache(maxsize=64)(self.entities.labels)
         self.redis_errors = Counter(
             "lfp_api_redis_errors_total",
             "Requests that failed because Redis was unreachable, slow or erroring.",
@@ -90,8 +94,6 @@ class RequestTimer:
     def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        # Histogram children by label values: labels() validates and locks on every call.
-        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,11 +111,7 @@ class RequestTimer:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            key = (getattr(route, "path", None) or "unmatched", scope["method"], status)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = self.metrics.latency.labels(
-                    key[0], key[1], str(status)
-                )
-            child.observe(time.perf_counter() - start)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.latency_of(route, scope["method"], str(status)).observe(
+                time.perf_counter() - start
+            )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 from feature_core.definitions import FeatureRepo
@@ -66,14 +66,16 @@ class OnlineFeatures:
                     f"too many entities: {len(entity_ids)} > {self.max_entities} "
                     "(LFP_API_MAX_ENTITIES); split the request"
                 )
-            self.metrics.entities.labels(endpoint).observe(len(entity_ids))
+            self.metrics.entities_of(endpoint).observe(len(entity_ids))
             requests.append(selection.views_request(entity_ids))
         snapshot = await self.store.read(requests)
         as_of = int(time.time() * 1000)
         served, start = [], 0
         for selection, entity_ids in parts:
             end = start + len(entity_ids) * len(selection.groups)
-            part = replace(snapshot, entities=snapshot.entities[start:end])
+            part = ViewsSnapshot(
+                snapshot.pointer, snapshot.speed_watermarks, snapshot.entities[start:end]
+            )
             served.append(
                 ServedVectors(
                     selection, part, as_of, build_vectors(selection, part, entity_ids, as_of)
