@@ -15,6 +15,7 @@ register contents, hence canonical.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import math
 import struct
@@ -57,7 +58,8 @@ def encode(registers: dict[int, int], precision: int = DEFAULT_PRECISION) -> str
 def _unpack(sketch: str) -> tuple[bool, int, bytes]:
     """(sparse, precision, body bytes) of a serialized sketch."""
     header, _, body = sketch.partition(":")
-    return header[0] == "s", int(header[1:]), base64.b64decode(body)
+    # binascii directly: base64.b64decode's argument checks are Python, per sketch read.
+    return header[0] == "s", int(header[1:]), binascii.a2b_base64(body)
 
 
 def decode(sketch: str) -> tuple[int, dict[int, int]]:
