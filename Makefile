@@ -3,7 +3,7 @@ VENV ?= .venv
 LFP  := $(VENV)/bin/lfp
 PY   := $(VENV)/bin/python
 
-.PHONY: help install up down status demo test test-unit lint format bench-speed bench-serving clean
+.PHONY: help install up down status demo test test-unit lint format bench-speed bench-serving bench-serving-ir clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench-speed:  ## freshness + throughput of the speed layer on the running stack 
 
 bench-serving:  ## API throughput/latency vs a bare one-HGETALL endpoint (self-contained)
 	$(PY) -m benchmarks.serving
+
+bench-serving-ir:  ## instructions per request, API vs the same ceiling, under callgrind (deterministic)
+	$(PY) -m benchmarks.serving_instructions
 
 clean:  ## remove the local stack's data
 	rm -rf .data

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -161,10 +161,17 @@ def merge_cost_us(redis_port: int, repo: FeatureRepo, entities: int, batch: int)
 
 @contextmanager
 def server(
-    args: list[str], env: dict[str, str], port: int, cwd: Path
+    args: list[str],
+    env: dict[str, str],
+    port: int,
+    cwd: Path,
+    prefix: Sequence[str] = (),
+    startup_s: float = 30,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """A single-worker uvicorn server, optionally run under ``prefix`` (e.g. valgrind)."""
     process = subprocess.Popen(
         [
+            *prefix,
             sys.executable,
             "-m",
             "uvicorn",
@@ -185,7 +192,7 @@ def server(
         cwd=cwd,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + startup_s
         while True:
             try:
                 httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
@@ -245,6 +252,44 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
+@contextmanager
+def bench_views(
+    repo: FeatureRepo, entities: int, events: int
+) -> Iterator[tuple[int, Path, dict[str, str]]]:
+    """A private redis-server loaded with the views, and a work dir holding the ceiling app:
+    (redis port, work dir, the servers' environment)."""
+    workdir = Path(tempfile.mkdtemp(prefix="lfp-bench-"))
+    redis_port = free_port()
+    redis_process = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=redis_port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        load_views(client, repo, entities, events)
+        tiles_key = KeySpace("lfp").speed_tiles("user_browsing", "")
+        (workdir / "ceiling_app.py").write_text(CEILING_APP % tiles_key)
+        yield (
+            redis_port,
+            workdir,
+            {
+                **os.environ,
+                "LFP_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "PYTHONPATH": os.pathsep.join([str(workdir), os.getcwd()]),
+            },
+        )
+    finally:
+        redis_process.terminate()
+        redis_process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entities", type=int, default=10_000)
@@ -261,30 +306,10 @@ def main() -> None:
             raise SystemExit(f"{tool} not found: run make install (it apt-installs {tool})")
     repo = FeatureRepo.from_module("demo.feature_repo")
     n_features = len(select(repo, SERVICE).refs)
-    workdir = Path(tempfile.mkdtemp(prefix="lfp-bench-"))
-    redis_port, api_port, ceiling_port = free_port(), free_port(), free_port()
-    redis_process = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=redis_port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        load_views(client, repo, args.entities, args.events_per_entity)
+    api_port, ceiling_port = free_port(), free_port()
+    with bench_views(repo, args.entities, args.events_per_entity) as (redis_port, workdir, env):
         merge_one = merge_cost_us(redis_port, repo, args.entities, 1)
         merge_batch = merge_cost_us(redis_port, repo, args.entities, 100)
-        tiles_key = KeySpace("lfp").speed_tiles("user_browsing", "")
-        (workdir / "ceiling_app.py").write_text(CEILING_APP % tiles_key)
-        env = {
-            **os.environ,
-            "LFP_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "PYTHONPATH": os.pathsep.join([str(workdir), os.getcwd()]),
-        }
         last = args.entities - 1
         one = f"'\"bench_' .. math.random(0, {last}) .. '\"'"
         many = " .. ',' .. ".join([one] * args.batch)
@@ -318,10 +343,6 @@ def main() -> None:
                     ratios[c].append(
                         measured["vector, 1 entity"]["rps"] / measured["ceiling: 1 HGETALL"]["rps"]
                     )
-    finally:
-        redis_process.terminate()
-        redis_process.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
     table = Table(
         title=f"{args.entities} entities x {n_features} features, {os.cpu_count()} cores, "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the platform needs on a Debian/Ubuntu machine:
-#   system: Java 17 (Spark, Flink), redis-server (embedded stack), wrk (serving benchmark)
+#   system: Java 17 (Spark, Flink), redis-server (embedded stack), wrk and valgrind (serving benchmarks)
 #   python: a virtual environment in .venv with the package and its dev tools
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +18,7 @@ if ! command -v java >/dev/null 2>&1 || ! java -version 2>&1 | grep -qE 'version
 fi
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # the HTTP load generator of make bench-serving
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)  # make bench-serving-ir counts with it
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

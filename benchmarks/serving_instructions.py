@@ -1,0 +1,117 @@
+"""Instructions per request: our vector endpoint vs. the one-HGETALL ceiling, deterministic.
+
+Timings on a shared machine move by 30% between runs, so a 3% change cannot be seen in
+RPS. This benchmark (`make bench-serving-ir`) runs each server under valgrind's callgrind
+and counts the instructions the server process executes per request: the same views and
+servers as `make bench-serving`, the same request sequence each run, repeatable to about
+1%. Use it to judge a change to the serving path; use `make bench-serving` for throughput.
+Needs valgrind (make install apt-installs it); each server takes about half a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from benchmarks.serving import SERVICE, bench_views, free_port, server
+from feature_core.definitions import FeatureRepo
+
+console = Console()
+
+
+async def drive(url: str, paths: list[tuple[str, bytes | None]], connections: int) -> None:
+    """Send every request (POST when it has a body), ``connections`` at a time."""
+    queue = iter(paths)
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+        async def worker() -> None:
+            for path, body in queue:
+                if body is None:
+                    response = await client.get(path)
+                else:
+                    response = await client.post(
+                        path, content=body, headers={"content-type": "application/json"}
+                    )
+                response.raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+
+
+def callgrind(pid: int, *command: str) -> None:
+    subprocess.run(["callgrind_control", *command, str(pid)], check=True, capture_output=True)
+
+
+def instructions_per_request(
+    name: str,
+    app: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    requests: list[tuple[str, bytes | None]],
+    connections: int,
+) -> float:
+    """Warm the server up uncounted, then count the instructions of ``requests``."""
+    port = free_port()
+    out = cwd / f"callgrind.{name}"
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    with server(app, env, port, cwd, prefix=valgrind, startup_s=300) as process:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(drive(url, requests[: len(requests) // 4], connections))
+        callgrind(process.pid, "--zero")
+        callgrind(process.pid, "--instr=on")
+        asyncio.run(drive(url, requests, connections))
+        callgrind(process.pid, "--instr=off")
+        callgrind(process.pid, "--dump")
+    total = 0
+    for dump in cwd.glob(f"callgrind.{name}*"):
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith("totals:"):  # the dump's cost; "summary:" may read 0
+                total += int(line.split()[1])
+                break
+    return total / len(requests)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entities", type=int, default=10_000)
+    parser.add_argument("--events-per-entity", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=400, help="counted requests per server")
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    for tool in ("valgrind", "callgrind_control", "redis-server"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: run make install (it apt-installs valgrind)")
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    rng = random.Random(7)  # the same entities, in the same order, every run
+    entities = [f"bench_{rng.randrange(args.entities)}" for _ in range(args.requests)]
+    vector_body = '{"feature_service":"%s","entities":["%s"]}'
+    with bench_views(repo, args.entities, args.events_per_entity) as (_, workdir, env):
+        ceiling = instructions_per_request(
+            "ceiling",
+            ["ceiling_app:app"],
+            env,
+            workdir,
+            [(f"/ceiling/{e}", None) for e in entities],
+            args.connections,
+        )
+        vector = instructions_per_request(
+            "vector",
+            ["--factory", "serving_layer.app:create_app"],
+            env,
+            workdir,
+            [("/v1/features", (vector_body % (SERVICE, e)).encode()) for e in entities],
+            args.connections,
+        )
+    console.print(f"ceiling (one HGETALL): {ceiling / 1000:,.0f}k instructions per request")
+    console.print(f"POST /v1/features, 1 entity: {vector / 1000:,.0f}k instructions per request")
+    console.print(f"ratio ceiling / vector: {ceiling / vector:.0%} (the RPS target is >= 70%)")
+
+
+if __name__ == "__main__":
+    main()
