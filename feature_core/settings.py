@@ -38,10 +38,7 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
     redis_timeout_s: float = Field(
-        1.0,
-        gt=0,
-        description="Redis connect/read timeout of the API: its 503 comes this fast "
-        "(twice this for a request queued behind another's read).",
+        1.0, gt=0, description="Redis connect/read timeout of the API: its 503 comes this fast."
     )
     lake_uri: str | None = Field(
         None, description="Delta lake root (path or delta-rs URI); default <data_dir>/lake."

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from feature_core.definitions import FeatureRepo
 from serving_layer.metrics import ServingMetrics
-from serving_layer.store import FeatureStore, ViewsRequest, ViewsSnapshot, view_count
+from serving_layer.store import FeatureStore, ViewsRequest, ViewsSnapshot
 from serving_layer.vectors import RequestError, Selection, Vector, build_vectors, select
 
 
@@ -71,9 +71,11 @@ class OnlineFeatures:
         snapshot = await self.store.read(requests)
         as_of = int(time.time() * 1000)
         served, start = [], 0
-        for (selection, entity_ids), request in zip(parts, requests, strict=True):
-            end = start + view_count([request])
-            part = snapshot.slice(start, end)
+        for selection, entity_ids in parts:
+            end = start + len(entity_ids) * len(selection.groups)
+            part = ViewsSnapshot(
+                snapshot.pointer, snapshot.speed_watermarks, snapshot.entities[start:end]
+            )
             served.append(
                 ServedVectors(
                     selection, part, as_of, build_vectors(selection, part, entity_ids, as_of)

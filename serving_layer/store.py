@@ -4,16 +4,10 @@ A Lua script reads the batch pointer, then the pointed-to batch view and the spe
 tiles of every requested (group, entity), and the speed watermarks. Redis runs a
 script atomically, so a request never sees half of a batch view switch, and the whole
 read is one network round trip whatever the number of entities.
-
-Reads that arrive while a script call is in flight are coalesced into the next call,
-as Chronon's fetcher batches its KV requests: the client's fixed cost per call (about a
-third of a bare one-HGETALL endpoint's whole request) is then shared under load, and a
-lone request is sent at once, never held back to wait for company.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,15 +75,6 @@ class ViewsSnapshot:
     speed_watermarks: dict[str, int]
     entities: list[EntityViews]
 
-    def slice(self, start: int, end: int) -> ViewsSnapshot:
-        """The same read's views ``start:end`` (one part of a read of several)."""
-        return ViewsSnapshot(self.pointer, self.speed_watermarks, self.entities[start:end])
-
-
-def view_count(parts: Sequence[ViewsRequest]) -> int:
-    """How many views a read of ``parts`` returns: groups x entities of each part."""
-    return sum(len(groups) * len(entities) for groups, entities in parts)
-
 
 def connect(settings: Settings) -> aioredis.Redis:
     """The API's Redis client: bounded timeouts, so a dead or paused Redis costs a request
@@ -102,76 +87,17 @@ def connect(settings: Settings) -> aioredis.Redis:
     )
 
 
-_Waiting = tuple[Sequence[ViewsRequest], "asyncio.Future[ViewsSnapshot]"]
-
-
 class FeatureStore:
     """Async reader of the batch and speed views."""
 
-    def __init__(
-        self, client: aioredis.Redis, key_prefix: str, max_coalesced_views: int = 3000
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, key_prefix: str) -> None:
         self.client = client
         self.keys = KeySpace(key_prefix)
         self._script = client.register_script(_READ_SCRIPT)
-        # Bounds one coalesced script call, which blocks Redis while it runs.
-        self.max_coalesced_views = max_coalesced_views
-        self._busy = False
-        self._waiting: list[_Waiting] = []
-        self._calls: set[asyncio.Task[None]] = set()
 
     async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
         """The views of each part's groups for each of its entities (entity-major, parts
-        in order), plus the pointer and watermarks used. No parts: those two only.
-
-        A read queued behind a call in flight waits for that call and then its own, so
-        a dead Redis answers it within twice the client's socket timeout."""
-        if self._busy:
-            future: asyncio.Future[ViewsSnapshot] = asyncio.get_running_loop().create_future()
-            self._waiting.append((parts, future))
-            return await future
-        self._busy = True
-        try:
-            return await self._read_now(parts)
-        finally:
-            self._next_call()
-
-    def _next_call(self) -> None:
-        """Send the reads that queued during the last call in one call, or go idle."""
-        if not self._waiting:
-            self._busy = False
-            return
-        batch, views = [], 0
-        while self._waiting and (not batch or views < self.max_coalesced_views):
-            batch.append(self._waiting.pop(0))
-            views += view_count(batch[-1][0])
-        task = asyncio.get_running_loop().create_task(self._read_for(batch))
-        self._calls.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._calls.discard)
-
-    async def _read_for(self, batch: list[_Waiting]) -> None:
-        """One script call for every queued read; each gets its own slice of the views."""
-        try:
-            snapshot = await self._read_now([part for parts, _ in batch for part in parts])
-        except Exception as error:  # each waiter gets the error its own call would have
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-        except asyncio.CancelledError:  # shutting down
-            for _, future in batch:
-                future.cancel()
-            raise
-        else:
-            start = 0
-            for parts, future in batch:
-                end = start + view_count(parts)
-                if not future.done():  # a waiter whose client went away is cancelled
-                    future.set_result(snapshot.slice(start, end))
-                start = end
-        finally:
-            self._next_call()
-
-    async def _read_now(self, parts: Sequence[ViewsRequest]) -> ViewsSnapshot:
+        in order), plus the pointer and watermarks used. No parts: those two only."""
         args: list[str | int] = [self.keys.batch_view_root, self.keys.speed_tiles_root]
         for groups, entities in parts:
             args += [" ".join(groups), len(entities), *entities]

@@ -21,23 +21,14 @@ CUTOFF = 20_000 * DAY_MS
 
 
 def _read(port: int, parts: list[ViewsRequest]) -> ViewsSnapshot:
-    (snapshot,) = _read_concurrently(port, [parts])
-    assert isinstance(snapshot, ViewsSnapshot), snapshot
-    return snapshot
-
-
-def _read_concurrently(port: int, reads: list[list[ViewsRequest]]) -> list:
-    """Each read's snapshot, or the error it raised, all from one store."""
-
-    async def read_all() -> list:
-        client = aioredis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
-        store = FeatureStore(client, "lfp")
+    async def read() -> ViewsSnapshot:
+        client = aioredis.Redis(port=port)
         try:
-            return await asyncio.gather(*(store.read(r) for r in reads), return_exceptions=True)
+            return await FeatureStore(client, "lfp").read(parts)
         finally:
             await client.aclose()
 
-    return asyncio.run(read_all())
+    return asyncio.run(read())
 
 
 def test_views_come_back_entity_major_per_part_with_pointer_and_watermarks(redis_process):
@@ -71,26 +62,3 @@ def test_without_a_batch_view_every_speed_tile_is_read(redis_process):
 
     assert snapshot.pointer is None and snapshot.speed_watermarks == {}
     assert snapshot.entities == [EntityViews(None, {CUTOFF - SPEED_TILE_MS: [1], CUTOFF: [2]})]
-
-
-def test_concurrent_reads_share_script_calls_and_each_gets_its_own_views(redis_process):
-    client = redis.Redis(port=redis_process.port)
-    client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(1, CUTOFF, DAY_MS).to_json()))
-    for i in range(20):
-        client.hset(KEYS.speed_tiles("g1", f"u{i}"), str(CUTOFF), orjson.dumps([i]))
-    client.config_resetstat()
-
-    reads = [[(("g1",), [f"u{i}", "nobody"])] for i in range(20)]
-    snapshots = _read_concurrently(redis_process.port, reads)
-
-    assert [s.entities[0].speed_tiles for s in snapshots] == [{CUTOFF: [i]} for i in range(20)]
-    assert all(s.entities[1] == EntityViews(None, {}) for s in snapshots)
-    assert all(s.pointer == BatchPointer(1, CUTOFF, DAY_MS) for s in snapshots)
-    # The first read goes at once; the 19 that queue behind it go in one call together.
-    assert client.info("commandstats")["cmdstat_evalsha"]["calls"] <= 3
-
-
-def test_every_queued_read_gets_the_error_of_its_call(redis_process):
-    redis_process.stop()
-    errors = _read_concurrently(redis_process.port, [[(("g1",), ["u1"])]] * 5)
-    assert all(isinstance(e, redis.exceptions.ConnectionError) for e in errors), errors
