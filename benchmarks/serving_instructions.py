@@ -59,7 +59,8 @@ def instructions_per_request(
     """Warm the server up uncounted, then count the instructions of ``requests``."""
     port = free_port()
     out = cwd / f"callgrind.{name}"
-    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    valgrind = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no"]
+    valgrind.append(f"--callgrind-out-file={out}")
     with server(app, env, port, cwd, prefix=valgrind, startup_s=300) as process:
         url = f"http://127.0.0.1:{port}"
         asyncio.run(drive(url, requests[: len(requests) // 4], connections))
