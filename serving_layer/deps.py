@@ -16,8 +16,14 @@ from serving_layer.online import OnlineFeatures
 from serving_layer.store import FeatureStore
 
 
-async def get_online(request: Request) -> OnlineFeatures:
+def online_of(request: Request) -> OnlineFeatures:
+    """The app's OnlineFeatures, read directly by the feature endpoints (no dependency
+    resolution on their hot path) and through :data:`Online` by the others."""
     return request.app.state.online
+
+
+async def get_online(request: Request) -> OnlineFeatures:
+    return online_of(request)
 
 
 async def get_store(request: Request) -> FeatureStore:

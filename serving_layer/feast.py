@@ -13,8 +13,8 @@ from fastapi.responses import Response
 
 from feature_core.merge import ValueStatus
 from serving_layer.bodies import documented_body, parse_body
+from serving_layer.deps import online_of
 from serving_layer.models import FeastRequest, FeastResponse
-from serving_layer.online import OnlineFeatures
 from serving_layer.responses import json_response
 from serving_layer.vectors import RequestError
 
@@ -43,7 +43,7 @@ async def get_online_features(request: Request) -> Response:
     """Feature values in Feast's column-oriented shape: the join key column first, then
     one column per feature with a value, status and event timestamp per entity."""
     body = await parse_body(request, FeastRequest)
-    online: OnlineFeatures = request.app.state.online
+    online = online_of(request)
     selection = online.selection(body.feature_service, body.features)
     if list(body.entities) != [selection.join_key]:
         raise RequestError(
