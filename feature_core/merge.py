@@ -17,6 +17,7 @@ from feature_core.definitions import FeatureGroup
 from feature_core.windows import COLLAPSED, FINEST_HOP_MS, Window, batch_layout, floor_to
 
 BatchDoc = Mapping[str, Mapping[str, Sequence[Any]]]  # window -> bucket -> partials
+PlanKey = tuple[int | None, int | None, int]  # (cutoff, horizon, finest step)
 
 
 class ValueStatus(StrEnum):
@@ -101,16 +102,22 @@ class _GroupMerger:
         self.width = len(group.primitives)
         self._position = {f.name: i for i, f in enumerate(group.features)}
         self._identities = [p.identity for p in group.primitives]
-        self._plans: dict[tuple[int | None, int | None, int], tuple[_WindowPlan, ...]] = {}
+        self._plans: dict[PlanKey, tuple[_WindowPlan, ...]] = {}
 
     def plans(self, pointer: BatchPointer | None, t: int) -> tuple[_WindowPlan, ...]:
-        # Window starts move in steps of their hop, a multiple of FINEST_HOP_MS: every t
-        # within one finest step shares the plans.
-        key = (
-            pointer.cutoff if pointer else None,
-            pointer.horizon_ms if pointer else None,
-            floor_to(t, FINEST_HOP_MS),
-        )
+        return self._plans_at(self.plan_key(pointer, t), pointer, t)
+
+    @staticmethod
+    def plan_key(pointer: BatchPointer | None, t: int) -> PlanKey:
+        """What the plans depend on. Window starts move in steps of their hop, a multiple
+        of FINEST_HOP_MS: every t within one finest step shares the plans."""
+        if pointer is None:
+            return None, None, floor_to(t, FINEST_HOP_MS)
+        return pointer.cutoff, pointer.horizon_ms, floor_to(t, FINEST_HOP_MS)
+
+    def _plans_at(
+        self, key: PlanKey, pointer: BatchPointer | None, t: int
+    ) -> tuple[_WindowPlan, ...]:
         plans = self._plans.get(key)
         if plans is None:
             if len(self._plans) > 64:
@@ -164,14 +171,63 @@ class _GroupMerger:
             ),
         )
 
+    def _merged(
+        self, columns: Sequence[tuple[int, Callable[[list[Any]], Any]]], parts: list[Any]
+    ) -> Sequence[Any]:
+        """One row of partials from several: only ``columns`` are merged."""
+        if len(parts) == 1:  # canonical partials: one needs no merging
+            return parts[0]
+        row: list[Any] = [None] * self.width
+        for i, merge_many in columns:
+            row[i] = merge_many([p[i] for p in parts])
+        return row
+
+    def _batch_parts(
+        self, plans: tuple[_WindowPlan, ...], batch_doc: BatchDoc | None, premerge: bool
+    ) -> tuple[list[Sequence[Any]] | None, ...]:
+        """Per window, the partials of its batch buckets (``premerge``: merged into one
+        row); ``None`` when the view has no data for the window."""
+        windows: list[list[Sequence[Any]] | None] = []
+        for plan in plans:
+            buckets = batch_doc.get(plan.name) if plan.reads_batch and batch_doc else None
+            if not buckets:
+                windows.append(None)
+                continue
+            wanted = plan.buckets
+            parts = (
+                list(buckets.values())
+                if wanted is None
+                else [p for b, p in buckets.items() if b in wanted]
+            )
+            if premerge and len(parts) > 1:
+                parts = [self._merged(plan.columns, parts)]
+            windows.append(parts)
+        return tuple(windows)
+
     def merge(
         self,
         t: int,
         pointer: BatchPointer | None,
         batch_doc: BatchDoc | None,
         speed_tiles: Mapping[int, Sequence[Any]],
+        memo: dict[PlanKey, Any] | None = None,
     ) -> tuple[list[Any], list[ValueStatus]]:
-        """Values and statuses of the group's features, in ``group.features`` order."""
+        """Values and statuses of the group's features, in ``group.features`` order.
+
+        ``memo``: a dict kept with ``batch_doc`` by a caller that reads the same batch
+        view again (batch views never change): each window's batch buckets are merged
+        once per plan and kept there. Without it they are merged with the speed tiles.
+        """
+        key = self.plan_key(pointer, t)
+        plans = self._plans_at(key, pointer, t)
+        if memo is None:
+            batch_parts = self._batch_parts(plans, batch_doc, premerge=False)
+        else:
+            batch_parts = memo.get(key)
+            if batch_parts is None:
+                batch_parts = self._batch_parts(plans, batch_doc, premerge=True)
+                memo.clear()  # earlier steps are not asked for again
+                memo[key] = batch_parts
         values: list[Any] = [None] * self.size
         statuses = [ValueStatus.NO_DATA] * self.size
         floor = pointer.cutoff if pointer else None
@@ -182,38 +238,25 @@ class _GroupMerger:
             if start < t and (floor is None or start >= floor)
         ]
         since_floor = [p for _, p in tiles]
-        for name, columns, features, reads_batch, wanted, stale, lower, empty in self.plans(
-            pointer, t
-        ):
-            parts: list[Sequence[Any]] = []
-            buckets = batch_doc.get(name) if reads_batch and batch_doc else None
-            if buckets:
-                if wanted is None:
-                    parts.extend(buckets.values())
-                else:
-                    parts.extend([p for b, p in buckets.items() if b in wanted])
-            else:
-                stale = False  # stale only describes batch data that is there
+        for plan, batch in zip(plans, batch_parts, strict=True):
+            # Stale only describes batch data that is there.
+            stale = plan.stale and batch is not None
+            parts: list[Sequence[Any]] = [*batch] if batch else []
             if since_floor:
+                lower = plan.lower
                 if lower is None or lower == floor:
                     parts.extend(since_floor)
                 else:
                     parts.extend([p for start, p in tiles if start >= lower])
             if not parts:
-                for (position, _, _, _), value in zip(features, empty, strict=True):
+                for (position, _, _, _), value in zip(plan.features, plan.empty, strict=True):
                     values[position] = value
                     if stale:
                         statuses[position] = ValueStatus.STALE_BATCH_VIEW
                 continue
-            if len(parts) == 1:  # canonical partials: one needs no merging
-                row = parts[0]
-            else:
-                by_column = list(zip(*parts, strict=True))
-                row = [None] * self.width
-                for i, merge_many in columns:
-                    row[i] = merge_many(by_column[i])
+            row = self._merged(plan.columns, parts)
             status = ValueStatus.STALE_BATCH_VIEW if stale else ValueStatus.PRESENT
-            for position, finalize, get, single in features:
+            for position, finalize, get, single in plan.features:
                 values[position] = finalize((get(row),) if single else get(row))
                 statuses[position] = status
         return values, statuses
@@ -238,14 +281,17 @@ def merge_group(
     pointer: BatchPointer | None,
     batch_doc: BatchDoc | None,
     speed_tiles: Mapping[int, Sequence[Any]],
+    memo: dict[PlanKey, Any] | None = None,
 ) -> dict[str, MergedValue]:
     """Feature values of one entity at query time ``t``, by feature name.
 
-    Each window gathers the batch buckets and speed tiles it covers, then merges only
-    the tile columns its features read, each in one pass (:meth:`Primitive.merge_many`).
-    Views hold canonical partials (their writers normalize), so reads skip normalizing.
+    Each window merges the batch buckets it covers into one row, then that row with the
+    speed tiles it covers: only the tile columns its features read, each in one pass
+    (:meth:`Primitive.merge_many`). ``memo`` keeps the batch rows for a caller that
+    serves the same batch view again. Views hold canonical partials (their writers
+    normalize), so reads skip normalizing.
     """
-    values, statuses = group_merger(group).merge(t, pointer, batch_doc, speed_tiles)
+    values, statuses = group_merger(group).merge(t, pointer, batch_doc, speed_tiles, memo)
     return {
         name: MergedValue(value, status)
         for name, value, status in zip(group.feature_names, values, statuses, strict=True)

@@ -58,15 +58,41 @@ def test_merge_is_exact_within_the_horizon(events, cutoff_steps, offset):
     merged = merge_group(
         GROUP, t, pointer, batch_doc(seen, cutoff, DAY_MS), speed_tiles(seen, cutoff)
     )
-    expected = evaluate(GROUP, seen, t).get("u")
+    assert all(v.status is not ValueStatus.STALE_BATCH_VIEW for v in merged.values())
+    _assert_reference_values(merged, events, t)
+
+
+def _assert_reference_values(merged, events, t):
+    expected = evaluate(GROUP, [e for e in events if e["event_time"] < t], t).get("u")
     for feature in GROUP.features:
         value = merged[feature.name]
-        assert value.status is not ValueStatus.STALE_BATCH_VIEW
         want = expected[feature.name] if expected else value.value
         if isinstance(want, float):
             assert abs(value.value - want) <= 1e-9 * max(1.0, abs(want)), feature.name
         else:
             assert value.value == want, feature.name
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events_strategy,
+    st.integers(0, DAY_MS // SPEED_TILE_MS),
+    st.lists(st.integers(0, DAY_MS - 1), min_size=2, max_size=4),
+)
+def test_a_memo_kept_with_the_batch_view_serves_later_query_times_exactly(
+    events, cutoff_steps, offsets
+):
+    """The serving cache keeps one memo per batch view and reuses it at every query
+    time: batch rows kept for one 5-minute step must never leak into another."""
+    cutoff = BASE + cutoff_steps * SPEED_TILE_MS
+    pointer = BatchPointer(1, cutoff, DAY_MS)
+    doc = batch_doc([e for e in events if e["event_time"] < cutoff], cutoff, DAY_MS)
+    memo: dict = {}
+    for t in sorted(cutoff + offset for offset in offsets):
+        seen = [e for e in events if e["event_time"] < t]
+        merged = merge_group(GROUP, t, pointer, doc, speed_tiles(seen, cutoff), memo)
+        assert len(memo) == 1  # only the current step's rows are kept
+        _assert_reference_values(merged, events, t)
 
 
 def test_past_the_horizon_long_windows_are_marked_stale():
