@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body the API accepts (413 above)."
     )
+    api_batch_cache_entries: int = Field(
+        50_000,
+        ge=0,
+        description="Batch views (group x entity) the API keeps in memory (about 3 KB each "
+        "for the demo groups); 0: off. A batch view never changes, so for a cached one "
+        "only speed tiles are read.",
+    )
     api_cors_origins: list[str] = Field(
         default_factory=list,
         description='Origins allowed by CORS, as JSON (e.g. ["https://app.example"]); none.',

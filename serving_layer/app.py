@@ -55,8 +55,9 @@ FEATURES_ENDPOINT = "/v1/features"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     client = connect(settings)
-    store = FeatureStore(client, settings.key_prefix)
+    store = FeatureStore(client, settings.key_prefix, settings.api_batch_cache_entries)
     app.state.store = store
+    app.state.metrics.watch_batch_cache(store.batch_cache)
     app.state.online = OnlineFeatures(
         app.state.repo, store, app.state.metrics, settings.api_max_entities
     )
@@ -165,7 +166,7 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
         as_of = int(time.time() * 1000)
         views = snapshot.entities[0]
         merged = merge_group(
-            definition, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles
+            definition, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles, views.memo
         )
         return GroupFeatures(
             group=group,

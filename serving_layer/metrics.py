@@ -8,9 +8,12 @@ from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feature_core.merge import BatchPointer
+from serving_layer.batch_cache import BatchViewCache
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ENTITY_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
@@ -66,6 +69,10 @@ class ServingMetrics:
             registry=self.registry,
         )
 
+    def watch_batch_cache(self, cache: BatchViewCache) -> None:
+        """Export the batch view cache's counters, read at scrape time."""
+        self.registry.register(_BatchCacheCollector(cache))
+
     def observe_freshness(
         self,
         groups: Iterable[str],
@@ -86,6 +93,27 @@ class ServingMetrics:
             self.consistency_mismatches.labels(feature).set(count)
         self.consistency_values.set(report["values"])
         self.consistency_checked_at.set(report["checked_at"])
+
+
+class _BatchCacheCollector(Collector):
+    def __init__(self, cache: BatchViewCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterable[Metric]:
+        cache = self.cache
+        yield CounterMetricFamily(
+            "lfp_api_batch_cache_hits",
+            "Batch views served from the API's cache (not read from Redis).",
+            value=cache.hits,
+        )
+        yield CounterMetricFamily(
+            "lfp_api_batch_cache_misses",
+            "Batch views read from Redis (then cached, unless the cache is off).",
+            value=cache.misses,
+        )
+        yield GaugeMetricFamily(
+            "lfp_api_batch_cache_entries", "Batch views in the API's cache.", value=len(cache)
+        )
 
 
 class RequestTimer:

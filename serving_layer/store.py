@@ -9,21 +9,28 @@ read is one network round trip whatever the number of entities.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from feature_core.keys import KeySpace
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
+from serving_layer.batch_cache import BatchViewCache, CachedBatchView
 
-# KEYS: pointer, watermark hash. ARGV: batch view key prefix, speed key prefix, then per
-# part: its group names (space-separated), its entity count, its entity ids. The reply is
-# one JSON text, [pointer, {group: watermark}, [[batch_doc, [[tile, partials], ...]], ...]]
-# with views entity-major within each part, so the client parses it in one call. Speed
-# tiles older than the batch cutoff (kept until their TTL) are left out.
+# KEYS: pointer, watermark hash. ARGV: batch view key prefix, speed key prefix, the pointer
+# (raw JSON) the client's cached batch views belong to, and the parts as one JSON text
+# (one argument costs the client far less than many): [[groups], [entity ids], flags]
+# each, flags holding one character per view (entity-major), "1" if the client holds
+# that view. The reply is one JSON text,
+# [pointer text, {group: watermark}, [[batch_doc, [[tile, partials], ...]], ...]] with
+# views entity-major within each part, so the client parses it in one call. A held view
+# of the serving pointer comes back as 1, unread; speed tiles older than the batch
+# cutoff (kept until their TTL) are left out.
 _READ_SCRIPT = """
 local pointer = redis.call('GET', KEYS[1])
 local version, cutoff = nil, nil
@@ -31,17 +38,22 @@ if pointer then
   local decoded = cjson.decode(pointer)
   version, cutoff = decoded['version'], decoded['cutoff']
 end
+local held = pointer and pointer == ARGV[3]
 local marks, flat = {}, redis.call('HGETALL', KEYS[2])
 for i = 1, #flat, 2 do marks[#marks + 1] = '"' .. flat[i] .. '":' .. flat[i + 1] end
-local views, i = {}, 3
-while i <= #ARGV do
-  local groups = {}
-  for group in string.gmatch(ARGV[i], '%S+') do groups[#groups + 1] = group end
-  local last = i + 1 + tonumber(ARGV[i + 1])
-  for e = i + 2, last do
+local views = {}
+for _, part in ipairs(cjson.decode(ARGV[4])) do
+  local groups, flags, k = part[1], part[3], 0
+  for _, entity in ipairs(part[2]) do
     for _, group in ipairs(groups) do
-      local suffix = group .. ':' .. ARGV[e]
-      local doc = version and redis.call('GET', ARGV[1] .. version .. ':' .. suffix)
+      k = k + 1
+      local suffix = group .. ':' .. entity
+      local doc
+      if held and string.byte(flags, k) == 49 then
+        doc = '1'
+      else
+        doc = version and redis.call('GET', ARGV[1] .. version .. ':' .. suffix)
+      end
       local tiles = redis.call('HGETALL', ARGV[2] .. suffix)
       local entries = {}
       for t = 1, #tiles, 2 do
@@ -53,20 +65,21 @@ while i <= #ARGV do
       views[#views + 1] = '[' .. (doc or 'null') .. ',[' .. table.concat(entries, ',') .. ']]'
     end
   end
-  i = last + 1
 end
-return '[' .. (pointer or 'null') .. ',{' .. table.concat(marks, ',') .. '},[' ..
-  table.concat(views, ',') .. ']]'
+return '[' .. (pointer and cjson.encode(pointer) or 'null') .. ',{' ..
+  table.concat(marks, ',') .. '},[' .. table.concat(views, ',') .. ']]'
 """
 
 #: What to read: (group names, entity ids). Views come back entity-major per part.
 ViewsRequest = tuple[Sequence[str], Sequence[str]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntityViews:
     batch_doc: dict[str, dict[str, list[Any]]] | None
     speed_tiles: dict[int, list[Any]]
+    # The merge's memo of this batch view, when the view is cached (see batch_cache).
+    memo: dict[Any, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,11 @@ class ViewsSnapshot:
     pointer: BatchPointer | None
     speed_watermarks: dict[str, int]
     entities: list[EntityViews]
+
+
+@lru_cache(maxsize=8)
+def _pointer_of(text: str) -> BatchPointer:
+    return BatchPointer.from_json(orjson.loads(text))
 
 
 def connect(settings: Settings) -> aioredis.Redis:
@@ -88,27 +106,58 @@ def connect(settings: Settings) -> aioredis.Redis:
 
 
 class FeatureStore:
-    """Async reader of the batch and speed views."""
+    """Async reader of the batch and speed views, keeping up to ``batch_cache_entries``
+    batch views in process (:mod:`serving_layer.batch_cache`)."""
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, key_prefix: str, batch_cache_entries: int = 0
+    ) -> None:
         self.client = client
         self.keys = KeySpace(key_prefix)
+        self.batch_cache = BatchViewCache(batch_cache_entries)
         self._script = client.register_script(_READ_SCRIPT)
 
     async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
         """The views of each part's groups for each of its entities (entity-major, parts
         in order), plus the pointer and watermarks used. No parts: those two only."""
-        args: list[str | int] = [self.keys.batch_view_root, self.keys.speed_tiles_root]
+        cache = self.batch_cache
+        caching = cache.max_entries > 0
+        wanted: list[tuple[Sequence[str], Sequence[str], str]] = []
+        views_read: list[tuple[str, str, CachedBatchView | None]] = []
         for groups, entities in parts:
-            args += [" ".join(groups), len(entities), *entities]
-        raw = await self._script(
-            keys=[self.keys.batch_pointer, self.keys.speed_watermark], args=args
-        )
-        pointer, watermarks, views = orjson.loads(raw)
+            flags = []
+            for entity in entities:
+                for group in groups:
+                    held = cache.get(group, entity) if caching else None
+                    views_read.append((group, entity, held))
+                    flags.append("1" if held else "0")
+            wanted.append((groups, entities, "".join(flags)))
+        try:
+            raw = await self._script(
+                keys=[self.keys.batch_pointer, self.keys.speed_watermark],
+                args=[
+                    self.keys.batch_view_root,
+                    self.keys.speed_tiles_root,
+                    cache.pointer_text,
+                    orjson.dumps(wanted),
+                ],
+            )
+        except RedisError:
+            cache.clear()  # a Redis that went away may come back with other data
+            raise
+        pointer_text, watermarks, views = orjson.loads(raw)
+        entities_views = []
+        for (doc, tiles), (group, entity, held) in zip(views, views_read, strict=True):
+            if doc == 1:  # held, and the pointer is still the one it was read under
+                assert held is not None
+                entities_views.append(EntityViews(held.doc, dict(tiles), held.memo))
+            elif pointer_text is not None and caching:
+                entry = cache.put(pointer_text, group, entity, doc)
+                entities_views.append(EntityViews(doc, dict(tiles), entry.memo))
+            else:
+                entities_views.append(EntityViews(doc, dict(tiles)))
         return ViewsSnapshot(
-            BatchPointer.from_json(pointer) if pointer else None,
-            watermarks,
-            [EntityViews(doc, dict(tiles)) for doc, tiles in views],
+            _pointer_of(pointer_text) if pointer_text else None, watermarks, entities_views
         )
 
     async def batch_runs(self, limit: int) -> list[bytes]:

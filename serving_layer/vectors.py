@@ -6,9 +6,10 @@ values with the same statuses; only the JSON shape differs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo
@@ -56,6 +57,19 @@ class Selection:
     @cached_property
     def group_names(self) -> tuple[str, ...]:
         return tuple(group.name for group in self.groups)
+
+    @cached_property
+    def layout(self) -> tuple[Callable[[Sequence[Any]], tuple[Any, ...]], tuple[Any, ...]]:
+        """How a vector is cut from its groups' values laid end to end: a getter of the
+        refs' positions, and (vector position, default) of the refs that have one."""
+        offsets = [0]
+        for group in self.groups[:-1]:
+            offsets.append(offsets[-1] + len(group.features))
+        positions = [offsets[r.group_index] + r.feature_index for r in self.refs]
+        # itemgetter of one position returns the item, not a 1-tuple: keep it a tuple.
+        getter = itemgetter(*positions) if len(positions) > 1 else lambda row: (row[positions[0]],)
+        defaults = tuple((i, r.default) for i, r in enumerate(self.refs) if r.has_default)
+        return getter, defaults
 
     def views_request(self, entity_ids: Sequence[str]) -> ViewsRequest:
         """What to read for these entities: each group's views, entity-major."""
@@ -145,22 +159,22 @@ def build_vectors(
     groups = selection.groups
     mergers = [group_merger(group) for group in groups]
     pointer, views, n_groups = snapshot.pointer, snapshot.entities, len(groups)
+    cut, defaults = selection.layout
     vectors = []
     for i, entity in enumerate(entity_ids):
         own = views[i * n_groups : (i + 1) * n_groups]
-        merged = [
-            merger.merge(as_of, pointer, v.batch_doc, v.speed_tiles)
-            for merger, v in zip(mergers, own, strict=True)
-        ]
-        values, statuses = [], []
-        for ref in selection.refs:
-            group_values, group_statuses = merged[ref.group_index]
-            value = group_values[ref.feature_index]
-            if value is None and ref.has_default:
-                values.append(ref.default)
-                statuses.append(ValueStatus.DEFAULT)
-            else:
-                values.append(value)
-                statuses.append(group_statuses[ref.feature_index])
+        group_values: list[Any] = []
+        group_statuses: list[ValueStatus] = []
+        for merger, v in zip(mergers, own, strict=True):
+            merged_values, merged_statuses = merger.merge(
+                as_of, pointer, v.batch_doc, v.speed_tiles, v.memo
+            )
+            group_values += merged_values
+            group_statuses += merged_statuses
+        values, statuses = list(cut(group_values)), list(cut(group_statuses))
+        for position, default in defaults:
+            if values[position] is None:
+                values[position] = default
+                statuses[position] = ValueStatus.DEFAULT
         vectors.append(Vector(entity, values, statuses))
     return vectors

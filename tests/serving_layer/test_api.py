@@ -302,15 +302,22 @@ def test_readyz_reports_the_batch_view_and_its_age(stack):
     assert body.batch_age_s == pytest.approx((now_ms() - body.batch.cutoff) / 1000, abs=30)
 
 
-def test_metrics_expose_latency_entities_freshness_and_redis_errors(stack, served_users):
-    users, _ = served_users
-    post(stack.settings, "/v1/features", {"feature_service": "ranking_features", "entities": users})
-    text = httpx.get(f"{stack.settings.api_url}/metrics").text
+def _metric_samples(settings) -> dict[str, float]:
     samples = {}
-    for line in text.splitlines():
+    for line in httpx.get(f"{settings.api_url}/metrics").text.splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
+    return samples
+
+
+def test_metrics_expose_latency_entities_freshness_and_redis_errors(stack, served_users):
+    users, _ = served_users
+    before = _metric_samples(stack.settings)
+    body = {"feature_service": "ranking_features", "entities": users}
+    post(stack.settings, "/v1/features", body)
+    served = post(stack.settings, "/v1/features", body).json()
+    samples = _metric_samples(stack.settings)
     latency = (
         'lfp_api_request_duration_seconds_count{endpoint="/v1/features",method="POST",status="200"}'
     )
@@ -319,6 +326,12 @@ def test_metrics_expose_latency_entities_freshness_and_redis_errors(stack, serve
     speed = samples['lfp_feature_freshness_seconds{group="user_activity",view="speed"}']
     assert 0 <= speed < 600
     assert "lfp_api_redis_errors_total" in samples
+    # Each view read (3 groups per user) is a cache hit or a miss; with a batch view
+    # serving, the cache holds the views just read.
+    lookups = ("lfp_api_batch_cache_hits_total", "lfp_api_batch_cache_misses_total")
+    assert sum(samples[m] - before[m] for m in lookups) >= 2 * 3 * len(users)
+    if served["batch"] is not None:
+        assert samples["lfp_api_batch_cache_entries"] >= 3 * len(users)
 
 
 def test_openapi_documents_every_endpoint_with_examples(stack):

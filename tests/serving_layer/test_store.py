@@ -62,3 +62,44 @@ def test_without_a_batch_view_every_speed_tile_is_read(redis_process):
 
     assert snapshot.pointer is None and snapshot.speed_watermarks == {}
     assert snapshot.entities == [EntityViews(None, {CUTOFF - SPEED_TILE_MS: [1], CUTOFF: [2]})]
+
+
+def test_cached_batch_views_are_not_read_again_until_the_pointer_moves(redis_process):
+    """Proof of the skip: a view rewritten under the same pointer (which the batch job
+    never does) still reads as cached, while speed tiles are always read fresh."""
+    client = redis.Redis(port=redis_process.port)
+    client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
+    client.set(KEYS.batch_view(3, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["v3"]}}))
+    client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps(["t1"]))
+    parts: list[ViewsRequest] = [(("g1",), ["u1", "unknown"])]
+
+    async def scenario() -> None:
+        aclient = aioredis.Redis(port=redis_process.port)
+        store = FeatureStore(aclient, "lfp", batch_cache_entries=10)
+        try:
+            first = await store.read(parts)
+            assert [v.batch_doc for v in first.entities] == [{"lifetime": {"c": ["v3"]}}, None]
+            assert len(store.batch_cache) == 2
+
+            client.set(KEYS.batch_view(3, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["x"]}}))
+            client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps(["t2"]))
+            second = await store.read(parts)
+            assert second.entities[0].batch_doc == {"lifetime": {"c": ["v3"]}}
+            assert second.entities[0].speed_tiles == {CUTOFF: ["t2"]}
+            assert second.entities[0].memo is first.entities[0].memo  # kept with the view
+            assert store.batch_cache.hits == 2
+
+            client.set(KEYS.batch_view(4, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["v4"]}}))
+            client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(4, CUTOFF, DAY_MS).to_json()))
+            third = await store.read(parts)
+            assert third.pointer is not None and third.pointer.version == 4
+            assert third.entities[0].batch_doc == {"lifetime": {"c": ["v4"]}}
+
+            redis_process.stop()
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await store.read(parts)
+            assert len(store.batch_cache) == 0  # it may come back with other data
+        finally:
+            await aclient.aclose()
+
+    asyncio.run(scenario())

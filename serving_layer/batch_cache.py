@@ -1,0 +1,78 @@
+"""Batch views of recently served entities, kept in the API process.
+
+A batch view never changes once its pointer is published: a batch run writes a new
+version and flips the pointer. So a read may skip every view the process already holds
+for the serving pointer; the read script checks the pointer in the same atomic step and
+sends a placeholder instead (see :mod:`serving_layer.store`). Speed tiles are always read
+from Redis, so values stay exactly as fresh as without the cache. Chronon's fetcher
+caches batch IRs the same way.
+
+This relies on a pointer never being reused for other data: the batch job gives each
+run a new version and its creation time. A Redis error empties the cache, as the server
+may come back without its data (then a new batch run writes a new pointer anyway).
+
+Each entry also keeps the merge's memo of the view's batch rows, so the batch buckets of
+a hot entity are merged once per 5-minute step instead of on every request.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from feature_core.merge import BatchDoc
+
+
+class CachedBatchView:
+    """One (group, entity) batch view, parsed, with the merge's memo of it."""
+
+    __slots__ = ("doc", "memo")
+
+    def __init__(self, doc: BatchDoc | None) -> None:
+        self.doc = doc
+        self.memo: dict[Any, Any] = {}
+
+
+class BatchViewCache:
+    """Least-recently-used batch views of one pointer (the newest seen), at most
+    ``max_entries``; 0 turns the cache off."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.pointer_text = ""  # the batch pointer (raw JSON) the entries belong to
+        self._entries: OrderedDict[tuple[str, str], CachedBatchView] = OrderedDict()
+        # Plain counters: exported at scrape time, nothing added to the request path.
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.pointer_text = ""
+
+    def get(self, group: str, entity: str) -> CachedBatchView | None:
+        entry = self._entries.get((group, entity))
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end((group, entity))
+        return entry
+
+    def put(
+        self, pointer_text: str, group: str, entity: str, doc: BatchDoc | None
+    ) -> CachedBatchView:
+        """The entry for a view just read under ``pointer_text``, kept if that is the
+        newest pointer seen (a new one drops every entry of the old)."""
+        entry = CachedBatchView(doc)
+        if not self.max_entries:
+            return entry
+        if pointer_text != self.pointer_text:
+            self._entries.clear()
+            self.pointer_text = pointer_text
+        self._entries[(group, entity)] = entry
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return entry

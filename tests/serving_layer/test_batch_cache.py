@@ -1,0 +1,43 @@
+"""The in-process batch view cache: bounded, least recently used, one pointer at a time."""
+
+from __future__ import annotations
+
+from serving_layer.batch_cache import BatchViewCache
+
+P1, P2 = '{"version":1}', '{"version":2}'
+
+
+def test_entries_are_kept_for_the_newest_pointer_and_counted():
+    cache = BatchViewCache(10)
+    entry = cache.put(P1, "g", "u1", {"lifetime": {}})
+    assert cache.pointer_text == P1
+    assert cache.get("g", "u1") is entry and cache.get("g", "u2") is None
+    assert (cache.hits, cache.misses) == (1, 1)
+
+    cache.put(P2, "g", "u2", None)  # a new batch view: every entry of the old goes
+    assert cache.pointer_text == P2 and len(cache) == 1
+    assert cache.get("g", "u1") is None
+    held = cache.get("g", "u2")
+    assert held is not None and held.doc is None  # "no batch data" is cached too
+
+
+def test_the_least_recently_used_entry_goes_first():
+    cache = BatchViewCache(2)
+    cache.put(P1, "g", "u1", None)
+    cache.put(P1, "g", "u2", None)
+    assert cache.get("g", "u1") is not None  # u1 used: u2 is now the oldest
+    cache.put(P1, "g", "u3", None)
+    assert len(cache) == 2
+    assert cache.get("g", "u2") is None
+    assert cache.get("g", "u1") is not None and cache.get("g", "u3") is not None
+
+
+def test_zero_entries_turns_it_off_and_clear_forgets_the_pointer():
+    off = BatchViewCache(0)
+    entry = off.put(P1, "g", "u1", {"x": {}})
+    assert entry.doc == {"x": {}} and len(off) == 0 and off.pointer_text == ""
+
+    cache = BatchViewCache(5)
+    cache.put(P1, "g", "u1", None)
+    cache.clear()
+    assert len(cache) == 0 and cache.pointer_text == ""
