@@ -104,9 +104,6 @@ class _GroupMerger:
         self._identities = [p.identity for p in group.primitives]
         self._plans: dict[PlanKey, tuple[_WindowPlan, ...]] = {}
 
-    def plans(self, pointer: BatchPointer | None, t: int) -> tuple[_WindowPlan, ...]:
-        return self._plans_at(self.plan_key(pointer, t), pointer, t)
-
     @staticmethod
     def plan_key(pointer: BatchPointer | None, t: int) -> PlanKey:
         """What the plans depend on. Window starts move in steps of their hop, a multiple
