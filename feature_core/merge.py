@@ -88,7 +88,9 @@ class _WindowPlan(NamedTuple):
     reads_batch: bool
     buckets: frozenset[str] | None  # batch buckets in the window; None: every bucket
     stale: bool  # the window starts inside the collapsed batch IR (past the horizon)
-    lower: int | None  # speed tiles from here on
+    # Speed tiles from here on; None: every tile since the cutoff (the window starts
+    # before it, or has no start).
+    lower: int | None
     empty: tuple[Any, ...]  # each feature's value when nothing is in the window
 
 
@@ -161,7 +163,7 @@ class _GroupMerger:
             reads_batch=reads_batch,
             buckets=buckets,
             stale=stale,
-            lower=start if cutoff is None else cutoff if start is None else max(start, cutoff),
+            lower=None if start is None or (cutoff is not None and start <= cutoff) else start,
             empty=tuple(
                 finalize((get(identities),) if single else get(identities))
                 for _, finalize, get, single in features
@@ -241,7 +243,7 @@ class _GroupMerger:
             parts: list[Sequence[Any]] = [*batch] if batch else []
             if since_floor:
                 lower = plan.lower
-                if lower is None or lower == floor:
+                if lower is None:
                     parts.extend(since_floor)
                 else:
                     parts.extend([p for start, p in tiles if start >= lower])
