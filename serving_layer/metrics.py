@@ -68,10 +68,13 @@ class ServingMetrics:
             "Requests that failed because Redis was unreachable, slow or erroring.",
             registry=self.registry,
         )
+        # The store's cache, set at each app start-up; its collector is registered once.
+        self.batch_cache: BatchViewCache | None = None
+        self.registry.register(_BatchCacheCollector(self))
 
     def watch_batch_cache(self, cache: BatchViewCache) -> None:
-        """Export the batch view cache's counters, read at scrape time."""
-        self.registry.register(_BatchCacheCollector(cache))
+        """Export this batch view cache's counters (read at scrape time)."""
+        self.batch_cache = cache
 
     def observe_freshness(
         self,
@@ -96,11 +99,13 @@ class ServingMetrics:
 
 
 class _BatchCacheCollector(Collector):
-    def __init__(self, cache: BatchViewCache) -> None:
-        self.cache = cache
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        cache = self.cache
+        cache = self.metrics.batch_cache
+        if cache is None:
+            return
         yield CounterMetricFamily(
             "lfp_api_batch_cache_hits",
             "Batch views served from the API's cache (not read from Redis).",
