@@ -41,7 +41,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 say "installing the platform and its dependencies"
 "$VENV/bin/python" -m pip install -q --upgrade pip uv
-"$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e '.[dev]'
+# Compiled bytecode up front: with PYTHONDONTWRITEBYTECODE set, or a read-only venv, every
+# process (API, Flink workers, CLI) would otherwise compile each module it imports again.
+"$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" -e '.[dev]'
 
 say "checking the toolchain"
 "$VENV/bin/lfp" doctor
