@@ -77,6 +77,12 @@ def pair_features(
     ]
 
 
+def import_estimator_library() -> None:
+    """Import what unpickling the estimator needs (``demo.train`` fits a scikit-learn
+    ensemble), so a server can pay for it before its first request."""
+    import sklearn.ensemble  # noqa: F401
+
+
 @dataclass(frozen=True)
 class Scored:
     item_id: str

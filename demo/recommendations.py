@@ -2,29 +2,36 @@
 
 Mounted by the API through ``LFP_API_ROUTERS`` (the default). The model is reloaded when
 ``model.json`` changes, and refused when the feature services it was trained on no longer
-mean what they meant then.
+mean what they meant then. It is loaded in the background at start-up, so no request waits
+for scikit-learn's import (seconds of CPU, more without compiled bytecode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from demo.ranking import ITEM_SERVICE, METADATA_FILE, USER_SERVICE, RankingModel
+from demo.ranking import (
+    ITEM_SERVICE,
+    METADATA_FILE,
+    USER_SERVICE,
+    RankingModel,
+    import_estimator_library,
+)
 from feature_core.merge import ValueStatus
 from serving_layer.deps import Online
 from serving_layer.models import BatchViewInfo
 from serving_layer.online import OnlineFeatures
 
 ENDPOINT = "/v1/recommendations/{user_id}"
-
-router = APIRouter(prefix="/v1", tags=["recommendations"])
 
 
 class Recommendation(BaseModel):
@@ -83,12 +90,34 @@ class _ModelCache:
         assert self._model is not None
         return self._model
 
+    @property
+    def loaded(self) -> RankingModel | None:
+        """The model held now, without checking the disk."""
+        return self._model
+
+
+async def _preload(cache: _ModelCache) -> None:
+    """Import the estimator's library, then load the model if one was trained already."""
+    await run_in_threadpool(import_estimator_library)
+    with contextlib.suppress(HTTPException):  # none yet, or unreadable: requests say so
+        await cache.get()
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    cache = app.state.ranking_model = _ModelCache(app.state.settings.models_path)
+    preload = asyncio.create_task(_preload(cache))
+    yield
+    preload.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await preload  # an import under way is let finish: threads cannot be interrupted
+
+
+router = APIRouter(prefix="/v1", tags=["recommendations"], lifespan=_lifespan)
+
 
 def _model_cache(request: Request) -> _ModelCache:
-    state = request.app.state
-    if not hasattr(state, "ranking_model"):
-        state.ranking_model = _ModelCache(state.settings.models_path)
-    return state.ranking_model
+    return request.app.state.ranking_model
 
 
 def _check_versions(model: RankingModel, online: OnlineFeatures) -> None:
