@@ -94,6 +94,20 @@ class _WindowPlan(NamedTuple):
     empty: tuple[Any, ...]  # each feature's value when nothing is in the window
 
 
+class _Memo:
+    """What merge keeps for one batch view at one plan key (see :meth:`_GroupMerger.merge`)."""
+
+    __slots__ = ("batch_parts", "newest_tile", "result", "speed_tiles")
+
+    def __init__(self, batch_parts: tuple[list[Sequence[Any]] | None, ...]) -> None:
+        self.batch_parts = batch_parts
+        # The last merge's speed tiles and result, kept while every tile starts before the
+        # query time: no tile was then left out for being ahead of it.
+        self.speed_tiles: Mapping[int, Sequence[Any]] | None = None
+        self.newest_tile = 0
+        self.result: tuple[list[Any], list[ValueStatus]] | None = None
+
+
 class _GroupMerger:
     """Merges one group's views, with the per-window bookkeeping computed once per
     (batch view, 5-minute step) instead of once per entity (the serving hot path)."""
@@ -215,18 +229,28 @@ class _GroupMerger:
 
         ``memo``: a dict kept with ``batch_doc`` by a caller that reads the same batch
         view again (batch views never change): each window's batch buckets are merged
-        once per plan and kept there. Without it they are merged with the speed tiles.
+        once per plan and kept there, and so is the last result with the speed tiles it
+        came from. Equal tiles at the same plan give the same result, which is then
+        returned as it is (callers must not change it). Without a memo the batch buckets
+        are merged with the speed tiles.
         """
         key = self.plan_key(pointer, t)
         plans = self._plans_at(key, pointer, t)
+        memoized: _Memo | None = None
         if memo is None:
             batch_parts = self._batch_parts(plans, batch_doc, premerge=False)
         else:
-            batch_parts = memo.get(key)
-            if batch_parts is None:
-                batch_parts = self._batch_parts(plans, batch_doc, premerge=True)
+            memoized = memo.get(key)
+            if memoized is None:
                 memo.clear()  # earlier steps are not asked for again
-                memo[key] = batch_parts
+                memoized = memo[key] = _Memo(self._batch_parts(plans, batch_doc, premerge=True))
+            elif (
+                memoized.result is not None
+                and memoized.newest_tile < t
+                and memoized.speed_tiles == speed_tiles
+            ):
+                return memoized.result
+            batch_parts = memoized.batch_parts
         values: list[Any] = [None] * self.size
         statuses = [ValueStatus.NO_DATA] * self.size
         floor = pointer.cutoff if pointer else None
@@ -258,6 +282,11 @@ class _GroupMerger:
             for position, finalize, get, single in plan.features:
                 values[position] = finalize((get(row),) if single else get(row))
                 statuses[position] = status
+        if memoized is not None:
+            newest = max(speed_tiles, default=0)
+            if newest < t:
+                memoized.speed_tiles, memoized.newest_tile = speed_tiles, newest
+                memoized.result = values, statuses
         return values, statuses
 
 

@@ -12,7 +12,9 @@ run a new version and its creation time. A Redis error empties the cache, as the
 may come back without its data (then a new batch run writes a new pointer anyway).
 
 Each entry also keeps the merge's memo of the view's batch rows, so the batch buckets of
-a hot entity are merged once per 5-minute step instead of on every request.
+a hot entity are merged once per 5-minute step instead of on every request, and its last
+result with the speed tiles it came from: while those tiles are unchanged, a request in
+the same step gets that result without merging (exact: the merge is a pure function).
 """
 
 from __future__ import annotations

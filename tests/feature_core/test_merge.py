@@ -95,6 +95,45 @@ def test_a_memo_kept_with_the_batch_view_serves_later_query_times_exactly(
         _assert_reference_values(merged, events, t)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    events_strategy,
+    st.lists(st.integers(-2 * SPEED_TILE_MS, SPEED_TILE_MS - 1), max_size=20),
+    st.integers(0, DAY_MS // SPEED_TILE_MS),
+    st.lists(
+        st.tuples(st.one_of(st.just(0), st.integers(0, SPEED_TILE_MS - 1)), st.booleans()),
+        min_size=2,
+        max_size=6,
+    ),
+)
+def test_a_memo_returns_its_last_result_only_where_the_merge_would_give_it(
+    events, recent, cutoff_steps, queries
+):
+    """Within one 5-minute step (one memo entry), in any order of query times: a memo
+    gives what a merge without it gives, whether the speed tiles changed since its last
+    result or not, and also at the step's first instant, when the tile starting then
+    must be left out."""
+    cutoff = BASE + cutoff_steps * SPEED_TILE_MS
+    step = cutoff + SPEED_TILE_MS
+    events = events + [
+        {"user_id": "u", "event_time": step + ms, "amount": 1.0, "item_id": f"i{ms % 7}"}
+        for ms in recent
+    ]
+    pointer = BatchPointer(1, cutoff, DAY_MS)
+    doc = batch_doc([e for e in events if e["event_time"] < cutoff], cutoff, DAY_MS)
+    latest = step + max(offset for offset, _ in queries)
+    memo: dict = {}
+    for offset, fresh in queries:
+        t = step + offset
+        # fresh: the tiles as of t; else as of the latest query (tiles ahead of t)
+        seen = [e for e in events if e["event_time"] < (t if fresh else latest)]
+        tiles = speed_tiles(seen, cutoff)
+        merged = merge_group(GROUP, t, pointer, doc, tiles, memo)
+        assert merged == merge_group(GROUP, t, pointer, doc, tiles)
+        if fresh:
+            _assert_reference_values(merged, events, t)
+
+
 def test_past_the_horizon_long_windows_are_marked_stale():
     cutoff = BASE
     t = cutoff + 3 * DAY_MS
