@@ -96,13 +96,17 @@ def _pointer_of(text: str) -> BatchPointer:
 
 def connect(settings: Settings) -> aioredis.Redis:
     """The API's Redis client: bounded timeouts, so a dead or paused Redis costs a request
-    at most ``LFP_REDIS_TIMEOUT_S`` before its 503."""
-    return aioredis.Redis.from_url(
+    at most ``LFP_REDIS_TIMEOUT_S`` before its 503. A burst of more requests than
+    ``LFP_API_REDIS_CONNECTIONS`` waits for a connection (redis-py's plain pool would
+    fail the excess at once)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.api_redis_connections,
+        timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
-        max_connections=64,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class FeatureStore:

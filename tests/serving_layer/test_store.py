@@ -11,8 +11,9 @@ import redis.asyncio as aioredis
 
 from feature_core.keys import KeySpace
 from feature_core.merge import BatchPointer
+from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, SPEED_TILE_MS
-from serving_layer.store import EntityViews, FeatureStore, ViewsRequest, ViewsSnapshot
+from serving_layer.store import EntityViews, FeatureStore, ViewsRequest, ViewsSnapshot, connect
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +104,20 @@ def test_cached_batch_views_are_not_read_again_until_the_pointer_moves(redis_pro
             await aclient.aclose()
 
     asyncio.run(scenario())
+
+
+def test_more_reads_at_once_than_connections_wait_for_one(redis_process):
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{redis_process.port}/0", api_redis_connections=2
+    )
+
+    async def burst() -> list[ViewsSnapshot]:
+        client = connect(settings)
+        try:
+            store = FeatureStore(client, "lfp")
+            return await asyncio.gather(*(store.read([(("g1",), [f"u{i}"])]) for i in range(20)))
+        finally:
+            await client.aclose()
+
+    snapshots = asyncio.run(burst())
+    assert len(snapshots) == 20 and all(len(s.entities) == 1 for s in snapshots)
