@@ -39,7 +39,7 @@ bench-speed:  ## freshness + throughput of the speed layer on the running stack 
 	$(PY) -m benchmarks.speed_freshness
 
 bench-serving:  ## API throughput/latency vs a bare one-HGETALL endpoint (self-contained)
-	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.serving $(ARGS)
 
 bench-serving-ir:  ## instructions per request, API vs the same ceiling, under callgrind (deterministic)
 	$(PY) -m benchmarks.serving_instructions

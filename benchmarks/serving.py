@@ -10,7 +10,10 @@ of our RPS to the ceiling's, plus the in-process merge cost per entity.
 
 Before the runs every entity is asked for once, so the API's batch view cache holds
 them (its hit rate over the runs is printed); `LFP_API_BATCH_CACHE_ENTRIES=0 make
-bench-serving` measures the API without it.
+bench-serving` measures the API without it. The views stay as loaded unless
+``--live-writes N`` rewrites N random entities' newest speed tiles per second during the
+runs, as a live speed layer does: each such entity's next vector is merged again instead
+of coming from the merge's memo (`make bench-serving ARGS="--live-writes 500"`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,32 +118,94 @@ def synthetic_events(rng: random.Random, user: str, now: int, n: int) -> list[di
     return events
 
 
-def load_views(client: redis.Redis, repo: FeatureRepo, entities: int, events: int) -> None:
-    """Batch docs (cutoff 30 min ago) and speed tiles (after it) for every entity."""
+#: One entity's speed tiles that an extra event changes: (key, field, as loaded or None
+#: when the event opens the tile, with the event).
+LiveTiles = list[tuple[str, str, bytes | None, bytes]]
+
+
+def load_views(
+    client: redis.Redis, repo: FeatureRepo, entities: int, events: int, live: bool = False
+) -> list[LiveTiles]:
+    """Batch docs (cutoff 30 min ago) and speed tiles (after it) for every entity; with
+    ``live``, each entity's tiles that one more event (a view, now) would change."""
     keys = KeySpace("lfp")
     now = int(time.time() * 1000)
     cutoff = align_cutoff(now - 30 * MINUTE_MS)
     selection = select(repo, SERVICE)
     rng = random.Random(7)
     pipe = client.pipeline(transaction=False)
+    live_tiles: list[LiveTiles] = []
     for i in track(range(entities), description="loading views", console=console):
         user = f"bench_{i}"
         user_events = synthetic_events(rng, user, now, events)
+        extra = {**user_events[0], "event_type": "view", "event_time": now - 1, "item_id": "i_"}
+        changed: LiveTiles = []
         for group in selection.groups:
             doc = batch_doc(group, user_events, cutoff, DAY_MS)
             if doc:
                 pipe.set(keys.batch_view(1, group.name, user), orjson.dumps(doc))
-            tiles = speed_tiles(group, user_events, cutoff)
+            key = keys.speed_tiles(group.name, user)
+            tiles = {
+                str(t): orjson.dumps(p) for t, p in speed_tiles(group, user_events, cutoff).items()
+            }
             if tiles:
-                pipe.hset(
-                    keys.speed_tiles(group.name, user),
-                    mapping={str(t): orjson.dumps(p) for t, p in tiles.items()},
-                )
+                pipe.hset(key, mapping=tiles)
+            if live:
+                with_extra = speed_tiles(group, [*user_events, extra], cutoff)
+                changed += [
+                    (key, str(t), tiles.get(str(t)), orjson.dumps(p))
+                    for t, p in with_extra.items()
+                    if orjson.dumps(p) != tiles.get(str(t))
+                ]
+        live_tiles.append(changed)
         if i % 500 == 499:
             pipe.execute()
     pipe.hset(keys.speed_watermark, mapping={g.name: now for g in selection.groups})
     pipe.set(keys.batch_pointer, orjson.dumps(BatchPointer(1, cutoff, DAY_MS).to_json()))
     pipe.execute()
+    return live_tiles if live else []
+
+
+@contextmanager
+def live_writes(
+    redis_port: int, live_tiles: list[LiveTiles], per_second: int
+) -> Iterator[Callable[[], int]]:
+    """While open, ``per_second`` random entities a second get their changeable tiles
+    flipped (loaded <-> with the extra event), as a live speed layer keeps rewriting
+    tiles. Yields a count of the entity writes so far."""
+    stop, written = threading.Event(), [0]
+
+    def write() -> None:
+        client, rng, flipped = redis.Redis(port=redis_port), random.Random(3), set()
+        tick, due, next_tick = 0.02, 0.0, time.monotonic()
+        while not stop.is_set():
+            due += per_second * tick
+            pipe = client.pipeline(transaction=False)
+            while due >= 1:
+                due -= 1
+                entity = rng.randrange(len(live_tiles))
+                flipped ^= {entity}
+                for key, field, loaded, with_extra in live_tiles[entity]:
+                    if entity in flipped:
+                        pipe.hset(key, field, with_extra)
+                    elif loaded is None:
+                        pipe.hdel(key, field)
+                    else:
+                        pipe.hset(key, field, loaded)
+                written[0] += 1
+            pipe.execute()
+            next_tick += tick
+            stop.wait(max(0.0, next_tick - time.monotonic()))
+
+    thread = threading.Thread(target=write, daemon=True)
+    if per_second:
+        thread.start()
+    try:
+        yield lambda: written[0]
+    finally:
+        stop.set()
+        if per_second:
+            thread.join()
 
 
 def merge_cost_us(
@@ -292,10 +358,10 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 
 @contextmanager
 def bench_views(
-    repo: FeatureRepo, entities: int, events: int
-) -> Iterator[tuple[int, Path, dict[str, str]]]:
+    repo: FeatureRepo, entities: int, events: int, live: bool = False
+) -> Iterator[tuple[int, Path, dict[str, str], list[LiveTiles]]]:
     """A private redis-server loaded with the views, and a work dir holding the ceiling app:
-    (redis port, work dir, the servers' environment)."""
+    (redis port, work dir, the servers' environment, the tiles live writes change)."""
     workdir = Path(tempfile.mkdtemp(prefix="lfp-bench-"))
     redis_port = free_port()
     redis_process = subprocess.Popen(
@@ -310,7 +376,7 @@ def bench_views(
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-        load_views(client, repo, entities, events)
+        live_tiles = load_views(client, repo, entities, events, live)
         tiles_key = KeySpace("lfp").speed_tiles("user_browsing", "")
         (workdir / "ceiling_app.py").write_text(CEILING_APP % tiles_key)
         yield (
@@ -324,6 +390,7 @@ def bench_views(
                 "LFP_API_ROUTERS": "[]",
                 "PYTHONPATH": os.pathsep.join([str(workdir), os.getcwd()]),
             },
+            live_tiles,
         )
     finally:
         redis_process.terminate()
@@ -341,6 +408,12 @@ def main() -> None:
         "--rounds", type=int, default=3, help="rounds per level (medians are reported)"
     )
     parser.add_argument("--batch", type=int, default=10, help="entities per request, batch row")
+    parser.add_argument(
+        "--live-writes",
+        type=int,
+        default=0,
+        help="entities whose speed tiles are rewritten per second during the runs",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
@@ -348,7 +421,8 @@ def main() -> None:
     repo = FeatureRepo.from_module("demo.feature_repo")
     n_features = len(select(repo, SERVICE).refs)
     api_port, ceiling_port = free_port(), free_port()
-    with bench_views(repo, args.entities, args.events_per_entity) as (redis_port, workdir, env):
+    views = bench_views(repo, args.entities, args.events_per_entity, args.live_writes > 0)
+    with views as (redis_port, workdir, env, live_tiles):
         merge_costs = {
             (memo, batch): merge_cost_us(redis_port, repo, args.entities, batch, memo)
             for memo in (True, False)
@@ -378,25 +452,33 @@ def main() -> None:
             pids = {ceiling_url: ceiling_process.pid, api_url: api_process.pid}
             warm_up(api_url, args.entities, args.batch)
             lookups_before = batch_cache_lookups(api_url)
-            for c in levels:
-                for _ in track(range(args.rounds), description=f"{c} connections", console=console):
-                    measured = {
-                        name: wrk(url, script, c, args.seconds, pids[url])
-                        for name, url, script in endpoints
-                    }
-                    for name, run in measured.items():
-                        runs.setdefault((name, c), []).append(run)
-                    ratios[c].append(
-                        measured["vector, 1 entity"]["rps"] / measured["ceiling: 1 HGETALL"]["rps"]
-                    )
+            writes = live_writes(redis_port, live_tiles, args.live_writes)
+            with writes as entity_writes:
+                started = time.monotonic()
+                for c in levels:
+                    for _ in track(
+                        range(args.rounds), description=f"{c} connections", console=console
+                    ):
+                        measured = {
+                            name: wrk(url, script, c, args.seconds, pids[url])
+                            for name, url, script in endpoints
+                        }
+                        for name, run in measured.items():
+                            runs.setdefault((name, c), []).append(run)
+                        ratios[c].append(
+                            measured["vector, 1 entity"]["rps"]
+                            / measured["ceiling: 1 HGETALL"]["rps"]
+                        )
+                writes_per_s = entity_writes() / (time.monotonic() - started)
             hits, misses = (
                 after - before
                 for after, before in zip(batch_cache_lookups(api_url), lookups_before, strict=True)
             )
 
+    live = f", {writes_per_s:,.0f} entity writes/s" if args.live_writes else ""
     table = Table(
         title=f"{args.entities} entities x {n_features} features, {os.cpu_count()} cores, "
-        f"median of {args.rounds} rounds x {args.seconds} s"
+        f"median of {args.rounds} rounds x {args.seconds} s{live}"
     )
     columns = ("endpoint", "connections", "RPS", "p50 ms", "p99 ms", "non-2xx", "CPU us/req")
     for column in (*columns, "vs ceiling"):

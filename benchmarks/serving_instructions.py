@@ -93,7 +93,7 @@ def main() -> None:
     rng = random.Random(7)  # the same entities, in the same order, every run
     entities = [f"bench_{rng.randrange(args.entities)}" for _ in range(args.requests)]
     vector_body = '{"feature_service":"%s","entities":["%s"]}'
-    with bench_views(repo, args.entities, args.events_per_entity) as (_, workdir, env):
+    with bench_views(repo, args.entities, args.events_per_entity) as (_, workdir, env, _):
         ceiling = instructions_per_request(
             "ceiling",
             ["ceiling_app:app"],
