@@ -145,25 +145,28 @@ def load_views(
             if doc:
                 pipe.set(keys.batch_view(1, group.name, user), orjson.dumps(doc))
             key = keys.speed_tiles(group.name, user)
-            tiles = {
-                str(t): orjson.dumps(p) for t, p in speed_tiles(group, user_events, cutoff).items()
-            }
-            if tiles:
-                pipe.hset(key, mapping=tiles)
+
+            def hash_of(group_events: list[dict]) -> dict[str, bytes]:
+                tiles = speed_tiles(group, group_events, cutoff)  # noqa: B023 - called at once
+                return {str(t): orjson.dumps(p) for t, p in tiles.items()}
+
+            loaded = hash_of(user_events)
+            if loaded:
+                pipe.hset(key, mapping=loaded)
             if live:
-                with_extra = speed_tiles(group, [*user_events, extra], cutoff)
                 changed += [
-                    (key, str(t), tiles.get(str(t)), orjson.dumps(p))
-                    for t, p in with_extra.items()
-                    if orjson.dumps(p) != tiles.get(str(t))
+                    (key, field, loaded.get(field), value)
+                    for field, value in hash_of([*user_events, extra]).items()
+                    if value != loaded.get(field)
                 ]
-        live_tiles.append(changed)
+        if live:
+            live_tiles.append(changed)
         if i % 500 == 499:
             pipe.execute()
     pipe.hset(keys.speed_watermark, mapping={g.name: now for g in selection.groups})
     pipe.set(keys.batch_pointer, orjson.dumps(BatchPointer(1, cutoff, DAY_MS).to_json()))
     pipe.execute()
-    return live_tiles if live else []
+    return live_tiles
 
 
 @contextmanager
@@ -173,6 +176,9 @@ def live_writes(
     """While open, ``per_second`` random entities a second get their changeable tiles
     flipped (loaded <-> with the extra event), as a live speed layer keeps rewriting
     tiles. Yields a count of the entity writes so far."""
+    if not per_second:
+        yield lambda: 0
+        return
     stop, written = threading.Event(), [0]
 
     def write() -> None:
@@ -198,14 +204,12 @@ def live_writes(
             stop.wait(max(0.0, next_tick - time.monotonic()))
 
     thread = threading.Thread(target=write, daemon=True)
-    if per_second:
-        thread.start()
+    thread.start()
     try:
         yield lambda: written[0]
     finally:
         stop.set()
-        if per_second:
-            thread.join()
+        thread.join()
 
 
 def merge_cost_us(
