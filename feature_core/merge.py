@@ -247,7 +247,7 @@ class _GroupMerger:
             elif (
                 memoized.result is not None
                 and memoized.newest_tile < t
-                and memoized.speed_tiles == speed_tiles
+                and (memoized.speed_tiles is speed_tiles or memoized.speed_tiles == speed_tiles)
             ):
                 return memoized.result
             batch_parts = memoized.batch_parts

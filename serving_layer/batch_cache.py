@@ -22,17 +22,42 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import orjson
+
 from feature_core.merge import BatchDoc
 
 
-class CachedBatchView:
-    """One (group, entity) batch view, parsed, with the merge's memo of it."""
+def parse_tiles(tiles_json: bytes, floor: int | None) -> dict[int, list[Any]]:
+    """Speed tiles as the read script sends them (``[start, partials, start, ...]``),
+    without those before ``floor`` (the batch cutoff): the batch view covers them, and
+    they stay in Redis only until their TTL."""
+    flat = iter(orjson.loads(tiles_json))
+    return {
+        start: p for start, p in zip(flat, flat, strict=True) if floor is None or start >= floor
+    }
 
-    __slots__ = ("doc", "memo")
+
+class CachedBatchView:
+    """One (group, entity) batch view, parsed, with the merge's memo of it and the last
+    speed tiles read with it."""
+
+    __slots__ = ("_floor", "_tiles", "_tiles_json", "doc", "memo")
 
     def __init__(self, doc: BatchDoc | None) -> None:
         self.doc = doc
         self.memo: dict[Any, Any] = {}
+        self._tiles_json = b""
+        self._floor: int | None = None
+        self._tiles: dict[int, list[Any]] = {}
+
+    def tiles(self, tiles_json: bytes, floor: int | None) -> dict[int, list[Any]]:
+        """The speed tiles of this entity: the last parsed ones if their JSON is the
+        same (the common case, between two events of an entity), so the merge memo
+        finds the very same dict."""
+        if tiles_json != self._tiles_json or floor != self._floor:
+            self._tiles = parse_tiles(tiles_json, floor)
+            self._tiles_json, self._floor = tiles_json, floor
+        return self._tiles
 
 
 class BatchViewCache:
@@ -41,7 +66,7 @@ class BatchViewCache:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self.pointer_text = ""  # the batch pointer (raw JSON) the entries belong to
+        self.pointer_text = b""  # the batch pointer (raw JSON) the entries belong to
         self._entries: OrderedDict[tuple[str, str], CachedBatchView] = OrderedDict()
         # Plain counters: exported at scrape time, nothing added to the request path.
         self.hits = 0
@@ -52,7 +77,7 @@ class BatchViewCache:
 
     def clear(self) -> None:
         self._entries.clear()
-        self.pointer_text = ""
+        self.pointer_text = b""
 
     def get(self, group: str, entity: str) -> CachedBatchView | None:
         entry = self._entries.get((group, entity))
@@ -64,7 +89,7 @@ class BatchViewCache:
         return entry
 
     def put(
-        self, pointer_text: str, group: str, entity: str, doc: BatchDoc | None
+        self, pointer_text: bytes, group: str, entity: str, doc: BatchDoc | None
     ) -> CachedBatchView:
         """The entry for a view just read under ``pointer_text``, kept if that is the
         newest pointer seen (a new one drops every entry of the old)."""

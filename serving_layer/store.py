@@ -8,6 +8,7 @@ read is one network round trip whatever the number of entities.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -15,60 +16,54 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from feature_core.keys import KeySpace
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
-from serving_layer.batch_cache import BatchViewCache, CachedBatchView
+from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 
 # KEYS: pointer, watermark hash. ARGV: batch view key prefix, speed key prefix, the pointer
-# (raw JSON) the client's cached batch views belong to, and the parts as one JSON text
-# (one argument costs the client far less than many): [[groups], [entity ids], flags]
-# each, flags holding one character per view (entity-major), "1" if the client holds
-# that view. The reply is one JSON text,
-# [pointer text, {group: watermark}, [[batch_doc, [[tile, partials], ...]], ...]] with
-# views entity-major within each part, so the client parses it in one call. A held view
-# of the serving pointer comes back as 1, unread; speed tiles older than the batch
-# cutoff (kept until their TTL) are left out.
+# (raw JSON) the client's cached batch views belong to and its version, and the parts as
+# one JSON text (one argument costs the client far less than many): [[groups], [entity
+# ids], flags] each, flags holding one character per view (entity-major), "1" if the
+# client holds that view. The reply is a flat array the client's RESP parser splits in
+# C, with no JSON built here: the pointer (1 if it is the held one, nil if none), the
+# watermark hash's fields and values, then per view (entity-major within each part) its
+# batch view (1 if held, nil if none) and its speed tiles as one JSON array of
+# tile start, partials, tile start, partials, ...; the client parses those only when
+# they changed (see FeatureStore.read).
 _READ_SCRIPT = """
 local pointer = redis.call('GET', KEYS[1])
-local version, cutoff = nil, nil
-if pointer then
-  local decoded = cjson.decode(pointer)
-  version, cutoff = decoded['version'], decoded['cutoff']
-end
 local held = pointer and pointer == ARGV[3]
-local marks, flat = {}, redis.call('HGETALL', KEYS[2])
-for i = 1, #flat, 2 do marks[#marks + 1] = '"' .. flat[i] .. '":' .. flat[i + 1] end
-local views = {}
-for _, part in ipairs(cjson.decode(ARGV[4])) do
+local version = nil
+if held then
+  version = ARGV[4]
+elseif pointer then
+  version = cjson.decode(pointer)['version']
+end
+local reply = {held and 1 or pointer, redis.call('HGETALL', KEYS[2])}
+local n = 2
+for _, part in ipairs(cjson.decode(ARGV[5])) do
   local groups, flags, k = part[1], part[3], 0
   for _, entity in ipairs(part[2]) do
     for _, group in ipairs(groups) do
       k = k + 1
       local suffix = group .. ':' .. entity
-      local doc
       if held and string.byte(flags, k) == 49 then
-        doc = '1'
+        reply[n + 1] = 1
       else
-        doc = version and redis.call('GET', ARGV[1] .. version .. ':' .. suffix)
+        reply[n + 1] = version and redis.call('GET', ARGV[1] .. version .. ':' .. suffix) or false
       end
       local tiles = redis.call('HGETALL', ARGV[2] .. suffix)
-      local entries = {}
-      for t = 1, #tiles, 2 do
-        -- Tiles before the cutoff are in the batch view: the merge never reads them.
-        if not cutoff or tonumber(tiles[t]) >= cutoff then
-          entries[#entries + 1] = '[' .. tiles[t] .. ',' .. tiles[t + 1] .. ']'
-        end
-      end
-      views[#views + 1] = '[' .. (doc or 'null') .. ',[' .. table.concat(entries, ',') .. ']]'
+      reply[n + 2] = '[' .. table.concat(tiles, ',') .. ']'
+      n = n + 2
     end
   end
 end
-return '[' .. (pointer and cjson.encode(pointer) or 'null') .. ',{' ..
-  table.concat(marks, ',') .. '},[' .. table.concat(views, ',') .. ']]'
+return reply
 """
+_READ_SCRIPT_SHA = hashlib.sha1(_READ_SCRIPT.encode()).hexdigest()
 
 #: What to read: (group names, entity ids). Views come back entity-major per part.
 ViewsRequest = tuple[Sequence[str], Sequence[str]]
@@ -90,7 +85,7 @@ class ViewsSnapshot:
 
 
 @lru_cache(maxsize=8)
-def _pointer_of(text: str) -> BatchPointer:
+def _pointer_of(text: bytes) -> BatchPointer:
     return BatchPointer.from_json(orjson.loads(text))
 
 
@@ -119,7 +114,27 @@ class FeatureStore:
         self.client = client
         self.keys = KeySpace(key_prefix)
         self.batch_cache = BatchViewCache(batch_cache_entries)
-        self._script = client.register_script(_READ_SCRIPT)
+        self._key_args = (
+            2,
+            self.keys.batch_pointer,
+            self.keys.speed_watermark,
+            self.keys.batch_view_root,
+            self.keys.speed_tiles_root,
+        )
+
+    async def _run_read_script(self, *args: bytes) -> list[Any]:
+        """EVALSHA with redis-py's plain command path: its Script helper costs more than
+        the rest of the read's Python. A Redis that lost its script cache (restarted,
+        flushed) gets the script again."""
+        try:
+            return await self.client.execute_command(
+                "EVALSHA", _READ_SCRIPT_SHA, *self._key_args, *args
+            )
+        except NoScriptError:
+            await self.client.script_load(_READ_SCRIPT)
+            return await self.client.execute_command(
+                "EVALSHA", _READ_SCRIPT_SHA, *self._key_args, *args
+            )
 
     async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
         """The views of each part's groups for each of its entities (entity-major, parts
@@ -136,33 +151,34 @@ class FeatureStore:
                     views_read.append((group, entity, held))
                     flags.append("1" if held else "0")
             wanted.append((groups, entities, "".join(flags)))
+        held_pointer = cache.pointer_text
+        held_version = str(_pointer_of(held_pointer).version).encode() if held_pointer else b""
         try:
-            raw = await self._script(
-                keys=[self.keys.batch_pointer, self.keys.speed_watermark],
-                args=[
-                    self.keys.batch_view_root,
-                    self.keys.speed_tiles_root,
-                    cache.pointer_text,
-                    orjson.dumps(wanted),
-                ],
-            )
+            reply = await self._run_read_script(held_pointer, held_version, orjson.dumps(wanted))
         except RedisError:
             cache.clear()  # a Redis that went away may come back with other data
             raise
-        pointer_text, watermarks, views = orjson.loads(raw)
+        pointer_text = held_pointer if reply[0] == 1 else reply[0]
+        pointer = _pointer_of(pointer_text) if pointer_text else None
+        floor = pointer.cutoff if pointer else None
+        marks = iter(reply[1])
+        watermarks = {group.decode(): int(mark) for group, mark in zip(marks, marks, strict=True)}
         entities_views = []
-        for (doc, tiles), (group, entity, held) in zip(views, views_read, strict=True):
+        for i, (group, entity, held) in enumerate(views_read):
+            doc, tiles_json = reply[2 + 2 * i], reply[3 + 2 * i]
             if doc == 1:  # held, and the pointer is still the one it was read under
                 assert held is not None
-                entities_views.append(EntityViews(held.doc, dict(tiles), held.memo))
-            elif pointer_text is not None and caching:
+                entities_views.append(
+                    EntityViews(held.doc, held.tiles(tiles_json, floor), held.memo)
+                )
+                continue
+            doc = orjson.loads(doc) if doc is not None else None
+            if pointer_text is not None and caching:
                 entry = cache.put(pointer_text, group, entity, doc)
-                entities_views.append(EntityViews(doc, dict(tiles), entry.memo))
+                entities_views.append(EntityViews(doc, entry.tiles(tiles_json, floor), entry.memo))
             else:
-                entities_views.append(EntityViews(doc, dict(tiles)))
-        return ViewsSnapshot(
-            _pointer_of(pointer_text) if pointer_text else None, watermarks, entities_views
-        )
+                entities_views.append(EntityViews(doc, parse_tiles(tiles_json, floor)))
+        return ViewsSnapshot(pointer, watermarks, entities_views)
 
     async def batch_runs(self, limit: int) -> list[bytes]:
         """The newest batch run records (JSON), newest first."""

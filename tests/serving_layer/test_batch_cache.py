@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from serving_layer.batch_cache import BatchViewCache
+from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 
-P1, P2 = '{"version":1}', '{"version":2}'
+P1, P2 = b'{"version":1}', b'{"version":2}'
 
 
 def test_entries_are_kept_for_the_newest_pointer_and_counted():
@@ -35,9 +35,24 @@ def test_the_least_recently_used_entry_goes_first():
 def test_zero_entries_turns_it_off_and_clear_forgets_the_pointer():
     off = BatchViewCache(0)
     entry = off.put(P1, "g", "u1", {"x": {}})
-    assert entry.doc == {"x": {}} and len(off) == 0 and off.pointer_text == ""
+    assert entry.doc == {"x": {}} and len(off) == 0 and off.pointer_text == b""
 
     cache = BatchViewCache(5)
     cache.put(P1, "g", "u1", None)
     cache.clear()
-    assert len(cache) == 0 and cache.pointer_text == ""
+    assert len(cache) == 0 and cache.pointer_text == b""
+
+
+def test_speed_tiles_are_parsed_again_only_when_their_json_or_the_floor_changes():
+    entry = CachedBatchView(None)
+    first = entry.tiles(b"[300,[1],600,[2]]", None)
+    assert first == {300: [1], 600: [2]}
+    assert entry.tiles(b"[300,[1],600,[2]]", None) is first  # the merge memo's fast path
+    changed = entry.tiles(b"[300,[1],600,[3]]", None)
+    assert changed == {300: [1], 600: [3]} and changed is not first
+    assert entry.tiles(b"[300,[1],600,[3]]", 600) == {600: [3]}  # before the cutoff: left out
+
+
+def test_parse_tiles_pairs_starts_with_partials_from_the_cutoff_on():
+    assert parse_tiles(b"[]", 0) == {}
+    assert parse_tiles(b'[0,["a"],300,["b"],600,["c"]]', 300) == {300: ["b"], 600: ["c"]}

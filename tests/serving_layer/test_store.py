@@ -121,3 +121,22 @@ def test_more_reads_at_once_than_connections_wait_for_one(redis_process):
 
     snapshots = asyncio.run(burst())
     assert len(snapshots) == 20 and all(len(s.entities) == 1 for s in snapshots)
+
+
+def test_a_redis_that_lost_its_scripts_gets_the_read_script_again(redis_process):
+    client = redis.Redis(port=redis_process.port)
+    client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps([1]))
+    parts: list[ViewsRequest] = [(("g1",), ["u1"])]
+
+    async def scenario() -> list[ViewsSnapshot]:
+        aclient = aioredis.Redis(port=redis_process.port)
+        store = FeatureStore(aclient, "lfp")
+        try:
+            first = await store.read(parts)
+            await aclient.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+            return [first, await store.read(parts)]
+        finally:
+            await aclient.aclose()
+
+    first, second = asyncio.run(scenario())
+    assert first.entities == second.entities == [EntityViews(None, {CUTOFF: [1]})]
