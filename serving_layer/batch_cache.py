@@ -66,7 +66,7 @@ class BatchViewCache:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self.pointer_text = b""  # the batch pointer (raw JSON) the entries belong to
+        self.pointer_text = ""  # the batch pointer (raw JSON) the entries belong to
         self._entries: OrderedDict[tuple[str, str], CachedBatchView] = OrderedDict()
         # Plain counters: exported at scrape time, nothing added to the request path.
         self.hits = 0
@@ -77,7 +77,7 @@ class BatchViewCache:
 
     def clear(self) -> None:
         self._entries.clear()
-        self.pointer_text = b""
+        self.pointer_text = ""
 
     def get(self, group: str, entity: str) -> CachedBatchView | None:
         entry = self._entries.get((group, entity))
@@ -89,7 +89,7 @@ class BatchViewCache:
         return entry
 
     def put(
-        self, pointer_text: bytes, group: str, entity: str, doc: BatchDoc | None
+        self, pointer_text: str, group: str, entity: str, doc: BatchDoc | None
     ) -> CachedBatchView:
         """The entry for a view just read under ``pointer_text``, kept if that is the
         newest pointer seen (a new one drops every entry of the old)."""

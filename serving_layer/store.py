@@ -23,28 +23,31 @@ from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 
-# KEYS: pointer, watermark hash. ARGV: batch view key prefix, speed key prefix, the pointer
-# (raw JSON) the client's cached batch views belong to and its version, and the parts as
-# one JSON text (one argument costs the client far less than many): [[groups], [entity
-# ids], flags] each, flags holding one character per view (entity-major), "1" if the
-# client holds that view. The reply is a flat array the client's RESP parser splits in
-# C, with no JSON built here: the pointer (1 if it is the held one, nil if none), the
-# watermark hash's fields and values, then per view (entity-major within each part) its
-# batch view (1 if held, nil if none) and its speed tiles as one JSON array of
-# tile start, partials, tile start, partials, ...; the client parses those only when
-# they changed (see FeatureStore.read).
+# The key names are in the script (see _read_script); its one argument is the request as
+# a JSON text: [held pointer, its version, parts], the held pointer being the raw JSON of
+# the pointer the client's cached batch views belong to ("" if none), and each part
+# [[groups], [entity ids], flags], flags holding one character per view (entity-major),
+# "1" if the client holds that view. Every argument costs the client's command packing
+# more than its JSON encoding, so there is one. The reply is a flat array the client's
+# RESP parser splits in C, with no JSON built here: the pointer (1 if it is the held
+# one, nil if none), the watermark hash's fields and values, then per view (entity-major
+# within each part) its batch view (1 if held, nil if none) and its speed tiles as one
+# JSON array of tile start, partials, tile start, ...; the client parses those only
+# when they changed (see FeatureStore.read).
 _READ_SCRIPT = """
-local pointer = redis.call('GET', KEYS[1])
-local held = pointer and pointer == ARGV[3]
+local pointer_key, watermark_key, view_root, tiles_root = %s, %s, %s, %s
+local request = cjson.decode(ARGV[1])
+local pointer = redis.call('GET', pointer_key)
+local held = pointer and pointer == request[1]
 local version = nil
 if held then
-  version = ARGV[4]
+  version = request[2]
 elseif pointer then
   version = cjson.decode(pointer)['version']
 end
-local reply = {held and 1 or pointer, redis.call('HGETALL', KEYS[2])}
+local reply = {held and 1 or pointer, redis.call('HGETALL', watermark_key)}
 local n = 2
-for _, part in ipairs(cjson.decode(ARGV[5])) do
+for _, part in ipairs(request[3]) do
   local groups, flags, k = part[1], part[3], 0
   for _, entity in ipairs(part[2]) do
     for _, group in ipairs(groups) do
@@ -53,9 +56,9 @@ for _, part in ipairs(cjson.decode(ARGV[5])) do
       if held and string.byte(flags, k) == 49 then
         reply[n + 1] = 1
       else
-        reply[n + 1] = version and redis.call('GET', ARGV[1] .. version .. ':' .. suffix) or false
+        reply[n + 1] = version and redis.call('GET', view_root .. version .. ':' .. suffix) or false
       end
-      local tiles = redis.call('HGETALL', ARGV[2] .. suffix)
+      local tiles = redis.call('HGETALL', tiles_root .. suffix)
       reply[n + 2] = '[' .. table.concat(tiles, ',') .. ']'
       n = n + 2
     end
@@ -63,7 +66,20 @@ for _, part in ipairs(cjson.decode(ARGV[5])) do
 end
 return reply
 """
-_READ_SCRIPT_SHA = hashlib.sha1(_READ_SCRIPT.encode()).hexdigest()
+
+
+def _lua_string(text: str) -> str:
+    """``text`` as a Lua string literal, every byte escaped (any key prefix is safe)."""
+    return '"' + "".join(f"\\{byte}" for byte in text.encode()) + '"'
+
+
+def _read_script(keys: KeySpace) -> str:
+    """The read script for one key prefix. Its keys are not declared as KEYS: most of
+    them are only known inside it (the batch view version), and it runs on a single
+    Redis, not a cluster."""
+    names = (keys.batch_pointer, keys.speed_watermark, keys.batch_view_root, keys.speed_tiles_root)
+    return _READ_SCRIPT % tuple(_lua_string(name) for name in names)
+
 
 #: What to read: (group names, entity ids). Views come back entity-major per part.
 ViewsRequest = tuple[Sequence[str], Sequence[str]]
@@ -85,7 +101,7 @@ class ViewsSnapshot:
 
 
 @lru_cache(maxsize=8)
-def _pointer_of(text: bytes) -> BatchPointer:
+def _pointer_of(text: str) -> BatchPointer:
     return BatchPointer.from_json(orjson.loads(text))
 
 
@@ -114,27 +130,18 @@ class FeatureStore:
         self.client = client
         self.keys = KeySpace(key_prefix)
         self.batch_cache = BatchViewCache(batch_cache_entries)
-        self._key_args = (
-            2,
-            self.keys.batch_pointer,
-            self.keys.speed_watermark,
-            self.keys.batch_view_root,
-            self.keys.speed_tiles_root,
-        )
+        self._script = _read_script(self.keys)
+        self._evalsha = (b"EVALSHA", hashlib.sha1(self._script.encode()).hexdigest().encode(), b"0")
 
-    async def _run_read_script(self, *args: bytes) -> list[Any]:
+    async def _run_read_script(self, request: bytes) -> list[Any]:
         """EVALSHA with redis-py's plain command path: its Script helper costs more than
         the rest of the read's Python. A Redis that lost its script cache (restarted,
         flushed) gets the script again."""
         try:
-            return await self.client.execute_command(
-                "EVALSHA", _READ_SCRIPT_SHA, *self._key_args, *args
-            )
+            return await self.client.execute_command(*self._evalsha, request)
         except NoScriptError:
-            await self.client.script_load(_READ_SCRIPT)
-            return await self.client.execute_command(
-                "EVALSHA", _READ_SCRIPT_SHA, *self._key_args, *args
-            )
+            await self.client.script_load(self._script)
+            return await self.client.execute_command(*self._evalsha, request)
 
     async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
         """The views of each part's groups for each of its entities (entity-major, parts
@@ -152,13 +159,14 @@ class FeatureStore:
                     flags.append("1" if held else "0")
             wanted.append((groups, entities, "".join(flags)))
         held_pointer = cache.pointer_text
-        held_version = str(_pointer_of(held_pointer).version).encode() if held_pointer else b""
+        held_version = str(_pointer_of(held_pointer).version) if held_pointer else ""
         try:
-            reply = await self._run_read_script(held_pointer, held_version, orjson.dumps(wanted))
+            reply = await self._run_read_script(orjson.dumps((held_pointer, held_version, wanted)))
         except RedisError:
             cache.clear()  # a Redis that went away may come back with other data
             raise
-        pointer_text = held_pointer if reply[0] == 1 else reply[0]
+        head = reply[0]
+        pointer_text = held_pointer if head == 1 else head.decode() if head is not None else None
         pointer = _pointer_of(pointer_text) if pointer_text else None
         floor = pointer.cutoff if pointer else None
         marks = iter(reply[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 
-P1, P2 = b'{"version":1}', b'{"version":2}'
+P1, P2 = '{"version":1}', '{"version":2}'
 
 
 def test_entries_are_kept_for_the_newest_pointer_and_counted():
@@ -35,12 +35,12 @@ def test_the_least_recently_used_entry_goes_first():
 def test_zero_entries_turns_it_off_and_clear_forgets_the_pointer():
     off = BatchViewCache(0)
     entry = off.put(P1, "g", "u1", {"x": {}})
-    assert entry.doc == {"x": {}} and len(off) == 0 and off.pointer_text == b""
+    assert entry.doc == {"x": {}} and len(off) == 0 and off.pointer_text == ""
 
     cache = BatchViewCache(5)
     cache.put(P1, "g", "u1", None)
     cache.clear()
-    assert len(cache) == 0 and cache.pointer_text == b""
+    assert len(cache) == 0 and cache.pointer_text == ""
 
 
 def test_speed_tiles_are_parsed_again_only_when_their_json_or_the_floor_changes():

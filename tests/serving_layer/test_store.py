@@ -140,3 +140,23 @@ def test_a_redis_that_lost_its_scripts_gets_the_read_script_again(redis_process)
 
     first, second = asyncio.run(scenario())
     assert first.entities == second.entities == [EntityViews(None, {CUTOFF: [1]})]
+
+
+def test_any_key_prefix_is_safe_in_the_read_script(redis_process):
+    prefix = 'team "a"\\b\'\n]]'
+    keys = KeySpace(prefix)
+    client = redis.Redis(port=redis_process.port)
+    client.set(keys.batch_pointer, orjson.dumps(BatchPointer(1, CUTOFF, DAY_MS).to_json()))
+    client.set(keys.batch_view(1, "g1", "u1"), orjson.dumps({"lifetime": {"c": [7]}}))
+    client.hset(keys.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps([1]))
+
+    async def read() -> ViewsSnapshot:
+        aclient = aioredis.Redis(port=redis_process.port)
+        try:
+            return await FeatureStore(aclient, prefix).read([(("g1",), ["u1"])])
+        finally:
+            await aclient.aclose()
+
+    snapshot = asyncio.run(read())
+    assert snapshot.pointer == BatchPointer(1, CUTOFF, DAY_MS)
+    assert snapshot.entities == [EntityViews({"lifetime": {"c": [7]}}, {CUTOFF: [1]})]
