@@ -13,7 +13,7 @@ from serving_layer.store import FeatureStore, ViewsRequest, ViewsSnapshot
 from serving_layer.vectors import RequestError, Selection, Vector, build_vectors, select
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: slotted, not frozen (see store.EntityViews)
 class ServedVectors:
     selection: Selection
     snapshot: ViewsSnapshot

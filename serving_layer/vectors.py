@@ -76,7 +76,7 @@ class Selection:
         return self.group_names, entity_ids
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per entity served: slotted, not frozen (see store.EntityViews)
 class Vector:
     entity_id: str
     values: list[Any]
