@@ -95,7 +95,7 @@ class _WindowPlan(NamedTuple):
 
 
 class _Memo:
-    """What merge keeps for one batch view at one plan key (see :meth:`_GroupMerger.merge`)."""
+    """What merge keeps for one batch view at one plan key (see :meth:`GroupMerger.merge`)."""
 
     __slots__ = ("batch_parts", "newest_tile", "result", "speed_tiles")
 
@@ -108,7 +108,7 @@ class _Memo:
         self.result: tuple[list[Any], list[ValueStatus]] | None = None
 
 
-class _GroupMerger:
+class GroupMerger:
     """Merges one group's views, with the per-window bookkeeping computed once per
     (batch view, 5-minute step) instead of once per entity (the serving hot path)."""
 
@@ -290,16 +290,16 @@ class _GroupMerger:
         return values, statuses
 
 
-_mergers: dict[int, _GroupMerger] = {}
+_mergers: dict[int, GroupMerger] = {}
 
 
-def group_merger(group: FeatureGroup) -> _GroupMerger:
+def group_merger(group: FeatureGroup) -> GroupMerger:
     """The merger of a group, created once (keyed by identity: groups are long-lived)."""
     merger = _mergers.get(id(group))
     if merger is None or merger.group is not group:
         if len(_mergers) > 1024:
             _mergers.clear()
-        merger = _mergers[id(group)] = _GroupMerger(group)
+        merger = _mergers[id(group)] = GroupMerger(group)
     return merger
 
 

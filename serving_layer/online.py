@@ -22,7 +22,7 @@ class ServedVectors:
 
     @property
     def speed_watermarks(self) -> dict[str, int]:
-        wanted = {g.name for g in self.selection.groups}
+        wanted = self.selection.group_names
         return {g: t for g, t in self.snapshot.speed_watermarks.items() if g in wanted}
 
 

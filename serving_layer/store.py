@@ -133,6 +133,9 @@ class FeatureStore:
         self.keys = KeySpace(key_prefix)
         self.batch_cache = BatchViewCache(batch_cache_entries)
         self._script = _read_script(self.keys)
+        # The last watermarks read, parsed: shared by every snapshot until they move.
+        self._watermarks_read: list[bytes] = []
+        self._watermarks: dict[str, int] = {}
         self._evalsha = (b"EVALSHA", hashlib.sha1(self._script.encode()).hexdigest().encode(), b"0")
 
     async def _run_read_script(self, request: bytes) -> list[Any]:
@@ -171,8 +174,11 @@ class FeatureStore:
         pointer_text = held_pointer if head == 1 else head.decode() if head is not None else None
         pointer = _pointer_of(pointer_text) if pointer_text else None
         floor = pointer.cutoff if pointer else None
-        marks = iter(reply[1])
-        watermarks = {group.decode(): int(mark) for group, mark in zip(marks, marks, strict=True)}
+        if reply[1] != self._watermarks_read:  # they move once per speed layer flush
+            marks = iter(reply[1])
+            self._watermarks = {g.decode(): int(mark) for g, mark in zip(marks, marks, strict=True)}
+            self._watermarks_read = reply[1]
+        watermarks = self._watermarks
         entities_views = []
         for i, (group, entity, held) in enumerate(views_read):
             doc, tiles_json = reply[2 + 2 * i], reply[3 + 2 * i]

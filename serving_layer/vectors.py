@@ -13,7 +13,7 @@ from operator import itemgetter
 from typing import Any
 
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo
-from feature_core.merge import ValueStatus, group_merger
+from feature_core.merge import GroupMerger, ValueStatus, group_merger
 from serving_layer.store import ViewsRequest, ViewsSnapshot
 
 
@@ -57,6 +57,11 @@ class Selection:
     @cached_property
     def group_names(self) -> tuple[str, ...]:
         return tuple(group.name for group in self.groups)
+
+    @cached_property
+    def mergers(self) -> tuple[GroupMerger, ...]:
+        """Each group's merger, looked up once per selection (selections are cached)."""
+        return tuple(group_merger(group) for group in self.groups)
 
     @cached_property
     def layout(self) -> tuple[Callable[[Sequence[Any]], tuple[Any, ...]], tuple[Any, ...]]:
@@ -156,9 +161,8 @@ def build_vectors(
     ``no_data``. A service default fills a null value (status ``default``), exactly as
     training sets fill it, so a model sees the same input online and offline.
     """
-    groups = selection.groups
-    mergers = [group_merger(group) for group in groups]
-    pointer, views, n_groups = snapshot.pointer, snapshot.entities, len(groups)
+    mergers = selection.mergers
+    pointer, views, n_groups = snapshot.pointer, snapshot.entities, len(mergers)
     cut, defaults = selection.layout
     vectors = []
     for i, entity in enumerate(entity_ids):
