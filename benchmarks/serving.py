@@ -39,6 +39,7 @@ import httpx
 import orjson
 import redis
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -345,13 +346,8 @@ def warm_up(api_url: str, entities: int, batch: int) -> None:
 
 def batch_cache_lookups(api_url: str) -> tuple[float, float]:
     """(hits, misses) of the API's batch view cache so far, from /metrics."""
-    samples = dict.fromkeys(
-        ("lfp_api_batch_cache_hits_total", "lfp_api_batch_cache_misses_total"), 0.0
-    )
-    for line in httpx.get(f"{api_url}/metrics", timeout=30).text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in samples:
-            samples[name] = float(value)
+    text = httpx.get(f"{api_url}/metrics", timeout=30).text
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
     return samples["lfp_api_batch_cache_hits_total"], samples["lfp_api_batch_cache_misses_total"]
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from feature_core.definitions import FeatureRepo
@@ -302,13 +303,21 @@ def test_readyz_reports_the_batch_view_and_its_age(stack):
     assert body.batch_age_s == pytest.approx((now_ms() - body.batch.cutoff) / 1000, abs=30)
 
 
-def _metric_samples(settings) -> dict[str, float]:
-    samples = {}
-    for line in httpx.get(f"{settings.api_url}/metrics").text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
+MetricKey = tuple[str, frozenset[tuple[str, str]]]
+
+
+def _metric(name: str, **labels: str) -> MetricKey:
+    return name, frozenset(labels.items())
+
+
+def _metric_samples(settings) -> dict[MetricKey, float]:
+    """Every sample /metrics exposes, parsed by prometheus_client's own parser."""
+    text = httpx.get(f"{settings.api_url}/metrics").text
+    return {
+        _metric(sample.name, **sample.labels): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_metrics_expose_latency_entities_freshness_and_redis_errors(stack, served_users):
@@ -318,20 +327,24 @@ def test_metrics_expose_latency_entities_freshness_and_redis_errors(stack, serve
     post(stack.settings, "/v1/features", body)
     served = post(stack.settings, "/v1/features", body).json()
     samples = _metric_samples(stack.settings)
-    latency = (
-        'lfp_api_request_duration_seconds_count{endpoint="/v1/features",method="POST",status="200"}'
+    latency = _metric(
+        "lfp_api_request_duration_seconds_count",
+        endpoint="/v1/features",
+        method="POST",
+        status="200",
     )
     assert samples[latency] >= 1
-    assert samples['lfp_api_entities_per_request_bucket{endpoint="/v1/features",le="5.0"}'] >= 1
-    speed = samples['lfp_feature_freshness_seconds{group="user_activity",view="speed"}']
+    entities = _metric("lfp_api_entities_per_request_bucket", endpoint="/v1/features", le="5.0")
+    assert samples[entities] >= 1
+    speed = samples[_metric("lfp_feature_freshness_seconds", group="user_activity", view="speed")]
     assert 0 <= speed < 600
-    assert "lfp_api_redis_errors_total" in samples
+    assert _metric("lfp_api_redis_errors_total") in samples
     # Each view read (3 groups per user) is a cache hit or a miss; with a batch view
     # serving, the cache holds the views just read.
-    lookups = ("lfp_api_batch_cache_hits_total", "lfp_api_batch_cache_misses_total")
+    lookups = [_metric(f"lfp_api_batch_cache_{m}_total") for m in ("hits", "misses")]
     assert sum(samples[m] - before[m] for m in lookups) >= 2 * 3 * len(users)
     if served["batch"] is not None:
-        assert samples["lfp_api_batch_cache_entries"] >= 3 * len(users)
+        assert samples[_metric("lfp_api_batch_cache_entries")] >= 3 * len(users)
 
 
 def test_openapi_documents_every_endpoint_with_examples(stack):
