@@ -26,7 +26,9 @@ class Settings(BaseSettings):
 
     # --- where things run -------------------------------------------------------
     data_dir: Path = Field(
-        Path(".data/stack"), description="Root for the embedded stack: lake, logs, pids, state."
+        Path(".data/stack"),
+        description="Root for the embedded stack: lake, logs, pids, state, Flink checkpoints "
+        "and the Flink JVM's temp dir (flink-tmp, emptied at each speed job start).",
     )
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:19092", description="Kafka bootstrap servers (host:port[,host:port])."

@@ -143,6 +143,8 @@ def test_speed_job_crash_restores_its_checkpoint_and_stays_exact(stack):
         import json
 
         assert json.loads(status_file.read_text())["restored_from"], "restart must restore state"
+        # The killed JVM's extracted planner jar went with its temp dir; only the new one is left.
+        assert len(list((settings.data_dir / "flink-tmp").glob("flink-table-planner_*.jar"))) == 1
 
     more = [make_event(u, now_ms() - 500, "purchase", 3.0) for u in users]
     produce(settings, more)
