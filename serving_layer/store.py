@@ -182,18 +182,20 @@ class FeatureStore:
         entities_views = []
         for i, (group, entity, held) in enumerate(views_read):
             doc, tiles_json = reply[2 + 2 * i], reply[3 + 2 * i]
+            entry: CachedBatchView | None = None
             if doc == 1:  # held, and the pointer is still the one it was read under
                 assert held is not None
-                entities_views.append(
-                    EntityViews(held.doc, held.tiles(tiles_json, floor), held.memo)
-                )
-                continue
-            doc = orjson.loads(doc) if doc is not None else None
-            if pointer_text is not None and caching:
-                entry = cache.put(pointer_text, group, entity, doc)
-                entities_views.append(EntityViews(doc, entry.tiles(tiles_json, floor), entry.memo))
+                entry = held
             else:
+                doc = orjson.loads(doc) if doc is not None else None
+                if pointer_text is not None and caching:
+                    entry = cache.put(pointer_text, group, entity, doc)
+            if entry is None:
                 entities_views.append(EntityViews(doc, parse_tiles(tiles_json, floor)))
+            else:
+                entities_views.append(
+                    EntityViews(entry.doc, entry.tiles(tiles_json, floor), entry.memo)
+                )
         return ViewsSnapshot(pointer, watermarks, entities_views)
 
     async def batch_runs(self, limit: int) -> list[bytes]:
