@@ -1,4 +1,5 @@
-"""Lake ingest: Kafka ``events`` -> Delta raw events, exactly once; rejects -> DLQ.
+"""Lake ingest: each source's Kafka topic -> its Delta table, exactly once; rejects ->
+the source's dead-letter topic.
 
 Partitions are assigned manually (no consumer group) and the next offset of each
 partition is stored in the same Delta commit as the events read up to it; on start the
@@ -14,7 +15,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,11 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from tenacity import retry, stop_after_delay, wait_exponential
 
-from batch_layer.lake import append_with_offsets, committed_offsets
-from feature_core.events import Event, InvalidEvent, parse_event
+from batch_layer.lake import append_with_offsets, committed_offsets, schema_problems
 from feature_core.settings import Settings
-from infra.kafka_admin import KafkaUnavailable, producer, topic_id
-from infra.status import write_status
+from feature_core.sources import EventSource, InvalidRecord, Record
+from runtime.kafka import KafkaUnavailable, producer, topic_id
+from runtime.status import write_status
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class IngestStats:
     events_written: int = 0
     rejected: int = 0
     commits: int = 0
-    next_offsets: dict[int, int] = field(default_factory=dict)
+    next_offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next
     last_commit_at: float | None = None
 
 
@@ -60,29 +62,49 @@ def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offs
 
 
 class LakeIngest:
-    def __init__(self, settings: Settings, status_path: Path | None = None) -> None:
+    """Every declared source's topic -> that source's lake table, in one consumer.
+
+    Each poll's records are split by topic; each source with records gets one Delta
+    commit holding its records and its partitions' next offsets.
+    """
+
+    def __init__(
+        self, settings: Settings, sources: Sequence[EventSource], status_path: Path | None = None
+    ) -> None:
+        if not sources:
+            raise ValueError("lake ingest needs at least one source")
         self.settings = settings
-        self.topic = settings.events_topic
+        self.sources = {source.topic_name: source for source in sources}
         self.status_path = status_path
         self.stats = IngestStats()
         self._stop = threading.Event()
-        self.topic_id = ""
+        self.topic_ids: dict[str, str] = {}
 
     def stop(self) -> None:
         self._stop.set()
 
     @retry(stop=stop_after_delay(60), wait=wait_exponential(max=5), reraise=True)
-    def _partitions(self, consumer: KafkaConsumer) -> list[int]:
-        partitions = consumer.partitions_for_topic(self.topic)
+    def _partitions(self, consumer: KafkaConsumer, topic: str) -> list[int]:
+        partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise KafkaUnavailable(
-                f"topic {self.topic!r} not found on {self.settings.kafka_bootstrap_servers}: "
+                f"topic {topic!r} not found on {self.settings.kafka_bootstrap_servers}: "
                 "create it with `lfp topics create`"
             )
         return sorted(partitions)
 
+    def _check_schemas(self) -> None:
+        problems = [
+            problem
+            for source in self.sources.values()
+            for problem in schema_problems(self.settings.table_uri(source.table_name), source)
+        ]
+        if problems:
+            raise SchemaMismatch("; ".join(problems))
+
     def run(self, until: Callable[[], bool] | None = None) -> IngestStats:
         """Ingest until stopped (SIGTERM/SIGINT, :meth:`stop`, or ``until()`` true)."""
+        self._check_schemas()
         consumer = KafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
@@ -91,25 +113,37 @@ class LakeIngest:
         )
         dlq = producer(self.settings)
         try:
-            partitions = self._partitions(consumer)
-            self.topic_id = topic_id(self.settings, self.topic)
-            assignment = [TopicPartition(self.topic, p) for p in partitions]
+            assignment: list[TopicPartition] = []
+            resume: dict[TopicPartition, int] = {}
+            for topic, source in self.sources.items():
+                partitions = self._partitions(consumer, topic)
+                self.topic_ids[topic] = topic_id(self.settings, topic)
+                offsets = committed_offsets(
+                    self.settings.table_uri(source.table_name),
+                    topic,
+                    self.topic_ids[topic],
+                    partitions,
+                )
+                for partition in partitions:
+                    tp = TopicPartition(topic, partition)
+                    assignment.append(tp)
+                    if partition in offsets:
+                        resume[tp] = offsets[partition]
+                log.info(
+                    "lake ingest: %s partitions %s (topic id %s) -> %s, resuming at %s",
+                    topic,
+                    partitions,
+                    self.topic_ids[topic],
+                    source.table_name,
+                    offsets or "start",
+                )
             consumer.assign(assignment)
-            offsets = committed_offsets(
-                self.settings.raw_events_uri, self.topic, self.topic_id, partitions
-            )
             for tp in assignment:
-                if tp.partition in offsets:
-                    consumer.seek(tp, offsets[tp.partition])
+                if tp in resume:
+                    consumer.seek(tp, resume[tp])
                 else:
                     consumer.seek_to_beginning(tp)
-            self.stats.next_offsets = dict(offsets)
-            log.info(
-                "lake ingest assigned %s (topic id %s), resuming at %s",
-                partitions,
-                self.topic_id,
-                offsets or "start",
-            )
+            self.stats.next_offsets = {_label(tp): o for tp, o in resume.items()}
             self._write_status()
             while not self._stop.is_set() and not (until and until()):
                 self._one_batch(consumer, dlq)
@@ -120,8 +154,8 @@ class LakeIngest:
 
     def _one_batch(self, consumer: KafkaConsumer, dlq: Any) -> None:
         deadline = time.monotonic() + self.settings.ingest_poll_ms / 1000
-        valid: list[tuple[Event, int, int]] = []
-        next_offsets: dict[int, int] = {}
+        valid: dict[str, list[tuple[Record, int, int]]] = defaultdict(list)
+        next_offsets: dict[str, dict[int, int]] = defaultdict(dict)
         rejected = 0
         budget = self.settings.ingest_max_records
         while budget > 0 and not self._stop.is_set():
@@ -131,17 +165,18 @@ class LakeIngest:
             polled = consumer.poll(timeout_ms=remaining_ms, max_records=budget)
             now_ms = int(time.time() * 1000)
             for tp, records in polled.items():
+                source = self.sources[tp.topic]
                 for record in records:
                     budget -= 1
-                    next_offsets[tp.partition] = record.offset + 1
+                    next_offsets[tp.topic][tp.partition] = record.offset + 1
                     try:
-                        valid.append(
-                            (parse_event(record.value, now_ms), tp.partition, record.offset)
+                        valid[tp.topic].append(
+                            (source.parse(record.value, now_ms), tp.partition, record.offset)
                         )
-                    except InvalidEvent as error:
+                    except InvalidRecord as error:
                         rejected += 1
                         dlq.send(
-                            self.settings.dlq_topic,
+                            source.dlq_topic,
                             key=record.key,
                             value=dead_letter(
                                 record.value, str(error), tp.topic, tp.partition, record.offset
@@ -153,13 +188,21 @@ class LakeIngest:
             return
         if rejected:
             dlq.flush()
-        append_with_offsets(
-            self.settings.raw_events_uri, valid, self.topic, self.topic_id, next_offsets
-        )
-        self.stats.events_written += len(valid)
+        for topic, offsets in next_offsets.items():
+            source = self.sources[topic]
+            append_with_offsets(
+                self.settings.table_uri(source.table_name),
+                source,
+                valid[topic],
+                self.topic_ids[topic],
+                offsets,
+            )
+            self.stats.events_written += len(valid[topic])
+            self.stats.commits += 1
+            self.stats.next_offsets.update(
+                {_label(TopicPartition(topic, p)): o for p, o in offsets.items()}
+            )
         self.stats.rejected += rejected
-        self.stats.commits += 1
-        self.stats.next_offsets.update(next_offsets)
         self.stats.last_commit_at = time.time()
         self._write_status()
 
@@ -174,8 +217,18 @@ class LakeIngest:
         )
 
 
-def run_forever(settings: Settings, status_path: Path | None = None) -> None:
-    ingest = LakeIngest(settings, status_path)
+class SchemaMismatch(RuntimeError):
+    """A source's declared fields break its existing lake table (see schema_problems)."""
+
+
+def _label(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+def run_forever(
+    settings: Settings, sources: Sequence[EventSource], status_path: Path | None = None
+) -> None:
+    ingest = LakeIngest(settings, sources, status_path)
     signal.signal(signal.SIGTERM, lambda *_: ingest.stop())
     signal.signal(signal.SIGINT, lambda *_: ingest.stop())
     ingest.run()

@@ -18,46 +18,24 @@ import orjson
 import redis
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    DoubleType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-)
 
 from batch_layer.lake import open_table
 from feature_core.aggregations import Primitive
 from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
-from feature_core.keys import KeySpace
+from feature_core.keys import KeySpace, entity_id
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
+from feature_core.sources import EventSource, quoted
 from feature_core.windows import COLLAPSED, Window, align_cutoff, batch_layout
 
 log = logging.getLogger(__name__)
-
-#: Columns as stored in the data files (``event_date`` lives in partition paths only).
-RAW_FILE_SCHEMA = StructType(
-    [
-        StructField("event_id", StringType()),
-        StructField("user_id", StringType()),
-        StructField("event_type", StringType()),
-        StructField("event_time", LongType()),
-        StructField("item_id", StringType()),
-        StructField("category", StringType()),
-        StructField("amount", DoubleType()),
-        StructField("kafka_partition", IntegerType()),
-        StructField("kafka_offset", LongType()),
-    ]
-)
 
 
 @dataclass(frozen=True)
 class BatchResult:
     version: int
     cutoff: int
-    delta_version: int | None
+    delta_versions: dict[str, int | None]  # lake table -> version read
     rows_read: int
     entities_written: int
     started_at: float
@@ -65,25 +43,38 @@ class BatchResult:
     switched: bool = True
     garbage_collected: int = 0
 
+    @property
+    def delta_version(self) -> int | None:
+        """The version read, when the groups read one table (else see delta_versions)."""
+        return single_version(self.delta_versions)
+
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "delta_version": self.delta_version}
+
+
+def single_version(versions: dict[str, int | None]) -> int | None:
+    return next(iter(versions.values())) if len(versions) == 1 else None
 
 
 def read_snapshot(
-    spark: SparkSession, uri: str, version: int | None
+    spark: SparkSession, settings: Settings, source: EventSource, version: int | None = None
 ) -> tuple[DataFrame, int | None]:
-    """Raw events at a pinned Delta version (latest when ``version`` is None)."""
-    table = open_table(uri, version)
+    """A source's lake table at a pinned Delta version (latest when ``version`` is None),
+    read with the schema its declaration compiles to: a field added later reads null in
+    older files."""
+    schema = source.spark_ddl()
+    table = open_table(settings.table_uri(source.table_name), version)
     if table is None:
-        return spark.createDataFrame([], RAW_FILE_SCHEMA), None
+        return spark.createDataFrame([], schema), None
     files = table.file_uris()
     if not files:
-        return spark.createDataFrame([], RAW_FILE_SCHEMA), table.version()
-    return spark.read.schema(RAW_FILE_SCHEMA).parquet(*files), table.version()
+        return spark.createDataFrame([], schema), table.version()
+    return spark.read.schema(schema).parquet(*files), table.version()
 
 
 def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -> str:
     """SQL labelling an event with its batch bucket (see ``BatchLayout.bucket``)."""
+    time_column = quoted(time_column)
     layout = batch_layout(window, cutoff, horizon_ms)
     beyond = f"WHEN {time_column} >= {cutoff} THEN NULL"
     if layout.tail_start is None:
@@ -98,16 +89,24 @@ def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -
 
 def partial_sql(column: TileColumn, time_column: str) -> str:
     """Spark SQL computing one tile column's partial (raw form; see :func:`to_partial`)."""
-    primitive, col = column.primitive, column.column
+    value = quoted(column.column) if column.column else None
+    return partial_of(column.primitive, value, quoted(time_column))
+
+
+def partial_of(primitive: Primitive, value_sql: str | None, time_sql: str) -> str:
+    """Spark SQL of a primitive's raw partial over a value expression (None: ``*``)."""
     if primitive.native:
-        return primitive.sql(col)
-    pair = f"CASE WHEN {col} IS NOT NULL THEN named_struct('t', {time_column}, 'v', {col}) END"
+        return primitive.sql(value_sql)
+    pair = (
+        f"CASE WHEN {value_sql} IS NOT NULL "
+        f"THEN named_struct('t', {time_sql}, 'v', {value_sql}) END"
+    )
     if primitive.kind == "last":
         return f"MAX({pair})"  # struct order: time, then value (the algebra's tie rule)
     if primitive.kind == "last_k":
         return f"SLICE(SORT_ARRAY(COLLECT_LIST({pair}), false), 1, {primitive.param})"
     if primitive.kind == "hll":
-        return f"COLLECT_SET(CAST({col} AS STRING))"
+        return f"COLLECT_SET(CAST({value_sql} AS STRING))"
     raise ValueError(f"no Spark form for {primitive.kind}")
 
 
@@ -122,26 +121,33 @@ def to_partial(primitive: Primitive, raw: Any) -> Any:
     return primitive.normalize(raw)
 
 
+def key_columns(group: FeatureGroup) -> list[str]:
+    """SQL of the group's join keys as text, one per key (``k0``, ``k1``, ...)."""
+    return [f"CAST({quoted(k)} AS STRING) AS __k{i}" for i, k in enumerate(group.join_keys)]
+
+
 def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
-    """One row per entity: ``entity``, ``buckets`` = [(window, bucket, partials)]."""
-    time_column = group.source.event_time_column
-    selected = events.where(f"{time_column} < {cutoff}").where(group.filter_sql())
+    """One row per entity: its keys ``__k0..``, ``buckets`` = [(window, bucket, partials)]."""
+    time_column = group.event_time
+    keys = [f"__k{i}" for i in range(len(group.join_keys))]
+    selected = events.where(f"{quoted(time_column)} < {cutoff}").where(group.filter_sql())
     partial_columns = [
         F.expr(partial_sql(c, time_column)).alias(f"p{i}") for i, c in enumerate(group.tile_columns)
     ]
+    present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
     per_window = []
     for window in group.windows:
         bucketed = selected.selectExpr(
             "*",
-            f"CAST({group.entity.join_key} AS STRING) AS __entity",
+            *key_columns(group),
             f"{bucket_sql(window, cutoff, horizon_ms, time_column)} AS __bucket",
-        ).where("__bucket IS NOT NULL AND __entity IS NOT NULL")
-        aggregated = bucketed.groupBy("__entity", "__bucket").agg(
+        ).where(f"__bucket IS NOT NULL AND {present}")
+        aggregated = bucketed.groupBy(*keys, "__bucket").agg(
             F.struct(*partial_columns).alias("partials")
         )
         per_window.append(
             aggregated.select(
-                F.col("__entity").alias("entity"),
+                *keys,
                 F.lit(window.name).alias("window"),
                 F.col("__bucket").alias("bucket"),
                 "partials",
@@ -150,13 +156,21 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
     union = per_window[0]
     for frame in per_window[1:]:
         union = union.unionByName(frame)
-    return union.groupBy("entity").agg(
+    return union.groupBy(*keys).agg(
         F.collect_list(F.struct("window", "bucket", "partials")).alias("buckets")
     )
 
 
 def _write_partition(
-    rows, redis_url: str, keys: KeySpace, version: int, group: str, primitives, columns, counter
+    rows,
+    redis_url: str,
+    keys: KeySpace,
+    version: int,
+    group: str,
+    join_keys: int,
+    primitives,
+    columns,
+    counter,
 ):
     client = redis.Redis.from_url(redis_url)
     pipe = client.pipeline(transaction=False)
@@ -169,7 +183,8 @@ def _write_partition(
             ]
             window = item["window"]
             doc.setdefault(window, {})[item["bucket"]] = batch_partials(partials, columns[window])
-        pipe.set(keys.batch_view(version, group, row["entity"]), orjson.dumps(doc))
+        entity = entity_id([row[f"__k{i}"] for i in range(join_keys)])
+        pipe.set(keys.batch_view(version, group, entity), orjson.dumps(doc))
         pending += 1
         if pending >= 1000:
             pipe.execute()
@@ -186,21 +201,32 @@ def run_batch(
     settings: Settings,
     repo: FeatureRepo,
     cutoff_ms: int | None = None,
-    delta_version: int | None = None,
+    delta_versions: dict[str, int] | None = None,
 ) -> BatchResult:
-    """Recompute every feature group up to ``cutoff_ms`` and switch serving to it."""
+    """Recompute every feature group up to ``cutoff_ms`` and switch serving to it.
+
+    Each group reads its own source's table, pinned at ``delta_versions[table]`` (the
+    latest version when absent)."""
     started = time.time()
     cutoff = align_cutoff(cutoff_ms if cutoff_ms is not None else int(started * 1000))
     horizon = settings.batch_horizon_s * 1000
     keys = KeySpace(settings.key_prefix)
     client = redis.Redis.from_url(settings.redis_url)
     version = int(client.incr(keys.batch_seq))
-    events, pinned = read_snapshot(spark, settings.raw_events_uri, delta_version)
-    events = events.where(f"event_time < {cutoff}").cache()
-    rows_read = events.count()
+    snapshots: dict[str, DataFrame] = {}
+    pinned: dict[str, int | None] = {}
+    rows_read = 0
+    for source in {g.source.name: g.source for g in repo.groups}.values():
+        table = source.table_name
+        frame, pinned[table] = read_snapshot(
+            spark, settings, source, (delta_versions or {}).get(table)
+        )
+        frame = frame.where(f"{quoted(source.event_time)} < {cutoff}").cache()
+        rows_read += frame.count()
+        snapshots[source.name] = frame
     written = spark.sparkContext.accumulator(0)
     for group in repo.groups:
-        irs = group_irs(events, group, cutoff, horizon)
+        irs = group_irs(snapshots[group.source.name], group, cutoff, horizon)
         irs.foreachPartition(
             functools.partial(
                 _write_partition,
@@ -208,13 +234,17 @@ def run_batch(
                 keys=keys,
                 version=version,
                 group=group.name,
+                join_keys=len(group.join_keys),
                 primitives=group.primitives,
                 columns=group.batch_columns,
                 counter=written,
             )
         )
-    events.unpersist()
-    pointer = BatchPointer(version, cutoff, horizon, pinned, int(time.time() * 1000))
+    for frame in snapshots.values():
+        frame.unpersist()
+    pointer = BatchPointer(
+        version, cutoff, horizon, single_version(pinned), int(time.time() * 1000), pinned
+    )
     switched = bool(
         client.eval(
             _SWITCH_IF_NEWER, 1, keys.batch_pointer, orjson.dumps(pointer.to_json()), version
@@ -222,7 +252,7 @@ def run_batch(
     )
     removed = 0
     if switched:
-        log.info("batch view v%s serving (cutoff %s, delta v%s)", version, cutoff, pinned)
+        log.info("batch view v%s serving (cutoff %s, lake versions %s)", version, cutoff, pinned)
         removed = collect_garbage(
             client, keys, keep_from=version - settings.batch_keep_versions + 1
         )

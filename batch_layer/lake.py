@@ -1,15 +1,15 @@
-"""The lakehouse: raw events in Delta Lake (delta-rs), the batch layer's master dataset."""
+"""The lakehouse: each source's events in a Delta table (delta-rs), the batch layer's
+master dataset. Tables are laid out by :mod:`feature_core.sources` (its ``lake_schema``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from feature_core.events import RAW_EVENTS_SCHEMA, Event
+from feature_core.sources import EVENT_DATE, EventSource, Record, records_to_arrow
 
 
 def ingest_app_id(topic: str, topic_id: str, partition: int) -> str:
@@ -43,73 +43,121 @@ def committed_offsets(
     return offsets
 
 
-def events_to_arrow(rows: list[tuple[Event, int, int]]) -> pa.Table:
-    """(event, kafka partition, kafka offset) rows -> the raw events Arrow schema."""
-    columns: dict[str, list] = {name: [] for name in RAW_EVENTS_SCHEMA.names}
-    for event, partition, offset in rows:
-        columns["event_id"].append(event.event_id)
-        columns["user_id"].append(event.user_id)
-        columns["event_type"].append(event.event_type.value)
-        columns["event_time"].append(event.event_time)
-        columns["item_id"].append(event.item_id)
-        columns["category"].append(event.category)
-        columns["amount"].append(event.amount)
-        columns["event_date"].append(
-            datetime.fromtimestamp(event.event_time / 1000, tz=UTC).strftime("%Y-%m-%d")
-        )
-        columns["kafka_partition"].append(partition)
-        columns["kafka_offset"].append(offset)
-    return pa.Table.from_pydict(columns, schema=RAW_EVENTS_SCHEMA)
-
-
 def append_with_offsets(
     uri: str,
-    rows: list[tuple[Event, int, int]],
-    topic: str,
+    source: EventSource,
+    rows: list[tuple[Record, int, int]],
     topic_id: str,
     next_offsets: dict[int, int],
 ) -> None:
-    """Append events and record the partitions' next offsets in the same Delta commit.
+    """Append records and record the partitions' next offsets in the same Delta commit.
 
     The data and the offsets become visible atomically, so a crash either loses both
     (and the batch is re-read) or keeps both (and it is skipped): exactly once.
     """
     transactions = [
-        Transaction(ingest_app_id(topic, topic_id, partition), offset)
+        Transaction(ingest_app_id(source.topic_name, topic_id, partition), offset)
         for partition, offset in sorted(next_offsets.items())
     ]
+    _append(uri, records_to_arrow(source, rows), transactions)
+
+
+def _append(uri: str, data: pa.Table, transactions: list[Transaction] | None = None) -> None:
+    # "merge": a field added to the source (nullable) adds its column in this commit;
+    # old rows read null. Breaking changes never get here (see schema_problems).
     write_deltalake(
         uri,
-        events_to_arrow(rows),
+        data,
         mode="append",
-        partition_by=["event_date"],
-        commit_properties=CommitProperties(app_transactions=transactions),
+        partition_by=[EVENT_DATE],
+        schema_mode="merge",
+        commit_properties=CommitProperties(app_transactions=transactions) if transactions else None,
     )
 
 
-#: ``kafka_partition``/``kafka_offset`` of events written straight to the lake (backfills).
+#: ``kafka_partition``/``kafka_offset`` of records written straight to the lake (history).
 BACKFILL = -1
 
 
-def append_backfill(uri: str, events: Iterable[Event], chunk: int = 50_000) -> int:
-    """Append back-dated events straight to the lake (they never pass through Kafka).
-
-    For history that predates the stream: the batch layer reads them like ingested events;
-    the speed layer never sees them, which is right as long as they are older than the
-    next batch cutoff. Returns how many were written.
-    """
+def append_backfill(
+    uri: str, source: EventSource, records: Iterable[Record], chunk: int = 50_000
+) -> int:
+    """Append already validated, back-dated records straight to the lake (never through
+    Kafka): the batch layer reads them like ingested events; the speed layer never sees
+    them, which is right as long as they are older than the next batch cutoff."""
     written = 0
-    rows: list[tuple[Event, int, int]] = []
-    for event in events:
-        rows.append((event, BACKFILL, BACKFILL))
+    rows: list[tuple[Record, int, int]] = []
+    for record in records:
+        rows.append((record, BACKFILL, BACKFILL))
         if len(rows) >= chunk:
-            write_deltalake(uri, events_to_arrow(rows), mode="append", partition_by=["event_date"])
+            _append(uri, records_to_arrow(source, rows))
             written += len(rows)
             rows.clear()
     if rows:
-        write_deltalake(uri, events_to_arrow(rows), mode="append", partition_by=["event_date"])
+        _append(uri, records_to_arrow(source, rows))
         written += len(rows)
     return written
+
+
+def load_app_id(table: str, content_hash: str) -> str:
+    """Delta app-transaction id of one file's load: its version is the number of the
+    file's records already handled (appended or rejected)."""
+    return f"lfp-load:{table}:{content_hash}"
+
+
+def loaded_records(uri: str, app_id: str) -> int:
+    """How many of a file's records earlier loads got through (0: none)."""
+    table = open_table(uri)
+    if table is None:
+        return 0
+    return table.transaction_version(app_id) or 0
+
+
+def append_loaded(
+    uri: str, source: EventSource, records: list[Record], app_id: str, handled: int
+) -> None:
+    """Append one chunk of a file's records and, in the same commit, how far into the
+    file the load has got, so a re-run (or a run after a crash) resumes exactly there."""
+    rows = [(record, BACKFILL, BACKFILL) for record in records]
+    _append(uri, records_to_arrow(source, rows), [Transaction(app_id, handled)])
+
+
+def schema_problems(uri: str, source: EventSource) -> list[str]:
+    """Why the source's declared fields cannot be written to its existing lake table:
+    a field removed, or its type changed (history would be lost or misread). Added
+    nullable fields are fine: the next commit adds their columns."""
+    table = open_table(uri)
+    if table is None:
+        return []
+    existing = {f.name: f.type for f in pa.schema(table.schema().to_arrow())}
+    declared = {f.name: f.type for f in source.lake_schema}
+    problems = []
+    for name, arrow_type in existing.items():
+        if name not in declared:
+            problems.append(
+                f"source {source.name}: field {name!r} is in lake table {uri} but no longer "
+                "declared; declare it again (nullable) instead of removing it"
+            )
+        elif _normalized(arrow_type) != _normalized(declared[name]):
+            problems.append(
+                f"source {source.name}: field {name!r} is {arrow_type} in the lake but now "
+                f"declared as {declared[name]}; keep its type, or add a new field with the "
+                "new type"
+            )
+    for f in source.fields:
+        if f.name not in existing and f.required:
+            problems.append(
+                f"source {source.name}: new field {f.name!r} is required, but the lake's "
+                "existing rows have no value for it; add it as nullable (required=False)"
+            )
+    return problems
+
+
+def _normalized(arrow_type: pa.DataType) -> pa.DataType:
+    # Delta stores strings as large strings in some writers: compare the logical type.
+    if pa.types.is_large_string(arrow_type):
+        return pa.string()
+    return arrow_type
 
 
 def count_rows(uri: str) -> int:

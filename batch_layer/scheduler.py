@@ -29,7 +29,7 @@ from feature_core.keys import KeySpace
 from feature_core.runs import RunRecord, RunStatus
 from feature_core.settings import Settings
 from feature_core.windows import align_cutoff
-from infra.status import write_status
+from runtime.status import write_status
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class BatchScheduler:
             record.status = RunStatus.SUCCEEDED
             record.error = None
             record.delta_version = result.delta_version
+            record.delta_versions = result.delta_versions
             record.rows_read = result.rows_read
             record.entities_written = result.entities_written
             record.view_version = result.version

@@ -10,16 +10,18 @@ same finalize the API uses, so offline and online agree by construction and by t
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch_layer.job import partial_sql, read_snapshot, to_partial
+from batch_layer.job import partial_of, read_snapshot, to_partial
 from feature_core.aggregations import AggregationKind, Primitive
 from feature_core.definitions import FeatureGroup, FeatureRepo, FeatureService, TileColumn
 from feature_core.settings import Settings
+from feature_core.sources import quoted
 from feature_core.windows import Window
 
 ROW_ID = "__row_id"
@@ -38,13 +40,13 @@ def window_start_sql(window: Window, ts_column: str) -> str | None:
     return f"(({ts_column} - {window.length_ms}) DIV {window.hop_ms}) * {window.hop_ms}"
 
 
-def _in_window_column(column: TileColumn, window: Window, ts: str, time_column: str) -> TileColumn:
-    """The tile column restricted to one window: other events become nulls (ignored)."""
+def _in_window_sql(column: TileColumn, window: Window, ts: str, time_column: str) -> str:
+    """The tile column's partial restricted to one window: other events are nulls."""
     start = window_start_sql(window, ts)
-    condition = f"{time_column} < {ts}" + (f" AND {time_column} >= {start}" if start else "")
-    value = column.column or "1"
-    masked = f"CASE WHEN {condition} THEN {value} END"
-    return TileColumn(column.primitive, masked)
+    time = quoted(time_column)
+    condition = f"{time} < {ts}" + (f" AND {time} >= {start}" if start else "")
+    value = quoted(column.column) if column.column else "1"
+    return partial_of(column.primitive, f"(CASE WHEN {condition} THEN {value} END)", time)
 
 
 def _value_type(kind: AggregationKind, feature_column: str | None, events: DataFrame) -> T.DataType:
@@ -59,32 +61,34 @@ def _group_vectors(
     events: DataFrame,
     group: FeatureGroup,
     wanted: list[str],
-    entity_column: str,
+    entity_columns: Sequence[str],
     ts_column: str,
 ) -> DataFrame:
     """One row per spine row: ``__row_id`` and the group's wanted features."""
     features = [f for f in group.features if f.name in wanted]
-    time_column = group.source.event_time_column
-    key = group.entity.join_key
-    selected = events.where(group.filter_sql()).where(f"{key} IS NOT NULL")
+    time_column = group.event_time
+    present = " AND ".join(f"{quoted(k)} IS NOT NULL" for k in group.join_keys)
+    selected = events.where(group.filter_sql()).where(present)
     ends = spine.select(
-        ROW_ID, F.col(entity_column).cast("string").alias("__key"), F.col(ts_column).alias("__ts")
+        ROW_ID,
+        *(F.col(c).cast("string").alias(f"__key{i}") for i, c in enumerate(entity_columns)),
+        F.col(ts_column).alias("__ts"),
     )
     bounded = [not f.window.is_lifetime for f in features]
-    condition = (F.col("__key") == F.col(key).cast("string")) & (F.col(time_column) < F.col("__ts"))
+    condition = F.col(time_column) < F.col("__ts")
+    for i, key in enumerate(group.join_keys):
+        condition &= F.col(f"__key{i}") == F.col(key).cast("string")
     if all(bounded):
         longest = max(features, key=lambda f: f.window.length_ms or 0).window
-        condition &= F.expr(f"{time_column} >= {window_start_sql(longest, '__ts')}")
+        condition &= F.expr(f"{quoted(time_column)} >= {window_start_sql(longest, '__ts')}")
     joined = ends.join(selected, condition, "left")
     aggregates = []
     plan: list[tuple[Any, list[Primitive]]] = []
     for feature in features:
         primitives = []
         for index in feature.tile_indices:
-            column = _in_window_column(
-                group.tile_columns[index], feature.window, "__ts", time_column
-            )
-            sql = partial_sql(column, time_column)
+            column = group.tile_columns[index]
+            sql = _in_window_sql(column, feature.window, "__ts", time_column)
             aggregates.append(F.expr(sql).alias(f"a{len(aggregates)}"))
             primitives.append(column.primitive)
         plan.append((feature, primitives))
@@ -113,27 +117,41 @@ def build_training_set(
     repo: FeatureRepo,
     service: FeatureService,
     spine: DataFrame,
-    entity_column: str | None = None,
+    entity_columns: Sequence[str] | None = None,
     timestamp_column: str = "timestamp",
-    delta_version: int | None = None,
+    delta_versions: Mapping[str, int] | None = None,
 ) -> DataFrame:
     """Spine columns (labels included) + the service's features, in service order.
 
-    Column names are ``group__feature``; a service default replaces a missing (null) value.
-    ``timestamp_column`` holds epoch milliseconds.
+    ``entity_columns``: the spine's columns holding the entity's join keys, in the
+    entity's order (default: columns named as the join keys). Column names are
+    ``group__feature``; a service default replaces a missing (null) value.
+    ``timestamp_column`` holds epoch milliseconds. Each group reads its source's lake
+    table, pinned at ``delta_versions[table]`` when given.
     """
     refs = service.references()
     groups = {name: repo.group(name) for name, _ in refs}
-    entity_column = entity_column or next(iter(groups.values())).entity.join_key
-    for column in (entity_column, timestamp_column):
+    join_keys = next(iter(groups.values())).join_keys
+    entity_columns = list(entity_columns or join_keys)
+    if len(entity_columns) != len(join_keys):
+        raise ValueError(
+            f"the entity has join keys {list(join_keys)}: give one spine column for each"
+        )
+    for column in (*entity_columns, timestamp_column):
         if column not in spine.columns:
             raise ValueError(f"spine has no column {column!r}; it has {spine.columns}")
-    events, _ = read_snapshot(spark, settings.raw_events_uri, delta_version)
+    snapshots: dict[str, DataFrame] = {}
+    for group in groups.values():
+        source = group.source
+        if source.name not in snapshots:
+            version = (delta_versions or {}).get(source.table_name)
+            snapshots[source.name] = read_snapshot(spark, settings, source, version)[0]
     spine = spine.withColumn(ROW_ID, F.monotonically_increasing_id())
     result = spine
     for name, group in groups.items():
         wanted = [feature for g, feature in refs if g == name]
-        vectors = _group_vectors(spine, events, group, wanted, entity_column, timestamp_column)
+        events = snapshots[group.source.name]
+        vectors = _group_vectors(spine, events, group, wanted, entity_columns, timestamp_column)
         renamed = vectors.select(ROW_ID, *[F.col(f).alias(f"{name}__{f}") for f in wanted])
         result = result.join(renamed, ROW_ID, "left")
     ordered = []

@@ -26,9 +26,10 @@ from batch_layer.job import read_snapshot
 from batch_layer.lake import open_table
 from batch_layer.training import build_training_set
 from feature_core.definitions import Entity, FeatureRepo, FeatureService
-from feature_core.keys import KeySpace
+from feature_core.keys import KeySpace, entity_id
 from feature_core.merge import values_match
 from feature_core.settings import Settings
+from feature_core.sources import quoted
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ class ConsistencyReport(BaseModel):
     """The outcome of one verification; also stored in Redis for ``/metrics``."""
 
     checked_at: float = Field(default_factory=time.time)
-    delta_version: int | None
+    delta_version: int | None = Field(description="Delta version read, when one table was.")
+    delta_versions: dict[str, int] = Field(
+        default_factory=dict, description="Lake table -> Delta version read."
+    )
     tolerance: float
     entities: int
     values: int
@@ -63,27 +67,52 @@ def _service_for(repo: FeatureRepo, entity: Entity) -> FeatureService:
     features = [
         f.qualified_name
         for g in repo.groups
-        if g.entity.join_key == entity.join_key
+        if g.entity.join_keys == entity.join_keys
         for f in g.features
     ]
     return FeatureService(name=f"verify_{entity.name}", features=features)
 
 
+EntityKey = tuple[str, ...]  # join key values, in the entity's order
+
+
 def sample_entities(
-    spark: SparkSession, settings: Settings, join_key: str, sample: int, seed: int
-) -> list[str]:
-    """A seeded random sample of the entity ids present in the lake."""
-    events, _ = read_snapshot(spark, settings.raw_events_uri, None)
-    ids = events.where(F.col(join_key).isNotNull()).select(join_key).distinct()
-    return [row[0] for row in ids.orderBy(F.rand(seed)).limit(sample).collect()]
+    spark: SparkSession,
+    settings: Settings,
+    repo: FeatureRepo,
+    entity: Entity,
+    sample: int,
+    seed: int,
+) -> list[EntityKey]:
+    """A seeded random sample of the entities (key tuples) present in the lake, in any
+    table a group of theirs reads."""
+    keys = list(entity.join_keys)
+    sources = {
+        g.source.name: g.source for g in repo.groups if g.entity.join_keys == entity.join_keys
+    }
+    frames = []
+    for source in sources.values():
+        events, _ = read_snapshot(spark, settings, source)
+        present = events
+        for key in keys:
+            present = present.where(F.col(key).isNotNull())
+        frames.append(present.select(*(F.col(k).cast("string").alias(k) for k in keys)))
+    ids = frames[0]
+    for frame in frames[1:]:
+        ids = ids.unionByName(frame)
+    rows = ids.distinct().orderBy(F.rand(seed)).limit(sample).collect()
+    return [tuple(row[k] for k in keys) for row in rows]
 
 
 def _served(
-    settings: Settings, service: FeatureService, entity_ids: Sequence[str]
+    settings: Settings, entity: Entity, service: FeatureService, keys: Sequence[EntityKey]
 ) -> tuple[int, dict[str, dict[str, tuple[Any, str]]]]:
     response = httpx.post(
         f"{settings.api_url}/v1/features",
-        json={"features": list(service.features), "entities": list(entity_ids)},
+        json={
+            "features": list(service.features),
+            "entities": [dict(zip(entity.join_keys, k, strict=True)) for k in keys],
+        },
         headers=settings.api_headers,
         timeout=30,
     )
@@ -92,11 +121,11 @@ def _served(
     body = response.json()
     names = body["feature_names"]
     served = {
-        vector["entity_id"]: {
+        entity_id(k): {
             name: (value, status)
             for name, value, status in zip(names, vector["values"], vector["statuses"], strict=True)
         }
-        for vector in body["vectors"]
+        for k, vector in zip(keys, body["vectors"], strict=True)
     }
     return body["as_of"], served
 
@@ -106,15 +135,20 @@ def _recomputed(
     settings: Settings,
     repo: FeatureRepo,
     service: FeatureService,
-    join_key: str,
-    entity_ids: Iterable[str],
+    join_keys: Sequence[str],
+    keys: Iterable[EntityKey],
     as_of: int,
-    delta_version: int | None,
+    delta_versions: dict[str, int],
 ) -> dict[str, dict[str, Any]]:
-    spine = spark.createDataFrame([(e, as_of) for e in entity_ids], f"{join_key} string, ts long")
-    frame = build_training_set(spark, settings, repo, service, spine, join_key, "ts", delta_version)
+    columns = ", ".join(f"{quoted(k)} string" for k in join_keys)
+    spine = spark.createDataFrame([(*k, as_of) for k in keys], f"{columns}, ts long")
+    frame = build_training_set(
+        spark, settings, repo, service, spine, join_keys, "ts", delta_versions
+    )
     return {
-        row[join_key]: {name: row[name.replace(":", "__", 1)] for name in service.features}
+        entity_id([row[k] for k in join_keys]): {
+            name: row[name.replace(":", "__", 1)] for name in service.features
+        }
         for row in frame.collect()
     }
 
@@ -125,14 +159,14 @@ def _compare(
     tolerance: float,
 ) -> list[Mismatch]:
     found = []
-    for entity_id, features in served.items():
+    for entity, features in served.items():
         for name, (value, status) in features.items():
-            want = expected[entity_id][name]
+            want = expected[entity][name]
             if not values_match(value, want, tolerance):
                 found.append(
                     Mismatch(
                         feature=name,
-                        entity_id=entity_id,
+                        entity_id=entity,
                         served=value,
                         expected=want,
                         status=status,
@@ -148,36 +182,44 @@ def verify(
     sample: int = 50,
     seed: int = 0,
     tolerance: float = 1e-9,
-    entities: dict[str, list[str]] | None = None,
+    entities: dict[str, list[Any]] | None = None,
     settle_s: float = 5.0,
 ) -> ConsistencyReport:
-    """Check ``sample`` random entities of each entity type (or the ``entities`` given)."""
-    compared_version: int | None = None  # the Delta version of the last recompute
-    kinds = {g.entity.join_key: g.entity for g in repo.groups}
+    """Check ``sample`` random entities of each entity type, or the ``entities`` given
+    (by entity name: join key values, a tuple per entity with several join keys)."""
+    compared: dict[str, int] = {}  # lake table -> the Delta version of the last recompute
+    kinds = {g.entity.join_keys: g.entity for g in repo.groups}
     counts = Counter[str]()
     examples: list[Mismatch] = []
     checked_entities = checked_values = 0
-    for join_key, entity in kinds.items():
+    for join_keys, entity in kinds.items():
         service = _service_for(repo, entity)
-        ids = (entities or {}).get(join_key)
-        if ids is None:
-            ids = sample_entities(spark, settings, join_key, sample, seed)
+        given = (entities or {}).get(entity.name)
+        if given is None:
+            ids = sample_entities(spark, settings, repo, entity, sample, seed)
+        else:
+            ids = [tuple(map(str, k)) if isinstance(k, (tuple, list)) else (str(k),) for k in given]
         if not ids:
             continue
+        tables = {g.source.table_name for g in repo.groups if g.entity.join_keys == join_keys}
         found: list[Mismatch] = []
         pending = list(ids)
         for attempt in range(2):
-            as_of, served = _served(settings, service, pending)
-            table = open_table(settings.raw_events_uri)
-            version = table.version() if table is not None else None
+            as_of, served = _served(settings, entity, service, pending)
+            versions = {}
+            for table_name in sorted(tables):
+                table = open_table(settings.table_uri(table_name))
+                if table is not None:
+                    versions[table_name] = table.version()
             expected = _recomputed(
-                spark, settings, repo, service, join_key, pending, as_of, version
+                spark, settings, repo, service, join_keys, pending, as_of, versions
             )
-            compared_version = version
+            compared.update(versions)
             found = _compare(served, expected, tolerance)
             if not found or attempt == 1:
                 break
-            pending = sorted({m.entity_id for m in found})
+            wrong = {m.entity_id for m in found}
+            pending = [k for k in pending if entity_id(k) in wrong]
             log.info(
                 "%d values differ; checking %d entities again in %.0f s",
                 len(found),
@@ -194,7 +236,8 @@ def verify(
         f.qualified_name: counts.get(f.qualified_name, 0) for g in repo.groups for f in g.features
     }
     return ConsistencyReport(
-        delta_version=compared_version,
+        delta_version=next(iter(compared.values())) if len(compared) == 1 else None,
+        delta_versions=compared,
         tolerance=tolerance,
         entities=checked_entities,
         values=checked_values,

@@ -18,9 +18,10 @@ import orjson
 import redis
 
 from batch_layer.lake import count_rows
+from demo.feature_repo import events as shop
 from feature_core.keys import KeySpace
 from feature_core.settings import get_settings
-from infra.kafka_admin import producer
+from runtime.kafka import producer
 
 
 def main() -> None:
@@ -36,9 +37,10 @@ def main() -> None:
     api.get("/healthz").raise_for_status()
 
     def ok_events() -> int:
-        return int(client.hget(keys.speed_stats, "ok_events") or 0)
+        return int(client.hget(keys.speed_stats, f"{shop.name}.ok_events") or 0)
 
-    lake_before, speed_before = count_rows(settings.raw_events_uri), ok_events()
+    lake_uri = settings.table_uri(shop.table_name)
+    lake_before, speed_before = count_rows(lake_uri), ok_events()
     stop = threading.Event()
     sent = [0]
 
@@ -55,7 +57,7 @@ def main() -> None:
                     "event_type": "view",
                     "event_time": now,
                 }
-                out.send(settings.events_topic, orjson.dumps(event))
+                out.send(shop.topic_name, orjson.dumps(event))
                 sent[0] += 1
             time.sleep(0.01)
         out.flush()
@@ -75,7 +77,7 @@ def main() -> None:
             "event_time": int(time.time() * 1000),
         }
         t0 = time.monotonic()
-        probe_out.send(settings.events_topic, orjson.dumps(event))
+        probe_out.send(shop.topic_name, orjson.dumps(event))
         probe_out.flush()
         while time.monotonic() - t0 < 30:
             body = api.get(f"/v1/features/user_activity/{user}").json()
@@ -92,7 +94,7 @@ def main() -> None:
         time.sleep(0.5)
     drain = time.monotonic() - started
     speed_done = ok_events() - speed_before
-    lake_done = count_rows(settings.raw_events_uri) - lake_before
+    lake_done = count_rows(lake_uri) - lake_before
     latencies.sort()
     print(f"background load: {sent[0]} events in {elapsed:.1f}s = {sent[0] / elapsed:,.0f} ev/s")
     print(

@@ -4,11 +4,43 @@ Every module-level :class:`FeatureGroup` is loaded. Adding a feature is adding o
 ``Aggregation`` line; adding a group is one more ``FeatureGroup``.
 """
 
-from feature_core.definitions import Aggregation, Entity, EventSource, FeatureGroup, FeatureService
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from feature_core.definitions import Aggregation, Entity, FeatureGroup, FeatureService
+from feature_core.sources import EventSource, Field
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+
+
+def amount_only_on_purchases(event: Mapping[str, Any]) -> str | None:
+    """The shop's own rule: a purchase has an amount, nothing else does."""
+    if event["event_type"] == "purchase" and event["amount"] is None:
+        return "purchase events need an amount"
+    if event["event_type"] != "purchase" and event["amount"] is not None:
+        return f"{event['event_type']} events must not carry an amount"
+    return None
+
+
+events = EventSource(
+    "events",
+    topic="events",
+    table="raw_events",
+    description="Shop interactions: views, clicks, add-to-cart and purchases.",
+    fields=[
+        Field("event_id", "string", required=True, min_length=1, max_length=256),
+        Field("user_id", "string", required=True, min_length=1, max_length=256),
+        Field("event_type", "string", required=True, values=EVENT_TYPES),
+        Field("event_time", "timestamp", required=True),
+        Field("item_id", "string", min_length=1, max_length=256),
+        Field("category", "string", min_length=1, max_length=256),
+        Field("amount", "float", min=0),
+    ],
+    rules=[amount_only_on_purchases],
+)
 
 user = Entity("user", join_key="user_id", description="A shopper.")
 item = Entity("item", join_key="item_id", description="A catalog item.")
-events = EventSource("events", topic="events", table="raw_events")
 
 user_activity = FeatureGroup(
     name="user_activity",
@@ -131,3 +163,14 @@ recommender_item = FeatureService(
         "item_clicks:clicks_7d",
     ],
 )
+
+
+def live_events(
+    rate: float, duration_s: float, seed: int = 7
+) -> Iterator[tuple[EventSource, dict[str, Any]]]:
+    """`lfp generate` with this repo: live shop sessions (the realistic generator), not
+    schema-random events."""
+    from demo.generator import Shop, ShopConfig
+
+    for event in Shop(ShopConfig(seed=seed)).live(rate, duration_s):
+        yield events, event

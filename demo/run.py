@@ -25,12 +25,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batch_layer.lake import BACKFILL, append_backfill, open_table
+from demo.feature_repo import events as shop_events
 from demo.generator import CATEGORIES, Shop, ShopConfig, encode
-from feature_core.events import parse_event
 from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, align_cutoff
-from infra.kafka_admin import producer
+from runtime.kafka import producer
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def wait_until(done: Callable[[], bool], what: str, timeout_s: float) -> None:
 
 def history_in_lake(settings: Settings, user_prefix: str) -> int:
     """Backfilled events of this shop already in the lake (a rerun does not add more)."""
-    table = open_table(settings.raw_events_uri)
+    table = open_table(settings.table_uri(shop_events.table_name))
     if table is None:
         return 0
     dataset = table.to_pyarrow_dataset()
@@ -85,7 +85,11 @@ def backfill(settings: Settings, shop: Shop, config: DemoConfig, cutoff: int, pr
     written = 0
     for start in range(0, len(events), 5000):
         chunk = events[start : start + 5000]
-        written += append_backfill(settings.raw_events_uri, (parse_event(encode(e)) for e in chunk))
+        written += append_backfill(
+            settings.table_uri(shop_events.table_name),
+            shop_events,
+            (shop_events.parse(encode(e)) for e in chunk),
+        )
         progress.update(task, completed=written)
     return written
 
@@ -97,7 +101,7 @@ def produce(settings: Settings, events, progress, label: str, total: int) -> int
     latest = 0
     try:
         for event in events:
-            out.send(settings.events_topic, key=event["user_id"].encode(), value=encode(event))
+            out.send(shop_events.topic_name, key=event["user_id"].encode(), value=encode(event))
             latest = max(latest, event["event_time"])
             progress.advance(task)
         out.flush()

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from batch_layer.job import read_snapshot
 from batch_layer.training import build_training_set
+from demo.feature_repo import events as shop_events
 from demo.ranking import ITEM_SERVICE, PAIR_FEATURES, USER_SERVICE, RankingModel, pair_features
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
@@ -92,7 +93,8 @@ def train_model(
     from sklearn.metrics import roc_auc_score
 
     config = config or TrainingConfig()
-    events, delta_version = read_snapshot(spark, settings.raw_events_uri, None)
+    events, delta_version = read_snapshot(spark, settings, shop_events)
+    pins = {shop_events.table_name: delta_version} if delta_version is not None else None
     events = events.where(F.col("event_time") < until_ms).cache()
     spine = labelled_views(events, config, until_ms)
     with_users = build_training_set(
@@ -101,9 +103,9 @@ def train_model(
         repo,
         repo.service(USER_SERVICE),
         spine,
-        "user_id",
+        ["user_id"],
         "timestamp",
-        delta_version,
+        pins,
     )
     full = build_training_set(
         spark,
@@ -111,9 +113,9 @@ def train_model(
         repo,
         repo.service(ITEM_SERVICE),
         with_users,
-        "item_id",
+        ["item_id"],
         "timestamp",
-        delta_version,
+        pins,
     )
     rows = sorted(full.collect(), key=lambda r: r["timestamp"])
     catalog, candidates = catalog_and_candidates(events, config.candidates_per_category)

@@ -227,7 +227,7 @@ def aggregation_kind(name: str, param: int | None = None) -> AggregationKind:
         return AggregationKind("last", (Primitive.LAST,), lambda ir: ir[0][1] if ir[0] else None)
     if name == "last_k":
         if not param or param < 1:
-            raise ValueError("last_k needs k >= 1 (e.g. Aggregation('last_k', 'item_id', k=5))")
+            raise ValueError("last_k needs k >= 1 (e.g. Aggregation('last_k', 'merchant_id', k=5))")
         return AggregationKind(
             "last_k",
             (Primitive("last_k", param),),

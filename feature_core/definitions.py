@@ -1,15 +1,16 @@
-"""The declarative feature API: entities, sources, feature groups, features.
+"""The declarative feature API: entities, feature groups, features, feature services.
 
 A feature is declared once, here, and compiled by each layer: to Spark (batch tiles),
-to Flink SQL (speed tiles), to the serving merge, and to the reference evaluator.
+to Flink SQL (speed tiles), to the serving merge, and to the reference evaluator. The
+events it reads come from a declared :class:`~feature_core.sources.EventSource`.
 
 Example::
 
-    user = Entity("user", join_key="user_id")
-    events = EventSource("events", topic="events", table="raw_events")
-    user_activity = FeatureGroup(
-        "user_activity", entity=user, source=events,
-        aggregations=[Aggregation("count", windows=["1h", "lifetime"], name="event_count")],
+    card = Entity("card", join_key="card_id")
+    card_merchant = Entity("card_merchant", join_keys=["card_id", "merchant_id"])
+    spend = FeatureGroup(
+        "card_spend", entity=card, source=transactions,
+        aggregations=[Aggregation("sum", column="value", windows=["1h", "30d"])],
     )
 """
 
@@ -30,10 +31,12 @@ from feature_core.aggregations import (
     Primitive,
     aggregation_kind,
 )
-from feature_core.events import EVENT_COLUMNS
+from feature_core.sources import EventSource, SourceError, quoted
 from feature_core.windows import Window
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+#: Field types a join key may have (its values are served as text).
+JOIN_KEY_TYPES = ("string", "integer")
 
 
 class DefinitionError(ValueError):
@@ -45,23 +48,52 @@ def _check_name(kind: str, name: str) -> None:
         raise DefinitionError(f"{kind} name {name!r}: use lowercase letters, digits and '_'")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Entity:
-    """What features describe; ``join_key`` is the event column identifying it."""
+    """What features describe, identified by one or more join keys (source fields).
+
+    ``Entity("card", join_key="card_id")`` or, for a composite key,
+    ``Entity("card_merchant", join_keys=["card_id", "merchant_id"])``.
+    """
 
     name: str
-    join_key: str
-    description: str = ""
+    join_keys: tuple[str, ...]
+    description: str
+
+    def __init__(
+        self,
+        name: str,
+        join_key: str | None = None,
+        *,
+        join_keys: Sequence[str] | None = None,
+        description: str = "",
+    ) -> None:
+        if (join_key is None) == (join_keys is None):
+            raise DefinitionError(f"entity {name}: give either join_key or join_keys")
+        keys = (join_key,) if join_key is not None else tuple(join_keys or ())
+        if not keys or len(set(keys)) != len(keys):
+            raise DefinitionError(f"entity {name}: join keys must be distinct and not empty")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "join_keys", keys)
+        object.__setattr__(self, "description", description)
+
+    @property
+    def join_key(self) -> str:
+        """The join key of a one-key entity (a composite entity has none)."""
+        if len(self.join_keys) != 1:
+            raise DefinitionError(
+                f"entity {self.name} has several join keys {list(self.join_keys)}"
+            )
+        return self.join_keys[0]
+
+    @property
+    def key_label(self) -> str:
+        """The join keys as one label, for messages and schemas."""
+        return ", ".join(self.join_keys)
 
 
-@dataclass(frozen=True)
-class EventSource:
-    """Where events come from: a Kafka topic online, a Delta table in the lake offline."""
-
-    name: str
-    topic: str = "events"
-    table: str = "raw_events"
-    event_time_column: str = "event_time"
+def _typed(value: Any) -> tuple[type, Any]:
+    return type(value), value
 
 
 @dataclass(frozen=True)
@@ -69,23 +101,30 @@ class Filter:
     """Keep events whose ``column`` equals one of ``values`` (compiled to SQL and Python)."""
 
     column: str
-    values: tuple[str, ...]
+    values: tuple[Any, ...]
 
     @classmethod
-    def of(cls, spec: Mapping[str, str | Sequence[str]] | None) -> tuple[Filter, ...]:
+    def of(cls, spec: Mapping[str, Any] | None) -> tuple[Filter, ...]:
         if not spec:
             return ()
         return tuple(
-            cls(column, (value,) if isinstance(value, str) else tuple(value))
+            cls(column, tuple(value) if isinstance(value, (list, tuple, set)) else (value,))
             for column, value in sorted(spec.items())
         )
 
-    def matches(self, event: Mapping[str, Any]) -> bool:
-        return event.get(self.column) in self.values
+    @cached_property
+    def _allowed(self) -> frozenset[tuple[type, Any]]:
+        # Typed: a filter on False never keeps an integer 0 (Python's bool is an int).
+        return frozenset(_typed(v) for v in self.values)
 
-    def sql(self) -> str:
-        quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in self.values)
-        return f"{self.column} IN ({quoted})"
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        value = event.get(self.column)
+        return value is not None and _typed(value) in self._allowed
+
+    def sql(self, source: EventSource) -> str:
+        kind = source.by_name[self.column].kind
+        literals = ", ".join(kind.literal(v) for v in self.values)
+        return f"{quoted(self.column)} IN ({literals})"
 
 
 @dataclass(frozen=True)
@@ -135,7 +174,7 @@ class TileColumn:
         return f"{self.primitive.key}({self.column or '*'})"
 
     def sql(self) -> str:
-        return self.primitive.sql(self.column)
+        return self.primitive.sql(quoted(self.column) if self.column else None)
 
 
 @dataclass(frozen=True)
@@ -162,7 +201,7 @@ class FeatureGroup:
     entity: Entity
     source: EventSource
     aggregations: Sequence[Aggregation]
-    filter: Mapping[str, str | Sequence[str]] | None = None
+    filter: Mapping[str, Any] | None = None
     description: str = ""
     filters: tuple[Filter, ...] = field(init=False, repr=False, compare=False)
 
@@ -232,18 +271,48 @@ class FeatureGroup:
         return all(f.matches(event) for f in self.filters)
 
     def filter_sql(self) -> str:
-        return " AND ".join(f.sql() for f in self.filters) or "TRUE"
+        return " AND ".join(f.sql(self.source) for f in self.filters) or "TRUE"
+
+    @property
+    def join_keys(self) -> tuple[str, ...]:
+        return self.entity.join_keys
+
+    @property
+    def event_time(self) -> str:
+        """The source's event-time field: every window is over it."""
+        return self.source.event_time
 
     def validate(self) -> None:
         _check_name("feature group", self.name)
         _check_name("entity", self.entity.name)
-        if self.entity.join_key not in EVENT_COLUMNS:
-            raise DefinitionError(
-                f"{self.name}: entity join key {self.entity.join_key!r} is not an event column"
-            )
+        try:
+            self.source.validate()
+        except SourceError as error:
+            raise DefinitionError(f"{self.name}: {error}") from None
+        fields = self.source.by_name
+        where = f"source {self.source.name}"
+        for key in self.entity.join_keys:
+            if key not in fields:
+                raise DefinitionError(
+                    f"{self.name}: entity join key {key!r} is not a field of {where}"
+                )
+            if fields[key].type not in JOIN_KEY_TYPES:
+                raise DefinitionError(
+                    f"{self.name}: join key {key!r} is a {fields[key].type} field; join keys "
+                    f"must be {' or '.join(JOIN_KEY_TYPES)}"
+                )
         for flt in self.filters:
-            if flt.column not in EVENT_COLUMNS:
-                raise DefinitionError(f"{self.name}: filter on unknown column {flt.column!r}")
+            if flt.column not in fields:
+                raise DefinitionError(
+                    f"{self.name}: filter on {flt.column!r}, not a field of {where}"
+                )
+            for value in flt.values:
+                try:
+                    fields[flt.column].kind.check(value)
+                except ValueError as error:
+                    raise DefinitionError(
+                        f"{self.name}: filter value {value!r} for {flt.column!r} {error}"
+                    ) from None
         if not self.aggregations:
             raise DefinitionError(f"{self.name}: a feature group needs at least one aggregation")
         for agg in self.aggregations:
@@ -251,10 +320,12 @@ class FeatureGroup:
             if kind.needs_column:
                 if agg.column is None:
                     raise DefinitionError(f"{self.name}: {agg.function} needs a column")
-                if agg.column not in EVENT_COLUMNS:
-                    raise DefinitionError(f"{self.name}: unknown column {agg.column!r}")
+                if agg.column not in fields:
+                    raise DefinitionError(
+                        f"{self.name}: {agg.base_name}: {agg.column!r} is not a field of {where}"
+                    )
                 allowed = kind.column_types
-                if allowed is not None and EVENT_COLUMNS[agg.column] not in allowed:
+                if allowed is not None and self.source.python_type(agg.column) not in allowed:
                     wanted = "numeric" if float in allowed else "string"
                     raise DefinitionError(
                         f"{self.name}: {agg.function} needs a {wanted} column, "
@@ -311,6 +382,9 @@ class FeatureRepo:
 
     groups: tuple[FeatureGroup, ...]
     services: tuple[FeatureService, ...] = ()
+    #: Sources declared without a group yet (lake ingest still consumes them); the
+    #: groups' own sources are added.
+    extra_sources: tuple[EventSource, ...] = ()
 
     def __post_init__(self) -> None:
         names = [g.name for g in self.groups]
@@ -319,11 +393,49 @@ class FeatureRepo:
             raise DefinitionError(f"duplicate feature group names {duplicates}")
         for group in self.groups:
             group.validate()
+        self._validate_sources()
         service_names = [s.name for s in self.services]
         if len(set(service_names)) != len(service_names):
             raise DefinitionError(f"duplicate feature service names in {service_names}")
         for service in self.services:
             self._validate_service(service)
+
+    @cached_property
+    def sources(self) -> tuple[EventSource, ...]:
+        """Every declared source, once, in order of first mention."""
+        found: dict[str, EventSource] = {}
+        for source in (*self.extra_sources, *(g.source for g in self.groups)):
+            found.setdefault(source.name, source)
+        return tuple(found.values())
+
+    def _validate_sources(self) -> None:
+        seen: dict[str, EventSource] = {}
+        for source in (*self.extra_sources, *(g.source for g in self.groups)):
+            other = seen.setdefault(source.name, source)
+            if other != source:
+                raise DefinitionError(f"two different sources are named {source.name!r}")
+        for source in seen.values():
+            try:
+                source.validate()
+            except SourceError as error:
+                raise DefinitionError(str(error)) from None
+        for what in ("topic_name", "table_name", "dlq_topic"):
+            owners: dict[str, str] = {}
+            for source in seen.values():
+                name = getattr(source, what)
+                if name in owners:
+                    raise DefinitionError(
+                        f"sources {owners[name]} and {source.name} share the "
+                        f"{what.replace('_name', '').replace('_', ' ')} {name!r}"
+                    )
+                owners[name] = source.name
+
+    def source(self, name: str) -> EventSource:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise KeyError(f"unknown source {name!r}; known: {known}")
 
     def _validate_service(self, service: FeatureService) -> None:
         _check_name("feature service", service.name)
@@ -344,10 +456,11 @@ class FeatureRepo:
                 raise DefinitionError(
                     f"feature service {service.name}: {group_name} has no feature {feature_name!r}"
                 )
-            keys.add(group.entity.join_key)
+            keys.add(group.entity.join_keys)
         if len(keys) != 1:
             raise DefinitionError(
-                f"feature service {service.name}: features of different entities {sorted(keys)}"
+                f"feature service {service.name}: features of different entities "
+                f"{sorted(list(k) for k in keys)}"
             )
         unknown = set(service.defaults) - set(service.features)
         if unknown:
@@ -377,7 +490,8 @@ class FeatureRepo:
             parts.append(
                 [
                     feature.qualified_name,
-                    group.entity.join_key,
+                    # One key is written as before, so existing fingerprints hold.
+                    keys[0] if len(keys := group.entity.join_keys) == 1 else list(keys),
                     [[f.column, list(f.values)] for f in group.filters],
                     [group.tile_columns[i].key for i in feature.tile_indices],
                     feature.aggregation.name,
@@ -401,6 +515,7 @@ class FeatureRepo:
         return cls(
             tuple(o for o in objects if isinstance(o, FeatureGroup)),
             tuple(o for o in objects if isinstance(o, FeatureService)),
+            tuple(o for o in objects if isinstance(o, EventSource)),
         )
 
     @classmethod

@@ -7,11 +7,30 @@
 - ``{p}:st:{group}:{entity}``: hash ``tile_start_ms -> partials`` (speed tiles, TTL).
 - ``{p}:speed:watermark``: latest event time (ms) the speed layer has written.
 - ``{p}:speed:stats``: hash of speed-layer counters (late events, ...).
+
+``{entity}`` is :func:`entity_id` of the entity's join key values: the value itself for
+an entity with one join key, a compact JSON array of them for a composite one.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+
+def key_text(value: Any) -> str:
+    """A join key value as text: how every layer writes and reads it (``5`` -> ``"5"``)."""
+    return value if isinstance(value, str) else str(value)
+
+
+def entity_id(values: Sequence[Any]) -> str:
+    """The one text naming an entity in keys and caches, from its join key values in the
+    entity's declared order. Writers (batch, speed) and the reader (serving) all call it."""
+    if len(values) == 1:
+        return key_text(values[0])
+    return json.dumps([key_text(v) for v in values], separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from typing import Any
 
 from feature_core.aggregations import IR, identity, lift, merge
 from feature_core.definitions import FeatureGroup, batch_partials
-from feature_core.windows import SPEED_TILE_MS, batch_layout, floor_to
+from feature_core.windows import batch_layout, speed_tile_start
 
 
 def event_ir(group: FeatureGroup, event: Mapping[str, Any]) -> IR:
     """One event's partials, one per tile column of the group."""
-    time = int(event[group.source.event_time_column])
+    time = int(event[group.event_time])
     return tuple(
         lift((c.primitive,), event.get(c.column) if c.column else True, time)[0]
         for c in group.tile_columns
@@ -29,7 +29,7 @@ def batch_doc(
 ) -> dict[str, dict[str, list[Any]]]:
     """What the batch job writes for one entity: ``{window: {bucket: partials}}``."""
     primitives = group.primitives
-    time_column = group.source.event_time_column
+    time_column = group.event_time
     events = [e for e in events if group.accepts(e)]
     doc: dict[str, dict[str, list[Any]]] = {}
     for window in group.windows:
@@ -48,17 +48,21 @@ def batch_doc(
 
 
 def speed_tiles(
-    group: FeatureGroup, events: Iterable[Mapping[str, Any]], cutoff: int | None = None
+    group: FeatureGroup,
+    events: Iterable[Mapping[str, Any]],
+    cutoff: int | None = None,
+    produced_at: int | None = None,
 ) -> dict[int, list[Any]]:
     """What the speed job writes for one entity: ``{tile_start: partials}`` at or after
-    ``cutoff`` (all events when ``None``)."""
+    ``cutoff`` (all events when ``None``); events dated at or after ``produced_at`` are
+    keyed by their exact time (:func:`feature_core.windows.speed_tile_start`)."""
     primitives = group.primitives
-    time_column = group.source.event_time_column
+    time_column = group.event_time
     tiles: dict[int, list[Any]] = {}
     for event in events:
         time = int(event[time_column])
         if (cutoff is None or time >= cutoff) and group.accepts(event):
-            start = floor_to(time, SPEED_TILE_MS)
+            start = speed_tile_start(time, produced_at)
             current = tuple(tiles.get(start, identity(primitives)))
             tiles[start] = list(merge(primitives, current, event_ir(group, event)))
     return tiles

@@ -49,8 +49,9 @@ class BatchPointer:
     version: int
     cutoff: int
     horizon_ms: int
-    delta_version: int | None = None
+    delta_version: int | None = None  # when the view was read from one lake table
     created_at: int | None = None
+    delta_versions: Mapping[str, int | None] | None = None  # lake table -> version read
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BatchPointer:
@@ -60,6 +61,7 @@ class BatchPointer:
             int(data["horizon_ms"]),
             data.get("delta_version"),
             data.get("created_at"),
+            data.get("delta_versions"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class BatchPointer:
             "horizon_ms": self.horizon_ms,
             "delta_version": self.delta_version,
             "created_at": self.created_at,
+            "delta_versions": self.delta_versions,
         }
 
 

@@ -13,18 +13,21 @@ from typing import Any
 
 from feature_core.aggregations import lift, merge, merge_all
 from feature_core.definitions import FeatureGroup
+from feature_core.keys import entity_id
 
 
 def evaluate(
     group: FeatureGroup, events: Iterable[Mapping[str, Any]], t: int
 ) -> dict[str, dict[str, Any]]:
-    """``{entity: {feature: value}}`` at query time ``t`` for every entity seen."""
+    """``{entity id: {feature: value}}`` at query time ``t`` for every entity seen
+    (ids as :func:`feature_core.keys.entity_id` makes them)."""
     by_entity: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    time_column = group.source.event_time_column
+    time_column = group.event_time
+    join_keys = group.join_keys
     for event in events:
-        key = event.get(group.entity.join_key)
-        if key is not None and group.accepts(event):
-            by_entity[str(key)].append(event)
+        key = [event.get(k) for k in join_keys]
+        if None not in key and group.accepts(event):
+            by_entity[entity_id(key)].append(event)
     result: dict[str, dict[str, Any]] = {}
     for entity, entity_events in by_entity.items():
         values: dict[str, Any] = {}

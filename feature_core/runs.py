@@ -30,7 +30,12 @@ class RunRecord(BaseModel):
     started_at: float = Field(default_factory=time.time, description="Epoch seconds.")
     finished_at: float | None = None
     cutoff: int | None = Field(None, description="Batch cutoff B (epoch ms).")
-    delta_version: int | None = Field(None, description="Delta table version read.")
+    delta_version: int | None = Field(
+        None, description="Delta table version read (when the groups read one table)."
+    )
+    delta_versions: dict[str, int | None] | None = Field(
+        None, description="Lake table -> Delta version read."
+    )
     rows_read: int | None = None
     entities_written: int | None = None
     view_version: int | None = Field(None, description="Batch view version written.")

@@ -82,11 +82,13 @@ class Settings(BaseSettings):
     )
 
     # --- what flows -------------------------------------------------------------
-    events_topic: str = Field("events", description="Kafka topic of raw events.")
-    dlq_topic: str = Field("events.dlq", description="Dead-letter topic for rejected events.")
-    events_partitions: int = Field(3, ge=1, description="Partitions when creating the topic.")
+    events_partitions: int = Field(
+        3, ge=1, description="Partitions of each source's topic when the platform creates it."
+    )
     feature_repo: str = Field(
-        "demo.feature_repo", description="Python module holding the feature definitions."
+        "demo.feature_repo",
+        description="Python module holding the sources and feature definitions (topics, "
+        "lake tables and dead-letter topics come from its sources).",
     )
     key_prefix: str = Field("lfp", description="Prefix of every Redis key the platform owns.")
 
@@ -139,9 +141,9 @@ class Settings(BaseSettings):
     def lake_root(self) -> str:
         return self.lake_uri or str((self.data_dir / "lake").resolve())
 
-    @property
-    def raw_events_uri(self) -> str:
-        return f"{self.lake_root.rstrip('/')}/raw_events"
+    def table_uri(self, table: str) -> str:
+        """Where a source's lake table lives: ``<lake root>/<table>``."""
+        return f"{self.lake_root.rstrip('/')}/{table}"
 
     @property
     def models_path(self) -> Path:

@@ -15,6 +15,14 @@ A lifetime window covers ``(-inf, t)``. The batch cutoff ``B`` is aligned to the
 finest hop; batch IRs cover event time ``< B``, speed tiles (5 minutes wide) cover
 ``>= B``. The two never overlap, so merging them is exact for every aggregation.
 
+A speed tile is keyed by its start and holds the events of ``[start, start + 5 min)``,
+except an event dated at or after the moment it was produced (its Kafka record's
+timestamp): clock skew lets such an event arrive before its time, so it is kept under
+its exact event time (see :func:`speed_tile_start`). Every event of a tile keyed ``s``
+is then at or after ``s`` and, for a query made after the tile was written, before the
+query time: a merge that takes the tiles with ``s < t`` counts exactly the events
+before ``t``, never one dated later.
+
 For a sliding window the batch view stores, per entity, the hop tiles that may still
 slide out of the window (``[floor(B - w, hop), collapsed_start)``) and one collapsed
 IR for ``[collapsed_start, B)``, where ``collapsed_start = min(floor(B - w + H, hop), B)``
@@ -151,6 +159,14 @@ def batch_layout(window: Window, cutoff: int, horizon_ms: int) -> BatchLayout:
     tail_start = floor_to(cutoff - window.length_ms, hop)
     collapsed_start = min(floor_to(cutoff - window.length_ms + horizon_ms, hop), cutoff)
     return BatchLayout(cutoff, tail_start, max(collapsed_start, tail_start))
+
+
+def speed_tile_start(event_time: int, produced_at: int | None) -> int:
+    """The speed tile key of an event (see the module docstring): its 5-minute tile, or
+    its exact time if it is dated at or after ``produced_at``."""
+    if produced_at is not None and event_time >= produced_at:
+        return event_time
+    return floor_to(event_time, SPEED_TILE_MS)
 
 
 def align_cutoff(t: int) -> int:

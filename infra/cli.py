@@ -6,6 +6,7 @@ Configuration comes from ``LFP_*`` environment variables (see ``feature_core.set
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from feature_core.definitions import DefinitionError, FeatureRepo
 from feature_core.settings import Settings, get_settings
+from feature_core.sources import EventSource
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="Run the embedded local stack.")
@@ -32,7 +34,9 @@ features_app = typer.Typer(no_args_is_help=True, help="Inspect feature definitio
 demo_app = typer.Typer(no_args_is_help=True, help="The demo workload.")
 probe_app = typer.Typer(no_args_is_help=True, help="Health probes (Compose healthchecks).")
 training_app = typer.Typer(no_args_is_help=True, help="Point-in-time correct training sets.")
+lake_app = typer.Typer(no_args_is_help=True, help="The lake: each source's Delta table.")
 for sub, name in (
+    (lake_app, "lake"),
     (training_app, "training-set"),
     (probe_app, "probe"),
     (stack_app, "stack"),
@@ -61,7 +65,7 @@ def friendly_errors(func: F) -> F:
         from pydantic import ValidationError
 
         from infra.broker import BrokerUnavailable
-        from infra.kafka_admin import KafkaUnavailable
+        from runtime.kafka import KafkaUnavailable
 
         try:
             return func(*args, **kwargs)
@@ -155,7 +159,7 @@ def probe_status(
     ] = None,
 ) -> None:
     """Exit 0 if a service's status file has a fresh heartbeat (and required values)."""
-    from infra.status import status_problem
+    from runtime.status import status_problem
 
     required = dict(item.partition("=")[::2] for item in require or [])
     problem = status_problem(path, max_age_s, required)
@@ -184,12 +188,25 @@ def probe_http(url: str) -> None:
 @features_app.command("validate")
 @friendly_errors
 def features_validate() -> None:
-    """Load and validate the feature repo (LFP_FEATURE_REPO)."""
+    """Load and validate the feature repo (LFP_FEATURE_REPO), and check each source's
+    fields against its lake table: a field removed or retyped would break history."""
+    from batch_layer.lake import schema_problems
+
     settings = get_settings()
     repo = _repo(settings)
+    problems = [
+        problem
+        for source in repo.sources
+        for problem in schema_problems(settings.table_uri(source.table_name), source)
+    ]
+    if problems:
+        for problem in problems:
+            console.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(1)
     count = sum(len(g.features) for g in repo.groups)
     console.print(
-        f"[green]✓[/green] {settings.feature_repo}: {len(repo.groups)} groups, {count} features"
+        f"[green]✓[/green] {settings.feature_repo}: {len(repo.sources)} sources, "
+        f"{len(repo.groups)} groups, {count} features; lake tables compatible"
     )
 
 
@@ -204,8 +221,12 @@ def features_describe(name: str) -> None:
         group = None
     if group is not None:
         console.print(f"[bold]{group.name}[/bold] (feature group) {group.description}")
-        console.print(f"entity: {group.entity.name} (join key {group.entity.join_key})")
-        console.print(f"source: topic {group.source.topic}, table {group.source.table}")
+        console.print(f"entity: {group.entity.name} (join keys {group.entity.key_label})")
+        source = group.source
+        console.print(
+            f"source: {source.name} (topic {source.topic_name}, table {source.table_name}, "
+            f"event time {source.event_time})"
+        )
         console.print(f"filter: {group.filter_sql()}")
         console.print(f"tile columns: {', '.join(c.key for c in group.tile_columns)}")
         for f in group.features:
@@ -234,7 +255,7 @@ def features_list() -> None:
         for f in group.features:
             table.add_row(
                 group.name,
-                group.entity.join_key,
+                group.entity.key_label,
                 f.name,
                 f.aggregation.name,
                 f.column or "*",
@@ -247,37 +268,153 @@ def features_list() -> None:
 # --- kafka ------------------------------------------------------------------------
 
 
+@features_app.command("sources")
+@friendly_errors
+def features_sources() -> None:
+    """List every declared source with its topic, lake table and fields."""
+    for source in _repo(get_settings()).sources:
+        console.print(
+            f"[bold]{source.name}[/bold]: topic {source.topic_name}, dead letters "
+            f"{source.dlq_topic}, lake table {source.table_name}, event time {source.event_time}"
+        )
+        table = Table("field", "type", "required", "constraints", box=box.SIMPLE)
+        for f in source.fields:
+            constraints = [
+                text
+                for text, present in (
+                    (f"one of {list(f.values or ())}", f.values is not None),
+                    (f">= {f.min}", f.min is not None),
+                    (f"<= {f.max}", f.max is not None),
+                    (f"length >= {f.min_length}", f.min_length is not None),
+                    (f"length <= {f.max_length}", f.max_length is not None),
+                )
+                if present
+            ]
+            table.add_row(f.name, f.type, "yes" if f.required else "", ", ".join(constraints))
+        console.print(table)
+
+
+def _source(settings: Settings, name: str | None) -> EventSource:
+    repo = _repo(settings)
+    if name is None:
+        if len(repo.sources) != 1:
+            known = ", ".join(s.name for s in repo.sources)
+            raise RuntimeError(
+                f"the repo declares several sources ({known}): pick one with --source"
+            )
+        return repo.sources[0]
+    try:
+        return repo.source(name)
+    except KeyError as error:
+        raise RuntimeError(str(error.args[0])) from None
+
+
+SourceOption = Annotated[
+    str | None, typer.Option("--source", help="A declared source (default: the only one).")
+]
+
+
 @topics_app.command("create")
 @friendly_errors
 def topics_create() -> None:
-    """Create the events and dead-letter topics if missing."""
-    from infra.kafka_admin import ensure_topics
+    """Create every source's topic and dead-letter topic if missing."""
+    from runtime.kafka import ensure_topics
 
     settings = get_settings()
-    ensure_topics(settings)
-    console.print(f"topics ready: {settings.events_topic}, {settings.dlq_topic}")
+    names = ensure_topics(settings, _repo(settings).sources)
+    console.print(f"topics ready: {', '.join(names)}")
 
 
 @app.command()
 @friendly_errors
 def generate(
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="Random valid events for this source, from its schema. Default: the repo's "
+            "own live generator (the demo's shop sessions), or every source from its schema.",
+        ),
+    ] = None,
     rate: Annotated[float, typer.Option(help="Events per second.")] = 50.0,
     duration: Annotated[float, typer.Option(help="Seconds to keep producing.")] = 60.0,
-    users: Annotated[int, typer.Option(help="Shoppers.")] = 200,
-    items: Annotated[int, typer.Option(help="Catalog size.")] = 300,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same shop).")] = 7,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Produce live synthetic shop sessions to the events topic, at a rate, for a while."""
-    from demo.generator import Shop, ShopConfig
-    from demo.run import produce, progress_bars
+    """Produce live events to the sources' topics, at a rate, for a while."""
+    from runtime.produce import live_events, produce_records
 
     settings = get_settings()
-    shop = Shop(ShopConfig(users=users, items=items, seed=seed))
-    with progress_bars(console) as progress:
-        produce(
-            settings, shop.live(rate, duration), progress, "events -> Kafka", int(rate * duration)
+    repo = _repo(settings)
+    sources = [_source(settings, source)] if source else list(repo.sources)
+    module = importlib.import_module(settings.feature_repo)
+    own = getattr(module, "live_events", None) if source is None else None
+    events = (
+        own(rate, duration, seed) if own is not None else live_events(sources, rate, duration, seed)
+    )
+    total = int(rate * duration)
+    with _progress() as progress:
+        sent = produce_records(settings, events, progress.callback("events -> Kafka", total))
+    topics = ", ".join(sorted({s.topic_name for s in sources}))
+    console.print(f"produced {sent} events to {topics}")
+
+
+@app.command()
+@friendly_errors
+def send(
+    file: Annotated[str, typer.Argument(help="A JSON Lines file, or - for standard input.")],
+    source: SourceOption = None,
+) -> None:
+    """Produce JSON Lines, as they are, to a source's topic (invalid lines end up in its
+    dead-letter topic with the reason, as any producer's would)."""
+    import sys
+
+    from runtime.produce import send_lines
+
+    settings = get_settings()
+    chosen = _source(settings, source)
+    if file == "-":
+        sent = send_lines(settings, chosen, sys.stdin.buffer)
+    else:
+        path = Path(file)
+        if not path.exists():
+            raise RuntimeError(f"{path} not found")
+        with path.open("rb") as lines:
+            sent = send_lines(settings, chosen, lines)
+    console.print(f"sent {sent} records to {chosen.topic_name}")
+
+
+@lake_app.command("load")
+@friendly_errors
+def lake_load(
+    files: Annotated[list[Path], typer.Argument(help="JSON Lines (.jsonl), CSV or Parquet.")],
+    source: SourceOption = None,
+    chunk: Annotated[int, typer.Option(help="Records per Delta commit.")] = 50_000,
+) -> None:
+    """Load history into a source's lake table: each record validated as ingest does,
+    good ones appended in bounded commits, rejects written beside the file with their
+    line and reason. Loading the same content again appends nothing."""
+    from batch_layer.load import count_records, load_file
+
+    settings = get_settings()
+    chosen = _source(settings, source)
+    for path in files:
+        if not path.exists():
+            raise RuntimeError(f"{path} not found")
+    for path in files:
+        with _progress() as progress:
+            result = load_file(
+                settings,
+                chosen,
+                path,
+                chunk,
+                progress.callback(f"{path.name} -> {chosen.table_name}", count_records(path)),
+            )
+        note = f", {result.skipped} loaded before" if result.skipped else ""
+        rejects = f" (see {result.rejects_path})" if result.rejects_path else ""
+        console.print(
+            f"{path}: {result.records} records, {result.appended} appended, "
+            f"{result.rejected} rejected{rejects}{note}; {result.commits} commits"
         )
-    console.print(f"produced about {int(rate * duration)} events to {settings.events_topic}")
 
 
 # --- layers -----------------------------------------------------------------------
@@ -290,7 +427,8 @@ def ingest_run(status_file: StatusFile = None) -> None:
     from batch_layer.ingest import run_forever
 
     _setup_logging()
-    run_forever(get_settings(), status_file)
+    settings = get_settings()
+    run_forever(settings, _repo(settings).sources, status_file)
 
 
 @speed_app.command("run")
@@ -462,10 +600,13 @@ def training_set_build(
     output: Annotated[Path, typer.Option(help="Where to write the training set.")],
     output_format: Annotated[str, typer.Option("--format", help="parquet or delta.")] = "parquet",
     entity_column: Annotated[
-        str | None, typer.Option(help="Default: the entity's join key.")
+        list[str] | None,
+        typer.Option(help="Spine column of each join key, in order; default: the join keys."),
     ] = None,
     timestamp_column: Annotated[str, typer.Option(help="Epoch-ms column.")] = "timestamp",
-    delta_version: Annotated[int | None, typer.Option(help="Pin this lake version.")] = None,
+    delta_version: Annotated[
+        list[str] | None, typer.Option(help="Pin a lake table's version: TABLE=N (repeatable).")
+    ] = None,
 ) -> None:
     """Each spine row + the features the API would have served at its timestamp."""
     from batch_layer.spark import spark_session
@@ -492,7 +633,7 @@ def training_set_build(
             frame,
             entity_column,
             timestamp_column,
-            delta_version,
+            _pins(delta_version),
         )
         write_training_set(result, str(output), output_format)
         rows = result.count()
@@ -501,6 +642,48 @@ def training_set_build(
     finally:
         spark.stop()
     console.print(f"wrote {rows} rows x {len(feature_service.features)} features to {output}")
+
+
+def _pins(specs: list[str] | None) -> dict[str, int] | None:
+    if not specs:
+        return None
+    pins = {}
+    for spec in specs:
+        table, sep, version = spec.partition("=")
+        if not sep or not version.isdigit():
+            raise RuntimeError(f"--delta-version {spec!r}: use TABLE=N, e.g. raw_events=12")
+        pins[table] = int(version)
+    return pins
+
+
+class _progress:
+    """Rich progress bars for long loops; ``callback(label, total)`` advances one."""
+
+    def __enter__(self) -> _progress:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.__exit__(*exc)
+
+    def callback(self, label: str, total: int | None) -> Callable[[int], None]:
+        task = self.bars.add_task(label, total=total)
+        return lambda n: self.bars.advance(task, n)
 
 
 # --- the embedded stack -------------------------------------------------------------
@@ -619,7 +802,8 @@ def verify(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     tolerance: Annotated[float, typer.Option(help="Relative tolerance of float values.")] = 1e-9,
     entity: Annotated[
-        list[str] | None, typer.Option(help="join_key=id to check (repeatable) instead.")
+        list[str] | None,
+        typer.Option(help="key=value[,key=value] of an entity to check (repeatable) instead."),
     ] = None,
     settle: Annotated[float, typer.Option(help="Seconds before re-checking a mismatch.")] = 5.0,
 ) -> None:
@@ -629,25 +813,27 @@ def verify(
     from batch_layer.verify import verify as run_verify
 
     settings = get_settings()
-    chosen: dict[str, list[str]] | None = None
+    repo = _repo(settings)
+    chosen: dict[str, list[tuple[str, ...]]] | None = None
     if entity:
         chosen = {}
+        entities = {g.entity.join_keys: g.entity for g in repo.groups}
         for spec in entity:
-            key, sep, value = spec.partition("=")
-            if not sep or not value:
-                raise RuntimeError(f"--entity {spec!r}: use join_key=id, e.g. user_id=user_1")
-            chosen.setdefault(key, []).append(value)
+            pairs = dict(part.partition("=")[::2] for part in spec.split(","))
+            match = next((e for keys, e in entities.items() if set(keys) == set(pairs)), None)
+            if match is None or not all(pairs.values()):
+                known = "; ".join(",".join(f"{k}=..." for k in keys) for keys in entities)
+                raise RuntimeError(f"--entity {spec!r}: name every join key of an entity: {known}")
+            chosen.setdefault(match.name, []).append(tuple(pairs[k] for k in match.join_keys))
     spark = spark_session(settings, "lfp-verify")
     try:
         with console.status("reading the API and recomputing from the lake..."):
-            report = run_verify(
-                spark, settings, _repo(settings), sample, seed, tolerance, chosen, settle
-            )
+            report = run_verify(spark, settings, repo, sample, seed, tolerance, chosen, settle)
     finally:
         spark.stop()
     publish(settings, report)
     table = Table(
-        "feature", "mismatches", title=f"consistency: lake (Delta v{report.delta_version}) vs API"
+        "feature", "mismatches", title=f"consistency: lake ({report.delta_versions}) vs API"
     )
     for feature, count in report.by_feature.items():
         table.add_row(feature, f"[red]{count}[/red]" if count else "0")

@@ -26,7 +26,7 @@ import redis
 
 from feature_core.settings import Settings
 from infra.broker import broker_command
-from infra.status import status_problem
+from runtime.status import status_problem
 
 
 def _lfp(*args: str) -> list[str]:

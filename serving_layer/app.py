@@ -11,7 +11,7 @@ import gc
 import importlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from feature_core.definitions import FeatureRepo
+from feature_core.keys import entity_id
 from feature_core.merge import merge_group
 from feature_core.runs import RunRecord
 from feature_core.settings import Settings, get_settings
@@ -155,10 +156,9 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
         """
         body = await parse_body(request, FeaturesRequest)
         online = online_of(request)
+        selection = online.selection(body.feature_service, body.features)
         served = await online.serve(
-            online.selection(body.feature_service, body.features),
-            body.entities,
-            FEATURES_ENDPOINT,
+            selection, selection.entity_ids(body.entities), FEATURES_ENDPOINT
         )
         pointer = served.snapshot.pointer
         return json_response(
@@ -169,10 +169,47 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
                 "batch": pointer and BatchViewInfo.fields_of(pointer),
                 "speed_watermarks": served.speed_watermarks,
                 "vectors": [
-                    {"entity_id": v.entity_id, "values": v.values, "statuses": v.statuses}
-                    for v in served.vectors
+                    {"entity_id": entity, "values": v.values, "statuses": v.statuses}
+                    for entity, v in zip(body.entities, served.vectors, strict=True)
                 ],
             }
+        )
+
+    async def group_features(
+        repo: FeatureRepo, store: FeatureStore, group: str, keys: Mapping[str, str] | str
+    ) -> GroupFeatures:
+        try:
+            definition = repo.group(group)
+        except KeyError as error:
+            raise NotFoundError(error.args[0]) from None
+        join_keys = definition.join_keys
+        if isinstance(keys, str):
+            if len(join_keys) > 1:
+                raise RequestError(
+                    f"{group} is keyed by {list(join_keys)}: use "
+                    f"GET /v1/features/{group}?{'&'.join(f'{k}=...' for k in join_keys)}"
+                )
+            entity = keys
+        else:
+            missing = [k for k in join_keys if not keys.get(k)]
+            if missing:
+                raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
+            entity = entity_id([keys[k] for k in join_keys])
+        snapshot = await store.read([((group,), (entity,))])
+        as_of = int(time.time() * 1000)
+        views = snapshot.entities[0]
+        merged = merge_group(
+            definition, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles, views.memo
+        )
+        return GroupFeatures(
+            group=group,
+            entity_id=entity,
+            as_of=as_of,
+            batch_cutoff=snapshot.pointer.cutoff if snapshot.pointer else None,
+            batch_version=snapshot.pointer.version if snapshot.pointer else None,
+            speed_watermark=snapshot.speed_watermarks.get(group),
+            features={name: v.value for name, v in merged.items()},
+            statuses={name: v.status for name, v in merged.items()},
         )
 
     @app.get(
@@ -184,27 +221,22 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
     async def get_group_features(
         group: str, entity_id: EntityId, store: Store, repo: Repo
     ) -> GroupFeatures:
-        """Every feature of one feature group for one entity, by name."""
-        try:
-            definition = repo.group(group)
-        except KeyError as error:
-            raise NotFoundError(error.args[0]) from None
-        snapshot = await store.read([((group,), (entity_id,))])
-        as_of = int(time.time() * 1000)
-        views = snapshot.entities[0]
-        merged = merge_group(
-            definition, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles, views.memo
-        )
-        return GroupFeatures(
-            group=group,
-            entity_id=entity_id,
-            as_of=as_of,
-            batch_cutoff=snapshot.pointer.cutoff if snapshot.pointer else None,
-            batch_version=snapshot.pointer.version if snapshot.pointer else None,
-            speed_watermark=snapshot.speed_watermarks.get(group),
-            features={name: v.value for name, v in merged.items()},
-            statuses={name: v.status for name, v in merged.items()},
-        )
+        """Every feature of one feature group for one entity (one join key), by name."""
+        return await group_features(repo, store, group, entity_id)
+
+    @app.get(
+        "/v1/features/{group}",
+        response_model=GroupFeatures,
+        tags=features,
+        dependencies=auth,
+    )
+    async def get_group_features_by_keys(
+        group: str, request: Request, store: Store, repo: Repo
+    ) -> GroupFeatures:
+        """Every feature of one feature group for one entity named by its join keys as
+        query parameters (``?card_id=c1&merchant_id=m9``): any entity, composite or not."""
+        keys = {k: v for k, v in request.query_params.items() if 0 < len(v) <= 256}
+        return await group_features(repo, store, group, keys)
 
     @app.get("/v1/batch/runs", response_model=list[RunRecord], tags=["batch"], dependencies=auth)
     async def batch_runs(
@@ -241,7 +273,8 @@ def _service_info(online: OnlineFeatures, name: str) -> FeatureServiceInfo:
     return FeatureServiceInfo(
         name=name,
         description=service.description,
-        entity_key=selection.join_key,
+        entity_key=", ".join(selection.join_keys),
+        join_keys=list(selection.join_keys),
         features=[
             FeatureInfo(
                 name=ref.qualified_name,

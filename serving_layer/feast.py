@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from feature_core.keys import entity_id
 from feature_core.merge import ValueStatus
 from serving_layer.bodies import documented_body, parse_body
 from serving_layer.deps import online_of
@@ -45,13 +46,18 @@ async def get_online_features(request: Request) -> Response:
     body = await parse_body(request, FeastRequest)
     online = online_of(request)
     selection = online.selection(body.feature_service, body.features)
-    if list(body.entities) != [selection.join_key]:
+    join_keys = selection.join_keys
+    if set(body.entities) != set(join_keys):
         raise RequestError(
-            f"entities must have exactly one key, {selection.join_key!r} (the join key of "
-            f"the requested features); got {sorted(body.entities)}"
+            f"entities must have one list per join key of the requested features, "
+            f"{list(join_keys)}; got {sorted(body.entities)}"
         )
-    keys = body.entities[selection.join_key]
-    served = await online.serve(selection, [str(k) for k in keys], ENDPOINT)
+    columns = [body.entities[k] for k in join_keys]
+    n = len(columns[0])
+    if any(len(column) != n for column in columns):
+        raise RequestError("every join key's list must have the same length")
+    ids = [entity_id(values) for values in zip(*columns, strict=True)]
+    served = await online.serve(selection, ids, ENDPOINT)
     if body.full_feature_names:
         names = [f"{r.group.name}__{r.feature.name}" for r in selection.refs]
     else:
@@ -62,8 +68,10 @@ async def get_online_features(request: Request) -> Response:
             )
     pointer = served.snapshot.pointer
     watermarks = served.snapshot.speed_watermarks
-    n = len(keys)
-    results = [{"values": keys, "statuses": ["PRESENT"] * n, "event_timestamps": [EPOCH] * n}]
+    results = [
+        {"values": column, "statuses": ["PRESENT"] * n, "event_timestamps": [EPOCH] * n}
+        for column in columns
+    ]
     for i, ref in enumerate(selection.refs):
         # The newest event time the views cover for this feature's group.
         times = [t for t in (watermarks.get(ref.group.name), pointer and pointer.cutoff) if t]
@@ -75,6 +83,4 @@ async def get_online_features(request: Request) -> Response:
                 "event_timestamps": [stamp] * n,
             }
         )
-    return json_response(
-        {"metadata": {"feature_names": [selection.join_key, *names]}, "results": results}
-    )
+    return json_response({"metadata": {"feature_names": [*join_keys, *names]}, "results": results})

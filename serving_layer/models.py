@@ -11,6 +11,18 @@ from feature_core.merge import BatchPointer, ValueStatus
 EntityKey = Annotated[
     StrictStr, Field(min_length=1, max_length=256, description="An entity join key value.")
 ]
+KeyValue = Annotated[
+    EntityKey | StrictInt, Field(description="A join key value (integer keys may be numbers).")
+]
+#: One entity: its join key value, or an object with every join key (composite entities).
+EntityRef = Annotated[
+    EntityKey | dict[str, KeyValue],
+    Field(
+        description="The entity's join key value, or an object naming each join key "
+        '(e.g. {"card_id": "c1", "merchant_id": "m9"}); entities with several join keys '
+        "need the object."
+    ),
+]
 # The 'group:feature' form is checked on resolution, whose message names the problem.
 FeatureReference = Annotated[
     StrictStr, Field(max_length=512, description="A feature as 'group:feature'.")
@@ -33,7 +45,7 @@ class FeaturesRequest(Request):
                 {"feature_service": "ranking_features", "entities": ["u1", "u2"]},
                 {
                     "features": ["user_purchases:spend_30d", "user_browsing:events_5m"],
-                    "entities": ["u1"],
+                    "entities": [{"user_id": "u1"}],
                 },
             ]
         }
@@ -43,8 +55,8 @@ class FeaturesRequest(Request):
     features: list[FeatureReference] | None = Field(
         None, description="Ad hoc feature list (all of one entity type)."
     )
-    entities: list[EntityKey] = Field(
-        min_length=1, description="Entity ids; at most LFP_API_MAX_ENTITIES."
+    entities: list[EntityRef] = Field(
+        min_length=1, description="Entities; at most LFP_API_MAX_ENTITIES."
     )
 
 
@@ -71,7 +83,7 @@ class BatchViewInfo(BaseModel):
 
 
 class EntityVector(BaseModel):
-    entity_id: str
+    entity_id: str | dict[str, Any] = Field(description="The entity, as the request gave it.")
     values: list[Any] = Field(description="Feature values, in feature_names order.")
     statuses: list[ValueStatus] = Field(description="Status of each value.")
 
@@ -122,7 +134,10 @@ class GroupFeatures(BaseModel):
     """Feature values of one entity in one feature group, and the views they came from."""
 
     group: str
-    entity_id: str
+    entity_id: str = Field(
+        description="The entity: its key value, or a JSON array of its key values in the "
+        "entity's join key order (composite entities)."
+    )
     as_of: int = Field(description="Query time (epoch ms): windows end here.")
     batch_cutoff: int | None = Field(description="Batch view covers event time < this.")
     batch_version: int | None
@@ -143,7 +158,8 @@ class FeatureInfo(BaseModel):
 class FeatureServiceInfo(BaseModel):
     name: str
     description: str
-    entity_key: str
+    entity_key: str = Field(description="The entity's join keys, comma-separated.")
+    join_keys: list[str] = Field(description="The join keys every entity must give.")
     features: list[FeatureInfo]
 
 
@@ -183,7 +199,8 @@ class FeastRequest(BaseModel):
     features: list[FeatureReference] | None = None
     feature_service: StrictStr | None = None
     entities: dict[str, list[FeastEntityValue]] = Field(
-        description="Join key -> entity values (one key)."
+        description="Join key -> entity values: one list per join key of the entity, all "
+        "of the same length (the n-th values of each list name the n-th entity)."
     )
     full_feature_names: bool = Field(
         False, description="Name features 'group__feature' instead of 'feature'."

@@ -6,13 +6,14 @@ values with the same statuses; only the JSON shape differs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from operator import itemgetter
 from typing import Any
 
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo
+from feature_core.keys import entity_id
 from feature_core.merge import GroupMerger, ValueStatus, group_merger
 from serving_layer.store import ViewsRequest, ViewsSnapshot
 
@@ -46,7 +47,7 @@ class Selection:
     """An ordered list of features of one entity type, resolved against the repo."""
 
     service: str | None
-    join_key: str
+    join_keys: tuple[str, ...]
     refs: tuple[FeatureRef, ...]
     groups: tuple[FeatureGroup, ...]  # distinct, in order of first use
 
@@ -75,6 +76,30 @@ class Selection:
         getter = itemgetter(*positions) if len(positions) > 1 else lambda row: (row[positions[0]],)
         defaults = tuple((i, r.default) for i, r in enumerate(self.refs) if r.has_default)
         return getter, defaults
+
+    def entity_ids(self, entities: Sequence[str | Mapping[str, Any]]) -> Sequence[str]:
+        """Each requested entity's id (:func:`feature_core.keys.entity_id`): a text is
+        the value of a one-key entity, an object must name every join key."""
+        keys = self.join_keys
+        if len(keys) == 1 and all(isinstance(e, str) for e in entities):
+            return entities  # type: ignore[return-value]  # the hot path: ids as given
+        ids = []
+        for position, entity in enumerate(entities):
+            if isinstance(entity, str):
+                if len(keys) > 1:
+                    raise RequestError(
+                        f"entities[{position}]: the entity has join keys {list(keys)}: give "
+                        "an object with each of them"
+                    )
+                ids.append(entity)
+                continue
+            if set(entity) != set(keys):
+                raise RequestError(
+                    f"entities[{position}]: give exactly the join keys {list(keys)}; "
+                    f"got {sorted(entity)}"
+                )
+            ids.append(entity_id([entity[k] for k in keys]))
+        return ids
 
     def views_request(self, entity_ids: Sequence[str]) -> ViewsRequest:
         """What to read for these entities: each group's views, entity-major."""
@@ -141,9 +166,9 @@ def select(
                 defaults.get(ref),
             )
         )
-    join_keys = {g.entity.join_key for g in groups.values()}
+    join_keys = {g.entity.join_keys for g in groups.values()}
     if len(join_keys) > 1:
-        by_key = ", ".join(f"{g.name} ({g.entity.join_key})" for g in groups.values())
+        by_key = ", ".join(f"{g.name} ({g.entity.key_label})" for g in groups.values())
         raise RequestError(
             f"features of different entities cannot share a vector: {by_key}; "
             "request one entity type at a time"

@@ -1,6 +1,6 @@
-"""The PyFlink speed job: Kafka ``events`` -> 5-minute tiles per entity -> Redis.
+"""The PyFlink speed job: each source's Kafka topic -> 5-minute tiles per entity -> Redis.
 
-Every event is parsed by the shared validator (a Python table function), so the speed
+Every record is parsed by its source's validator (a Python table function), so the speed
 layer accepts exactly what lake ingest accepts. Tiles are aggregated by generated Flink
 SQL (a continuous GROUP BY emitting updates every ``speed_emit_latency_ms``) and upserted
 whole. State is checkpointed; a restart restores the latest retained checkpoint (state
@@ -9,6 +9,7 @@ and Kafka offsets together) instead of starting empty with committed offsets.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -25,11 +26,19 @@ from pyflink.table import DataTypes, StreamTableEnvironment
 from pyflink.table.udf import udtf
 
 from feature_core.definitions import FeatureRepo
-from feature_core.events import InvalidEvent, parse_event
 from feature_core.settings import Settings
-from infra.status import write_status
+from feature_core.sources import EventSource, InvalidRecord
+from runtime.kafka import topic_id
+from runtime.status import write_status
 from speed_layer.sink import StatsWriter, TileWriter
-from speed_layer.sql import PARSED_COLUMNS, source_ddl, stats_query, tile_query
+from speed_layer.sql import (
+    parsed_columns,
+    parsed_query,
+    parsed_view,
+    source_ddl,
+    stats_query,
+    tile_query,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +46,31 @@ _SQL_TYPES = {
     "STRING": DataTypes.STRING(),
     "BIGINT": DataTypes.BIGINT(),
     "DOUBLE": DataTypes.DOUBLE(),
+    "BOOLEAN": DataTypes.BOOLEAN(),
 }
 
 
-def make_parser(allowed_lateness_ms: int):
-    """A UDTF: raw bytes -> one row with status ok/late/invalid and the event's columns."""
+def make_parser(source: EventSource, allowed_lateness_ms: int):
+    """A UDTF: raw bytes -> one row: status ok/late/invalid, then the source's fields.
 
-    @udtf(result_types=[_SQL_TYPES[t] for _, t in PARSED_COLUMNS])
+    It calls the source's validator, the one lake ingest calls, so both accept and reject
+    the same records.
+    """
+    columns = parsed_columns(source)
+    names = source.columns
+    time_field = source.event_time
+    invalid = ("invalid",) + (None,) * len(names)
+
+    @udtf(result_types=[_SQL_TYPES[t] for _, t in columns])
     def parse(raw: bytes) -> Iterator[tuple]:
         now_ms = int(time.time() * 1000)
         try:
-            event = parse_event(raw, now_ms)
-        except InvalidEvent:
-            yield ("invalid", None, None, None, None, None, None, None)
+            record = source.parse(raw, now_ms)
+        except InvalidRecord:
+            yield invalid
             return
-        status = "late" if event.event_time < now_ms - allowed_lateness_ms else "ok"
-        yield (
-            status,
-            event.event_id,
-            event.user_id,
-            event.event_type.value,
-            event.event_time,
-            event.item_id,
-            event.category,
-            event.amount,
-        )
+        status = "late" if record[time_field] < now_ms - allowed_lateness_ms else "ok"
+        yield (status, *(record[name] for name in names))
 
     return parse
 
@@ -117,17 +126,19 @@ def build(
         flink_configuration(settings, checkpoint_dir)
     )
     t_env = StreamTableEnvironment.create(env)
-    t_env.execute_sql(source_ddl(settings))
-    t_env.create_temporary_function(
-        "parse_event", make_parser(settings.speed_allowed_lateness_s * 1000)
-    )
-    names = ", ".join(name for name, _ in PARSED_COLUMNS)
-    t_env.create_temporary_view(
-        "parsed",
-        t_env.sql_query(
-            f"SELECT {names} FROM raw_events, LATERAL TABLE(parse_event(`value`)) AS T({names})"
-        ),
-    )
+    lateness_ms = settings.speed_allowed_lateness_s * 1000
+    # Only the sources some group reads: a source without groups is the lake's alone.
+    for source in speed_sources(repo):
+        t_env.execute_sql(source_ddl(settings, source))
+        parser = f"parse_{source.name}"
+        t_env.create_temporary_function(parser, make_parser(source, lateness_ms))
+        t_env.create_temporary_view(
+            parsed_view(source), t_env.sql_query(parsed_query(source, parser))
+        )
+        stats = t_env.to_changelog_stream(t_env.sql_query(stats_query(source)))
+        stats.map(
+            StatsWriter(settings.redis_url, settings.key_prefix), output_type=Types.INT()
+        ).name(f"stats:{source.name}")
     for group in repo.groups:
         tiles = t_env.to_changelog_stream(t_env.sql_query(tile_query(group)))
         writer = TileWriter(
@@ -136,13 +147,30 @@ def build(
             group.name,
             settings.speed_tile_ttl_s,
             group.primitives,
+            len(group.join_keys),
         )
         tiles.map(writer, output_type=Types.INT()).name(f"tiles:{group.name}")
-    stats = t_env.to_changelog_stream(t_env.sql_query(stats_query()))
-    stats.map(StatsWriter(settings.redis_url, settings.key_prefix), output_type=Types.INT()).name(
-        "stats"
-    )
     return env
+
+
+def speed_sources(repo: FeatureRepo) -> list[EventSource]:
+    """The sources the speed job reads: those of its groups, once each."""
+    return list({g.source.name: g.source for g in repo.groups}.values())
+
+
+def job_fingerprint(repo: FeatureRepo, topic_instances: dict[str, str]) -> str:
+    """Names the job's checkpoints. Checkpoints hold Kafka offsets and the state of these
+    exact queries: a recreated topic, or a changed definition (a feature or a field
+    added), starts from empty state and the topics' earliest offsets, which recomputes
+    every tile whole, instead of restoring state that no longer fits."""
+    sources = speed_sources(repo)
+    parts = [
+        *(f"{topic}={instance}" for topic, instance in sorted(topic_instances.items())),
+        *(parsed_query(s, f"parse_{s.name}") for s in sources),
+        *(repr(s.fields) for s in sources),
+        *(tile_query(g) for g in repo.groups),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def jvm_temp_dir(settings: Settings) -> Path | None:
@@ -163,13 +191,10 @@ def jvm_temp_dir(settings: Settings) -> Path | None:
 
 def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) -> None:
     """Submit the job to a local mini-cluster and supervise it until SIGTERM."""
-    from infra.kafka_admin import topic_id
-
     jvm_temp_dir(settings)
 
-    # Checkpoints hold Kafka offsets: keep them per topic instance, never reuse another's.
-    instance = topic_id(settings, settings.events_topic)
-    checkpoint_dir = settings.data_dir / "flink-checkpoints" / f"{settings.events_topic}-{instance}"
+    instances = {s.topic_name: topic_id(settings, s.topic_name) for s in speed_sources(repo)}
+    checkpoint_dir = settings.data_dir / "flink-checkpoints" / job_fingerprint(repo, instances)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     restored = latest_checkpoint(checkpoint_dir)
     env = build(settings, repo, checkpoint_dir)

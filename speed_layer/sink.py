@@ -18,7 +18,7 @@ from pyflink.common import Row, RowKind
 from pyflink.datastream import MapFunction, RuntimeContext
 
 from feature_core.aggregations import Primitive
-from feature_core.keys import KeySpace
+from feature_core.keys import KeySpace, entity_id
 
 #: Only the new value of a row matters for an upsert.
 _UPSERT_KINDS = (RowKind.INSERT, RowKind.UPDATE_AFTER)
@@ -76,7 +76,8 @@ class _BufferedWriter(MapFunction):
 
 
 class TileWriter(_BufferedWriter):
-    """Rows ``(entity, tile, raw0..rawn, max_event_time)`` -> ``HSET {p}:st:{group}:{entity}``."""
+    """Rows ``(key0..keyk, tile, raw0..rawn, max_event_time)`` ->
+    ``HSET {p}:st:{group}:{entity}`` (``entity``: :func:`entity_id` of the keys)."""
 
     def __init__(
         self,
@@ -85,11 +86,13 @@ class TileWriter(_BufferedWriter):
         group: str,
         ttl_s: int,
         primitives: Sequence[Primitive],
+        join_keys: int = 1,
     ) -> None:
         super().__init__(redis_url, key_prefix)
         self.group = group
         self.ttl_s = ttl_s
         self.primitives = tuple(primitives)
+        self.join_keys = join_keys
 
     def open(self, runtime_context: RuntimeContext) -> None:
         super().open(runtime_context)
@@ -99,7 +102,9 @@ class TileWriter(_BufferedWriter):
         if row.get_row_kind() not in _UPSERT_KINDS:
             return 0
         values = list(row)
-        entity, tile, raw, max_event_time = values[0], values[1], values[2:-1], values[-1]
+        n = self.join_keys
+        entity = entity_id(values[:n])
+        tile, raw, max_event_time = values[n], values[n + 1 : -1], values[-1]
         with self.lock:
             self.buffer[(entity, tile)] = (raw, max_event_time)
         return 1
@@ -120,16 +125,15 @@ class TileWriter(_BufferedWriter):
 
 
 class StatsWriter(_BufferedWriter):
-    """Rows ``(status, events, max_event_time)`` -> ``HSET {p}:speed:stats``."""
+    """Rows ``(source, status, events, max_event_time)`` -> ``HSET {p}:speed:stats``,
+    field ``{source}.{status}_events``."""
 
     def map(self, row: Row) -> int:
         if row.get_row_kind() not in _UPSERT_KINDS:
             return 0
         with self.lock:
-            self.buffer[row[0]] = int(row[1])
+            self.buffer[f"{row[0]}.{row[1]}_events"] = int(row[2])
         return 1
 
     def write(self, pending: dict[Any, Any]) -> None:
-        self.client.hset(
-            self.keys.speed_stats, mapping={f"{k}_events": v for k, v in pending.items()}
-        )
+        self.client.hset(self.keys.speed_stats, mapping=pending)

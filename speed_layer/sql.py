@@ -1,33 +1,42 @@
-"""Flink SQL compiled from the feature definitions (pure strings, testable without Flink)."""
+"""Flink SQL compiled from the sources and feature definitions (pure strings, testable
+without Flink)."""
 
 from __future__ import annotations
 
 from feature_core.definitions import FeatureGroup, TileColumn
 from feature_core.settings import Settings
+from feature_core.sources import EventSource, quoted
 from feature_core.windows import SPEED_TILE_MS
 
-#: Columns the parsing UDTF emits, in order, with their Flink SQL types.
-PARSED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("status", "STRING"),  # ok | late | invalid
-    ("event_id", "STRING"),
-    ("user_id", "STRING"),
-    ("event_type", "STRING"),
-    ("event_time", "BIGINT"),
-    ("item_id", "STRING"),
-    ("category", "STRING"),
-    ("amount", "DOUBLE"),
-)
+#: Columns the speed job adds to a source's parsed fields (a field name starts with a
+#: letter, so these never collide with one).
+STATUS = "_status"  # ok | late | invalid
+RECORD_MS = "_record_ms"  # the Kafka record's timestamp, epoch ms (seconds precision)
 
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def source_ddl(settings: Settings, table: str = "raw_events") -> str:
-    """Kafka source reading raw bytes; parsing happens in the shared Python validator."""
+def raw_table(source: EventSource) -> str:
+    return f"raw_{source.name}"
+
+
+def parsed_view(source: EventSource) -> str:
+    return f"parsed_{source.name}"
+
+
+def parsed_columns(source: EventSource) -> tuple[tuple[str, str], ...]:
+    """What the parsing UDTF emits, in order: the status, then every declared field."""
+    return ((STATUS, "STRING"), *source.flink_columns())
+
+
+def source_ddl(settings: Settings, source: EventSource) -> str:
+    """Kafka source reading one source's raw bytes and each record's timestamp; parsing
+    happens in the shared Python validator."""
     options = {
         "connector": "kafka",
-        "topic": settings.events_topic,
+        "topic": source.topic_name,
         "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
         "properties.group.id": "lfp-speed",
         # Tansu reports the last stable offset short of the log end; uncommitted reads
@@ -37,7 +46,22 @@ def source_ddl(settings: Settings, table: str = "raw_events") -> str:
         "format": "raw",
     }
     with_clause = ",\n  ".join(f"{_quote(k)} = {_quote(v)}" for k, v in options.items())
-    return f"CREATE TABLE {table} (`value` BYTES) WITH (\n  {with_clause}\n)"
+    return (
+        f"CREATE TABLE {raw_table(source)} (\n"
+        "  `value` BYTES,\n"
+        "  `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL\n"
+        f") WITH (\n  {with_clause}\n)"
+    )
+
+
+def parsed_query(source: EventSource, parser: str) -> str:
+    """Every record of a source through its parser, with the record's timestamp."""
+    names = ", ".join(quoted(name) for name, _ in parsed_columns(source))
+    return (
+        # Flink casts no TIMESTAMP_LTZ to a number; EXTRACT gives whole epoch seconds.
+        f"SELECT {names}, EXTRACT(EPOCH FROM `record_time`) * 1000 AS {quoted(RECORD_MS)}\n"
+        f"FROM {raw_table(source)}, LATERAL TABLE({parser}(`value`)) AS T({names})"
+    )
 
 
 def partial_sql(column: TileColumn, time_column: str) -> str:
@@ -47,38 +71,55 @@ def partial_sql(column: TileColumn, time_column: str) -> str:
     reduced once per emitted update by the shared algebra (``Primitive.from_pairs``) in the
     Redis writer, so no Python runs per event.
     """
-    primitive, col = column.primitive, column.column
+    primitive, name = column.primitive, column.column
     if primitive.native:
-        return f"CAST({primitive.sql(col)} AS DOUBLE)"
-    if primitive.kind == "last" and col == time_column:
+        return f"CAST({column.sql()} AS DOUBLE)"
+    col, time = quoted(name or ""), quoted(time_column)
+    if primitive.kind == "last" and name == time_column:
         # The latest event time is its own value: a native MAX, no pairs to collect.
-        return f"MAX({time_column}) FILTER (WHERE {col} IS NOT NULL)"
+        return f"MAX({time}) FILTER (WHERE {col} IS NOT NULL)"
     if primitive.kind in ("last", "last_k"):
-        return f"ARRAY_AGG(ROW({time_column}, {col})) FILTER (WHERE {col} IS NOT NULL)"
+        return f"ARRAY_AGG(ROW({time}, {col})) FILTER (WHERE {col} IS NOT NULL)"
     if primitive.kind == "hll":
         return f"ARRAY_AGG(DISTINCT CAST({col} AS STRING)) FILTER (WHERE {col} IS NOT NULL)"
     raise ValueError(f"no Flink form for {primitive.kind}")
 
 
-def tile_query(group: FeatureGroup, parsed: str = "parsed") -> str:
-    """Per (entity, 5-minute tile): one raw partial per tile column, and the latest event."""
-    key = f"CAST({group.entity.join_key} AS STRING)"
-    time_column = group.source.event_time_column
-    tile = f"({time_column} / {SPEED_TILE_MS}) * {SPEED_TILE_MS}"
+def tile_sql(time_column: str) -> str:
+    """The speed tile of an event (see :func:`feature_core.windows.speed_tile_start`): its
+    5-minute tile, or its exact time when it is dated at or after its Kafka record's
+    timestamp, so that a query never counts it before its time."""
+    time = quoted(time_column)
+    return (
+        f"CASE WHEN {time} >= {quoted(RECORD_MS)} THEN {time} "
+        f"ELSE ({time} / {SPEED_TILE_MS}) * {SPEED_TILE_MS} END"
+    )
+
+
+def tile_query(group: FeatureGroup) -> str:
+    """Per (entity, tile): its join keys, one raw partial per tile column, and the latest
+    event time."""
+    keys = [f"CAST({quoted(k)} AS STRING)" for k in group.join_keys]
+    key_columns = ", ".join(f"{key} AS k{i}" for i, key in enumerate(keys))
+    time_column = group.event_time
+    tile = tile_sql(time_column)
     partials = ",\n  ".join(
         f"{partial_sql(c, time_column)} AS p{i}" for i, c in enumerate(group.tile_columns)
     )
+    present = " AND ".join(f"{quoted(k)} IS NOT NULL" for k in group.join_keys)
     return (
-        f"SELECT {key} AS entity, {tile} AS tile,\n  {partials},\n"
-        f"  MAX({time_column}) AS max_event_time\n"
-        f"FROM {parsed}\n"
-        f"WHERE status = 'ok' AND {group.entity.join_key} IS NOT NULL AND {group.filter_sql()}\n"
-        f"GROUP BY {key}, {tile}"
+        f"SELECT {key_columns}, {tile} AS tile,\n  {partials},\n"
+        f"  MAX({quoted(time_column)}) AS max_event_time\n"
+        f"FROM {parsed_view(group.source)}\n"
+        f"WHERE {quoted(STATUS)} = 'ok' AND {present} AND {group.filter_sql()}\n"
+        f"GROUP BY {', '.join(keys)}, {tile}"
     )
 
 
-def stats_query(parsed: str = "parsed") -> str:
+def stats_query(source: EventSource) -> str:
+    """Per status: how many of a source's records the speed job saw."""
     return (
-        f"SELECT status, COUNT(*) AS events, MAX(event_time) AS max_event_time "
-        f"FROM {parsed} GROUP BY status"
+        f"SELECT {_quote(source.name)} AS source, {quoted(STATUS)} AS status, "
+        f"COUNT(*) AS events, MAX({quoted(source.event_time)}) AS max_event_time "
+        f"FROM {parsed_view(source)} GROUP BY {quoted(STATUS)}"
     )

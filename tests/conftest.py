@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,14 @@ class StackHandle:
     training_set: Callable[[str, list[tuple[str, int]]], list[dict]]
 
 
-def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[StackHandle]:
+#: The feature repo of the session's stack: the demo shop and the fraud example at once.
+TEST_REPO = "tests.integration.both_workloads"
+
+
+@contextmanager
+def embedded_stack(tmp: Path, feature_repo: str = TEST_REPO) -> Iterator[Settings]:
+    """An embedded stack on free ports under ``tmp``, serving ``feature_repo``; its
+    settings are in the environment while it runs (the CLI and the services read them)."""
     from infra import stack
 
     env = {
@@ -78,15 +86,36 @@ def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[S
         "LFP_BATCH_SCHEDULE": "0 0 1 1 *",  # tests trigger batch runs themselves
         "LFP_SPEED_CHECKPOINT_INTERVAL_S": "5",
         "LFP_INGEST_POLL_MS": "200",
+        "LFP_FEATURE_REPO": feature_repo,
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     settings = Settings(_env_file=None)
     try:
-        stack.up(settings)
-    except RuntimeError as error:
-        pytest.fail(f"embedded stack failed to start: {error}")
+        try:
+            stack.up(settings)
+        except RuntimeError as error:
+            pytest.fail(f"embedded stack failed to start: {error}")
+        yield settings
+    finally:
+        stack.down(settings)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
+
+def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[StackHandle]:
+    from infra import stack
+
+    with embedded_stack(tmp) as settings:
+        yield _embedded_handle(settings, spark_factory, stack)
+
+
+def _embedded_handle(
+    settings: Settings, spark_factory: Callable[[Settings], Any], stack: Any
+) -> StackHandle:
     def run_batch(cutoff_ms: int) -> dict:
         from batch_layer.job import run_batch as run
 
@@ -114,15 +143,7 @@ def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[S
         frame = build_training_set(spark, settings, repo, definition, spine)
         return [r.asDict() for r in frame.collect()]
 
-    try:
-        yield StackHandle("embedded", settings, run_batch, kill, service_healthy, training_set)
-    finally:
-        stack.down(settings)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return StackHandle("embedded", settings, run_batch, kill, service_healthy, training_set)
 
 
 def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a Docker daemon

@@ -3,7 +3,7 @@
 import json
 
 from batch_layer.lake import append_with_offsets, committed_offsets, count_rows
-from feature_core.events import parse_event
+from demo.feature_repo import events as shop
 
 
 def _event(i: int):
@@ -13,16 +13,14 @@ def _event(i: int):
         "event_type": "view",
         "event_time": 1_700_000_000_000 + i,
     }
-    return parse_event(json.dumps(raw))
+    return shop.parse(json.dumps(raw))
 
 
 def test_offsets_commit_with_the_data_and_are_per_topic_instance(tmp_path):
     uri = str(tmp_path / "raw")
     assert committed_offsets(uri, "events", "id-1", [0, 1]) == {}
-    append_with_offsets(
-        uri, [(_event(0), 0, 41), (_event(1), 1, 7)], "events", "id-1", {0: 42, 1: 8}
-    )
-    append_with_offsets(uri, [], "events", "id-1", {1: 9})  # only rejects: offsets still move
+    append_with_offsets(uri, shop, [(_event(0), 0, 41), (_event(1), 1, 7)], "id-1", {0: 42, 1: 8})
+    append_with_offsets(uri, shop, [], "id-1", {1: 9})  # only rejects: offsets still move
     assert count_rows(uri) == 2
     assert committed_offsets(uri, "events", "id-1", [0, 1, 2]) == {0: 42, 1: 9}
     # A recreated topic (new id) starts from the beginning of its own log.

@@ -7,8 +7,8 @@ import pytest
 
 from batch_layer.lake import append_with_offsets
 from batch_layer.training import build_training_set
+from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo, FeatureService
-from feature_core.events import parse_event
 from feature_core.reference import evaluate
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, HOUR_MS
@@ -49,8 +49,8 @@ def test_training_rows_equal_the_reference_at_their_timestamps(spark_factory, tm
     settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
     rng = random.Random(entity_key)
     events = _events(rng)
-    rows = [(parse_event(json.dumps(e)), 0, i) for i, e in enumerate(events)]
-    append_with_offsets(settings.raw_events_uri, rows, "events", "t", {0: len(rows)})
+    rows = [(shop.parse(json.dumps(e)), 0, i) for i, e in enumerate(events)]
+    append_with_offsets(settings.table_uri(shop.table_name), shop, rows, "t", {0: len(rows)})
 
     keys = ["u0", "u1", "u2", "nobody"] if entity_key == "user_id" else ["i1", "i3", "nobody"]
     times = [BASE - 50 * DAY_MS + 7, BASE - 3 * DAY_MS, BASE - HOUR_MS - 1, BASE + 1]

@@ -23,17 +23,16 @@ pytestmark = pytest.mark.integration
 
 def demo_entities(demo_result) -> dict[str, list[str]]:
     items = [i for i in demo_result["model"].candidates if i.startswith("demo_i")]
-    return {"user_id": [f"{DEMO_SHOP_PREFIX}{i}" for i in range(8)], "item_id": items[:8]}
+    return {"user": [f"{DEMO_SHOP_PREFIX}{i}" for i in range(8)], "item": items[:8]}
 
 
 def test_zero_mismatches_on_the_demo_and_a_metric(demo_result, stack, spark_factory) -> None:
     settings = stack.settings
-    repo = FeatureRepo.from_module(settings.feature_repo)
+    repo = FeatureRepo.from_module("demo.feature_repo")  # the stack serves more workloads
     entities = demo_entities(demo_result)
     report = verify(spark_factory(settings), settings, repo, entities=entities, settle_s=2)
     per_entity = {
-        key: sum(len(g.features) for g in repo.groups if g.entity.join_key == key)
-        for key in entities
+        key: sum(len(g.features) for g in repo.groups if g.entity.name == key) for key in entities
     }
     assert report.values == sum(len(ids) * per_entity[k] for k, ids in entities.items())
     assert report.mismatches == 0, report.examples

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
+from demo.feature_repo import events as shop
 from demo.generator import CATEGORIES, Shop, ShopConfig, encode
-from feature_core.events import parse_event
 
 START, END = 1_700_000_000_000, 1_700_000_000_000 + 7 * 86_400_000
 
@@ -19,9 +19,9 @@ def test_same_seed_same_events_other_seed_other_events() -> None:
 
 def test_every_event_passes_the_platform_validator() -> None:
     for event in Shop().history(2000, START, END):
-        parsed = parse_event(encode(event), now_ms=END)
-        assert START <= parsed.event_time < END
-        assert (parsed.amount is not None) == (event["event_type"] == "purchase")
+        parsed = shop.parse(encode(event), now_ms=END)
+        assert START <= parsed["event_time"] < END
+        assert (parsed["amount"] is not None) == (event["event_type"] == "purchase")
 
 
 def test_funnel_narrows_and_purchases_follow_carts() -> None:

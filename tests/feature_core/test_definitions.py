@@ -1,11 +1,11 @@
 import pytest
 
+from demo.feature_repo import events as SRC
 from feature_core.aggregations import Primitive
 from feature_core.definitions import (
     Aggregation,
     DefinitionError,
     Entity,
-    EventSource,
     FeatureGroup,
     FeatureRepo,
     FeatureService,
@@ -14,7 +14,6 @@ from feature_core.definitions import (
 )
 
 USER = Entity("user", "user_id")
-SRC = EventSource("events")
 
 
 def group(*aggs, **kw):
@@ -40,12 +39,12 @@ def test_shared_primitives_are_one_tile_column():
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (group(Aggregation("sum", "price")), "unknown column 'price'"),
+        (group(Aggregation("sum", "price")), "'price' is not a field of source events"),
         (group(Aggregation("sum", "user_id")), "numeric column"),
         (group(Aggregation("median", "amount")), "unknown aggregation 'median'"),
         (group(Aggregation("count", windows=["7m"])), "multiple of its hop"),
         (group(Aggregation("count"), Aggregation("count")), "duplicate feature names"),
-        (group(Aggregation("count"), filter={"colour": "red"}), "filter on unknown column"),
+        (group(Aggregation("count"), filter={"colour": "red"}), "filter on 'colour', not a field"),
         (FeatureGroup("g", Entity("user", "uid"), SRC, [Aggregation("count")]), "join key"),
     ],
 )
@@ -56,7 +55,7 @@ def test_invalid_definitions_fail_with_a_clear_message(bad, message):
 
 def test_filters_compile_to_sql_and_python_alike():
     g = group(Aggregation("count"), filter={"event_type": ["purchase", "o'dd"]})
-    assert g.filter_sql() == "event_type IN ('purchase', 'o''dd')"
+    assert g.filter_sql() == "`event_type` IN ('purchase', 'o''dd')"
     assert g.accepts({"event_type": "purchase"}) and not g.accepts({"event_type": "view"})
 
 

@@ -3,8 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from demo.feature_repo import events as SHOP_EVENTS
 from feature_core import local_views
-from feature_core.definitions import Aggregation, Entity, EventSource, FeatureGroup
+from feature_core.definitions import Aggregation, Entity, FeatureGroup
 from feature_core.merge import BatchPointer, ValueStatus, merge_group
 from feature_core.reference import evaluate
 from feature_core.windows import DAY_MS, HOUR_MS, SPEED_TILE_MS
@@ -12,7 +13,7 @@ from feature_core.windows import DAY_MS, HOUR_MS, SPEED_TILE_MS
 GROUP = FeatureGroup(
     "g",
     Entity("user", "user_id"),
-    EventSource("events"),
+    SHOP_EVENTS,
     aggregations=[
         Aggregation("count", windows=["5m", "1h", "1d", "7d", "30d", "lifetime"]),
         Aggregation("sum", "amount", windows=["1h", "7d", "lifetime"]),
@@ -170,3 +171,45 @@ def test_values_match_is_tolerant_for_floats_only() -> None:
     assert not values_match("1", 1.0) and not values_match(True, 1.0)
     assert values_match(None, None) and not values_match(None, 0)
     assert values_match(0.3, 0.30001, rel_tol=1e-3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events_strategy,
+    st.integers(0, DAY_MS // SPEED_TILE_MS),
+    st.integers(0, HOUR_MS),
+    st.integers(0, 5 * 60_000),
+    st.integers(0, 6 * 60_000),
+)
+def test_events_dated_ahead_are_not_served_before_their_time(
+    events, cutoff_steps, produced_after, wait, ahead
+):
+    """Events produced at ``produced`` may be dated up to 5 minutes later (clock skew).
+    A query at any ``t >= produced`` counts exactly the events before ``t``, as the
+    reference does: those dated ahead are kept under their exact time, not in a tile."""
+    cutoff = BASE + cutoff_steps * SPEED_TILE_MS
+    produced = cutoff + produced_after
+    t = produced + wait
+    # What exists at `produced`: everything before it, and some events dated ahead of it.
+    arrived = [e for e in events if e["event_time"] < produced]
+    arrived += [{**e, "event_time": produced + (e["event_time"] % (ahead + 1))} for e in events[:5]]
+    pointer = BatchPointer(1, cutoff, DAY_MS)
+    merged = merge_group(
+        GROUP,
+        t,
+        pointer,
+        batch_doc([e for e in arrived if e["event_time"] < cutoff], cutoff, DAY_MS),
+        local_views.speed_tiles(GROUP, arrived, cutoff, produced_at=produced),
+    )
+    expected = evaluate(GROUP, arrived, t).get("u")
+    from feature_core.merge import values_match
+
+    for name, (value, _) in merged.items():
+        want = expected[name] if expected else local_views_default(name)
+        assert values_match(value, want), (name, value, want)
+
+
+def local_views_default(name):
+    from feature_core.reference import default_values
+
+    return default_values(GROUP)[name]

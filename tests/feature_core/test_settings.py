@@ -9,10 +9,10 @@ from feature_core.settings import Settings
 
 def test_derived_paths_follow_a_copy_with_another_lake(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path)
-    assert settings.raw_events_uri == f"{(tmp_path / 'lake').resolve()}/raw_events"
+    assert settings.table_uri("raw_events") == f"{(tmp_path / 'lake').resolve()}/raw_events"
     moved = settings.model_copy(update={"lake_uri": "s3://bucket/lake/"})
-    assert moved.raw_events_uri == "s3://bucket/lake/raw_events"
-    assert settings.raw_events_uri.startswith(str(tmp_path))
+    assert moved.table_uri("raw_events") == "s3://bucket/lake/raw_events"
+    assert settings.table_uri("raw_events").startswith(str(tmp_path))
 
 
 def test_models_live_under_the_data_dir_unless_set(tmp_path: Path) -> None:

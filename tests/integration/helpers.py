@@ -10,8 +10,10 @@ import orjson
 import pyarrow.compute as pc
 
 from batch_layer.lake import open_table
+from demo.feature_repo import events as SHOP
 from feature_core.settings import Settings
-from infra.kafka_admin import producer
+from feature_core.sources import EventSource
+from runtime.kafka import producer
 
 
 def make_event(
@@ -30,23 +32,37 @@ def make_event(
     return event
 
 
-def produce(settings: Settings, records: list[dict | bytes]) -> None:
+def produce(settings: Settings, records: list[dict | bytes], source: EventSource = SHOP) -> None:
     out = producer(settings)
     for record in records:
         value = record if isinstance(record, bytes) else orjson.dumps(record)
-        out.send(settings.events_topic, value=value)
+        out.send(source.topic_name, value=value)
     out.flush()
     out.close()
 
 
-def lake_event_ids(settings: Settings, user_prefix: str) -> list[str]:
-    """event_id of every lake row whose user_id starts with the prefix (duplicates kept)."""
-    table = open_table(settings.raw_events_uri)
+def lake_rows(settings: Settings, source: EventSource, columns: list[str]) -> list[dict]:
+    table = open_table(settings.table_uri(source.table_name))
     if table is None:
         return []
-    data = table.to_pyarrow_table(columns=["event_id", "user_id"])
-    mask = pc.starts_with(data["user_id"], user_prefix)
-    return data.filter(mask)["event_id"].to_pylist()
+    return table.to_pyarrow_table(columns=columns).to_pylist()
+
+
+def lake_event_ids(
+    settings: Settings,
+    user_prefix: str,
+    source: EventSource = SHOP,
+    id_field: str = "event_id",
+    key_field: str = "user_id",
+) -> list[str]:
+    """``id_field`` of every lake row whose ``key_field`` starts with the prefix
+    (duplicates kept)."""
+    table = open_table(settings.table_uri(source.table_name))
+    if table is None:
+        return []
+    data = table.to_pyarrow_table(columns=[id_field, key_field])
+    mask = pc.starts_with(data[key_field], user_prefix)
+    return data.filter(mask)[id_field].to_pylist()
 
 
 def get_features(settings: Settings, group: str, entity: str) -> dict:

@@ -47,7 +47,7 @@ def make_events(rng: random.Random, users, items, start: int, end: int, n: int) 
 def mismatches(settings, entities: dict[str, list[str]], events: list[dict]) -> list[str]:
     problems = []
     for group in REPO.groups:
-        for entity in entities[group.entity.join_key]:
+        for entity in entities[group.entity.join_key]:  # one-key entities: the id is the key
             served = get_features(settings, group.name, entity)
             key = group.entity.join_key
             own = [e for e in events if e.get(key) == entity]

@@ -223,7 +223,28 @@ def test_feast_compatible_endpoint_answers_feast_shape_with_the_same_values(stac
             "/get-online-features",
             {"features": ["user_activity:event_count_1h"], "entities": {"driver_id": [1]}},
             422,
-            "exactly one key, 'user_id'",
+            "one list per join key of the requested features, ['user_id']",
+        ),
+        (
+            "/get-online-features",
+            {
+                "features": ["card_merchant_history:pair_count_30d"],
+                "entities": {"card_id": ["c1", "c2"], "merchant_id": ["m1"]},
+            },
+            422,
+            "every join key's list must have the same length",
+        ),
+        (
+            "/v1/features",
+            {"feature_service": "fraud_card_merchant", "entities": ["c1"]},
+            422,
+            "entities[0]: the entity has join keys ['card_id', 'merchant_id']: give an object",
+        ),
+        (
+            "/v1/features",
+            {"feature_service": "fraud_card_merchant", "entities": [{"card_id": "c1"}]},
+            422,
+            "entities[0]: give exactly the join keys ['card_id', 'merchant_id']",
         ),
         (
             "/get-online-features",
@@ -244,6 +265,22 @@ def test_bad_requests_get_a_4xx_that_names_the_problem(stack, path, body, status
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
     assert "Traceback" not in response.text
+
+
+def test_a_composite_entity_by_its_join_keys_as_query_parameters(stack):
+    api = f"{stack.settings.api_url}/v1/features/card_merchant_history"
+    by_path = httpx.get(f"{api}/c1")
+    assert by_path.status_code == 422
+    assert "?card_id=...&merchant_id=..." in by_path.json()["detail"]
+    missing = httpx.get(api, params={"card_id": "c1"})
+    assert missing.status_code == 422 and "missing ['merchant_id']" in missing.json()["detail"]
+    unknown = httpx.get(api, params={"card_id": "nobody", "merchant_id": "nowhere"})
+    assert unknown.status_code == 200, unknown.text
+    body = unknown.json()
+    assert body["entity_id"] == '["nobody","nowhere"]'
+    assert set(body["statuses"].values()) == {"no_data"}
+    one_key = httpx.get(f"{stack.settings.api_url}/v1/features/card_spend", params={"card_id": "x"})
+    assert one_key.status_code == 200 and one_key.json()["entity_id"] == "x"
 
 
 def test_malformed_json_oversized_bodies_and_unknown_groups(stack):
@@ -277,11 +314,15 @@ def test_malformed_json_oversized_bodies_and_unknown_groups(stack):
 def test_feature_service_metadata_lists_types_and_defaults(stack):
     api = stack.settings.api_url
     services = httpx.get(f"{api}/v1/feature-services").json()
-    assert {s["name"] for s in services} == {s.name for s in REPO.services}
+    served = FeatureRepo.from_module(stack.settings.feature_repo)  # the demo and fraud
+    assert {s["name"] for s in services} == {s.name for s in served.services}
     ranking = httpx.get(f"{api}/v1/feature-services/ranking_features").json()
     assert [f["name"] for f in ranking["features"]] == list(
         REPO.service("ranking_features").features
     )
+    assert ranking["join_keys"] == ["user_id"] and ranking["entity_key"] == "user_id"
+    pair = httpx.get(f"{api}/v1/feature-services/fraud_card_merchant").json()
+    assert pair["join_keys"] == ["card_id", "merchant_id"]
     by_name = {f["name"]: f for f in ranking["features"]}
     assert by_name["user_activity:event_count_1h"]["value_type"] == "integer"
     assert by_name["user_browsing:last_item_1h"]["default"] == ""

@@ -20,7 +20,7 @@ T0 = 1_800_000_000_000
 def test_a_service_resolves_to_its_features_in_order_with_defaults():
     selection = select(REPO, feature_service="ranking_features")
     assert selection.feature_names == list(demo.ranking_features.features)
-    assert selection.join_key == "user_id"
+    assert selection.join_keys == ("user_id",)
     assert [g.name for g in selection.groups] == [
         "user_activity",
         "user_purchases",

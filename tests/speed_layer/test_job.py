@@ -27,3 +27,60 @@ def test_a_data_dir_with_a_space_keeps_the_system_temp_dir(tmp_path, monkeypatch
         assert jvm_temp_dir(Settings(data_dir=tmp_path / "my data")) is None
     assert "JVM_ARGS" not in os.environ
     assert "system temp dir" in caplog.text
+
+
+def _parser_rows(source, raw: bytes) -> list[tuple]:
+    from speed_layer.job import make_parser
+
+    # The Python function Flink's workers run for each record (the UDTF's body).
+    return list(make_parser(source, 3_600_000)._func(raw))
+
+
+def test_the_speed_parser_accepts_and_rejects_as_lake_ingest_does():
+    import json
+    import time
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from feature_core.sources import InvalidRecord
+    from fraud.feature_repo import logins, transactions
+
+    now = int(time.time() * 1000)
+    value = st.one_of(
+        st.none(), st.booleans(), st.integers(-2, 2**64), st.floats(), st.text(max_size=4)
+    )
+    fields = {
+        name: st.one_of(value, st.sampled_from(samples))
+        for name, samples in {
+            "transaction_id": ["t1"],
+            "card_id": ["c1"],
+            "account_id": ["a1"],
+            "merchant_id": ["m1"],
+            "amount": [3, 2.5, -1.0],
+            "currency": ["EUR", "XXX"],
+            "channel": ["pos", "web"],
+            "country": ["DE", "DEU"],
+            "ts": [now, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00", now + 10**9],
+            "login_id": ["l1"],
+            "success": [True, False],
+            "login_time": [now - 1, now - 7_200_000],
+            "ip": ["198.51.100.1"],
+        }.items()
+    }
+    records = st.fixed_dictionaries({}, optional=fields)
+
+    @settings(max_examples=400, deadline=None)
+    @given(records, st.sampled_from([transactions, logins]), st.booleans())
+    def check(data, source, garble):
+        raw = json.dumps(data).encode() + (b"}" if garble else b"")
+        (row,) = _parser_rows(source, raw)
+        try:
+            record = source.parse(raw, int(time.time() * 1000))
+        except InvalidRecord:
+            assert row[0] == "invalid"
+            return
+        assert row[0] in ("ok", "late")
+        assert list(row[1:]) == [record[name] for name in source.columns]
+
+    check()

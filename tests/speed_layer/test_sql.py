@@ -1,6 +1,6 @@
 """Flink SQL generated from the definitions (checked as text; the stack runs it for real)."""
 
-from demo.feature_repo import user_activity
+from demo.feature_repo import events, user_activity
 from feature_core.settings import Settings
 from speed_layer.sql import source_ddl, tile_query
 
@@ -8,14 +8,18 @@ from speed_layer.sql import source_ddl, tile_query
 def test_tile_query_aggregates_every_tile_column_in_order():
     sql = tile_query(user_activity)
     assert "CAST(COUNT(*) AS DOUBLE) AS p0" in sql
-    assert "CAST(SUM(amount) AS DOUBLE) AS p1" in sql
-    assert "GROUP BY CAST(user_id AS STRING), (event_time / 300000) * 300000" in sql
-    assert "status = 'ok'" in sql
+    assert "CAST(SUM(`amount`) AS DOUBLE) AS p1" in sql
+    assert "GROUP BY CAST(`user_id` AS STRING), CASE WHEN `event_time` >= `_record_ms`" in sql
+    assert "ELSE (`event_time` / 300000) * 300000 END" in sql
+    assert "`_status` = 'ok'" in sql
 
 
-def test_source_reads_raw_bytes_from_the_configured_topic():
-    ddl = source_ddl(Settings(_env_file=None, events_topic="clicks"))
+def test_source_reads_raw_bytes_and_record_times_from_the_declared_topic():
+    import dataclasses
+
+    ddl = source_ddl(Settings(_env_file=None), dataclasses.replace(events, topic="clicks"))
     assert "'topic' = 'clicks'" in ddl and "'format' = 'raw'" in ddl
+    assert "METADATA FROM 'timestamp'" in ddl
     assert "'properties.isolation.level' = 'read_uncommitted'" in ddl
 
 
@@ -23,8 +27,10 @@ def test_non_native_partials_are_collected_natively_not_in_python():
     from demo.feature_repo import user_browsing
 
     sql = tile_query(user_browsing)
-    assert "ARRAY_AGG(ROW(event_time, item_id)) FILTER (WHERE item_id IS NOT NULL)" in sql
-    assert "ARRAY_AGG(DISTINCT CAST(item_id AS STRING)) FILTER (WHERE item_id IS NOT NULL)" in sql
+    assert "ARRAY_AGG(ROW(`event_time`, `item_id`)) FILTER (WHERE `item_id` IS NOT NULL)" in sql
+    assert (
+        "ARRAY_AGG(DISTINCT CAST(`item_id` AS STRING)) FILTER (WHERE `item_id` IS NOT NULL)" in sql
+    )
 
 
 def test_the_sink_reduces_collected_pairs_with_the_shared_algebra():
@@ -44,6 +50,6 @@ def test_last_event_time_is_a_native_max():
     from feature_core.aggregations import Primitive
     from speed_layer.sink import to_partial
 
-    assert "MAX(event_time) FILTER (WHERE event_time IS NOT NULL)" in tile_query(user_browsing)
+    assert "MAX(`event_time`) FILTER (WHERE `event_time` IS NOT NULL)" in tile_query(user_browsing)
     assert to_partial(Primitive.LAST, 42) == [42, 42]
     assert to_partial(Primitive.LAST, None) is None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from feature_core.settings import Settings
+from feature_core.sources import EventSource
 
 
 class KafkaUnavailable(RuntimeError):
@@ -36,21 +38,25 @@ def admin_client(settings: Settings, timeout_s: float | None = None) -> KafkaAdm
             time.sleep(0.5)
 
 
-def ensure_topics(settings: Settings, timeout_s: float | None = None) -> None:
-    """Create the events and dead-letter topics if they do not exist (idempotent)."""
+def ensure_topics(
+    settings: Settings, sources: Sequence[EventSource], timeout_s: float | None = None
+) -> list[str]:
+    """Create each source's topic and dead-letter topic if missing (idempotent); returns
+    every topic name wanted."""
     admin = admin_client(settings, timeout_s)
     try:
         existing = set(admin.list_topics())
-        wanted = [
-            NewTopic(settings.events_topic, settings.events_partitions, 1),
-            NewTopic(settings.dlq_topic, 1, 1),
-        ]
+        wanted = []
+        for source in sources:
+            wanted.append(NewTopic(source.topic_name, settings.events_partitions, 1))
+            wanted.append(NewTopic(source.dlq_topic, 1, 1))
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)
     finally:
         admin.close()
+    return [t.name for t in wanted]
 
 
 def producer(settings: Settings, **overrides: object) -> KafkaProducer:

@@ -6,7 +6,7 @@ import time
 from typer.testing import CliRunner
 
 from infra.cli import app
-from infra.status import status_problem, write_status
+from runtime.status import status_problem, write_status
 
 
 def test_a_fresh_status_is_healthy_and_required_values_are_checked(tmp_path):
