@@ -8,11 +8,13 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY feature_core ./feature_core
+COPY runtime ./runtime
 COPY batch_layer ./batch_layer
 COPY speed_layer ./speed_layer
 COPY serving_layer ./serving_layer
 COPY infra ./infra
 COPY demo ./demo
+COPY fraud ./fraud
 RUN pip install --no-cache-dir uv && uv pip install --system --no-cache .
 
 ENV LFP_DATA_DIR=/data \

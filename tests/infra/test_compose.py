@@ -37,6 +37,15 @@ def test_platform_services_share_one_image_built_from_the_dockerfile():
     assert (ROOT / "Dockerfile").read_text().count('ENTRYPOINT ["lfp"]') == 1
 
 
+def test_the_image_copies_every_package_the_wheel_ships():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert [p for p in packages if f"COPY {p} ./{p}" not in dockerfile] == []
+
+
 @pytest.mark.parametrize("name", sorted(PLATFORM))
 def test_every_service_command_is_a_real_cli_command(name):
     resolve(PLATFORM[name]["command"])
