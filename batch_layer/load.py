@@ -140,11 +140,15 @@ _READERS: dict[str, Callable[[Path, EventSource], Iterator[Item]]] = {
 }
 
 
-def count_records(path: Path) -> int | None:
-    """Records in a file, for a progress bar (None when unknown without reading it all)."""
-    if file_format(path) == "parquet":
+def count_records(path: Path) -> int:
+    """Records in a file, for a progress bar: Parquet's row count, or its non-blank lines
+    (less the header of a CSV file; a CSV cell may hold a line break, so it is a bound)."""
+    form = file_format(path)
+    if form == "parquet":
         return pq.ParquetFile(path).metadata.num_rows
-    return None
+    with path.open("rb") as file:
+        lines = sum(1 for line in file if line.strip())
+    return max(lines - 1, 0) if form == "csv" else lines
 
 
 def load_file(

@@ -448,6 +448,14 @@ def _iso(ms: int | None, layout: str = "%Y-%m-%d %H:%M:%SZ") -> str:
     return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime(layout)
 
 
+def _versions(record: Any) -> str:
+    """The lake tables a run read, each with its Delta version (``table:vN``)."""
+    versions = record.delta_versions or {}
+    if not versions:
+        return _or_dash(record.delta_version)
+    return " ".join(f"{t}:v{_or_dash(v)}" for t, v in sorted(versions.items()))
+
+
 def _or_dash(value: int | None) -> str:
     return "-" if value is None else str(value)
 
@@ -459,7 +467,7 @@ def _run_summary(record: Any) -> Table:
         "status": f"[{color}]{record.status}[/{color}]",
         "trigger": record.trigger,
         "cutoff": f"{record.cutoff} ({_iso(record.cutoff)})",
-        "Delta version read": str(record.delta_version),
+        "lake versions read": _versions(record),
         "events read": str(record.rows_read),
         "entities written": str(record.entities_written),
         "view version": f"v{record.view_version}" + ("" if record.switched else " (not serving)"),
@@ -543,7 +551,8 @@ def batch_history(
     )
     for name in ("run", "trigger", "status", "started", "took", "cutoff"):
         table.add_column(name, no_wrap=True)
-    for name in ("Delta", "events", "entities", "view"):
+    table.add_column("lake versions", overflow="fold", min_width=12)
+    for name in ("events", "entities", "view"):
         table.add_column(name, justify="right", no_wrap=True)
     errors = any(run.error for run in runs)
     if errors:
@@ -558,7 +567,7 @@ def batch_history(
             _iso(int(run.started_at * 1000), "%m-%d %H:%M"),
             f"{run.duration_s:.0f} s" if run.duration_s is not None else "-",
             _iso(run.cutoff, "%m-%d %H:%M"),
-            _or_dash(run.delta_version),
+            _versions(run),
             _or_dash(run.rows_read),
             _or_dash(run.entities_written),
             f"v{run.view_version}" if run.view_version else "-",

@@ -63,7 +63,12 @@ class FeaturesRequest(Request):
 class BatchViewInfo(BaseModel):
     version: int
     cutoff: int = Field(description="The batch view covers events with event_time < cutoff.")
-    delta_version: int | None = Field(description="Delta table version the view was read from.")
+    delta_version: int | None = Field(
+        description="Delta table version the view was read from, when it read one table."
+    )
+    delta_versions: dict[str, int | None] | None = Field(
+        None, description="Each lake table the view was read from, with its Delta version."
+    )
 
     @classmethod
     def of(cls, pointer: BatchPointer | None) -> BatchViewInfo | None:
@@ -73,12 +78,13 @@ class BatchViewInfo(BaseModel):
         return cls(**cls.fields_of(pointer))
 
     @staticmethod
-    def fields_of(pointer: BatchPointer) -> dict[str, int | None]:
+    def fields_of(pointer: BatchPointer) -> dict[str, Any]:
         """The same as a plain dict, for the hot path's direct JSON."""
         return {
             "version": pointer.version,
             "cutoff": pointer.cutoff,
             "delta_version": pointer.delta_version,
+            "delta_versions": pointer.delta_versions,
         }
 
 
@@ -98,7 +104,12 @@ class FeaturesResponse(BaseModel):
                     "feature_service": "ranking_features",
                     "feature_names": ["user_purchases:spend_30d", "user_browsing:last_item_1h"],
                     "as_of": 1763800000000,
-                    "batch": {"version": 3, "cutoff": 1763799600000, "delta_version": 12},
+                    "batch": {
+                        "version": 3,
+                        "cutoff": 1763799600000,
+                        "delta_version": 12,
+                        "delta_versions": {"raw_events": 12},
+                    },
                     "speed_watermarks": {
                         "user_purchases": 1763799999000,
                         "user_browsing": 1763799999500,
