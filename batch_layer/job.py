@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import redis
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.lake import open_table
@@ -121,6 +121,16 @@ def to_partial(primitive: Primitive, raw: Any) -> Any:
     return primitive.normalize(raw)
 
 
+def filter_column(group: FeatureGroup) -> Column:
+    """The group's filter as a Spark column. Values go in as literals through the API, not
+    as SQL text: Spark's parser reads backslashes in string literals as escapes, Flink's
+    and Python's do not."""
+    condition = F.lit(True)
+    for flt in group.filters:
+        condition &= F.col(flt.column).isin(list(flt.values))
+    return condition
+
+
 def key_columns(group: FeatureGroup) -> list[str]:
     """SQL of the group's join keys as text, one per key (``k0``, ``k1``, ...)."""
     return [f"CAST({quoted(k)} AS STRING) AS __k{i}" for i, k in enumerate(group.join_keys)]
@@ -130,7 +140,7 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
     """One row per entity: its keys ``__k0..``, ``buckets`` = [(window, bucket, partials)]."""
     time_column = group.event_time
     keys = [f"__k{i}" for i in range(len(group.join_keys))]
-    selected = events.where(f"{quoted(time_column)} < {cutoff}").where(group.filter_sql())
+    selected = events.where(f"{quoted(time_column)} < {cutoff}").where(filter_column(group))
     partial_columns = [
         F.expr(partial_sql(c, time_column)).alias(f"p{i}") for i, c in enumerate(group.tile_columns)
     ]

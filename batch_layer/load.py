@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +116,10 @@ def _csv(path: Path, source: EventSource) -> Iterator[Item]:
 
 
 def _plain(value: Any) -> Any:
-    """Parquet values as JSON would carry them: timestamps as epoch ms."""
+    """Parquet values as JSON would carry them: timestamps as epoch ms, decimals as
+    numbers."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return int(moment.timestamp() * 1000)
@@ -161,8 +166,15 @@ def load_file(
 ) -> LoadResult:
     """Validate every record of ``path`` and append the good ones to the source's table.
 
-    ``on_progress(n)`` is called with how many more records were handled.
+    ``on_progress(n)`` is called with how many more records were handled. Events dated
+    more than 5 minutes after ``now_ms`` (default: now) are rejected, as ingest does.
+
+    The same content loaded twice is appended once; a file that grew since (lines
+    appended) is other content and loads whole again: load the new lines as a file of
+    their own. Two loads of the same file at the same time are not guarded against.
     """
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
     uri = settings.table_uri(source.table_name)
     problems = schema_problems(uri, source)
     if problems:
@@ -202,9 +214,10 @@ def load_file(
                 raise InvalidRecord(problem)
             good.append(source.check(data, now_ms))
         except InvalidRecord as error:
-            rejects.append(
-                orjson.dumps({"line": number, "reason": str(error), "record": data}) + b"\n"
-            )
+            reject = {"line": number, "reason": str(error), "record": data}
+            # default=str: a value JSON has no form for (bytes, an odd Parquet type) is
+            # kept as its text rather than failing the load.
+            rejects.append(orjson.dumps(reject, default=str) + b"\n")
         if len(good) + len(rejects) >= chunk:
             commit()
     result.records = handled

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch_layer.job import partial_of, read_snapshot, to_partial
+from batch_layer.job import filter_column, partial_of, read_snapshot, to_partial
 from feature_core.aggregations import AggregationKind, Primitive
 from feature_core.definitions import FeatureGroup, FeatureRepo, FeatureService, TileColumn
 from feature_core.settings import Settings
@@ -68,7 +68,7 @@ def _group_vectors(
     features = [f for f in group.features if f.name in wanted]
     time_column = group.event_time
     present = " AND ".join(f"{quoted(k)} IS NOT NULL" for k in group.join_keys)
-    selected = events.where(group.filter_sql()).where(present)
+    selected = events.where(filter_column(group)).where(present)
     ends = spine.select(
         ROW_ID,
         *(F.col(c).cast("string").alias(f"__key{i}") for i, c in enumerate(entity_columns)),

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.job import read_snapshot
+from batch_layer.job import read_snapshot, single_version
 from batch_layer.lake import open_table
 from batch_layer.training import build_training_set
 from feature_core.definitions import Entity, FeatureRepo, FeatureService
@@ -236,7 +236,7 @@ def verify(
         f.qualified_name: counts.get(f.qualified_name, 0) for g in repo.groups for f in g.features
     }
     return ConsistencyReport(
-        delta_version=next(iter(compared.values())) if len(compared) == 1 else None,
+        delta_version=single_version(compared),
         delta_versions=compared,
         tolerance=tolerance,
         entities=checked_entities,

@@ -96,6 +96,13 @@ def _typed(value: Any) -> tuple[type, Any]:
     return type(value), value
 
 
+def _canonical(check: Any, value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError:
+        return value
+
+
 @dataclass(frozen=True)
 class Filter:
     """Keep events whose ``column`` equals one of ``values`` (compiled to SQL and Python)."""
@@ -104,13 +111,26 @@ class Filter:
     values: tuple[Any, ...]
 
     @classmethod
-    def of(cls, spec: Mapping[str, Any] | None) -> tuple[Filter, ...]:
+    def of(cls, spec: Mapping[str, Any] | None, source: EventSource) -> tuple[Filter, ...]:
+        """Filters from ``{column: value or values}``, each value in its field's canonical
+        form (``0`` on a float field is ``0.0``, ISO text on a timestamp is epoch ms), so
+        Python and SQL compare the same values; values a field rejects are kept as given
+        for ``FeatureGroup.validate`` to report."""
         if not spec:
             return ()
-        return tuple(
-            cls(column, tuple(value) if isinstance(value, (list, tuple, set)) else (value,))
-            for column, value in sorted(spec.items())
-        )
+        filters = []
+        for column, value in sorted(spec.items()):
+            if isinstance(value, (set, frozenset)):
+                # Sorted: a set's iteration order would change the generated SQL (and the
+                # speed job's checkpoint fingerprint) from one process to the next.
+                values = sorted(value, key=lambda v: (type(v).__name__, repr(v)))
+            else:
+                values = list(value) if isinstance(value, (list, tuple)) else [value]
+            field = source.by_name.get(column)
+            if field is not None:
+                values = [_canonical(field.kind.check, v) for v in values]
+            filters.append(cls(column, tuple(dict.fromkeys(values))))
+        return tuple(filters)
 
     @cached_property
     def _allowed(self) -> frozenset[tuple[type, Any]]:
@@ -206,7 +226,7 @@ class FeatureGroup:
     filters: tuple[Filter, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "filters", Filter.of(self.filter))
+        object.__setattr__(self, "filters", Filter.of(self.filter, self.source))
 
     @cached_property
     def tile_columns(self) -> tuple[TileColumn, ...]:
@@ -419,16 +439,19 @@ class FeatureRepo:
                 source.validate()
             except SourceError as error:
                 raise DefinitionError(str(error)) from None
-        for what in ("topic_name", "table_name", "dlq_topic"):
+        # Topics and dead-letter topics are one namespace: a topic named like another
+        # source's dead letters would ingest its rejects as events.
+        for names in (("topic_name", "dlq_topic"), ("table_name",)):
             owners: dict[str, str] = {}
             for source in seen.values():
-                name = getattr(source, what)
-                if name in owners:
-                    raise DefinitionError(
-                        f"sources {owners[name]} and {source.name} share the "
-                        f"{what.replace('_name', '').replace('_', ' ')} {name!r}"
-                    )
-                owners[name] = source.name
+                for what in names:
+                    name = getattr(source, what)
+                    if name in owners:
+                        raise DefinitionError(
+                            f"sources {owners[name]} and {source.name} both use the name "
+                            f"{name!r} (as topic, dead-letter topic or table)"
+                        )
+                    owners[name] = source.name
 
     def source(self, name: str) -> EventSource:
         for source in self.sources:

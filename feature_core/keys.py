@@ -20,17 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def key_text(value: Any) -> str:
-    """A join key value as text: how every layer writes and reads it (``5`` -> ``"5"``)."""
-    return value if isinstance(value, str) else str(value)
-
-
 def entity_id(values: Sequence[Any]) -> str:
     """The one text naming an entity in keys and caches, from its join key values in the
-    entity's declared order. Writers (batch, speed) and the reader (serving) all call it."""
+    entity's declared order (an integer key as its decimal text, as Spark's and Flink's
+    CAST to STRING write it). Writers (batch, speed) and the reader (serving) call it."""
     if len(values) == 1:
-        return key_text(values[0])
-    return json.dumps([key_text(v) for v in values], separators=(",", ":"), ensure_ascii=False)
+        return str(values[0])
+    return json.dumps([str(v) for v in values], separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,8 @@ def _check_boolean(value: Any) -> bool:
 
 def _check_timestamp(value: Any) -> int:
     if isinstance(value, str):
-        return _iso_to_ms(value)
-    if not isinstance(value, int) or isinstance(value, bool):
+        value = _iso_to_ms(value)
+    elif not isinstance(value, int) or isinstance(value, bool):
         raise InvalidRecord("should be epoch milliseconds or ISO-8601 text")
     if not 0 < value < 2**63:
         raise InvalidRecord("should be positive epoch milliseconds")
@@ -225,6 +225,16 @@ class Field:
                     raise SourceError(f"{where}: allowed value {value!r} {error}") from None
         if (self.min is not None or self.max is not None) and not kind.ordered:
             raise SourceError(f"{where}: min/max need an integer, float or timestamp")
+        for bound in (self.min, self.max):
+            if bound is not None and (
+                not isinstance(bound, (int, float)) or isinstance(bound, bool)
+            ):
+                raise SourceError(f"{where}: min/max must be numbers, got {bound!r}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise SourceError(f"{where}: min {self.min!r} is above max {self.max!r}")
+        lengths = (self.min_length, self.max_length)
+        if None not in lengths and lengths[0] > lengths[1]:  # type: ignore[operator]
+            raise SourceError(f"{where}: min_length is above max_length")
         for length in (self.min_length, self.max_length):
             if length is not None and (kind.python is not str or length < 0):
                 raise SourceError(f"{where}: min/max_length need a string field and a length >= 0")
@@ -317,7 +327,13 @@ class EventSource:
         if now_ms is not None and event_time > now_ms + MAX_FUTURE_SKEW_MS:
             raise InvalidRecord(f"{self.event_time} is more than 5 minutes in the future")
         for rule in self.rules:
-            reason = rule(record)
+            try:
+                reason = rule(record)
+            except Exception as error:  # a user's rule: its failure rejects, never crashes
+                name = getattr(rule, "__name__", repr(rule))
+                raise InvalidRecord(
+                    f"rule {name} failed: {type(error).__name__}: {error}"
+                ) from None
             if reason:
                 raise InvalidRecord(reason)
         return record

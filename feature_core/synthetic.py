@@ -8,9 +8,9 @@ reject is drawn again.
 
 from __future__ import annotations
 
+import math
 import random
 import string
-from collections.abc import Iterator
 from typing import Any
 
 from feature_core.sources import EventSource, Field, InvalidRecord, Record
@@ -43,11 +43,23 @@ def _value(rng: random.Random, f: Field, now_ms: int, cardinality: int) -> Any:
         low = int(f.min) if f.min is not None else now_ms - 86_400_000
         high = int(f.max) if f.max is not None else now_ms
         return rng.randint(min(low, high), high)
-    low = f.min if f.min is not None else 0
-    high = f.max if f.max is not None else max(low, 0) + 1000
+    low, high = _bounds(f.min, f.max)
     if kind == "integer":
-        return rng.randint(int(low), int(high))
-    return round(rng.uniform(low, high), 2)
+        return rng.randint(math.ceil(low), math.floor(high))
+    # Rounded to cents for readable values, and kept inside the bounds after rounding.
+    return min(max(round(rng.uniform(low, high), 2), low), high)
+
+
+def _bounds(low: float | None, high: float | None, span: float = 1000) -> tuple[float, float]:
+    """A range to draw from: the field's own bounds, else ``span`` wide from what is set."""
+    if low is None and high is None:
+        return 0, span
+    if low is None:
+        assert high is not None
+        return min(0, high - span), high
+    if high is None:
+        return low, max(low, 0) + span
+    return low, high
 
 
 def random_record(
@@ -75,18 +87,3 @@ def random_record(
         f"source {source.name}: no random record passed its rules in {_TRIES} tries; "
         "send real events with `lfp send` instead"
     )
-
-
-def random_records(
-    source: EventSource,
-    count: int,
-    start_ms: int,
-    end_ms: int,
-    seed: int = 0,
-    cardinality: int = DEFAULT_CARDINALITY,
-) -> Iterator[Record]:
-    """``count`` records with event times spread over ``[start_ms, end_ms)``, in order."""
-    rng = random.Random(seed)
-    times = sorted(rng.randrange(start_ms, end_ms) for _ in range(count))
-    for at in times:
-        yield random_record(source, rng, at, cardinality)

@@ -393,6 +393,8 @@ def lake_load(
     """Load history into a source's lake table: each record validated as ingest does,
     good ones appended in bounded commits, rejects written beside the file with their
     line and reason. Loading the same content again appends nothing."""
+    import csv
+
     from batch_layer.load import count_records, load_file
 
     settings = get_settings()
@@ -401,14 +403,17 @@ def lake_load(
         if not path.exists():
             raise RuntimeError(f"{path} not found")
     for path in files:
-        with _progress() as progress:
-            result = load_file(
-                settings,
-                chosen,
-                path,
-                chunk,
-                progress.callback(f"{path.name} -> {chosen.table_name}", count_records(path)),
-            )
+        try:
+            with _progress() as progress:
+                result = load_file(
+                    settings,
+                    chosen,
+                    path,
+                    chunk,
+                    progress.callback(f"{path.name} -> {chosen.table_name}", count_records(path)),
+                )
+        except (ValueError, UnicodeDecodeError, csv.Error, OSError) as error:
+            raise RuntimeError(f"{path}: cannot load it: {error}") from None
         note = f", {result.skipped} loaded before" if result.skipped else ""
         rejects = f" (see {result.rejects_path})" if result.rejects_path else ""
         console.print(

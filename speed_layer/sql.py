@@ -8,10 +8,11 @@ from feature_core.settings import Settings
 from feature_core.sources import EventSource, quoted
 from feature_core.windows import SPEED_TILE_MS
 
-#: Columns the speed job adds to a source's parsed fields (a field name starts with a
-#: letter, so these never collide with one).
+#: Columns the speed job adds to a source's fields (a declared field name starts with a
+#: letter, so these never collide with one, even a field called ``value``).
 STATUS = "_status"  # ok | late | invalid
-RECORD_MS = "_record_ms"  # the Kafka record's timestamp, epoch ms (seconds precision)
+RECORD_TIME = "_record_time"  # the Kafka record's timestamp, TIMESTAMP_LTZ(3)
+RAW_VALUE = "_value"  # the Kafka record's value, as bytes
 
 
 def _quote(value: str) -> str:
@@ -48,8 +49,8 @@ def source_ddl(settings: Settings, source: EventSource) -> str:
     with_clause = ",\n  ".join(f"{_quote(k)} = {_quote(v)}" for k, v in options.items())
     return (
         f"CREATE TABLE {raw_table(source)} (\n"
-        "  `value` BYTES,\n"
-        "  `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL\n"
+        f"  {quoted(RAW_VALUE)} BYTES,\n"
+        f"  {quoted(RECORD_TIME)} TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL\n"
         f") WITH (\n  {with_clause}\n)"
     )
 
@@ -58,22 +59,24 @@ def parsed_query(source: EventSource, parser: str) -> str:
     """Every record of a source through its parser, with the record's timestamp."""
     names = ", ".join(quoted(name) for name, _ in parsed_columns(source))
     return (
-        # Flink casts no TIMESTAMP_LTZ to a number; EXTRACT gives whole epoch seconds.
-        f"SELECT {names}, EXTRACT(EPOCH FROM `record_time`) * 1000 AS {quoted(RECORD_MS)}\n"
-        f"FROM {raw_table(source)}, LATERAL TABLE({parser}(`value`)) AS T({names})"
+        f"SELECT {names}, {quoted(RECORD_TIME)}\n"
+        f"FROM {raw_table(source)}, LATERAL TABLE({parser}({quoted(RAW_VALUE)})) AS T({names})"
     )
 
 
-def partial_sql(column: TileColumn, time_column: str) -> str:
+def partial_sql(column: TileColumn, time_column: str, source: EventSource) -> str:
     """Flink SQL for one tile column: native aggregate, or natively collected pairs/values.
 
+    Native partials keep their column's type (a count or an integer field's sum, min and
+    max stay BIGINT: exact past 2^53, and served as integers as the batch view has them).
     Non-native partials (last, last_k, hll) are collected per tile with ``ARRAY_AGG`` and
     reduced once per emitted update by the shared algebra (``Primitive.from_pairs``) in the
     Redis writer, so no Python runs per event.
     """
     primitive, name = column.primitive, column.column
     if primitive.native:
-        return f"CAST({column.sql()} AS DOUBLE)"
+        whole = primitive.kind == "count" or source.python_type(name or "") is int
+        return f"CAST({column.sql()} AS {'BIGINT' if whole else 'DOUBLE'})"
     col, time = quoted(name or ""), quoted(time_column)
     if primitive.kind == "last" and name == time_column:
         # The latest event time is its own value: a native MAX, no pairs to collect.
@@ -90,8 +93,10 @@ def tile_sql(time_column: str) -> str:
     5-minute tile, or its exact time when it is dated at or after its Kafka record's
     timestamp, so that a query never counts it before its time."""
     time = quoted(time_column)
+    # Compared as millisecond instants: Flink casts no TIMESTAMP_LTZ to a number, and a
+    # record time cut to whole seconds would key most fresh events by their exact time.
     return (
-        f"CASE WHEN {time} >= {quoted(RECORD_MS)} THEN {time} "
+        f"CASE WHEN TO_TIMESTAMP_LTZ({time}, 3) >= {quoted(RECORD_TIME)} THEN {time} "
         f"ELSE ({time} / {SPEED_TILE_MS}) * {SPEED_TILE_MS} END"
     )
 
@@ -104,7 +109,8 @@ def tile_query(group: FeatureGroup) -> str:
     time_column = group.event_time
     tile = tile_sql(time_column)
     partials = ",\n  ".join(
-        f"{partial_sql(c, time_column)} AS p{i}" for i, c in enumerate(group.tile_columns)
+        f"{partial_sql(c, time_column, group.source)} AS p{i}"
+        for i, c in enumerate(group.tile_columns)
     )
     present = " AND ".join(f"{quoted(k)} IS NOT NULL" for k in group.join_keys)
     return (

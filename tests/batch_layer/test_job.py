@@ -102,3 +102,30 @@ def test_spark_irs_equal_the_shared_algebra_for_every_aggregation(spark_factory)
                 assert have == pytest.approx(want, rel=1e-9), (key, primitive)
             else:
                 assert have == want, (key, primitive)
+
+
+def test_filter_values_with_backslashes_and_quotes_match_as_in_python(spark_factory):
+    from batch_layer.job import group_irs
+    from feature_core.definitions import Aggregation, Entity, FeatureGroup
+    from feature_core.sources import EventSource, Field
+
+    source = EventSource(
+        "files",
+        event_time="t",
+        fields=[
+            Field("owner", "string", required=True),
+            Field("path", "string", required=True),
+            Field("t", "timestamp", required=True),
+        ],
+    )
+    odd = ["C:\\tmp", "it's", "x\\"]
+    group = FeatureGroup(
+        "g", Entity("owner", "owner"), source, [Aggregation("count")], filter={"path": odd}
+    )
+    cutoff = 19_000 * DAY_MS
+    rows = [("o", p, cutoff - 1000 - i, 0, i) for i, p in enumerate([*odd, "C:\tmp", "x"])]
+    frame = spark_factory(Settings(_env_file=None)).createDataFrame(rows, source.spark_ddl())
+    (row,) = group_irs(frame, group, cutoff, DAY_MS).collect()
+    (bucket,) = row["buckets"]
+    kept = [r for r in rows if group.accepts(dict(zip(["owner", "path", "t"], r, strict=False)))]
+    assert len(kept) == 3 and bucket["partials"][0] == len(kept)

@@ -138,3 +138,51 @@ def test_batch_views_store_only_the_columns_each_window_reads():
     row[count], row[last_k] = 3, [[1, "i1"]]
     assert batch_partials(row, g.batch_columns["5m"])[last_k] is None
     assert batch_partials(row, g.batch_columns["7d"]) == row
+
+
+def test_filter_values_take_their_fields_canonical_form():
+    from feature_core.sources import EventSource, Field
+
+    source = EventSource(
+        "pay",
+        event_time="t",
+        fields=[
+            Field("t", "timestamp", required=True),
+            Field("amount", "float"),
+            Field("at", "timestamp"),
+            Field("user", "string"),
+        ],
+    )
+    entity = Entity("user", "user")
+    g = FeatureGroup(
+        "g",
+        entity,
+        source,
+        [Aggregation("count")],
+        filter={"amount": 0, "at": "2024-01-01T00:00:00Z", "user": {"b", "a", "c"}},
+    )
+    FeatureRepo((g,))
+    assert g.filters[0].values == (0.0,) and g.filters[1].values == (1_704_067_200_000,)
+    assert g.filters[2].values == ("a", "b", "c")  # a set in a stable order
+    event = {"t": 1, "amount": 0.0, "at": 1_704_067_200_000, "user": "b"}
+    assert g.accepts(event)
+    assert g.filter_sql() == (
+        "`amount` IN (0.0) AND `at` IN (1704067200000) AND `user` IN ('a', 'b', 'c')"
+    )
+
+
+def test_a_topic_may_not_be_another_sources_dead_letter_topic():
+    import dataclasses
+
+    from feature_core.sources import EventSource, Field
+
+    fields = [Field("t", "timestamp", required=True), Field("k", "string", required=True)]
+    pay = EventSource("pay", event_time="t", topic="pay", fields=fields)
+    echo = EventSource("echo", event_time="t", topic="pay.dlq", fields=fields)
+    groups = [
+        FeatureGroup(f"g_{s.name}", Entity("k", "k"), s, [Aggregation("count")])
+        for s in (pay, echo)
+    ]
+    with pytest.raises(DefinitionError, match=r"both use the name 'pay\.dlq'"):
+        FeatureRepo(tuple(groups))
+    assert dataclasses.replace(echo, topic="echo").dlq_topic == "echo.dlq"

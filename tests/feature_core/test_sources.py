@@ -198,3 +198,40 @@ def test_the_validator_accepts_exactly_what_the_declaration_allows(data):
     except InvalidRecord:
         accepted = False
     assert accepted == allowed()
+
+
+def test_a_failing_rule_rejects_the_record_instead_of_crashing():
+    def amount_over_ten(record):
+        return None if record["amount"] > 10 else "too small"  # TypeError on a null amount
+
+    source = EventSource(
+        "pay",
+        event_time="t",
+        fields=[Field("t", "timestamp", required=True), Field("amount", "float")],
+        rules=[amount_over_ten],
+    )
+    with pytest.raises(InvalidRecord, match="rule amount_over_ten failed: TypeError"):
+        source.check({"t": 1})
+    assert source.check({"t": 1, "amount": 11})["amount"] == 11.0
+
+
+@pytest.mark.parametrize(
+    ("field", "problem"),
+    [
+        (Field("x", "float", min="0"), "min/max must be numbers"),
+        (Field("x", "integer", min=5, max=1), "min 5 is above max 1"),
+        (Field("x", "string", min_length=3, max_length=2), "min_length is above max_length"),
+    ],
+)
+def test_constraints_are_checked_when_declared(field, problem):
+    source = EventSource(
+        "s", event_time="t", fields=[Field("t", "timestamp", required=True), field]
+    )
+    with pytest.raises(SourceError, match=problem):
+        source.validate()
+
+
+def test_iso_timestamps_at_or_before_the_epoch_are_rejected_like_epoch_ms():
+    for value in ("1970-01-01T00:00:00Z", "1969-12-31T23:00:00Z", 0, -5):
+        with pytest.raises(InvalidRecord, match="positive epoch milliseconds"):
+            LOGINS.check({"account_id": "a", "ts": value, "success": True})

@@ -16,13 +16,14 @@ import uuid
 
 import httpx
 import pytest
+import redis
 from typer.testing import CliRunner
 
 from feature_core.definitions import FeatureRepo, FeatureService
-from feature_core.keys import entity_id
+from feature_core.keys import KeySpace, entity_id
 from feature_core.merge import values_match
 from feature_core.reference import evaluate
-from feature_core.windows import DAY_MS, MINUTE_MS, align_cutoff
+from feature_core.windows import DAY_MS, MINUTE_MS, SPEED_TILE_MS, align_cutoff
 from fraud import feature_repo as fraud
 from fraud.generator import iso
 from infra.cli import app
@@ -135,6 +136,17 @@ def test_fraud_features_equal_the_reference_and_the_training_set(stack, spark_fa
         )
 
     wait_for(caught_up, 180, "the speed layer to cover every fraud event")
+
+    # Speed tiles are 5-minute tiles keyed by their start; only the payment dated ahead of
+    # its Kafka record is kept under its exact time.
+    client = redis.Redis.from_url(settings.redis_url)
+    starts = {
+        int(f)
+        for f in client.hkeys(KeySpace(settings.key_prefix).speed_tiles("card_spend", f"{tag}-c0"))
+    }
+    client.close()
+    assert ahead_ms in starts
+    assert len(starts) > 1 and all(s % SPEED_TILE_MS == 0 for s in starts - {ahead_ms}), starts
 
     checked = 0
     # The composite entity first: its pair (c0, m0) holds the payment dated ahead.

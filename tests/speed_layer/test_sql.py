@@ -7,9 +7,12 @@ from speed_layer.sql import source_ddl, tile_query
 
 def test_tile_query_aggregates_every_tile_column_in_order():
     sql = tile_query(user_activity)
-    assert "CAST(COUNT(*) AS DOUBLE) AS p0" in sql
+    assert "CAST(COUNT(*) AS BIGINT) AS p0" in sql
     assert "CAST(SUM(`amount`) AS DOUBLE) AS p1" in sql
-    assert "GROUP BY CAST(`user_id` AS STRING), CASE WHEN `event_time` >= `_record_ms`" in sql
+    assert (
+        "GROUP BY CAST(`user_id` AS STRING), "
+        "CASE WHEN TO_TIMESTAMP_LTZ(`event_time`, 3) >= `_record_time` THEN `event_time`" in sql
+    )
     assert "ELSE (`event_time` / 300000) * 300000 END" in sql
     assert "`_status` = 'ok'" in sql
 
@@ -53,3 +56,26 @@ def test_last_event_time_is_a_native_max():
     assert "MAX(`event_time`) FILTER (WHERE `event_time` IS NOT NULL)" in tile_query(user_browsing)
     assert to_partial(Primitive.LAST, 42) == [42, 42]
     assert to_partial(Primitive.LAST, None) is None
+
+
+def test_a_field_named_value_does_not_meet_the_raw_record_columns():
+    from feature_core.definitions import Aggregation, Entity, FeatureGroup
+    from feature_core.sources import EventSource, Field
+    from speed_layer.sql import parsed_query
+
+    source = EventSource(
+        "readings",
+        event_time="timestamp",
+        fields=[
+            Field("sensor", "string", required=True),
+            Field("value", "float"),
+            Field("timestamp", "timestamp", required=True),
+        ],
+    )
+    sql = parsed_query(source, "parse_readings")
+    assert "LATERAL TABLE(parse_readings(`_value`)) AS T(`_status`, `sensor`, `value`" in sql
+    group = FeatureGroup(
+        "g", Entity("sensor", "sensor"), source, [Aggregation("max", "value"), Aggregation("count")]
+    )
+    tiles = tile_query(group)
+    assert "CAST(MAX(`value`) AS DOUBLE)" in tiles and "CAST(COUNT(*) AS BIGINT)" in tiles
