@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import DataTypes, StreamTableEnvironment
+from pyflink.table import ChangelogMode, DataTypes, Schema, StreamTableEnvironment
 from pyflink.table.udf import udtf
 
 from feature_core.definitions import FeatureRepo
@@ -37,6 +37,7 @@ from speed_layer.sql import (
     parsed_view,
     source_ddl,
     stats_query,
+    tile_key_columns,
     tile_query,
 )
 
@@ -140,7 +141,15 @@ def build(
             StatsWriter(settings.redis_url, settings.key_prefix), output_type=Types.INT()
         ).name(f"stats:{source.name}")
     for group in repo.groups:
-        tiles = t_env.to_changelog_stream(t_env.sql_query(tile_query(group)))
+        table = t_env.sql_query(tile_query(group))
+        # As upserts on (keys, tile): only each tile's new value crosses to Python.
+        schema = (
+            Schema.new_builder()
+            .from_row_data_type(table.get_schema().to_row_data_type())
+            .primary_key(*tile_key_columns(group))
+            .build()
+        )
+        tiles = t_env.to_changelog_stream(table, schema, ChangelogMode.upsert())
         writer = TileWriter(
             settings.redis_url,
             settings.key_prefix,

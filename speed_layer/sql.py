@@ -101,13 +101,20 @@ def tile_sql(time_column: str) -> str:
     )
 
 
+def tile_key_columns(group: FeatureGroup) -> list[str]:
+    """The columns a tile row is keyed by: the join keys (``k0``...) and ``tile``."""
+    return [*(f"k{i}" for i in range(len(group.join_keys))), "tile"]
+
+
 def tile_query(group: FeatureGroup) -> str:
     """Per (entity, tile): its join keys, one raw partial per tile column, and the latest
-    event time."""
-    keys = [f"CAST({quoted(k)} AS STRING)" for k in group.join_keys]
+    event time. The keys are declared NOT NULL (the WHERE clause already drops null ones,
+    so COALESCE never applies): they are the rows' primary key, which lets the job take
+    them as upserts, without the retraction Flink otherwise sends before each update."""
+    keys = [f"COALESCE(CAST({quoted(k)} AS STRING), '')" for k in group.join_keys]
     key_columns = ", ".join(f"{key} AS k{i}" for i, key in enumerate(keys))
     time_column = group.event_time
-    tile = tile_sql(time_column)
+    tile = f"COALESCE({tile_sql(time_column)}, 0)"
     partials = ",\n  ".join(
         f"{partial_sql(c, time_column, group.source)} AS p{i}"
         for i, c in enumerate(group.tile_columns)
