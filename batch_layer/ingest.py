@@ -21,12 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from redis.exceptions import RedisError
 from tenacity import retry, stop_after_delay, wait_exponential
 
 from batch_layer.lake import append_with_offsets, committed_offsets, schema_problems
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord, Record
+from runtime import lag
 from runtime.kafka import KafkaUnavailable, producer, topic_id
 from runtime.status import write_status
 
@@ -39,6 +43,7 @@ class IngestStats:
     rejected: int = 0
     commits: int = 0
     next_offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next
+    lag: dict[str, int] = field(default_factory=dict)  # topic -> records not in the lake
     last_commit_at: float | None = None
 
 
@@ -79,6 +84,12 @@ class LakeIngest:
         self.stats = IngestStats()
         self._stop = threading.Event()
         self.topic_ids: dict[str, str] = {}
+        # The next offset of each partition as committed to the lake: what lag counts from.
+        self.committed: dict[TopicPartition, int] = {}
+        self._lag_reported = 0.0
+        self._redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -143,14 +154,29 @@ class LakeIngest:
                     consumer.seek(tp, resume[tp])
                 else:
                     consumer.seek_to_beginning(tp)
+            self.committed = {tp: resume.get(tp, 0) for tp in assignment}
             self.stats.next_offsets = {_label(tp): o for tp, o in resume.items()}
             self._write_status()
             while not self._stop.is_set() and not (until and until()):
                 self._one_batch(consumer, dlq)
+                self._report_lag(consumer)
         finally:
             consumer.close()
             dlq.close()
+            self._redis.close()
         return self.stats
+
+    def _report_lag(self, consumer: KafkaConsumer, every_s: float = 2.0) -> None:
+        """Records in the topics not yet in the lake, per topic: to the status file and
+        Redis. Best effort: a broker or Redis hiccup only delays the next report."""
+        if time.monotonic() - self._lag_reported < every_s:
+            return
+        self._lag_reported = time.monotonic()
+        try:
+            self.stats.lag = lag.behind(lag.log_ends(consumer, self.committed), self.committed)
+            lag.publish(self._redis, self.settings.key_prefix, "lake-ingest", self.stats.lag)
+        except (KafkaError, RedisError) as error:
+            log.debug("lag report skipped: %r", error)
 
     def _one_batch(self, consumer: KafkaConsumer, dlq: Any) -> None:
         deadline = time.monotonic() + self.settings.ingest_poll_ms / 1000
@@ -202,6 +228,7 @@ class LakeIngest:
             self.stats.next_offsets.update(
                 {_label(TopicPartition(topic, p)): o for p, o in offsets.items()}
             )
+            self.committed.update({TopicPartition(topic, p): o for p, o in offsets.items()})
         self.stats.rejected += rejected
         self.stats.last_commit_at = time.time()
         self._write_status()
@@ -214,6 +241,7 @@ class LakeIngest:
             commits=self.stats.commits,
             next_offsets=self.stats.next_offsets,
             last_commit_at=self.stats.last_commit_at,
+            lag=self.stats.lag,
         )
 
 

@@ -7,6 +7,7 @@
 - ``{p}:st:{group}:{entity}``: hash ``tile_start_ms -> partials`` (speed tiles, TTL).
 - ``{p}:speed:watermark``: latest event time (ms) the speed layer has written.
 - ``{p}:speed:stats``: hash of speed-layer counters (late events, ...).
+- ``{p}:lag``: hash of each consumer's lag per topic (lake ingest, speed job).
 
 ``{entity}`` is :func:`entity_id` of the entity's join key values: the value itself for
 an entity with one join key, a compact JSON array of them for a composite one.
@@ -78,3 +79,8 @@ class KeySpace:
     @property
     def speed_stats(self) -> str:
         return f"{self.prefix}:speed:stats"
+
+    @property
+    def consumer_lag(self) -> str:
+        """Hash: ``{consumer}|{topic}`` -> JSON ``{"behind": records, "at_ms": ...}``."""
+        return f"{self.prefix}:lag"

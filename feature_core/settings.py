@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         "for the demo groups); 0: off. A batch view never changes, so for a cached one "
         "only speed tiles are read.",
     )
+    api_max_lag_records: int = Field(
+        100_000,
+        ge=0,
+        description="/readyz reports not ready while lake ingest or the speed job is more "
+        "records than this behind on a topic; 0: lag is not checked.",
+    )
     api_cors_origins: list[str] = Field(
         default_factory=list,
         description='Origins allowed by CORS, as JSON (e.g. ["https://app.example"]); none.',

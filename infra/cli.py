@@ -11,7 +11,7 @@ import logging
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -703,18 +703,38 @@ class _progress:
 # --- the embedded stack -------------------------------------------------------------
 
 
-def _status_table(state: dict) -> Table:
-    table = Table("service", "state", "pid", "port", "restarts")
+def _status_table(state: dict, lags: dict[str, dict[str, int]] | None = None) -> Table:
+    """The services; ``lags``: records behind per topic, by service (from their status)."""
+    table = Table("service", "state", "pid", "port", "restarts", "lag (records behind)")
     for name, info in state["services"].items():
         color = {"healthy": "green", "done": "green", "failed": "red"}.get(info["state"], "yellow")
+        behind = (lags or {}).get(name)
         table.add_row(
             name,
             f"[{color}]{info['state']}[/{color}]",
             str(info.get("pid") or "-"),
             str(info.get("port") or "-"),
             str(info.get("restarts", 0)),
+            ", ".join(f"{topic} {n}" for topic, n in sorted(behind.items())) if behind else "",
         )
     return table
+
+
+def _service_lags(settings: Settings, services: Iterable[str]) -> dict[str, dict[str, int]]:
+    """The lag each service last wrote in its status file (lake ingest, speed job)."""
+    import json
+
+    from infra.stack import Paths
+
+    found = {}
+    for name in services:
+        try:
+            status = json.loads(Paths(settings.data_dir).status_file(name).read_text())
+        except (OSError, ValueError):
+            continue
+        if status.get("lag"):
+            found[name] = status["lag"]
+    return found
 
 
 @stack_app.command("up")
@@ -743,7 +763,8 @@ def stack_down() -> None:
 @stack_app.command("status")
 @friendly_errors
 def stack_status() -> None:
-    """Each service's state, pid and port."""
+    """Each service's state, pid and port, and how far lake ingest and the speed job are
+    behind on each topic."""
     from infra import stack
 
     settings = get_settings()
@@ -751,7 +772,7 @@ def stack_status() -> None:
     if not state or stack.supervisor_pid(settings) is None:
         console.print("no stack running (start it with `make up`)")
         raise typer.Exit(1)
-    console.print(_status_table(state))
+    console.print(_status_table(state, _service_lags(settings, state["services"])))
 
 
 @stack_app.command("supervise", hidden=True)

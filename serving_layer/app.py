@@ -28,6 +28,7 @@ from feature_core.keys import entity_id
 from feature_core.merge import merge_group
 from feature_core.runs import RunRecord
 from feature_core.settings import Settings, get_settings
+from runtime.lag import TopicLag
 from serving_layer import feast
 from serving_layer.bodies import documented_body, parse_body
 from serving_layer.deps import Metrics, Online, Repo, Store, online_of
@@ -298,14 +299,17 @@ def _ops_router() -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-    async def readyz(store: Store, repo: Repo, metrics: Metrics) -> Response:
-        """Ready to serve complete values: Redis answers and a batch view is serving and
-        within its horizon. Reports the batch view's age and the speed watermarks."""
+    async def readyz(request: Request, store: Store, repo: Repo, metrics: Metrics) -> Response:
+        """Ready to serve complete values: Redis answers, a batch view is serving and within
+        its horizon, and no consumer is past LFP_API_MAX_LAG_RECORDS behind. Reports the
+        batch view's age, the speed watermarks and each consumer's lag."""
         problems: list[str] = []
         pointer, watermarks, age = None, {}, None
+        lags: list[TopicLag] = []
         try:
             snapshot = await store.read()
             pointer, watermarks = snapshot.pointer, snapshot.speed_watermarks
+            lags = await store.consumer_lag()
         except RedisError as error:
             metrics.redis_errors.inc()
             problems.append(f"Redis unreachable ({type(error).__name__}): is it running?")
@@ -320,12 +324,20 @@ def _ops_router() -> APIRouter:
                     f"batch view is {age:.0f} s old, past its {pointer.horizon_ms // 1000} s "
                     "horizon: sliding-window values are approximate (is the scheduler running?)"
                 )
+        limit = request.app.state.settings.api_max_lag_records
+        for one in lags:
+            if limit and one.behind > limit:
+                problems.append(
+                    f"{one.consumer} is {one.behind} records behind on topic {one.topic} "
+                    f"(LFP_API_MAX_LAG_RECORDS {limit}): it cannot keep up with the event rate"
+                )
         body = Readiness(
             ready=not problems,
             problems=problems,
             batch=BatchViewInfo.of(pointer),
             batch_age_s=age,
             speed_watermarks=watermarks,
+            consumer_lag={f"{one.consumer}/{one.topic}": one.behind for one in lags},
         )
         return json_response(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -337,6 +349,7 @@ def _ops_router() -> APIRouter:
             metrics.observe_freshness(
                 (g.name for g in repo.groups), snapshot.pointer, snapshot.speed_watermarks
             )
+            metrics.observe_lag(await store.consumer_lag())
             report = await store.consistency_report()
             if report is not None:
                 metrics.observe_consistency(orjson.loads(report))

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feature_core.merge import BatchPointer
+from runtime.lag import TopicLag
 from serving_layer.batch_cache import BatchViewCache
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -41,6 +42,13 @@ class ServingMetrics:
             "Now minus the newest event time a view covers: the speed watermark, or the "
             "batch cutoff.",
             ["group", "view"],
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            "lfp_consumer_lag_records",
+            "Records of a topic a consumer has not yet taken in: lake-ingest (not yet in the "
+            "lake) and speed-job (not yet committed by a checkpoint).",
+            ["consumer", "topic"],
             registry=self.registry,
         )
         self.consistency_mismatches = Gauge(
@@ -89,6 +97,11 @@ class ServingMetrics:
                 self.freshness.labels(group, "batch").set((now_ms - pointer.cutoff) / 1000)
             if group in watermarks:
                 self.freshness.labels(group, "speed").set((now_ms - watermarks[group]) / 1000)
+
+    def observe_lag(self, lags: Iterable[TopicLag]) -> None:
+        self.consumer_lag.clear()  # a consumer that stopped reporting is not shown as current
+        for one in lags:
+            self.consumer_lag.labels(one.consumer, one.topic).set(one.behind)
 
     def observe_consistency(self, report: Mapping[str, Any]) -> None:
         """Export a published consistency report (``batch_layer.verify``)."""

@@ -180,6 +180,11 @@ class Readiness(BaseModel):
     batch: BatchViewInfo | None
     batch_age_s: float | None = Field(description="Seconds since the batch view's cutoff.")
     speed_watermarks: dict[str, int]
+    consumer_lag: dict[str, int] = Field(
+        default_factory=dict,
+        description="Records each consumer is behind, as 'consumer/topic' (lake-ingest, "
+        "speed-job); past LFP_API_MAX_LAG_RECORDS the server is not ready.",
+    )
 
 
 # --- Feast-compatible --------------------------------------------------------------------

@@ -21,6 +21,8 @@ from redis.exceptions import NoScriptError, RedisError
 from feature_core.keys import KeySpace
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
+from runtime import lag
+from runtime.lag import TopicLag
 from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 
 # The key names are in the script (see _read_script); its one argument is the request as
@@ -204,6 +206,11 @@ class FeatureStore:
         if not ids:
             return []
         return [r for r in await self.client.hmget(self.keys.batch_runs, ids) if r is not None]
+
+    async def consumer_lag(self) -> list[TopicLag]:
+        """Each consumer's lag per topic, as lake ingest and the speed job last published
+        it (reports older than a minute are left out)."""
+        return lag.parse(await self.client.hgetall(self.keys.consumer_lag))
 
     async def consistency_report(self) -> bytes | None:
         """The last consistency verification (JSON), if one was published."""

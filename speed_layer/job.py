@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import ChangelogMode, DataTypes, Schema, StreamTableEnvironment
@@ -28,10 +30,12 @@ from pyflink.table.udf import udtf
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord
+from runtime import lag
 from runtime.kafka import topic_id
 from runtime.status import write_status
 from speed_layer.sink import StatsWriter, TileWriter
 from speed_layer.sql import (
+    SPEED_GROUP,
     parsed_columns,
     parsed_query,
     parsed_view,
@@ -212,12 +216,66 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     state = "STARTING"
-    while not stop.wait(2):
-        state = str(client.get_job_status().result())
-        write_status(
-            status_path, job_state=state, restored_from=str(restored) if restored else None
-        )
-        if state in ("FAILED", "CANCELED", "FINISHED"):
-            log.error("speed job ended: %s", state)
-            sys.exit(1)
-    client.cancel().result()
+    watch = LagWatch(settings, [s.topic_name for s in speed_sources(repo)])
+    try:
+        while not stop.wait(2):
+            state = str(client.get_job_status().result())
+            write_status(
+                status_path,
+                job_state=state,
+                restored_from=str(restored) if restored else None,
+                lag=watch.report(),
+            )
+            if state in ("FAILED", "CANCELED", "FINISHED"):
+                log.error("speed job ended: %s", state)
+                sys.exit(1)
+        client.cancel().result()
+    finally:
+        watch.close()
+
+
+class LagWatch:
+    """The speed job's lag per topic: the log end less the offsets the job committed to
+    its consumer group. Flink's Kafka source commits them at each checkpoint, so this
+    reads up to one checkpoint interval of records high. Best effort: a broker or Redis
+    hiccup only keeps the last figure."""
+
+    def __init__(self, settings: Settings, topics: list[str], every_s: float = 4.0) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.every_s = every_s
+        self.last: dict[str, int] = {}
+        self._at = 0.0
+        self._clients: tuple[KafkaAdminClient, KafkaConsumer, redis.Redis] | None = None
+
+    def report(self) -> dict[str, int]:
+        if time.monotonic() - self._at < self.every_s:
+            return self.last
+        self._at = time.monotonic()
+        try:
+            if self._clients is None:
+                servers = self.settings.kafka_bootstrap_servers
+                self._clients = (
+                    KafkaAdminClient(bootstrap_servers=servers),
+                    KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False),
+                    redis.Redis.from_url(
+                        self.settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+                    ),
+                )
+            admin, consumer, client = self._clients
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in self.topics
+                for p in consumer.partitions_for_topic(topic) or ()
+            ]
+            positions = lag.group_positions(admin, SPEED_GROUP)
+            self.last = lag.behind(lag.log_ends(consumer, partitions), positions)
+            lag.publish(client, self.settings.key_prefix, "speed-job", self.last)
+        except Exception as error:  # best effort: never let reporting stop the job
+            log.warning("lag report skipped: %r", error)
+        return self.last
+
+    def close(self) -> None:
+        if self._clients is not None:
+            for one in self._clients:
+                one.close()

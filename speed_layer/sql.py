@@ -13,6 +13,8 @@ from feature_core.windows import SPEED_TILE_MS
 STATUS = "_status"  # ok | late | invalid
 RECORD_TIME = "_record_time"  # the Kafka record's timestamp, TIMESTAMP_LTZ(3)
 RAW_VALUE = "_value"  # the Kafka record's value, as bytes
+#: The consumer group the job commits its offsets to (at checkpoints): its lag is read there.
+SPEED_GROUP = "lfp-speed"
 
 
 def _quote(value: str) -> str:
@@ -39,7 +41,7 @@ def source_ddl(settings: Settings, source: EventSource) -> str:
         "connector": "kafka",
         "topic": source.topic_name,
         "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
-        "properties.group.id": "lfp-speed",
+        "properties.group.id": SPEED_GROUP,
         # Tansu reports the last stable offset short of the log end; uncommitted reads
         # are what a plain producer writes anyway (no transactions on this topic).
         "properties.isolation.level": "read_uncommitted",

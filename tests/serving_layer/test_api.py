@@ -329,6 +329,48 @@ def test_feature_service_metadata_lists_types_and_defaults(stack):
     assert httpx.get(f"{api}/v1/feature-services/nope").status_code == 404
 
 
+def test_consumer_lag_is_in_metrics_readyz_and_stack_status(stack):
+    """Lake ingest and the speed job publish how far behind they are; past
+    LFP_API_MAX_LAG_RECORDS the API is not ready and says which consumer."""
+    import redis
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+    from runtime.lag import publish
+
+    api = stack.settings.api_url
+
+    def lag_samples() -> dict:
+        text = httpx.get(f"{api}/metrics").text
+        return {
+            (s.labels["consumer"], s.labels["topic"]): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "lfp_consumer_lag_records"
+            for s in family.samples
+        }
+
+    wait_for(
+        lambda: {("lake-ingest", "events"), ("speed-job", "events")} <= set(lag_samples()),
+        60,
+        "both consumers' lag in /metrics",
+    )
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    try:
+        publish(client, stack.settings.key_prefix, "slow-consumer", {"events": 10**9})
+        stuck = httpx.get(f"{api}/readyz")
+        assert stuck.status_code == 503
+        assert any(
+            "slow-consumer is 1000000000 records behind" in p for p in stuck.json()["problems"]
+        )
+        assert stuck.json()["consumer_lag"]["slow-consumer/events"] == 10**9
+    finally:
+        client.hdel(f"{stack.settings.key_prefix}:lag", "slow-consumer|events")
+        client.close()
+    status = CliRunner().invoke(app, ["stack", "status"], env={"COLUMNS": "200"})
+    assert status.exit_code == 0 and "records behind" in status.output
+    assert "events " in status.output.split("lake-ingest")[1].splitlines()[0]
+
+
 def test_readyz_reports_the_batch_view_and_its_age(stack):
     api = stack.settings.api_url
     assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
