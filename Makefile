@@ -35,8 +35,8 @@ lint:  ## ruff lint and format check
 format:
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-bench-speed:  ## freshness + throughput of the speed layer on the running stack (make up first)
-	$(PY) -m benchmarks.speed_freshness
+bench-speed:  ## speed layer curve: freshness, sustained rate, lag, CPU per process (make up first; ARGS="--repo fraud")
+	$(PY) -m benchmarks.speed $(ARGS)
 
 bench-serving:  ## API throughput/latency vs a bare one-HGETALL endpoint (self-contained)
 	$(PY) -m benchmarks.serving $(ARGS)

@@ -60,14 +60,16 @@ def ensure_topics(
 
 
 def producer(settings: Settings, **overrides: object) -> KafkaProducer:
+    """A producer to the platform's brokers; ``overrides`` replace any default option."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "linger_ms": 5,
+        "acks": "all",
+        "bootstrap_timeout_ms": int(settings.kafka_connect_timeout_s * 1000),
+        **overrides,
+    }
     try:
-        return KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            linger_ms=5,
-            acks="all",
-            bootstrap_timeout_ms=int(settings.kafka_connect_timeout_s * 1000),
-            **overrides,
-        )
+        return KafkaProducer(**options)
     except (KafkaError, OSError) as error:
         raise _unavailable(settings, error) from None
 

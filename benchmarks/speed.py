@@ -1,0 +1,264 @@
+"""Speed layer under load, against a running stack (`make up` first): `make bench-speed`.
+
+For each rate of a curve (``--rates``), produces random valid events of every source of
+the feature repo for ``--seconds``, dated as sent, over ``--keys`` entities; every half
+second a probe event for a fresh entity is produced and the API polled until it serves
+it. Per rate it prints produce -> visible p50/p95/p99, the rate offered and the rate the
+speed job sustained, both consumers' lag at the end, and the CPU of each process of the
+stack (and of this load generator). "Sustained" is the level's events over the time
+until the speed job had processed them all ("drain": how long after the last was sent);
+a speed job that keeps up drains in about its emit interval.
+
+``--repo`` names the feature repo the stack serves (``demo`` or ``fraud``, or a module);
+start the stack with the same ``LFP_FEATURE_REPO``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+import redis
+
+from feature_core.definitions import FeatureGroup, FeatureRepo
+from feature_core.keys import KeySpace
+from feature_core.settings import Settings, get_settings
+from feature_core.sources import EventSource
+from feature_core.synthetic import random_record
+from runtime import lag
+from runtime.kafka import producer
+
+REPOS = {"demo": "demo.feature_repo", "fraud": "fraud.feature_repo"}
+POOL = 4000  # pre-drawn records per source; cycled, each dated when sent
+
+
+@dataclass
+class Level:
+    rate: int
+    offered: float = 0.0
+    sustained: float = 0.0  # the level's events over the time until all were processed
+    drain_s: float = 0.0  # after the last event was sent, until the speed job had them all
+    latencies: list[float] = field(default_factory=list)
+    lags: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+
+
+# --- CPU of the stack's processes ----------------------------------------------------------
+
+
+def _process_groups(settings: Settings) -> dict[int, str]:
+    """Process group id -> service name, from the embedded stack's state."""
+    state = json.loads((settings.data_dir / "run" / "stack.json").read_text())
+    return {info["pid"]: name for name, info in state["services"].items() if info.get("pid")}
+
+
+def cpu_ticks(groups: dict[int, str]) -> dict[str, int]:
+    """CPU ticks (user + system) so far of every process, summed per service; this
+    process is ``load generator``."""
+    ticks: dict[str, int] = {}
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, pgid = int(entry.name), int(fields[2])
+        name = "load generator" if pid == me else groups.get(pgid)
+        if name is not None:
+            ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])
+    return ticks
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+def pools(repo: FeatureRepo, keys: int, seed: int = 1) -> list[tuple[EventSource, list[dict]]]:
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    return [
+        (s, [random_record(s, rng, now, cardinality=keys) for _ in range(POOL)])
+        for s in repo.sources
+    ]
+
+
+def produce_at(
+    settings: Settings,
+    drawn: list[tuple[EventSource, list[dict]]],
+    rate: int,
+    seconds: float,
+    stop: threading.Event,
+) -> tuple[int, float]:
+    """Sends about ``rate`` events a second, sources in turn; (sent, elapsed)."""
+    out = producer(settings, linger_ms=20, batch_size=256 * 1024)
+    sent = 0
+    start = time.monotonic()
+    try:
+        while not stop.is_set():
+            elapsed = time.monotonic() - start
+            if elapsed >= seconds:
+                break
+            now = int(time.time() * 1000)
+            for _ in range(int(elapsed * rate) - sent):
+                source, records = drawn[sent % len(drawn)]
+                record = records[(sent // len(drawn)) % POOL]
+                record[source.event_time] = now
+                out.send(source.topic_name, orjson.dumps(record))
+                sent += 1
+            time.sleep(0.002)
+        out.flush()
+    finally:
+        out.close()
+    return sent, time.monotonic() - start
+
+
+def probe_group(repo: FeatureRepo) -> FeatureGroup:
+    """A group every record of its source reaches (no filter), keyed by one field."""
+    for group in repo.groups:
+        if not group.filters and len(group.join_keys) == 1:
+            return group
+    raise SystemExit("no unfiltered one-key group to probe freshness with")
+
+
+def probe_loop(
+    settings: Settings,
+    group: FeatureGroup,
+    template: dict,
+    until: Callable[[], bool],
+    latencies: list[float],
+) -> None:
+    """Every half second: a fresh entity's event, then poll the API until it is served."""
+    out = producer(settings, linger_ms=0)
+    api = httpx.Client(base_url=settings.api_url, timeout=5, headers=settings.api_headers)
+    key = group.join_keys[0]
+    try:
+        while not until():
+            entity = f"probe-{uuid.uuid4().hex[:12]}"
+            record = {**template, key: entity, group.event_time: int(time.time() * 1000)}
+            started = time.monotonic()
+            out.send(group.source.topic_name, orjson.dumps(record))
+            out.flush()
+            while time.monotonic() - started < 30:
+                body = api.get(f"/v1/features/{group.name}/{entity}").json()
+                if "present" in body.get("statuses", {}).values():
+                    latencies.append(time.monotonic() - started)
+                    break
+                time.sleep(0.02)
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
+    finally:
+        out.close()
+        api.close()
+
+
+def processed(client: redis.Redis, keys: KeySpace) -> int:
+    """Records the speed job has parsed so far (every source, every status)."""
+    stats = client.hgetall(keys.speed_stats)
+    return sum(int(v) for k, v in stats.items() if k.decode().endswith("_events"))
+
+
+def lags(client: redis.Redis, keys: KeySpace) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for one in lag.parse(client.hgetall(keys.consumer_lag)):
+        found[one.consumer] = found.get(one.consumer, 0) + one.behind
+    return found
+
+
+def run_level(settings: Settings, repo: FeatureRepo, drawn, rate: int, seconds: float) -> Level:
+    level = Level(rate)
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeySpace(settings.key_prefix)
+    groups = _process_groups(settings)
+    group = probe_group(repo)
+    template = next(records[0] for source, records in drawn if source is group.source)
+    done = threading.Event()
+    prober = threading.Thread(
+        target=probe_loop, args=(settings, group, template, done.is_set, level.latencies)
+    )
+    ticks0, count0, t0 = cpu_ticks(groups), processed(client, keys), time.monotonic()
+    prober.start()
+    sent, elapsed = produce_at(settings, drawn, rate, seconds, threading.Event())
+    done.set()
+    ticks1, t1 = cpu_ticks(groups), time.monotonic()
+    level.lags = lags(client, keys)
+    prober.join()
+    # The probes' events count too: wait until the speed job has processed them all.
+    deadline = time.monotonic() + 180
+    while processed(client, keys) - count0 < sent and time.monotonic() < deadline:
+        time.sleep(0.1)
+    level.drain_s = time.monotonic() - t1
+    level.offered = sent / elapsed
+    level.sustained = min(processed(client, keys) - count0, sent) / (elapsed + level.drain_s)
+    hz = os.sysconf("SC_CLK_TCK")
+    level.cpu = {
+        name: (ticks1.get(name, 0) - ticks0.get(name, 0)) / hz / (t1 - t0) for name in ticks1
+    }
+    # Let lake ingest catch up too before the next level, so levels do not overlap.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(v > 1000 for v in lags(client, keys).values()):
+        time.sleep(1)
+    client.close()
+    return level
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repo", default=None, help="demo, fraud or a module (the stack's)")
+    parser.add_argument("--rates", default="2000,5000,10000,20000")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per rate")
+    parser.add_argument("--keys", type=int, default=2000, help="distinct values per key field")
+    args = parser.parse_args()
+    settings = get_settings()
+    module = REPOS.get(args.repo, args.repo) if args.repo else settings.feature_repo
+    if module != settings.feature_repo:
+        raise SystemExit(
+            f"the stack serves LFP_FEATURE_REPO={settings.feature_repo}; start it with "
+            f"LFP_FEATURE_REPO={module} (and run this with the same)"
+        )
+    repo = FeatureRepo.from_module(module)
+    httpx.get(f"{settings.api_url}/healthz", timeout=5).raise_for_status()
+    drawn = pools(repo, args.keys)
+    print(
+        f"repo {module}: {len(repo.sources)} sources, {len(repo.groups)} groups; "
+        f"{args.keys} values per key field; {args.seconds:.0f} s per rate"
+    )
+    header = (
+        f"{'rate':>7} {'offered':>8} {'sustained':>9} {'drain s':>7} {'p50 s':>6} {'p95 s':>6} "
+        f"{'p99 s':>6} {'probes':>6}  lag when sent (records)     CPU (% of one core)"
+    )
+    print(header)
+    best = 0.0
+    for rate in (int(r) for r in args.rates.split(",")):
+        level = run_level(settings, repo, drawn, rate, args.seconds)
+        best = max(best, level.sustained)
+        cpu = ", ".join(
+            f"{name} {100 * share:.0f}"
+            for name, share in sorted(level.cpu.items(), key=lambda kv: -kv[1])
+            if share >= 0.01
+        )
+        lat = level.latencies
+        print(
+            f"{rate:>7} {level.offered:>8,.0f} {level.sustained:>9,.0f} {level.drain_s:>7.1f} "
+            f"{percentile(lat, 0.5):>6.2f} {percentile(lat, 0.95):>6.2f} "
+            f"{percentile(lat, 0.99):>6.2f} {len(lat):>6}  "
+            f"{json.dumps(level.lags):<27} {cpu}"
+        )
+
+
+if __name__ == "__main__":
+    main()
