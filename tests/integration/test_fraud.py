@@ -1,6 +1,7 @@
 """The fraud example end to end: two sources on two topics, a composite key, exact values.
 
-Events go through both topics; a batch run covers the older ones; newer ones (and one
+Events go through both topics, older ones are loaded from a file with `lfp lake load`
+(twice); a batch run covers the older ones; newer ones (and one
 dated minutes ahead, as a skewed client clock sends) reach the speed layer. Every feature
 of every fraud group, the (card, merchant) group included, must equal the reference
 evaluator at the API's ``as_of``, and the training set at that instant must equal what
@@ -78,7 +79,7 @@ def _served(settings, features: list[str], entities: list) -> dict:
     return response.json()
 
 
-def test_fraud_features_equal_the_reference_and_the_training_set(stack, spark_factory):
+def test_fraud_features_equal_the_reference_and_the_training_set(stack, spark_factory, tmp_path):
     from batch_layer.training import build_training_set
 
     settings = stack.settings
@@ -91,6 +92,26 @@ def test_fraud_features_equal_the_reference_and_the_training_set(stack, spark_fa
     logins = [_login(rng, tag, rng.randrange(now - 8 * DAY_MS, cutoff)) for _ in range(70)]
     produce(settings, payments, fraud.transactions)
     produce(settings, logins, fraud.logins)
+    # Older history loaded from a file, as a new user brings theirs: twice, with bad lines.
+    loaded = [_payment(rng, tag, rng.randrange(now - 60 * DAY_MS, cutoff)) for _ in range(50)]
+    history = tmp_path / "payments.jsonl"
+    lines = [json.dumps(p) for p in loaded]
+    lines[10:10] = ["{not json", json.dumps({**loaded[0], "amount": -1})]
+    history.write_text("\n".join(lines) + "\n")
+    for _ in range(2):
+        result = CliRunner().invoke(
+            app, ["lake", "load", "--source", "card_transactions", str(history)]
+        )
+        assert result.exit_code == 0, result.output
+    rejects = [
+        json.loads(line)
+        for line in history.with_name("payments.jsonl.rejects.jsonl").read_text().splitlines()
+    ]
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (11, "not valid JSON"),
+        (12, "amount: -1.0 is below the minimum 0"),
+    ]
+    payments += loaded
     wait_for(
         lambda: (
             len(lake_event_ids(settings, tag, fraud.transactions, "transaction_id", "card_id"))
@@ -101,6 +122,8 @@ def test_fraud_features_equal_the_reference_and_the_training_set(stack, spark_fa
         180,
         "fraud history in both lake tables",
     )
+    ids = lake_event_ids(settings, tag, fraud.transactions, "transaction_id", "card_id")
+    assert len(ids) == len(set(ids)) == len(payments)  # the file's records once each
     run = stack.run_batch(cutoff)
     assert set(run["delta_versions"]) >= {"card_transactions", "account_logins"}, run
 
