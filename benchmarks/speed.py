@@ -7,7 +7,10 @@ it. Per rate it prints produce -> visible p50/p95/p99, the rate offered and the 
 speed job sustained, both consumers' lag at the end, and the CPU of each process of the
 stack (and of this load generator). "Sustained" is the level's events over the time
 until the speed job had processed them all ("drain": how long after the last was sent);
-a speed job that keeps up drains in about its emit interval.
+a speed job that keeps up drains in about its emit interval. Then a pass-through Flink
+job reads everything in the sources' topics (parsing nothing, aggregating nothing): its
+rate is the ceiling of this broker and machine, and the speed job's best sustained rate
+is printed as a ratio of it (``--no-ceiling`` skips it).
 
 ``--repo`` names the feature repo the stack serves (``demo`` or ``fraud``, or a module);
 start the stack with the same ``LFP_FEATURE_REPO``.
@@ -216,12 +219,74 @@ def run_level(settings: Settings, repo: FeatureRepo, drawn, rate: int, seconds: 
     return level
 
 
+# --- the pass-through ceiling ---------------------------------------------------------------
+
+
+def ceiling(settings: Settings, repo: FeatureRepo, quiet_s: float = 5.0) -> tuple[int, float]:
+    """Records a pass-through Flink job reads from the sources' topics from the earliest
+    offset, and its rate: Kafka source -> COUNT, nothing parsed. The count is watched
+    as it grows (200 ms mini-batches); the rate runs from its first to its last change,
+    so the job's start-up is not counted. The job is cancelled once the count has not
+    moved for ``quiet_s`` (the backlog is read)."""
+    from pyflink.common import RowKind
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    from speed_layer.job import jvm_temp_dir
+
+    jvm_temp_dir(settings.model_copy(update={"data_dir": settings.data_dir / "bench"}))
+    env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    for key, value in {
+        "parallelism.default": "1",
+        "table.exec.mini-batch.enabled": "true",
+        "table.exec.mini-batch.allow-latency": "200 ms",
+        "table.exec.mini-batch.size": "100000",
+    }.items():
+        env.get_config().set(key, value)
+    selects = []
+    for i, source in enumerate(repo.sources):
+        env.execute_sql(
+            f"CREATE TABLE raw{i} (`v` BYTES) WITH ('connector' = 'kafka', "
+            f"'topic' = '{source.topic_name}', "
+            f"'properties.bootstrap.servers' = '{settings.kafka_bootstrap_servers}', "
+            "'properties.group.id' = 'lfp-bench-ceiling', "
+            "'properties.isolation.level' = 'read_uncommitted', "
+            "'scan.startup.mode' = 'earliest-offset', 'format' = 'raw')"
+        )
+        selects.append(f"SELECT 1 AS x FROM raw{i}")
+    result = env.execute_sql(f"SELECT COUNT(*) FROM ({' UNION ALL '.join(selects)})")
+    changes: list[tuple[float, int]] = []
+
+    def watch() -> None:
+        try:
+            with result.collect() as rows:
+                for row in rows:
+                    if row.get_row_kind() in (RowKind.INSERT, RowKind.UPDATE_AFTER):
+                        changes.append((time.monotonic(), int(row[0])))
+        except Exception:  # the iterator ends with an error when the job is cancelled
+            pass
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if changes and time.monotonic() - changes[-1][0] > quiet_s:
+            break
+    result.get_job_client().cancel().result()
+    watcher.join(timeout=30)
+    if len(changes) < 2 or changes[-1][0] <= changes[0][0]:
+        return (changes[-1][1] if changes else 0), 0.0
+    (t0, n0), (t1, n1) = changes[0], changes[-1]
+    return n1, (n1 - n0) / (t1 - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repo", default=None, help="demo, fraud or a module (the stack's)")
     parser.add_argument("--rates", default="2000,5000,10000,20000")
     parser.add_argument("--seconds", type=float, default=20.0, help="per rate")
     parser.add_argument("--keys", type=int, default=2000, help="distinct values per key field")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the pass-through job")
     args = parser.parse_args()
     settings = get_settings()
     module = REPOS.get(args.repo, args.repo) if args.repo else settings.feature_repo
@@ -257,6 +322,14 @@ def main() -> None:
             f"{percentile(lat, 0.5):>6.2f} {percentile(lat, 0.95):>6.2f} "
             f"{percentile(lat, 0.99):>6.2f} {len(lat):>6}  "
             f"{json.dumps(level.lags):<27} {cpu}"
+        )
+    if not args.no_ceiling:
+        records, rate = ceiling(settings, repo)
+        ratio = f"{100 * best / rate:.0f}%" if rate else "n/a"
+        print(
+            f"pass-through Flink job (the ceiling): read {records:,} records at {rate:,.0f}/s; "
+            f"the speed job's best sustained rate {best:,.0f}/s is {ratio} of it "
+            "(target >= 50%)"
         )
 
 
