@@ -42,7 +42,8 @@ class IngestStats:
     events_written: int = 0
     rejected: int = 0
     commits: int = 0
-    next_offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next
+    # The next offset of each partition as committed to the lake (what lag counts from).
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)  # topic -> records not in the lake
     last_commit_at: float | None = None
 
@@ -84,8 +85,7 @@ class LakeIngest:
         self.stats = IngestStats()
         self._stop = threading.Event()
         self.topic_ids: dict[str, str] = {}
-        # The next offset of each partition as committed to the lake: what lag counts from.
-        self.committed: dict[TopicPartition, int] = {}
+        self.assignment: list[TopicPartition] = []
         self._lag_reported = 0.0
         self._redis = redis.Redis.from_url(
             settings.redis_url, socket_timeout=1, socket_connect_timeout=1
@@ -124,8 +124,9 @@ class LakeIngest:
         )
         dlq = producer(self.settings)
         try:
-            assignment: list[TopicPartition] = []
-            resume: dict[TopicPartition, int] = {}
+            # Filled as the partitions are found and their lake offsets read.
+            self.assignment = assignment = []
+            self.stats.next_offsets = resume = {}
             for topic, source in self.sources.items():
                 partitions = self._partitions(consumer, topic)
                 self.topic_ids[topic] = topic_id(self.settings, topic)
@@ -154,8 +155,6 @@ class LakeIngest:
                     consumer.seek(tp, resume[tp])
                 else:
                     consumer.seek_to_beginning(tp)
-            self.committed = {tp: resume.get(tp, 0) for tp in assignment}
-            self.stats.next_offsets = {_label(tp): o for tp, o in resume.items()}
             self._write_status()
             while not self._stop.is_set() and not (until and until()):
                 self._one_batch(consumer, dlq)
@@ -173,7 +172,8 @@ class LakeIngest:
             return
         self._lag_reported = time.monotonic()
         try:
-            self.stats.lag = lag.behind(lag.log_ends(consumer, self.committed), self.committed)
+            ends = lag.log_ends(consumer, self.assignment)
+            self.stats.lag = lag.behind(ends, self.stats.next_offsets)
             lag.publish(self._redis, self.settings.key_prefix, "lake-ingest", self.stats.lag)
         except (KafkaError, RedisError) as error:
             log.debug("lag report skipped: %r", error)
@@ -226,9 +226,8 @@ class LakeIngest:
             self.stats.events_written += len(valid[topic])
             self.stats.commits += 1
             self.stats.next_offsets.update(
-                {_label(TopicPartition(topic, p)): o for p, o in offsets.items()}
+                {TopicPartition(topic, p): o for p, o in offsets.items()}
             )
-            self.committed.update({TopicPartition(topic, p): o for p, o in offsets.items()})
         self.stats.rejected += rejected
         self.stats.last_commit_at = time.time()
         self._write_status()
@@ -239,7 +238,7 @@ class LakeIngest:
             events_written=self.stats.events_written,
             rejected=self.stats.rejected,
             commits=self.stats.commits,
-            next_offsets=self.stats.next_offsets,
+            next_offsets={_label(tp): o for tp, o in self.stats.next_offsets.items()},
             last_commit_at=self.stats.last_commit_at,
             lag=self.stats.lag,
         )

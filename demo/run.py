@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 import redis
 from pyspark.sql import SparkSession
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from batch_layer.lake import BACKFILL, append_backfill, open_table
@@ -31,6 +30,7 @@ from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, align_cutoff
 from runtime.kafka import producer
+from runtime.progress import progress_bars
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,6 @@ class DemoConfig:
     live_seconds: float = 20.0
     training_examples: int = 4000
     burst_views: int = 15
-
-
-def progress_bars(console: Console) -> Progress:
-    """The demo's progress display: label, bar, done/total, elapsed."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def wait_until(done: Callable[[], bool], what: str, timeout_s: float) -> None:

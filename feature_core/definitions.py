@@ -31,7 +31,7 @@ from feature_core.aggregations import (
     Primitive,
     aggregation_kind,
 )
-from feature_core.sources import EventSource, SourceError, quoted
+from feature_core.sources import EventSource, SourceError, quoted, typed
 from feature_core.windows import Window
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
@@ -92,10 +92,6 @@ class Entity:
         return ", ".join(self.join_keys)
 
 
-def _typed(value: Any) -> tuple[type, Any]:
-    return type(value), value
-
-
 def _canonical(check: Any, value: Any) -> Any:
     try:
         return check(value)
@@ -135,11 +131,11 @@ class Filter:
     @cached_property
     def _allowed(self) -> frozenset[tuple[type, Any]]:
         # Typed: a filter on False never keeps an integer 0 (Python's bool is an int).
-        return frozenset(_typed(v) for v in self.values)
+        return frozenset(typed(v) for v in self.values)
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         value = event.get(self.column)
-        return value is not None and _typed(value) in self._allowed
+        return value is not None and typed(value) in self._allowed
 
     def sql(self, source: EventSource) -> str:
         kind = source.by_name[self.column].kind

@@ -64,6 +64,12 @@ Record = dict[str, Any]
 Rule = Callable[[Mapping[str, Any]], str | None]
 
 
+def typed(value: Any) -> tuple[type, Any]:
+    """A value with its type, for membership tests where ``True`` must not equal ``1``
+    (Python's bool is an int): allowed values and filters compare these."""
+    return type(value), value
+
+
 def quoted(name: str) -> str:
     """A field name as a SQL identifier: Spark SQL and Flink SQL both take backticks,
     so a field may be called ``timestamp`` or ``value``."""
@@ -184,7 +190,7 @@ class Field:
             value = kind.check(value)
         except InvalidRecord as error:
             raise InvalidRecord(f"{self.name}: {error}") from None
-        if self.values is not None and (type(value), value) not in self._allowed:
+        if self.values is not None and typed(value) not in self._allowed:
             shown = ", ".join(repr(v) for v in self.values)
             raise InvalidRecord(f"{self.name}: {value!r} is not one of {shown}")
         if self.min is not None and value < self.min:
@@ -198,9 +204,9 @@ class Field:
         return value
 
     @cached_property
-    def _allowed(self) -> frozenset[Any]:
+    def _allowed(self) -> frozenset[tuple[type, Any]]:
         # Typed, so that True never matches an allowed 1 (Python's bool is an int).
-        return frozenset((type(v), v) for v in self.values or ())
+        return frozenset(typed(v) for v in self.values or ())
 
     def validate(self, source: str) -> None:
         where = f"source {source}, field {self.name!r}"

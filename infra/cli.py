@@ -23,6 +23,7 @@ from rich.table import Table
 from feature_core.definitions import DefinitionError, FeatureRepo
 from feature_core.settings import Settings, get_settings
 from feature_core.sources import EventSource
+from runtime.progress import advancer, progress_bars
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="Run the embedded local stack.")
@@ -352,8 +353,8 @@ def generate(
         own(rate, duration, seed) if own is not None else live_events(sources, rate, duration, seed)
     )
     total = int(rate * duration)
-    with _progress() as progress:
-        sent = produce_records(settings, events, progress.callback("events -> Kafka", total))
+    with progress_bars(console) as progress:
+        sent = produce_records(settings, events, advancer(progress, "events -> Kafka", total))
     topics = ", ".join(sorted({s.topic_name for s in sources}))
     console.print(f"produced {sent} events to {topics}")
 
@@ -404,13 +405,10 @@ def lake_load(
             raise RuntimeError(f"{path} not found")
     for path in files:
         try:
-            with _progress() as progress:
+            with progress_bars(console) as progress:
+                label = f"{path.name} -> {chosen.table_name}"
                 result = load_file(
-                    settings,
-                    chosen,
-                    path,
-                    chunk,
-                    progress.callback(f"{path.name} -> {chosen.table_name}", count_records(path)),
+                    settings, chosen, path, chunk, advancer(progress, label, count_records(path))
                 )
         except (ValueError, UnicodeDecodeError, csv.Error, OSError) as error:
             raise RuntimeError(f"{path}: cannot load it: {error}") from None
@@ -668,36 +666,6 @@ def _pins(specs: list[str] | None) -> dict[str, int] | None:
             raise RuntimeError(f"--delta-version {spec!r}: use TABLE=N, e.g. raw_events=12")
         pins[table] = int(version)
     return pins
-
-
-class _progress:
-    """Rich progress bars for long loops; ``callback(label, total)`` advances one."""
-
-    def __enter__(self) -> _progress:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.bars = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.bars.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bars.__exit__(*exc)
-
-    def callback(self, label: str, total: int | None) -> Callable[[int], None]:
-        task = self.bars.add_task(label, total=total)
-        return lambda n: self.bars.advance(task, n)
 
 
 # --- the embedded stack -------------------------------------------------------------
