@@ -9,6 +9,7 @@ from the same URLs the clients use, so two stacks run side by side by changing
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
@@ -119,7 +120,7 @@ class Settings(BaseSettings):
     batch_keep_versions: int = Field(2, ge=1, description="Batch view versions kept in Redis.")
     spark_master: str = Field("local[2]", description="Spark master URL.")
     spark_driver_memory: str = Field("2g", description="Spark driver memory.")
-    ingest_max_records: int = Field(5000, ge=1, description="Max events per Delta commit.")
+    ingest_max_records: int = Field(20000, ge=1, description="Max events per Delta commit.")
     ingest_poll_ms: int = Field(500, ge=10, description="Longest wait for a lake ingest batch.")
 
     # --- speed layer ------------------------------------------------------------
@@ -133,7 +134,14 @@ class Settings(BaseSettings):
         500, ge=10, description="Flink mini-batch latency: how often tile updates are emitted."
     )
     speed_checkpoint_interval_s: int = Field(10, ge=1, description="Flink checkpoint interval.")
-    speed_parallelism: int = Field(1, ge=1, description="Flink job parallelism.")
+    speed_state_backend: Literal["hashmap", "rocksdb"] = Field(
+        "hashmap",
+        description="Flink state backend: hashmap (on the heap, fastest) or rocksdb (on "
+        "disk with incremental checkpoints, for state larger than memory).",
+    )
+    speed_parallelism: int = Field(
+        2, ge=1, description="Flink job parallelism (Python workers too: one per slot)."
+    )
 
     @field_validator("batch_schedule")
     @classmethod

@@ -55,6 +55,15 @@ def encode(registers: dict[int, int], precision: int = DEFAULT_PRECISION) -> str
     return f"d{precision}:" + base64.b64encode(bytes(dense)).decode("ascii")
 
 
+def encode_dense(registers: bytes, precision: int = DEFAULT_PRECISION) -> str:
+    """:func:`encode` of all ``2**precision`` register bytes (an engine's register array)."""
+    if len(registers) != 1 << precision:
+        raise ValueError(f"{len(registers)} registers for precision {precision}")
+    if len(registers) - registers.count(0) > len(registers) // 8:
+        return f"d{precision}:" + base64.b64encode(bytes(registers)).decode("ascii")
+    return encode({i: r for i, r in enumerate(registers) if r}, precision)
+
+
 def _unpack(sketch: str) -> tuple[bool, int, bytes]:
     """(sparse, precision, body bytes) of a serialized sketch."""
     header, _, body = sketch.partition(":")

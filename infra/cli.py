@@ -103,17 +103,23 @@ def _repo(settings: Settings) -> FeatureRepo:
 
 @app.command()
 def doctor() -> None:
-    """Check that Java 17, redis-server, the broker binary and the engines are usable."""
+    """Check that Java 17 (with javac), redis-server, the broker binary and the engines are
+    usable."""
     problems: list[str] = []
     java = shutil.which("java")
     if not java:
-        problems.append("java not found: install Java 17 (apt-get install openjdk-17-jre-headless)")
+        problems.append("java not found: install Java 17 (apt-get install openjdk-17-jdk-headless)")
     else:
         out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
         if '"17' not in out and '"21' not in out:
             problems.append(
                 f"Java 17 needed by Spark 4.1 and Flink 2.0, found: {out.splitlines()[0]}"
             )
+    if not shutil.which("javac"):
+        problems.append(
+            "javac not found: the speed job compiles its aggregate functions with the JDK "
+            "(apt-get install openjdk-17-jdk-headless)"
+        )
     if not shutil.which("redis-server"):
         problems.append("redis-server not found: apt-get install redis-server")
     for module in ("pyspark", "pyflink", "deltalake", "kafka", "redis", "fastapi"):

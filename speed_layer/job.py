@@ -1,10 +1,11 @@
 """The PyFlink speed job: each source's Kafka topic -> 5-minute tiles per entity -> Redis.
 
-Every record is parsed by its source's validator (a Python table function), so the speed
-layer accepts exactly what lake ingest accepts. Tiles are aggregated by generated Flink
-SQL (a continuous GROUP BY emitting updates every ``speed_emit_latency_ms``) and upserted
-whole. State is checkpointed; a restart restores the latest retained checkpoint (state
-and Kafka offsets together) instead of starting empty with committed offsets.
+Every record is parsed by its source's validator (a vectorized Python function, called
+per batch of records), so the speed layer accepts exactly what lake ingest accepts.
+Tiles are aggregated by generated Flink SQL (a continuous GROUP BY emitting updates
+every ``speed_emit_latency_ms``) and upserted whole. State is checkpointed; a restart
+restores the latest retained checkpoint (state and Kafka offsets together) instead of
+starting empty with committed offsets.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import ChangelogMode, DataTypes, Schema, StreamTableEnvironment
-from pyflink.table.udf import udtf
+from pyflink.table.udf import udf
 
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
@@ -33,6 +36,7 @@ from feature_core.sources import EventSource, InvalidRecord
 from runtime import lag
 from runtime.kafka import topic_id
 from runtime.status import write_status
+from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import StatsWriter, TileWriter
 from speed_layer.sql import (
     SPEED_GROUP,
@@ -55,27 +59,52 @@ _SQL_TYPES = {
 }
 
 
-def make_parser(source: EventSource, allowed_lateness_ms: int):
-    """A UDTF: raw bytes -> one row: status ok/late/invalid, then the source's fields.
+def parse_records(
+    source: EventSource, raws: Iterable[bytes | None], now_ms: int, allowed_lateness_ms: int
+) -> list[list[Any]]:
+    """Raw Kafka values -> columns: the status (ok, late or invalid), then each field.
 
     It calls the source's validator, the one lake ingest calls, so both accept and reject
     the same records.
     """
-    columns = parsed_columns(source)
     names = source.columns
     time_field = source.event_time
-    invalid = ("invalid",) + (None,) * len(names)
-
-    @udtf(result_types=[_SQL_TYPES[t] for _, t in columns])
-    def parse(raw: bytes) -> Iterator[tuple]:
-        now_ms = int(time.time() * 1000)
+    statuses: list[str] = []
+    columns: list[list[Any]] = [[] for _ in names]
+    for raw in raws:
         try:
             record = source.parse(raw, now_ms)
         except InvalidRecord:
-            yield invalid
-            return
-        status = "late" if record[time_field] < now_ms - allowed_lateness_ms else "ok"
-        yield (status, *(record[name] for name in names))
+            statuses.append("invalid")
+            for column in columns:
+                column.append(None)
+            continue
+        late = record[time_field] < now_ms - allowed_lateness_ms
+        statuses.append("late" if late else "ok")
+        for column, name in zip(columns, names, strict=True):
+            column.append(record[name])
+    return [statuses, *columns]
+
+
+def make_parser(source: EventSource, allowed_lateness_ms: int):
+    """A vectorized function: a batch of raw values -> one row each (see parse_records).
+
+    Flink hands Python a batch of records at a time (Arrow), not one row per call: the
+    validator runs per record, the crossing between the JVM and Python per batch.
+    """
+    columns = parsed_columns(source)
+    row_type = DataTypes.ROW([DataTypes.FIELD(name, _SQL_TYPES[t]) for name, t in columns])
+
+    @udf(result_type=row_type, func_type="pandas")
+    def parse(raws: pd.Series) -> pd.DataFrame:
+        parsed = parse_records(source, raws, int(time.time() * 1000), allowed_lateness_ms)
+        # Object columns: pandas would turn an integer column with nulls into floats.
+        return pd.DataFrame(
+            {
+                name: pd.Series(values, dtype=object)
+                for (name, _), values in zip(columns, parsed, strict=True)
+            }
+        )
 
     return parse
 
@@ -88,9 +117,12 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(candidates, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])))
 
 
-def flink_configuration(settings: Settings, checkpoint_dir: Path) -> Configuration:
+def flink_configuration(
+    settings: Settings, checkpoint_dir: Path, jars: list[Path]
+) -> Configuration:
     config = Configuration()
     values = {
+        "pipeline.jars": ";".join(jar.resolve().as_uri() for jar in jars),
         # Thread mode cannot import from a virtual environment (pemja embeds the base
         # interpreter); process mode runs workers with this interpreter.
         "python.execution-mode": "process",
@@ -102,8 +134,14 @@ def flink_configuration(settings: Settings, checkpoint_dir: Path) -> Configurati
         "table.exec.mini-batch.enabled": "true",
         "table.exec.mini-batch.allow-latency": f"{settings.speed_emit_latency_ms} ms",
         "table.exec.mini-batch.size": "5000",
+        # Python functions get their records in bundles (Arrow batches for the parser);
+        # a bundle closes after this long, so it bounds what waits for Python.
+        "python.fn-execution.bundle.time": str(min(settings.speed_emit_latency_ms, 200)),
+        "python.fn-execution.arrow.batch.size": "2000",
         # A tile stops receiving events once older than the allowed lateness.
         "table.exec.state.ttl": f"{settings.speed_allowed_lateness_s + 900} s",
+        "state.backend.type": settings.speed_state_backend,
+        "execution.checkpointing.incremental": "true",
         "execution.checkpointing.interval": f"{settings.speed_checkpoint_interval_s} s",
         "execution.checkpointing.dir": checkpoint_dir.resolve().as_uri(),
         "state.checkpoints.dir": checkpoint_dir.resolve().as_uri(),
@@ -127,19 +165,25 @@ def build(
     # On a local mini-cluster PyFlink defaults to "loopback": every Python operator runs in
     # this client process under one GIL. Separate worker processes use all cores.
     os.environ.setdefault("_python_worker_execution_mode", "process")
+    jar = udf_jar(settings.data_dir / "jvm")
     env = StreamExecutionEnvironment.get_execution_environment(
-        flink_configuration(settings, checkpoint_dir)
+        flink_configuration(settings, checkpoint_dir, [jar])
     )
     t_env = StreamTableEnvironment.create(env)
+    for statement in register_sql():
+        t_env.execute_sql(statement)
     lateness_ms = settings.speed_allowed_lateness_s * 1000
     # Only the sources some group reads: a source without groups is the lake's alone.
     for source in speed_sources(repo):
         t_env.execute_sql(source_ddl(settings, source))
         parser = f"parse_{source.name}"
         t_env.create_temporary_function(parser, make_parser(source, lateness_ms))
-        t_env.create_temporary_view(
-            parsed_view(source), t_env.sql_query(parsed_query(source, parser))
-        )
+        # Through a DataStream and back: every query over the view then shares one Kafka
+        # reader and one parser. Each query converted on its own (below) would otherwise
+        # get its own copy of the source and of the Python parser, and read and parse
+        # every record once per feature group.
+        parsed = t_env.to_data_stream(t_env.sql_query(parsed_query(source, parser)))
+        t_env.create_temporary_view(parsed_view(source), t_env.from_data_stream(parsed))
         stats = t_env.to_changelog_stream(t_env.sql_query(stats_query(source)))
         stats.map(
             StatsWriter(settings.redis_url, settings.key_prefix), output_type=Types.INT()
@@ -162,7 +206,10 @@ def build(
             group.primitives,
             len(group.join_keys),
         )
-        tiles.map(writer, output_type=Types.INT()).name(f"tiles:{group.name}")
+        # One writer per group: the group's watermark is the newest event time its writer
+        # wrote, so a reader that sees the watermark past an event sees that event's tile
+        # (parallel writers would each advance it past tiles the other still holds).
+        tiles.map(writer, output_type=Types.INT()).name(f"tiles:{group.name}").set_parallelism(1)
     return env
 
 

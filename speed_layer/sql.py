@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from feature_core.definitions import FeatureGroup, TileColumn
 from feature_core.settings import Settings
+from feature_core.sketches import DEFAULT_PRECISION
 from feature_core.sources import EventSource, quoted
 from feature_core.windows import SPEED_TILE_MS
+from speed_layer.functions import SKETCH_REGISTERS, latest_pairs_function
 
 #: Columns the speed job adds to a source's fields (a declared field name starts with a
 #: letter, so these never collide with one, even a field called ``value``).
@@ -58,11 +60,15 @@ def source_ddl(settings: Settings, source: EventSource) -> str:
 
 
 def parsed_query(source: EventSource, parser: str) -> str:
-    """Every record of a source through its parser, with the record's timestamp."""
-    names = ", ".join(quoted(name) for name, _ in parsed_columns(source))
+    """Every record of a source through its parser (one row of status and fields per
+    record), with the record's timestamp."""
+    fields = ", ".join(
+        f"T.parsed.{quoted(name)} AS {quoted(name)}" for name, _ in parsed_columns(source)
+    )
     return (
-        f"SELECT {names}, {quoted(RECORD_TIME)}\n"
-        f"FROM {raw_table(source)}, LATERAL TABLE({parser}({quoted(RAW_VALUE)})) AS T({names})"
+        f"SELECT {fields}, T.{quoted(RECORD_TIME)}\n"
+        f"FROM (SELECT {parser}({quoted(RAW_VALUE)}) AS parsed, {quoted(RECORD_TIME)} "
+        f"FROM {raw_table(source)}) AS T"
     )
 
 
@@ -71,9 +77,9 @@ def partial_sql(column: TileColumn, time_column: str, source: EventSource) -> st
 
     Native partials keep their column's type (a count or an integer field's sum, min and
     max stay BIGINT: exact past 2^53, and served as integers as the batch view has them).
-    Non-native partials (last, last_k, hll) are collected per tile with ``ARRAY_AGG`` and
-    reduced once per emitted update by the shared algebra (``Primitive.from_pairs``) in the
-    Redis writer, so no Python runs per event.
+    Non-native partials are JVM aggregates (:mod:`speed_layer.functions`) finished once
+    per emitted update by the shared algebra in the Redis writer, so no Python runs per
+    event: last and last_k keep their k latest pairs, hll its sketch registers.
     """
     primitive, name = column.primitive, column.column
     if primitive.native:
@@ -84,9 +90,11 @@ def partial_sql(column: TileColumn, time_column: str, source: EventSource) -> st
         # The latest event time is its own value: a native MAX, no pairs to collect.
         return f"MAX({time}) FILTER (WHERE {col} IS NOT NULL)"
     if primitive.kind in ("last", "last_k"):
-        return f"ARRAY_AGG(ROW({time}, {col})) FILTER (WHERE {col} IS NOT NULL)"
+        function = latest_pairs_function(source.by_name[name or ""].kind.sql)
+        return f"{function}({time}, {col}, {primitive.param or 1})"
     if primitive.kind == "hll":
-        return f"ARRAY_AGG(DISTINCT CAST({col} AS STRING)) FILTER (WHERE {col} IS NOT NULL)"
+        precision = primitive.param or DEFAULT_PRECISION
+        return f"{SKETCH_REGISTERS}(CAST({col} AS STRING), {precision})"
     raise ValueError(f"no Flink form for {primitive.kind}")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the platform needs on a Debian/Ubuntu machine:
-#   system: Java 17 (Spark, Flink), redis-server (embedded stack), wrk and valgrind (serving benchmarks)
+#   system: Java 17 JDK (Spark, Flink; javac for the speed job's functions), redis-server (embedded stack), wrk and valgrind (serving benchmarks)
 #   python: a virtual environment in .venv with the package and its dev tools
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,8 +13,10 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
 need_apt=()
-if ! command -v java >/dev/null 2>&1 || ! java -version 2>&1 | grep -qE 'version "(17|21)'; then
-  need_apt+=(openjdk-17-jre-headless)
+# The JDK, not only the runtime: the speed job compiles its aggregate functions with javac.
+if ! command -v java >/dev/null 2>&1 || ! java -version 2>&1 | grep -qE 'version "(17|21)' \
+  || ! command -v javac >/dev/null 2>&1; then
+  need_apt+=(openjdk-17-jdk-headless)
 fi
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # the HTTP load generator of make bench-serving

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
+
 from feature_core.settings import Settings
 from speed_layer.job import jvm_temp_dir
 
@@ -30,10 +32,13 @@ def test_a_data_dir_with_a_space_keeps_the_system_temp_dir(tmp_path, monkeypatch
 
 
 def _parser_rows(source, raw: bytes) -> list[tuple]:
+
     from speed_layer.job import make_parser
 
-    # The Python function Flink's workers run for each record (the UDTF's body).
-    return list(make_parser(source, 3_600_000)._func(raw))
+    # The function Flink's Python workers run on each batch of records.
+    parse = make_parser(source, 3_600_000)._func
+    frame = parse(pd.Series([raw, b"{}"], dtype=object))
+    return [tuple(row) for row in frame.itertuples(index=False)][:1]
 
 
 def test_the_speed_parser_accepts_and_rejects_as_lake_ingest_does():

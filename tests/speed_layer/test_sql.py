@@ -30,10 +30,11 @@ def test_non_native_partials_are_collected_natively_not_in_python():
     from demo.feature_repo import user_browsing
 
     sql = tile_query(user_browsing)
-    assert "ARRAY_AGG(ROW(`event_time`, `item_id`)) FILTER (WHERE `item_id` IS NOT NULL)" in sql
-    assert (
-        "ARRAY_AGG(DISTINCT CAST(`item_id` AS STRING)) FILTER (WHERE `item_id` IS NOT NULL)" in sql
-    )
+    # last (k = 1) and last_k keep their k latest pairs in a JVM aggregate per value type.
+    assert "lfp_latest_pairs_string(`event_time`, `item_id`, 1)" in sql
+    assert "lfp_latest_pairs_string(`event_time`, `category`, 20)" in sql
+    # hll keeps its sketch registers (hashing the value as a string), not distinct values.
+    assert "lfp_sketch_registers(CAST(`item_id` AS STRING), 10)" in sql
 
 
 def test_the_sink_reduces_collected_pairs_with_the_shared_algebra():
@@ -73,7 +74,8 @@ def test_a_field_named_value_does_not_meet_the_raw_record_columns():
         ],
     )
     sql = parsed_query(source, "parse_readings")
-    assert "LATERAL TABLE(parse_readings(`_value`)) AS T(`_status`, `sensor`, `value`" in sql
+    assert "parse_readings(`_value`) AS parsed" in sql
+    assert "T.parsed.`value` AS `value`, T.parsed.`timestamp` AS `timestamp`" in sql
     group = FeatureGroup(
         "g", Entity("sensor", "sensor"), source, [Aggregation("max", "value"), Aggregation("count")]
     )

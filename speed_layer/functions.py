@@ -1,0 +1,98 @@
+"""The speed job's own JVM functions (``speed_layer/jvm/src``), compiled on first use.
+
+Aggregates the algebra has no native SQL form for run in the JVM, per event, with state
+bounded by their parameter (the k latest pairs, or 2^p sketch registers, not every value
+of a tile); Python finishes each emitted update with the algebra itself. The jar is
+built with the JDK's ``javac`` against the Flink jars of the installed PyFlink and
+cached under ``<data_dir>/jvm/<hash of the sources>.jar``, so a changed source builds a
+new jar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pyflink
+
+SOURCES = Path(__file__).parent / "jvm" / "src"
+
+#: Flink SQL type -> the Java class of the latest-pairs aggregate for values of it.
+LATEST_PAIRS = {
+    "STRING": "lfp.speed.LatestStrings",
+    "BIGINT": "lfp.speed.LatestLongs",
+    "DOUBLE": "lfp.speed.LatestDoubles",
+    "BOOLEAN": "lfp.speed.LatestBooleans",
+}
+
+_COMPILE_CLASSPATH = ("flink-table-common.jar", "flink-core.jar", "flink-annotations.jar")
+
+
+class JvmBuildError(RuntimeError):
+    """The speed job's JVM functions could not be built; the message says how to fix it."""
+
+
+#: The HLL-registers aggregate (one for every value type: values are hashed as strings).
+SKETCH_REGISTERS = "lfp_sketch_registers"
+
+
+def latest_pairs_function(sql_type: str) -> str:
+    """The SQL name of the latest-pairs aggregate for values of ``sql_type``."""
+    return f"lfp_latest_pairs_{sql_type.lower()}"
+
+
+def register_sql() -> list[str]:
+    """``CREATE TEMPORARY SYSTEM FUNCTION`` statements for every JVM function."""
+    functions = {latest_pairs_function(t): java_class for t, java_class in LATEST_PAIRS.items()}
+    functions[SKETCH_REGISTERS] = "lfp.speed.SketchRegisters"
+    return [
+        f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS '{java_class}' LANGUAGE JAVA"
+        for name, java_class in functions.items()
+    ]
+
+
+def _java_files() -> list[Path]:
+    return sorted(SOURCES.rglob("*.java"))
+
+
+def sources_hash() -> str:
+    digest = hashlib.sha256()
+    for path in _java_files():
+        digest.update(path.relative_to(SOURCES).as_posix().encode())
+        digest.update(path.read_bytes())
+    digest.update(pyflink.__file__.encode())  # another Flink install compiles again
+    return digest.hexdigest()[:16]
+
+
+def udf_jar(cache_dir: Path) -> Path:
+    """The jar of the speed job's JVM functions, compiled now if not cached yet."""
+    jar = cache_dir / f"lfp-speed-{sources_hash()}.jar"
+    if jar.exists():
+        return jar
+    javac = shutil.which("javac")
+    if javac is None:
+        raise JvmBuildError(
+            "javac not found: the speed job compiles its aggregate functions with the JDK. "
+            "Install it (apt-get install openjdk-17-jdk-headless) or run make install."
+        )
+    flink_lib = Path(pyflink.__file__).parent / "lib"
+    classpath = ":".join(str(flink_lib / name) for name in _COMPILE_CLASSPATH)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as build:
+        result = subprocess.run(
+            [javac, "--release", "17", "-d", build, "-cp", classpath, *map(str, _java_files())],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise JvmBuildError(f"compiling {SOURCES} failed:\n{result.stderr.strip()}")
+        partial = jar.with_suffix(".jar.tmp")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(build).rglob("*.class")):
+                archive.write(path, path.relative_to(build).as_posix())
+        partial.replace(jar)  # atomic: a concurrent start never loads half a jar
+    return jar

@@ -1,0 +1,27 @@
+package lfp.speed;
+
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.types.Row;
+
+/** {@link LatestPairs} of DOUBLE values. */
+@FunctionHint(
+    input = {@DataTypeHint("BIGINT"), @DataTypeHint("DOUBLE"), @DataTypeHint("INT")},
+    accumulator = @DataTypeHint("ROW<k INT, pairs ARRAY<ROW<t BIGINT, v DOUBLE>>>"),
+    output = @DataTypeHint("ARRAY<ROW<t BIGINT, v DOUBLE>>"))
+public class LatestDoubles extends LatestPairs<Double> {
+
+  /** As Python compares floats: -0.0 equals 0.0 (no NaN: the validator rejects it). */
+  @Override
+  protected int compareValues(Double a, Double b) {
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+
+  public void accumulate(Row acc, Long time, Double value, Integer k) {
+    add(acc, time, value, k);
+  }
+
+  public void merge(Row acc, Iterable<Row> others) {
+    mergeAll(acc, others);
+  }
+}

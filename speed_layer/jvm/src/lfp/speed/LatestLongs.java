@@ -1,0 +1,26 @@
+package lfp.speed;
+
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.types.Row;
+
+/** {@link LatestPairs} of BIGINT values. */
+@FunctionHint(
+    input = {@DataTypeHint("BIGINT"), @DataTypeHint("BIGINT"), @DataTypeHint("INT")},
+    accumulator = @DataTypeHint("ROW<k INT, pairs ARRAY<ROW<t BIGINT, v BIGINT>>>"),
+    output = @DataTypeHint("ARRAY<ROW<t BIGINT, v BIGINT>>"))
+public class LatestLongs extends LatestPairs<Long> {
+
+  @Override
+  protected int compareValues(Long a, Long b) {
+    return Long.compare(a, b);
+  }
+
+  public void accumulate(Row acc, Long time, Long value, Integer k) {
+    add(acc, time, value, k);
+  }
+
+  public void merge(Row acc, Iterable<Row> others) {
+    mergeAll(acc, others);
+  }
+}

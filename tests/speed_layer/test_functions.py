@@ -1,0 +1,137 @@
+"""The speed job's JVM aggregates agree with the shared algebra they stand in for."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import pyflink
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feature_core import sketches
+from feature_core.aggregations import Primitive
+from speed_layer.functions import register_sql, udf_jar
+from speed_layer.sink import to_partial
+
+# Lines of text (the harness reads one value per line), from every plane of Unicode:
+# strings order by code point in Python, by UTF-16 unit in Java's compareTo.
+_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=200
+)
+
+
+@pytest.fixture(scope="module")
+def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return udf_jar(tmp_path_factory.mktemp("jvm"))
+
+
+def test_the_jar_is_built_once_per_source_version(jar: Path):
+    assert jar.exists() and udf_jar(jar.parent) == jar
+    assert jar.stat().st_size > 0
+
+
+def test_sketch_registers_hash_values_as_the_algebra_does(jar: Path):
+    flink_lib = Path(pyflink.__file__).parent / "lib"
+    classpath = f"{jar}:{flink_lib / 'flink-table-common.jar'}:{flink_lib / 'flink-core.jar'}"
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.lists(_TEXT, min_size=1, max_size=60), st.sampled_from([4, 10, 14]))
+    def check(values: list[str], precision: int) -> None:
+        run = subprocess.run(
+            ["java", "-cp", classpath, "lfp.speed.SketchRegisters", str(precision)],
+            input="\n".join(values) + "\n",
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            check=True,
+        )
+        jvm = [tuple(map(int, line.split())) for line in run.stdout.splitlines()]
+        python = [next(iter(sketches.registers_of([v], precision).items())) for v in values]
+        assert jvm == python
+
+    check()
+
+
+@pytest.mark.integration
+def test_jvm_aggregates_in_flink_equal_the_algebra(jar: Path):
+    """Through Flink itself, two-phase (local then global, so merge runs too): the k
+    latest pairs and the sketch registers of random tiles, finished by the Redis writer's
+    code, equal the algebra's partials of the same events."""
+    from pyflink.common import Configuration
+    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+
+    config = Configuration()
+    for key, value in {
+        "pipeline.jars": jar.resolve().as_uri(),
+        "parallelism.default": "2",
+        "table.exec.mini-batch.enabled": "true",
+        "table.exec.mini-batch.allow-latency": "50 ms",
+        "table.exec.mini-batch.size": "7",
+        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
+    }.items():
+        config.set_string(key, value)
+    t_env = TableEnvironment.create(
+        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
+    )
+    for statement in register_sql():
+        t_env.execute_sql(statement)
+
+    rng = random.Random(7)
+    words = ["a", "b", "ab", "\uffff", "\U0001f600", "\u00e9", "", "zz"]
+    rows = [
+        (f"g{rng.randrange(12)}", rng.randrange(1_000, 1_010), rng.choice(words), rng.random())
+        for _ in range(600)
+    ]
+    rows += [("g-null", 5, None, None)]  # a tile of null values: null partials
+    table = t_env.from_elements(
+        rows,
+        DataTypes.ROW(
+            [
+                DataTypes.FIELD("g", DataTypes.STRING()),
+                DataTypes.FIELD("t", DataTypes.BIGINT()),
+                DataTypes.FIELD("v", DataTypes.STRING()),
+                DataTypes.FIELD("x", DataTypes.DOUBLE()),
+            ]
+        ),
+    )
+    t_env.create_temporary_view("events", table)
+    result = t_env.execute_sql(
+        "SELECT g, lfp_latest_pairs_string(t, v, 1), lfp_latest_pairs_string(t, v, 4), "
+        "lfp_latest_pairs_double(t, x, 3), lfp_sketch_registers(v, 6) FROM events GROUP BY g"
+    )
+    final: dict[str, tuple] = {}
+    with result.collect() as changes:
+        for row in changes:
+            final[row[0]] = tuple(row[1:])  # the last change per group is its final value
+    final = {
+        group: (*(_collected_pairs(pairs) for pairs in values[:3]), values[3])
+        for group, values in final.items()
+    }
+
+    last, last_4, last_3, hll = (
+        Primitive.LAST,
+        Primitive("last_k", 4),
+        Primitive("last_k", 3),
+        Primitive("hll", 6),
+    )
+    assert set(final) == {g for g, *_ in rows}
+    for group, (jvm_last, jvm_last_4, jvm_last_3, registers) in final.items():
+        mine = [r for r in rows if r[0] == group]
+        strings = [(t, v) for _, t, v, _ in mine if v is not None]
+        floats = [(t, x) for _, t, _, x in mine if x is not None]
+        assert to_partial(last, jvm_last) == last.from_pairs(strings)
+        assert to_partial(last_4, jvm_last_4) == last_4.from_pairs(strings)
+        assert to_partial(last_3, jvm_last_3) == last_3.from_pairs(floats)
+        assert to_partial(hll, registers) == hll.from_pairs(strings)
+
+
+def _collected_pairs(pairs: list | None) -> list[tuple] | None:
+    """Pairs as the speed job's writer gets them. Table.collect() hands a nested row over
+    as a Row around one list of its fields (the job's DataStream path does not)."""
+    if pairs is None:
+        return None
+    fields = [list(pair) for pair in pairs]
+    return [tuple(f[0]) if len(f) == 1 and isinstance(f[0], list) else tuple(f) for f in fields]
