@@ -146,6 +146,28 @@ class BatchScheduler:
     def view_serving(self) -> bool:
         return bool(self.client.exists(KeySpace(self.settings.key_prefix).batch_pointer))
 
+    def recompute_if_view_missing(self) -> RunRecord | None:
+        """A run now if no batch view is serving (Redis lost its data, or the pointer was
+        deleted): the API answers 503 until one is, so this cannot wait for the cron
+        tick. After a failed run it waits ``batch_retry_backoff_s`` before trying again."""
+        if self._running.locked():  # a run is going: it ends with a view or a failure
+            return None
+        try:
+            if self.view_serving():
+                return None
+        except redis.RedisError as error:
+            log.debug("view check skipped: %r", error)
+            return None
+        last = self.last
+        if (
+            last is not None
+            and last.status is RunStatus.FAILED
+            and time.time() - (last.finished_at or 0) < self.settings.batch_retry_backoff_s
+        ):
+            return None
+        log.warning("no batch view is serving: recomputing now")
+        return self.run_once("view-missing")
+
     def schedule(self, scheduler: BaseScheduler, run_now: bool = False) -> None:
         """Add the cron job (and, if asked, an immediate run) to an APScheduler scheduler."""
         trigger = CronTrigger.from_crontab(self.settings.batch_schedule, timezone="UTC")
@@ -154,6 +176,14 @@ class BatchScheduler:
         )
         if run_now:
             scheduler.add_job(self.run_once, args=["startup"], id="batch-now")
+        scheduler.add_job(
+            self.recompute_if_view_missing,
+            "interval",
+            seconds=self.settings.batch_watch_s,
+            max_instances=1,
+            coalesce=True,
+            id="view-watch",
+        )
 
     def start_background(self) -> BackgroundScheduler:
         """The schedule in a background thread (tests, embedding); stop with ``shutdown()``."""

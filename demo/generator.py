@@ -180,18 +180,28 @@ class Shop:
             yield event
 
     def burst(self, user_id: str, category: str, views: int, now_ms: int) -> list[dict[str, Any]]:
-        """One user views (and clicks) ``views`` items of one category in the last minute."""
+        """One user views (and clicks) ``views`` items of one category, one every
+        ``BURST_STEP_MS`` up to ``now_ms`` (the burst spans ``burst_span_ms(views)``)."""
         if category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}; known: {', '.join(CATEGORIES)}")
         rng = random.Random(f"{self.config.seed}:burst:{user_id}:{category}")
         user = Shopper(user_id, tuple(1.0 if c == category else 0.0 for c in CATEGORIES))
         events = []
         for n in range(views):
-            at = now_ms - (views - n) * 500
+            at = now_ms - (views - n) * BURST_STEP_MS
             item = self._pick_item(rng, category)
             events.append(self._event(user, item, "view", at))
-            events.append(self._event(user, item, "click", at + 100))
+            events.append(self._event(user, item, "click", at + BURST_STEP_MS // 2))
         return events
+
+
+#: A burst's views are this far apart (each click half-way to the next view).
+BURST_STEP_MS = 100
+
+
+def burst_span_ms(views: int) -> int:
+    """How far back from its ``now_ms`` a burst of ``views`` views is dated."""
+    return views * BURST_STEP_MS
 
 
 def encode(event: dict[str, Any]) -> bytes:

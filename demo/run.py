@@ -25,7 +25,7 @@ from rich.table import Table
 
 from batch_layer.lake import BACKFILL, append_backfill, open_table
 from demo.feature_repo import events as shop_events
-from demo.generator import CATEGORIES, Shop, ShopConfig, encode
+from demo.generator import CATEGORIES, Shop, ShopConfig, burst_span_ms, encode
 from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, align_cutoff
@@ -207,6 +207,10 @@ def run_demo(
     burst_category = min(CATEGORIES, key=lambda c: (counts.get(c, 0), CATEGORIES.index(c)))
     console.print(_recs_table(f"recommendations for {user}", before, burst_category))
 
+    # The burst is dated after the last live event, so that the user's latest views are
+    # the burst's: wait out the part of its span that would reach back into the live ones.
+    span_ms = burst_span_ms(config.burst_views)
+    time.sleep(max(0.0, (latest + span_ms + 1) / 1000 - time.time()))
     burst = shop.burst(user, burst_category, config.burst_views, int(time.time() * 1000))
     with progress_bars(console) as progress:
         sent_at = time.monotonic()

@@ -25,6 +25,9 @@ class ValueStatus(StrEnum):
     NO_DATA = "no_data"  # no event for this entity in the window: aggregation identity
     STALE_BATCH_VIEW = "stale_batch_view"  # batch view older than its horizon: approximate
     DEFAULT = "default"  # null value replaced by the feature service's default (serving)
+    # No batch view was serving (opt-in, LFP_API_SERVE_SPEED_ONLY): the value covers only
+    # the speed layer's tiles, not the history before them.
+    SPEED_ONLY = "speed_only"
 
 
 def values_match(got: Any, want: Any, rel_tol: float = 1e-9) -> bool:

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         "for the demo groups); 0: off. A batch view never changes, so for a cached one "
         "only speed tiles are read.",
     )
+    api_serve_speed_only: bool = Field(
+        False,
+        description="While no batch view is serving (first start, Redis lost), answer "
+        "feature requests from the speed tiles alone, each value with status speed_only, "
+        "instead of 503.",
+    )
     api_max_lag_records: int = Field(
         100_000,
         ge=0,
@@ -100,6 +106,12 @@ class Settings(BaseSettings):
     key_prefix: str = Field("lfp", description="Prefix of every Redis key the platform owns.")
 
     # --- batch layer ------------------------------------------------------------
+    batch_watch_s: int = Field(
+        5,
+        ge=1,
+        description="How often the scheduler checks that a batch view is serving; a run "
+        "starts at once when none is.",
+    )
     batch_schedule: str = Field(
         "*/15 * * * *", description="Crontab (5 fields, UTC) for scheduled batch runs."
     )
@@ -143,7 +155,11 @@ class Settings(BaseSettings):
         "disk with incremental checkpoints, for state larger than memory).",
     )
     speed_parallelism: int = Field(
-        2, ge=1, description="Flink job parallelism (Python workers too: one per slot)."
+        1,
+        ge=1,
+        description="Flink job parallelism (Python workers too: one per slot). Above 1 the "
+        "speed watermark only says the newest event was written: events of other partitions "
+        "may still be in flight.",
     )
 
     @field_validator("batch_schedule")

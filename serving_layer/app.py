@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from feature_core.definitions import FeatureRepo
 from feature_core.keys import entity_id
-from feature_core.merge import merge_group
+from feature_core.merge import ValueStatus, merge_group
 from feature_core.runs import RunRecord
 from feature_core.settings import Settings, get_settings
 from runtime.lag import TopicLag
@@ -46,7 +46,7 @@ from serving_layer.online import OnlineFeatures
 from serving_layer.responses import json_response
 from serving_layer.security import BodySizeLimit, require_token
 from serving_layer.store import FeatureStore, connect
-from serving_layer.vectors import NotFoundError, RequestError
+from serving_layer.vectors import NoBatchView, NotFoundError, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.store = store
     app.state.metrics.watch_batch_cache(store.batch_cache)
     app.state.online = OnlineFeatures(
-        app.state.repo, store, app.state.metrics, settings.api_max_entities
+        app.state.repo,
+        store,
+        app.state.metrics,
+        settings.api_max_entities,
+        settings.api_serve_speed_only,
     )
     with rare_garbage_collections():
         yield
@@ -108,6 +112,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             f"feature views unavailable: Redis {type(error).__name__}; "
             "check that Redis is running (make status) and LFP_REDIS_URL",
         )
+
+    @app.exception_handler(NoBatchView)
+    async def no_batch_view(request: Request, error: NoBatchView) -> Response:
+        return _error(503, str(error))
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, error: NotFoundError) -> Response:
@@ -177,7 +185,7 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
         )
 
     async def group_features(
-        repo: FeatureRepo, store: FeatureStore, group: str, keys: Mapping[str, str] | str
+        repo: FeatureRepo, online: OnlineFeatures, group: str, keys: Mapping[str, str] | str
     ) -> GroupFeatures:
         try:
             definition = repo.group(group)
@@ -196,12 +204,16 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
             if missing:
                 raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
             entity = entity_id([keys[k] for k in join_keys])
-        snapshot = await store.read([((group,), (entity,))])
+        snapshot = await online.store.read([((group,), (entity,))])
+        online.require_batch_view(snapshot)
         as_of = int(time.time() * 1000)
         views = snapshot.entities[0]
         merged = merge_group(
             definition, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles, views.memo
         )
+        statuses = {name: v.status for name, v in merged.items()}
+        if snapshot.pointer is None:
+            statuses = dict.fromkeys(statuses, ValueStatus.SPEED_ONLY)
         return GroupFeatures(
             group=group,
             entity_id=entity,
@@ -210,7 +222,7 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
             batch_version=snapshot.pointer.version if snapshot.pointer else None,
             speed_watermark=snapshot.speed_watermarks.get(group),
             features={name: v.value for name, v in merged.items()},
-            statuses={name: v.status for name, v in merged.items()},
+            statuses=statuses,
         )
 
     @app.get(
@@ -220,10 +232,10 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
         dependencies=auth,
     )
     async def get_group_features(
-        group: str, entity_id: EntityId, store: Store, repo: Repo
+        group: str, entity_id: EntityId, online: Online, repo: Repo
     ) -> GroupFeatures:
         """Every feature of one feature group for one entity (one join key), by name."""
-        return await group_features(repo, store, group, entity_id)
+        return await group_features(repo, online, group, entity_id)
 
     @app.get(
         "/v1/features/{group}",
@@ -232,12 +244,12 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
         dependencies=auth,
     )
     async def get_group_features_by_keys(
-        group: str, request: Request, store: Store, repo: Repo
+        group: str, request: Request, online: Online, repo: Repo
     ) -> GroupFeatures:
         """Every feature of one feature group for one entity named by its join keys as
         query parameters (``?card_id=c1&merchant_id=m9``): any entity, composite or not."""
         keys = {k: v for k, v in request.query_params.items() if 0 < len(v) <= 256}
-        return await group_features(repo, store, group, keys)
+        return await group_features(repo, online, group, keys)
 
     @app.get("/v1/batch/runs", response_model=list[RunRecord], tags=["batch"], dependencies=auth)
     async def batch_runs(

@@ -28,6 +28,7 @@ FEAST_STATUS = {
     ValueStatus.NO_DATA: "NOT_FOUND",
     ValueStatus.DEFAULT: "NOT_FOUND",
     ValueStatus.STALE_BATCH_VIEW: "OUTSIDE_MAX_AGE",
+    ValueStatus.SPEED_ONLY: "OUTSIDE_MAX_AGE",  # partial: the history is missing
 }
 
 router = APIRouter(tags=["feast"])

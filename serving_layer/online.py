@@ -8,9 +8,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from feature_core.definitions import FeatureRepo
+from feature_core.merge import ValueStatus
 from serving_layer.metrics import ServingMetrics
 from serving_layer.store import FeatureStore, ViewsRequest, ViewsSnapshot
-from serving_layer.vectors import RequestError, Selection, Vector, build_vectors, select
+from serving_layer.vectors import (
+    NoBatchView,
+    RequestError,
+    Selection,
+    Vector,
+    build_vectors,
+    select,
+)
 
 
 @dataclass(slots=True)  # per request: slotted, not frozen (see store.EntityViews)
@@ -30,16 +38,35 @@ class OnlineFeatures:
     """Resolves feature selections (cached) and serves vectors with one Redis round trip."""
 
     def __init__(
-        self, repo: FeatureRepo, store: FeatureStore, metrics: ServingMetrics, max_entities: int
+        self,
+        repo: FeatureRepo,
+        store: FeatureStore,
+        metrics: ServingMetrics,
+        max_entities: int,
+        serve_speed_only: bool = False,
     ) -> None:
         self.repo = repo
         self.store = store
         self.metrics = metrics
         self.max_entities = max_entities
+        self.serve_speed_only = serve_speed_only
         self._select = lru_cache(maxsize=1024)(self._resolve)
 
     def _resolve(self, feature_service: str | None, features: tuple[str, ...] | None) -> Selection:
         return select(self.repo, feature_service, features)
+
+    def require_batch_view(self, snapshot: ViewsSnapshot) -> None:
+        """:class:`NoBatchView` unless a batch view serves or speed-only values are allowed.
+
+        Without a batch view every value would miss the history before the speed tiles:
+        identities and partial counts that a model cannot tell from real ones."""
+        if snapshot.pointer is None and not self.serve_speed_only:
+            raise NoBatchView(
+                "no batch view is serving yet (the first batch run has not finished, or "
+                "Redis lost its data): wait for the scheduler's run or start one with "
+                "`lfp batch run`; LFP_API_SERVE_SPEED_ONLY=true serves speed-layer values "
+                "alone meanwhile, with status speed_only"
+            )
 
     def selection(
         self, feature_service: str | None = None, features: Sequence[str] | None = None
@@ -69,6 +96,7 @@ class OnlineFeatures:
             self.metrics.entities_of(endpoint).observe(len(entity_ids))
             requests.append(selection.views_request(entity_ids))
         snapshot = await self.store.read(requests)
+        self.require_batch_view(snapshot)
         as_of = int(time.time() * 1000)
         served, start = [], 0
         for selection, entity_ids in parts:
@@ -76,10 +104,13 @@ class OnlineFeatures:
             part = ViewsSnapshot(
                 snapshot.pointer, snapshot.speed_watermarks, snapshot.entities[start:end]
             )
-            served.append(
-                ServedVectors(
-                    selection, part, as_of, build_vectors(selection, part, entity_ids, as_of)
-                )
-            )
+            vectors = build_vectors(selection, part, entity_ids, as_of)
+            if snapshot.pointer is None:
+                for vector in vectors:
+                    vector.statuses = [
+                        s if s is ValueStatus.DEFAULT else ValueStatus.SPEED_ONLY
+                        for s in vector.statuses
+                    ]
+            served.append(ServedVectors(selection, part, as_of, vectors))
             start = end
         return served

@@ -18,6 +18,10 @@ from feature_core.merge import GroupMerger, ValueStatus, group_merger
 from serving_layer.store import ViewsRequest, ViewsSnapshot
 
 
+class NoBatchView(RuntimeError):
+    """No batch view is serving: values would miss everything before the speed tiles."""
+
+
 class RequestError(ValueError):
     """The request names something that does not exist or cannot be served together."""
 

@@ -148,3 +148,38 @@ def test_run_history_from_the_cli_and_the_api(demo_result, stack) -> None:
     result = CliRunner().invoke(app, ["batch", "history", "--json", "--limit", "50"])
     assert result.exit_code == 0, result.output
     assert all(r["run_id"] in result.output for r in runs)
+
+
+def test_a_deleted_pointer_is_noticed_and_recomputed_at_once(demo_result, stack) -> None:
+    """The stack's scheduler service (cron: once a year in tests) sees the pointer gone
+    within its watch interval and runs at once; meanwhile features are 503, never zeros."""
+    import time
+
+    settings = stack.settings
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeySpace(settings.key_prefix)
+    history = RunHistory(client, settings.key_prefix)
+
+    def version() -> int:
+        pointer = client.get(keys.batch_pointer)
+        return orjson.loads(pointer)["version"] if pointer else 0
+
+    before = version()
+    assert before, "no view serving before the test"
+    deleted_at = time.time()
+    client.delete(keys.batch_pointer)
+    body = {"feature_service": "ranking_features", "entities": [demo_result["user"]]}
+    gap = httpx.post(f"{settings.api_url}/v1/features", json=body, timeout=10)
+    assert gap.status_code == 503 and "no batch view is serving" in gap.json()["detail"]
+
+    def recomputed() -> object:
+        runs = [r for r in history.recent(10) if r.started_at >= deleted_at]
+        done = [r for r in runs if r.status is RunStatus.SUCCEEDED and r.switched]
+        return done[0] if done and client.exists(keys.batch_pointer) else None
+
+    record = wait_for(recomputed, 300, "a run after the pointer was deleted")
+    assert record.trigger == "view-missing"
+    assert record.started_at - deleted_at < settings.batch_watch_s + 5
+    assert version() > before
+    served = httpx.post(f"{settings.api_url}/v1/features", json=body, timeout=10)
+    assert served.status_code == 200 and served.json()["batch"]["version"] > before

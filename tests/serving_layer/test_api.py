@@ -494,3 +494,43 @@ def test_cors_is_closed_by_default_and_open_only_to_configured_origins(stack):
             "/v1/features", headers={**preflight, "Origin": "https://evil.example"}
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_without_a_batch_view_features_are_503_unless_speed_only_values_are_allowed(
+    stack, served_users
+):
+    """A namespace with speed tiles and no batch pointer (what a Redis that lost its data
+    and got tiles again looks like): never a 200 with identities passed off as values."""
+    import uuid
+
+    import redis
+
+    from feature_core.keys import KeySpace
+
+    users, _ = served_users
+    prefix = f"nobatch-{uuid.uuid4().hex[:8]}"
+    live, empty = KeySpace(stack.settings.key_prefix), KeySpace(prefix)
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    tiles = client.hgetall(live.speed_tiles("user_activity", users[0]))
+    assert tiles
+    client.hset(empty.speed_tiles("user_activity", users[0]), mapping=tiles)
+    body = {"features": ["user_activity:event_count_1h"], "entities": [users[0], "ghost"]}
+    feast = {"features": ["user_activity:event_count_1h"], "entities": {"user_id": [users[0]]}}
+    with _client(stack, key_prefix=prefix) as client_api:
+        for response in (
+            client_api.post("/v1/features", json=body),
+            client_api.get(f"/v1/features/user_activity/{users[0]}"),
+            client_api.post("/get-online-features", json=feast),
+        ):
+            assert response.status_code == 503
+            detail = response.json()["detail"]
+            assert "no batch view is serving" in detail and "lfp batch run" in detail
+            assert "LFP_API_SERVE_SPEED_ONLY" in detail
+    with _client(stack, key_prefix=prefix, api_serve_speed_only=True) as client_api:
+        served = client_api.post("/v1/features", json=body).json()
+        assert served["batch"] is None
+        assert served["vectors"][0]["values"][0] >= 1  # the speed tiles' events
+        assert {s for v in served["vectors"] for s in v["statuses"]} == {"speed_only"}
+        group = client_api.get(f"/v1/features/user_activity/{users[0]}").json()
+        assert set(group["statuses"].values()) == {"speed_only"}
+    client.delete(empty.speed_tiles("user_activity", users[0]))

@@ -97,6 +97,9 @@ def test_redis_stopped_mid_test_gives_a_fast_503_and_recovers_without_restart(re
 
 def test_a_paused_redis_gives_503_within_the_timeout(redis_process):
     direct = redis.Redis(port=redis_process.port)
+    cutoff = align_cutoff(int(time.time() * 1000))
+    _write_version(direct, 1, "u1", 2, cutoff)
+    _switch(direct, 1, cutoff)  # a view is serving: 200 before the pause
     with TestClient(create_app(_settings(redis_process.port))) as client:
         assert client.get(f"/v1/features/{GROUP.name}/u1").status_code == 200
         direct.execute_command("CLIENT", "PAUSE", 3000, "ALL")
