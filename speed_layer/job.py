@@ -31,6 +31,7 @@ from pyflink.table import ChangelogMode, DataTypes, Schema, StreamTableEnvironme
 from pyflink.table.udf import udf
 
 from feature_core.definitions import FeatureRepo
+from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord
 from runtime import lag
@@ -257,6 +258,10 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     checkpoint_dir = settings.data_dir / "flink-checkpoints" / job_fingerprint(repo, instances)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     restored = latest_checkpoint(checkpoint_dir)
+    if restored is None:
+        # The job counts its records per status from zero: drop the counts of an earlier
+        # job that Redis (persistent) still holds, or they would read as this job's.
+        redis.Redis.from_url(settings.redis_url).delete(KeySpace(settings.key_prefix).speed_stats)
     env = build(settings, repo, checkpoint_dir)
     client = env.execute_async("lfp-speed")
     stop = threading.Event()
