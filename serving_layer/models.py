@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from feature_core.merge import BatchPointer, ValueStatus
 
@@ -189,7 +189,11 @@ class Readiness(BaseModel):
 
 # --- Feast-compatible --------------------------------------------------------------------
 
-FeastEntityValue = Annotated[StrictStr, Field(min_length=1, max_length=256)] | StrictInt
+#: An entity value: text, or an integer of 64 bits (what Feast's Int64 join keys hold).
+FeastEntityValue = (
+    Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    | Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+)
 
 
 class FeastRequest(BaseModel):
@@ -218,8 +222,8 @@ class FeastRequest(BaseModel):
         description="Join key -> entity values: one list per join key of the entity, all "
         "of the same length (the n-th values of each list name the n-th entity)."
     )
-    full_feature_names: bool = Field(
-        False, description="Name features 'group__feature' instead of 'feature'."
+    full_feature_names: StrictBool = Field(
+        False, description="Name features 'group__feature' instead of 'feature' (true or false)."
     )
 
 
