@@ -21,7 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pyspark.sql import SparkSession
 from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential
 
-from batch_layer.history import RunHistory
+from batch_layer.history import RUNS_TABLE, RunHistory
 from batch_layer.job import run_batch
 from batch_layer.progress import ProgressSnapshot, SparkProgress
 from feature_core.definitions import FeatureRepo
@@ -59,7 +59,9 @@ class BatchScheduler:
         self.repo = repo
         self.on_progress = on_progress
         self.client = redis.Redis.from_url(settings.redis_url)
-        self.history = RunHistory(self.client, settings.key_prefix)
+        self.history = RunHistory(
+            self.client, settings.key_prefix, lake_uri=settings.table_uri(RUNS_TABLE)
+        )
         self.last: RunRecord | None = None
         self._running = threading.Lock()
 
@@ -166,6 +168,7 @@ class BatchScheduler:
         ):
             return None
         log.warning("no batch view is serving: recomputing now")
+        self.history.restore()  # Redis lost its data: the history too
         return self.run_once("view-missing")
 
     def schedule(self, scheduler: BaseScheduler, run_now: bool = False) -> None:
@@ -227,6 +230,7 @@ def run_scheduler(settings: Settings, repo: FeatureRepo, status_path: Path | Non
             time.sleep(2)
 
     threading.Thread(target=heartbeat, daemon=True).start()
+    batch.history.restore()
     scheduler = BlockingScheduler(timezone="UTC")
     # Redis lost its views (or never had one) while the lake may hold history: serve batch
     # values now rather than speed-only values until the next cron tick.

@@ -543,11 +543,12 @@ def batch_history(
     """Recent batch runs: when, cutoff, Delta version, rows, entities, status, error."""
     import redis
 
-    from batch_layer.history import RunHistory
+    from batch_layer.history import RUNS_TABLE, RunHistory
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-    runs = RunHistory(client, settings.key_prefix).recent(limit)
+    lake = settings.table_uri(RUNS_TABLE)
+    runs = RunHistory(client, settings.key_prefix, lake_uri=lake).recent(limit)
     if as_json:
         for run in runs:
             console.print_json(run.model_dump_json())

@@ -3,6 +3,7 @@ run leaving the previous view, one run at a time, and the run history (CLI and A
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -183,3 +184,25 @@ def test_a_deleted_pointer_is_noticed_and_recomputed_at_once(demo_result, stack)
     assert version() > before
     served = httpx.post(f"{settings.api_url}/v1/features", json=body, timeout=10)
     assert served.status_code == 200 and served.json()["batch"]["version"] > before
+
+
+def test_run_history_survives_losing_redis(demo_result, stack) -> None:
+    """Every save also goes to the lake: with Redis's history gone, the CLI (and then the
+    API) show the same runs again."""
+    settings = stack.settings
+    url = f"{settings.api_url}/v1/batch/runs"
+    before = httpx.get(url, params={"limit": 50}, timeout=10).json()
+    assert before
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeySpace(settings.key_prefix)
+    client.delete(keys.batch_runs, keys.batch_runs_index)
+    assert httpx.get(url, params={"limit": 50}, timeout=10).json() == []
+    result = CliRunner().invoke(app, ["batch", "history", "--json", "--limit", "50"])
+    assert result.exit_code == 0, result.output
+    restored_ids = re.findall(r'"run_id": "([^"]+)"', result.output)
+    # the failed-run test saved its run into a lake of its own: every other run is back.
+    own_lake = [r for r in before if r["status"] != "failed"]
+    assert own_lake and set(restored_ids) >= {r["run_id"] for r in own_lake}
+    assert restored_ids == [r["run_id"] for r in before if r["run_id"] in restored_ids]
+    after = httpx.get(url, params={"limit": 50}, timeout=10).json()
+    assert after == [r for r in before if r["run_id"] in restored_ids]
