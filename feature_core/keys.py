@@ -77,6 +77,11 @@ class KeySpace:
         return f"{self.prefix}:speed:watermark"
 
     @property
+    def speed_epoch(self) -> str:
+        """Set by the speed job at start: gone means Redis lost what the job wrote."""
+        return f"{self.prefix}:speed:epoch"
+
+    @property
     def speed_stats(self) -> str:
         return f"{self.prefix}:speed:stats"
 

@@ -46,7 +46,7 @@ from serving_layer.online import OnlineFeatures
 from serving_layer.responses import json_response
 from serving_layer.security import BodySizeLimit, require_token
 from serving_layer.store import FeatureStore, connect
-from serving_layer.vectors import NoBatchView, NotFoundError, RequestError
+from serving_layer.vectors import NotFoundError, NotServing, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             "check that Redis is running (make status) and LFP_REDIS_URL",
         )
 
-    @app.exception_handler(NoBatchView)
-    async def no_batch_view(request: Request, error: NoBatchView) -> Response:
+    @app.exception_handler(NotServing)
+    async def not_serving(request: Request, error: NotServing) -> Response:
         return _error(503, str(error))
 
     @app.exception_handler(NotFoundError)
@@ -205,7 +205,7 @@ def _add_v1_routes(app: FastAPI, auth: list[Any]) -> None:
                 raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
             entity = entity_id([keys[k] for k in join_keys])
         snapshot = await online.store.read([((group,), (entity,))])
-        online.require_batch_view(snapshot)
+        online.require_complete_views(snapshot)
         as_of = int(time.time() * 1000)
         views = snapshot.entities[0]
         merged = merge_group(
@@ -316,17 +316,20 @@ def _ops_router() -> APIRouter:
         its horizon, and no consumer is past LFP_API_MAX_LAG_RECORDS behind. Reports the
         batch view's age, the speed watermarks and each consumer's lag."""
         problems: list[str] = []
-        pointer, watermarks, age = None, {}, None
+        pointer, watermarks, age, recomputing = None, {}, None, False
         lags: list[TopicLag] = []
         try:
             snapshot = await store.read()
             pointer, watermarks = snapshot.pointer, snapshot.speed_watermarks
+            recomputing = snapshot.speed_recomputing
             lags = await store.consumer_lag()
         except RedisError as error:
             metrics.redis_errors.inc()
             problems.append(f"Redis unreachable ({type(error).__name__}): is it running?")
         if pointer is None and not problems:
             problems.append("no batch view yet: run `lfp batch run` or wait for the scheduler")
+        if recomputing:
+            problems.append("the speed layer is writing its tiles again after Redis lost them")
         if pointer is not None:
             now = int(time.time() * 1000)
             age = (now - pointer.cutoff) / 1000

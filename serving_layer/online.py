@@ -15,6 +15,7 @@ from serving_layer.vectors import (
     NoBatchView,
     RequestError,
     Selection,
+    SpeedRecomputing,
     Vector,
     build_vectors,
     select,
@@ -55,11 +56,18 @@ class OnlineFeatures:
     def _resolve(self, feature_service: str | None, features: tuple[str, ...] | None) -> Selection:
         return select(self.repo, feature_service, features)
 
-    def require_batch_view(self, snapshot: ViewsSnapshot) -> None:
-        """:class:`NoBatchView` unless a batch view serves or speed-only values are allowed.
+    def require_complete_views(self, snapshot: ViewsSnapshot) -> None:
+        """:class:`NoBatchView` unless a batch view serves or speed-only values are allowed;
+        :class:`SpeedRecomputing` while the speed job rewrites the tiles Redis lost.
 
-        Without a batch view every value would miss the history before the speed tiles:
-        identities and partial counts that a model cannot tell from real ones."""
+        Without either, values would miss events: identities and partial counts that a
+        model cannot tell from real ones."""
+        if snapshot.speed_recomputing:
+            raise SpeedRecomputing(
+                "the speed layer is writing its tiles again after Redis lost them (it "
+                "reads the topics from the start; `lfp status` shows its lag): retry in "
+                "a few seconds"
+            )
         if snapshot.pointer is None and not self.serve_speed_only:
             raise NoBatchView(
                 "no batch view is serving yet (the first batch run has not finished, or "
@@ -96,13 +104,13 @@ class OnlineFeatures:
             self.metrics.entities_of(endpoint).observe(len(entity_ids))
             requests.append(selection.views_request(entity_ids))
         snapshot = await self.store.read(requests)
-        self.require_batch_view(snapshot)
+        self.require_complete_views(snapshot)
         as_of = int(time.time() * 1000)
         served, start = [], 0
         for selection, entity_ids in parts:
             end = start + len(entity_ids) * len(selection.groups)
             part = ViewsSnapshot(
-                snapshot.pointer, snapshot.speed_watermarks, snapshot.entities[start:end]
+                snapshot.pointer, snapshot.speed_watermarks, snapshot.entities[start:end], False
             )
             vectors = build_vectors(selection, part, entity_ids, as_of)
             if snapshot.pointer is None:

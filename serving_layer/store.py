@@ -32,12 +32,13 @@ from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_til
 # "1" if the client holds that view. Every argument costs the client's command packing
 # more than its JSON encoding, so there is one. The reply is a flat array the client's
 # RESP parser splits in C, with no JSON built here: the pointer (1 if it is the held
-# one, nil if none), the watermark hash's fields and values, then per view (entity-major
+# one, nil if none), the watermark hash's fields and values, the speed job's epoch (nil
+# if none), then per view (entity-major
 # within each part) its batch view (1 if held, nil if none) and its speed tiles as one
 # JSON array of tile start, partials, tile start, ...; the client parses those only
 # when they changed (see FeatureStore.read).
 _READ_SCRIPT = """
-local pointer_key, watermark_key, view_root, tiles_root = %s, %s, %s, %s
+local pointer_key, watermark_key, speed_epoch_key, view_root, tiles_root = %s, %s, %s, %s, %s
 local request = cjson.decode(ARGV[1])
 local pointer = redis.call('GET', pointer_key)
 local held = pointer and pointer == request[1]
@@ -47,8 +48,9 @@ if held then
 elseif pointer then
   version = cjson.decode(pointer)['version']
 end
-local reply = {held and 1 or pointer, redis.call('HGETALL', watermark_key)}
-local n = 2
+local reply = {held and 1 or pointer, redis.call('HGETALL', watermark_key),
+               redis.call('GET', speed_epoch_key)}
+local n = 3
 for _, part in ipairs(request[3]) do
   local groups, flags, k = part[1], part[3], 0
   for _, entity in ipairs(part[2]) do
@@ -79,7 +81,13 @@ def _read_script(keys: KeySpace) -> str:
     """The read script for one key prefix. Its keys are not declared as KEYS: most of
     them are only known inside it (the batch view version), and it runs on a single
     Redis, not a cluster."""
-    names = (keys.batch_pointer, keys.speed_watermark, keys.batch_view_root, keys.speed_tiles_root)
+    names = (
+        keys.batch_pointer,
+        keys.speed_watermark,
+        keys.speed_epoch,
+        keys.batch_view_root,
+        keys.speed_tiles_root,
+    )
     return _READ_SCRIPT % tuple(_lua_string(name) for name in names)
 
 
@@ -102,6 +110,14 @@ class ViewsSnapshot:
     pointer: BatchPointer | None
     speed_watermarks: dict[str, int]
     entities: list[EntityViews]
+    # The speed job is writing its tiles again from the topics' start (Redis lost them):
+    # until it has caught up, they miss events.
+    speed_recomputing: bool = False
+
+
+@lru_cache(maxsize=8)
+def _recomputing(epoch: bytes | None) -> bool:
+    return epoch is not None and not orjson.loads(epoch).get("complete", True)
 
 
 @lru_cache(maxsize=8)
@@ -183,7 +199,7 @@ class FeatureStore:
         watermarks = self._watermarks
         entities_views = []
         for i, (group, entity, held) in enumerate(views_read):
-            doc, tiles_json = reply[2 + 2 * i], reply[3 + 2 * i]
+            doc, tiles_json = reply[3 + 2 * i], reply[4 + 2 * i]
             entry: CachedBatchView | None = None
             if doc == 1:  # held, and the pointer is still the one it was read under
                 assert held is not None
@@ -198,7 +214,7 @@ class FeatureStore:
                 entities_views.append(
                     EntityViews(entry.doc, entry.tiles(tiles_json, floor), entry.memo)
                 )
-        return ViewsSnapshot(pointer, watermarks, entities_views)
+        return ViewsSnapshot(pointer, watermarks, entities_views, _recomputing(reply[2]))
 
     async def batch_runs(self, limit: int) -> list[bytes]:
         """The newest batch run records (JSON), newest first."""

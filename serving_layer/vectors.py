@@ -18,8 +18,16 @@ from feature_core.merge import GroupMerger, ValueStatus, group_merger
 from serving_layer.store import ViewsRequest, ViewsSnapshot
 
 
-class NoBatchView(RuntimeError):
+class NotServing(RuntimeError):
+    """The views cannot give exact values now (a 503 saying why and what to do)."""
+
+
+class NoBatchView(NotServing):
     """No batch view is serving: values would miss everything before the speed tiles."""
+
+
+class SpeedRecomputing(NotServing):
+    """The speed job is writing its tiles again: until it catches up they miss events."""
 
 
 class RequestError(ValueError):

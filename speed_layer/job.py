@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -51,6 +52,10 @@ from speed_layer.sql import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The exit status of a job that cancelled itself after a Redis restart (the supervisor,
+#: or Compose's restart policy, starts it again from empty state).
+REDIS_LOSS_EXIT = 75
 
 _SQL_TYPES = {
     "STRING": DataTypes.STRING(),
@@ -250,25 +255,166 @@ def jvm_temp_dir(settings: Settings) -> Path | None:
     return temp
 
 
+class RedisLoss:
+    """Tells whether Redis may have lost tiles the job wrote: it restarted (its run id
+    changed) or its data is gone (the epoch key the job set at start is missing).
+
+    A restarted Redis may miss tile writes (its append-only file is fsynced every second;
+    one that lost its data misses them all), and restored job state re-emits only the tiles
+    that change after. So the job's checkpoints are only good for the Redis instance they
+    were written to: the id seen is kept beside them (``redis-run-id``). The epoch key also
+    says whether the tiles are complete (the API answers 503 while they are not)."""
+
+    def __init__(self, settings: Settings, checkpoint_dir: Path, wait_s: float = 60.0) -> None:
+        self.client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        self.keys = KeySpace(settings.key_prefix)
+        self.seen_file = checkpoint_dir / "redis-run-id"
+        self.complete = True
+        deadline = time.monotonic() + wait_s
+        self.current = self.run_id()
+        while self.current is None and time.monotonic() < deadline:
+            time.sleep(1)
+            self.current = self.run_id()
+        if self.current is None:
+            log.warning("Redis at %s does not answer; the sink will retry", settings.redis_url)
+
+    def run_id(self) -> str | None:
+        try:
+            return str(self.client.info("server")["run_id"])
+        except redis.RedisError:
+            return None
+
+    def since_checkpoints(self) -> bool:
+        """At start: the checkpoints were written to another Redis instance, or to one
+        that has lost its data since."""
+        if self.current is None or not self.seen_file.exists():
+            return False
+        try:
+            epoch_kept = bool(self.client.exists(self.keys.speed_epoch))
+        except redis.RedisError:
+            return False
+        return self.seen_file.read_text().strip() != self.current or not epoch_kept
+
+    def remember(self, complete: bool | None = None) -> None:
+        """Record the Redis instance written to, and whether its tiles are complete."""
+        if complete is not None:
+            self.complete = complete
+        if self.current is None:
+            return
+        self.seen_file.write_text(self.current)
+        epoch = {"redis_run_id": self.current, "complete": self.complete}
+        try:
+            self.client.set(self.keys.speed_epoch, orjson.dumps(epoch))
+        except redis.RedisError:
+            self.current = None  # set again once Redis answers
+
+    def lost_writes(self) -> bool:
+        """While running: Redis answers with another run id, or without the epoch key."""
+        now = self.run_id()
+        if now is None:
+            return False  # down: the sink retries, nothing is lost yet
+        if self.current is None:
+            self.current = now
+            self.remember()
+            return False
+        try:
+            return now != self.current or not self.client.exists(self.keys.speed_epoch)
+        except redis.RedisError:
+            return False
+
+
+class Replay:
+    """A job started from empty state writes every tile again from the topics' start. Its
+    tiles are complete once it has parsed as many records as the topics held when it
+    started (its per-status counts), or once its counts stood still for ``idle_s`` (read
+    to the end: compacted topics and transaction markers leave gaps in the offsets)."""
+
+    def __init__(self, client: redis.Redis, keys: KeySpace, records: int, idle_s: float = 10.0):
+        self.client = client
+        self.keys = keys
+        self.records = records
+        self.idle_s = idle_s
+        self._seen, self._since = -1, time.monotonic()
+        self._reached = False
+
+    def done(self) -> bool:
+        """Called every few seconds: true from the second call that finds the records
+        read, so the tiles of the last ones (emitted every ``speed_emit_latency_ms``)
+        have been written too."""
+        try:
+            counts = self.client.hgetall(self.keys.speed_stats)
+        except redis.RedisError:
+            return False
+        parsed = sum(int(n) for n in counts.values())
+        if parsed != self._seen:
+            self._seen, self._since = parsed, time.monotonic()
+        reached = parsed >= self.records or time.monotonic() - self._since > self.idle_s
+        done, self._reached = reached and self._reached, reached
+        return done
+
+
+def records_in_topics(settings: Settings, topics: list[str]) -> int:
+    """How many records the topics hold now (log end less log start, per partition)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        starts = consumer.beginning_offsets(partitions)
+        return sum(end - starts[tp] for tp, end in lag.log_ends(consumer, partitions).items())
+    finally:
+        consumer.close()
+
+
+def drop_checkpoints(checkpoint_dir: Path) -> None:
+    """Forget the job's state: the next start reads the topics from their earliest offsets
+    and writes every tile again."""
+    for path in checkpoint_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) -> None:
-    """Submit the job to a local mini-cluster and supervise it until SIGTERM."""
+    """Submit the job to a local mini-cluster and supervise it until SIGTERM.
+
+    A Redis restart (seen at start or while running) makes the job start over from the
+    topics' earliest offsets, so every tile a restarted Redis may have lost is written
+    again: while running, the job cancels itself and exits for its supervisor to restart
+    it."""
     jvm_temp_dir(settings)
 
     instances = {s.topic_name: topic_id(settings, s.topic_name) for s in speed_sources(repo)}
     checkpoint_dir = settings.data_dir / "flink-checkpoints" / job_fingerprint(repo, instances)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    redis_loss = RedisLoss(settings, checkpoint_dir)
+    if latest_checkpoint(checkpoint_dir) is not None and redis_loss.since_checkpoints():
+        log.warning(
+            "Redis restarted since the last checkpoint and may miss tiles: "
+            "recomputing every tile from the topics' earliest offsets"
+        )
+        drop_checkpoints(checkpoint_dir)
     restored = latest_checkpoint(checkpoint_dir)
+    topics = [s.topic_name for s in speed_sources(repo)]
+    replay: Replay | None = None
     if restored is None:
         # The job counts its records per status from zero: drop the counts of an earlier
         # job that Redis (persistent) still holds, or they would read as this job's.
-        redis.Redis.from_url(settings.redis_url).delete(KeySpace(settings.key_prefix).speed_stats)
+        redis_loss.client.delete(redis_loss.keys.speed_stats)
+        replay = Replay(redis_loss.client, redis_loss.keys, records_in_topics(settings, topics))
+        if replay.records:
+            log.info("writing every tile again from %d records", replay.records)
+    redis_loss.remember(complete=replay is None or not replay.records)
     env = build(settings, repo, checkpoint_dir)
     client = env.execute_async("lfp-speed")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     state = "STARTING"
-    watch = LagWatch(settings, [s.topic_name for s in speed_sources(repo)])
+    watch = LagWatch(settings, topics)
     try:
         while not stop.wait(2):
             state = str(client.get_job_status().result())
@@ -276,11 +422,23 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
                 status_path,
                 job_state=state,
                 restored_from=str(restored) if restored else None,
+                tiles_complete=redis_loss.complete,
                 lag=watch.report(),
             )
             if state in ("FAILED", "CANCELED", "FINISHED"):
                 log.error("speed job ended: %s", state)
                 sys.exit(1)
+            if not redis_loss.complete and replay is not None and replay.done():
+                log.info("every tile written again: the API serves them")
+                redis_loss.remember(complete=True)
+            if redis_loss.lost_writes():
+                log.warning(
+                    "Redis restarted or lost its data and may miss tiles: cancelling the "
+                    "job to write every tile again from the topics' earliest offsets"
+                )
+                client.cancel().result()
+                drop_checkpoints(checkpoint_dir)
+                sys.exit(REDIS_LOSS_EXIT)
         client.cancel().result()
     finally:
         watch.close()

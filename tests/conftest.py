@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from feature_core.definitions import FeatureRepo
+from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,10 +253,22 @@ def spark_factory() -> Iterator[Callable[[Settings], Any]]:
 def stack(tmp_path_factory: pytest.TempPathFactory, spark_factory) -> Iterator[StackHandle]:
     kind = os.environ.get("LFP_TEST_STACK", "auto")
     tmp = tmp_path_factory.mktemp("stack")
-    if kind == "compose" or (kind == "auto" and docker_available()):
-        yield from _compose(tmp)
-    else:
-        yield from _embedded(tmp, spark_factory)
+    handles = (
+        _compose(tmp)
+        if kind == "compose" or (kind == "auto" and docker_available())
+        else _embedded(tmp, spark_factory)
+    )
+    for handle in handles:
+        # Feature endpoints answer 503 until the stack's startup batch run has switched a
+        # view in: every test starts after it.
+        serving = partial(batch_view_serving, handle.settings)
+        wait_for(serving, 300, "the startup batch run's view")
+        yield handle
+
+
+def batch_view_serving(settings: Settings) -> bool:
+    client = redis.Redis.from_url(settings.redis_url)
+    return bool(client.exists(KeySpace(settings.key_prefix).batch_pointer))
 
 
 #: The demo at test scale; its ids are prefixed so no other test's entities mix in.

@@ -126,3 +126,39 @@ def test_a_batch_view_being_written_is_not_read_until_the_pointer_switches(redis
         assert _lifetime_count(client, "u1") == 2
         _switch(direct, 2, cutoff)
         assert _lifetime_count(client, "u1") == 7
+
+
+def test_tiles_being_written_again_give_503_until_the_speed_job_has_caught_up(redis_process):
+    """The speed job marks its tiles incomplete while it writes them again after Redis lost
+    them: every feature endpoint and /readyz say so instead of serving values missing
+    events; the values come back once it has caught up."""
+    direct = redis.Redis(port=redis_process.port)
+    direct.flushall()
+    cutoff = align_cutoff(int(time.time() * 1000))
+    _write_version(direct, 1, "u1", 3, cutoff)
+    _switch(direct, 1, cutoff)
+
+    def epoch(complete: bool) -> None:
+        direct.set(KEYS.speed_epoch, orjson.dumps({"redis_run_id": "x", "complete": complete}))
+
+    feast_body = {
+        "features": [f"{GROUP.name}:event_count_lifetime"],
+        "entities": {"user_id": ["u1"]},
+    }
+    v1_body = {"features": [f"{GROUP.name}:event_count_lifetime"], "entities": ["u1"]}
+    with TestClient(create_app(_settings(redis_process.port))) as client:
+        epoch(False)
+        for response in (
+            client.get(f"/v1/features/{GROUP.name}/u1"),
+            client.post("/v1/features", json=v1_body),
+            client.post("/get-online-features", json=feast_body),
+        ):
+            assert response.status_code == 503, response.text
+            assert "writing its tiles again" in response.json()["detail"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and any(
+            "tiles again" in p for p in ready.json()["problems"]
+        )
+        epoch(True)
+        assert _lifetime_count(client, "u1") == 3
+        assert client.post("/v1/features", json=v1_body).status_code == 200
