@@ -28,7 +28,7 @@ from demo.ranking import (
 )
 from feature_core.merge import ValueStatus
 from serving_layer.deps import Online
-from serving_layer.models import BatchViewInfo
+from serving_layer.models import BatchViewInfo, error_responses
 from serving_layer.online import OnlineFeatures
 
 ENDPOINT = "/v1/recommendations/{user_id}"
@@ -138,7 +138,11 @@ def _as_mapping(names: list[str], values: list[Any]) -> dict[str, Any]:
     return dict(zip(names, values, strict=True))
 
 
-@router.get("/recommendations/{user_id}", response_model=Recommendations)
+@router.get(
+    "/recommendations/{user_id}",
+    response_model=Recommendations,
+    responses=error_responses(422, 503),
+)
 async def recommend(
     request: Request,
     online: Online,

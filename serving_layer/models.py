@@ -33,6 +33,50 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: The rule both feature requests follow, in their schemas: exactly one of a feature
+#: service or a non-empty feature list (the other absent, null, or an empty list).
+ONE_SELECTION: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["feature_service"],
+            "properties": {
+                "feature_service": {"type": "string"},
+                "features": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]},
+            },
+        },
+        {
+            "required": ["features"],
+            "properties": {
+                "features": {"type": "array", "minItems": 1},
+                "feature_service": {"type": "null"},
+            },
+        },
+    ]
+}
+
+
+class ErrorResponse(BaseModel):
+    """Every error's body: what is wrong, and where it helps, what to do."""
+
+    detail: str = Field(description="The problem, in words (never the request echoed back).")
+
+
+_ERRORS = {
+    401: "Missing or wrong bearer token (LFP_API_TOKEN is set).",
+    404: "Unknown feature service or feature group.",
+    413: "Body over LFP_API_MAX_BODY_BYTES.",
+    415: "Body not sent as Content-Type: application/json.",
+    422: "Invalid request; the detail names each problem.",
+    503: "Redis unreachable, no batch view serving yet, or the speed layer writing its "
+    "tiles again after Redis lost them; the detail says which and what to do.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the one error body."""
+    return {code: {"model": ErrorResponse, "description": _ERRORS[code]} for code in codes}
+
+
 # --- /v1 -------------------------------------------------------------------------------
 
 
@@ -41,13 +85,14 @@ class FeaturesRequest(Request):
 
     model_config = ConfigDict(
         json_schema_extra={
+            **ONE_SELECTION,
             "examples": [
                 {"feature_service": "ranking_features", "entities": ["u1", "u2"]},
                 {
                     "features": ["user_purchases:spend_30d", "user_browsing:events_5m"],
                     "entities": [{"user_id": "u1"}],
                 },
-            ]
+            ],
         }
     )
 
@@ -206,13 +251,14 @@ class FeastRequest(BaseModel):
     model_config = ConfigDict(
         extra="ignore",
         json_schema_extra={
+            **ONE_SELECTION,
             "examples": [
                 {
                     "features": ["user_purchases:spend_30d", "user_browsing:events_5m"],
                     "entities": {"user_id": ["u1", "u2"]},
                 },
                 {"feature_service": "ranking_features", "entities": {"user_id": ["u1"]}},
-            ]
+            ],
         },
     )
 

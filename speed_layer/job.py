@@ -278,7 +278,7 @@ class RedisLoss:
             time.sleep(1)
             self.current = self.run_id()
         if self.current is None:
-            log.warning("Redis at %s does not answer; the sink will retry", settings.redis_url)
+            log.warning("Redis (LFP_REDIS_URL) does not answer; the sink will retry")
 
     def run_id(self) -> str | None:
         try:

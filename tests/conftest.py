@@ -160,7 +160,8 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
     settings = Settings(
         _env_file=None,
         kafka_bootstrap_servers="localhost:19092",
-        redis_url="redis://localhost:16379/0",
+        redis_url=f"redis://:{os.environ.get('LFP_REDIS_PASSWORD', 'lfp-compose-redis')}"
+        "@localhost:16379/0",
         api_port=8000,
         data_dir=tmp,
         lake_uri=str(tmp / "lake"),

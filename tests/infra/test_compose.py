@@ -1,7 +1,9 @@
 """docker-compose.yml checked statically (no Docker engine is needed)."""
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import click
 import pytest
@@ -16,6 +18,14 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PLATFORM = {n: s for n, s in SERVICES.items() if s.get("image") == "lambda-feature-platform:local"}
 CLI = typer.main.get_command(app)
+
+
+def interpolate(value: str) -> str:
+    """``value`` as Compose reads it with no variable set: ``${NAME:-default}`` is
+    ``default``, ``$$`` a literal ``$``."""
+    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+    assert "${" not in value, f"a variable without a default: {value}"
+    return value.replace("$$", "$")
 
 
 def resolve(argv: list[str]) -> click.Command:
@@ -76,14 +86,15 @@ def test_urls_and_ports_agree_with_the_services(monkeypatch):
     for service in PLATFORM.values():
         env = service["environment"]
         settings = Settings(
-            **{k[len(ENV_PREFIX) :].lower(): v for k, v in env.items()}, _env_file=None
+            **{k[len(ENV_PREFIX) :].lower(): interpolate(v) for k, v in env.items()},
+            _env_file=None,
         )
         assert settings.kafka_bootstrap_servers == "kafka:9092"
         assert (
             "PLAINTEXT://kafka:9092"
             in SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
         )
-        assert settings.redis_url.startswith("redis://redis:") and settings.redis_port == 6379
+        assert urlparse(settings.redis_url).hostname == "redis" and settings.redis_port == 6379
     api_env = SERVICES["api"]["environment"]
     assert SERVICES["api"]["ports"] == [f"{api_env['LFP_API_PORT']}:{api_env['LFP_API_PORT']}"]
     # Host ports match the embedded stack's defaults, so LFP_* defaults work from the host.
@@ -114,3 +125,24 @@ def test_the_api_requires_a_bearer_token_and_the_demo_sends_it():
     for name in ("api", "demo"):
         assert "LFP_API_TOKEN" in SERVICES[name]["environment"], name
     assert SERVICES["api"]["environment"]["LFP_API_TOKEN"].startswith("${LFP_API_TOKEN")
+
+
+def test_redis_requires_a_password_that_every_service_sends():
+    redis_service = SERVICES["redis"]
+    password = interpolate(redis_service["environment"]["REDISCLI_AUTH"])
+    assert password
+    command = " ".join(redis_service["command"])
+    # The server's password is the one redis-cli (the healthcheck) reads from REDISCLI_AUTH.
+    assert '--requirepass "$$REDISCLI_AUTH"' in command
+    assert redis_service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    for name, service in SERVICES.items():
+        url = service.get("environment", {}).get("LFP_REDIS_URL")
+        if url is not None:
+            assert urlparse(interpolate(url)).password == password, name
+    # The same variable names both, so one value in .env changes them together.
+    assert redis_service["environment"]["REDISCLI_AUTH"].startswith("${LFP_REDIS_PASSWORD")
+    assert all(
+        "${LFP_REDIS_PASSWORD" in s["environment"]["LFP_REDIS_URL"]
+        for s in SERVICES.values()
+        if "LFP_REDIS_URL" in s.get("environment", {})
+    )

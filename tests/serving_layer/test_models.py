@@ -29,3 +29,56 @@ def test_full_feature_names_takes_only_json_booleans(flag) -> None:
     with pytest.raises(ValidationError, match="valid boolean"):
         FeastRequest.model_validate(_feast(full_feature_names=flag))
     assert FeastRequest.model_validate(_feast(full_feature_names=True)).full_feature_names
+
+
+def _openapi(**settings) -> dict:
+    from feature_core.settings import Settings
+    from serving_layer.app import create_app
+
+    return create_app(Settings(_env_file=None, **settings)).openapi()
+
+
+def test_every_error_is_documented_with_the_body_the_handlers_send() -> None:
+    schema = _openapi(api_token="t0ken")
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    features = schema["paths"]["/v1/features"]["post"]["responses"]
+    assert {"401", "404", "413", "415", "422", "503"} <= set(features)
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")) and operation.get("tags") != ["ops"]:
+                    assert response["content"]["application/json"]["schema"] == error, status
+    # Without a token there is no 401 to document.
+    assert "401" not in _openapi()["paths"]["/v1/features"]["post"]["responses"]
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "feature_service": st.one_of(st.none(), st.just("user_features")),
+            "features": st.one_of(
+                st.none(), st.just([]), st.just(["user_activity:event_count_1h"])
+            ),
+        },
+    )
+)
+def test_the_schema_states_the_one_selection_rule_as_the_api_applies_it(selection) -> None:
+    """The request schema's oneOf accepts exactly the selections the API serves."""
+    import jsonschema_rs
+
+    from feature_core.definitions import FeatureRepo
+    from serving_layer.vectors import RequestError, select
+
+    body = {**selection, "entities": {"user_id": ["u1"]}}
+    schema = FeastRequest.model_json_schema()
+    valid = jsonschema_rs.validator_for(schema).is_valid(body)
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    features = selection.get("features")
+    try:
+        select(repo, selection.get("feature_service"), tuple(features) if features else None)
+        served = True
+    except RequestError:
+        served = False
+    assert valid == served, body
