@@ -31,7 +31,7 @@ from batch_layer.lake import append_with_offsets, committed_offsets, schema_prob
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord, Record
 from runtime import lag
-from runtime.kafka import KafkaUnavailable, producer, topic_id
+from runtime.kafka import KafkaUnavailable, TopicInstances, producer, topic_id
 from runtime.status import write_status
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class LakeIngest:
         self.stats = IngestStats()
         self._stop = threading.Event()
         self.topic_ids: dict[str, str] = {}
+        self.instances: TopicInstances | None = None
         self.assignment: list[TopicPartition] = []
         self._lag_reported = 0.0
         self._redis = redis.Redis.from_url(
@@ -156,13 +157,18 @@ class LakeIngest:
                 else:
                     consumer.seek_to_beginning(tp)
             self._write_status()
+            self.instances = TopicInstances(self.settings, self.topic_ids)
             while not self._stop.is_set() and not (until and until()):
                 self._one_batch(consumer, dlq)
                 self._report_lag(consumer)
+                # Offsets past a recreated topic's end would skip its first records.
+                self.instances.check()
         finally:
             consumer.close()
             dlq.close()
             self._redis.close()
+            if self.instances is not None:
+                self.instances.close()
         return self.stats
 
     def _report_lag(self, consumer: KafkaConsumer, every_s: float = 2.0) -> None:
@@ -214,6 +220,10 @@ class LakeIngest:
             return
         if rejected:
             dlq.flush()
+        # Records of a topic recreated since the start would be committed under the old
+        # instance's id, and read again from the new one's start after the restart.
+        assert self.instances is not None
+        self.instances.check(now=True)
         for topic, offsets in next_offsets.items():
             source = self.sources[topic]
             append_with_offsets(

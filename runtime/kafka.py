@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
@@ -91,3 +91,76 @@ def topic_id(settings: Settings, topic: str) -> str:
             "create it with `lfp topics create`"
         )
     return str(described[0].get("topic_id") or "no-id")
+
+
+class TopicRecreated(KafkaUnavailable):
+    """A topic was deleted and created again under a reader: its offsets name records of
+    the old instance (a memory-only broker that restarted recreates its topics empty)."""
+
+
+class TopicInstances:
+    """Watches the instance ids of the topics a reader started on (``{topic: id}``), at
+    most every ``every_s``; best effort: an unreachable broker is checked again later."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ids: Mapping[str, str],
+        every_s: float = 5.0,
+        confirm_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.ids = dict(ids)
+        self.every_s = every_s
+        self.confirm_s = confirm_s
+        self._checked = time.monotonic()
+        self._admin: KafkaAdminClient | None = None
+
+    def check(self, now: bool = False) -> None:
+        """:class:`TopicRecreated` naming the topics whose instance changed, if any.
+
+        ``now``: whenever it was last checked, and for sure: a broker that does not answer
+        (it may be restarting) is asked again for up to ``confirm_s``, then
+        :class:`KafkaUnavailable`, rather than letting the reader go on unchecked."""
+        if not now and time.monotonic() - self._checked < self.every_s:
+            return
+        self._checked = time.monotonic()
+        described = self._describe()
+        deadline = time.monotonic() + self.confirm_s
+        while described is None and now and time.monotonic() < deadline:
+            time.sleep(0.5)
+            described = self._describe()
+        if described is None:
+            if now:
+                raise KafkaUnavailable(
+                    f"cannot confirm the topics {sorted(self.ids)} on "
+                    f"{self.settings.kafka_bootstrap_servers}: is the broker running?"
+                )
+            return
+        recreated = [
+            d["name"]
+            for d in described
+            if not d.get("error_code") and str(d.get("topic_id")) != self.ids.get(d["name"])
+        ]
+        if recreated:
+            raise TopicRecreated(
+                f"topics {recreated} were created again since this reader started (the broker "
+                "lost its data; the embedded broker keeps events in memory only): restarting "
+                "to read the new instances from their start. Events the old ones held that "
+                "had not been read are lost"
+            )
+
+    def _describe(self) -> list[dict] | None:
+        try:
+            if self._admin is None:
+                self._admin = admin_client(self.settings, timeout_s=2)
+            return self._admin.describe_topics(list(self.ids))
+        except (KafkaError, OSError):
+            self.close()  # a fresh connection next time
+            return None
+
+    def close(self) -> None:
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                self._admin.close()
+            self._admin = None

@@ -36,7 +36,7 @@ from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord
 from runtime import lag
-from runtime.kafka import topic_id
+from runtime.kafka import TopicInstances, TopicRecreated, topic_id
 from runtime.status import write_status
 from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import StatsWriter, TileWriter
@@ -415,6 +415,7 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     state = "STARTING"
     watch = LagWatch(settings, topics)
+    topic_instances = TopicInstances(settings, instances)
     try:
         while not stop.wait(2):
             state = str(client.get_job_status().result())
@@ -431,6 +432,13 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
             if not redis_loss.complete and replay is not None and replay.done():
                 log.info("every tile written again: the API serves them")
                 redis_loss.remember(complete=True)
+            try:
+                topic_instances.check()
+            except TopicRecreated as error:
+                # A new fingerprint at the restart: empty state, the new topics' start.
+                log.error("%s", error)
+                client.cancel().result()
+                sys.exit(1)
             if redis_loss.lost_writes():
                 log.warning(
                     "Redis restarted or lost its data and may miss tiles: cancelling the "
@@ -442,6 +450,7 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
         client.cancel().result()
     finally:
         watch.close()
+        topic_instances.close()
 
 
 class LagWatch:
