@@ -3,8 +3,13 @@ run leaving the previous view, one run at a time, and the run history (CLI and A
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -206,3 +211,58 @@ def test_run_history_survives_losing_redis(demo_result, stack) -> None:
     assert restored_ids == [r["run_id"] for r in before if r["run_id"] in restored_ids]
     after = httpx.get(url, params={"limit": 50}, timeout=10).json()
     assert after == [r for r in before if r["run_id"] in restored_ids]
+
+
+def test_a_run_killed_while_writing_its_view_leaves_the_old_view_and_the_next_run_completes(
+    demo_result, stack
+) -> None:
+    """``kill -9`` of a batch run (the CLI's: the same job as the scheduler's) once keys of
+    its new view version are in Redis: the pointer, and so every answer, stays on the old
+    view; the next run switches to a newer version."""
+    settings = stack.settings
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeySpace(settings.key_prefix)
+    body = {"feature_service": "ranking_features", "entities": [demo_result["user"]]}
+    served_before = httpx.post(f"{settings.api_url}/v1/features", json=body, timeout=10).json()
+    before = pointer(settings)
+    assert before is not None
+
+    # Groups are written in turn: once the first user group's view of the demo user is in,
+    # the run is writing (the groups after it still to come).
+    repo = FeatureRepo.from_module(settings.feature_repo)
+    first = next(g for g in repo.groups if g.join_keys == ("user_id",))
+
+    def writing() -> int | None:
+        """The version a run is writing, once some of its keys are in Redis."""
+        seq = int(client.get(keys.batch_seq) or 0)
+        if seq > before["version"]:
+            return (
+                seq
+                if client.exists(keys.batch_view(seq, first.name, demo_result["user"]))
+                else None
+            )
+        time.sleep(0.005)
+        return None
+
+    killed_version = None
+    for _ in range(3):  # a run may write its (small) view between two looks: try again
+        run = subprocess.Popen(
+            [sys.executable, "-m", "infra", "batch", "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        while run.poll() is None and killed_version is None:
+            killed_version = writing()
+        if killed_version is not None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+            break
+        run.wait()
+    assert killed_version is not None, "no run was caught writing its view in 3 tries"
+    assert pointer(settings) == before  # never switched to the half-written view
+    served = httpx.post(f"{settings.api_url}/v1/features", json=body, timeout=10).json()
+    assert served["batch"]["version"] == served_before["batch"]["version"] == before["version"]
+    result = stack.run_batch(int(time.time() * 1000))
+    assert result["switched"] and result["version"] > killed_version
+    assert pointer(settings)["version"] == result["version"]

@@ -22,17 +22,25 @@ from tests.integration.test_end_to_end import GROUP, mismatches, now_ms, random_
 pytestmark = pytest.mark.integration
 
 
-def test_redis_killed_under_load_converges_and_keeps_its_history(stack) -> None:
-    settings = stack.settings
-    prefix = f"rediskill-{uuid.uuid4().hex[:8]}-"
+def users_served(settings, name: str, seed: int) -> tuple[list[str], list[dict], random.Random]:
+    """Four new users with 40 events after the serving cutoff, served exactly (events
+    before it that arrive after its run are, by design, invisible until the next run)."""
+    prefix = f"{name}-{uuid.uuid4().hex[:8]}-"
     users = [f"{prefix}{i}" for i in range(4)]
-    rng = random.Random(11)
-    url = f"{settings.api_url}/v1/features/{GROUP.name}"
-    cutoff = httpx.get(f"{url}/{users[0]}", timeout=10).json()["batch_cutoff"] or 0
+    rng = random.Random(seed)
+    url = f"{settings.api_url}/v1/features/{GROUP.name}/{users[0]}"
+    cutoff = httpx.get(url, timeout=10).json()["batch_cutoff"] or 0
     start = max(cutoff, now_ms() - 10 * 60_000)
     events = random_events(rng, users, start, max(now_ms() - 100, start + 1), 40)
     produce(settings, events)
-    wait_for(lambda: not mismatches(settings, users, events), 120, "speed layer before the kill")
+    wait_for(lambda: not mismatches(settings, users, events), 120, f"{name}: users served")
+    return users, events, rng
+
+
+def test_redis_killed_under_load_converges_and_keeps_its_history(stack) -> None:
+    settings = stack.settings
+    users, events, rng = users_served(settings, "rediskill", 11)
+    url = f"{settings.api_url}/v1/features/{GROUP.name}"
     runs_url = f"{settings.api_url}/v1/batch/runs"
     runs_before = httpx.get(runs_url, params={"limit": 50}, timeout=10).json()
     status_file = settings.data_dir / "run" / "speed-job.status.json"
@@ -117,17 +125,8 @@ def test_redis_losing_all_its_data_is_healed_without_new_events(stack) -> None:
     history comes back from the lake, and the values equal the reference again with no
     new event sent."""
     settings = stack.settings
-    prefix = f"redisloss-{uuid.uuid4().hex[:8]}-"
-    users = [f"{prefix}{i}" for i in range(4)]
-    rng = random.Random(13)
+    users, events, rng = users_served(settings, "redisloss", 13)
     url = f"{settings.api_url}/v1/features/{GROUP.name}"
-    # After the serving cutoff: events before it that arrive after its run are, by design,
-    # invisible online until the next run.
-    cutoff = httpx.get(f"{url}/{users[0]}", timeout=10).json()["batch_cutoff"] or 0
-    start = max(cutoff, now_ms() - 10 * 60_000)
-    events = random_events(rng, users, start, now_ms() - 100, 40)
-    produce(settings, events)
-    wait_for(lambda: not mismatches(settings, users, events), 120, "speed layer before the loss")
     runs_url = f"{settings.api_url}/v1/batch/runs"
     succeeded_before = {
         r["run_id"]

@@ -4,6 +4,8 @@ the schema rules out are rejected."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +15,8 @@ from schemathesis.generation import GenerationMode
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 30  # per operation and mode: about 700 requests in all
+#: Per operation and mode (about 400 requests in all at 30); more for a longer hunt.
+EXAMPLES = int(os.environ.get("LFP_SCHEMATHESIS_EXAMPLES", "30"))
 
 
 @pytest.fixture(scope="module")
