@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
@@ -90,7 +91,12 @@ def topic_id(settings: Settings, topic: str) -> str:
             f"topic {topic!r} not found on {settings.kafka_bootstrap_servers}: "
             "create it with `lfp topics create`"
         )
-    return str(described[0].get("topic_id") or "no-id")
+    return _instance_id(described[0])
+
+
+def _instance_id(described: Mapping[str, Any]) -> str:
+    """The topic id of one DescribeTopics entry ("no-id" from a broker that has none)."""
+    return str(described.get("topic_id") or "no-id")
 
 
 class TopicRecreated(KafkaUnavailable):
@@ -140,7 +146,7 @@ class TopicInstances:
         recreated = [
             d["name"]
             for d in described
-            if not d.get("error_code") and str(d.get("topic_id")) != self.ids.get(d["name"])
+            if not d.get("error_code") and _instance_id(d) != self.ids.get(d["name"])
         ]
         if recreated:
             raise TopicRecreated(
