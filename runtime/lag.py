@@ -39,6 +39,15 @@ def behind(ends: Mapping[TopicPartition, int], positions: Mapping[TopicPartition
     return lag
 
 
+def topic_partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of the topics the broker knows (none for a missing topic)."""
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in consumer.partitions_for_topic(topic) or ()
+    ]
+
+
 def log_ends(consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> dict:
     """The log end offset of each partition."""
     return dict(consumer.end_offsets(list(partitions)))

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import pandas as pd
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer
 from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import ChangelogMode, DataTypes, Schema, StreamTableEnvironment
@@ -359,11 +359,7 @@ def records_in_topics(settings: Settings, topics: list[str]) -> int:
     """How many records the topics hold now (log end less log start, per partition)."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in consumer.partitions_for_topic(topic) or ()
-        ]
+        partitions = lag.topic_partitions(consumer, topics)
         starts = consumer.beginning_offsets(partitions)
         return sum(end - starts[tp] for tp, end in lag.log_ends(consumer, partitions).items())
     finally:
@@ -398,7 +394,7 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
         )
         drop_checkpoints(checkpoint_dir)
     restored = latest_checkpoint(checkpoint_dir)
-    topics = [s.topic_name for s in speed_sources(repo)]
+    topics = list(instances)
     replay: Replay | None = None
     if restored is None:
         # The job counts its records per status from zero: drop the counts of an earlier
@@ -482,11 +478,7 @@ class LagWatch:
                     ),
                 )
             admin, consumer, client = self._clients
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in self.topics
-                for p in consumer.partitions_for_topic(topic) or ()
-            ]
+            partitions = lag.topic_partitions(consumer, self.topics)
             positions = lag.group_positions(admin, SPEED_GROUP)
             self.last = lag.behind(lag.log_ends(consumer, partitions), positions)
             lag.publish(client, self.settings.key_prefix, "speed-job", self.last)
