@@ -22,7 +22,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -55,34 +54,19 @@ FAULTS = ("lake-ingest", "speed-job", "batch-scheduler", "api", "redis")
 HOUR_MS = 3_600_000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def own_stack(module: str, data_dir: Path) -> Iterator[Settings]:
     """An embedded stack on free ports under ``data_dir``, a batch run every minute."""
     env = {
-        "LFP_DATA_DIR": str(data_dir),
-        "LFP_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "LFP_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "LFP_API_PORT": str(free_port()),
         "LFP_BATCH_SCHEDULE": "* * * * *",
         "LFP_BATCH_SETTLE_S": "10",
         "LFP_SPEED_CHECKPOINT_INTERVAL_S": "5",
         "LFP_INGEST_POLL_MS": "200",
         "LFP_FEATURE_REPO": module,
     }
-    os.environ.update(env)
-    settings = Settings(_env_file=None)
     print(f"starting a stack under {data_dir} ...", flush=True)
-    stack.up(settings)
-    try:
+    with stack.temporary_stack(data_dir, env) as settings:
         yield settings
-    finally:
-        stack.down(settings)
 
 
 def key_fields(repo: FeatureRepo, source: EventSource) -> list[str]:
@@ -239,13 +223,11 @@ def pointer_version(client: redis.Redis, keys: KeySpace) -> int:
 
 
 def service_pid(settings: Settings, service: str) -> int | None:
-    state = stack.read_state(settings) or {"services": {}}
-    return state["services"].get(service, {}).get("pid")
+    return stack.service_state(settings, service).get("pid")
 
 
 def healthy(settings: Settings, service: str) -> bool:
-    state = stack.read_state(settings) or {"services": {}}
-    return state["services"].get(service, {}).get("state") == "healthy"
+    return stack.service_state(settings, service).get("state") == "healthy"
 
 
 def wait(condition: Any, timeout_s: float, interval_s: float = 0.5) -> bool:

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -312,6 +312,46 @@ def read_state(settings: Settings) -> dict | None:
         return json.loads(Paths(settings.data_dir).state.read_text())
     except (OSError, ValueError):
         return None
+
+
+def service_state(settings: Settings, service: str) -> dict:
+    """The supervisor's record of one service (state, pid, restarts); empty if none."""
+    return (read_state(settings) or {"services": {}})["services"].get(service, {})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def temporary_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[Settings]:
+    """An embedded stack under ``data_dir`` on free ports, with ``env`` (``LFP_*``) on top;
+    its settings are in this process's environment while it runs (the CLI and the
+    services read them) and the earlier values come back after."""
+    values = {
+        "LFP_DATA_DIR": str(data_dir),
+        "LFP_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "LFP_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "LFP_API_PORT": str(free_port()),
+        **(env or {}),
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        settings = Settings(_env_file=None)
+        up(settings)
+        try:
+            yield settings
+        finally:
+            down(settings)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def up(settings: Settings, timeout_s: float = 420.0) -> dict:

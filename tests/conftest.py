@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -53,12 +52,6 @@ def docker_available() -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class StackHandle:
     """What a test may do to the stack, whichever kind runs it."""
@@ -82,31 +75,17 @@ def embedded_stack(tmp: Path, feature_repo: str = TEST_REPO) -> Iterator[Setting
     from infra import stack
 
     env = {
-        "LFP_DATA_DIR": str(tmp),
-        "LFP_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
-        "LFP_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
-        "LFP_API_PORT": str(_free_port()),
         "LFP_BATCH_SCHEDULE": "0 0 1 1 *",  # tests trigger batch runs themselves
         "LFP_SPEED_CHECKPOINT_INTERVAL_S": "5",
         "LFP_INGEST_POLL_MS": "200",
         "LFP_FEATURE_REPO": feature_repo,
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    settings = Settings(_env_file=None)
-    try:
+    with ExitStack() as running:
         try:
-            stack.up(settings)
+            settings = running.enter_context(stack.temporary_stack(tmp, env))
         except RuntimeError as error:
             pytest.fail(f"embedded stack failed to start: {error}")
         yield settings
-    finally:
-        stack.down(settings)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[StackHandle]:
@@ -128,12 +107,10 @@ def _embedded_handle(
         ).to_json()
 
     def kill(service: str) -> None:
-        state = stack.read_state(settings)
-        os.killpg(state["services"][service]["pid"], signal.SIGKILL)
+        os.killpg(stack.service_state(settings, service)["pid"], signal.SIGKILL)
 
     def service_healthy(service: str) -> bool:
-        state = stack.read_state(settings) or {"services": {}}
-        return state["services"].get(service, {}).get("state") == "healthy"
+        return stack.service_state(settings, service).get("state") == "healthy"
 
     def training_set(service: str, rows: list[tuple[str, int]]) -> list[dict]:
         from batch_layer.training import build_training_set

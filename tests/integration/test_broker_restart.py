@@ -13,16 +13,12 @@ import uuid
 import httpx
 import pytest
 
-from infra.stack import read_state
+from infra.stack import service_state
 from runtime.kafka import KafkaUnavailable, topic_id
 from tests.conftest import embedded_stack, wait_for
 from tests.integration.helpers import SHOP, lake_event_ids, make_event, produce
 
 pytestmark = pytest.mark.integration
-
-
-def _service(settings, name: str) -> dict:
-    return (read_state(settings) or {"services": {}})["services"].get(name, {})
 
 
 def test_events_after_a_broker_crash_all_reach_the_lake_and_the_api(tmp_path) -> None:
@@ -33,12 +29,12 @@ def test_events_after_a_broker_crash_all_reach_the_lake_and_the_api(tmp_path) ->
         produce(settings, before)
         wait_for(lambda: len(lake_event_ids(settings, prefix)) >= 20, 120, "events in the lake")
 
-        broker = _service(settings, "broker")["pid"]
+        broker = service_state(settings, "broker")["pid"]
         os.killpg(broker, signal.SIGKILL)
         wait_for(
             lambda: (
-                _service(settings, "broker").get("pid") not in (None, broker)
-                and _service(settings, "broker").get("state") == "healthy"
+                service_state(settings, "broker").get("pid") not in (None, broker)
+                and service_state(settings, "broker").get("state") == "healthy"
             ),
             60,
             "the broker restarted",
@@ -51,7 +47,9 @@ def test_events_after_a_broker_crash_all_reach_the_lake_and_the_api(tmp_path) ->
         ids = lake_event_ids(settings, prefix)
         assert sorted(ids) == sorted(e["event_id"] for e in before + after)  # each once
         for name in ("lake-ingest", "speed-job"):  # each noticed the new topic instance
-            wait_for(lambda n=name: _service(settings, n)["restarts"] >= 1, 60, f"{name} restart")
+            wait_for(
+                lambda n=name: service_state(settings, n)["restarts"] >= 1, 60, f"{name} restart"
+            )
 
         def served() -> bool:
             url = f"{settings.api_url}/v1/features/user_activity/{new_user}"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from infra.stack import read_state
+from infra.stack import service_state
 from tests.conftest import wait_for
 from tests.integration.helpers import make_event, produce
 from tests.integration.test_end_to_end import GROUP, mismatches, now_ms, random_events
@@ -46,8 +46,7 @@ def test_redis_killed_under_load_converges_and_keeps_its_history(stack) -> None:
     status_file = settings.data_dir / "run" / "speed-job.status.json"
 
     def speed_job_pid() -> int | None:
-        state = read_state(settings) or {}
-        return state.get("services", {}).get("speed-job", {}).get("pid")
+        return service_state(settings, "speed-job").get("pid")
 
     speed_pid = speed_job_pid()
 

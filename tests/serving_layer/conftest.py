@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.conftest import _free_port, wait_for
+from infra.stack import free_port
+from tests.conftest import wait_for
 
 
 class RedisProcess:
@@ -42,7 +43,7 @@ def _pings(client: redis.Redis) -> bool:
 def redis_process() -> Iterator[RedisProcess]:
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server not installed: run make install")
-    server = RedisProcess(_free_port())
+    server = RedisProcess(free_port())
     server.start()
     yield server
     if server.process and server.process.poll() is None:
