@@ -82,10 +82,17 @@ def test_jvm_aggregates_in_flink_equal_the_algebra(jar: Path):
     rng = random.Random(7)
     words = ["a", "b", "ab", "\uffff", "\U0001f600", "\u00e9", "", "zz"]
     rows = [
-        (f"g{rng.randrange(12)}", rng.randrange(1_000, 1_010), rng.choice(words), rng.random())
+        (
+            f"g{rng.randrange(12)}",
+            rng.randrange(1_000, 1_010),  # few times: ties order by value
+            rng.choice(words),
+            rng.random(),
+            rng.randrange(-3, 4),
+            rng.random() < 0.5,
+        )
         for _ in range(600)
     ]
-    rows += [("g-null", 5, None, None)]  # a tile of null values: null partials
+    rows += [("g-null", 5, None, None, None, None)]  # a tile of null values: null partials
     table = t_env.from_elements(
         rows,
         DataTypes.ROW(
@@ -94,34 +101,44 @@ def test_jvm_aggregates_in_flink_equal_the_algebra(jar: Path):
                 DataTypes.FIELD("t", DataTypes.BIGINT()),
                 DataTypes.FIELD("v", DataTypes.STRING()),
                 DataTypes.FIELD("x", DataTypes.DOUBLE()),
+                DataTypes.FIELD("n", DataTypes.BIGINT()),
+                DataTypes.FIELD("b", DataTypes.BOOLEAN()),
             ]
         ),
     )
     t_env.create_temporary_view("events", table)
     result = t_env.execute_sql(
         "SELECT g, lfp_latest_pairs_string(t, v, 1), lfp_latest_pairs_string(t, v, 4), "
-        "lfp_latest_pairs_double(t, x, 3), lfp_sketch_registers(v, 6) FROM events GROUP BY g"
+        "lfp_latest_pairs_double(t, x, 3), lfp_latest_pairs_bigint(t, n, 2), "
+        "lfp_latest_pairs_boolean(t, b, 2), lfp_sketch_registers(v, 6) FROM events GROUP BY g"
     )
     final: dict[str, tuple] = {}
     with result.collect() as changes:
         for row in changes:
             final[row[0]] = tuple(row[1:])  # the last change per group is its final value
     final = {
-        group: (*(_collected_pairs(pairs) for pairs in values[:3]), values[3])
+        group: (*(_collected_pairs(pairs) for pairs in values[:5]), values[5])
         for group, values in final.items()
     }
 
-    last, last_4, last_3, hll = (
+    last, last_4, last_3, last_2, hll = (
         Primitive.LAST,
         Primitive("last_k", 4),
         Primitive("last_k", 3),
+        Primitive("last_k", 2),
         Primitive("hll", 6),
     )
     assert set(final) == {g for g, *_ in rows}
-    for group, (jvm_last, jvm_last_4, jvm_last_3, registers) in final.items():
+    for group, (jvm_last, jvm_last_4, jvm_last_3, ints, bools, registers) in final.items():
         mine = [r for r in rows if r[0] == group]
-        strings = [(t, v) for _, t, v, _ in mine if v is not None]
-        floats = [(t, x) for _, t, _, x in mine if x is not None]
+        strings = [(r[1], r[2]) for r in mine if r[2] is not None]
+        floats = [(r[1], r[3]) for r in mine if r[3] is not None]
+        assert to_partial(last_2, ints) == last_2.from_pairs(
+            (r[1], r[4]) for r in mine if r[4] is not None
+        )
+        assert to_partial(last_2, bools) == last_2.from_pairs(
+            (r[1], r[5]) for r in mine if r[5] is not None
+        )
         assert to_partial(last, jvm_last) == last.from_pairs(strings)
         assert to_partial(last_4, jvm_last_4) == last_4.from_pairs(strings)
         assert to_partial(last_3, jvm_last_3) == last_3.from_pairs(floats)

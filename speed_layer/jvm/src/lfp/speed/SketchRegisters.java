@@ -69,9 +69,16 @@ public class SketchRegisters extends AggregateFunction<byte[], Row> {
     acc.setField(0, registers);
   }
 
+  /**
+   * A copy: accumulate updates the registers in place, and Flink compares a tile's value
+   * before and after a batch of events to decide whether to emit it. Handing out the
+   * array itself made both the same object, so an update could be taken for no change
+   * and never reach Redis.
+   */
   @Override
   public byte[] getValue(Row acc) {
-    return (byte[]) acc.getField(0);
+    byte[] registers = (byte[]) acc.getField(0);
+    return registers == null ? null : registers.clone();
   }
 
   /** For the parity test: each stdin line (a value) -> "index rank" at precision args[0]. */
