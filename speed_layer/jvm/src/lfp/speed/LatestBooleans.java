@@ -11,16 +11,7 @@ import org.apache.flink.types.Row;
     output = @DataTypeHint("ARRAY<ROW<t BIGINT, v BOOLEAN>>"))
 public class LatestBooleans extends LatestPairs<Boolean> {
 
-  @Override
-  protected int compareValues(Boolean a, Boolean b) {
-    return Boolean.compare(a, b);
-  }
-
   public void accumulate(Row acc, Long time, Boolean value, Integer k) {
     add(acc, time, value, k);
-  }
-
-  public void merge(Row acc, Iterable<Row> others) {
-    mergeAll(acc, others);
   }
 }

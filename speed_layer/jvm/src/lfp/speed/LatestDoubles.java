@@ -20,8 +20,4 @@ public class LatestDoubles extends LatestPairs<Double> {
   public void accumulate(Row acc, Long time, Double value, Integer k) {
     add(acc, time, value, k);
   }
-
-  public void merge(Row acc, Iterable<Row> others) {
-    mergeAll(acc, others);
-  }
 }

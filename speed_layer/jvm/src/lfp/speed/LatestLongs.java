@@ -11,16 +11,7 @@ import org.apache.flink.types.Row;
     output = @DataTypeHint("ARRAY<ROW<t BIGINT, v BIGINT>>"))
 public class LatestLongs extends LatestPairs<Long> {
 
-  @Override
-  protected int compareValues(Long a, Long b) {
-    return Long.compare(a, b);
-  }
-
   public void accumulate(Row acc, Long time, Long value, Integer k) {
     add(acc, time, value, k);
-  }
-
-  public void merge(Row acc, Iterable<Row> others) {
-    mergeAll(acc, others);
   }
 }

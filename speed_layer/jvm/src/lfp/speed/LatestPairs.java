@@ -13,13 +13,19 @@ import org.apache.flink.types.Row;
  * to keep every pair that can be among the k largest; it keeps exactly those, so state and
  * each emitted update stay bounded by k instead of growing with the tile's events.
  *
- * <p>One subclass per value type declares the SQL types. The accumulator is a row of k and
+ * <p>One subclass per value type declares the SQL types (and its typed accumulate, which
+ * Flink's type extraction reads). The accumulator is a row of k and
  * the pairs, largest first (k travels in it because merge is not given the arguments).
  */
-public abstract class LatestPairs<V> extends AggregateFunction<Row[], Row> {
+public abstract class LatestPairs<V extends Comparable<V>> extends AggregateFunction<Row[], Row> {
 
-  /** Negative, zero or positive as {@code a} orders before, with or after {@code b}. */
-  protected abstract int compareValues(V a, V b);
+  /**
+   * Negative, zero or positive as {@code a} orders before, with or after {@code b}: Java's
+   * natural order, which is Python's for integers and booleans.
+   */
+  protected int compareValues(V a, V b) {
+    return a.compareTo(b);
+  }
 
   @Override
   public Row createAccumulator() {
@@ -61,7 +67,7 @@ public abstract class LatestPairs<V> extends AggregateFunction<Row[], Row> {
     acc.setField(1, insert((Row[]) acc.getField(1), time, value, k));
   }
 
-  protected void mergeAll(Row acc, Iterable<Row> others) {
+  public void merge(Row acc, Iterable<Row> others) {
     int k = (Integer) acc.getField(0);
     Row[] pairs = (Row[]) acc.getField(1);
     for (Row other : others) {

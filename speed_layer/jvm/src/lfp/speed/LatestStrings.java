@@ -19,8 +19,4 @@ public class LatestStrings extends LatestPairs<String> {
   public void accumulate(Row acc, Long time, String value, Integer k) {
     add(acc, time, value, k);
   }
-
-  public void merge(Row acc, Iterable<Row> others) {
-    mergeAll(acc, others);
-  }
 }
