@@ -8,8 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from feature_core.merge import BatchPointer, ValueStatus
 
+#: The longest join key value any endpoint takes.
+MAX_KEY_LENGTH = 256
 EntityKey = Annotated[
-    StrictStr, Field(min_length=1, max_length=256, description="An entity join key value.")
+    StrictStr,
+    Field(min_length=1, max_length=MAX_KEY_LENGTH, description="An entity join key value."),
 ]
 KeyValue = Annotated[
     EntityKey | StrictInt, Field(description="A join key value (integer keys may be numbers).")
@@ -236,7 +239,7 @@ class Readiness(BaseModel):
 
 #: An entity value: text, or an integer of 64 bits (what Feast's Int64 join keys hold).
 FeastEntityValue = (
-    Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_LENGTH)]
     | Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 )
 
