@@ -4,22 +4,13 @@ Every module-level :class:`FeatureGroup` is loaded. Adding a feature is adding o
 ``Aggregation`` line; adding a group is one more ``FeatureGroup``.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from feature_core.definitions import Aggregation, Entity, FeatureGroup, FeatureService
-from feature_core.sources import EventSource, Field
+from feature_core.sources import EventSource, Field, RequiredWhen
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
-
-
-def amount_only_on_purchases(event: Mapping[str, Any]) -> str | None:
-    """The shop's own rule: a purchase has an amount, nothing else does."""
-    if event["event_type"] == "purchase" and event["amount"] is None:
-        return "purchase events need an amount"
-    if event["event_type"] != "purchase" and event["amount"] is not None:
-        return f"{event['event_type']} events must not carry an amount"
-    return None
 
 
 events = EventSource(
@@ -36,7 +27,8 @@ events = EventSource(
         Field("category", "string", min_length=1, max_length=256),
         Field("amount", "float", min=0),
     ],
-    rules=[amount_only_on_purchases],
+    # The shop's own rule: a purchase has an amount, nothing else does.
+    rules=[RequiredWhen("amount", when="event_type", values=["purchase"], only=True)],
 )
 
 user = Entity("user", join_key="user_id", description="A shopper.")

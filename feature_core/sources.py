@@ -20,9 +20,11 @@ timestamp   epoch milliseconds, or ISO-8601 text    int64 epoch ms  min, max (ep
             with a UTC offset or ``Z``
 ==========  ======================================  ==============  =====================
 
-Cross-field rules only a user can know (say, "a refund needs the original id") are plain
-functions in the user's repo: ``rule(record) -> reason or None``, run after the fields
-are checked.
+Cross-field rules run after the fields are checked. :class:`RequiredWhen` declares the
+common one (a field required when another holds certain values), which every engine checks
+natively (the speed job in the JVM). Any other rule is a plain function in the user's
+repo, ``rule(record) -> reason or None``; a source with one is parsed in Python by the
+speed job too, which is slower.
 """
 
 from __future__ import annotations
@@ -247,6 +249,49 @@ class Field:
 
 
 @dataclass(frozen=True)
+class RequiredWhen:
+    """A declared rule: ``field`` is required when the field ``when`` holds one of
+    ``values``; with ``only``, it must also be absent (null) otherwise.
+
+    It is a rule like any function (``rule(record) -> reason or None``), but declared, so
+    the speed job checks it in the JVM as well (see ``lfp.speed.ParseRecord``)."""
+
+    field: str
+    when: str
+    values: Sequence[Any]
+    only: bool = False
+
+    @cached_property
+    def _allowed(self) -> frozenset[tuple[type, Any]]:
+        return frozenset(typed(v) for v in self.values)
+
+    def __call__(self, record: Mapping[str, Any]) -> str | None:
+        when = record[self.when]
+        if when is not None and typed(when) in self._allowed:
+            if record[self.field] is None:
+                return f"{self.field} is required when {self.when} is {when!r}"
+        elif self.only and record[self.field] is not None:
+            return f"{self.field} must be absent when {self.when} is {when!r}"
+        return None
+
+    def validate(self, source: EventSource) -> None:
+        where = f"source {source.name}, rule {self!r}"
+        for name in (self.field, self.when):
+            if name not in source.by_name:
+                raise SourceError(f"{where}: no field {name!r}")
+        kind = source.by_name[self.when].kind
+        if not kind.enumerable:
+            raise SourceError(f"{where}: {self.when!r} needs a string, integer or boolean type")
+        if not self.values:
+            raise SourceError(f"{where}: values must not be empty")
+        for value in self.values:
+            try:
+                kind.check(value)
+            except InvalidRecord as error:
+                raise SourceError(f"{where}: value {value!r} {error}") from None
+
+
+@dataclass(frozen=True)
 class EventSource:
     """Where one kind of event comes from, and what it looks like.
 
@@ -301,12 +346,21 @@ class EventSource:
             raise SourceError(f"source {self.name}: fields declared twice: {twice}")
         for f in self.fields:
             f.validate(self.name)
+        for rule in self.rules:
+            if isinstance(rule, RequiredWhen):
+                rule.validate(self)
         time_field = self.by_name.get(self.event_time)
         if time_field is None or time_field.type != "timestamp" or not time_field.required:
             raise SourceError(
                 f"source {self.name}: event_time {self.event_time!r} must name a required "
                 "timestamp field, e.g. Field('event_time', 'timestamp', required=True)"
             )
+
+    @property
+    def declared_rules(self) -> bool:
+        """Whether every rule is declared (:class:`RequiredWhen`), not a function: then
+        engines other than Python can check the whole source."""
+        return all(isinstance(rule, RequiredWhen) for rule in self.rules)
 
     # --- the validator --------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """The speed job's own JVM functions (``speed_layer/jvm/src``), compiled on first use.
 
+The JVM parser (``ParseRecord``) is a source's validator for records it can decide
+exactly as the Python one does; it hands any other record to Python.
+
 Aggregates the algebra has no native SQL form for run in the JVM, per event, with state
 bounded by their parameter (the k latest pairs, or 2^p sketch registers, not every value
 of a tile); Python finishes each emitted update with the algebra itself. The jar is
@@ -29,7 +32,12 @@ LATEST_PAIRS = {
     "BOOLEAN": "lfp.speed.LatestBooleans",
 }
 
-_COMPILE_CLASSPATH = ("flink-table-common.jar", "flink-core.jar", "flink-annotations.jar")
+_COMPILE_CLASSPATH = (
+    "flink-table-common.jar",
+    "flink-core.jar",
+    "flink-annotations.jar",
+    "flink-shaded-jackson.jar",
+)
 
 
 class JvmBuildError(RuntimeError):
@@ -38,6 +46,8 @@ class JvmBuildError(RuntimeError):
 
 #: The HLL-registers aggregate (one for every value type: values are hashed as strings).
 SKETCH_REGISTERS = "lfp_sketch_registers"
+#: The JVM form of a source's validator (a table function: raw value, spec -> one row).
+PARSE_RECORD = "lfp_parse_record"
 
 
 def latest_pairs_function(sql_type: str) -> str:
@@ -49,6 +59,7 @@ def register_sql() -> list[str]:
     """``CREATE TEMPORARY SYSTEM FUNCTION`` statements for every JVM function."""
     functions = {latest_pairs_function(t): java_class for t, java_class in LATEST_PAIRS.items()}
     functions[SKETCH_REGISTERS] = "lfp.speed.SketchRegisters"
+    functions[PARSE_RECORD] = "lfp.speed.ParseRecord"
     return [
         f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS '{java_class}' LANGUAGE JAVA"
         for name, java_class in functions.items()

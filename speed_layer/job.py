@@ -1,7 +1,10 @@
 """The PyFlink speed job: each source's Kafka topic -> 5-minute tiles per entity -> Redis.
 
-Every record is parsed by its source's validator (a vectorized Python function, called
-per batch of records), so the speed layer accepts exactly what lake ingest accepts.
+Every record is parsed as its source's validator decides, so the speed layer accepts
+exactly what lake ingest accepts: in the JVM (``lfp.speed.ParseRecord``) for a source
+whose rules are declared, except the rare records that parser leaves to the Python
+validator (a vectorized Python function, called per batch of records), which parses
+every record of any other source.
 Tiles are aggregated by generated Flink SQL (a continuous GROUP BY emitting updates
 every ``speed_emit_latency_ms``) and upserted whole. State is checkpointed; a restart
 restores the latest retained checkpoint (state and Kafka offsets together) instead of
@@ -42,6 +45,8 @@ from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import StatsWriter, TileWriter
 from speed_layer.sql import (
     SPEED_GROUP,
+    jvm_parsed_query,
+    jvm_parsed_view,
     parsed_columns,
     parsed_query,
     parsed_view,
@@ -184,6 +189,13 @@ def build(
         t_env.execute_sql(source_ddl(settings, source))
         parser = f"parse_{source.name}"
         t_env.create_temporary_function(parser, make_parser(source, lateness_ms))
+        if source.declared_rules:
+            # Materialized (as below) so that the JVM parser runs once per record, not
+            # once for the records it decides and again for those it leaves to Python.
+            jvm_parsed = t_env.to_data_stream(
+                t_env.sql_query(jvm_parsed_query(source, lateness_ms))
+            )
+            t_env.create_temporary_view(jvm_parsed_view(source), t_env.from_data_stream(jvm_parsed))
         # Through a DataStream and back: every query over the view then shares one Kafka
         # reader and one parser. Each query converted on its own (below) would otherwise
         # get its own copy of the source and of the Python parser, and read and parse

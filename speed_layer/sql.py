@@ -3,16 +3,20 @@ without Flink)."""
 
 from __future__ import annotations
 
+import orjson
+
 from feature_core.definitions import FeatureGroup, TileColumn
 from feature_core.settings import Settings
 from feature_core.sketches import DEFAULT_PRECISION
-from feature_core.sources import EventSource, quoted
+from feature_core.sources import MAX_FUTURE_SKEW_MS, EventSource, RequiredWhen, quoted
 from feature_core.windows import SPEED_TILE_MS
-from speed_layer.functions import SKETCH_REGISTERS, latest_pairs_function
+from speed_layer.functions import PARSE_RECORD, SKETCH_REGISTERS, latest_pairs_function
 
 #: Columns the speed job adds to a source's fields (a declared field name starts with a
 #: letter, so these never collide with one, even a field called ``value``).
-STATUS = "_status"  # ok | late | invalid
+STATUS = "_status"  # ok | late | invalid (and python: for the Python validator to decide)
+#: The JVM parser's status for a record it leaves to the Python validator.
+TO_PYTHON = "python"
 RECORD_TIME = "_record_time"  # the Kafka record's timestamp, TIMESTAMP_LTZ(3)
 RAW_VALUE = "_value"  # the Kafka record's value, as bytes
 #: The consumer group the job commits its offsets to (at checkpoints): its lag is read there.
@@ -59,16 +63,72 @@ def source_ddl(settings: Settings, source: EventSource) -> str:
     )
 
 
-def parsed_query(source: EventSource, parser: str) -> str:
-    """Every record of a source through its parser (one row of status and fields per
-    record), with the record's timestamp."""
-    fields = ", ".join(
-        f"T.parsed.{quoted(name)} AS {quoted(name)}" for name, _ in parsed_columns(source)
-    )
+def jvm_parsed_view(source: EventSource) -> str:
+    return f"jvm_parsed_{source.name}"
+
+
+def parser_spec(source: EventSource, allowed_lateness_ms: int) -> str:
+    """A source's declaration as the JVM parser (``lfp.speed.ParseRecord``) reads it."""
+    fields = [
+        {
+            "name": f.name,
+            "type": f.type,
+            "required": f.required,
+            "values": None if f.values is None else list(f.values),
+            "min": f.min,
+            "max": f.max,
+            "min_length": f.min_length,
+            "max_length": f.max_length,
+        }
+        for f in source.fields
+    ]
+    rules = [
+        {"field": r.field, "when": r.when, "values": list(r.values), "only": r.only}
+        for r in source.rules
+        if isinstance(r, RequiredWhen)
+    ]
+    spec = {
+        "fields": fields,
+        "rules": rules,
+        "event_time": source.event_time,
+        "lateness_ms": allowed_lateness_ms,
+        "future_skew_ms": MAX_FUTURE_SKEW_MS,
+    }
+    return orjson.dumps(spec).decode()
+
+
+def jvm_parsed_query(source: EventSource, allowed_lateness_ms: int) -> str:
+    """Every record of a source through the JVM parser: its status and fields, its raw
+    value and its timestamp (for a source whose rules are all declared)."""
+    spec = _quote(parser_spec(source, allowed_lateness_ms))
     return (
-        f"SELECT {fields}, T.{quoted(RECORD_TIME)}\n"
-        f"FROM (SELECT {parser}({quoted(RAW_VALUE)}) AS parsed, {quoted(RECORD_TIME)} "
-        f"FROM {raw_table(source)}) AS T"
+        f"SELECT P.*, R.{quoted(RAW_VALUE)}, R.{quoted(RECORD_TIME)}\n"
+        f"FROM {raw_table(source)} AS R, "
+        f"LATERAL TABLE({PARSE_RECORD}(R.{quoted(RAW_VALUE)}, {spec})) AS P"
+    )
+
+
+def parsed_query(source: EventSource, parser: str) -> str:
+    """Every record of a source with its status and fields, and the record's timestamp.
+
+    A source whose rules are all declared is parsed in the JVM (:func:`jvm_parsed_query`,
+    a view by then), and only the records the JVM parser leaves to Python go through the
+    Python ``parser``; any other source goes through ``parser`` whole."""
+    columns = [quoted(name) for name, _ in parsed_columns(source)]
+    record_time = quoted(RECORD_TIME)
+    from_python = ", ".join(f"T.parsed.{c} AS {c}" for c in columns)
+    inputs = raw_table(source)
+    jvm = ""
+    if source.declared_rules:
+        inputs = f"{jvm_parsed_view(source)} WHERE {quoted(STATUS)} = {_quote(TO_PYTHON)}"
+        jvm = (
+            f"SELECT {', '.join(columns)}, {record_time} FROM {jvm_parsed_view(source)} "
+            f"WHERE {quoted(STATUS)} <> {_quote(TO_PYTHON)}\nUNION ALL\n"
+        )
+    return (
+        f"{jvm}SELECT {from_python}, T.{record_time}\n"
+        f"FROM (SELECT {parser}({quoted(RAW_VALUE)}) AS parsed, {record_time} "
+        f"FROM {inputs}) AS T"
     )
 
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from demo.feature_repo import events as shop
-from feature_core.sources import EventSource, Field, InvalidRecord, SourceError
+from feature_core.sources import EventSource, Field, InvalidRecord, RequiredWhen, SourceError
 
 GOOD = {"event_id": "e1", "user_id": "u1", "event_type": "view", "event_time": 1_700_000_000_000}
 
@@ -34,8 +34,8 @@ def test_integer_amounts_are_accepted_as_floats():
         (json.dumps({**GOOD, "user_id": ""}), "user_id: shorter than 1"),
         (json.dumps({**GOOD, "event_time": "yesterday"}), "event_time: not an ISO-8601"),
         (json.dumps({**GOOD, "event_type": "teleport"}), "event_type: 'teleport' is not one of"),
-        (json.dumps({**GOOD, "event_type": "purchase"}), "purchase events need an amount"),
-        (json.dumps({**GOOD, "amount": 5.0}), "view events must not carry an amount"),
+        (json.dumps({**GOOD, "event_type": "purchase"}), "amount is required when event_type"),
+        (json.dumps({**GOOD, "amount": 5.0}), "amount must be absent when event_type is 'view'"),
         (json.dumps({**GOOD, "event_type": "purchase", "amount": -1}), "below the minimum"),
     ],
 )
@@ -137,6 +137,33 @@ def test_one_declaration_compiles_to_every_engine_schema():
                 fields=[Field("t", "timestamp", required=True)],
             ),
             "topic",
+        ),
+        (
+            EventSource(
+                "s",
+                event_time="t",
+                fields=[Field("t", "timestamp", required=True), Field("x", "float")],
+                rules=[RequiredWhen("x", when="y", values=["a"])],
+            ),
+            "no field 'y'",
+        ),
+        (
+            EventSource(
+                "s",
+                event_time="t",
+                fields=[Field("t", "timestamp", required=True), Field("x", "float")],
+                rules=[RequiredWhen("t", when="x", values=[1.0])],
+            ),
+            "needs a string, integer or boolean",
+        ),
+        (
+            EventSource(
+                "s",
+                event_time="t",
+                fields=[Field("t", "timestamp", required=True), Field("k", "string")],
+                rules=[RequiredWhen("t", when="k", values=[3])],
+            ),
+            "value 3 should be a string",
         ),
     ],
 )

@@ -81,3 +81,29 @@ def test_a_field_named_value_does_not_meet_the_raw_record_columns():
     )
     tiles = tile_query(group)
     assert "CAST(MAX(`value`) AS DOUBLE)" in tiles and "CAST(COUNT(*) AS BIGINT)" in tiles
+
+
+def test_sources_with_declared_rules_are_parsed_in_the_jvm_and_others_in_python():
+    from demo.feature_repo import events
+    from feature_core.sources import EventSource, Field
+    from speed_layer.sql import jvm_parsed_query, jvm_parsed_view, parsed_query, parser_spec
+
+    jvm = parsed_query(events, "parse_events")
+    # Only what the JVM parser leaves to Python reaches the Python parser.
+    assert f"FROM {jvm_parsed_view(events)} WHERE `_status` = 'python'" in jvm
+    assert f"FROM {jvm_parsed_view(events)} WHERE `_status` <> 'python'" in jvm
+    assert "lfp_parse_record(R.`_value`, " in jvm_parsed_query(events, 1000)
+    assert '"rules":[{"field":"amount","when":"event_type","values":["purchase"]' in parser_spec(
+        events, 1000
+    )
+
+    def no_refunds(record):
+        return "no refunds" if record["kind"] == "refund" else None
+
+    custom = EventSource(
+        "payments",
+        fields=[Field("kind", "string"), Field("event_time", "timestamp", required=True)],
+        rules=[no_refunds],
+    )
+    python_only = parsed_query(custom, "parse_payments")
+    assert "jvm_parsed" not in python_only and "FROM raw_payments) AS T" in python_only
