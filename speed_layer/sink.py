@@ -1,35 +1,30 @@
-"""Redis writers run inside Flink's Python workers.
+"""What the speed job writes to Redis besides tiles, and the tiles' partials.
 
-Tiles are upserted whole (the aggregate's current value, never an increment), so a
-replay after a restart rewrites the same values: idempotent. Updates are coalesced per
-(entity, tile) and flushed every ``flush_ms`` by a background thread in one pipeline,
-followed by the group's watermark, so a reader that sees the watermark sees the tiles.
+Tiles are written from the JVM (``lfp.speed.TileSink``): upserted whole (the aggregate's
+current value, never an increment), so a replay after a restart rewrites the same values,
+coalesced per (entity, tile) and written in one pipeline followed by the group's
+watermark, so a reader that sees the watermark sees the tiles. :func:`to_partial` is how
+the algebra finishes a tile column's emitted value; the JVM sink does the same, and a
+parity test holds the two together. The per-status counts are few and written from
+Python (:class:`StatsWriter`).
 """
 
 from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import redis
 from pyflink.common import Row, RowKind
 from pyflink.datastream import MapFunction, RuntimeContext
 
 from feature_core import sketches
 from feature_core.aggregations import Primitive
-from feature_core.keys import KeySpace, entity_id
+from feature_core.keys import KeySpace
 
 #: Only the new value of a row matters for an upsert.
 _UPSERT_KINDS = (RowKind.INSERT, RowKind.UPDATE_AFTER)
-
-_MAX_WATERMARK = """
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return 1
-"""
 
 
 def to_partial(primitive: Primitive, raw: Any) -> Any:
@@ -80,54 +75,6 @@ class _BufferedWriter(MapFunction):
         self.thread.join()
         self.flush()
         self.client.close()
-
-
-class TileWriter(_BufferedWriter):
-    """Rows ``(key0..keyk, tile, raw0..rawn, max_event_time)`` ->
-    ``HSET {p}:st:{group}:{entity}`` (``entity``: :func:`entity_id` of the keys)."""
-
-    def __init__(
-        self,
-        redis_url: str,
-        key_prefix: str,
-        group: str,
-        ttl_s: int,
-        primitives: Sequence[Primitive],
-        join_keys: int = 1,
-    ) -> None:
-        super().__init__(redis_url, key_prefix)
-        self.group = group
-        self.ttl_s = ttl_s
-        self.primitives = tuple(primitives)
-        self.join_keys = join_keys
-
-    def map(self, row: Row) -> int:
-        if row.get_row_kind() not in _UPSERT_KINDS:
-            return 0
-        values = list(row)
-        n = self.join_keys
-        entity = entity_id(values[:n])
-        tile, raw, max_event_time = values[n], values[n + 1 : -1], values[-1]
-        with self.lock:
-            self.buffer[(entity, tile)] = (raw, max_event_time)
-        return 1
-
-    def write(self, pending: dict[Any, Any]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        watermark = 0
-        written: set[str] = set()
-        for (entity, tile), (raw, max_event_time) in pending.items():
-            partials = [to_partial(p, r) for p, r in zip(self.primitives, raw, strict=True)]
-            key = self.keys.speed_tiles(self.group, entity)
-            pipe.hset(key, str(tile), orjson.dumps(partials))
-            written.add(key)
-            watermark = max(watermark, int(max_event_time))
-        for key in written:
-            pipe.expire(key, self.ttl_s)
-        # EVAL, not a registered script: redis-py checks a registered script with one more
-        # round trip (SCRIPT EXISTS) before every pipeline that runs it.
-        pipe.eval(_MAX_WATERMARK, 1, self.keys.speed_watermark, self.group, watermark)
-        pipe.execute()
 
 
 class StatsWriter(_BufferedWriter):

@@ -3,6 +3,8 @@ without Flink)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 
 from feature_core.definitions import FeatureGroup, TileColumn
@@ -132,30 +134,44 @@ def parsed_query(source: EventSource, parser: str) -> str:
     )
 
 
-def partial_sql(column: TileColumn, time_column: str, source: EventSource) -> str:
-    """Flink SQL for one tile column: native aggregate, or natively collected pairs/values.
+@dataclass(frozen=True)
+class TileForm:
+    """One tile column in the speed job: its Flink SQL, and how the JVM tile sink
+    (``lfp.speed.TileSink``) finishes the emitted value into the algebra's partial."""
 
-    Native partials keep their column's type (a count or an integer field's sum, min and
-    max stay BIGINT: exact past 2^53, and served as integers as the batch view has them).
-    Non-native partials are JVM aggregates (:mod:`speed_layer.functions`) finished once
-    per emitted update by the shared algebra in the Redis writer, so no Python runs per
-    event: last and last_k keep their k latest pairs, hll its sketch registers.
-    """
+    sql: str
+    sink_kind: str  # native | last_time | last | last_k | hll
+    param: int = 0
+
+
+def tile_form(column: TileColumn, time_column: str, source: EventSource) -> TileForm:
+    """Native partials keep their column's type (a count or an integer field's sum, min
+    and max stay BIGINT: exact past 2^53, and served as integers as the batch view has
+    them). Non-native partials are JVM aggregates (:mod:`speed_layer.functions`) whose
+    emitted value the sink finishes once per update, so no Python runs per event: last and
+    last_k keep their k latest pairs, hll its sketch registers."""
     primitive, name = column.primitive, column.column
     if primitive.native:
         whole = primitive.kind == "count" or source.python_type(name or "") is int
-        return f"CAST({column.sql()} AS {'BIGINT' if whole else 'DOUBLE'})"
+        return TileForm(f"CAST({column.sql()} AS {'BIGINT' if whole else 'DOUBLE'})", "native")
     col, time = quoted(name or ""), quoted(time_column)
     if primitive.kind == "last" and name == time_column:
         # The latest event time is its own value: a native MAX, no pairs to collect.
-        return f"MAX({time}) FILTER (WHERE {col} IS NOT NULL)"
+        return TileForm(f"MAX({time}) FILTER (WHERE {col} IS NOT NULL)", "last_time")
     if primitive.kind in ("last", "last_k"):
         function = latest_pairs_function(source.by_name[name or ""].kind.sql)
-        return f"{function}({time}, {col}, {primitive.param or 1})"
+        k = primitive.param or 1
+        return TileForm(f"{function}({time}, {col}, {k})", primitive.kind, k)
     if primitive.kind == "hll":
         precision = primitive.param or DEFAULT_PRECISION
-        return f"{SKETCH_REGISTERS}(CAST({col} AS STRING), {precision})"
+        sql = f"{SKETCH_REGISTERS}(CAST({col} AS STRING), {precision})"
+        return TileForm(sql, "hll", precision)
     raise ValueError(f"no Flink form for {primitive.kind}")
+
+
+def partial_sql(column: TileColumn, time_column: str, source: EventSource) -> str:
+    """Flink SQL for one tile column (see :func:`tile_form`)."""
+    return tile_form(column, time_column, source).sql
 
 
 def tile_sql(time_column: str) -> str:

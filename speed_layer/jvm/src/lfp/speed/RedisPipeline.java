@@ -1,0 +1,248 @@
+package lfp.speed;
+
+import java.io.BufferedInputStream;
+import java.io.BufferedOutputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.Closeable;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.Socket;
+import java.net.URI;
+import java.net.URLDecoder;
+import java.nio.charset.StandardCharsets;
+import javax.net.ssl.SSLSocketFactory;
+
+/**
+ * Pipelined Redis commands over one connection (RESP2), for the speed job's tile sink.
+ *
+ * <p>No Java Redis client is installable here (Maven Central is not reachable; Debian has
+ * none), and the sink needs four commands, so it speaks the protocol itself: commands are
+ * encoded into one buffer and sent in one write, then every reply is read. Every command the
+ * sink sends is idempotent (whole values, a TTL, a max), so a batch that failed halfway is
+ * sent again whole after reconnecting. URLs: {@code redis[s]://[[user]:password@]host[:port][/db]}.
+ */
+final class RedisPipeline implements Closeable {
+
+  private final String host;
+  private final int port;
+  private final boolean tls;
+  private final String user;
+  private final String password;
+  private final int db;
+  private final ByteArrayOutputStream commands = new ByteArrayOutputStream();
+  private int count;
+  private Socket socket;
+  private InputStream in;
+  private OutputStream out;
+
+  RedisPipeline(String url) {
+    URI uri = URI.create(url);
+    String scheme = uri.getScheme();
+    if (!"redis".equals(scheme) && !"rediss".equals(scheme)) {
+      throw new IllegalArgumentException(
+          "LFP_REDIS_URL " + url + ": the speed job writes over redis:// or rediss:// URLs only");
+    }
+    tls = "rediss".equals(scheme);
+    host = uri.getHost() == null ? "localhost" : uri.getHost();
+    port = uri.getPort() < 0 ? 6379 : uri.getPort();
+    String info = uri.getRawUserInfo();
+    if (info == null) {
+      user = null;
+      password = null;
+    } else {
+      int colon = info.indexOf(':');
+      String name = colon < 0 ? "" : decode(info.substring(0, colon));
+      user = name.isEmpty() ? null : name;
+      password = decode(colon < 0 ? info : info.substring(colon + 1));
+    }
+    String path = uri.getPath() == null ? "" : uri.getPath().replace("/", "");
+    db = path.isEmpty() ? 0 : Integer.parseInt(path);
+  }
+
+  private static String decode(String text) {
+    return URLDecoder.decode(text, StandardCharsets.UTF_8);
+  }
+
+  /** Queues one command (sent by {@link #sync}). */
+  void command(String... args) {
+    writeHeader('*', args.length);
+    for (String arg : args) {
+      byte[] bytes = arg.getBytes(StandardCharsets.UTF_8);
+      writeHeader('$', bytes.length);
+      commands.write(bytes, 0, bytes.length);
+      commands.write('\r');
+      commands.write('\n');
+    }
+    count++;
+  }
+
+  private void writeHeader(char type, int n) {
+    byte[] header = (type + Integer.toString(n) + "\r\n").getBytes(StandardCharsets.US_ASCII);
+    commands.write(header, 0, header.length);
+  }
+
+  int pending() {
+    return count;
+  }
+
+  /**
+   * Sends the queued commands and reads their replies; retried whole (after reconnecting)
+   * until {@code giveUpMs} has passed, then the last error is thrown. Redis error replies
+   * are not retried: they say the command is wrong.
+   */
+  void sync(long giveUpMs) throws IOException, InterruptedException {
+    if (count == 0) {
+      return;
+    }
+    long deadline = System.currentTimeMillis() + giveUpMs;
+    long backoffMs = 100;
+    while (true) {
+      try {
+        send();
+        commands.reset();
+        count = 0;
+        return;
+      } catch (RedisError error) {
+        commands.reset();
+        count = 0;
+        throw error;
+      } catch (IOException error) {
+        close();
+        if (System.currentTimeMillis() + backoffMs > deadline) {
+          throw new IOException(
+              "Redis at " + host + ":" + port + " (LFP_REDIS_URL) did not take the speed "
+                  + "job's writes: " + error.getMessage(), error);
+        }
+        Thread.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 2000);
+      }
+    }
+  }
+
+  private void send() throws IOException {
+    if (socket == null) {
+      connect();
+    }
+    commands.writeTo(out);
+    out.flush();
+    RedisError first = null;
+    for (int i = 0; i < count; i++) {
+      RedisError error = readReply();
+      if (first == null) {
+        first = error;
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+  }
+
+  private void connect() throws IOException {
+    socket = tls ? SSLSocketFactory.getDefault().createSocket(host, port) : new Socket(host, port);
+    socket.setTcpNoDelay(true);
+    socket.setSoTimeout(10_000);
+    in = new BufferedInputStream(socket.getInputStream(), 1 << 16);
+    out = new BufferedOutputStream(socket.getOutputStream(), 1 << 16);
+    ByteArrayOutputStream queued = new ByteArrayOutputStream();
+    commands.writeTo(queued);
+    int queuedCount = count;
+    commands.reset();
+    count = 0;
+    if (password != null) {
+      if (user != null) {
+        command("AUTH", user, password);
+      } else {
+        command("AUTH", password);
+      }
+    }
+    if (db != 0) {
+      command("SELECT", Integer.toString(db));
+    }
+    try {
+      send();
+    } finally {
+      commands.reset();
+      count = queuedCount;
+      queued.writeTo(commands);
+    }
+  }
+
+  /** One reply: null, or the error Redis answered (nested replies are read whole). */
+  private RedisError readReply() throws IOException {
+    int type = in.read();
+    String line = readLine();
+    switch (type) {
+      case '+':
+      case ':':
+        return null;
+      case '-':
+        return new RedisError(line);
+      case '$':
+        int length = Integer.parseInt(line);
+        if (length >= 0) {
+          skip(length + 2);
+        }
+        return null;
+      case '*':
+        int items = Integer.parseInt(line);
+        RedisError first = null;
+        for (int i = 0; i < items; i++) {
+          RedisError error = readReply();
+          first = first == null ? error : first;
+        }
+        return first;
+      default:
+        throw new IOException("unexpected Redis reply type " + type);
+    }
+  }
+
+  private String readLine() throws IOException {
+    StringBuilder line = new StringBuilder();
+    while (true) {
+      int b = in.read();
+      if (b < 0) {
+        throw new EOFException("Redis closed the connection");
+      }
+      if (b == '\r') {
+        in.read(); // '\n'
+        return line.toString();
+      }
+      line.append((char) b);
+    }
+  }
+
+  private void skip(int n) throws IOException {
+    int left = n;
+    while (left > 0) {
+      long skipped = in.skip(left);
+      if (skipped <= 0) {
+        if (in.read() < 0) {
+          throw new EOFException("Redis closed the connection");
+        }
+        skipped = 1;
+      }
+      left -= (int) skipped;
+    }
+  }
+
+  @Override
+  public void close() {
+    if (socket != null) {
+      try {
+        socket.close();
+      } catch (IOException ignored) {
+        // closing a broken connection
+      }
+    }
+    socket = null;
+  }
+
+  /** Redis answered a command with an error. */
+  static final class RedisError extends IOException {
+    RedisError(String message) {
+      super("Redis error: " + message);
+    }
+  }
+}

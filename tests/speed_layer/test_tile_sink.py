@@ -1,0 +1,114 @@
+"""The JVM tile sink (lfp.speed.TileSink) finishes each tile column into the algebra's
+partial as speed_layer/sink.py's to_partial does, and names entities as
+feature_core/keys.py's entity_id does, byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pyflink
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feature_core import sketches
+from feature_core.aggregations import Primitive
+from feature_core.keys import entity_id
+from speed_layer.functions import udf_jar
+from speed_layer.sink import to_partial
+
+
+class Harness:
+    def __init__(self, jar: Path) -> None:
+        lib = Path(pyflink.__file__).parent / "lib"
+        jars = ["flink-core.jar", "flink-shaded-jackson.jar"]
+        classpath = ":".join([str(jar), *(str(lib / name) for name in jars)])
+        self.process = subprocess.Popen(
+            ["java", "-cp", classpath, "lfp.speed.TileSink"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def ask(self, request: list) -> bytes:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(orjson.dumps(request) + b"\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().rstrip(b"\n")
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    running = Harness(udf_jar(tmp_path_factory.mktemp("jvm")))
+    yield running
+    assert running.process.stdin
+    running.process.stdin.close()
+    running.process.wait(timeout=30)
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["last", "last_k"]),
+    k=st.integers(1, 5),
+    pairs=st.data(),
+)
+def test_latest_pairs_finish_as_the_algebra(harness, kind, k, pairs):
+    scalar = pairs.draw(st.sampled_from(["text", "int", "float", "bool"]))
+    strategy = {
+        "text": _TEXT,
+        "int": st.integers(-(2**63), 2**63 - 1),
+        "float": st.floats(allow_nan=False, allow_infinity=False),
+        "bool": st.booleans(),
+    }[scalar]
+    drawn = pairs.draw(st.lists(st.tuples(st.integers(0, 2**50), strategy), max_size=8))
+    k = 1 if kind == "last" else k
+    primitive = Primitive(kind, None if kind == "last" else k)
+    # What LatestPairs emits: the k largest pairs, largest first (None for none).
+    kept = sorted(drawn, key=lambda p: (p[0], p[1]), reverse=True)[:k] or None
+    jvm = orjson.loads(harness.ask([kind, k, None if kept is None else [list(p) for p in kept]]))
+    expected = to_partial(primitive, kept)
+    assert jvm == expected
+
+    def types(partial: list | None) -> list[type]:
+        pairs = [partial] if kind == "last" and partial else partial or []
+        return [type(v) for pair in pairs for v in pair]
+
+    assert types(jvm) == types(expected)  # 1 == 1.0 == True in Python
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    precision=st.sampled_from([4, 6, 10]),
+    values=st.lists(st.text(max_size=6), max_size=300),
+)
+def test_sketch_registers_encode_as_the_algebra(harness, precision, values):
+    registers = bytearray(1 << precision)
+    for index, rank in sketches.registers_of(values, precision).items():
+        registers[index] = rank
+    raw = bytes(registers) if values else None
+    jvm = harness.ask(["hll", precision, None if raw is None else base64.b64encode(raw).decode()])
+    assert orjson.loads(jvm) == to_partial(Primitive("hll", precision), raw)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats()))
+def test_native_values_and_the_latest_event_time(harness, raw):
+    count = Primitive.COUNT
+    expected = orjson.loads(orjson.dumps(to_partial(count, raw)))  # non-finite -> null
+    assert orjson.loads(harness.ask(["native", 0, raw])) == expected
+    if isinstance(raw, int):
+        assert orjson.loads(harness.ask(["last_time", 0, raw])) == to_partial(Primitive.LAST, raw)
+    assert orjson.loads(harness.ask(["last_time", 0, None])) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(_TEXT, min_size=1, max_size=3))
+def test_entity_ids_match_the_key_layout(harness, keys):
+    jvm = orjson.loads(harness.ask(["id", keys]))
+    assert jvm.encode() == entity_id(keys).encode()
