@@ -54,7 +54,7 @@ def speed_tiles(
     produced_at: int | None = None,
 ) -> dict[int, list[Any]]:
     """What the speed job writes for one entity: ``{tile_start: partials}`` at or after
-    ``cutoff`` (all events when ``None``); events dated at or after ``produced_at`` are
+    ``cutoff`` (all events when ``None``); events dated after ``produced_at`` are
     keyed by their exact time (:func:`feature_core.windows.speed_tile_start`)."""
     primitives = group.primitives
     time_column = group.event_time

@@ -16,12 +16,14 @@ finest hop; batch IRs cover event time ``< B``, speed tiles (5 minutes wide) cov
 ``>= B``. The two never overlap, so merging them is exact for every aggregation.
 
 A speed tile is keyed by its start and holds the events of ``[start, start + 5 min)``,
-except an event dated at or after the moment it was produced (its Kafka record's
-timestamp): clock skew lets such an event arrive before its time, so it is kept under
-its exact event time (see :func:`speed_tile_start`). Every event of a tile keyed ``s``
-is then at or after ``s`` and, for a query made after the tile was written, before the
-query time: a merge that takes the tiles with ``s < t`` counts exactly the events
-before ``t``, never one dated later.
+except an event dated after the moment it was produced (its Kafka record's timestamp):
+clock skew lets such an event arrive before its time, so it is kept under its exact
+event time (see :func:`speed_tile_start`). Every event of a tile keyed ``s`` is then at
+or after ``s`` and, for a query made after the tile was written (so after the record's
+timestamp), before the query time: a merge that takes the tiles with ``s < t`` counts
+exactly the events before ``t``, never one dated later. An event dated in the very
+millisecond it was produced, the common case for a producer that stamps and sends at
+once, stays in its 5-minute tile: a query that sees it comes later.
 
 For a sliding window the batch view stores, per entity, the hop tiles that may still
 slide out of the window (``[floor(B - w, hop), collapsed_start)``) and one collapsed
@@ -163,8 +165,8 @@ def batch_layout(window: Window, cutoff: int, horizon_ms: int) -> BatchLayout:
 
 def speed_tile_start(event_time: int, produced_at: int | None) -> int:
     """The speed tile key of an event (see the module docstring): its 5-minute tile, or
-    its exact time if it is dated at or after ``produced_at``."""
-    if produced_at is not None and event_time >= produced_at:
+    its exact time if it is dated after ``produced_at``."""
+    if produced_at is not None and event_time > produced_at:
         return event_time
     return floor_to(event_time, SPEED_TILE_MS)
 

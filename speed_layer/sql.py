@@ -176,13 +176,13 @@ def partial_sql(column: TileColumn, time_column: str, source: EventSource) -> st
 
 def tile_sql(time_column: str) -> str:
     """The speed tile of an event (see :func:`feature_core.windows.speed_tile_start`): its
-    5-minute tile, or its exact time when it is dated at or after its Kafka record's
+    5-minute tile, or its exact time when it is dated after its Kafka record's
     timestamp, so that a query never counts it before its time."""
     time = quoted(time_column)
     # Compared as millisecond instants: Flink casts no TIMESTAMP_LTZ to a number, and a
     # record time cut to whole seconds would key most fresh events by their exact time.
     return (
-        f"CASE WHEN TO_TIMESTAMP_LTZ({time}, 3) >= {quoted(RECORD_TIME)} THEN {time} "
+        f"CASE WHEN TO_TIMESTAMP_LTZ({time}, 3) > {quoted(RECORD_TIME)} THEN {time} "
         f"ELSE ({time} / {SPEED_TILE_MS}) * {SPEED_TILE_MS} END"
     )
 

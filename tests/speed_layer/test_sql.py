@@ -11,7 +11,7 @@ def test_tile_query_aggregates_every_tile_column_in_order():
     assert "CAST(SUM(`amount`) AS DOUBLE) AS p1" in sql
     assert (
         "GROUP BY COALESCE(CAST(`user_id` AS STRING), ''), COALESCE("
-        "CASE WHEN TO_TIMESTAMP_LTZ(`event_time`, 3) >= `_record_time` THEN `event_time`" in sql
+        "CASE WHEN TO_TIMESTAMP_LTZ(`event_time`, 3) > `_record_time` THEN `event_time`" in sql
     )
     assert "ELSE (`event_time` / 300000) * 300000 END" in sql
     assert "`_status` = 'ok'" in sql
