@@ -163,6 +163,20 @@ FIELD_TYPES: dict[str, FieldType] = {
 }
 
 
+def _check_allowed(kind: FieldType, values: Sequence[Any], where: str) -> None:
+    """Allowed values (a field's, or a rule's for the field it looks at): a non-empty list
+    of valid values of a type that can be enumerated."""
+    if not kind.enumerable:
+        raise SourceError(f"{where}: allowed values need a string, integer or boolean")
+    if not values:
+        raise SourceError(f"{where}: allowed values must not be empty")
+    for value in values:
+        try:
+            kind.check(value)
+        except InvalidRecord as error:
+            raise SourceError(f"{where}: allowed value {value!r} {error}") from None
+
+
 @dataclass(frozen=True)
 class Field:
     """One field of a source: a type, nullable unless ``required``, and constraints.
@@ -222,15 +236,7 @@ class Field:
             )
         kind = self.kind
         if self.values is not None:
-            if not kind.enumerable:
-                raise SourceError(f"{where}: allowed values need a string, integer or boolean")
-            if not self.values:
-                raise SourceError(f"{where}: allowed values must not be empty")
-            for value in self.values:
-                try:
-                    kind.check(value)
-                except InvalidRecord as error:
-                    raise SourceError(f"{where}: allowed value {value!r} {error}") from None
+            _check_allowed(kind, self.values, where)
         if (self.min is not None or self.max is not None) and not kind.ordered:
             raise SourceError(f"{where}: min/max need an integer, float or timestamp")
         for bound in (self.min, self.max):
@@ -279,16 +285,7 @@ class RequiredWhen:
         for name in (self.field, self.when):
             if name not in source.by_name:
                 raise SourceError(f"{where}: no field {name!r}")
-        kind = source.by_name[self.when].kind
-        if not kind.enumerable:
-            raise SourceError(f"{where}: {self.when!r} needs a string, integer or boolean type")
-        if not self.values:
-            raise SourceError(f"{where}: values must not be empty")
-        for value in self.values:
-            try:
-                kind.check(value)
-            except InvalidRecord as error:
-                raise SourceError(f"{where}: value {value!r} {error}") from None
+        _check_allowed(source.by_name[self.when].kind, self.values, f"{where}, {self.when!r}")
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ def test_one_declaration_compiles_to_every_engine_schema():
                 fields=[Field("t", "timestamp", required=True), Field("x", "float")],
                 rules=[RequiredWhen("t", when="x", values=[1.0])],
             ),
-            "needs a string, integer or boolean",
+            "'x': allowed values need a string, integer or boolean",
         ),
         (
             EventSource(
