@@ -8,14 +8,12 @@ from __future__ import annotations
 import base64
 import json
 import random
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import pyflink
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +24,7 @@ from feature_core.synthetic import random_record
 from fraud.feature_repo import logins, transactions
 from speed_layer.functions import udf_jar
 from speed_layer.sql import TO_PYTHON, parser_spec
+from tests.speed_layer.jvm_harness import JavaHarness
 
 LATENESS_MS = 3_600_000
 NOW = int(time.time() * 1000)
@@ -50,32 +49,17 @@ every_kind = EventSource(
 SOURCES = [events, transactions, logins, every_kind]
 
 
-class JavaParser:
-    """The parser's own harness, kept running: one line in, one verdict out."""
+class JavaParser(JavaHarness):
+    """The parser's harness for one source: a record in, its verdict out."""
 
     def __init__(self, jar: Path, source: EventSource, spec_dir: Path) -> None:
         spec = spec_dir / f"{source.name}.json"
         spec.write_text(parser_spec(source, LATENESS_MS))
-        lib = Path(pyflink.__file__).parent / "lib"
-        jars = ["flink-table-common.jar", "flink-core.jar", "flink-shaded-jackson.jar"]
-        classpath = ":".join([str(jar), *(str(lib / name) for name in jars)])
-        self.process = subprocess.Popen(
-            ["java", "-cp", classpath, "lfp.speed.ParseRecord", str(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        super().__init__(jar, "lfp.speed.ParseRecord", str(spec))
 
     def parse(self, raw: bytes | None, now_ms: int) -> list:
         encoded = "-" if raw is None else base64.b64encode(raw).decode()
-        assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(f"{now_ms} {encoded}\n".encode())
-        self.process.stdin.flush()
-        return orjson.loads(self.process.stdout.readline())
-
-    def close(self) -> None:
-        assert self.process.stdin
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
+        return orjson.loads(self.ask(f"{now_ms} {encoded}".encode()))
 
 
 @pytest.fixture(scope="module")

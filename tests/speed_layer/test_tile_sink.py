@@ -5,12 +5,9 @@ feature_core/keys.py's entity_id does, byte for byte."""
 from __future__ import annotations
 
 import base64
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
-import pyflink
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,33 +17,18 @@ from feature_core.aggregations import Primitive
 from feature_core.keys import entity_id
 from speed_layer.functions import udf_jar
 from speed_layer.sink import to_partial
+from tests.speed_layer.jvm_harness import JavaHarness
 
 
-class Harness:
-    def __init__(self, jar: Path) -> None:
-        lib = Path(pyflink.__file__).parent / "lib"
-        jars = ["flink-core.jar", "flink-shaded-jackson.jar"]
-        classpath = ":".join([str(jar), *(str(lib / name) for name in jars)])
-        self.process = subprocess.Popen(
-            ["java", "-cp", classpath, "lfp.speed.TileSink"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-
-    def ask(self, request: list) -> bytes:
-        assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(orjson.dumps(request) + b"\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline().rstrip(b"\n")
+def ask(harness: JavaHarness, request: list) -> bytes:
+    return harness.ask(orjson.dumps(request))
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    running = Harness(udf_jar(tmp_path_factory.mktemp("jvm")))
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JavaHarness]:
+    running = JavaHarness(udf_jar(tmp_path_factory.mktemp("jvm")), "lfp.speed.TileSink")
     yield running
-    assert running.process.stdin
-    running.process.stdin.close()
-    running.process.wait(timeout=30)
+    running.close()
 
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
@@ -71,7 +53,7 @@ def test_latest_pairs_finish_as_the_algebra(harness, kind, k, pairs):
     primitive = Primitive(kind, None if kind == "last" else k)
     # What LatestPairs emits: the k largest pairs, largest first (None for none).
     kept = sorted(drawn, key=lambda p: (p[0], p[1]), reverse=True)[:k] or None
-    jvm = orjson.loads(harness.ask([kind, k, None if kept is None else [list(p) for p in kept]]))
+    jvm = orjson.loads(ask(harness, [kind, k, None if kept is None else [list(p) for p in kept]]))
     expected = to_partial(primitive, kept)
     assert jvm == expected
 
@@ -92,7 +74,7 @@ def test_sketch_registers_encode_as_the_algebra(harness, precision, values):
     for index, rank in sketches.registers_of(values, precision).items():
         registers[index] = rank
     raw = bytes(registers) if values else None
-    jvm = harness.ask(["hll", precision, None if raw is None else base64.b64encode(raw).decode()])
+    jvm = ask(harness, ["hll", precision, None if raw is None else base64.b64encode(raw).decode()])
     assert orjson.loads(jvm) == to_partial(Primitive("hll", precision), raw)
 
 
@@ -101,14 +83,14 @@ def test_sketch_registers_encode_as_the_algebra(harness, precision, values):
 def test_native_values_and_the_latest_event_time(harness, raw):
     count = Primitive.COUNT
     expected = orjson.loads(orjson.dumps(to_partial(count, raw)))  # non-finite -> null
-    assert orjson.loads(harness.ask(["native", 0, raw])) == expected
+    assert orjson.loads(ask(harness, ["native", 0, raw])) == expected
     if isinstance(raw, int):
-        assert orjson.loads(harness.ask(["last_time", 0, raw])) == to_partial(Primitive.LAST, raw)
-    assert orjson.loads(harness.ask(["last_time", 0, None])) is None
+        assert orjson.loads(ask(harness, ["last_time", 0, raw])) == to_partial(Primitive.LAST, raw)
+    assert orjson.loads(ask(harness, ["last_time", 0, None])) is None
 
 
 @settings(max_examples=200, deadline=None)
 @given(keys=st.lists(_TEXT, min_size=1, max_size=3))
 def test_entity_ids_match_the_key_layout(harness, keys):
-    jvm = orjson.loads(harness.ask(["id", keys]))
+    jvm = orjson.loads(ask(harness, ["id", keys]))
     assert jvm.encode() == entity_id(keys).encode()
