@@ -175,8 +175,10 @@ def flink_configuration(
 
 
 def build(
-    settings: Settings, repo: FeatureRepo, checkpoint_dir: Path
+    settings: Settings, repo: FeatureRepo, checkpoint_dir: Path, group_id: str = SPEED_GROUP
 ) -> StreamExecutionEnvironment:
+    """The speed job's pipeline. ``group_id`` names its Kafka consumer group; a second
+    instance (the speed benchmark's) takes its own so the lag reported stays this one's."""
     # On a local mini-cluster PyFlink defaults to "loopback": every Python operator runs in
     # this client process under one GIL. Separate worker processes use all cores.
     os.environ.setdefault("_python_worker_execution_mode", "process")
@@ -192,7 +194,7 @@ def build(
     lateness_ms = settings.speed_allowed_lateness_s * 1000
     # Only the sources some group reads: a source without groups is the lake's alone.
     for source in speed_sources(repo):
-        t_env.execute_sql(source_ddl(settings, source))
+        t_env.execute_sql(source_ddl(settings, source, group_id))
         parser = f"parse_{source.name}"
         t_env.create_temporary_function(parser, make_parser(source, lateness_ms))
         if source.declared_rules:

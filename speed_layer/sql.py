@@ -42,14 +42,14 @@ def parsed_columns(source: EventSource) -> tuple[tuple[str, str], ...]:
     return ((STATUS, "STRING"), *source.flink_columns())
 
 
-def source_ddl(settings: Settings, source: EventSource) -> str:
+def source_ddl(settings: Settings, source: EventSource, group_id: str = SPEED_GROUP) -> str:
     """Kafka source reading one source's raw bytes and each record's timestamp; parsing
     happens in the shared Python validator."""
     options = {
         "connector": "kafka",
         "topic": source.topic_name,
         "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
-        "properties.group.id": SPEED_GROUP,
+        "properties.group.id": group_id,
         # Tansu reports the last stable offset short of the log end; uncommitted reads
         # are what a plain producer writes anyway (no transactions on this topic).
         "properties.isolation.level": "read_uncommitted",
