@@ -253,7 +253,13 @@ def run_batch(
     for frame in snapshots.values():
         frame.unpersist()
     pointer = BatchPointer(
-        version, cutoff, horizon, single_version(pinned), int(time.time() * 1000), pinned
+        version,
+        cutoff,
+        horizon,
+        single_version(pinned),
+        int(time.time() * 1000),
+        pinned,
+        {g.name: g.view_fingerprint for g in repo.groups},
     )
     switched = bool(
         client.eval(

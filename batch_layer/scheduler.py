@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
+import orjson
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
@@ -26,6 +28,7 @@ from batch_layer.job import run_batch
 from batch_layer.progress import ProgressSnapshot, SparkProgress
 from feature_core.definitions import FeatureRepo
 from feature_core.keys import KeySpace
+from feature_core.merge import BatchPointer
 from feature_core.runs import RunRecord, RunStatus
 from feature_core.settings import Settings
 from feature_core.windows import align_cutoff
@@ -42,6 +45,11 @@ def settled_cutoff(settings: Settings, now_ms: int | None = None) -> int:
     """
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     return align_cutoff(now_ms - settings.batch_settle_s * 1000)
+
+
+class ViewProblem(NamedTuple):
+    trigger: str  # the run's trigger: view-missing or definitions-changed
+    reason: str
 
 
 class BatchScheduler:
@@ -145,20 +153,40 @@ class BatchScheduler:
         )
         return record
 
+    def view_problem(self) -> ViewProblem | None:
+        """Why the serving batch view cannot serve this repo's groups, or None if it can."""
+        raw = self.client.get(KeySpace(self.settings.key_prefix).batch_pointer)
+        if raw is None:
+            return ViewProblem("view-missing", "no batch view is serving")
+        pointer = BatchPointer.from_json(orjson.loads(raw))
+        if pointer.view_fingerprints is None:
+            reason = f"batch view v{pointer.version} does not say which definitions it holds"
+            return ViewProblem("definitions-changed", reason)
+        stale = pointer.stale_groups(self.repo.groups)
+        if stale:
+            reason = (
+                f"batch view v{pointer.version} was computed from other definitions of "
+                f"{', '.join(stale)} (the feature repo changed)"
+            )
+            return ViewProblem("definitions-changed", reason)
+        return None
+
     def view_serving(self) -> bool:
-        return bool(self.client.exists(KeySpace(self.settings.key_prefix).batch_pointer))
+        return self.view_problem() is None
 
     def recompute_if_view_missing(self) -> RunRecord | None:
-        """A run now if no batch view is serving (Redis lost its data, or the pointer was
-        deleted): the API answers 503 until one is, so this cannot wait for the cron
-        tick. After a failed run it waits ``batch_retry_backoff_s`` before trying again."""
+        """A run now if no batch view serves this repo's definitions (Redis lost its data,
+        the pointer was deleted, or the definitions changed): the API answers 503 for the
+        groups it cannot serve until one does, so this cannot wait for the cron tick.
+        After a failed run it waits ``batch_retry_backoff_s`` before trying again."""
         if self._running.locked():  # a run is going: it ends with a view or a failure
             return None
         try:
-            if self.view_serving():
-                return None
+            problem = self.view_problem()
         except redis.RedisError as error:
             log.debug("view check skipped: %r", error)
+            return None
+        if problem is None:
             return None
         last = self.last
         if (
@@ -167,9 +195,10 @@ class BatchScheduler:
             and time.time() - (last.finished_at or 0) < self.settings.batch_retry_backoff_s
         ):
             return None
-        log.warning("no batch view is serving: recomputing now")
-        self.history.restore()  # Redis lost its data: the history too
-        return self.run_once("view-missing")
+        log.warning("%s: recomputing now", problem.reason)
+        if problem.trigger == "view-missing":
+            self.history.restore()  # Redis lost its data: the history too
+        return self.run_once(problem.trigger)
 
     def schedule(self, scheduler: BaseScheduler, run_now: bool = False) -> None:
         """Add the cron job (and, if asked, an immediate run) to an APScheduler scheduler."""

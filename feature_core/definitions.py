@@ -283,6 +283,27 @@ class FeatureGroup:
         """Per window name, the tile columns a batch view stores (see :func:`batch_partials`)."""
         return {w.name: frozenset(i) for w, i in self.window_tile_indices.items()}
 
+    @cached_property
+    def view_fingerprint(self) -> str:
+        """What a batch view of this group holds, as 12 hex digits: its source table and
+        event time, entity, filters, tile columns and features. A view written under
+        another fingerprint (the feature repo changed, or another repo shares the Redis
+        prefix) must not be merged with this group's tiles."""
+        parts = [
+            self.name,
+            self.source.name,
+            self.event_time,
+            list(self.join_keys),
+            [[f.column, list(f.values)] for f in self.filters],
+            [c.key for c in self.tile_columns],
+            [
+                [f.name, f.aggregation.name, f.window.name, list(f.tile_indices)]
+                for f in self.features
+            ],
+        ]
+        digest = hashlib.sha256(json.dumps(parts, default=repr).encode()).hexdigest()
+        return digest[:12]
+
     def accepts(self, event: Mapping[str, Any]) -> bool:
         return all(f.matches(event) for f in self.filters)
 

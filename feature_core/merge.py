@@ -55,6 +55,8 @@ class BatchPointer:
     delta_version: int | None = None  # when the view was read from one lake table
     created_at: int | None = None
     delta_versions: Mapping[str, int | None] | None = None  # lake table -> version read
+    # group -> FeatureGroup.view_fingerprint of the definitions the view was computed from
+    view_fingerprints: Mapping[str, str] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BatchPointer:
@@ -65,6 +67,7 @@ class BatchPointer:
             data.get("delta_version"),
             data.get("created_at"),
             data.get("delta_versions"),
+            data.get("view_fingerprints"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -75,7 +78,16 @@ class BatchPointer:
             "delta_version": self.delta_version,
             "created_at": self.created_at,
             "delta_versions": self.delta_versions,
+            "view_fingerprints": self.view_fingerprints,
         }
+
+    def stale_groups(self, groups: Sequence[FeatureGroup]) -> list[str]:
+        """The names of ``groups`` this view was not computed for as they are defined now
+        (their definitions changed since, or another repo wrote the view). Empty when
+        the pointer has no fingerprints (written by hand or by an older release)."""
+        if self.view_fingerprints is None:
+            return []
+        return [g.name for g in groups if self.view_fingerprints.get(g.name) != g.view_fingerprint]
 
 
 class MergedValue(NamedTuple):

@@ -25,7 +25,9 @@ class RunRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    trigger: str = Field(description="schedule, startup, manual or view-missing.")
+    trigger: str = Field(
+        description="schedule, startup, manual, view-missing or definitions-changed."
+    )
     status: RunStatus = RunStatus.RUNNING
     started_at: float = Field(default_factory=time.time, description="Epoch seconds.")
     finished_at: float | None = None

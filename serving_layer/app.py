@@ -45,7 +45,7 @@ from serving_layer.models import (
     Readiness,
     error_responses,
 )
-from serving_layer.online import OnlineFeatures
+from serving_layer.online import OnlineFeatures, stale_view_message
 from serving_layer.responses import json_response
 from serving_layer.security import BodySizeLimit, require_token
 from serving_layer.store import FeatureStore, connect
@@ -266,7 +266,7 @@ def _add_v1_routes(
                 raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
             entity = entity_id([keys[k] for k in join_keys])
         snapshot = await online.store.read([((group,), (entity,))])
-        online.require_complete_views(snapshot)
+        online.require_complete_views(snapshot, (definition,))
         as_of = int(time.time() * 1000)
         views = snapshot.entities[0]
         merged = merge_group(
@@ -409,6 +409,8 @@ def _ops_router() -> APIRouter:
             problems.append("no batch view yet: run `lfp batch run` or wait for the scheduler")
         if recomputing:
             problems.append("the speed layer is writing its tiles again after Redis lost them")
+        if pointer is not None and (stale := pointer.stale_groups(repo.groups)):
+            problems.append(stale_view_message(pointer, stale))
         if pointer is not None:
             now = int(time.time() * 1000)
             age = (now - pointer.cutoff) / 1000

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from feature_core.definitions import FeatureRepo
-from feature_core.merge import ValueStatus
+from feature_core.definitions import FeatureGroup, FeatureRepo
+from feature_core.merge import BatchPointer, ValueStatus
 from serving_layer.metrics import ServingMetrics
 from serving_layer.store import FeatureStore, ViewsRequest, ViewsSnapshot
 from serving_layer.vectors import (
@@ -56,25 +56,34 @@ class OnlineFeatures:
     def _resolve(self, feature_service: str | None, features: tuple[str, ...] | None) -> Selection:
         return select(self.repo, feature_service, features)
 
-    def require_complete_views(self, snapshot: ViewsSnapshot) -> None:
-        """:class:`NoBatchView` unless a batch view serves or speed-only values are allowed;
+    def require_complete_views(
+        self, snapshot: ViewsSnapshot, groups: Sequence[FeatureGroup]
+    ) -> None:
+        """:class:`NoBatchView` unless a batch view computed from these groups' current
+        definitions serves (or speed-only values are allowed and none serves);
         :class:`SpeedRecomputing` while the speed job rewrites the tiles Redis lost.
 
-        Without either, values would miss events: identities and partial counts that a
-        model cannot tell from real ones."""
+        Without either, values would miss events or merge another definition's view:
+        numbers a model cannot tell from real ones."""
         if snapshot.speed_recomputing:
             raise SpeedRecomputing(
                 "the speed layer is writing its tiles again after Redis lost them (it "
                 "reads the topics from the start; `lfp status` shows its lag): retry in "
                 "a few seconds"
             )
-        if snapshot.pointer is None and not self.serve_speed_only:
+        pointer = snapshot.pointer
+        if pointer is None:
+            if self.serve_speed_only:
+                return
             raise NoBatchView(
                 "no batch view is serving yet (the first batch run has not finished, or "
                 "Redis lost its data): wait for the scheduler's run or start one with "
                 "`lfp batch run`; LFP_API_SERVE_SPEED_ONLY=true serves speed-layer values "
                 "alone meanwhile, with status speed_only"
             )
+        stale = pointer.stale_groups(groups)
+        if stale:
+            raise NoBatchView(stale_view_message(pointer, stale))
 
     def selection(
         self, feature_service: str | None = None, features: Sequence[str] | None = None
@@ -104,7 +113,7 @@ class OnlineFeatures:
             self.metrics.entities_of(endpoint).observe(len(entity_ids))
             requests.append(selection.views_request(entity_ids))
         snapshot = await self.store.read(requests)
-        self.require_complete_views(snapshot)
+        self.require_complete_views(snapshot, [g for sel, _ in parts for g in sel.groups])
         as_of = int(time.time() * 1000)
         served, start = [], 0
         for selection, entity_ids in parts:
@@ -122,3 +131,12 @@ class OnlineFeatures:
             served.append(ServedVectors(selection, part, as_of, vectors))
             start = end
         return served
+
+
+def stale_view_message(pointer: BatchPointer, stale: Sequence[str]) -> str:
+    return (
+        f"the batch view serving (v{pointer.version}) was computed from other definitions of "
+        f"{', '.join(stale)} (the feature repo changed, or another repo's batch job shares "
+        "this Redis and LFP_KEY_PREFIX): the batch scheduler recomputes it within "
+        "LFP_BATCH_WATCH_S seconds, `lfp batch run` does it now"
+    )

@@ -191,6 +191,43 @@ def test_a_deleted_pointer_is_noticed_and_recomputed_at_once(demo_result, stack)
     assert served.status_code == 200 and served.json()["batch"]["version"] > before
 
 
+def test_a_view_of_other_definitions_is_not_served_and_is_recomputed(demo_result, stack) -> None:
+    """A pointer whose view was computed from another definition of a group (the repo
+    changed, or another repo's batch job shares the prefix): that group answers 503, the
+    others still serve, /readyz says why, and the scheduler recomputes at once."""
+    settings = stack.settings
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeySpace(settings.key_prefix)
+    history = RunHistory(client, settings.key_prefix)
+    user, api = demo_result["user"], settings.api_url
+    pointer = orjson.loads(client.get(keys.batch_pointer))
+    before = pointer["version"]
+    assert pointer["view_fingerprints"]["user_activity"]
+    pointer["view_fingerprints"]["user_activity"] = "0" * 12
+    tampered_at = time.time()
+    client.set(keys.batch_pointer, orjson.dumps(pointer))
+    stale = httpx.get(f"{api}/v1/features/user_activity/{user}", timeout=10)
+    assert stale.status_code == 503
+    assert "other definitions of user_activity" in stale.json()["detail"]
+    body = {"feature_service": "ranking_features", "entities": [user]}
+    assert httpx.post(f"{api}/v1/features", json=body, timeout=10).status_code == 503
+    other = httpx.get(f"{api}/v1/features/user_browsing/{user}", timeout=10)
+    assert other.status_code == 200 and other.json()["batch_version"] == before
+    ready = httpx.get(f"{api}/readyz", timeout=10)
+    assert any("user_activity" in p for p in ready.json()["problems"])
+
+    def recomputed() -> object:
+        runs = [r for r in history.recent(10) if r.started_at >= tampered_at]
+        done = [r for r in runs if r.status is RunStatus.SUCCEEDED and r.switched]
+        return done[0] if done else None
+
+    record = wait_for(recomputed, 300, "a run after the pointer named other definitions")
+    assert record.trigger == "definitions-changed"
+    assert record.started_at - tampered_at < settings.batch_watch_s + 5
+    served = httpx.post(f"{api}/v1/features", json=body, timeout=10)
+    assert served.status_code == 200 and served.json()["batch"]["version"] > before
+
+
 def test_run_history_survives_losing_redis(demo_result, stack) -> None:
     """Every save also goes to the lake: with Redis's history gone, the CLI (and then the
     API) show the same runs again."""

@@ -186,3 +186,29 @@ def test_a_topic_may_not_be_another_sources_dead_letter_topic():
     with pytest.raises(DefinitionError, match=r"both use the name 'pay\.dlq'"):
         FeatureRepo(tuple(groups))
     assert dataclasses.replace(echo, topic="echo").dlq_topic == "echo.dlq"
+
+
+def test_a_groups_view_fingerprint_changes_only_with_what_its_batch_view_holds() -> None:
+    import dataclasses
+
+    from feature_core.merge import BatchPointer
+
+    base = group(Aggregation("count", windows=["1h", "1d"]))
+    same = group(Aggregation("count", windows=["1h", "1d"]), description="reworded")
+    assert len(base.view_fingerprint) == 12 and same.view_fingerprint == base.view_fingerprint
+    changed = [
+        group(Aggregation("count", windows=["1h", "7d"])),  # a window
+        group(Aggregation("sum", column="amount", windows=["1h", "1d"])),  # an aggregation
+        group(Aggregation("count", windows=["1h", "1d"]), filter={"event_type": "purchase"}),
+        dataclasses.replace(base, name="other"),
+        dataclasses.replace(base, entity=Entity("user", ("user_id", "item_id"))),
+    ]
+    prints = {g.view_fingerprint for g in changed}
+    assert base.view_fingerprint not in prints and len(prints) == len(changed)
+
+    pointer = BatchPointer(1, 0, 0, view_fingerprints={"g": base.view_fingerprint})
+    assert pointer.stale_groups([same]) == []
+    assert pointer.stale_groups([changed[0], changed[3]]) == ["g", "other"]
+    assert BatchPointer.from_json(pointer.to_json()) == pointer
+    # A pointer that names no fingerprints (hand-written, older release) vouches for all.
+    assert BatchPointer(1, 0, 0).stale_groups(changed) == []
