@@ -187,6 +187,10 @@ class AggregationKind:
     needs_column: bool = True
     column_types: tuple[type, ...] | None = None  # None: any column
     value_type: str = "any"  # JSON type of the finalized value, shown in the API schema
+    # The finalized value's field type: "integer", "float", or "column" (the aggregated
+    # column's own type); ``returns_list``: a list of them (typed exports such as Feast's).
+    result: str = "column"
+    returns_list: bool = False
 
 
 def _sum_value(ir: IR) -> float:
@@ -205,11 +209,21 @@ def aggregation_kind(name: str, param: int | None = None) -> AggregationKind:
     """The kind for an aggregation name (``param``: k for last_k, precision for hll)."""
     if name == "count":
         return AggregationKind(
-            "count", (Primitive.COUNT,), lambda ir: int(ir[0] or 0), False, value_type="integer"
+            "count",
+            (Primitive.COUNT,),
+            lambda ir: int(ir[0] or 0),
+            False,
+            value_type="integer",
+            result="integer",
         )
     if name == "sum":
         return AggregationKind(
-            "sum", (Primitive.SUM,), _sum_value, column_types=NUMERIC, value_type="number"
+            "sum",
+            (Primitive.SUM,),
+            _sum_value,
+            column_types=NUMERIC,
+            value_type="number",
+            result="float",
         )
     if name == "mean":
         return AggregationKind(
@@ -218,6 +232,7 @@ def aggregation_kind(name: str, param: int | None = None) -> AggregationKind:
             _mean_value,
             column_types=NUMERIC,
             value_type="number",
+            result="float",
         )
     if name in ("min", "max"):
         return AggregationKind(
@@ -233,6 +248,7 @@ def aggregation_kind(name: str, param: int | None = None) -> AggregationKind:
             (Primitive("last_k", param),),
             lambda ir: [v for _, v in ir[0]],
             value_type="array",
+            returns_list=True,
         )
     if name == "approx_count_distinct":
         precision = param or sketches.DEFAULT_PRECISION
@@ -244,6 +260,7 @@ def aggregation_kind(name: str, param: int | None = None) -> AggregationKind:
             lambda ir: sketches.estimate(ir[0]),
             column_types=(str,),
             value_type="integer",
+            result="integer",
         )
     raise KeyError(name)
 

@@ -208,6 +208,15 @@ class Feature:
     def qualified_name(self) -> str:
         return f"{self.group}:{self.name}"
 
+    def value_type(self, source: EventSource) -> tuple[str, bool]:
+        """The served value's field type name (``FIELD_TYPES``), and whether it is a list
+        of them: what a typed export of the feature (Feast's dtypes) declares."""
+        kind = self.aggregation
+        if kind.result == "column":
+            assert self.column is not None
+            return source.by_name[self.column].kind.name, kind.returns_list
+        return kind.result, kind.returns_list
+
 
 @dataclass(frozen=True)
 class FeatureGroup:

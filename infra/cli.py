@@ -36,6 +36,7 @@ demo_app = typer.Typer(no_args_is_help=True, help="The demo workload.")
 probe_app = typer.Typer(no_args_is_help=True, help="Health probes (Compose healthchecks).")
 training_app = typer.Typer(no_args_is_help=True, help="Point-in-time correct training sets.")
 lake_app = typer.Typer(no_args_is_help=True, help="The lake: each source's Delta table.")
+feast_app = typer.Typer(no_args_is_help=True, help="Feast interop: a Feast repo for the API.")
 for sub, name in (
     (lake_app, "lake"),
     (training_app, "training-set"),
@@ -47,10 +48,12 @@ for sub, name in (
     (topics_app, "topics"),
     (features_app, "features"),
     (demo_app, "demo"),
+    (feast_app, "feast"),
 ):
     app.add_typer(sub, name=name)
 
 console = Console()
+FEAST_TESTED = "0.67.0"  # the Feast release tests/serving_layer/test_feast_sdk.py drives
 StatusFile = Annotated[
     Path | None, typer.Option(help="Write a heartbeat/status JSON here (used by the stack).")
 ]
@@ -609,6 +612,28 @@ def serve() -> None:
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info"
     )
+
+
+@feast_app.command("export")
+@friendly_errors
+def feast_export(
+    out: Annotated[Path, typer.Option(help="Directory to write the Feast repo into.")],
+    project: Annotated[str, typer.Option(help="The Feast project name.")] = "lfp",
+    api_url: Annotated[
+        str | None, typer.Option(help="The platform API the SDK reads; default LFP_API_URL.")
+    ] = None,
+) -> None:
+    """Write a Feast repo (feature_store.yaml with `online_store: remote` pointed at the
+    API, entities, feature views with dtypes, feature services) mirroring the feature
+    repo, for `feast apply` and Feast's SDK."""
+    from serving_layer.feast_repo import export
+
+    settings = get_settings()
+    online_store = {"type": "remote", "path": api_url or settings.api_url}
+    written = export(_repo(settings), settings.feature_repo, out, project, online_store)
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"next: cd {out} && feast apply   (Feast {FEAST_TESTED} is the tested release)")
 
 
 @training_app.command("build")

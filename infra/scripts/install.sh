@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the platform needs on a Debian/Ubuntu machine:
 #   system: Java 17 JDK (Spark, Flink; javac for the speed job's functions), redis-server (embedded stack), wrk and valgrind (serving benchmarks)
-#   python: a virtual environment in .venv with the package and its dev tools
+#   python: a virtual environment in .venv with the package and its dev tools; Feast in .venv-feast
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -46,6 +46,16 @@ say "installing the platform and its dependencies"
 # Compiled bytecode up front: with PYTHONDONTWRITEBYTECODE set, or a read-only venv, every
 # process (API, Flink workers, CLI) would otherwise compile each module it imports again.
 "$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" -e '.[dev]'
+
+# Feast's SDK and feature server in an environment of their own (its pins are not ours):
+# tests/serving_layer/test_feast_sdk.py drives them against the API.
+FEAST_VENV="${FEAST_VENV:-.venv-feast}"
+FEAST_VERSION="0.67.0"
+if [[ ! -x "$FEAST_VENV/bin/feast" ]] || ! "$FEAST_VENV/bin/python" -c "import feast, sys; sys.exit(feast.__version__ != '$FEAST_VERSION')" 2>/dev/null; then
+  say "installing Feast $FEAST_VERSION into $FEAST_VENV (the Feast compatibility test)"
+  "$VENV/bin/uv" venv -q --allow-existing --python "$VENV/bin/python" "$FEAST_VENV"
+  "$VENV/bin/uv" pip install -q --python "$FEAST_VENV/bin/python" "feast[redis]==$FEAST_VERSION"
+fi
 
 say "checking the toolchain"
 "$VENV/bin/lfp" doctor
