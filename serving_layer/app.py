@@ -487,6 +487,7 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
     _add_v1_routes(app, auth, auth_errors, app.state.repo)
     feast_errors = (404, 413, 415, 422, 503, *auth_errors)
     app.include_router(feast.router, dependencies=auth, responses=error_responses(*feast_errors))
+    app.include_router(feast.health_router)
     app.include_router(_ops_router())
     for spec in settings.api_routers:
         app.include_router(

@@ -1,87 +1,207 @@
-"""Feast-compatible ``POST /get-online-features``: Feast's request and response shapes.
+"""Feast-compatible ``POST /get-online-features`` and ``GET /health``.
 
-A Feast HTTP client (or Feast's remote online store) pointed at this server works
-unchanged. Values and statuses are the same ones the ``/v1`` endpoints serve.
+Feast's SDK with ``online_store: type: remote`` (see ``lfp feast export``), or any Feast
+HTTP client, pointed at this server works unchanged. The values are the ones the ``/v1``
+endpoints serve, mapped to Feast's meaning (tested against Feast's own feature server in
+tests/serving_layer/test_feast_sdk.py):
+
+- an entity with no data in a feature group's views is not found: null values, status
+  ``NOT_FOUND``, event timestamp 1970-01-01T00:00:00Z; service defaults do not apply (Feast
+  has none);
+- a null value of a found entity is ``NULL_VALUE``, and so is an empty list (Feast's SDK
+  cannot type an empty JSON list);
+- values of a stale batch view, or speed-only values, are ``OUTSIDE_MAX_AGE``;
+- ``feature_service`` wins over ``features``; features of several entities may be asked
+  together, each group reading its own join keys from ``entities``; entity values are
+  converted to their join key's declared type and echoed, with every known join key sent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from feature_core.definitions import FeatureRepo
 from feature_core.keys import entity_id
 from feature_core.merge import ValueStatus
 from serving_layer.bodies import documented_body, parse_body
 from serving_layer.deps import online_of
 from serving_layer.models import FeastRequest, FeastResponse
+from serving_layer.online import OnlineFeatures, ServedVectors
 from serving_layer.responses import json_response
-from serving_layer.vectors import RequestError
+from serving_layer.vectors import NotFoundError, RequestError, Selection
 
 ENDPOINT = "/get-online-features"
-EPOCH = "1970-01-01T00:00:00Z"  # Feast's timestamp for entity key columns
+EPOCH = "1970-01-01T00:00:00Z"  # Feast's timestamp for entity keys and values not found
 
-# Feast's FieldStatus names. A null filled by a service default still had no data.
+# A found entity's value: Feast's FieldStatus name (a null one is NULL_VALUE).
 FEAST_STATUS = {
     ValueStatus.PRESENT: "PRESENT",
-    ValueStatus.NO_DATA: "NOT_FOUND",
-    ValueStatus.DEFAULT: "NOT_FOUND",
+    ValueStatus.NO_DATA: "PRESENT",  # e.g. a count of 0 over a window with no events
+    ValueStatus.DEFAULT: "PRESENT",  # not reached: Feast selections carry no defaults
     ValueStatus.STALE_BATCH_VIEW: "OUTSIDE_MAX_AGE",
     ValueStatus.SPEED_ONLY: "OUTSIDE_MAX_AGE",  # partial: the history is missing
 }
 
 router = APIRouter(tags=["feast"])
+health_router = APIRouter(tags=["ops"])  # no token, as Feast's and our /healthz
 
 
-def _iso(ms: int | None) -> str:
-    if ms is None:
-        return EPOCH
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+def feast_timestamp(ms: int) -> str:
+    """Epoch ms as protobuf's JSON Timestamp, as Feast's server prints it: no fraction
+    for whole seconds, else milliseconds."""
+    text = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
+
+
+def requested_features(repo: FeatureRepo, body: FeastRequest) -> list[str]:
+    """The references asked for: a feature service's (it wins, as in Feast) or the list."""
+    if body.feature_service is not None:
+        try:
+            return list(repo.service(body.feature_service).features)
+        except KeyError as error:
+            raise NotFoundError(error.args[0]) from None
+    if not body.features:
+        raise RequestError("give 'feature_service' or a non-empty 'features'")
+    return list(body.features)
+
+
+def by_entity(online: OnlineFeatures, refs: Sequence[str]) -> list[Selection]:
+    """One selection per entity type, in order of first use (Feast reads each feature
+    view with its own join keys; a ``/v1`` vector is of one entity type)."""
+    parts: dict[tuple[str, ...], list[str]] = {}
+    for ref in refs:
+        try:
+            keys = online.repo.group(ref.partition(":")[0]).join_keys
+        except KeyError as error:
+            raise RequestError(error.args[0]) from None
+        parts.setdefault(keys, []).append(ref)
+    return [online.selection(features=part) for part in parts.values()]
+
+
+def typed_keys(repo: FeatureRepo, entities: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Each known join key's values in its declared type (Feast converts them to the
+    entity's type and echoes them); keys no entity has are dropped, as Feast does."""
+    kinds = {k: g.source.by_name[k].kind for g in repo.groups for k in g.join_keys}
+    typed: dict[str, list[Any]] = {}
+    for key, values in entities.items():
+        kind = kinds.get(key)
+        if kind is None:
+            continue
+        if kind.python is str:
+            typed[key] = [str(v) for v in values]
+            continue
+        try:
+            typed[key] = [int(v) for v in values]
+        except ValueError:
+            raise RequestError(f"entities.{key}: {kind.name} values expected") from None
+    return typed
 
 
 @router.post(ENDPOINT, response_model=FeastResponse, openapi_extra=documented_body(FeastRequest))
 async def get_online_features(request: Request) -> Response:
-    """Feature values in Feast's column-oriented shape: the join key column first, then
+    """Feature values in Feast's column-oriented shape: the join key columns first, then
     one column per feature with a value, status and event timestamp per entity."""
     body = await parse_body(request, FeastRequest)
     online = online_of(request)
-    selection = online.selection(body.feature_service, body.features)
-    join_keys = selection.join_keys
-    if set(body.entities) != set(join_keys):
-        raise RequestError(
-            f"entities must have one list per join key of the requested features, "
-            f"{list(join_keys)}; got {sorted(body.entities)}"
-        )
-    columns = [body.entities[k] for k in join_keys]
-    n = len(columns[0])
-    if any(len(column) != n for column in columns):
-        raise RequestError("every join key's list must have the same length")
-    ids = [entity_id(values) for values in zip(*columns, strict=True)]
-    served = await online.serve(selection, ids, ENDPOINT)
-    if body.full_feature_names:
-        names = [f"{r.group.name}__{r.feature.name}" for r in selection.refs]
-    else:
-        names = [r.feature.name for r in selection.refs]
-        if len(set(names)) != len(names):
+    refs = requested_features(online.repo, body)
+    selections = by_entity(online, refs)
+    keys = typed_keys(online.repo, body.entities)
+    lengths = {len(values) for values in keys.values()}
+    if len(lengths) > 1:
+        raise RequestError("every join key's list in 'entities' must have the same length")
+    parts = []
+    for selection in selections:
+        missing = [k for k in selection.join_keys if k not in keys]
+        if missing:
             raise RequestError(
-                "feature names collide across groups; set full_feature_names to true"
+                f"entities lacks join key(s) {missing} of {', '.join(selection.group_names)}"
             )
-    pointer = served.snapshot.pointer
-    watermarks = served.snapshot.speed_watermarks
-    results = [
-        {"values": column, "statuses": ["PRESENT"] * n, "event_timestamps": [EPOCH] * n}
-        for column in columns
+        columns = [keys[k] for k in selection.join_keys]
+        parts.append((selection, [entity_id(v) for v in zip(*columns, strict=True)]))
+    served = await online.serve_together(parts, ENDPOINT)
+    n = lengths.pop()
+    names: list[str] = list(keys)
+    results: list[dict[str, Any]] = [
+        {"values": values, "statuses": ["PRESENT"] * n, "event_timestamps": [EPOCH] * n}
+        for values in keys.values()
     ]
-    for i, ref in enumerate(selection.refs):
-        # The newest event time the views cover for this feature's group.
-        times = [t for t in (watermarks.get(ref.group.name), pointer and pointer.cutoff) if t]
-        stamp = _iso(max(times) if times else None)
-        results.append(
-            {
-                "values": [v.values[i] for v in served.vectors],
-                "statuses": [FEAST_STATUS[v.statuses[i]] for v in served.vectors],
-                "event_timestamps": [stamp] * n,
-            }
-        )
-    return json_response({"metadata": {"feature_names": [*join_keys, *names]}, "results": results})
+    for one in served:
+        names += feature_names(one.selection, body.full_feature_names)
+        results += feature_columns(one)
+    if not body.full_feature_names and len(set(names)) != len(names):
+        raise RequestError("feature names collide across groups; set full_feature_names to true")
+    metadata: dict[str, Any] = {"feature_names": names}
+    if body.include_feature_view_version_metadata:
+        groups = dict.fromkeys(g for one in served for g in one.selection.group_names)
+        metadata["feature_view_metadata"] = [{"name": g} for g in groups]
+    return json_response({"metadata": metadata, "results": results})
+
+
+def feature_names(selection: Selection, full: bool) -> list[str]:
+    if full:
+        return [f"{r.group.name}__{r.feature.name}" for r in selection.refs]
+    return [r.feature.name for r in selection.refs]
+
+
+def feature_columns(served: ServedVectors) -> list[dict[str, Any]]:
+    """One Feast result per feature of the selection, entity by entity."""
+    selection, snapshot = served.selection, served.snapshot
+    n_groups = len(selection.groups)
+    # The newest event time each group's views cover (the same for all its entities).
+    covered = []
+    for group in selection.groups:
+        times = [snapshot.speed_watermarks.get(group.name)]
+        if snapshot.pointer is not None:
+            times.append(snapshot.pointer.cutoff)
+        known = [t for t in times if t]
+        covered.append(feast_timestamp(max(known)) if known else EPOCH)
+    # An entity is found in a group when the group's views hold anything for it.
+    found = [
+        [
+            not (v.batch_doc is None and not v.speed_tiles)
+            for v in snapshot.entities[i : i + n_groups]
+        ]
+        for i in range(0, len(snapshot.entities), n_groups)
+    ]
+    columns = []
+    for position, ref in enumerate(selection.refs):
+        g = ref.group_index
+        values, statuses, stamps = [], [], []
+        for vector, entity_found in zip(served.vectors, found, strict=True):
+            value = vector.values[position]
+            if not entity_found[g]:
+                values.append(None)
+                statuses.append("NOT_FOUND")
+                stamps.append(EPOCH)
+                continue
+            if value is None or value == []:
+                values.append(None)
+                statuses.append("NULL_VALUE")
+            else:
+                values.append(value)
+                statuses.append(FEAST_STATUS[vector.statuses[position]])
+            stamps.append(covered[g])
+        columns.append({"values": values, "statuses": statuses, "event_timestamps": stamps})
+    return columns
+
+
+@health_router.get(
+    "/health",
+    response_class=Response,
+    responses={
+        200: {"description": "The online store answers (empty body)", "content": None},
+        503: {"description": "Redis does not answer (empty body)"},
+    },
+)
+async def health(request: Request) -> Response:
+    """Feast's health check: 200 with an empty body while the online store answers."""
+    try:
+        await online_of(request).store.read()
+    except Exception:  # any failure to read means not healthy, as Feast's check
+        return Response(status_code=503)
+    return Response(status_code=200)

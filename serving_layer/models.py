@@ -247,6 +247,8 @@ FeastEntityValue = (
 class FeastRequest(BaseModel):
     """Feast's ``/get-online-features`` request body.
 
+    As in Feast, ``feature_service`` wins when ``features`` is given too, and features of
+    several entities may be asked together (``entities`` then holds each one's join keys).
     Unknown fields are ignored, as Feast's own server does, so newer Feast clients that
     send extra fields keep working.
     """
@@ -254,7 +256,16 @@ class FeastRequest(BaseModel):
     model_config = ConfigDict(
         extra="ignore",
         json_schema_extra={
-            **ONE_SELECTION,
+            "anyOf": [
+                {
+                    "required": ["feature_service"],
+                    "properties": {"feature_service": {"type": "string"}},
+                },
+                {
+                    "required": ["features"],
+                    "properties": {"features": {"type": "array", "minItems": 1}},
+                },
+            ],
             "examples": [
                 {
                     "features": ["user_purchases:spend_30d", "user_browsing:events_5m"],
@@ -268,11 +279,15 @@ class FeastRequest(BaseModel):
     features: list[FeatureReference] | None = None
     feature_service: StrictStr | None = None
     entities: dict[str, list[FeastEntityValue]] = Field(
-        description="Join key -> entity values: one list per join key of the entity, all "
-        "of the same length (the n-th values of each list name the n-th entity)."
+        description="Join key -> entity values: one list per join key of the requested "
+        "features' entities, all of the same length (the n-th values of each list name the "
+        "n-th entity row). Values are converted to the join key's declared type."
     )
     full_feature_names: StrictBool = Field(
         False, description="Name features 'group__feature' instead of 'feature' (true or false)."
+    )
+    include_feature_view_version_metadata: StrictBool = Field(
+        False, description="Add metadata.feature_view_metadata: the feature groups read."
     )
 
 
@@ -284,6 +299,7 @@ class FeastColumn(BaseModel):
 
 class FeastMetadata(BaseModel):
     feature_names: list[str]
+    feature_view_metadata: list[dict[str, Any]] | None = None
 
 
 class FeastResponse(BaseModel):

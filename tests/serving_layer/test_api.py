@@ -140,8 +140,14 @@ def test_feast_compatible_endpoint_answers_feast_shape_with_the_same_values(stac
     v1 = post(stack.settings, "/v1/features", {"features": features, "entities": users}).json()
     for i, _name in enumerate(features):
         column = parsed["results"][i + 1]
-        assert column["values"][:3] == [v["values"][i] for v in v1["vectors"]]
-        assert column["statuses"] == ["PRESENT"] * 3 + ["NOT_FOUND"]
+        served = [v["values"][i] for v in v1["vectors"]]
+        # Feast's meaning: a null (or empty list) is NULL_VALUE; an unknown entity is
+        # NOT_FOUND with a null value and the epoch, not the aggregation's identity.
+        assert column["values"] == [None if v in (None, []) else v for v in served] + [None]
+        assert column["statuses"] == [
+            "NULL_VALUE" if v in (None, []) else "PRESENT" for v in served
+        ] + ["NOT_FOUND"]
+        assert column["event_timestamps"][3] == "1970-01-01T00:00:00Z"
     # A recent event stamps the column with the speed watermark, not the epoch.
     stamp = datetime.fromisoformat(
         parsed["results"][1]["event_timestamps"][0].replace("Z", "+00:00")
@@ -223,7 +229,7 @@ def test_feast_compatible_endpoint_answers_feast_shape_with_the_same_values(stac
             "/get-online-features",
             {"features": ["user_activity:event_count_1h"], "entities": {"driver_id": [1]}},
             422,
-            "one list per join key of the requested features, ['user_id']",
+            "entities lacks join key(s) ['user_id'] of user_activity",
         ),
         (
             "/get-online-features",
@@ -232,7 +238,7 @@ def test_feast_compatible_endpoint_answers_feast_shape_with_the_same_values(stac
                 "entities": {"card_id": ["c1", "c2"], "merchant_id": ["m1"]},
             },
             422,
-            "every join key's list must have the same length",
+            "every join key's list in 'entities' must have the same length",
         ),
         (
             "/v1/features",

@@ -1,0 +1,304 @@
+"""Feast's own SDK and Feast's own feature server against the API (Feast from PyPI, in
+its own environment, .venv-feast, made by `make install`).
+
+1. `lfp feast export` writes a Feast repo with `online_store: remote` pointed at the API;
+   `feast apply` registers it; the SDK's `get_online_features(...).to_dict()` must equal
+   the `/v1` values (null where an entity has no data, and for empty lists).
+2. The same values are written into a real `feast serve` (its own Redis); the same
+   `/get-online-features` bodies sent to it and to the API must answer the same JSON,
+   modulo the differences the README's Feast section names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from feature_core.definitions import FeatureRepo
+from fraud import feature_repo as fraud
+from fraud.generator import iso
+from infra.stack import free_port
+from serving_layer.feast_repo import export
+from tests.conftest import wait_for
+from tests.integration.helpers import entities_for, make_event, produce
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("feast_driver.py")
+#: Statuses where the API is more precise than Feast 0.67's server, which answers PRESENT
+#: with a null value for an entity it does not hold and for a null value (README).
+NULL_STATUSES = {"NOT_FOUND", "NULL_VALUE"}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.fixture(scope="module")
+def feast_python() -> Path:
+    python = Path(os.environ.get("LFP_FEAST_PYTHON", ROOT / ".venv-feast" / "bin" / "python"))
+    if not python.exists():
+        pytest.fail(f"Feast's environment is missing ({python}): run make install")
+    return python
+
+
+def feast_cli(python: Path, repo_dir: Path, *args: str) -> None:
+    done = subprocess.run(
+        [str(python.parent / "feast"), *args], cwd=repo_dir, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def drive(python: Path, command: dict) -> Any:
+    done = subprocess.run(
+        [str(python), str(DRIVER)], input=json.dumps(command), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def known(stack) -> dict[str, Any]:
+    """Two users and an item with fresh shop events, and a (card, merchant) pair with
+    payments, all served by the speed layer."""
+    settings = stack.settings
+    _, ids = entities_for("feast", users=2, items=1)
+    users, item = ids["user_id"], ids["item_id"][0]
+    t = now_ms()
+    events = []
+    for i, user in enumerate(users):
+        for k in range(i + 2):
+            events.append({**make_event(user, t - (k + 1) * 1000, "view"), "item_id": item})
+        events.append(make_event(user, t - 500, "purchase", amount=10.0 * (i + 1)))
+    produce(settings, events)
+    tag = f"feast{uuid.uuid4().hex[:6]}"
+    card, merchant = f"{tag}-c", f"{tag}-m"
+    rng = random.Random(3)
+    payments = [
+        {
+            "transaction_id": f"{tag}-t{n}",
+            "card_id": card,
+            "account_id": f"{tag}-a",
+            "merchant_id": merchant,
+            "amount": round(rng.uniform(1, 400), 2),
+            "currency": "EUR",
+            "channel": "online",
+            "country": "DE",
+            "ts": iso(t - 2000 + n),
+        }
+        for n in range(2)
+    ]
+    produce(settings, payments, fraud.transactions)
+
+    def served() -> bool:
+        checks = [
+            (["user_activity:event_count_1h"], users, [3, 4]),
+            (["item_popularity:interactions_1h"], [item], [5]),
+            (
+                ["card_merchant_history:pair_count_1d"],
+                [{"card_id": card, "merchant_id": merchant}],
+                [2],
+            ),
+        ]
+        for features, entities, expected in checks:
+            body = {"features": features, "entities": entities}
+            got = httpx.post(f"{settings.api_url}/v1/features", json=body, timeout=10).json()
+            if [v["values"][0] for v in got.get("vectors", [])] != expected:
+                return False
+        return True
+
+    wait_for(served, 90, "the speed layer to serve the test's users, item and card")
+    return {"users": users, "item": item, "card": card, "merchant": merchant}
+
+
+def cases(known: dict[str, Any]) -> list[dict[str, Any]]:
+    users, ghost = known["users"], f"ghost-{uuid.uuid4().hex[:6]}"
+    user_features = [
+        "user_activity:event_count_1h",
+        "user_activity:purchase_amount_sum_lifetime",
+        "user_purchases:spend_7d",
+        "user_purchases:avg_order_value_30d",
+        "user_browsing:last_item_1h",
+        "user_browsing:recent_categories_1d",
+        "user_browsing:category_history_7d",
+    ]
+    card_features = [
+        "card_merchant_history:pair_count_1d",
+        "card_merchant_history:pair_spend_30d",
+        "card_merchant_history:last_seen_lifetime",
+    ]
+    return [
+        {"features": user_features, "entities": {"user_id": [*users, ghost]}},
+        {
+            "features": user_features,
+            "entities": {"user_id": [users[0], ghost]},
+            "full_feature_names": True,
+        },
+        {"feature_service": "ranking_features", "entities": {"user_id": [users[1], ghost]}},
+        {
+            "features": card_features,
+            "entities": {
+                "card_id": [known["card"], known["card"], ghost],
+                "merchant_id": [known["merchant"], ghost, known["merchant"]],
+            },
+        },
+        {
+            "features": ["item_popularity:interactions_1h", "user_activity:event_count_1h"],
+            "entities": {"item_id": [known["item"], ghost], "user_id": [ghost, users[0]]},
+        },
+        {"features": ["user_activity:event_count_1h"], "entities": {"user_id": [7]}},
+    ]
+
+
+def expected_from_v1(stack, repo: FeatureRepo, case: dict[str, Any]) -> dict[str, list]:
+    """What a Feast client must see, from the `/v1` values: the join keys as sent (as
+    text: every join key here is a string), then each feature's values, null where the
+    entity has no data in the group and for empty lists."""
+    refs = (
+        repo.service(case["feature_service"]).features
+        if case.get("feature_service")
+        else case["features"]
+    )
+    entities = {k: [str(v) for v in values] for k, values in case["entities"].items()}
+    rows = list(zip(*entities.values(), strict=True))
+    keys = list(entities)
+    expected: dict[str, list] = {k: v for k, v in entities.items()}
+    for ref in refs:
+        group = repo.group(ref.split(":")[0])
+        objects = [{k: row[keys.index(k)] for k in group.join_keys} for row in rows]
+        body = {"features": [ref], "entities": objects}
+        got = httpx.post(f"{stack.settings.api_url}/v1/features", json=body, timeout=10)
+        assert got.status_code == 200, got.text
+        name = ref.replace(":", "__") if case.get("full_feature_names") else ref.split(":")[1]
+        values = []
+        for entity, vector in zip(objects, got.json()["vectors"], strict=True):
+            unknown = any(str(v).startswith("ghost-") or v == "7" for v in entity.values())
+            value = vector["values"][0]
+            values.append(None if unknown or value == [] else value)
+        expected[name] = values
+    return expected
+
+
+def test_the_feast_sdk_reads_the_same_values_as_v1(stack, known, feast_python, tmp_path) -> None:
+    settings = stack.settings
+    repo = FeatureRepo.from_module(settings.feature_repo)
+    remote = tmp_path / "remote"
+    online_store = {"type": "remote", "path": settings.api_url}
+    export(repo, settings.feature_repo, remote, "lfp", online_store)
+    feast_cli(feast_python, remote, "apply")
+    for case in cases(known):
+        for _ in range(3):  # values may move between the reads (a window boundary)
+            before = expected_from_v1(stack, repo, case)
+            (answer,) = drive(feast_python, {"repo": str(remote), "read": [case]})
+            if before == expected_from_v1(stack, repo, case):
+                break
+        assert "error" not in answer, (case, answer)
+        assert answer["dict"] == before, case
+
+
+def test_feast_serve_answers_the_same_json(
+    stack, known, feast_python, redis_process, tmp_path
+) -> None:
+    settings = stack.settings
+    api = settings.api_url
+    repo = FeatureRepo.from_module(settings.feature_repo)
+    native = tmp_path / "native"
+    online_store = {"type": "redis", "connection_string": f"localhost:{redis_process.port}"}
+    export(repo, settings.feature_repo, native, "lfp", online_store)
+    feast_cli(feast_python, native, "apply")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(feast_python.parent / "feast"), "serve", "-p", str(port), "--workers", "1"],
+        cwd=native,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    feast_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _healthy(feast_url), 120, "feast serve")
+        for case in cases(known):
+            for _ in range(3):
+                ours = httpx.post(f"{api}/get-online-features", json=case, timeout=10).json()
+                materialize(feast_python, native, repo, api, case)
+                theirs = httpx.post(f"{feast_url}/get-online-features", json=case, timeout=30)
+                assert theirs.status_code == 200, theirs.text
+                again = httpx.post(f"{api}/get-online-features", json=case, timeout=10).json()
+                if again == ours:
+                    break
+            assert_same_json(ours, theirs.json(), case)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def materialize(
+    python: Path, native: Path, repo: FeatureRepo, api: str, case: dict[str, Any]
+) -> None:
+    """Write what the API serves for the case's entities into Feast's online store, one
+    row per (group, found entity), stamped with the API's event timestamp."""
+    refs = (
+        repo.service(case["feature_service"]).features
+        if case.get("feature_service")
+        else case["features"]
+    )
+    writes = []
+    for name in dict.fromkeys(ref.split(":")[0] for ref in refs):
+        group = repo.group(name)
+        body = {
+            "features": [f"{name}:{f.name}" for f in group.features],
+            "entities": {k: case["entities"][k] for k in group.join_keys},
+        }
+        answer = httpx.post(f"{api}/get-online-features", json=body, timeout=10).json()
+        columns = dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True))
+        keys = [columns[k]["values"] for k in group.join_keys]
+        rows = []
+        for i, key_values in enumerate(zip(*keys, strict=True)):
+            first = columns[group.features[0].name]
+            if first["statuses"][i] == "NOT_FOUND":
+                continue
+            row = dict(zip(group.join_keys, key_values, strict=True))
+            row[group.event_time] = first["event_timestamps"][i]
+            row |= {f.name: columns[f.name]["values"][i] for f in group.features}
+            rows.append(row)
+        if rows:
+            writes.append({"view": name, "time_field": group.event_time, "rows": rows})
+    drive(python, {"repo": str(native), "write": writes})
+
+
+def assert_same_json(ours: dict, theirs: dict, case: dict) -> None:
+    """Same names, entity columns, values and timestamps; Feast 0.67 orders feature
+    columns by view and then at random and says PRESENT for nulls (README)."""
+    our_names, their_names = ours["metadata"]["feature_names"], theirs["metadata"]["feature_names"]
+    assert sorted(our_names) == sorted(their_names), case
+    n_keys = len(case["entities"])
+    assert our_names[:n_keys] == their_names[:n_keys], case
+    mine = dict(zip(our_names, ours["results"], strict=True))
+    other = dict(zip(their_names, theirs["results"], strict=True))
+    for name in our_names:
+        a, b = mine[name], other[name]
+        assert a["values"] == b["values"], (case, name)
+        assert a["event_timestamps"] == b["event_timestamps"], (case, name)
+        for status, their_status, value in zip(
+            a["statuses"], b["statuses"], a["values"], strict=True
+        ):
+            if status in NULL_STATUSES:
+                assert value is None and their_status in {status, "PRESENT"}, (case, name)
+            else:
+                assert status == their_status, (case, name)
