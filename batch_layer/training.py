@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from batch_layer.job import filter_column, partial_of, read_snapshot, to_partial
+from batch_layer.lake import open_table
 from feature_core.aggregations import AggregationKind, Primitive
 from feature_core.definitions import FeatureGroup, FeatureRepo, FeatureService, TileColumn
 from feature_core.settings import Settings
@@ -119,7 +120,7 @@ def build_training_set(
     spine: DataFrame,
     entity_columns: Sequence[str] | None = None,
     timestamp_column: str = "timestamp",
-    delta_versions: Mapping[str, int] | None = None,
+    delta_versions: Mapping[str, int | None] | None = None,
 ) -> DataFrame:
     """Spine columns (labels included) + the service's features, in service order.
 
@@ -146,7 +147,10 @@ def build_training_set(
         if source.name not in snapshots:
             version = (delta_versions or {}).get(source.table_name)
             snapshots[source.name] = read_snapshot(spark, settings, source, version)[0]
-    spine = spine.withColumn(ROW_ID, F.monotonically_increasing_id())
+    # Materialized once: every group's vectors are joined back on this id, and a generated
+    # id recomputed for each of them (after a lost partition, or a plan Spark evaluates
+    # twice) could pair one row's labels with another row's features.
+    spine = spine.withColumn(ROW_ID, F.monotonically_increasing_id()).localCheckpoint(eager=True)
     result = spine
     for name, group in groups.items():
         wanted = [feature for g, feature in refs if g == name]
@@ -165,13 +169,35 @@ def build_training_set(
     return result.orderBy(ROW_ID).select(*originals, *ordered)
 
 
-def write_training_set(frame: DataFrame, path: str, output_format: str = "parquet") -> None:
-    """Parquet through Spark, or a Delta table through delta-rs."""
+def lake_versions(
+    settings: Settings,
+    repo: FeatureRepo,
+    service: FeatureService,
+    pins: Mapping[str, int] | None = None,
+) -> dict[str, int | None]:
+    """Each lake table the service's groups read, at its pinned version or the latest
+    now (None: no table yet). Passed back as ``delta_versions``, it makes a build read
+    exactly these, so its summary can name them."""
+    tables = {repo.group(g).source.table_name for g, _ in service.references()}
+    versions: dict[str, int | None] = {}
+    for table_name in sorted(tables):
+        if pins and table_name in pins:
+            versions[table_name] = pins[table_name]
+            continue
+        table = open_table(settings.table_uri(table_name))
+        versions[table_name] = table.version() if table is not None else None
+    return versions
+
+
+def write_training_set(frame: DataFrame, path: str, output_format: str = "parquet") -> int:
+    """Parquet through Spark, or a Delta table through delta-rs; the rows written."""
     if output_format == "parquet":
         frame.write.mode("overwrite").parquet(path)
-    elif output_format == "delta":
+        return frame.sparkSession.read.parquet(path).count()
+    if output_format == "delta":
         from deltalake import write_deltalake
 
-        write_deltalake(path, frame.toArrow(), mode="overwrite")
-    else:
-        raise ValueError(f"unknown output format {output_format!r}: use parquet or delta")
+        table = frame.toArrow()
+        write_deltalake(path, table, mode="overwrite")
+        return table.num_rows
+    raise ValueError(f"unknown output format {output_format!r}: use parquet or delta")

@@ -653,8 +653,13 @@ def training_set_build(
     ] = None,
 ) -> None:
     """Each spine row + the features the API would have served at its timestamp."""
+    import uuid
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from batch_layer.progress import SparkProgress
     from batch_layer.spark import spark_session
-    from batch_layer.training import build_training_set, write_training_set
+    from batch_layer.training import build_training_set, lake_versions, write_training_set
 
     _setup_logging()
     settings = get_settings()
@@ -665,27 +670,69 @@ def training_set_build(
         raise RuntimeError(str(error.args[0])) from None
     if not spine.exists():
         raise RuntimeError(f"spine file {spine} not found")
+    versions = lake_versions(settings, repo, feature_service, _pins(delta_version))
+    started = time.monotonic()
     spark = spark_session(settings, "lfp-training-set")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
-        reader = spark.read.option("header", True).option("inferSchema", True)
-        frame = reader.csv(str(spine)) if spine.suffix == ".csv" else reader.parquet(str(spine))
-        result = build_training_set(
-            spark,
-            settings,
-            repo,
-            feature_service,
-            frame,
-            entity_column,
-            timestamp_column,
-            _pins(delta_version),
-        )
-        write_training_set(result, str(output), output_format)
-        rows = result.count()
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("Spark tasks", total=None)
+
+            def show(snapshot: Any) -> None:
+                progress.update(
+                    task,
+                    total=max(snapshot.tasks, 1),
+                    completed=snapshot.tasks_done,
+                    description=f"stages {snapshot.stages_done}/{snapshot.stages}, tasks",
+                )
+
+            with SparkProgress(spark, f"training-{uuid.uuid4().hex[:8]}", show):
+                reader = spark.read.option("header", True).option("inferSchema", True)
+                path = str(spine)
+                frame = reader.csv(path) if spine.suffix == ".csv" else reader.parquet(path)
+                result = build_training_set(
+                    spark,
+                    settings,
+                    repo,
+                    feature_service,
+                    frame,
+                    entity_column,
+                    timestamp_column,
+                    versions,
+                )
+                rows = write_training_set(result, str(output), output_format)
     except ValueError as error:
         raise RuntimeError(str(error)) from None
+    except Exception as error:
+        if _out_of_spark_memory(error):
+            raise RuntimeError(
+                "the training set ran out of Spark memory (LFP_SPARK_DRIVER_MEMORY="
+                f"{settings.spark_driver_memory}): give Spark more, e.g. "
+                "LFP_SPARK_DRIVER_MEMORY=8g, or build from fewer spine rows at a time. Each "
+                "spine row is joined to its entity's events within the service's longest "
+                "window, so entities with many events and long windows cost the most"
+            ) from None
+        raise
     finally:
         spark.stop()
-    console.print(f"wrote {rows} rows x {len(feature_service.features)} features to {output}")
+    read = ", ".join(
+        f"{table} v{v}" if v is not None else f"{table} (none)" for table, v in versions.items()
+    )
+    console.print(
+        f"wrote {rows:,} rows x {len(feature_service.features)} features to {output} in "
+        f"{time.monotonic() - started:.1f} s; lake read: {read}"
+    )
+
+
+def _out_of_spark_memory(error: BaseException) -> bool:
+    text = str(error)
+    signs = (
+        "SparkOutOfMemoryError",
+        "UNABLE_TO_ACQUIRE_MEMORY",
+        "OutOfMemoryError",
+        "Java heap space",
+    )
+    return any(sign in text for sign in signs)
 
 
 def _pins(specs: list[str] | None) -> dict[str, int] | None:

@@ -90,7 +90,7 @@ def test_training_sets_write_parquet_or_delta(spark_factory, tmp_path, output_fo
         [("u1", 5, [1, 2]), ("u2", 6, [])], "user_id STRING, t BIGINT, xs ARRAY<BIGINT>"
     )
     path = tmp_path / f"out.{output_format}"
-    write_training_set(frame, str(path), output_format)
+    assert write_training_set(frame, str(path), output_format) == 2
     table = (
         DeltaTable(str(path)).to_pyarrow_table()
         if output_format == "delta"
@@ -99,3 +99,47 @@ def test_training_sets_write_parquet_or_delta(spark_factory, tmp_path, output_fo
     assert sorted(table.column("user_id").to_pylist()) == ["u1", "u2"]
     with pytest.raises(ValueError, match="parquet or delta"):
         write_training_set(frame, str(tmp_path / "x"), "csv")
+
+
+def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path) -> None:
+    """`lfp training-set build` in its own process (it stops its Spark session): rows,
+    features, time and the lake version it read; a spine without the entity column is
+    one line saying so, not a traceback."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
+    rng = random.Random(9)
+    events = _events(rng)
+    rows = [(shop.parse(json.dumps(e)), 0, i) for i, e in enumerate(events)]
+    append_with_offsets(settings.table_uri(shop.table_name), shop, rows, "t", {0: len(rows)})
+    spine = tmp_path / "spine.csv"
+    spine.write_text(
+        f"user_id,timestamp,label\nu0,{BASE},1\nu1,{BASE - DAY_MS},0\nnobody,{BASE},0\n"
+    )
+    env = {
+        **os.environ,
+        "LFP_DATA_DIR": str(tmp_path),
+        "LFP_LAKE_URI": str(tmp_path / "lake"),
+        "LFP_FEATURE_REPO": "demo.feature_repo",
+    }
+
+    def build(*extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "infra", "training-set", "build"]
+        command += ["--service", "ranking_features", "--output", str(tmp_path / "out"), *extra]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    done = build("--spine", str(spine))
+    assert done.returncode == 0, done.stdout + done.stderr
+    n = len(FeatureRepo.from_module("demo.feature_repo").service("ranking_features").features)
+    assert f"wrote 3 rows x {n} features" in done.stdout
+    assert "lake read: raw_events v0" in done.stdout
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer,timestamp\nu0,1\n")
+    failed = build("--spine", str(bad))
+    assert failed.returncode == 1
+    assert "spine has no column 'user_id'" in failed.stdout
+    assert "Traceback" not in failed.stdout + failed.stderr
