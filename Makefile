@@ -3,7 +3,7 @@ VENV ?= .venv
 LFP  := $(VENV)/bin/lfp
 PY   := $(VENV)/bin/python
 
-.PHONY: help install up down status demo test test-unit lint format bench-speed bench-chaos bench-serving bench-serving-ir clean
+.PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-chaos bench-serving bench-serving-ir clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ format:
 
 bench-speed:  ## speed layer curve: freshness, sustained rate, lag, CPU per process (make up first; ARGS="--repo fraud")
 	$(PY) -m benchmarks.speed $(ARGS)
+
+bench-training:  ## point-in-time training sets: (1M, 10M events) x (5k, 50k, 500k rows) vs the batch view (self-contained)
+	$(PY) -m benchmarks.training $(ARGS)
 
 bench-chaos:  ## kill -9 each service in turn under load, on a stack of its own: loss, answers, time to correct
 	$(PY) -m benchmarks.chaos $(ARGS)

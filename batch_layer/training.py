@@ -3,51 +3,42 @@
 Each spine row ``(entity key, timestamp[, labels...])`` gets the feature vector the serving
 layer returns at that timestamp: for every feature, the events of that entity with event
 time in the feature's window ending at the timestamp (``[floor(ts - w, hop), ts)``), never
-later ones. The partials come from the same SQL the batch job uses, the values from the
-same finalize the API uses, so offline and online agree by construction and by test.
+later ones. Spine rows meet their entity's events in a cogroup, and one sweep per entity
+(:mod:`feature_core.sweep`) gives every row's partials from the shared algebra, finalized
+as the API finalizes them: offline and online agree by construction and by test, and the
+cost is linear in events plus rows, however skewed the keys.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
-from batch_layer.job import filter_column, partial_of, read_snapshot, to_partial
+from batch_layer.job import filter_column, read_snapshot
 from batch_layer.lake import open_table
-from feature_core.aggregations import AggregationKind, Primitive
-from feature_core.definitions import FeatureGroup, FeatureRepo, FeatureService, TileColumn
+from feature_core.aggregations import AggregationKind
+from feature_core.definitions import FeatureGroup, FeatureRepo, FeatureService
 from feature_core.settings import Settings
 from feature_core.sources import quoted
-from feature_core.windows import Window
+from feature_core.sweep import group_values
 
 ROW_ID = "__row_id"
+EVENT_TIME = "__t"
+QUERY_TIME = "__ts"
 _SPARK_TYPES: dict[str, T.DataType] = {
     "count": T.LongType(),
     "sum": T.DoubleType(),
     "mean": T.DoubleType(),
     "approx_count_distinct": T.LongType(),
 }
-
-
-def window_start_sql(window: Window, ts_column: str) -> str | None:
-    """SQL of ``Window.start(ts)`` (None for lifetime); timestamps must exceed the window."""
-    if window.length_ms is None:
-        return None
-    return f"(({ts_column} - {window.length_ms}) DIV {window.hop_ms}) * {window.hop_ms}"
-
-
-def _in_window_sql(column: TileColumn, window: Window, ts: str, time_column: str) -> str:
-    """The tile column's partial restricted to one window: other events are nulls."""
-    start = window_start_sql(window, ts)
-    time = quoted(time_column)
-    condition = f"{time} < {ts}" + (f" AND {time} >= {start}" if start else "")
-    value = quoted(column.column) if column.column else "1"
-    return partial_of(column.primitive, f"(CASE WHEN {condition} THEN {value} END)", time)
 
 
 def _value_type(kind: AggregationKind, feature_column: str | None, events: DataFrame) -> T.DataType:
@@ -65,51 +56,64 @@ def _group_vectors(
     entity_columns: Sequence[str],
     ts_column: str,
 ) -> DataFrame:
-    """One row per spine row: ``__row_id`` and the group's wanted features."""
-    features = [f for f in group.features if f.name in wanted]
-    time_column = group.event_time
-    present = " AND ".join(f"{quoted(k)} IS NOT NULL" for k in group.join_keys)
-    selected = events.where(filter_column(group)).where(present)
-    ends = spine.select(
-        ROW_ID,
-        *(F.col(c).cast("string").alias(f"__key{i}") for i, c in enumerate(entity_columns)),
-        F.col(ts_column).alias("__ts"),
+    """One row per spine row: ``__row_id`` and the group's wanted features.
+
+    Spine rows and events meet per entity (a cogroup on the join keys), and each entity's
+    rows are answered by one sweep over its events (:mod:`feature_core.sweep`): the work
+    is linear in the entity's events plus its rows, so a hot key costs its own size, not
+    its events times its rows."""
+    by_name = {f.name: f for f in group.features}
+    features = [by_name[name] for name in wanted]
+    needed = sorted(
+        {group.tile_columns[i].column for f in features for i in f.tile_indices} - {None}
     )
-    bounded = [not f.window.is_lifetime for f in features]
-    condition = F.col(time_column) < F.col("__ts")
-    for i, key in enumerate(group.join_keys):
-        condition &= F.col(f"__key{i}") == F.col(key).cast("string")
-    if all(bounded):
-        longest = max(features, key=lambda f: f.window.length_ms or 0).window
-        condition &= F.expr(f"{quoted(time_column)} >= {window_start_sql(longest, '__ts')}")
-    joined = ends.join(selected, condition, "left")
-    aggregates = []
-    plan: list[tuple[Any, list[Primitive]]] = []
-    for feature in features:
-        primitives = []
-        for index in feature.tile_indices:
-            column = group.tile_columns[index]
-            sql = _in_window_sql(column, feature.window, "__ts", time_column)
-            aggregates.append(F.expr(sql).alias(f"a{len(aggregates)}"))
-            primitives.append(column.primitive)
-        plan.append((feature, primitives))
-    raw = joined.groupBy(ROW_ID).agg(*aggregates)
+    keys = [f"__key{i}" for i in range(len(group.join_keys))]
+    present = " AND ".join(f"{quoted(k)} IS NOT NULL" for k in group.join_keys)
+    selected = (
+        events.where(filter_column(group))
+        .where(present)
+        .where(F.col(group.event_time).isNotNull())
+        .select(
+            *(F.col(k).cast("string").alias(keys[i]) for i, k in enumerate(group.join_keys)),
+            F.col(group.event_time).cast("long").alias(EVENT_TIME),
+            *(F.col(c) for c in needed),
+        )
+    )
+    rows = spine.select(
+        ROW_ID,
+        *(F.col(c).cast("string").alias(keys[i]) for i, c in enumerate(entity_columns)),
+        F.col(ts_column).cast("long").alias(QUERY_TIME),
+    )
     schema = T.StructType(
         [T.StructField(ROW_ID, T.LongType())]
-        + [T.StructField(f.name, _value_type(f.aggregation, f.column, events)) for f, _ in plan]
+        + [T.StructField(f.name, _value_type(f.aggregation, f.column, events)) for f in features]
     )
-    finalize = functools.partial(_finalize_row, plan=[(f.aggregation, p) for f, p in plan])
-    return raw.rdd.map(finalize).toDF(schema)
+    sweep = functools.partial(
+        _sweep_entity, group=group, wanted=wanted, needed=needed, schema=to_arrow_schema(schema)
+    )
+    return selected.groupBy(*keys).cogroup(rows.groupBy(*keys)).applyInArrow(sweep, schema)
 
 
-def _finalize_row(row: Any, plan: list[tuple[AggregationKind, list[Primitive]]]) -> tuple:
-    values: list[Any] = [row[ROW_ID]]
-    position = 1
-    for kind, primitives in plan:
-        ir = tuple(to_partial(p, row[position + i]) for i, p in enumerate(primitives))
-        position += len(primitives)
-        values.append(kind.finalize(ir))
-    return tuple(values)
+def _sweep_entity(
+    events: pa.Table,
+    rows: pa.Table,
+    group: FeatureGroup,
+    wanted: list[str],
+    needed: list[str],
+    schema: pa.Schema,
+) -> pa.Table:
+    """One entity's spine rows answered from its events (one cogroup of the join)."""
+    if rows.num_rows == 0:
+        return schema.empty_table()
+    times = events.column(EVENT_TIME).to_numpy(zero_copy_only=False)
+    columns = {c: events.column(c).to_pylist() for c in needed}
+    # A row without a time sees no event: identity values, as a row before all events.
+    query_times = pc.fill_null(rows.column(QUERY_TIME), np.iinfo(np.int64).min)
+    values = group_values(group, wanted, times, columns, query_times.to_numpy())
+    data = {ROW_ID: rows.column(ROW_ID)}
+    for j, name in enumerate(wanted):
+        data[name] = pa.array([row[j] for row in values], type=schema.field(name).type)
+    return pa.table(data, schema=schema)
 
 
 def build_training_set(

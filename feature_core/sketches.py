@@ -29,15 +29,18 @@ def _hash64(value: str) -> int:
     return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "big")
 
 
+def cell(value: str, precision: int = DEFAULT_PRECISION) -> tuple[int, int]:
+    """The register a value lands in and the rank it offers there."""
+    width = 64 - precision
+    h = _hash64(value)
+    return h >> width, width - (h & ((1 << width) - 1)).bit_length() + 1
+
+
 def registers_of(values: Iterable[str], precision: int = DEFAULT_PRECISION) -> dict[int, int]:
     """Sparse registers (index -> rank) of a set of string values."""
-    width = 64 - precision
     registers: dict[int, int] = {}
     for value in values:
-        h = _hash64(value)
-        index = h >> width
-        rest = h & ((1 << width) - 1)
-        rank = width - rest.bit_length() + 1
+        index, rank = cell(value, precision)
         if rank > registers.get(index, 0):
             registers[index] = rank
     return registers
