@@ -14,9 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -91,7 +89,10 @@ def _group_vectors(
     sweep = functools.partial(
         _sweep_entity, group=group, wanted=wanted, needed=needed, schema=to_arrow_schema(schema)
     )
-    return selected.groupBy(*keys).cogroup(rows.groupBy(*keys)).applyInArrow(sweep, schema)
+    # Only the spine's entities' events go on to the sweep: a sample (lfp verify) costs
+    # its entities' events, not the lake's.
+    wanted_events = selected.join(rows.select(*keys).distinct(), keys, "left_semi")
+    return wanted_events.groupBy(*keys).cogroup(rows.groupBy(*keys)).applyInArrow(sweep, schema)
 
 
 def _sweep_entity(
@@ -107,9 +108,8 @@ def _sweep_entity(
         return schema.empty_table()
     times = events.column(EVENT_TIME).to_numpy(zero_copy_only=False)
     columns = {c: events.column(c).to_pylist() for c in needed}
-    # A row without a time sees no event: identity values, as a row before all events.
-    query_times = pc.fill_null(rows.column(QUERY_TIME), np.iinfo(np.int64).min)
-    values = group_values(group, wanted, times, columns, query_times.to_numpy())
+    query_times = rows.column(QUERY_TIME).to_numpy()  # never null: see _epoch_ms
+    values = group_values(group, wanted, times, columns, query_times)
     data = {ROW_ID: rows.column(ROW_ID)}
     for j, name in enumerate(wanted):
         data[name] = pa.array([row[j] for row in values], type=schema.field(name).type)
@@ -145,6 +145,7 @@ def build_training_set(
     for column in (*entity_columns, timestamp_column):
         if column not in spine.columns:
             raise ValueError(f"spine has no column {column!r}; it has {spine.columns}")
+    spine = _epoch_ms(spine, timestamp_column)
     snapshots: dict[str, DataFrame] = {}
     for group in groups.values():
         source = group.source
@@ -171,6 +172,24 @@ def build_training_set(
         ordered.append(column.alias(f"{group_name}__{feature}"))
     originals = [c for c in spine.columns if c != ROW_ID]
     return result.orderBy(ROW_ID).select(*originals, *ordered)
+
+
+def _epoch_ms(spine: DataFrame, column: str) -> DataFrame:
+    """The spine with ``column`` as epoch milliseconds: integers as they are, Spark
+    timestamps converted; anything else, or a missing time, is an error (a cast would
+    turn it into a row that sees no events: silent zeros)."""
+    kind = spine.schema[column].dataType
+    if isinstance(kind, T.TimestampType | T.TimestampNTZType):
+        spine = spine.withColumn(column, F.unix_millis(F.col(column)))
+    elif not isinstance(kind, T.LongType | T.IntegerType | T.ShortType):
+        raise ValueError(
+            f"spine column {column!r} holds {kind.simpleString()}: give epoch milliseconds "
+            "(integers) or timestamps"
+        )
+    missing = spine.where(F.col(column).isNull()).count()
+    if missing:
+        raise ValueError(f"{missing} spine rows have no {column!r}: every row needs a time")
+    return spine
 
 
 def lake_versions(

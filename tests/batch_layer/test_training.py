@@ -143,3 +143,21 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
     assert failed.returncode == 1
     assert "spine has no column 'user_id'" in failed.stdout
     assert "Traceback" not in failed.stdout + failed.stderr
+
+
+def test_spine_times_must_be_epoch_ms_or_timestamps_and_present(spark_factory) -> None:
+    """A text or missing time would see no events (silent zeros): an error instead."""
+    from datetime import UTC, datetime
+
+    from batch_layer.training import _epoch_ms
+
+    spark = spark_factory(Settings(_env_file=None))
+    text = spark.createDataFrame([("u", "1700000000000")], "user_id STRING, ts STRING")
+    with pytest.raises(ValueError, match="holds string: give epoch milliseconds"):
+        _epoch_ms(text, "ts")
+    missing = spark.createDataFrame([("u", None), ("v", 5)], "user_id STRING, ts BIGINT")
+    with pytest.raises(ValueError, match="1 spine rows have no 'ts'"):
+        _epoch_ms(missing, "ts")
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    stamps = spark.createDataFrame([("u", moment)], "user_id STRING, ts TIMESTAMP")
+    assert _epoch_ms(stamps, "ts").collect()[0]["ts"] == int(moment.timestamp() * 1000)
