@@ -31,7 +31,7 @@ from feature_core.aggregations import (
     Primitive,
     aggregation_kind,
 )
-from feature_core.sources import EventSource, SourceError, quoted, typed
+from feature_core.sources import EventSource, FieldType, SourceError, quoted, typed
 from feature_core.windows import Window
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
@@ -445,6 +445,15 @@ class FeatureRepo:
             raise DefinitionError(f"duplicate feature service names in {service_names}")
         for service in self.services:
             self._validate_service(service)
+
+    @cached_property
+    def join_key_types(self) -> dict[str, FieldType]:
+        """Each join key's declared field type (from the first group keyed by it)."""
+        types: dict[str, FieldType] = {}
+        for group in self.groups:
+            for key in group.join_keys:
+                types.setdefault(key, group.source.by_name[key].kind)
+        return types
 
     @cached_property
     def sources(self) -> tuple[EventSource, ...]:

@@ -86,7 +86,7 @@ def by_entity(online: OnlineFeatures, refs: Sequence[str]) -> list[Selection]:
 def typed_keys(repo: FeatureRepo, entities: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """Each known join key's values in its declared type (Feast converts them to the
     entity's type and echoes them); keys no entity has are dropped, as Feast does."""
-    kinds = {k: g.source.by_name[k].kind for g in repo.groups for k in g.join_keys}
+    kinds = repo.join_key_types
     typed: dict[str, list[Any]] = {}
     for key, values in entities.items():
         kind = kinds.get(key)

@@ -51,16 +51,14 @@ def feast_entities(repo: FeatureRepo) -> dict[str, FeastEntity]:
     """Join key -> its Feast entity. A one-key entity keeps its name; a key used only in
     composite entities is named after the key."""
     names: dict[str, str] = {}
-    types: dict[str, str] = {}
     for group in repo.groups:
-        keys = group.join_keys
-        for key in keys:
-            kind = group.source.by_name[key].kind.name
-            if kind not in ENTITY_VALUE_TYPES:
-                raise ValueError(f"{group.name}: join key {key} of type {kind} has no Feast form")
-            types.setdefault(key, ENTITY_VALUE_TYPES[kind])
-            if len(keys) == 1:
-                names.setdefault(key, group.entity.name)
+        if len(group.join_keys) == 1:
+            names.setdefault(group.join_keys[0], group.entity.name)
+    types: dict[str, str] = {}
+    for key, kind in repo.join_key_types.items():
+        if kind.name not in ENTITY_VALUE_TYPES:
+            raise ValueError(f"join key {key} of type {kind.name} has no Feast form")
+        types[key] = ENTITY_VALUE_TYPES[kind.name]
     return {
         key: FeastEntity(names.get(key, key), key, value_type, f"entity_{key}")
         for key, value_type in types.items()
