@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-import orjson
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
@@ -158,7 +157,7 @@ class BatchScheduler:
         raw = self.client.get(KeySpace(self.settings.key_prefix).batch_pointer)
         if raw is None:
             return ViewProblem("view-missing", "no batch view is serving")
-        pointer = BatchPointer.from_json(orjson.loads(raw))
+        pointer = BatchPointer.parse(raw)
         if pointer.view_fingerprints is None:
             reason = f"batch view v{pointer.version} does not say which definitions it holds"
             return ViewProblem("definitions-changed", reason)

@@ -12,6 +12,8 @@ from enum import StrEnum
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+import orjson
+
 from feature_core.aggregations import IR
 from feature_core.definitions import FeatureGroup
 from feature_core.windows import COLLAPSED, FINEST_HOP_MS, Window, batch_layout, floor_to
@@ -57,6 +59,11 @@ class BatchPointer:
     delta_versions: Mapping[str, int | None] | None = None  # lake table -> version read
     # group -> FeatureGroup.view_fingerprint of the definitions the view was computed from
     view_fingerprints: Mapping[str, str] | None = None
+
+    @classmethod
+    def parse(cls, raw: str | bytes) -> BatchPointer:
+        """The pointer as stored in Redis (JSON)."""
+        return cls.from_json(orjson.loads(raw))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BatchPointer:

@@ -122,7 +122,7 @@ def _recomputing(epoch: bytes | None) -> bool:
 
 @lru_cache(maxsize=8)
 def _pointer_of(text: str) -> BatchPointer:
-    return BatchPointer.from_json(orjson.loads(text))
+    return BatchPointer.parse(text)
 
 
 def connect(settings: Settings) -> aioredis.Redis:
