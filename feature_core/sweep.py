@@ -75,14 +75,18 @@ def window_ranges(times: np.ndarray, starts: Sequence[int | None], ends: np.ndar
     return Ranges(lo, hi)
 
 
-def _count(_: Primitive, column: ColumnEvents, ranges: Ranges) -> list[Partial]:
+def _present_counts(column: ColumnEvents, ranges: Ranges) -> np.ndarray:
+    """Non-null values in each range."""
     prefix = np.concatenate(([0], np.cumsum(column.present, dtype=np.int64)))
-    return [int(n) for n in prefix[ranges.hi] - prefix[ranges.lo]]
+    return prefix[ranges.hi] - prefix[ranges.lo]
+
+
+def _count(_: Primitive, column: ColumnEvents, ranges: Ranges) -> list[Partial]:
+    return [int(n) for n in _present_counts(column, ranges)]
 
 
 def _sum(_: Primitive, column: ColumnEvents, ranges: Ranges) -> list[Partial]:
-    present = np.concatenate(([0], np.cumsum(column.present, dtype=np.int64)))
-    counts = present[ranges.hi] - present[ranges.lo]
+    counts = _present_counts(column, ranges)
     numbers = [v for v in column.values if v is not None]
     integral = all(isinstance(v, int) and not isinstance(v, bool) for v in numbers)
     if integral:  # exact: Python ints
