@@ -22,28 +22,21 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from batch_layer.job import filter_column, read_snapshot
 from batch_layer.lake import open_table
-from feature_core.aggregations import AggregationKind
-from feature_core.definitions import FeatureGroup, FeatureRepo, FeatureService
+from feature_core.definitions import Feature, FeatureGroup, FeatureRepo, FeatureService
 from feature_core.settings import Settings
-from feature_core.sources import quoted
+from feature_core.sources import FIELD_TYPES, quoted
 from feature_core.sweep import group_values
 
 ROW_ID = "__row_id"
 EVENT_TIME = "__t"
 QUERY_TIME = "__ts"
-_SPARK_TYPES: dict[str, T.DataType] = {
-    "count": T.LongType(),
-    "sum": T.DoubleType(),
-    "mean": T.DoubleType(),
-    "approx_count_distinct": T.LongType(),
-}
 
 
-def _value_type(kind: AggregationKind, feature_column: str | None, events: DataFrame) -> T.DataType:
-    if kind.name in _SPARK_TYPES:
-        return _SPARK_TYPES[kind.name]
-    column_type = events.schema[feature_column].dataType if feature_column else T.StringType()
-    return T.ArrayType(column_type) if kind.name == "last_k" else column_type
+def _value_type(feature: Feature, group: FeatureGroup) -> T.DataType:
+    """The Spark type of a feature's values, from its declared result type."""
+    name, is_list = feature.value_type(group.source)
+    value = T.DataType.fromDDL(FIELD_TYPES[name].sql)
+    return T.ArrayType(value) if is_list else value
 
 
 def _group_vectors(
@@ -84,7 +77,7 @@ def _group_vectors(
     )
     schema = T.StructType(
         [T.StructField(ROW_ID, T.LongType())]
-        + [T.StructField(f.name, _value_type(f.aggregation, f.column, events)) for f in features]
+        + [T.StructField(f.name, _value_type(f, group)) for f in features]
     )
     sweep = functools.partial(
         _sweep_entity, group=group, wanted=wanted, needed=needed, schema=to_arrow_schema(schema)
@@ -145,7 +138,6 @@ def build_training_set(
     for column in (*entity_columns, timestamp_column):
         if column not in spine.columns:
             raise ValueError(f"spine has no column {column!r}; it has {spine.columns}")
-    spine = _epoch_ms(spine, timestamp_column)
     snapshots: dict[str, DataFrame] = {}
     for group in groups.values():
         source = group.source
@@ -156,6 +148,8 @@ def build_training_set(
     # id recomputed for each of them (after a lost partition, or a plan Spark evaluates
     # twice) could pair one row's labels with another row's features.
     spine = spine.withColumn(ROW_ID, F.monotonically_increasing_id()).localCheckpoint(eager=True)
+    # Checked on the materialized rows, so the spine's file is read once.
+    spine = _epoch_ms(spine, timestamp_column)
     result = spine
     for name, group in groups.items():
         wanted = [feature for g, feature in refs if g == name]
