@@ -160,15 +160,18 @@ def cases(known: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def requested(repo: FeatureRepo, case: dict[str, Any]) -> list[str]:
+    """The references a case asks for: its feature service's, which wins, or its list."""
+    if case.get("feature_service"):
+        return list(repo.service(case["feature_service"]).features)
+    return list(case["features"])
+
+
 def expected_from_v1(stack, repo: FeatureRepo, case: dict[str, Any]) -> dict[str, list]:
     """What a Feast client must see, from the `/v1` values: the join keys as sent (as
     text: every join key here is a string), then each feature's values, null where the
     entity has no data in the group and for empty lists."""
-    refs = (
-        repo.service(case["feature_service"]).features
-        if case.get("feature_service")
-        else case["features"]
-    )
+    refs = requested(repo, case)
     entities = {k: [str(v) for v in values] for k, values in case["entities"].items()}
     rows = list(zip(*entities.values(), strict=True))
     keys = list(entities)
@@ -253,11 +256,7 @@ def materialize(
 ) -> None:
     """Write what the API serves for the case's entities into Feast's online store, one
     row per (group, found entity), stamped with the API's event timestamp."""
-    refs = (
-        repo.service(case["feature_service"]).features
-        if case.get("feature_service")
-        else case["features"]
-    )
+    refs = requested(repo, case)
     writes = []
     for name in dict.fromkeys(ref.split(":")[0] for ref in refs):
         group = repo.group(name)
