@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import redis
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.lake import open_table
+from batch_layer.lake import files_matching, open_table
 from feature_core.aggregations import Primitive
 from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
 from feature_core.keys import KeySpace, entity_id
@@ -57,16 +58,21 @@ def single_version(versions: dict[str, int | None]) -> int | None:
 
 
 def read_snapshot(
-    spark: SparkSession, settings: Settings, source: EventSource, version: int | None = None
+    spark: SparkSession,
+    settings: Settings,
+    source: EventSource,
+    version: int | None = None,
+    where: Mapping[str, Sequence[Any]] | None = None,
 ) -> tuple[DataFrame, int | None]:
     """A source's lake table at a pinned Delta version (latest when ``version`` is None),
     read with the schema its declaration compiles to: a field added later reads null in
-    older files."""
+    older files. ``where`` (column -> values) skips the files whose Delta statistics hold
+    none of a column's values; it does not filter rows."""
     schema = source.spark_ddl()
     table = open_table(settings.table_uri(source.table_name), version)
     if table is None:
         return spark.createDataFrame([], schema), None
-    files = table.file_uris()
+    files = table.file_uris() if where is None else files_matching(table, where)
     if not files:
         return spark.createDataFrame([], schema), table.version()
     return spark.read.schema(schema).parquet(*files), table.version()

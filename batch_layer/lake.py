@@ -3,12 +3,20 @@ master dataset. Tables are laid out by :mod:`feature_core.sources` (its ``lake_s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import time
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+from pyarrow.fs import FileType
 
+from feature_core.definitions import FeatureRepo
+from feature_core.settings import Settings
 from feature_core.sources import EVENT_DATE, EventSource, Record, records_to_arrow
 
 
@@ -158,6 +166,123 @@ def _normalized(arrow_type: pa.DataType) -> pa.DataType:
     if pa.types.is_large_string(arrow_type):
         return pa.string()
     return arrow_type
+
+
+def files_matching(table: DeltaTable, values: Mapping[str, Sequence[Any]]) -> list[str]:
+    """The table's data files that may hold a row whose column ``c`` is one of
+    ``values[c]`` for every column given, by the per-file min/max statistics in the Delta
+    log. A file without statistics for a column is kept, and so is every file when one
+    cannot be matched to its URI: this only ever reads more than needed."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    keep = [True] * actions.num_rows
+    for column, wanted in values.items():
+        ordered = sorted(wanted)
+        if f"min.{column}" not in actions.column_names:
+            continue
+        lows = actions.column(f"min.{column}").to_pylist()
+        highs = actions.column(f"max.{column}").to_pylist()
+        for i, (low, high) in enumerate(zip(lows, highs, strict=True)):
+            if low is None or high is None or not keep[i]:
+                continue
+            first = bisect.bisect_left(ordered, low)
+            keep[i] = first < len(ordered) and ordered[first] <= high
+    kept = {p for p, k in zip(actions.column("path").to_pylist(), keep, strict=True) if k}
+    uris = table.file_uris()
+    by_path = {}
+    for uri in uris:
+        # A data file's path in the log is relative to the table: its last segments.
+        for depth in {path.count("/") + 1 for path in kept}:
+            relative = "/".join(uri.split("/")[-depth:])
+            if relative in kept:
+                by_path[relative] = uri
+    if len(by_path) != len(kept):
+        return uris
+    return sorted(by_path.values())
+
+
+@dataclass(frozen=True)
+class Optimized:
+    """What one table's optimization did."""
+
+    table: str
+    columns: tuple[str, ...]
+    partitions: int
+    files_before: int
+    files_after: int
+    vacuumed: int
+    seconds: float
+
+
+def optimize_table(
+    uri: str, columns: Sequence[str], row_group_rows: int, retention_hours: int
+) -> Optimized | None:
+    """Cluster a table by its entity keys (Z-order) in every date partition holding more
+    than one file, then delete data files unreferenced for ``retention_hours``.
+
+    Ingest writes one small file per commit and partition, each holding keys from
+    everywhere; after this, a partition is a few files of small row groups, each covering
+    a narrow range of keys, so a read of a few entities (``lfp verify``) skips the rest by
+    their statistics. Readers pinned at an older version keep their files until the
+    retention has passed."""
+    started = time.monotonic()
+    table = open_table(uri)
+    if table is None:
+        return None
+    actions = pa.table(table.get_add_actions(flatten=True))
+    dates = actions.column(f"partition.{EVENT_DATE}").to_pylist()
+    files_per_date = Counter(dates)
+    crowded = sorted(d for d, n in files_per_date.items() if n > 1)
+    if crowded:
+        table.optimize.z_order(
+            list(columns),
+            partition_filters=[(EVENT_DATE, "in", crowded)],
+            writer_properties=WriterProperties(max_row_group_size=row_group_rows),
+        )
+    # The log keeps naming removed files for a while: count only those still there.
+    expired = table.vacuum(
+        retention_hours=retention_hours, dry_run=True, enforce_retention_duration=False
+    )
+    files = table.to_pyarrow_dataset().filesystem
+    present = [i for i in files.get_file_info(expired) if i.type != FileType.NotFound]
+    table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    return Optimized(
+        table=uri,
+        columns=tuple(columns),
+        partitions=len(crowded),
+        files_before=actions.num_rows,
+        files_after=len(table.file_uris()),
+        vacuumed=len(present),
+        seconds=time.monotonic() - started,
+    )
+
+
+def optimize_lake(
+    settings: Settings, repo: FeatureRepo, tables: Collection[str] | None = None
+) -> list[Optimized]:
+    """Optimize every lake table the repo's groups read (or the ``tables`` named), each
+    clustered by the join keys of the entities read from it."""
+    columns: dict[str, list[str]] = {}
+    for group in repo.groups:
+        keys = columns.setdefault(group.source.table_name, [])
+        keys.extend(k for k in group.join_keys if k not in keys)
+    unknown = set(tables or ()) - set(columns)
+    if unknown:
+        raise ValueError(
+            f"no source writes lake table(s) {sorted(unknown)}; known: {sorted(columns)}"
+        )
+    done = []
+    for table_name, keys in sorted(columns.items()):
+        if tables and table_name not in tables:
+            continue
+        result = optimize_table(
+            settings.table_uri(table_name),
+            keys,
+            settings.lake_row_group_rows,
+            settings.lake_retention_hours,
+        )
+        if result is not None:
+            done.append(result)
+    return done
 
 
 def count_rows(uri: str) -> int:

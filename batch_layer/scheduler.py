@@ -24,6 +24,7 @@ from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponent
 
 from batch_layer.history import RUNS_TABLE, RunHistory
 from batch_layer.job import run_batch
+from batch_layer.lake import optimize_lake
 from batch_layer.progress import ProgressSnapshot, SparkProgress
 from feature_core.definitions import FeatureRepo
 from feature_core.keys import KeySpace
@@ -199,6 +200,24 @@ class BatchScheduler:
             self.history.restore()  # Redis lost its data: the history too
         return self.run_once(problem.trigger)
 
+    def optimize_lake(self) -> None:
+        """Cluster the lake by entity keys (see :func:`batch_layer.lake.optimize_table`);
+        a failure is logged and the next tick tries again: the lake stays as it was."""
+        try:
+            for result in optimize_lake(self.settings, self.repo):
+                log.info(
+                    "lake %s optimized: %d partitions, %d -> %d files, %d old files deleted "
+                    "in %.1f s",
+                    result.table,
+                    result.partitions,
+                    result.files_before,
+                    result.files_after,
+                    result.vacuumed,
+                    result.seconds,
+                )
+        except Exception:
+            log.exception("lake optimization failed; the next scheduled one tries again")
+
     def schedule(self, scheduler: BaseScheduler, run_now: bool = False) -> None:
         """Add the cron job (and, if asked, an immediate run) to an APScheduler scheduler."""
         trigger = CronTrigger.from_crontab(self.settings.batch_schedule, timezone="UTC")
@@ -207,6 +226,13 @@ class BatchScheduler:
         )
         if run_now:
             scheduler.add_job(self.run_once, args=["startup"], id="batch-now")
+        scheduler.add_job(
+            self.optimize_lake,
+            CronTrigger.from_crontab(self.settings.lake_optimize_schedule, timezone="UTC"),
+            max_instances=1,
+            coalesce=True,
+            id="lake-optimize",
+        )
         scheduler.add_job(
             self.recompute_if_view_missing,
             "interval",

@@ -12,7 +12,8 @@ cost is linear in events plus rows, however skewed the keys.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -24,7 +25,7 @@ from batch_layer.job import filter_column, read_snapshot
 from batch_layer.lake import open_table
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo, FeatureService
 from feature_core.settings import Settings
-from feature_core.sources import FIELD_TYPES, quoted
+from feature_core.sources import FIELD_TYPES, EventSource, quoted
 from feature_core.sweep import group_values
 
 ROW_ID = "__row_id"
@@ -118,6 +119,7 @@ def build_training_set(
     entity_columns: Sequence[str] | None = None,
     timestamp_column: str = "timestamp",
     delta_versions: Mapping[str, int | None] | None = None,
+    entities: Collection[Sequence[str]] | None = None,
 ) -> DataFrame:
     """Spine columns (labels included) + the service's features, in service order.
 
@@ -126,6 +128,10 @@ def build_training_set(
     ``group__feature``; a service default replaces a missing (null) value.
     ``timestamp_column`` holds epoch milliseconds. Each group reads its source's lake
     table, pinned at ``delta_versions[table]`` when given.
+
+    ``entities`` (join key values as text, in the entity's order) restricts the lake read
+    to those entities, for a spine known to hold only them (a verification sample): the
+    filter goes into the Parquet scan, and each source's remaining events are read once.
     """
     refs = service.references()
     groups = {name: repo.group(name) for name, _ in refs}
@@ -143,7 +149,13 @@ def build_training_set(
         source = group.source
         if source.name not in snapshots:
             version = (delta_versions or {}).get(source.table_name)
-            snapshots[source.name] = read_snapshot(spark, settings, source, version)[0]
+            if entities is None:
+                events = read_snapshot(spark, settings, source, version)[0]
+            else:
+                where = _key_values(source, join_keys, entities)
+                events = read_snapshot(spark, settings, source, version, where)[0]
+                events = _only(events, join_keys, entities).localCheckpoint(eager=True)
+            snapshots[source.name] = events
     # Materialized once: every group's vectors are joined back on this id, and a generated
     # id recomputed for each of them (after a lost partition, or a plan Spark evaluates
     # twice) could pair one row's labels with another row's features.
@@ -166,6 +178,35 @@ def build_training_set(
         ordered.append(column.alias(f"{group_name}__{feature}"))
     originals = [c for c in spine.columns if c != ROW_ID]
     return result.orderBy(ROW_ID).select(*originals, *ordered)
+
+
+def _key_values(
+    source: EventSource, join_keys: Sequence[str], entities: Collection[Sequence[str]]
+) -> dict[str, list[Any]] | None:
+    """Each key column's wanted values as the lake stores them, for skipping data files
+    by their statistics (None when a value cannot be one of the column's, e.g. text for
+    an integer key: then no file is skipped, and the rows are filtered anyway)."""
+    values = {}
+    for i, key in enumerate(join_keys):
+        texts = pa.array(sorted({entity[i] for entity in entities}))
+        try:
+            values[key] = texts.cast(source.lake_schema.field(key).type).to_pylist()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    return values
+
+
+def _only(
+    events: DataFrame, join_keys: Sequence[str], entities: Collection[Sequence[str]]
+) -> DataFrame:
+    """The events of the given entities. Each key column is compared as it is stored
+    (text keys need no cast), so Parquet can skip row groups that lack the values; a
+    composite key's columns are filtered one by one, and the cogroup pairs them exactly."""
+    types = dict(events.dtypes)
+    for i, key in enumerate(join_keys):
+        column = F.col(key) if types[key] == "string" else F.col(key).cast("string")
+        events = events.where(column.isin(sorted({entity[i] for entity in entities})))
+    return events
 
 
 def _epoch_ms(spine: DataFrame, column: str) -> DataFrame:

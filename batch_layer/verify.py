@@ -11,18 +11,18 @@ after ``settle_s``; only what persists is reported.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import redis
 from pydantic import BaseModel, Field
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from batch_layer.job import read_snapshot, single_version
+from batch_layer.job import single_version
 from batch_layer.lake import open_table
 from batch_layer.training import build_training_set
 from feature_core.definitions import Entity, FeatureRepo, FeatureService
@@ -77,31 +77,34 @@ EntityKey = tuple[str, ...]  # join key values, in the entity's order
 
 
 def sample_entities(
-    spark: SparkSession,
-    settings: Settings,
-    repo: FeatureRepo,
-    entity: Entity,
-    sample: int,
-    seed: int,
+    settings: Settings, repo: FeatureRepo, entity: Entity, sample: int, seed: int
 ) -> list[EntityKey]:
-    """A seeded random sample of the entities (key tuples) present in the lake, in any
-    table a group of theirs reads."""
+    """A seeded random sample of the entities present in the lake, in any table a group
+    of theirs reads.
+
+    Drawn from the key columns of randomly chosen data files, read until there are four
+    candidates per entity wanted, so the cost follows the sample, not the lake. An
+    entity's chance grows with the number of files holding its events: active entities
+    come up more often than in a uniform draw over all of them."""
     keys = list(entity.join_keys)
-    sources = {
-        g.source.name: g.source for g in repo.groups if g.entity.join_keys == entity.join_keys
-    }
-    frames = []
-    for source in sources.values():
-        events, _ = read_snapshot(spark, settings, source)
-        present = events
-        for key in keys:
-            present = present.where(F.col(key).isNotNull())
-        frames.append(present.select(*(F.col(k).cast("string").alias(k) for k in keys)))
-    ids = frames[0]
-    for frame in frames[1:]:
-        ids = ids.unionByName(frame)
-    rows = ids.distinct().orderBy(F.rand(seed)).limit(sample).collect()
-    return [tuple(row[k] for k in keys) for row in rows]
+    tables = sorted(
+        {g.source.table_name for g in repo.groups if g.entity.join_keys == entity.join_keys}
+    )
+    fragments = []
+    for table_name in tables:
+        table = open_table(settings.table_uri(table_name))
+        if table is not None:
+            fragments.extend(table.to_pyarrow_dataset().get_fragments())
+    rng = random.Random(seed)
+    rng.shuffle(fragments)
+    found: set[EntityKey] = set()
+    for fragment in fragments:
+        if len(found) >= 4 * sample:
+            break
+        present = fragment.to_table(columns=keys).drop_null()
+        columns = [present.column(k).to_pylist() for k in keys]
+        found.update(tuple(str(v) for v in values) for values in zip(*columns, strict=True))
+    return rng.sample(sorted(found), min(sample, len(found)))
 
 
 def _served(
@@ -136,14 +139,14 @@ def _recomputed(
     repo: FeatureRepo,
     service: FeatureService,
     join_keys: Sequence[str],
-    keys: Iterable[EntityKey],
+    keys: Sequence[EntityKey],
     as_of: int,
     delta_versions: dict[str, int],
 ) -> dict[str, dict[str, Any]]:
     columns = ", ".join(f"{quoted(k)} string" for k in join_keys)
     spine = spark.createDataFrame([(*k, as_of) for k in keys], f"{columns}, ts long")
     frame = build_training_set(
-        spark, settings, repo, service, spine, join_keys, "ts", delta_versions
+        spark, settings, repo, service, spine, join_keys, "ts", delta_versions, entities=keys
     )
     return {
         entity_id([row[k] for k in join_keys]): {
@@ -196,7 +199,7 @@ def verify(
         service = _service_for(repo, entity)
         given = (entities or {}).get(entity.name)
         if given is None:
-            ids = sample_entities(spark, settings, repo, entity, sample, seed)
+            ids = sample_entities(settings, repo, entity, sample, seed)
         else:
             ids = [tuple(map(str, k)) if isinstance(k, (tuple, list)) else (str(k),) for k in given]
         if not ids:

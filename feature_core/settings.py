@@ -132,6 +132,23 @@ class Settings(BaseSettings):
     batch_keep_versions: int = Field(2, ge=1, description="Batch view versions kept in Redis.")
     spark_master: str = Field("local[2]", description="Spark master URL.")
     spark_driver_memory: str = Field("2g", description="Spark driver memory.")
+    lake_optimize_schedule: str = Field(
+        "30 2 * * *",
+        description="Crontab (5 fields, UTC) for clustering the lake by entity keys and "
+        "removing unreferenced files (lfp lake optimize).",
+    )
+    lake_row_group_rows: int = Field(
+        16384,
+        ge=1024,
+        description="Rows per Parquet row group when the lake is optimized; smaller groups "
+        "let a read of a few entities skip more.",
+    )
+    lake_retention_hours: int = Field(
+        168,
+        ge=1,
+        description="Data files replaced by an optimization are deleted after this long; "
+        "a training set or batch run pinned at an older lake version needs them until then.",
+    )
     ingest_max_records: int = Field(20000, ge=1, description="Max events per Delta commit.")
     ingest_poll_ms: int = Field(500, ge=10, description="Longest wait for a lake ingest batch.")
 
@@ -162,11 +179,11 @@ class Settings(BaseSettings):
         "may still be in flight.",
     )
 
-    @field_validator("batch_schedule")
+    @field_validator("batch_schedule", "lake_optimize_schedule")
     @classmethod
     def _five_field_cron(cls, value: str) -> str:
         if len(value.split()) != 5:
-            raise ValueError("batch_schedule must be a 5-field crontab, e.g. '*/15 * * * *'")
+            raise ValueError(f"{value!r} is not a 5-field crontab, e.g. '*/15 * * * *'")
         return value
 
     # --- derived (plain properties: a cached value would survive model_copy) -------

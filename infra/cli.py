@@ -429,6 +429,31 @@ def lake_load(
         )
 
 
+@lake_app.command("optimize")
+@friendly_errors
+def lake_optimize(
+    table: Annotated[
+        list[str] | None, typer.Option(help="Lake table to optimize (repeat); default: all.")
+    ] = None,
+) -> None:
+    """Cluster each lake table by its entities' join keys (Z-order, per date partition
+    with more than one file) and delete files unreferenced for LFP_LAKE_RETENTION_HOURS.
+    The scheduler runs this on LFP_LAKE_OPTIMIZE_SCHEDULE."""
+    from batch_layer.lake import optimize_lake
+
+    settings = get_settings()
+    with console.status("optimizing the lake"):
+        done = optimize_lake(settings, _repo(settings), table)
+    if not done:
+        console.print("no lake table yet: nothing to optimize")
+    for result in done:
+        console.print(
+            f"{result.table}: by {', '.join(result.columns)}; {result.partitions} partitions "
+            f"rewritten, {result.files_before} -> {result.files_after} files, "
+            f"{result.vacuumed} old files deleted, {result.seconds:.1f} s"
+        )
+
+
 # --- layers -----------------------------------------------------------------------
 
 

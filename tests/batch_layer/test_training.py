@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from batch_layer.lake import append_with_offsets
+from batch_layer.lake import append_with_offsets, optimize_table
 from batch_layer.training import build_training_set
 from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo, FeatureService
@@ -50,7 +50,9 @@ def test_training_rows_equal_the_reference_at_their_timestamps(spark_factory, tm
     rng = random.Random(entity_key)
     events = _events(rng)
     rows = [(shop.parse(json.dumps(e)), 0, i) for i, e in enumerate(events)]
-    append_with_offsets(settings.table_uri(shop.table_name), shop, rows, "t", {0: len(rows)})
+    for start in range(0, len(rows), 100):  # several files per day, as ingest writes
+        chunk = rows[start : start + 100]
+        append_with_offsets(settings.table_uri(shop.table_name), shop, chunk, "t", {0: start})
 
     keys = ["u0", "u1", "u2", "nobody"] if entity_key == "user_id" else ["i1", "i3", "nobody"]
     times = [BASE - 50 * DAY_MS + 7, BASE - 3 * DAY_MS, BASE - HOUR_MS - 1, BASE + 1]
@@ -61,6 +63,15 @@ def test_training_rows_equal_the_reference_at_their_timestamps(spark_factory, tm
     )
     result = build_training_set(spark, settings, repo, service, spine).collect()
     assert len(result) == len(keys) * len(times)
+    # The same rows from the lake clustered by the key, and from a read of only the
+    # spine's entities (the verifier's path, skipping files by their statistics).
+    uri = settings.table_uri(shop.table_name)
+    optimized = optimize_table(uri, [entity_key], row_group_rows=50, retention_hours=0)
+    assert optimized is not None and optimized.files_after < optimized.files_before
+    only = [(k,) for k in keys]
+    assert build_training_set(spark, settings, repo, service, spine, entities=only).collect() == (
+        result
+    )
     assert result[0].asDict().keys() >= {entity_key, "timestamp", "label"}
     for row in result:
         for group in groups:
@@ -114,7 +125,9 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
     rng = random.Random(9)
     events = _events(rng)
     rows = [(shop.parse(json.dumps(e)), 0, i) for i, e in enumerate(events)]
-    append_with_offsets(settings.table_uri(shop.table_name), shop, rows, "t", {0: len(rows)})
+    for start in range(0, len(rows), 100):  # several files per day, as ingest writes
+        chunk = rows[start : start + 100]
+        append_with_offsets(settings.table_uri(shop.table_name), shop, chunk, "t", {0: start})
     spine = tmp_path / "spine.csv"
     spine.write_text(
         f"user_id,timestamp,label\nu0,{BASE},1\nu1,{BASE - DAY_MS},0\nnobody,{BASE},0\n"

@@ -1,4 +1,5 @@
-"""The consistency verifier on the demo's data: clean, then a tampered speed tile."""
+"""The consistency verifier: its sample, then on the demo's data: clean, then a tampered
+speed tile."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import orjson
 import pytest
 import redis
 
-from batch_layer.verify import publish, verify
+from batch_layer.lake import append_with_offsets
+from batch_layer.verify import publish, sample_entities, verify
+from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo
 from feature_core.keys import KeySpace
+from feature_core.settings import Settings
 from feature_core.windows import SPEED_TILE_MS, floor_to
 from tests.conftest import DEMO_SHOP_PREFIX
-
-pytestmark = pytest.mark.integration
 
 
 def demo_entities(demo_result) -> dict[str, list[str]]:
@@ -26,6 +28,7 @@ def demo_entities(demo_result) -> dict[str, list[str]]:
     return {"user": [f"{DEMO_SHOP_PREFIX}{i}" for i in range(8)], "item": items[:8]}
 
 
+@pytest.mark.integration
 def test_zero_mismatches_on_the_demo_and_a_metric(demo_result, stack, spark_factory) -> None:
     settings = stack.settings
     repo = FeatureRepo.from_module("demo.feature_repo")  # the stack serves more workloads
@@ -43,6 +46,7 @@ def test_zero_mismatches_on_the_demo_and_a_metric(demo_result, stack, spark_fact
     assert 'lfp_consistency_mismatches{feature="user_activity:event_count_lifetime"} 0.0' in metrics
 
 
+@pytest.mark.integration
 def test_a_tampered_speed_tile_is_caught_and_fails_the_cli(demo_result, stack) -> None:
     settings = stack.settings
     user = demo_result["user"]
@@ -85,3 +89,29 @@ def test_a_tampered_speed_tile_is_caught_and_fails_the_cli(demo_result, stack) -
     assert f"user_activity:event_count_lifetime {user}" in result.stdout
     metrics = httpx.get(f"{settings.api_url}/metrics").text
     assert 'lfp_consistency_mismatches{feature="user_activity:event_count_lifetime"} 1.0' in metrics
+
+
+def test_the_sample_comes_from_the_lake_is_seeded_and_reads_few_files(tmp_path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    user = next(g.entity for g in repo.groups if g.entity.join_keys == ("user_id",))
+    assert sample_entities(settings, repo, user, 5, seed=1) == []  # no lake yet
+    uri = settings.table_uri(shop.table_name)
+    day = 86_400_000
+    for n in range(40):  # 40 files, each with its own 50 users
+        records = []
+        for i in range(50):
+            raw = {"event_id": f"e{n}-{i}", "user_id": f"u{n}-{i}", "event_type": "view"}
+            records.append(
+                (shop.parse(orjson.dumps({**raw, "event_time": 1_700_000_000_000 + n * day})), 0, i)
+            )
+        append_with_offsets(uri, shop, records, "id", {0: n})
+    drawn = sample_entities(settings, repo, user, 5, seed=1)
+    assert len(set(drawn)) == 5
+    assert all(len(k) == 1 and k[0].startswith("u") for k in drawn)
+    assert sample_entities(settings, repo, user, 5, seed=1) == drawn
+    assert sample_entities(settings, repo, user, 5, seed=2) != drawn
+    # Four candidates per entity wanted: 20 users, so one file of 50 is enough.
+    assert len({k[0].split("-")[0] for k in drawn}) == 1
+    everyone = sample_entities(settings, repo, user, 5000, seed=1)
+    assert len(everyone) == 40 * 50 == len(set(everyone))
