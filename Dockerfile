@@ -9,6 +9,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY feature_core ./feature_core
 COPY runtime ./runtime
+COPY online_store ./online_store
 COPY batch_layer ./batch_layer
 COPY speed_layer ./speed_layer
 COPY serving_layer ./serving_layer

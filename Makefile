@@ -3,7 +3,7 @@ VENV ?= .venv
 LFP  := $(VENV)/bin/lfp
 PY   := $(VENV)/bin/python
 
-.PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-chaos bench-serving bench-serving-ir clean
+.PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-chaos bench-serving bench-serving-ir bench-cluster clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench-serving:  ## API throughput/latency vs a bare one-HGETALL endpoint (self-c
 
 bench-serving-ir:  ## instructions per request, API vs the same ceiling, under callgrind (deterministic)
 	$(PY) -m benchmarks.serving_instructions
+
+bench-cluster:  ## serving from Redis Cluster vs one Redis server (RPS ratio); speed job at parallelism 1 vs 2 on the Flink cluster
+	$(PY) -m benchmarks.cluster $(ARGS)
 
 clean:  ## remove the local stack's data
 	rm -rf .data

@@ -1,9 +1,10 @@
-"""Batch run history: in Redis for the CLI, the API and the on-call, and in the lake.
+"""Batch run history: in the online store for the CLI, the API and the on-call, and in
+the lake.
 
-Redis keeps it next to the views it describes (one hash of records, one index by start
-time), so every reader that can reach the views sees how they were made. Every save is
-also appended to a Delta table in the lake (``_lfp_batch_runs``), the durable copy: a
-Redis that lost its data gets the history back from there (:meth:`RunHistory.restore`).
+The online store keeps it next to the views it describes, so every reader that can reach
+the views sees how they were made. Every save is also appended to a Delta table in the
+lake (``_lfp_batch_runs``), the durable copy: a store that lost its data gets the
+history back from there (:meth:`RunHistory.restore`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import logging
 import time
 
 import pyarrow as pa
-import redis
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from feature_core.keys import KeySpace
 from feature_core.runs import RunRecord
+from online_store.base import OnlineStore
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,11 @@ class RunHistory:
 
     def __init__(
         self,
-        client: redis.Redis,
-        key_prefix: str,
+        store: OnlineStore,
         keep: int = 200,
         lake_uri: str | None = None,
     ) -> None:
-        self.client = client
-        self.keys = KeySpace(key_prefix)
+        self.store = store
         self.keep = keep
         self.lake_uri = lake_uri
 
@@ -56,17 +54,9 @@ class RunHistory:
         self._put([record])
 
     def _put(self, records: list[RunRecord]) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        for record in records:
-            pipe.hset(self.keys.batch_runs, record.run_id, record.model_dump_json())
-            pipe.zadd(self.keys.batch_runs_index, {record.run_id: record.started_at})
-        pipe.execute()
-        surplus = self.client.zrange(self.keys.batch_runs_index, 0, -self.keep - 1)
-        if surplus:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.zrem(self.keys.batch_runs_index, *surplus)
-            pipe.hdel(self.keys.batch_runs, *surplus)
-            pipe.execute()
+        self.store.save_runs(
+            ((r.run_id, r.model_dump_json(), r.started_at) for r in records), self.keep
+        )
 
     def from_lake(self) -> list[RunRecord]:
         """The newest ``keep`` runs in the lake, each as last saved; newest first."""
@@ -85,8 +75,8 @@ class RunHistory:
         return sorted(records, key=lambda r: r.started_at, reverse=True)[: self.keep]
 
     def restore(self) -> int:
-        """If Redis holds no history, copy it back from the lake; how many runs."""
-        if self.client.exists(self.keys.batch_runs_index):
+        """If the store holds no history, copy it back from the lake; how many runs."""
+        if self.store.has_runs():
             return 0
         records = self.from_lake()
         if records:
@@ -95,10 +85,6 @@ class RunHistory:
         return len(records)
 
     def recent(self, limit: int = 20) -> list[RunRecord]:
-        """Newest first (restored from the lake first if Redis lost it)."""
+        """Newest first (restored from the lake first if the store lost it)."""
         self.restore()
-        ids = self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
-        if not ids:
-            return []
-        raw = self.client.hmget(self.keys.batch_runs, ids)
-        return [RunRecord.model_validate_json(r) for r in raw if r is not None]
+        return [RunRecord.model_validate_json(r) for r in self.store.recent_runs(limit)]

@@ -21,15 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from redis.exceptions import RedisError
 from tenacity import retry, stop_after_delay, wait_exponential
 
 from batch_layer.lake import append_with_offsets, committed_offsets, schema_problems
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord, Record
+from online_store import STORE_ERRORS, open_store
 from runtime import lag
 from runtime.kafka import KafkaUnavailable, TopicInstances, producer, topic_id
 from runtime.status import write_status
@@ -88,9 +87,7 @@ class LakeIngest:
         self.instances: TopicInstances | None = None
         self.assignment: list[TopicPartition] = []
         self._lag_reported = 0.0
-        self._redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=1, socket_connect_timeout=1
-        )
+        self._store = open_store(settings, timeout_s=1)
 
     def stop(self) -> None:
         self._stop.set()
@@ -166,22 +163,22 @@ class LakeIngest:
         finally:
             consumer.close()
             dlq.close()
-            self._redis.close()
+            self._store.close()
             if self.instances is not None:
                 self.instances.close()
         return self.stats
 
     def _report_lag(self, consumer: KafkaConsumer, every_s: float = 2.0) -> None:
         """Records in the topics not yet in the lake, per topic: to the status file and
-        Redis. Best effort: a broker or Redis hiccup only delays the next report."""
+        online store. Best effort: a broker or store hiccup only delays the next report."""
         if time.monotonic() - self._lag_reported < every_s:
             return
         self._lag_reported = time.monotonic()
         try:
             ends = lag.log_ends(consumer, self.assignment)
             self.stats.lag = lag.behind(ends, self.stats.next_offsets)
-            lag.publish(self._redis, self.settings.key_prefix, "lake-ingest", self.stats.lag)
-        except (KafkaError, RedisError) as error:
+            self._store.publish_lag("lake-ingest", self.stats.lag)
+        except (KafkaError, *STORE_ERRORS) as error:
             log.debug("lag report skipped: %r", error)
 
     def _one_batch(self, consumer: KafkaConsumer, dlq: Any) -> None:

@@ -16,18 +16,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
-import redis
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.lake import files_matching, open_table
 from feature_core.aggregations import Primitive
 from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
-from feature_core.keys import KeySpace, entity_id
+from feature_core.keys import entity_id
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, quoted
 from feature_core.windows import COLLAPSED, Window, align_cutoff, batch_layout
+from online_store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,7 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
 
 def _write_partition(
     rows,
-    redis_url: str,
-    keys: KeySpace,
+    settings: Settings,
     version: int,
     group: str,
     join_keys: int,
@@ -188,28 +187,24 @@ def _write_partition(
     columns,
     counter,
 ):
-    client = redis.Redis.from_url(redis_url)
-    pipe = client.pipeline(transaction=False)
-    pending = 0
-    for row in rows:
-        doc: dict[str, dict[str, list]] = {}
-        for item in row["buckets"]:
-            partials = [
-                to_partial(p, raw) for p, raw in zip(primitives, item["partials"], strict=True)
-            ]
-            window = item["window"]
-            doc.setdefault(window, {})[item["bucket"]] = batch_partials(partials, columns[window])
-        entity = entity_id([row[f"__k{i}"] for i in range(join_keys)])
-        pipe.set(keys.batch_view(version, group, entity), orjson.dumps(doc))
-        pending += 1
-        if pending >= 1000:
-            pipe.execute()
-            counter.add(pending)
-            pending = 0
-    if pending:
-        pipe.execute()
-        counter.add(pending)
-    client.close()
+    def views():
+        for row in rows:
+            doc: dict[str, dict[str, list]] = {}
+            for item in row["buckets"]:
+                partials = [
+                    to_partial(p, raw) for p, raw in zip(primitives, item["partials"], strict=True)
+                ]
+                window = item["window"]
+                doc.setdefault(window, {})[item["bucket"]] = batch_partials(
+                    partials, columns[window]
+                )
+            yield entity_id([row[f"__k{i}"] for i in range(join_keys)]), orjson.dumps(doc)
+
+    store = open_store(settings)
+    try:
+        store.write_views(version, group, views(), counter.add)
+    finally:
+        store.close()
 
 
 def run_batch(
@@ -226,9 +221,8 @@ def run_batch(
     started = time.time()
     cutoff = align_cutoff(cutoff_ms if cutoff_ms is not None else int(started * 1000))
     horizon = settings.batch_horizon_s * 1000
-    keys = KeySpace(settings.key_prefix)
-    client = redis.Redis.from_url(settings.redis_url)
-    version = int(client.incr(keys.batch_seq))
+    store = open_store(settings)
+    version = store.next_version()
     snapshots: dict[str, DataFrame] = {}
     pinned: dict[str, int | None] = {}
     rows_read = 0
@@ -246,8 +240,7 @@ def run_batch(
         irs.foreachPartition(
             functools.partial(
                 _write_partition,
-                redis_url=settings.redis_url,
-                keys=keys,
+                settings=settings,
                 version=version,
                 group=group.name,
                 join_keys=len(group.join_keys),
@@ -267,46 +260,25 @@ def run_batch(
         pinned,
         {g.name: g.view_fingerprint for g in repo.groups},
     )
-    switched = bool(
-        client.eval(
-            _SWITCH_IF_NEWER, 1, keys.batch_pointer, orjson.dumps(pointer.to_json()), version
-        )
-    )
+    replaced = store.switch(pointer)
     removed = 0
-    if switched:
+    if replaced is not None:
         log.info("batch view v%s serving (cutoff %s, lake versions %s)", version, cutoff, pinned)
-        removed = collect_garbage(
-            client, keys, keep_from=version - settings.batch_keep_versions + 1
-        )
+        # The version replaced stays: a reader may have read the pointer naming it just
+        # before the switch (on Redis Cluster, views are read after the pointer).
+        keep_from = version - settings.batch_keep_versions + 1
+        removed = store.collect_garbage(min(keep_from, replaced) if replaced else keep_from)
     else:
         log.warning("batch view v%s superseded by a newer run; not switching", version)
-    client.close()
+    store.close()
     return BatchResult(
-        version, cutoff, pinned, rows_read, written.value, started, time.time(), switched, removed
+        version,
+        cutoff,
+        pinned,
+        rows_read,
+        written.value,
+        started,
+        time.time(),
+        replaced is not None,
+        removed,
     )
-
-
-#: Flip the pointer only forward: a slow older run never replaces a newer view.
-_SWITCH_IF_NEWER = """
-local current = redis.call('GET', KEYS[1])
-if current and cjson.decode(current)['version'] >= tonumber(ARGV[2]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-"""
-
-
-def collect_garbage(client: redis.Redis, keys: KeySpace, keep_from: int) -> int:
-    """Delete batch view keys of versions older than ``keep_from`` (incl. failed runs)."""
-    removed = 0
-    batch: list[bytes] = []
-    prefix = keys.batch_view_root
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        version_text = key.decode()[len(prefix) :].split(":", 1)[0]
-        if version_text.isdigit() and int(version_text) < keep_from:
-            batch.append(key)
-            if len(batch) >= 1000:
-                removed += client.unlink(*batch)
-                batch.clear()
-    if batch:
-        removed += client.unlink(*batch)
-    return removed

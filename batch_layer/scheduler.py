@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -27,11 +26,10 @@ from batch_layer.job import run_batch
 from batch_layer.lake import optimize_lake
 from batch_layer.progress import ProgressSnapshot, SparkProgress
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import KeySpace
-from feature_core.merge import BatchPointer
 from feature_core.runs import RunRecord, RunStatus
 from feature_core.settings import Settings
 from feature_core.windows import align_cutoff
+from online_store import STORE_ERRORS, open_store
 from runtime.status import write_status
 
 log = logging.getLogger(__name__)
@@ -66,10 +64,8 @@ class BatchScheduler:
         self.settings = settings
         self.repo = repo
         self.on_progress = on_progress
-        self.client = redis.Redis.from_url(settings.redis_url)
-        self.history = RunHistory(
-            self.client, settings.key_prefix, lake_uri=settings.table_uri(RUNS_TABLE)
-        )
+        self.store = open_store(settings)
+        self.history = RunHistory(self.store, lake_uri=settings.table_uri(RUNS_TABLE))
         self.last: RunRecord | None = None
         self._running = threading.Lock()
 
@@ -155,10 +151,9 @@ class BatchScheduler:
 
     def view_problem(self) -> ViewProblem | None:
         """Why the serving batch view cannot serve this repo's groups, or None if it can."""
-        raw = self.client.get(KeySpace(self.settings.key_prefix).batch_pointer)
-        if raw is None:
+        pointer = self.store.pointer()
+        if pointer is None:
             return ViewProblem("view-missing", "no batch view is serving")
-        pointer = BatchPointer.parse(raw)
         if pointer.view_fingerprints is None:
             reason = f"batch view v{pointer.version} does not say which definitions it holds"
             return ViewProblem("definitions-changed", reason)
@@ -183,7 +178,7 @@ class BatchScheduler:
             return None
         try:
             problem = self.view_problem()
-        except redis.RedisError as error:
+        except STORE_ERRORS as error:
             log.debug("view check skipped: %r", error)
             return None
         if problem is None:

@@ -17,17 +17,33 @@ def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSessi
     # Executors must run this interpreter (the virtual environment), not whatever is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # Local mode stays on loopback (no traffic to other interfaces, no hostname warning).
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
     if settings.spark_master.startswith("local"):
+        # Local mode stays on loopback (no traffic to other interfaces, no hostname warning).
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # Quiet local driver logs; on a cluster, its own spark-defaults decide.
         java_options = f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"
         builder = builder.config("spark.driver.extraJavaOptions", java_options)
+    else:
+        # The scheduler keeps its session between runs: idle executors go back to the
+        # cluster, so `lfp batch run`, training sets and the verifier get some meanwhile
+        # (a standalone master gives an application every free core).
+        for key, value in {
+            "spark.dynamicAllocation.enabled": "true",
+            "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+            "spark.dynamicAllocation.executorIdleTimeout": "30s",
+            "spark.dynamicAllocation.cachedExecutorIdleTimeout": "60s",
+        }.items():
+            builder = builder.config(key, value)
+        if settings.spark_driver_host is not None:
+            # Executors elsewhere connect back to the driver by this name.
+            builder = builder.config("spark.driver.host", settings.spark_driver_host)
+            builder = builder.config("spark.driver.bindAddress", "0.0.0.0")
     return (
         builder.master(settings.spark_master)
         .appName(app_name)
         .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.executor.memory", settings.spark_executor_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.ui.enabled", "false")

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import redis
 from pydantic import BaseModel, Field
 from pyspark.sql import SparkSession
 
@@ -26,10 +25,11 @@ from batch_layer.job import single_version
 from batch_layer.lake import open_table
 from batch_layer.training import build_training_set
 from feature_core.definitions import Entity, FeatureRepo, FeatureService
-from feature_core.keys import KeySpace, entity_id
+from feature_core.keys import entity_id
 from feature_core.merge import values_match
 from feature_core.settings import Settings
 from feature_core.sources import quoted
+from online_store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,8 @@ def verify(
 
 def publish(settings: Settings, report: ConsistencyReport) -> None:
     """Store the report where the API's ``/metrics`` reads it."""
-    client = redis.Redis.from_url(settings.redis_url)
+    store = open_store(settings)
     try:
-        client.set(KeySpace(settings.key_prefix).consistency, report.model_dump_json())
+        store.publish_report(report.model_dump_json())
     finally:
-        client.close()
+        store.close()

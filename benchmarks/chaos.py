@@ -40,13 +40,14 @@ import redis
 
 from batch_layer.lake import open_table
 from feature_core.definitions import FeatureGroup, FeatureRepo
-from feature_core.keys import KeySpace, entity_id
+from feature_core.keys import entity_id
 from feature_core.merge import values_match
 from feature_core.reference import evaluate
 from feature_core.settings import Settings
 from feature_core.sources import EventSource
 from feature_core.synthetic import random_record
 from infra import stack
+from online_store.keys import KeySpace
 from runtime.kafka import producer
 
 REPOS = {"demo": "demo.feature_repo", "fraud": "fraud.feature_repo"}

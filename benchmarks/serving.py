@@ -45,12 +45,13 @@ from rich.progress import track
 from rich.table import Table
 
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import KeySpace
 from feature_core.local_views import batch_doc, speed_tiles
 from feature_core.merge import BatchPointer
 from feature_core.settings import get_settings
 from feature_core.windows import DAY_MS, MINUTE_MS, align_cutoff
-from serving_layer.store import EntityViews, FeatureStore, ViewsSnapshot
+from online_store.keys import KeySpace
+from online_store.redis_standalone.reader import RedisViewReader
+from online_store.views import EntityViews, ViewsSnapshot
 from serving_layer.vectors import build_vectors, select
 
 SERVICE = "user_features"
@@ -62,7 +63,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from feature_core.settings import Settings
-from serving_layer.store import connect
+from online_store.redis_standalone.reader import connect
 
 app = FastAPI()
 client = connect(Settings())  # the API's own client setup, so only the work differs
@@ -70,7 +71,7 @@ client = connect(Settings())  # the API's own client setup, so only the work dif
 
 @app.get("/ceiling/{entity}")
 async def ceiling(entity: str) -> Response:
-    fields = await client.hgetall("%s" + entity)
+    fields = await client.hgetall("%s" + entity + "%s")
     body = {k.decode(): orjson.loads(v) for k, v in fields.items()}
     return Response(orjson.dumps(body), media_type="application/json")
 """
@@ -225,7 +226,7 @@ def merge_cost_us(
     async def read(ids: list[str]) -> ViewsSnapshot:
         client = aioredis.Redis(port=redis_port)
         try:
-            store = FeatureStore(client, "lfp", get_settings().api_batch_cache_entries)
+            store = RedisViewReader(client, "lfp", get_settings().api_batch_cache_entries)
             return await store.read([selection.views_request(ids)])
         finally:
             await client.aclose()
@@ -377,7 +378,7 @@ def bench_views(
             except redis.ConnectionError:
                 time.sleep(0.05)
         live_tiles = load_views(client, repo, entities, events, live)
-        tiles_key = KeySpace("lfp").speed_tiles("user_browsing", "")
+        tiles_key = KeySpace("lfp").speed_tiles_affixes("user_browsing")
         (workdir / "ceiling_app.py").write_text(CEILING_APP % tiles_key)
         yield (
             redis_port,

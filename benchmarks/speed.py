@@ -39,10 +39,11 @@ import redis
 from confluent_kafka import Producer
 
 from feature_core.definitions import FeatureGroup, FeatureRepo
-from feature_core.keys import KeySpace
 from feature_core.settings import Settings, get_settings
 from feature_core.sources import EventSource
 from feature_core.synthetic import random_record
+from online_store import open_store
+from online_store.keys import KeySpace
 from runtime import lag
 from runtime.kafka import producer
 from speed_layer.job import build, jvm_temp_dir
@@ -302,20 +303,27 @@ def rate_of(changes: list[tuple[float, int]]) -> tuple[int, float]:
     return n1, (n1 - n0) / (t1 - t0)
 
 
-def backlog(settings: Settings, repo: FeatureRepo, quiet_s: float = 5.0) -> tuple[int, float]:
+def backlog(
+    settings: Settings, repo: FeatureRepo, quiet_s: float = 5.0, parallelism: int | None = None
+) -> tuple[int, float]:
     """A second instance of the speed job (the same pipeline, parser and tile sinks, its
-    own consumer group, Redis keys and checkpoints) reads everything in the topics from
-    the earliest offset, as the ceiling job does: its rate, measured the same way (from
-    the first to the last change of its processed count), is the speed job's throughput
-    in the same conditions as the ceiling's. Its keys are deleted after."""
+    own consumer group, keys and checkpoints) reads everything in the topics from the
+    earliest offset, as the ceiling job does: its rate, measured the same way (from the
+    first to the last change of its processed count), is the speed job's throughput in
+    the same conditions as the ceiling's. It runs where the settings say (a session
+    cluster with ``LFP_SPEED_TARGET=remote``), at ``parallelism`` if given. Its keys are
+    deleted after."""
     tag = uuid.uuid4().hex[:8]
-    own = settings.model_copy(
-        update={"key_prefix": f"lfpbench{tag}", "data_dir": settings.data_dir / "bench"}
-    )
+    update: dict[str, object] = {
+        "key_prefix": f"lfpbench{tag}",
+        "data_dir": settings.data_dir / "bench",
+    }
+    if parallelism is not None:
+        update["speed_parallelism"] = parallelism
+    own = settings.model_copy(update=update)
     checkpoints = own.data_dir / f"checkpoints-{tag}"
     checkpoints.mkdir(parents=True)
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = KeySpace(own.key_prefix)
+    store = open_store(own)
     job = build(own, repo, checkpoints, group_id=f"lfp-bench-speed-{tag}").execute_async(
         "lfp-bench-speed"
     )
@@ -324,16 +332,16 @@ def backlog(settings: Settings, repo: FeatureRepo, quiet_s: float = 5.0) -> tupl
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             time.sleep(0.2)
-            count = processed(client, keys)
+            count = sum(n for k, n in store.speed_stats().items() if k.endswith("_events"))
             if count and (not changes or count != changes[-1][1]):
                 changes.append((time.monotonic(), count))
             if changes and time.monotonic() - changes[-1][0] > quiet_s:
                 break
     finally:
         job.cancel().result()
-        for key in client.scan_iter(match=f"{own.key_prefix}:*", count=1000):
-            client.unlink(key)
-        client.close()
+        for key in store.client.scan_iter(match=f"{own.key_prefix}:*", count=1000):
+            store.client.unlink(key)
+        store.close()
         shutil.rmtree(checkpoints, ignore_errors=True)
     return rate_of(changes)
 

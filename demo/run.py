@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pyarrow.compute as pc
-import redis
 from pyspark.sql import SparkSession
 from rich.console import Console
 from rich.table import Table
@@ -26,9 +25,9 @@ from rich.table import Table
 from batch_layer.lake import BACKFILL, append_backfill, open_table
 from demo.feature_repo import events as shop_events
 from demo.generator import CATEGORIES, Shop, ShopConfig, burst_span_ms, encode
-from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, align_cutoff
+from online_store import open_store
 from runtime.kafka import producer
 from runtime.progress import progress_bars
 
@@ -100,12 +99,11 @@ def produce(settings: Settings, events, progress, label: str, total: int) -> int
 
 
 def speed_caught_up(settings: Settings, groups: list[str], event_time: int) -> Callable[[], bool]:
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = KeySpace(settings.key_prefix)
+    store = open_store(settings)
 
     def done() -> bool:
-        marks = client.hmget(keys.speed_watermark, groups)
-        return all(m is not None and int(m) >= event_time for m in marks)
+        marks = store.watermarks(groups).values()
+        return all(m is not None and m >= event_time for m in marks)
 
     return done
 

@@ -37,7 +37,15 @@ class Settings(BaseSettings):
     kafka_connect_timeout_s: float = Field(
         10.0, gt=0, description="How long clients wait for a Kafka broker before giving up."
     )
-    redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for all views.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:16379/0",
+        description="Redis URL for all views (on Redis Cluster: any node, database 0).",
+    )
+    online_store: Literal["redis", "redis-cluster"] = Field(
+        "redis",
+        description="Where the views live: redis (one server) or redis-cluster (Redis "
+        "Cluster; LFP_REDIS_URL names one of its nodes).",
+    )
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
     redis_timeout_s: float = Field(
@@ -103,7 +111,12 @@ class Settings(BaseSettings):
         description="Python module holding the sources and feature definitions (topics, "
         "lake tables and dead-letter topics come from its sources).",
     )
-    key_prefix: str = Field("lfp", description="Prefix of every Redis key the platform owns.")
+    key_prefix: str = Field(
+        "lfp",
+        pattern=r"^[^{}\s]+$",
+        description="Prefix of every Redis key the platform owns (no braces: they would "
+        "change the keys' hash slots).",
+    )
 
     # --- batch layer ------------------------------------------------------------
     batch_watch_s: int = Field(
@@ -130,8 +143,20 @@ class Settings(BaseSettings):
         30.0, gt=0, description="First retry delay; doubles per retry (at most 5 minutes)."
     )
     batch_keep_versions: int = Field(2, ge=1, description="Batch view versions kept in Redis.")
-    spark_master: str = Field("local[2]", description="Spark master URL.")
+    spark_master: str = Field(
+        "local[2]",
+        description="Spark master URL: local[N] in this process, or spark://host:port for a "
+        "standalone cluster (lfp cluster up starts one).",
+    )
     spark_driver_memory: str = Field("2g", description="Spark driver memory.")
+    spark_driver_host: str | None = Field(
+        None,
+        description="Address a cluster's executors reach the driver at (it then listens on "
+        "every interface); default: this host's name (loopback in local mode).",
+    )
+    spark_executor_memory: str = Field(
+        "2g", description="Memory of each executor on a cluster (local mode has none)."
+    )
     lake_optimize_schedule: str = Field(
         "30 2 * * *",
         description="Crontab (5 fields, UTC) for clustering the lake by entity keys and "
@@ -153,6 +178,22 @@ class Settings(BaseSettings):
     ingest_poll_ms: int = Field(500, ge=10, description="Longest wait for a lake ingest batch.")
 
     # --- speed layer ------------------------------------------------------------
+    speed_target: Literal["local", "remote"] = Field(
+        "local",
+        description="Where the speed job runs: local (a Flink mini-cluster in the `lfp speed "
+        "run` process) or remote (submitted to the Flink session cluster at "
+        "LFP_SPEED_FLINK_ADDRESS; `lfp speed run` then supervises it, and stops it with a "
+        "savepoint).",
+    )
+    speed_flink_address: str = Field(
+        "127.0.0.1:18081",
+        description="host:port of the Flink session cluster's REST endpoint (remote target).",
+    )
+    speed_flink_python: str | None = Field(
+        None,
+        description="Python interpreter on the Flink TaskManagers, with the platform "
+        "installed (remote target); default: this interpreter (same machine or image).",
+    )
     speed_allowed_lateness_s: int = Field(
         3600, ge=0, description="Events older than this (vs. processing time) skip the speed layer."
     )
@@ -177,6 +218,44 @@ class Settings(BaseSettings):
         description="Flink job parallelism (Python workers too: one per slot). Above 1 the "
         "speed watermark only says the newest event was written: events of other partitions "
         "may still be in flight.",
+    )
+
+    # --- local cluster (lfp cluster up) ----------------------------------------------
+    cluster_host: str = Field(
+        "127.0.0.1",
+        description="Address a part of the cluster advertises as its own (Compose: its "
+        "service name).",
+    )
+    cluster_spark_master_host: str = Field(
+        "127.0.0.1", description="Where the cluster's Spark master runs (workers join it)."
+    )
+    cluster_flink_jobmanager_host: str = Field(
+        "127.0.0.1",
+        description="Where the cluster's Flink JobManager runs (TaskManagers join it).",
+    )
+    cluster_redis_ports: list[int] = Field(
+        [17001, 17002, 17003],
+        min_length=3,
+        description="Ports of the local Redis Cluster's masters (JSON list, at least 3).",
+    )
+    cluster_spark_port: int = Field(
+        17077,
+        ge=1,
+        le=65533,
+        description="Port of the local Spark master; its web UI takes the next one, the "
+        "worker's the one after.",
+    )
+    cluster_spark_worker_memory: str = Field(
+        "4g", description="Memory the local Spark worker offers its executors."
+    )
+    cluster_flink_port: int = Field(
+        18081,
+        ge=1,
+        le=65534,
+        description="REST port of the local Flink JobManager; its RPC port is the next one.",
+    )
+    cluster_flink_taskmanagers: int = Field(
+        2, ge=1, description="TaskManagers of the local Flink cluster (one slot each)."
     )
 
     @field_validator("batch_schedule", "lake_optimize_schedule")

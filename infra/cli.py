@@ -37,11 +37,16 @@ probe_app = typer.Typer(no_args_is_help=True, help="Health probes (Compose healt
 training_app = typer.Typer(no_args_is_help=True, help="Point-in-time correct training sets.")
 lake_app = typer.Typer(no_args_is_help=True, help="The lake: each source's Delta table.")
 feast_app = typer.Typer(no_args_is_help=True, help="Feast interop: a Feast repo for the API.")
+cluster_app = typer.Typer(
+    no_args_is_help=True,
+    help="A local Spark standalone cluster, Flink session cluster and Redis Cluster.",
+)
 for sub, name in (
     (lake_app, "lake"),
     (training_app, "training-set"),
     (probe_app, "probe"),
     (stack_app, "stack"),
+    (cluster_app, "cluster"),
     (batch_app, "batch"),
     (ingest_app, "ingest"),
     (speed_app, "speed"),
@@ -78,10 +83,10 @@ def friendly_errors(func: F) -> F:
         except (KafkaUnavailable, BrokerUnavailable, DefinitionError, RuntimeError) as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(1) from None
-        except redis.ConnectionError as error:
+        except (redis.ConnectionError, redis.exceptions.RedisClusterException) as error:
             console.print(
                 f"[red]error:[/red] Redis unreachable ({error}): start the stack with "
-                "`make up` or set LFP_REDIS_URL"
+                "`make up` (or the cluster with `lfp cluster up`) or set LFP_REDIS_URL"
             )
             raise typer.Exit(1) from None
         except ValidationError as error:
@@ -95,6 +100,7 @@ def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per REST call otherwise
 
 
 def _repo(settings: Settings) -> FeatureRepo:
@@ -470,12 +476,25 @@ def ingest_run(status_file: StatusFile = None) -> None:
 
 @speed_app.command("run")
 @friendly_errors
-def speed_run(status_file: StatusFile = None) -> None:
+def speed_run(
+    status_file: StatusFile = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="local (a mini-cluster in this process) or remote (the Flink session "
+            "cluster at LFP_SPEED_FLINK_ADDRESS); default LFP_SPEED_TARGET."
+        ),
+    ] = None,
+) -> None:
     """Run the PyFlink speed job until stopped."""
     from speed_layer.job import run
 
     _setup_logging()
     settings = get_settings()
+    if target is not None:
+        if target not in ("local", "remote"):
+            raise RuntimeError(f"--target must be local or remote, not {target!r}")
+        settings = settings.model_copy(update={"speed_target": target})
     run(settings, _repo(settings), status_file)
 
 
@@ -569,14 +588,14 @@ def batch_history(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """Recent batch runs: when, cutoff, Delta version, rows, entities, status, error."""
-    import redis
-
     from batch_layer.history import RUNS_TABLE, RunHistory
+    from online_store import open_store
 
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    store = open_store(settings, timeout_s=2)
     lake = settings.table_uri(RUNS_TABLE)
-    runs = RunHistory(client, settings.key_prefix, lake_uri=lake).recent(limit)
+    runs = RunHistory(store, lake_uri=lake).recent(limit)
+    store.close()
     if as_json:
         for run in runs:
             console.print_json(run.model_dump_json())
@@ -850,10 +869,92 @@ def stack_status() -> None:
 @stack_app.command("supervise", hidden=True)
 def stack_supervise() -> None:
     """(internal) The supervisor process `stack up` spawns."""
+    from infra.stack import Paths, Supervisor, services
+
+    _setup_logging()
+    settings = get_settings()
+    raise typer.Exit(Supervisor(Paths(settings.data_dir), services(settings)).run())
+
+
+@cluster_app.command("up")
+@friendly_errors
+def cluster_up() -> None:
+    """Start a Redis Cluster (three masters), a Spark master and worker, and a Flink
+    JobManager and TaskManagers, supervised under <data_dir>/cluster; print the settings
+    that run the stack on them."""
+    from infra import cluster
+
+    settings = get_settings()
+    with console.status("starting the cluster (Spark and Flink take a minute)..."):
+        state = cluster.up(settings)
+    console.print(_status_table(state))
+    console.print("Run the stack on it (then `make up`):")
+    for name, value in cluster.cluster_settings(settings).items():
+        console.print(f"  export {name}={value}")
+
+
+@cluster_app.command("down")
+@friendly_errors
+def cluster_down() -> None:
+    """Stop everything `cluster up` started (data stays under <data_dir>/cluster)."""
+    from infra import cluster
+
+    stopped = cluster.down(get_settings())
+    console.print("cluster stopped" if stopped else "no cluster was running")
+
+
+@cluster_app.command("status")
+@friendly_errors
+def cluster_status() -> None:
+    """Each part of the local cluster: state, pid, port."""
+    from infra import cluster
+    from infra.stack import running_supervisor
+
+    settings = get_settings()
+    state = cluster.state(settings)
+    if not state or running_supervisor(cluster.cluster_paths(settings)) is None:
+        console.print("no cluster running (start it with `lfp cluster up`)")
+        raise typer.Exit(1)
+    console.print(_status_table(state))
+
+
+@cluster_app.command("supervise", hidden=True)
+def cluster_supervise() -> None:
+    """(internal) The supervisor process `cluster up` spawns."""
+    from infra import cluster
     from infra.stack import Supervisor
 
     _setup_logging()
-    raise typer.Exit(Supervisor(get_settings()).run())
+    settings = get_settings()
+    supervisor = Supervisor(cluster.cluster_paths(settings), cluster.cluster_services(settings))
+    raise typer.Exit(supervisor.run())
+
+
+@cluster_app.command("run")
+@friendly_errors
+def cluster_run(
+    part: Annotated[
+        str,
+        typer.Argument(help="spark-master, spark-worker, flink-jobmanager or flink-taskmanager."),
+    ],
+) -> None:
+    """Run one part of the cluster in the foreground (what `cluster up` supervises, and
+    what Compose's cluster services run): Spark from the pyspark package's spark-class,
+    Flink from the apache-flink package's scripts."""
+    from infra import cluster
+
+    if part not in cluster.PARTS:
+        raise RuntimeError(f"no cluster part {part!r}; parts: {', '.join(cluster.PARTS)}")
+    cluster.run_part(get_settings(), part)
+
+
+@cluster_app.command("form-redis", hidden=True)
+@friendly_errors
+def cluster_form_redis() -> None:
+    """(internal) Join the local Redis nodes into one cluster, once."""
+    from infra import cluster
+
+    console.print(cluster.form_redis_cluster(get_settings()))
 
 
 @demo_app.command("run")

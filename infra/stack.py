@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import redis
 
 from feature_core.settings import Settings
 from infra.broker import broker_command
+from online_store import STORE_ERRORS, open_store
 from runtime.status import status_problem
 
 
@@ -53,6 +53,7 @@ class Service:
     port: int | None = None
     start_timeout_s: float = 60.0
     status_file: Path | None = None  # removed on (re)start, so stale health never counts
+    one_shot: bool = False  # runs once to completion rather than staying up
 
 
 @dataclass
@@ -89,8 +90,12 @@ def services(settings: Settings) -> list[Service]:
 
     def redis_ok() -> bool:
         try:
-            return bool(redis.Redis.from_url(settings.redis_url, socket_timeout=1).ping())
-        except redis.RedisError:
+            store = open_store(settings, timeout_s=1)
+            try:
+                return store.ping()
+            finally:
+                store.close()
+        except STORE_ERRORS:
             return False
 
     def api_ok() -> bool:
@@ -99,7 +104,7 @@ def services(settings: Settings) -> list[Service]:
         except httpx.HTTPError:
             return False
 
-    return [
+    found = [
         Service(
             "broker",
             broker_command(settings.broker_port),
@@ -130,7 +135,7 @@ def services(settings: Settings) -> list[Service]:
             redis_ok,
             settings.redis_port,
         ),
-        Service("topics", _lfp("topics", "create"), lambda: True),
+        Service("topics", _lfp("topics", "create"), lambda: True, one_shot=True),
         Service(
             "lake-ingest",
             _lfp("ingest", "run", "--status-file", str(paths.status_file("lake-ingest"))),
@@ -153,19 +158,20 @@ def services(settings: Settings) -> list[Service]:
         ),
         Service("api", _lfp("serve"), api_ok, settings.api_port),
     ]
-
-
-#: Services that run once to completion rather than staying up.
-ONE_SHOT = {"topics"}
+    if settings.online_store == "redis-cluster":
+        # Redis Cluster runs on its own (``lfp cluster up``, or the operator's): the
+        # stack uses it, it does not start it.
+        found = [s for s in found if s.name != "redis"]
+    return found
 
 
 class Supervisor:
-    """Runs in its own process; owns the service processes."""
+    """Runs in its own process; owns the service processes (the stack's, or those of
+    another set under its own root: see :mod:`infra.cluster`)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.paths = Paths(settings.data_dir)
-        self.services = services(settings)
+    def __init__(self, paths: Paths, supervised: list[Service]) -> None:
+        self.paths = paths
+        self.services = supervised
         self.procs: dict[str, subprocess.Popen] = {}
         self.state: dict[str, dict] = {
             s.name: {"state": "pending", "port": s.port, "pid": None, "restarts": 0}
@@ -199,7 +205,7 @@ class Supervisor:
     def _wait_healthy(self, service: Service, proc: subprocess.Popen) -> bool:
         deadline = time.monotonic() + service.start_timeout_s
         while time.monotonic() < deadline and not self.stopping:
-            if service.name in ONE_SHOT:
+            if service.one_shot:
                 if proc.poll() is not None:
                     return proc.returncode == 0
             elif proc.poll() is not None:
@@ -213,7 +219,7 @@ class Supervisor:
         for service in self.services:
             proc = self._spawn(service)
             ok = self._wait_healthy(service, proc)
-            state = ("done" if service.name in ONE_SHOT else "healthy") if ok else "failed"
+            state = ("done" if service.one_shot else "healthy") if ok else "failed"
             self.state[service.name]["state"] = state
             self._save()
             if not ok:
@@ -225,7 +231,7 @@ class Supervisor:
         backoff: dict[str, float] = {}
         while not self.stopping:
             for service in self.services:
-                if service.name in ONE_SHOT or self.stopping:
+                if service.one_shot or self.stopping:
                     continue
                 proc = self.procs[service.name]
                 info = self.state[service.name]
@@ -259,7 +265,6 @@ class Supervisor:
     def run(self) -> int:
         self.paths.run.mkdir(parents=True, exist_ok=True)
         self.paths.logs.mkdir(parents=True, exist_ok=True)
-        self.paths.redis_dir.mkdir(parents=True, exist_ok=True)
         self.paths.supervisor_pid.write_text(str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
@@ -299,7 +304,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def supervisor_pid(settings: Settings) -> int | None:
-    path = Paths(settings.data_dir).supervisor_pid
+    return running_supervisor(Paths(settings.data_dir))
+
+
+def running_supervisor(paths: Paths) -> int | None:
+    path = paths.supervisor_pid
     try:
         pid = int(path.read_text())
     except (OSError, ValueError):
@@ -308,8 +317,12 @@ def supervisor_pid(settings: Settings) -> int | None:
 
 
 def read_state(settings: Settings) -> dict | None:
+    return supervised_state(Paths(settings.data_dir))
+
+
+def supervised_state(paths: Paths) -> dict | None:
     try:
-        return json.loads(Paths(settings.data_dir).state.read_text())
+        return json.loads(paths.state.read_text())
     except (OSError, ValueError):
         return None
 
@@ -355,27 +368,44 @@ def temporary_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> Ite
 
 
 def up(settings: Settings, timeout_s: float = 420.0) -> dict:
-    """Start the supervisor (detached) and wait until every service is healthy."""
+    """Start the stack's supervisor (detached) and wait until every service is healthy."""
     paths = Paths(settings.data_dir)
-    if supervisor_pid(settings):
-        raise RuntimeError(f"a stack is already running from {paths.root}: `make down` first")
+    paths.redis_dir.mkdir(parents=True, exist_ok=True)
+    ports = {
+        "broker": (settings.broker_port, "LFP_KAFKA_BOOTSTRAP_SERVERS"),
+        "redis": (settings.redis_port, "LFP_REDIS_URL"),
+        "api": (settings.api_port, "LFP_API_PORT"),
+    }
+    if settings.online_store == "redis-cluster":
+        del ports["redis"]
+    return start_supervisor(
+        paths, _lfp("stack", "supervise"), ports, "stack", "make down", timeout_s
+    )
+
+
+def start_supervisor(
+    paths: Paths,
+    command: list[str],
+    ports: Mapping[str, tuple[int, str]],
+    what: str,
+    stop_command: str,
+    timeout_s: float,
+) -> dict:
+    """Spawn a supervisor (``command``) detached, and wait until every service it starts
+    is healthy. ``ports``: service -> (port it needs free, the setting that moves it)."""
+    if running_supervisor(paths):
+        raise RuntimeError(f"a {what} is already running from {paths.root}: `{stop_command}` first")
     paths.run.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
-    paths.redis_dir.mkdir(parents=True, exist_ok=True)
     paths.state.unlink(missing_ok=True)
-    for name, port in (
-        ("broker", settings.broker_port),
-        ("redis", settings.redis_port),
-        ("api", settings.api_port),
-    ):
+    for name, (port, setting) in ports.items():
         if port_open(port):
             raise RuntimeError(
-                f"port {port} for {name} is already in use: stop what uses it or change "
-                "LFP_KAFKA_BOOTSTRAP_SERVERS / LFP_REDIS_URL / LFP_API_PORT"
+                f"port {port} for {name} is already in use: stop what uses it or change {setting}"
             )
     with open(paths.logs / "supervisor.log", "ab") as log:
         subprocess.Popen(
-            _lfp("stack", "supervise"),
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -384,25 +414,30 @@ def up(settings: Settings, timeout_s: float = 420.0) -> dict:
         )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        state = read_state(settings)
+        state = supervised_state(paths)
         if state:
             states = {n: s["state"] for n, s in state["services"].items()}
             failed = [n for n, s in states.items() if s == "failed"]
             if failed:
-                down(settings)
+                stop_supervisor(paths)
                 raise RuntimeError(
                     f"{failed[0]} failed to start; see {paths.logs / (failed[0] + '.log')}"
                 )
             if all(s in ("healthy", "done") for s in states.values()):
                 return state
         time.sleep(0.5)
-    down(settings)
-    raise RuntimeError(f"stack not healthy after {timeout_s:.0f}s; see {paths.logs}")
+    stop_supervisor(paths)
+    raise RuntimeError(f"{what} not healthy after {timeout_s:.0f}s; see {paths.logs}")
 
 
 def down(settings: Settings, timeout_s: float = 120.0) -> bool:
-    """Stop the supervisor and everything it started. False if nothing was running."""
-    pid = supervisor_pid(settings)
+    """Stop the stack's supervisor and everything it started. False if none was running."""
+    return stop_supervisor(Paths(settings.data_dir), timeout_s)
+
+
+def stop_supervisor(paths: Paths, timeout_s: float = 120.0) -> bool:
+    """Stop a supervisor and everything it started. False if nothing was running."""
+    pid = running_supervisor(paths)
     if pid is None:
         return False
     os.kill(pid, signal.SIGTERM)
@@ -412,7 +447,7 @@ def down(settings: Settings, timeout_s: float = 120.0) -> bool:
             return True
         time.sleep(0.25)
     os.kill(pid, signal.SIGKILL)
-    state = read_state(settings) or {"services": {}}
+    state = supervised_state(paths) or {"services": {}}
     for info in state["services"].values():
         if info.get("pid"):
             _terminate_group(info["pid"], lambda timeout: None, 0)

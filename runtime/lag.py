@@ -1,6 +1,6 @@
 """Consumer lag: how many records each consumer of the sources' topics is behind.
 
-Lake ingest and the speed job each publish theirs to Redis (``{p}:lag``, one field per
+Lake ingest and the speed job each publish theirs to the online store (one field per
 consumer and topic) every few seconds and to their status files; the API exports it in
 ``/metrics`` and reports it in ``/readyz``; ``lfp stack status`` shows it. Lag is the
 log end offset less the consumer's next offset, summed over a topic's partitions.
@@ -13,10 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
-import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
-from feature_core.keys import KeySpace
 
 #: A published lag older than this is not reported (its consumer has stopped reporting).
 STALE_AFTER_S = 60.0
@@ -59,17 +56,8 @@ def group_positions(admin: KafkaAdminClient, group: str) -> dict[TopicPartition,
     return {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
 
 
-def publish(client: redis.Redis, key_prefix: str, consumer: str, lag: Mapping[str, int]) -> None:
-    now = int(time.time() * 1000)
-    fields = {
-        f"{consumer}|{topic}": orjson.dumps({"behind": n, "at_ms": now}) for topic, n in lag.items()
-    }
-    if fields:
-        client.hset(KeySpace(key_prefix).consumer_lag, mapping=fields)
-
-
 def parse(raw: Mapping[bytes, bytes], now_ms: int | None = None) -> list[TopicLag]:
-    """The published lags still fresh (``STALE_AFTER_S``), from the Redis hash."""
+    """The published lags still fresh (``STALE_AFTER_S``), from the stored hash."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     found = []
     for field, value in raw.items():

@@ -21,13 +21,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from feature_core.definitions import FeatureRepo
 from feature_core.keys import entity_id
 from feature_core.merge import ValueStatus, merge_group
 from feature_core.runs import RunRecord
 from feature_core.settings import Settings, get_settings
+from online_store import STORE_ERRORS, open_reader
 from runtime.lag import TopicLag
 from serving_layer import feast
 from serving_layer.bodies import documented_body, parse_body
@@ -48,7 +48,6 @@ from serving_layer.models import (
 from serving_layer.online import OnlineFeatures, stale_view_message
 from serving_layer.responses import json_response
 from serving_layer.security import BodySizeLimit, require_token
-from serving_layer.store import FeatureStore, connect
 from serving_layer.vectors import NotFoundError, NotServing, RequestError
 
 log = logging.getLogger(__name__)
@@ -87,8 +86,7 @@ def rare_garbage_collections() -> Iterator[None]:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    client = connect(settings)
-    store = FeatureStore(client, settings.key_prefix, settings.api_batch_cache_entries)
+    store = open_reader(settings)
     app.state.store = store
     app.state.metrics.watch_batch_cache(store.batch_cache)
     app.state.online = OnlineFeatures(
@@ -100,7 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     with rare_garbage_collections():
         yield
-    await client.aclose()
+    await store.close()
 
 
 def _error(status: int, detail: str) -> Response:
@@ -108,8 +106,7 @@ def _error(status: int, detail: str) -> Response:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RedisError)
-    async def redis_unavailable(request: Request, error: RedisError) -> Response:
+    async def redis_unavailable(request: Request, error: Exception) -> Response:
         request.app.state.metrics.redis_errors.inc()
         log.warning("redis error on %s: %r", request.url.path, error)
         return _error(
@@ -117,6 +114,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             f"feature views unavailable: Redis {type(error).__name__}; "
             "check that Redis is running (make status) and LFP_REDIS_URL",
         )
+
+    for error_type in STORE_ERRORS:
+        app.add_exception_handler(error_type, redis_unavailable)
 
     @app.exception_handler(NotServing)
     async def not_serving(request: Request, error: NotServing) -> Response:
@@ -402,7 +402,7 @@ def _ops_router() -> APIRouter:
             pointer, watermarks = snapshot.pointer, snapshot.speed_watermarks
             recomputing = snapshot.speed_recomputing
             lags = await store.consumer_lag()
-        except RedisError as error:
+        except STORE_ERRORS as error:
             metrics.redis_errors.inc()
             problems.append(f"Redis unreachable ({type(error).__name__}): is it running?")
         if pointer is None and not problems:
@@ -449,7 +449,7 @@ def _ops_router() -> APIRouter:
             report = await store.consistency_report()
             if report is not None:
                 metrics.observe_consistency(orjson.loads(report))
-        except RedisError:
+        except STORE_ERRORS:
             metrics.redis_errors.inc()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from feature_core.definitions import FeatureRepo
+from online_store.base import ViewReader
 from serving_layer.metrics import ServingMetrics
 from serving_layer.online import OnlineFeatures
-from serving_layer.store import FeatureStore
 
 
 def online_of(request: Request) -> OnlineFeatures:
@@ -26,7 +26,7 @@ async def get_online(request: Request) -> OnlineFeatures:
     return online_of(request)
 
 
-async def get_store(request: Request) -> FeatureStore:
+async def get_store(request: Request) -> ViewReader:
     return request.app.state.store
 
 
@@ -39,6 +39,6 @@ async def get_metrics(request: Request) -> ServingMetrics:
 
 
 Online = Annotated[OnlineFeatures, Depends(get_online)]
-Store = Annotated[FeatureStore, Depends(get_store)]
+Store = Annotated[ViewReader, Depends(get_store)]
 Repo = Annotated[FeatureRepo, Depends(get_repo)]
 Metrics = Annotated[ServingMetrics, Depends(get_metrics)]

@@ -13,8 +13,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feature_core.merge import BatchPointer
+from online_store.batch_cache import BatchViewCache
 from runtime.lag import TopicLag
-from serving_layer.batch_cache import BatchViewCache
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ENTITY_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)

@@ -9,8 +9,9 @@ from functools import lru_cache
 
 from feature_core.definitions import FeatureGroup, FeatureRepo
 from feature_core.merge import BatchPointer, ValueStatus
+from online_store.base import ViewReader
+from online_store.views import ViewsRequest, ViewsSnapshot
 from serving_layer.metrics import ServingMetrics
-from serving_layer.store import FeatureStore, ViewsRequest, ViewsSnapshot
 from serving_layer.vectors import (
     NoBatchView,
     RequestError,
@@ -22,7 +23,7 @@ from serving_layer.vectors import (
 )
 
 
-@dataclass(slots=True)  # per request: slotted, not frozen (see store.EntityViews)
+@dataclass(slots=True)  # per request: slotted, not frozen (see online_store.views.EntityViews)
 class ServedVectors:
     selection: Selection
     snapshot: ViewsSnapshot
@@ -41,7 +42,7 @@ class OnlineFeatures:
     def __init__(
         self,
         repo: FeatureRepo,
-        store: FeatureStore,
+        store: ViewReader,
         metrics: ServingMetrics,
         max_entities: int,
         serve_speed_only: bool = False,

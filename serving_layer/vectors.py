@@ -15,7 +15,7 @@ from typing import Any
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo
 from feature_core.keys import entity_id
 from feature_core.merge import GroupMerger, ValueStatus, group_merger
-from serving_layer.store import ViewsRequest, ViewsSnapshot
+from online_store.views import ViewsRequest, ViewsSnapshot
 
 
 class NotServing(RuntimeError):

@@ -25,9 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pandas as pd
-import redis
 from kafka import KafkaAdminClient, KafkaConsumer
 from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
@@ -38,13 +36,21 @@ from pyflink.table.udf import udf
 from pyflink.util.java_utils import add_jars_to_context_class_loader
 
 from feature_core.definitions import FeatureGroup, FeatureRepo
-from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord
+from online_store import STORE_ERRORS, open_store
+from online_store.base import OnlineStore
 from runtime import lag
 from runtime.kafka import TopicInstances, TopicRecreated, topic_id
 from runtime.status import write_status
 from speed_layer.functions import register_sql, udf_jar
+from speed_layer.remote import (
+    FlinkRest,
+    job_name,
+    python_operators_jar,
+    remote_environment,
+    shipped_python,
+)
 from speed_layer.sink import StatsWriter
 from speed_layer.sql import (
     SPEED_GROUP,
@@ -125,11 +131,17 @@ def make_parser(source: EventSource, allowed_lateness_ms: int):
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest complete retained checkpoint (one with ``_metadata``), if any."""
+    """The newest complete retained checkpoint or savepoint (one with ``_metadata``)."""
     candidates = [p.parent for p in checkpoint_dir.glob("*/chk-*/_metadata")]
+    candidates += [p.parent for p in savepoint_dir(checkpoint_dir).glob("*/_metadata")]
     if not candidates:
         return None
-    return max(candidates, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])))
+    return max(candidates, key=lambda p: p.joinpath("_metadata").stat().st_mtime)
+
+
+def savepoint_dir(checkpoint_dir: Path) -> Path:
+    """Where a job stopped on a cluster leaves its savepoints (beside its checkpoints)."""
+    return checkpoint_dir / "savepoints"
 
 
 def flink_configuration(
@@ -164,6 +176,19 @@ def flink_configuration(
         "execution.checkpointing.num-retained": "2",
         "rest.bind-port": "0",
     }
+    if settings.speed_target == "remote":
+        # Submitted over the session cluster's REST endpoint, with the code the workers
+        # import; checkpoints must be on storage every TaskManager sees.
+        host, port = settings.speed_flink_address.rsplit(":", 1)
+        del values["rest.bind-port"]
+        values |= {
+            "execution.target": "remote",
+            "rest.address": host,
+            "rest.port": port,
+            "python.files": ",".join(shipped_python(settings)),
+            "python.executable": settings.speed_flink_python or sys.executable,
+            "pipeline.name": job_name(settings),
+        }
     for key, value in values.items():
         config.set_string(key, value)
     restore = latest_checkpoint(checkpoint_dir)
@@ -183,9 +208,14 @@ def build(
     # this client process under one GIL. Separate worker processes use all cores.
     os.environ.setdefault("_python_worker_execution_mode", "process")
     jar = udf_jar(settings.data_dir / "jvm")
-    env = StreamExecutionEnvironment.get_execution_environment(
-        flink_configuration(settings, checkpoint_dir, [jar])
-    )
+    if settings.speed_target == "remote":
+        jars = [jar, python_operators_jar()]
+        env = remote_environment(
+            settings, flink_configuration(settings, checkpoint_dir, jars), jars
+        )
+    else:
+        config = flink_configuration(settings, checkpoint_dir, [jar])
+        env = StreamExecutionEnvironment.get_execution_environment(config)
     # The client builds the tile sinks from the jar's classes too, not only the cluster.
     add_jars_to_context_class_loader([jar.resolve().as_uri()])
     t_env = StreamTableEnvironment.create(env)
@@ -211,9 +241,7 @@ def build(
         parsed = t_env.to_data_stream(t_env.sql_query(parsed_query(source, parser)))
         t_env.create_temporary_view(parsed_view(source), t_env.from_data_stream(parsed))
         stats = t_env.to_changelog_stream(t_env.sql_query(stats_query(source)))
-        stats.map(
-            StatsWriter(settings.redis_url, settings.key_prefix), output_type=Types.INT()
-        ).name(f"stats:{source.name}")
+        stats.map(StatsWriter(settings), output_type=Types.INT()).name(f"stats:{source.name}")
     for group in repo.groups:
         table = t_env.sql_query(tile_query(group))
         # As upserts on (keys, tile): only each tile's new value crosses to Python.
@@ -241,11 +269,17 @@ def tile_sink(settings: Settings, group: FeatureGroup, flush_ms: int = 100) -> S
     for i, form in enumerate(forms):
         kinds[i] = form.sink_kind
         params[i] = form.param
-    keys = KeySpace(settings.key_prefix)
+    store = open_store(settings)
+    target = store.tile_target()
+    keys = store.keys
+    store.close()
+    before, after = keys.speed_tiles_affixes(group.name)
     return Sink(
         gateway.jvm.lfp.speed.TileSink(
-            settings.redis_url,
-            keys.speed_tiles(group.name, ""),
+            target.url,
+            target.cluster,
+            before,
+            after,
             keys.speed_watermark,
             group.name,
             settings.speed_tile_ttl_s,
@@ -304,10 +338,7 @@ class RedisLoss:
     says whether the tiles are complete (the API answers 503 while they are not)."""
 
     def __init__(self, settings: Settings, checkpoint_dir: Path, wait_s: float = 60.0) -> None:
-        self.client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
-        self.keys = KeySpace(settings.key_prefix)
+        self.store = open_store(settings, timeout_s=2)
         self.seen_file = checkpoint_dir / "redis-run-id"
         self.complete = True
         deadline = time.monotonic() + wait_s
@@ -319,10 +350,7 @@ class RedisLoss:
             log.warning("Redis (LFP_REDIS_URL) does not answer; the sink will retry")
 
     def run_id(self) -> str | None:
-        try:
-            return str(self.client.info("server")["run_id"])
-        except redis.RedisError:
-            return None
+        return self.store.server_identity()
 
     def since_checkpoints(self) -> bool:
         """At start: the checkpoints were written to another Redis instance, or to one
@@ -330,8 +358,8 @@ class RedisLoss:
         if self.current is None or not self.seen_file.exists():
             return False
         try:
-            epoch_kept = bool(self.client.exists(self.keys.speed_epoch))
-        except redis.RedisError:
+            epoch_kept = self.store.speed_epoch_kept()
+        except STORE_ERRORS:
             return False
         return self.seen_file.read_text().strip() != self.current or not epoch_kept
 
@@ -344,8 +372,8 @@ class RedisLoss:
         self.seen_file.write_text(self.current)
         epoch = {"redis_run_id": self.current, "complete": self.complete}
         try:
-            self.client.set(self.keys.speed_epoch, orjson.dumps(epoch))
-        except redis.RedisError:
+            self.store.set_speed_epoch(epoch)
+        except STORE_ERRORS:
             self.current = None  # set again once Redis answers
 
     def lost_writes(self) -> bool:
@@ -358,8 +386,8 @@ class RedisLoss:
             self.remember()
             return False
         try:
-            return now != self.current or not self.client.exists(self.keys.speed_epoch)
-        except redis.RedisError:
+            return now != self.current or not self.store.speed_epoch_kept()
+        except STORE_ERRORS:
             return False
 
 
@@ -369,9 +397,8 @@ class Replay:
     started (its per-status counts), or once its counts stood still for ``idle_s`` (read
     to the end: compacted topics and transaction markers leave gaps in the offsets)."""
 
-    def __init__(self, client: redis.Redis, keys: KeySpace, records: int, idle_s: float = 10.0):
-        self.client = client
-        self.keys = keys
+    def __init__(self, store: OnlineStore, records: int, idle_s: float = 10.0):
+        self.store = store
         self.records = records
         self.idle_s = idle_s
         self._seen, self._since = -1, time.monotonic()
@@ -382,10 +409,10 @@ class Replay:
         read, so the tiles of the last ones (emitted every ``speed_emit_latency_ms``)
         have been written too."""
         try:
-            counts = self.client.hgetall(self.keys.speed_stats)
-        except redis.RedisError:
+            counts = self.store.speed_stats()
+        except STORE_ERRORS:
             return False
-        parsed = sum(int(n) for n in counts.values())
+        parsed = sum(counts.values())
         if parsed != self._seen:
             self._seen, self._since = parsed, time.monotonic()
         reached = parsed >= self.records or time.monotonic() - self._since > self.idle_s
@@ -413,7 +440,10 @@ def drop_checkpoints(checkpoint_dir: Path) -> None:
 
 
 def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) -> None:
-    """Submit the job to a local mini-cluster and supervise it until SIGTERM.
+    """Submit the job to a local mini-cluster (or the session cluster, remote target) and
+    supervise it until SIGTERM. On a cluster, SIGTERM stops the job with a savepoint, and
+    a start first stops a job of the same name left running (by a supervisor killed
+    before it could): the new job resumes from that savepoint.
 
     A Redis restart (seen at start or while running) makes the job start over from the
     topics' earliest offsets, so every tile a restarted Redis may have lost is written
@@ -424,6 +454,9 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     instances = {s.topic_name: topic_id(settings, s.topic_name) for s in speed_sources(repo)}
     checkpoint_dir = settings.data_dir / "flink-checkpoints" / job_fingerprint(repo, instances)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    remote = FlinkRest(settings.speed_flink_address) if settings.speed_target == "remote" else None
+    if remote is not None:
+        remote.stop_leftovers(job_name(settings), savepoint_dir(checkpoint_dir))
     redis_loss = RedisLoss(settings, checkpoint_dir)
     if latest_checkpoint(checkpoint_dir) is not None and redis_loss.since_checkpoints():
         log.warning(
@@ -437,13 +470,13 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     if restored is None:
         # The job counts its records per status from zero: drop the counts of an earlier
         # job that Redis (persistent) still holds, or they would read as this job's.
-        redis_loss.client.delete(redis_loss.keys.speed_stats)
-        replay = Replay(redis_loss.client, redis_loss.keys, records_in_topics(settings, topics))
+        redis_loss.store.clear_speed_stats()
+        replay = Replay(redis_loss.store, records_in_topics(settings, topics))
         if replay.records:
             log.info("writing every tile again from %d records", replay.records)
     redis_loss.remember(complete=replay is None or not replay.records)
     env = build(settings, repo, checkpoint_dir)
-    client = env.execute_async("lfp-speed")
+    client = env.execute_async(job_name(settings))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -481,8 +514,15 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
                 client.cancel().result()
                 drop_checkpoints(checkpoint_dir)
                 sys.exit(REDIS_LOSS_EXIT)
-        client.cancel().result()
+        if remote is None:
+            client.cancel().result()
+        else:
+            job_id = str(client.get_job_id())
+            saved = remote.stop_with_savepoint(job_id, savepoint_dir(checkpoint_dir))
+            log.info("speed job stopped with a savepoint at %s", saved)
     finally:
+        if remote is not None:
+            remote.close()
         watch.close()
         topic_instances.close()
 
@@ -499,7 +539,7 @@ class LagWatch:
         self.every_s = every_s
         self.last: dict[str, int] = {}
         self._at = 0.0
-        self._clients: tuple[KafkaAdminClient, KafkaConsumer, redis.Redis] | None = None
+        self._clients: tuple[KafkaAdminClient, KafkaConsumer, OnlineStore] | None = None
 
     def report(self) -> dict[str, int]:
         if time.monotonic() - self._at < self.every_s:
@@ -511,15 +551,13 @@ class LagWatch:
                 self._clients = (
                     KafkaAdminClient(bootstrap_servers=servers),
                     KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False),
-                    redis.Redis.from_url(
-                        self.settings.redis_url, socket_timeout=1, socket_connect_timeout=1
-                    ),
+                    open_store(self.settings, timeout_s=1),
                 )
-            admin, consumer, client = self._clients
+            admin, consumer, store = self._clients
             partitions = lag.topic_partitions(consumer, self.topics)
             positions = lag.group_positions(admin, SPEED_GROUP)
             self.last = lag.behind(lag.log_ends(consumer, partitions), positions)
-            lag.publish(client, self.settings.key_prefix, "speed-job", self.last)
+            store.publish_lag("speed-job", self.last)
         except Exception as error:  # best effort: never let reporting stop the job
             log.warning("lag report skipped: %r", error)
         return self.last

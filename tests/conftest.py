@@ -8,6 +8,7 @@ the tests get a :class:`StackHandle` and run unchanged.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,8 +23,9 @@ import pytest
 import redis
 
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import KeySpace
 from feature_core.settings import Settings
+from infra.stack import free_port
+from online_store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,8 +247,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, spark_factory) -> Iterator[S
 
 
 def batch_view_serving(settings: Settings) -> bool:
-    client = redis.Redis.from_url(settings.redis_url)
-    return bool(client.exists(KeySpace(settings.key_prefix).batch_pointer))
+    store = open_store(settings)
+    try:
+        return store.pointer() is not None
+    finally:
+        store.close()
 
 
 #: The demo at test scale; its ids are prefixed so no other test's entities mix in.
@@ -281,3 +286,91 @@ def demo_result(stack: StackHandle, spark_factory) -> dict:
     result["output"] = out.getvalue()
     result["config"] = config
     return result
+
+
+# --- a private redis-server per test (tests that stop it or need an empty keyspace) ---
+
+
+class RedisProcess:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _pings(client), 10, f"redis-server on port {self.port}", 0.05)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server not installed: run make install")
+    server = RedisProcess(free_port())
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.stop()
+
+
+class RedisClusterProcesses:
+    """Three masters on free ports, formed into one Redis Cluster."""
+
+    def __init__(self, root: Path) -> None:
+        self.ports = [free_port() for _ in range(3)]
+        self.root = root
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        from infra.cluster import form_redis_cluster
+
+        for port in self.ports:
+            node = self.root / str(port)
+            node.mkdir(parents=True)
+            command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+            command += ["--cluster-enabled", "yes", "--save", "", "--appendonly", "no"]
+            command += ["--dir", str(node)]
+            self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        for port in self.ports:
+            pings = partial(_pings, redis.Redis(port=port))
+            wait_for(pings, 10, f"redis-server on port {port}", 0.05)
+        form_redis_cluster(Settings(_env_file=None, cluster_redis_ports=self.ports))
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def flush(self) -> None:
+        for port in self.ports:
+            redis.Redis(port=port).flushall()
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> Iterator[RedisClusterProcesses]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server not installed: run make install")
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()

@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 from batch_layer.history import RunHistory
 from batch_layer.scheduler import BatchScheduler
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import KeySpace
 from feature_core.merge import values_match
 from feature_core.runs import RunStatus
 from infra.cli import app
+from online_store import open_store
+from online_store.keys import KeySpace
 from tests.conftest import DEMO_SHOP_PREFIX, wait_for
 from tests.integration.helpers import wait_in_lake
 
@@ -119,8 +120,7 @@ def test_a_failed_run_is_retried_recorded_and_leaves_the_previous_view(
     assert record is not None and record.status == RunStatus.FAILED
     assert record.attempts == 3 and record.error and record.finished_at
     assert pointer(stack.settings) == before
-    client = redis.Redis.from_url(stack.settings.redis_url)
-    stored = {r.run_id: r for r in RunHistory(client, stack.settings.key_prefix).recent(50)}
+    stored = {r.run_id: r for r in RunHistory(open_store(stack.settings)).recent(50)}
     assert stored[record.run_id].status == RunStatus.FAILED
     assert stored[record.run_id].error == record.error
 
@@ -164,7 +164,7 @@ def test_a_deleted_pointer_is_noticed_and_recomputed_at_once(demo_result, stack)
     settings = stack.settings
     client = redis.Redis.from_url(settings.redis_url)
     keys = KeySpace(settings.key_prefix)
-    history = RunHistory(client, settings.key_prefix)
+    history = RunHistory(open_store(settings))
 
     def version() -> int:
         pointer = client.get(keys.batch_pointer)
@@ -198,7 +198,7 @@ def test_a_view_of_other_definitions_is_not_served_and_is_recomputed(demo_result
     settings = stack.settings
     client = redis.Redis.from_url(settings.redis_url)
     keys = KeySpace(settings.key_prefix)
-    history = RunHistory(client, settings.key_prefix)
+    history = RunHistory(open_store(settings))
     user, api = demo_result["user"], settings.api_url
     pointer = orjson.loads(client.get(keys.batch_pointer))
     before = pointer["version"]

@@ -125,9 +125,7 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
     rng = random.Random(9)
     events = _events(rng)
     rows = [(shop.parse(json.dumps(e)), 0, i) for i, e in enumerate(events)]
-    for start in range(0, len(rows), 100):  # several files per day, as ingest writes
-        chunk = rows[start : start + 100]
-        append_with_offsets(settings.table_uri(shop.table_name), shop, chunk, "t", {0: start})
+    append_with_offsets(settings.table_uri(shop.table_name), shop, rows, "t", {0: len(rows)})
     spine = tmp_path / "spine.csv"
     spine.write_text(
         f"user_id,timestamp,label\nu0,{BASE},1\nu1,{BASE - DAY_MS},0\nnobody,{BASE},0\n"

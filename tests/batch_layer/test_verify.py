@@ -17,9 +17,9 @@ from batch_layer.lake import append_with_offsets
 from batch_layer.verify import publish, sample_entities, verify
 from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import KeySpace
 from feature_core.settings import Settings
 from feature_core.windows import SPEED_TILE_MS, floor_to
+from online_store.keys import KeySpace
 from tests.conftest import DEMO_SHOP_PREFIX
 
 

@@ -146,3 +146,40 @@ def test_redis_requires_a_password_that_every_service_sends():
         for s in SERVICES.values()
         if "LFP_REDIS_URL" in s.get("environment", {})
     )
+
+
+def _settings_of(name: str, monkeypatch) -> Settings:
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    env = SERVICES[name]["environment"]
+    return Settings(
+        **{k[len(ENV_PREFIX) :].lower(): interpolate(v) for k, v in env.items()}, _env_file=None
+    )
+
+
+def test_the_layers_run_on_the_composed_spark_and_flink_clusters(monkeypatch):
+    parts = {"spark-master", "spark-worker", "flink-jobmanager", "flink-taskmanager"}
+    assert parts <= set(PLATFORM)
+    for part in parts:  # each advertises the name the others reach it by
+        assert SERVICES[part]["hostname"] == part
+        assert _settings_of(part, monkeypatch).cluster_host == part
+        assert SERVICES[part]["command"] == ["cluster", "run", part]
+    master = _settings_of("spark-master", monkeypatch)
+    assert master.cluster_spark_master_host == "spark-master"
+    ui = SERVICES["spark-master"]["healthcheck"]["test"][-1]
+    assert ui == f"http://spark-master:{master.cluster_spark_port + 1}/json/"
+    worker_ui = SERVICES["spark-worker"]["healthcheck"]["test"][-1]
+    assert worker_ui == f"http://spark-worker:{master.cluster_spark_port + 2}/json/"
+    jobmanager = _settings_of("flink-jobmanager", monkeypatch)
+    assert SERVICES["flink-jobmanager"]["healthcheck"]["test"][-1] == (
+        f"http://flink-jobmanager:{jobmanager.cluster_flink_port}/overview"
+    )
+    for name in ("batch-scheduler", "demo"):
+        driver = _settings_of(name, monkeypatch)
+        assert driver.spark_master == f"spark://spark-master:{master.cluster_spark_port}"
+        assert driver.spark_driver_host == SERVICES[name]["hostname"] == name
+    assert "spark-worker" in SERVICES["batch-scheduler"]["depends_on"]
+    speed = _settings_of("speed-job", monkeypatch)
+    assert speed.speed_target == "remote"
+    assert speed.speed_flink_address == f"flink-jobmanager:{jobmanager.cluster_flink_port}"
+    assert "flink-taskmanager" in SERVICES["speed-job"]["depends_on"]

@@ -28,6 +28,7 @@ def imported_packages(package: str) -> set[str]:
     [
         ("feature_core", set()),
         ("runtime", set()),
+        ("online_store", set()),
         ("serving_layer", {"serving_layer"}),
         ("batch_layer", {"batch_layer"}),
         ("speed_layer", {"speed_layer"}),
@@ -37,7 +38,12 @@ def test_a_package_imports_no_other_layer_and_no_infra(package: str, allowed: se
     assert imported_packages(package) & set(LAYERS) - allowed == set()
 
 
-@pytest.mark.parametrize("package", ["feature_core", "runtime"])
+@pytest.mark.parametrize("package", ["batch_layer", "speed_layer", "serving_layer", "demo"])
+def test_layers_reach_the_views_through_the_online_store_only(package: str) -> None:
+    assert "redis" not in imported_packages(package)
+
+
+@pytest.mark.parametrize("package", ["feature_core", "runtime", "online_store"])
 def test_the_core_mentions_no_workload(package: str) -> None:
     pattern = re.compile("|".join(rf"\b{re.escape(w)}" for w in SHOP_WORDS), re.IGNORECASE)
     found = [

@@ -21,13 +21,14 @@ import redis
 from typer.testing import CliRunner
 
 from feature_core.definitions import FeatureRepo, FeatureService
-from feature_core.keys import KeySpace, entity_id
+from feature_core.keys import entity_id
 from feature_core.merge import values_match
 from feature_core.reference import evaluate
 from feature_core.windows import DAY_MS, MINUTE_MS, SPEED_TILE_MS, align_cutoff
 from fraud import feature_repo as fraud
 from fraud.generator import iso
 from infra.cli import app
+from online_store.keys import KeySpace
 from tests.conftest import wait_for
 from tests.integration.helpers import lake_event_ids, produce
 

@@ -342,7 +342,8 @@ def test_consumer_lag_is_in_metrics_readyz_and_stack_status(stack):
     from typer.testing import CliRunner
 
     from infra.cli import app
-    from runtime.lag import publish
+    from online_store import open_store
+    from online_store.keys import KeySpace
 
     api = stack.settings.api_url
 
@@ -360,9 +361,9 @@ def test_consumer_lag_is_in_metrics_readyz_and_stack_status(stack):
         60,
         "both consumers' lag in /metrics",
     )
-    client = redis.Redis.from_url(stack.settings.redis_url)
+    store = open_store(stack.settings)
     try:
-        publish(client, stack.settings.key_prefix, "slow-consumer", {"events": 10**9})
+        store.publish_lag("slow-consumer", {"events": 10**9})
         stuck = httpx.get(f"{api}/readyz")
         assert stuck.status_code == 503
         assert any(
@@ -370,8 +371,9 @@ def test_consumer_lag_is_in_metrics_readyz_and_stack_status(stack):
         )
         assert stuck.json()["consumer_lag"]["slow-consumer/events"] == 10**9
     finally:
-        client.hdel(f"{stack.settings.key_prefix}:lag", "slow-consumer|events")
-        client.close()
+        lag_key = KeySpace(stack.settings.key_prefix).consumer_lag
+        redis.Redis.from_url(stack.settings.redis_url).hdel(lag_key, "slow-consumer|events")
+        store.close()
     status = CliRunner().invoke(app, ["stack", "status"], env={"COLUMNS": "200"})
     assert status.exit_code == 0 and "records behind" in status.output
     assert "events " in status.output.split("lake-ingest")[1].splitlines()[0]
@@ -511,7 +513,7 @@ def test_without_a_batch_view_features_are_503_unless_speed_only_values_are_allo
 
     import redis
 
-    from feature_core.keys import KeySpace
+    from online_store.keys import KeySpace
 
     users, _ = served_users
     prefix = f"nobatch-{uuid.uuid4().hex[:8]}"

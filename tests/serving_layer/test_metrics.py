@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from serving_layer.batch_cache import BatchViewCache
+from online_store.batch_cache import BatchViewCache
 from serving_layer.metrics import ServingMetrics
 
 

@@ -11,11 +11,11 @@ import redis
 from fastapi.testclient import TestClient
 
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import KeySpace
 from feature_core.local_views import batch_doc
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
+from online_store.keys import KeySpace
 from serving_layer.app import create_app
 from tests.conftest import wait_for
 

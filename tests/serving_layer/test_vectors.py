@@ -10,7 +10,7 @@ from feature_core.local_views import speed_tiles
 from feature_core.merge import ValueStatus
 from feature_core.reference import evaluate
 from feature_core.windows import MINUTE_MS
-from serving_layer.store import EntityViews, ViewsSnapshot
+from online_store.views import EntityViews, ViewsSnapshot
 from serving_layer.vectors import NotFoundError, RequestError, build_vectors, select
 
 REPO = FeatureRepo.from_module(demo)

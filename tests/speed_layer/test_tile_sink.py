@@ -11,6 +11,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot
 
 from feature_core import sketches
 from feature_core.aggregations import Primitive
@@ -94,3 +95,15 @@ def test_native_values_and_the_latest_event_time(harness, raw):
 def test_entity_ids_match_the_key_layout(harness, keys):
     jvm = orjson.loads(ask(harness, ["id", keys]))
     assert jvm.encode() == entity_id(keys).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.one_of(
+        _TEXT,
+        st.builds(lambda before, tag, after: f"{before}{{{tag}}}{after}", _TEXT, _TEXT, _TEXT),
+    )
+)
+def test_cluster_slots_match_redis(harness, key):
+    """The sink routes each key as Redis Cluster hashes it (CRC16 of the hash tag)."""
+    assert int(ask(harness, ["slot", key])) == key_slot(key.encode())

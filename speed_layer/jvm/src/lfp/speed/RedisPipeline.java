@@ -3,7 +3,6 @@ package lfp.speed;
 import java.io.BufferedInputStream;
 import java.io.BufferedOutputStream;
 import java.io.ByteArrayOutputStream;
-import java.io.Closeable;
 import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
@@ -23,7 +22,7 @@ import javax.net.ssl.SSLSocketFactory;
  * sink sends is idempotent (whole values, a TTL, a max), so a batch that failed halfway is
  * sent again whole after reconnecting. URLs: {@code redis[s]://[[user]:password@]host[:port][/db]}.
  */
-final class RedisPipeline implements Closeable {
+final class RedisPipeline implements RedisCommands {
 
   private final String host;
   private final int port;
@@ -66,7 +65,8 @@ final class RedisPipeline implements Closeable {
   }
 
   /** Queues one command (sent by {@link #sync}). */
-  void command(String... args) {
+  @Override
+  public void command(String... args) {
     writeHeader('*', args.length);
     for (String arg : args) {
       byte[] bytes = arg.getBytes(StandardCharsets.UTF_8);
@@ -92,7 +92,8 @@ final class RedisPipeline implements Closeable {
    * until {@code giveUpMs} has passed, then the last error is thrown. Redis error replies
    * are not retried: they say the command is wrong.
    */
-  void sync(long giveUpMs) throws IOException, InterruptedException {
+  @Override
+  public void sync(long giveUpMs) throws IOException, InterruptedException {
     if (count == 0) {
       return;
     }
@@ -119,6 +120,52 @@ final class RedisPipeline implements Closeable {
         backoffMs = Math.min(backoffMs * 2, 2000);
       }
     }
+  }
+
+  /** Writes the queued commands, without reading their replies (see {@link #receive}). */
+  void transmit() throws IOException {
+    if (count == 0) {
+      return;
+    }
+    try {
+      if (socket == null) {
+        connect();
+      }
+      commands.writeTo(out);
+      out.flush();
+    } catch (IOException error) {
+      discard();
+      throw error;
+    }
+  }
+
+  /** Reads the replies of what {@link #transmit} wrote; the first error reply is thrown. */
+  void receive() throws IOException {
+    try {
+      RedisError first = null;
+      for (int i = 0; i < count; i++) {
+        RedisError error = readReply();
+        first = first == null ? error : first;
+      }
+      if (first != null) {
+        throw first;
+      }
+    } catch (RedisError error) {
+      throw error;
+    } catch (IOException error) {
+      close();
+      throw error;
+    } finally {
+      commands.reset();
+      count = 0;
+    }
+  }
+
+  /** Forgets the queued commands and the connection (its replies may be unread). */
+  void discard() {
+    close();
+    commands.reset();
+    count = 0;
   }
 
   private void send() throws IOException {
@@ -166,6 +213,69 @@ final class RedisPipeline implements Closeable {
       commands.reset();
       count = queuedCount;
       queued.writeTo(commands);
+    }
+  }
+
+  /**
+   * Sends one command now (nothing may be queued) and returns its reply: a String, a Long,
+   * null, or a List of those; an error reply is thrown.
+   */
+  Object call(String... args) throws IOException {
+    if (count != 0) {
+      throw new IllegalStateException("call() with commands queued");
+    }
+    if (socket == null) {
+      connect();
+    }
+    command(args);
+    try {
+      commands.writeTo(out);
+      out.flush();
+      Object reply = readValue();
+      if (reply instanceof RedisError) {
+        throw (RedisError) reply;
+      }
+      return reply;
+    } catch (IOException error) {
+      close();
+      throw error;
+    } finally {
+      commands.reset();
+      count = 0;
+    }
+  }
+
+  /** One reply as a value (see {@link #call}); an error reply is returned, not thrown. */
+  private Object readValue() throws IOException {
+    int type = in.read();
+    String line = readLine();
+    switch (type) {
+      case '+':
+        return line;
+      case ':':
+        return Long.parseLong(line);
+      case '-':
+        return new RedisError(line);
+      case '$':
+        int length = Integer.parseInt(line);
+        if (length < 0) {
+          return null;
+        }
+        byte[] bytes = in.readNBytes(length);
+        skip(2);
+        return new String(bytes, StandardCharsets.UTF_8);
+      case '*':
+        int items = Integer.parseInt(line);
+        if (items < 0) {
+          return null;
+        }
+        java.util.List<Object> list = new java.util.ArrayList<>(items);
+        for (int i = 0; i < items; i++) {
+          list.add(readValue());
+        }
+        return list;
+      default:
+        throw new IOException("unexpected Redis reply type " + type);
     }
   }
 
@@ -241,8 +351,19 @@ final class RedisPipeline implements Closeable {
 
   /** Redis answered a command with an error. */
   static final class RedisError extends IOException {
+    final String reply;
+
     RedisError(String message) {
       super("Redis error: " + message);
+      reply = message;
+    }
+
+    /** The cluster moved the key's slot (or is reconfiguring): ask again elsewhere. */
+    boolean redirected() {
+      return reply.startsWith("MOVED ")
+          || reply.startsWith("ASK ")
+          || reply.startsWith("TRYAGAIN")
+          || reply.startsWith("CLUSTERDOWN");
     }
   }
 }

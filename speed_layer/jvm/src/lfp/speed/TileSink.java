@@ -14,8 +14,10 @@ import org.apache.flink.types.RowKind;
 /**
  * A feature group's speed tiles -> Redis, from the JVM: the tile query's upserts
  * {@code (k0..kn, tile, raw0..rawm, max_event_time)} become {@code HSET
- * <prefix>:st:<group>:<entity> <tile> <partials JSON>} (feature_core/keys.py), each key's
- * TTL, then the group's watermark (a max), as speed_layer/sink.py describes.
+ * <prefix>:st:<group>:{<entity>} <tile> <partials JSON>} (online_store/keys.py), each key's
+ * TTL, then the group's watermark (a max), as speed_layer/sink.py describes. On Redis
+ * Cluster the tiles go to their slots' masters, and the watermark is sent only once every
+ * master acknowledged them.
  *
  * <p>Updates are coalesced per (entity, tile) and written every {@code flushMs} in one
  * pipeline, and before every checkpoint completes ({@link SinkWriter#flush}), so a restored
@@ -35,7 +37,9 @@ public class TileSink implements Sink<Row> {
           + "return 1\n";
 
   private final String redisUrl;
+  private final boolean cluster;
   private final String tileKeyPrefix;
+  private final String tileKeySuffix;
   private final String watermarkKey;
   private final String group;
   private final long ttlS;
@@ -45,13 +49,17 @@ public class TileSink implements Sink<Row> {
   private final long flushMs;
 
   /**
-   * @param tileKeyPrefix the tile keys' prefix up to the entity ({@code <p>:st:<group>:})
+   * @param cluster whether {@code redisUrl} is a node of a Redis Cluster
+   * @param tileKeyPrefix what comes before the entity in a tile key ({@code <p>:st:<group>:{})
+   * @param tileKeySuffix what comes after it ({@code }})
    * @param kinds per raw column: native, last_time, last, last_k or hll
    * @param params per raw column: k or the sketch precision (0 where none)
    */
   public TileSink(
       String redisUrl,
+      boolean cluster,
       String tileKeyPrefix,
+      String tileKeySuffix,
       String watermarkKey,
       String group,
       long ttlS,
@@ -60,7 +68,9 @@ public class TileSink implements Sink<Row> {
       int[] params,
       long flushMs) {
     this.redisUrl = redisUrl;
+    this.cluster = cluster;
     this.tileKeyPrefix = tileKeyPrefix;
+    this.tileKeySuffix = tileKeySuffix;
     this.watermarkKey = watermarkKey;
     this.group = group;
     this.ttlS = ttlS;
@@ -68,7 +78,7 @@ public class TileSink implements Sink<Row> {
     this.kinds = kinds.clone();
     this.params = params.clone();
     this.flushMs = flushMs;
-    new RedisPipeline(redisUrl); // a URL it cannot write to fails the job's build, not a task
+    RedisCommands.open(redisUrl, cluster); // a bad URL fails the job's build, not a task
   }
 
   @Override
@@ -77,7 +87,7 @@ public class TileSink implements Sink<Row> {
   }
 
   private final class Writer implements SinkWriter<Row> {
-    private final RedisPipeline redis = new RedisPipeline(redisUrl);
+    private final RedisCommands redis = RedisCommands.open(redisUrl, cluster);
     private final ProcessingTimeService time;
     /** entity key -> tile -> the tile's newest row. */
     private Map<String, Map<Long, Row>> pending = new LinkedHashMap<>();
@@ -107,7 +117,7 @@ public class TileSink implements Sink<Row> {
       for (int i = 0; i < joinKeys; i++) {
         keys[i] = (String) row.getField(i);
       }
-      String key = tileKeyPrefix + entityId(keys);
+      String key = tileKeyPrefix + entityId(keys) + tileKeySuffix;
       pending.computeIfAbsent(key, k -> new LinkedHashMap<>()).put((Long) row.getField(joinKeys), row);
     }
 
@@ -135,6 +145,10 @@ public class TileSink implements Sink<Row> {
         }
         redis.command(args);
         redis.command("EXPIRE", entry.getKey(), Long.toString(ttlS));
+      }
+      if (cluster) {
+        // The tiles' masters are not the watermark's: one connection no longer orders them.
+        redis.sync(60_000);
       }
       redis.command("EVAL", MAX_WATERMARK, "1", watermarkKey, group, Long.toString(newest));
       redis.sync(60_000);
@@ -312,7 +326,8 @@ public class TileSink implements Sink<Row> {
 
   /**
    * For the parity test: each stdin line is a JSON array [kind, param, raw] (raw pairs as
-   * [[t, v], ...], registers as base64) -> the partial's JSON; "id" lines -> entityId.
+   * [[t, v], ...], registers as base64) -> the partial's JSON; "id" lines -> entityId;
+   * "slot" lines -> the Redis Cluster hash slot of a key.
    */
   public static void main(String[] args) throws IOException {
     org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper mapper =
@@ -331,6 +346,8 @@ public class TileSink implements Sink<Row> {
           keys[i] = node.get(1).get(i).asText();
         }
         string(json, entityId(keys));
+      } else if (kind.equals("slot")) {
+        json.append(RedisClusterPipeline.slot(node.get(1).asText()));
       } else {
         partial(json, kind, node.get(1).asInt(), raw(kind, node.get(2)));
       }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
+from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 
 P1, P2 = '{"version":1}', '{"version":2}'
 

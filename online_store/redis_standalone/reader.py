@@ -1,4 +1,4 @@
-"""Reads both views from Redis in one round trip, atomically.
+"""The API's reader on one Redis server: both views in one round trip, atomically.
 
 A Lua script reads the batch pointer, then the pointed-to batch view and the speed
 tiles of every requested (group, entity), and the speed watermarks. Redis runs a
@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from feature_core.keys import KeySpace
-from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
+from online_store.base import ViewReader
+from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
+from online_store.keys import KeySpace
+from online_store.views import (
+    EntityViews,
+    ViewsRequest,
+    ViewsSnapshot,
+    pointer_of,
+    recomputing,
+)
 from runtime import lag
 from runtime.lag import TopicLag
-from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 
 # The key names are in the script (see _read_script); its one argument is the request as
 # a JSON text: [held pointer, its version, parts], the held pointer being the raw JSON of
@@ -36,7 +41,7 @@ from serving_layer.batch_cache import BatchViewCache, CachedBatchView, parse_til
 # if none), then per view (entity-major
 # within each part) its batch view (1 if held, nil if none) and its speed tiles as one
 # JSON array of tile start, partials, tile start, ...; the client parses those only
-# when they changed (see FeatureStore.read).
+# when they changed (see RedisViewReader.read).
 _READ_SCRIPT = """
 local pointer_key, watermark_key, speed_epoch_key, view_root, tiles_root = %s, %s, %s, %s, %s
 local request = cjson.decode(ARGV[1])
@@ -56,7 +61,7 @@ for _, part in ipairs(request[3]) do
   for _, entity in ipairs(part[2]) do
     for _, group in ipairs(groups) do
       k = k + 1
-      local suffix = group .. ':' .. entity
+      local suffix = group .. ':{' .. entity .. '}'
       if held and string.byte(flags, k) == 49 then
         reply[n + 1] = 1
       else
@@ -91,40 +96,6 @@ def _read_script(keys: KeySpace) -> str:
     return _READ_SCRIPT % tuple(_lua_string(name) for name in names)
 
 
-#: What to read: (group names, entity ids). Views come back entity-major per part.
-ViewsRequest = tuple[Sequence[str], Sequence[str]]
-
-
-# Built per request on the hot path: slotted, not frozen (a frozen dataclass's __init__
-# costs three times as much); read only, by convention.
-@dataclass(slots=True)
-class EntityViews:
-    batch_doc: dict[str, dict[str, list[Any]]] | None
-    speed_tiles: dict[int, list[Any]]
-    # The merge's memo of this batch view, when the view is cached (see batch_cache).
-    memo: dict[Any, Any] | None = field(default=None, compare=False)
-
-
-@dataclass(slots=True)
-class ViewsSnapshot:
-    pointer: BatchPointer | None
-    speed_watermarks: dict[str, int]
-    entities: list[EntityViews]
-    # The speed job is writing its tiles again from the topics' start (Redis lost them):
-    # until it has caught up, they miss events.
-    speed_recomputing: bool = False
-
-
-@lru_cache(maxsize=8)
-def _recomputing(epoch: bytes | None) -> bool:
-    return epoch is not None and not orjson.loads(epoch).get("complete", True)
-
-
-@lru_cache(maxsize=8)
-def _pointer_of(text: str) -> BatchPointer:
-    return BatchPointer.parse(text)
-
-
 def connect(settings: Settings) -> aioredis.Redis:
     """The API's Redis client: bounded timeouts, so a dead or paused Redis costs a request
     at most ``LFP_REDIS_TIMEOUT_S`` before its 503. A burst of more requests than
@@ -140,9 +111,9 @@ def connect(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
-class FeatureStore:
+class RedisViewReader(ViewReader):
     """Async reader of the batch and speed views, keeping up to ``batch_cache_entries``
-    batch views in process (:mod:`serving_layer.batch_cache`)."""
+    batch views in process (:mod:`online_store.batch_cache`)."""
 
     def __init__(
         self, client: aioredis.Redis, key_prefix: str, batch_cache_entries: int = 0
@@ -166,9 +137,11 @@ class FeatureStore:
             await self.client.script_load(self._script)
             return await self.client.execute_command(*self._evalsha, request)
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisViewReader:
+        return cls(connect(settings), settings.key_prefix, settings.api_batch_cache_entries)
+
     async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
-        """The views of each part's groups for each of its entities (entity-major, parts
-        in order), plus the pointer and watermarks used. No parts: those two only."""
         cache = self.batch_cache
         caching = cache.max_entries > 0
         wanted: list[tuple[Sequence[str], Sequence[str], str]] = []
@@ -182,7 +155,7 @@ class FeatureStore:
                     flags.append("1" if held else "0")
             wanted.append((groups, entities, "".join(flags)))
         held_pointer = cache.pointer_text
-        held_version = str(_pointer_of(held_pointer).version) if held_pointer else ""
+        held_version = str(pointer_of(held_pointer).version) if held_pointer else ""
         try:
             reply = await self._run_read_script(orjson.dumps((held_pointer, held_version, wanted)))
         except RedisError:
@@ -190,7 +163,7 @@ class FeatureStore:
             raise
         head = reply[0]
         pointer_text = held_pointer if head == 1 else head.decode() if head is not None else None
-        pointer = _pointer_of(pointer_text) if pointer_text else None
+        pointer = pointer_of(pointer_text) if pointer_text else None
         floor = pointer.cutoff if pointer else None
         if reply[1] != self._watermarks_read:  # they move once per speed layer flush
             marks = iter(reply[1])
@@ -214,7 +187,7 @@ class FeatureStore:
                 entities_views.append(
                     EntityViews(entry.doc, entry.tiles(tiles_json, floor), entry.memo)
                 )
-        return ViewsSnapshot(pointer, watermarks, entities_views, _recomputing(reply[2]))
+        return ViewsSnapshot(pointer, watermarks, entities_views, recomputing(reply[2]))
 
     async def batch_runs(self, limit: int) -> list[bytes]:
         """The newest batch run records (JSON), newest first."""
@@ -234,3 +207,6 @@ class FeatureStore:
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -2,9 +2,10 @@
 
 A batch view never changes once its pointer is published: a batch run writes a new
 version and flips the pointer. So a read may skip every view the process already holds
-for the serving pointer; the read script checks the pointer in the same atomic step and
-sends a placeholder instead (see :mod:`serving_layer.store`). Speed tiles are always read
-from Redis, so values stay exactly as fresh as without the cache. Chronon's fetcher
+for the serving pointer, once the read has seen that the pointer is still the one they
+were read under (in the same atomic script on one server; in the same pipeline on Redis
+Cluster). Speed tiles are always read from Redis, so values stay exactly as fresh as
+without the cache. Chronon's fetcher
 caches batch IRs the same way.
 
 This relies on a pointer never being reused for other data: the batch job gives each

@@ -1,0 +1,155 @@
+"""The online store's protocol: what the layers ask of it, whatever keeps the views.
+
+Writers (the batch job, its executors, the speed job's supervisor, the scheduler) use
+:class:`OnlineStore`; the API reads through :class:`ViewReader`. The speed job's tile
+sink runs in the JVM and gets its target from :meth:`OnlineStore.tile_target`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from feature_core.merge import BatchPointer
+from online_store.batch_cache import BatchViewCache
+from online_store.keys import KeySpace
+from online_store.views import ViewsRequest, ViewsSnapshot
+from runtime.lag import TopicLag
+
+
+@dataclass(frozen=True)
+class TileTarget:
+    """Where the JVM tile sink writes: a node's URL, and whether it is a Redis Cluster
+    (the sink then routes each key to its slot's node)."""
+
+    url: str
+    cluster: bool
+
+
+class OnlineStore(ABC):
+    """Batch views (versioned, switched by one pointer), speed tiles and shared state.
+
+    ``client`` is the backend's client for the shared state (run history, lag, stats):
+    single-key commands, or keys sharing the ``{meta}`` hash tag."""
+
+    keys: KeySpace
+    client: Any
+
+    @abstractmethod
+    def next_version(self) -> int:
+        """A new batch view version, never handed out before."""
+
+    @abstractmethod
+    def write_views(
+        self,
+        version: int,
+        group: str,
+        views: Iterable[tuple[str, bytes]],
+        written: Callable[[int], None] | None = None,
+    ) -> None:
+        """Write (entity id, view JSON) pairs of one group's batch view ``version``;
+        ``written(n)`` after each chunk reaches the store."""
+
+    @abstractmethod
+    def switch(self, pointer: BatchPointer) -> int | None:
+        """Serve ``pointer``'s version if it is newer than the one serving: the version it
+        replaced (0 when none served), or None when a newer one serves (no switch)."""
+
+    @abstractmethod
+    def pointer(self) -> BatchPointer | None:
+        """The batch view serving now, if any."""
+
+    @abstractmethod
+    def collect_garbage(self, keep_from: int) -> int:
+        """Delete the batch views of versions older than ``keep_from``; keys deleted."""
+
+    @abstractmethod
+    def watermarks(self, groups: Sequence[str]) -> dict[str, int | None]:
+        """Each group's speed watermark (the newest event time its tiles hold)."""
+
+    @abstractmethod
+    def server_identity(self) -> str | None:
+        """Names the running server(s): it changes when one restarts (and may have lost
+        writes). None when not reachable."""
+
+    @abstractmethod
+    def tile_target(self) -> TileTarget:
+        """Where the JVM tile sink writes."""
+
+    @abstractmethod
+    def set_speed_epoch(self, epoch: Mapping[str, Any]) -> None:
+        """What the speed job knows at start: the server it writes to, tiles complete."""
+
+    @abstractmethod
+    def speed_epoch_kept(self) -> bool:
+        """Whether the epoch is still there (gone: the store lost the job's writes)."""
+
+    @abstractmethod
+    def set_speed_stats(self, counts: Mapping[str, int]) -> None:
+        """The speed job's record counts (``{source}.{status}_events``)."""
+
+    @abstractmethod
+    def speed_stats(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def clear_speed_stats(self) -> None: ...
+
+    @abstractmethod
+    def save_runs(self, runs: Iterable[tuple[str, str, float]], keep: int) -> None:
+        """Record batch runs (run id, record JSON, start time); keep the newest ``keep``."""
+
+    @abstractmethod
+    def has_runs(self) -> bool: ...
+
+    @abstractmethod
+    def recent_runs(self, limit: int) -> list[bytes]:
+        """The newest run records (JSON), newest first."""
+
+    @abstractmethod
+    def publish_lag(self, consumer: str, lag: Mapping[str, int]) -> None:
+        """A consumer's records behind, per topic, stamped now."""
+
+    @abstractmethod
+    def publish_report(self, report: str) -> None:
+        """The last consistency verification (JSON), for ``/metrics``."""
+
+    @abstractmethod
+    def ping(self) -> bool: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class ViewReader(ABC):
+    """The API's asynchronous reader: every view a request needs, of one batch view
+    version, plus the shared state its endpoints show. ``batch_cache`` holds the batch
+    views it keeps in process."""
+
+    keys: KeySpace
+    batch_cache: BatchViewCache
+
+    @abstractmethod
+    async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
+        """The views of each part's groups for each of its entities (entity-major, parts
+        in order), with the pointer and watermarks they were read under. No parts: those
+        two only."""
+
+    @abstractmethod
+    async def batch_runs(self, limit: int) -> list[bytes]:
+        """The newest batch run records (JSON), newest first."""
+
+    @abstractmethod
+    async def consumer_lag(self) -> list[TopicLag]:
+        """Each consumer's lag per topic, as last published (fresh ones only)."""
+
+    @abstractmethod
+    async def consistency_report(self) -> bytes | None:
+        """The last consistency verification (JSON), if one was published."""
+
+    @abstractmethod
+    async def ping(self) -> bool: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...

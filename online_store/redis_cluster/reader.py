@@ -1,0 +1,171 @@
+"""The API's reader on Redis Cluster: one pipelined round trip to every node a request
+needs, sent at once; a second only when the batch view switched.
+
+A script cannot read keys of several slots, so the read is not one atomic script as on
+one server. A request still never mixes batch view versions:
+
+- The pointer, the watermarks and the speed epoch share the ``{meta}`` slot; every view
+  of one entity (batch and speed, every group) shares the entity's slot. The pipeline
+  reads the pointer together with the views of the version the reader last saw.
+- If the pointer read is that version's, those views are the serving version's: its
+  keys were all written before the pointer named it. If it moved, the views are read
+  again at the new version (a second round trip, once per switch).
+- A version's keys are deleted only after a later version replaced the one that
+  replaced it (:meth:`online_store.base.OnlineStore.switch` returns the replaced version
+  and the batch job keeps it): a request reads its views within its Redis timeout of
+  reading the pointer, far less than a batch run.
+- Watermarks are read no later than the tiles, and the tile sink writes a group's
+  watermark only after every node acknowledged its tiles: a watermark seen still means
+  its tiles are there.
+
+Cached batch views (:mod:`online_store.batch_cache`) are used only when the pointer read
+in the same request is the one they were read under, as on one server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio.cluster import RedisCluster
+
+from feature_core.settings import Settings
+from online_store import STORE_ERRORS
+from online_store.base import ViewReader
+from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
+from online_store.keys import KeySpace
+from online_store.views import (
+    EntityViews,
+    ViewsRequest,
+    ViewsSnapshot,
+    pointer_of,
+    recomputing,
+)
+from runtime import lag
+from runtime.lag import TopicLag
+
+
+def _tiles_json(tiles: dict[bytes, bytes]) -> bytes:
+    """A tiles hash as the JSON array ``[start, partials, ...]`` the cache compares."""
+    return b"[" + b",".join(start + b"," + partials for start, partials in tiles.items()) + b"]"
+
+
+class RedisClusterViewReader(ViewReader):
+    def __init__(self, client: RedisCluster, key_prefix: str, batch_cache_entries: int = 0):
+        self.client = client
+        self.keys = KeySpace(key_prefix)
+        self.batch_cache = BatchViewCache(batch_cache_entries)
+        # The pointer text of the last read: the next one reads that version's views
+        # in its first round trip.
+        self._last_pointer: str | None = None
+        self._watermarks_read: dict[bytes, bytes] | None = None
+        self._watermarks: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisClusterViewReader:
+        client = RedisCluster.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            max_connections=settings.api_redis_connections,
+        )
+        return cls(client, settings.key_prefix, settings.api_batch_cache_entries)
+
+    async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
+        cache = self.batch_cache
+        caching = cache.max_entries > 0
+        guess = self._last_pointer
+        guessed_version = pointer_of(guess).version if guess else None
+        views_read: list[tuple[str, str, CachedBatchView | None]] = []
+        pipe = self.client.pipeline()
+        pipe.get(self.keys.batch_pointer)
+        pipe.hgetall(self.keys.speed_watermark)
+        pipe.get(self.keys.speed_epoch)
+        for groups, entities in parts:
+            for entity in entities:
+                for group in groups:
+                    held = cache.get(group, entity) if caching else None
+                    if held is not None and cache.pointer_text != guess:
+                        held = None
+                    views_read.append((group, entity, held))
+                    if held is None and guessed_version is not None:
+                        pipe.get(self.keys.batch_view(guessed_version, group, entity))
+                    pipe.hgetall(self.keys.speed_tiles(group, entity))
+        try:
+            replies: list[Any] = await pipe.execute()
+        except STORE_ERRORS:
+            cache.clear()  # a Redis that went away may come back with other data
+            raise
+        head, marks, epoch = replies[0], replies[1], replies[2]
+        pointer_text = head.decode() if head is not None else None
+        self._last_pointer = pointer_text
+        pointer = pointer_of(pointer_text) if pointer_text else None
+        floor = pointer.cutoff if pointer else None
+        if marks != self._watermarks_read:  # they move once per speed layer flush
+            self._watermarks = {g.decode(): int(m) for g, m in marks.items()}
+            self._watermarks_read = marks
+        docs: list[Any] = []
+        tiles: list[bytes] = []
+        at = 3
+        for _, _, held in views_read:
+            if held is None and guessed_version is not None:
+                docs.append(replies[at])
+                at += 1
+            else:
+                docs.append(None)
+            tiles.append(_tiles_json(replies[at]))
+            at += 1
+        if pointer_text != guess:
+            # The version switched (or this is the first read): the views read, held or
+            # not, belong to another version than the pointer's.
+            views_read = [(group, entity, None) for group, entity, _ in views_read]
+            docs = await self._views_at(pointer, views_read)
+        entities_views = []
+        for (group, entity, held), doc, tiles_json in zip(views_read, docs, tiles, strict=True):
+            entry: CachedBatchView | None = held
+            if entry is None:
+                doc = _parsed(doc)
+                if pointer_text is not None and caching:
+                    entry = cache.put(pointer_text, group, entity, doc)
+            if entry is None:
+                entities_views.append(EntityViews(doc, parse_tiles(tiles_json, floor)))
+            else:
+                entities_views.append(
+                    EntityViews(entry.doc, entry.tiles(tiles_json, floor), entry.memo)
+                )
+        return ViewsSnapshot(pointer, self._watermarks, entities_views, recomputing(epoch))
+
+    async def _views_at(self, pointer: Any, views: list[tuple[str, str, Any]]) -> list[Any]:
+        if pointer is None or not views:
+            return [None] * len(views)
+        pipe = self.client.pipeline()
+        for group, entity, _ in views:
+            pipe.get(self.keys.batch_view(pointer.version, group, entity))
+        try:
+            return list(await pipe.execute())
+        except STORE_ERRORS:
+            self.batch_cache.clear()
+            raise
+
+    async def batch_runs(self, limit: int) -> list[bytes]:
+        ids = await self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
+        if not ids:
+            return []
+        return [r for r in await self.client.hmget(self.keys.batch_runs, ids) if r is not None]
+
+    async def consumer_lag(self) -> list[TopicLag]:
+        return lag.parse(await self.client.hgetall(self.keys.consumer_lag))
+
+    async def consistency_report(self) -> bytes | None:
+        return await self.client.get(self.keys.consistency)
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _parsed(doc: bytes | None) -> Any:
+    return orjson.loads(doc) if doc is not None else None

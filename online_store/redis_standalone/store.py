@@ -1,0 +1,196 @@
+"""The online store on one Redis server (the default): batch views, the pointer, tiles
+and shared state, written and read with redis-py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+import redis
+
+from feature_core.merge import BatchPointer
+from feature_core.settings import Settings
+from online_store.base import OnlineStore, TileTarget
+from online_store.keys import KeySpace
+
+#: Serve a version only if it is newer than the serving one: a slow older run never
+#: replaces a newer view. Returns the version replaced (0: none served), -1: not newer.
+SWITCH_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+local serving = 0
+if current then serving = tonumber(cjson.decode(current)['version']) end
+if serving >= tonumber(ARGV[2]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+return serving
+"""
+
+#: Record runs and keep the newest ARGV[1] of them (the hash and its index, one slot).
+SAVE_RUNS = """
+local runs, index, keep = KEYS[1], KEYS[2], tonumber(ARGV[1])
+for i = 2, #ARGV, 3 do
+  redis.call('HSET', runs, ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', index, ARGV[i + 2], ARGV[i])
+end
+local surplus = redis.call('ZRANGE', index, 0, -keep - 1)
+if #surplus > 0 then
+  redis.call('ZREM', index, unpack(surplus))
+  redis.call('HDEL', runs, unpack(surplus))
+end
+return #surplus
+"""
+
+#: Keys written or deleted per pipeline round trip.
+CHUNK = 1000
+
+
+class RedisStore(OnlineStore):
+    """Batch views as plain keys, one per (version, group, entity); speed tiles as one
+    hash per (group, entity); shared state under the ``{meta}`` tag."""
+
+    def __init__(self, client: Any, key_prefix: str, url: str) -> None:
+        self.client = client
+        self.keys = KeySpace(key_prefix)
+        self.url = url
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout_s: float | None = None) -> RedisStore:
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        return cls(client, settings.key_prefix, settings.redis_url)
+
+    # --- batch views -------------------------------------------------------------
+    def next_version(self) -> int:
+        return int(self.client.incr(self.keys.batch_seq))
+
+    def write_views(
+        self,
+        version: int,
+        group: str,
+        views: Iterable[tuple[str, bytes]],
+        written: Callable[[int], None] | None = None,
+    ) -> None:
+        before, after = self.keys.batch_view_affixes(version, group)
+        pipe = self.client.pipeline(transaction=False)
+        pending = 0
+        for entity, doc in views:
+            pipe.set(f"{before}{entity}{after}", doc)
+            pending += 1
+            if pending >= CHUNK:
+                pipe.execute()
+                if written is not None:
+                    written(pending)
+                pending = 0
+        if pending:
+            pipe.execute()
+            if written is not None:
+                written(pending)
+
+    def switch(self, pointer: BatchPointer) -> int | None:
+        replaced = int(
+            self.client.eval(
+                SWITCH_IF_NEWER,
+                1,
+                self.keys.batch_pointer,
+                orjson.dumps(pointer.to_json()),
+                pointer.version,
+            )
+        )
+        return None if replaced < 0 else replaced
+
+    def pointer(self) -> BatchPointer | None:
+        raw = self.client.get(self.keys.batch_pointer)
+        return BatchPointer.parse(raw) if raw is not None else None
+
+    def collect_garbage(self, keep_from: int) -> int:
+        removed = 0
+        prefix = self.keys.batch_view_root
+        doomed: list[bytes] = []
+        for key in self.client.scan_iter(match=f"{_glob_escaped(prefix)}*", count=CHUNK):
+            version_text = key.decode()[len(prefix) :].split(":", 1)[0]
+            if version_text.isdigit() and int(version_text) < keep_from:
+                doomed.append(key)
+            if len(doomed) >= CHUNK:
+                removed += self._unlink(doomed)
+                doomed = []
+        if doomed:
+            removed += self._unlink(doomed)
+        return removed
+
+    def _unlink(self, keys: list[bytes]) -> int:
+        # One key per command: on a cluster, keys of different slots cannot share one.
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.unlink(key)
+        return sum(pipe.execute())
+
+    # --- speed layer -------------------------------------------------------------
+    def watermarks(self, groups: Sequence[str]) -> dict[str, int | None]:
+        marks = self.client.hmget(self.keys.speed_watermark, list(groups))
+        return {g: int(m) if m is not None else None for g, m in zip(groups, marks, strict=True)}
+
+    def server_identity(self) -> str | None:
+        try:
+            return str(self.client.info("server")["run_id"])
+        except redis.RedisError:
+            return None
+
+    def tile_target(self) -> TileTarget:
+        return TileTarget(self.url, cluster=False)
+
+    def set_speed_epoch(self, epoch: Mapping[str, Any]) -> None:
+        self.client.set(self.keys.speed_epoch, orjson.dumps(epoch))
+
+    def speed_epoch_kept(self) -> bool:
+        return bool(self.client.exists(self.keys.speed_epoch))
+
+    def set_speed_stats(self, counts: Mapping[str, int]) -> None:
+        self.client.hset(self.keys.speed_stats, mapping=dict(counts))
+
+    def speed_stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.speed_stats).items()}
+
+    def clear_speed_stats(self) -> None:
+        self.client.delete(self.keys.speed_stats)
+
+    # --- shared state ------------------------------------------------------------
+    def save_runs(self, runs: Iterable[tuple[str, str, float]], keep: int) -> None:
+        """Record (run id, record JSON, start time) and keep the newest ``keep``."""
+        args: list[Any] = [keep]
+        for run_id, record, started_at in runs:
+            args += [run_id, record, started_at]
+        self.client.eval(SAVE_RUNS, 2, self.keys.batch_runs, self.keys.batch_runs_index, *args)
+
+    def has_runs(self) -> bool:
+        return bool(self.client.exists(self.keys.batch_runs_index))
+
+    def recent_runs(self, limit: int) -> list[bytes]:
+        ids = self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
+        if not ids:
+            return []
+        return [r for r in self.client.hmget(self.keys.batch_runs, ids) if r is not None]
+
+    def publish_lag(self, consumer: str, lag: Mapping[str, int]) -> None:
+        now = int(time.time() * 1000)
+        fields = {
+            f"{consumer}|{topic}": orjson.dumps({"behind": n, "at_ms": now})
+            for topic, n in lag.items()
+        }
+        if fields:
+            self.client.hset(self.keys.consumer_lag, mapping=fields)
+
+    def publish_report(self, report: str) -> None:
+        self.client.set(self.keys.consistency, report)
+
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _glob_escaped(text: str) -> str:
+    """``text`` matched literally by SCAN's MATCH pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

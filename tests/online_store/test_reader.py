@@ -1,0 +1,101 @@
+"""Both backends' readers: one version's views per request, entity-major, cached views
+skipped until the pointer moves."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from feature_core.merge import BatchPointer
+from feature_core.windows import DAY_MS, SPEED_TILE_MS
+from online_store.keys import KeySpace
+from online_store.views import EntityViews, ViewsRequest, ViewsSnapshot
+
+pytestmark = pytest.mark.integration
+
+KEYS = KeySpace("lfp")
+CUTOFF = 20_000 * DAY_MS
+
+
+def _read(backend, parts: list[ViewsRequest]) -> ViewsSnapshot:
+    async def read() -> ViewsSnapshot:
+        reader = backend.reader()
+        try:
+            return await reader.read(parts)
+        finally:
+            await reader.close()
+
+    return asyncio.run(read())
+
+
+def test_views_come_back_entity_major_per_part_with_pointer_and_watermarks(backend):
+    client = backend.direct
+    client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
+    client.hset(KEYS.speed_watermark, mapping={"g1": CUTOFF + 5, "g2": CUTOFF + 7})
+    for group, entity in [("g1", "u1"), ("g2", "u1"), ("g1", "u2"), ("h", "i1")]:
+        doc = {"lifetime": {"c": [f"{group}/{entity}"]}}
+        client.set(KEYS.batch_view(3, group, entity), orjson.dumps(doc))
+        client.set(KEYS.batch_view(2, group, entity), orjson.dumps({"old": "version"}))
+        client.hset(KEYS.speed_tiles(group, entity), str(CUTOFF), orjson.dumps([entity]))
+    # A tile from before the cutoff, still in Redis until its TTL: the batch view has it.
+    client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF - SPEED_TILE_MS), orjson.dumps(["x"]))
+
+    snapshot = _read(backend, [(("g1", "g2"), ["u1", "u2", "new"]), (("h",), ["i1"])])
+
+    assert snapshot.pointer == BatchPointer(3, CUTOFF, DAY_MS)
+    assert snapshot.speed_watermarks == {"g1": CUTOFF + 5, "g2": CUTOFF + 7}
+    docs = [v.batch_doc and v.batch_doc["lifetime"]["c"][0] for v in snapshot.entities]
+    assert docs == ["g1/u1", "g2/u1", "g1/u2", None, None, None, "h/i1"]
+    assert snapshot.entities[0].speed_tiles == {CUTOFF: ["u1"]}  # the older tile left out
+    assert snapshot.entities[4] == EntityViews(None, {})  # never seen: no views, no error
+
+
+def test_without_a_batch_view_every_speed_tile_is_read(backend):
+    client = backend.direct
+    tiles = {str(CUTOFF - SPEED_TILE_MS): orjson.dumps([1]), str(CUTOFF): orjson.dumps([2])}
+    client.hset(KEYS.speed_tiles("g1", "u1"), mapping=tiles)
+
+    snapshot = _read(backend, [(("g1",), ["u1"])])
+
+    assert snapshot.pointer is None and snapshot.speed_watermarks == {}
+    assert snapshot.entities == [EntityViews(None, {CUTOFF - SPEED_TILE_MS: [1], CUTOFF: [2]})]
+
+
+def test_cached_batch_views_are_not_read_again_until_the_pointer_moves(backend):
+    """Proof of the skip: a view rewritten under the same pointer (which the batch job
+    never does) still reads as cached, while speed tiles are always read fresh."""
+    client = backend.direct
+    client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
+    client.set(KEYS.batch_view(3, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["v3"]}}))
+    client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps(["t1"]))
+    parts: list[ViewsRequest] = [(("g1",), ["u1", "unknown"])]
+
+    async def scenario() -> None:
+        store = backend.reader(batch_cache_entries=10)
+        try:
+            first = await store.read(parts)
+            assert [v.batch_doc for v in first.entities] == [{"lifetime": {"c": ["v3"]}}, None]
+            assert len(store.batch_cache) == 2
+
+            client.set(KEYS.batch_view(3, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["x"]}}))
+            client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps(["t2"]))
+            second = await store.read(parts)
+            assert second.entities[0].batch_doc == {"lifetime": {"c": ["v3"]}}
+            assert second.entities[0].speed_tiles == {CUTOFF: ["t2"]}
+            assert second.entities[0].memo is first.entities[0].memo  # kept with the view
+            assert store.batch_cache.hits == 2
+
+            client.set(KEYS.batch_view(4, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["v4"]}}))
+            client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(4, CUTOFF, DAY_MS).to_json()))
+            third = await store.read(parts)
+            assert third.pointer is not None and third.pointer.version == 4
+            assert third.entities[0].batch_doc == {"lifetime": {"c": ["v4"]}}
+            fourth = await store.read(parts)  # the new version's views, now cached
+            assert fourth.entities[0].batch_doc == {"lifetime": {"c": ["v4"]}}
+            assert fourth.entities[0].memo is third.entities[0].memo
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
