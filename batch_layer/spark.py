@@ -33,8 +33,13 @@ def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSessi
             "spark.dynamicAllocation.shuffleTracking.enabled": "true",
             "spark.dynamicAllocation.executorIdleTimeout": "30s",
             "spark.dynamicAllocation.cachedExecutorIdleTimeout": "60s",
+            # Without a timeout, an executor holding a finished run's shuffle files is
+            # never given back.
+            "spark.dynamicAllocation.shuffleTracking.timeout": "60s",
         }.items():
             builder = builder.config(key, value)
+        if settings.spark_cores_max is not None:
+            builder = builder.config("spark.cores.max", str(settings.spark_cores_max))
         if settings.spark_driver_host is not None:
             # Executors elsewhere connect back to the driver by this name.
             builder = builder.config("spark.driver.host", settings.spark_driver_host)

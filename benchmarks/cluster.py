@@ -1,4 +1,6 @@
-"""Serving from Redis Cluster against one Redis server: `make bench-cluster`.
+"""Serving from Redis Cluster against one Redis server, and the speed job at parallelism
+1 and 2 on the Flink session cluster: `make bench-cluster` (``ARGS="--speed"`` for the
+second, on a stack running on the cluster: `lfp cluster up`, its exports, `make up`).
 
 The same views (the serving benchmark's: ``--entities`` users, the ``user_features``
 service) are loaded into a private redis-server and into a private three-master Redis
@@ -24,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from threading import Event
 
 import redis
 from redis.cluster import RedisCluster
@@ -39,9 +42,9 @@ from benchmarks.serving import (
     wrk,
 )
 from feature_core.definitions import FeatureRepo
-from feature_core.settings import Settings
+from feature_core.settings import Settings, get_settings
 from infra.cluster import form_redis_cluster
-from infra.stack import free_port
+from infra.stack import free_port, free_redis_cluster_port
 
 console = Console()
 
@@ -49,7 +52,7 @@ console = Console()
 @contextmanager
 def redis_servers(root: Path, cluster: bool) -> Iterator[str]:
     """A private redis-server, or three masters formed into a cluster: the URL."""
-    ports = [free_port() for _ in range(3 if cluster else 1)]
+    ports = [free_redis_cluster_port() for _ in range(3 if cluster else 1)]
     processes = []
     for port in ports:
         command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
@@ -75,8 +78,38 @@ def redis_servers(root: Path, cluster: bool) -> Iterator[str]:
             process.wait(10)
 
 
+def speed(args) -> None:
+    """The speed job reading a backlog from the earliest offset on the session cluster, at
+    parallelism 1 and 2 in turn (:func:`benchmarks.speed.backlog`), ``--rounds`` times."""
+    from benchmarks.speed import backlog, pools, produce_at
+
+    settings = get_settings()
+    if settings.speed_target != "remote":
+        raise SystemExit("run on the cluster: `lfp cluster up`, its exports, then `make up`")
+    repo = FeatureRepo.from_module(settings.feature_repo)
+    sent, took = produce_at(
+        settings, pools(repo, 10_000), args.backlog_rate, args.backlog_s, Event()
+    )
+    console.print(f"backlog: {sent:,} records produced in {took:.1f} s")
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(args.rounds):
+        for parallelism in (1, 2):
+            records, rate = backlog(settings, repo, parallelism=parallelism)
+            rates[parallelism].append(rate)
+            console.print(f"parallelism {parallelism}: {records:,} records at {rate:,.0f}/s")
+    one, two = (statistics.median(rates[p]) for p in (1, 2))
+    table = Table("parallelism", "records/s, median", "rounds")
+    for p, median in ((1, one), (2, two)):
+        table.add_row(str(p), f"{median:,.0f}", ", ".join(f"{r:,.0f}" for r in rates[p]))
+    console.print(table)
+    console.print(f"parallelism 2 / 1: {two / one:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--speed", action="store_true", help="the speed job part instead")
+    parser.add_argument("--backlog-rate", type=int, default=20_000)
+    parser.add_argument("--backlog-s", type=float, default=15.0)
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--events-per-entity", type=int, default=40)
     parser.add_argument("--concurrency", default="8,32,64")
@@ -84,6 +117,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=10, help="entities per request, batch row")
     args = parser.parse_args()
+    if args.speed:
+        speed(args)
+        return
     if shutil.which("wrk") is None or shutil.which("redis-server") is None:
         raise SystemExit("wrk and redis-server are needed: run make install")
     repo = FeatureRepo.from_module("demo.feature_repo")

@@ -9,7 +9,7 @@ from the same URLs the clients use, so two stacks run side by side by changing
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         description="Address a cluster's executors reach the driver at (it then listens on "
         "every interface); default: this host's name (loopback in local mode).",
     )
+    spark_cores_max: int | None = Field(
+        None,
+        ge=1,
+        description="Most cores one Spark application takes on a standalone cluster (the "
+        "scheduler's session and a CLI run then share it); default: every free core.",
+    )
     spark_executor_memory: str = Field(
         "2g", description="Memory of each executor on a cluster (local mode has none)."
     )
@@ -233,10 +239,11 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Where the cluster's Flink JobManager runs (TaskManagers join it).",
     )
-    cluster_redis_ports: list[int] = Field(
+    cluster_redis_ports: list[Annotated[int, Field(ge=1, le=55535)]] = Field(
         [17001, 17002, 17003],
         min_length=3,
-        description="Ports of the local Redis Cluster's masters (JSON list, at least 3).",
+        description="Ports of the local Redis Cluster's masters (JSON list, at least 3; at "
+        "most 55535: each node also listens 10000 above its port).",
     )
     cluster_spark_port: int = Field(
         17077,
@@ -247,6 +254,12 @@ class Settings(BaseSettings):
     )
     cluster_spark_worker_memory: str = Field(
         "4g", description="Memory the local Spark worker offers its executors."
+    )
+    cluster_spark_worker_cores: int = Field(
+        4,
+        ge=1,
+        description="Cores the local Spark worker offers (more than the machine's: the "
+        "scheduler's session and a CLI run each get executors at once).",
     )
     cluster_flink_port: int = Field(
         18081,

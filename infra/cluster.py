@@ -52,6 +52,7 @@ def cluster_settings(settings: Settings) -> dict[str, str]:
     return {
         "LFP_SPARK_MASTER": spark_master_url(settings),
         "LFP_SPARK_DRIVER_HOST": LOOPBACK,
+        "LFP_SPARK_CORES_MAX": str(max(1, settings.cluster_spark_worker_cores // 2)),
         "LFP_SPEED_TARGET": "remote",
         "LFP_SPEED_FLINK_ADDRESS": flink_address(settings),
         "LFP_ONLINE_STORE": "redis-cluster",
@@ -138,6 +139,8 @@ def part_command(settings: Settings, part: str) -> list[str]:
             settings.cluster_host,
             "--memory",
             settings.cluster_spark_worker_memory,
+            "--cores",
+            str(settings.cluster_spark_worker_cores),
             "--work-dir",
             str(root / "spark-work"),
             "--webui-port",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -336,6 +337,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_redis_cluster_port() -> int:
+    """A free port for a Redis Cluster node: at most 55535, its bus port (10000 above)
+    free too."""
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(20_000, 55_535)
+        if not port_open(port) and not port_open(port + 10_000):
+            return port
+    raise RuntimeError("no free port for a Redis Cluster node")
 
 
 @contextlib.contextmanager

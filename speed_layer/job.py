@@ -185,7 +185,7 @@ def flink_configuration(
             "execution.target": "remote",
             "rest.address": host,
             "rest.port": port,
-            "python.files": ",".join(shipped_python(settings)),
+            "python.files": str(shipped_python(settings).resolve()),
             "python.executable": settings.speed_flink_python or sys.executable,
             "pipeline.name": job_name(settings),
         }

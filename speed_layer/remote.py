@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ from feature_core.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Packages every TaskManager's Python workers import (the repo's own comes on top).
-SHIPPED_PACKAGES = ("feature_core", "speed_layer", "runtime")
+SHIPPED_PACKAGES = ("feature_core", "runtime", "online_store", "speed_layer")
 
 
 def job_name(settings: Settings) -> str:
@@ -33,17 +34,28 @@ def job_name(settings: Settings) -> str:
     return f"lfp-speed:{settings.key_prefix}"
 
 
-def shipped_python(settings: Settings) -> list[str]:
-    """What ``python.files`` ships: the platform's packages and the feature repo's
-    top-level package or module (its sources' validators run in the workers)."""
-    found = []
-    for name in dict.fromkeys([*SHIPPED_PACKAGES, settings.feature_repo.split(".")[0]]):
-        spec = importlib.util.find_spec(name)
-        if spec is None:
-            raise RuntimeError(f"cannot ship {name!r} to the Flink cluster: it is not importable")
-        locations = list(spec.submodule_search_locations or [])
-        found.append(locations[0] if locations else str(spec.origin))
-    return found
+def shipped_python(settings: Settings) -> Path:
+    """The zip ``python.files`` ships: the platform's packages and the feature repo's
+    top-level package or module (its sources' validators run in the workers), each at the
+    zip's root. A directory would be put on the workers' path itself, its modules
+    becoming top-level (``runtime/kafka.py`` would shadow kafka-python)."""
+    archive = settings.data_dir / "python" / "lfp-speed-python.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
+        for name in dict.fromkeys([*SHIPPED_PACKAGES, settings.feature_repo.split(".")[0]]):
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.origin is None:
+                raise RuntimeError(f"cannot ship {name!r} to the Flink cluster: not importable")
+            locations = list(spec.submodule_search_locations or [])
+            if not locations:  # a single module
+                out.write(spec.origin, Path(spec.origin).name)
+                continue
+            root = Path(locations[0])
+            for path in sorted(root.rglob("*.py")):
+                out.write(path, (Path(name) / path.relative_to(root)).as_posix())
+    partial.replace(archive)
+    return archive
 
 
 def python_operators_jar() -> Path:

@@ -24,7 +24,7 @@ import redis
 
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
-from infra.stack import free_port
+from infra.stack import free_port, free_redis_cluster_port
 from online_store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,7 +332,7 @@ class RedisClusterProcesses:
     """Three masters on free ports, formed into one Redis Cluster."""
 
     def __init__(self, root: Path) -> None:
-        self.ports = [free_port() for _ in range(3)]
+        self.ports = [free_redis_cluster_port() for _ in range(3)]
         self.root = root
         self.processes: list[subprocess.Popen] = []
 

@@ -29,7 +29,7 @@ from feature_core.reference import evaluate
 from feature_core.settings import Settings
 from feature_core.windows import HOUR_MS, MINUTE_MS, align_cutoff
 from infra import cluster
-from infra.stack import Paths, free_port, service_state, temporary_stack
+from infra.stack import Paths, free_redis_cluster_port, service_state, temporary_stack
 from tests.conftest import wait_for
 from tests.integration.helpers import get_features, make_event, produce, wait_in_lake
 
@@ -60,7 +60,7 @@ def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     root = tmp_path_factory.mktemp("cluster")
     cluster_env = {
         "LFP_DATA_DIR": str(root / "stack"),
-        "LFP_CLUSTER_REDIS_PORTS": json.dumps([free_port() for _ in range(3)]),
+        "LFP_CLUSTER_REDIS_PORTS": json.dumps([free_redis_cluster_port() for _ in range(3)]),
         "LFP_CLUSTER_SPARK_PORT": str(_free_run(3)),
         "LFP_CLUSTER_FLINK_PORT": str(_free_run(2)),
         "LFP_CLUSTER_SPARK_WORKER_MEMORY": "2g",
@@ -165,10 +165,14 @@ def test_the_thin_path_on_spark_flink_and_redis_cluster(on_cluster: Settings) ->
     settings = on_cluster
     assert settings.online_store == "redis-cluster"
     job = _flink_job(settings)
-    assert max(v["parallelism"] for v in job["vertices"]) == 2
-    hosts = httpx.get(
-        f"http://{settings.speed_flink_address}/jobs/{job['jid']}/taskmanagers", timeout=5
-    ).json()["taskmanagers"]
+    parallel = [v for v in job["vertices"] if v["parallelism"] == 2]
+    assert parallel, [v["parallelism"] for v in job["vertices"]]
+    base = f"http://{settings.speed_flink_address}/jobs/{job['jid']}/vertices"
+    hosts = {
+        tm["taskmanager-id"]
+        for vertex in parallel
+        for tm in httpx.get(f"{base}/{vertex['id']}/taskmanagers", timeout=5).json()["taskmanagers"]
+    }
     assert len(hosts) == 2  # the parallel tasks run on both TaskManagers
 
     rng = random.Random(20261202)
@@ -213,6 +217,18 @@ def test_the_thin_path_on_spark_flink_and_redis_cluster(on_cluster: Settings) ->
     sent += more
     wait_for(lambda: not _mismatches(settings, users, sent), 180, "after a kill")
     assert _mismatches(settings, users, sent) == []
+
+    # The verifier: the point-in-time engine recomputes them on the Spark cluster.
+    verified = subprocess.run(
+        [sys.executable, "-m", "infra", "verify", "--settle", "2"]
+        + [arg for user in users[:3] for arg in ("--entity", f"user_id={user}")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
+    assert "consistent: 0 of" in verified.stdout
 
 
 def test_cluster_status_lists_every_part(on_cluster: Settings) -> None:
