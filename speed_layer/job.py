@@ -46,6 +46,7 @@ from runtime.status import write_status
 from speed_layer.functions import register_sql, udf_jar
 from speed_layer.remote import (
     FlinkRest,
+    job_family,
     job_name,
     python_operators_jar,
     remote_environment,
@@ -187,7 +188,7 @@ def flink_configuration(
             "rest.port": port,
             "python.files": str(shipped_python(settings).resolve()),
             "python.executable": settings.speed_flink_python or sys.executable,
-            "pipeline.name": job_name(settings),
+            "pipeline.name": job_name(settings, checkpoint_dir.name),
         }
     for key, value in values.items():
         config.set_string(key, value)
@@ -456,7 +457,11 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     remote = FlinkRest(settings.speed_flink_address) if settings.speed_target == "remote" else None
     if remote is not None:
-        remote.stop_leftovers(job_name(settings), savepoint_dir(checkpoint_dir))
+        remote.stop_leftovers(
+            job_family(settings),
+            job_name(settings, checkpoint_dir.name),
+            savepoint_dir(checkpoint_dir),
+        )
     redis_loss = RedisLoss(settings, checkpoint_dir)
     if latest_checkpoint(checkpoint_dir) is not None and redis_loss.since_checkpoints():
         log.warning(
@@ -476,7 +481,7 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
             log.info("writing every tile again from %d records", replay.records)
     redis_loss.remember(complete=replay is None or not replay.records)
     env = build(settings, repo, checkpoint_dir)
-    client = env.execute_async(job_name(settings))
+    client = env.execute_async(job_name(settings, checkpoint_dir.name))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

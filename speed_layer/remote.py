@@ -29,9 +29,16 @@ log = logging.getLogger(__name__)
 SHIPPED_PACKAGES = ("feature_core", "runtime", "online_store", "speed_layer")
 
 
-def job_name(settings: Settings) -> str:
-    """One name per key prefix: two stacks may share a cluster, never a job."""
-    return f"lfp-speed:{settings.key_prefix}"
+def job_name(settings: Settings, fingerprint: str) -> str:
+    """Names the job by key prefix (two stacks may share a cluster, never a job) and by
+    the fingerprint of its checkpoints (the definitions and topic instances its state
+    belongs to)."""
+    return f"{job_family(settings)}{fingerprint}"
+
+
+def job_family(settings: Settings) -> str:
+    """What every speed job name of this key prefix starts with."""
+    return f"lfp-speed:{settings.key_prefix}:"
 
 
 def shipped_python(settings: Settings) -> Path:
@@ -102,11 +109,20 @@ class FlinkRest:
         response.raise_for_status()
         return response.json()
 
-    def running_jobs(self, name: str) -> list[str]:
-        """Ids of the jobs of that name still running (or starting)."""
+    def running_jobs(self, family: str) -> list[tuple[str, str, str]]:
+        """(id, name, state) of the jobs whose name starts with ``family``, still running
+        (or starting)."""
         jobs = self._get("/jobs/overview")["jobs"]
         live = {"CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "RECONCILING"}
-        return [j["jid"] for j in jobs if j["name"] == name and j["state"] in live]
+        return [
+            (j["jid"], j["name"], j["state"])
+            for j in jobs
+            if j["name"].startswith(family) and j["state"] in live
+        ]
+
+    def cancel(self, job_id: str) -> None:
+        response = self.client.patch(f"{self.base}/jobs/{job_id}", params={"mode": "cancel"})
+        response.raise_for_status()
 
     def stop_with_savepoint(self, job_id: str, directory: Path, timeout_s: float = 120.0) -> str:
         """Stop the job, its state saved under ``directory``; the savepoint's path."""
@@ -128,12 +144,20 @@ class FlinkRest:
             time.sleep(0.5)
         raise RuntimeError(f"job {job_id} did not stop with a savepoint in {timeout_s:.0f} s")
 
-    def stop_leftovers(self, name: str, directory: Path) -> list[str]:
-        """Stop every running job of that name with a savepoint; their paths."""
+    def stop_leftovers(self, family: str, name: str, directory: Path) -> list[str]:
+        """Stop every running job of the family: the one named ``name`` (its state is this
+        start's to resume) with a savepoint under ``directory``, if it can take one; any
+        other (other definitions or topics) is cancelled. The savepoints' paths."""
         saved = []
-        for job_id in self.running_jobs(name):
-            log.warning("job %s (%s) is still running on the cluster: stopping it", job_id, name)
-            saved.append(self.stop_with_savepoint(job_id, directory))
+        for job_id, found, state in self.running_jobs(family):
+            log.warning("job %s (%s) is still running on the cluster: stopping it", job_id, found)
+            if found == name and state == "RUNNING":
+                try:
+                    saved.append(self.stop_with_savepoint(job_id, directory))
+                    continue
+                except (RuntimeError, httpx.HTTPError) as error:
+                    log.warning("no savepoint of job %s (%s): cancelling it", job_id, error)
+            self.cancel(job_id)
         return saved
 
     def close(self) -> None:

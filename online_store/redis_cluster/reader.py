@@ -14,9 +14,10 @@ one server. A request still never mixes batch view versions:
   replaced it (:meth:`online_store.base.OnlineStore.switch` returns the replaced version
   and the batch job keeps it): a request reads its views within its Redis timeout of
   reading the pointer, far less than a batch run.
-- Watermarks are read no later than the tiles, and the tile sink writes a group's
-  watermark only after every node acknowledged its tiles: a watermark seen still means
-  its tiles are there.
+- Watermarks and tiles are read in the same round trip, from different masters at once:
+  unlike on one server, a watermark read may be newer than a tile read with it. The tile
+  sink writes a group's watermark only after every master acknowledged its tiles, so
+  they are there for the next read.
 
 Cached batch views (:mod:`online_store.batch_cache`) are used only when the pointer read
 in the same request is the one they were read under, as on one server.
