@@ -33,9 +33,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from feature_core.settings import Settings
 from online_store import STORE_ERRORS
-from online_store.base import ViewReader
 from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 from online_store.keys import KeySpace
+from online_store.redis_standalone.reader import RedisStateReads
 from online_store.views import (
     EntityViews,
     ViewsRequest,
@@ -43,8 +43,6 @@ from online_store.views import (
     pointer_of,
     recomputing,
 )
-from runtime import lag
-from runtime.lag import TopicLag
 
 
 def _tiles_json(tiles: dict[bytes, bytes]) -> bytes:
@@ -52,7 +50,7 @@ def _tiles_json(tiles: dict[bytes, bytes]) -> bytes:
     return b"[" + b",".join(start + b"," + partials for start, partials in tiles.items()) + b"]"
 
 
-class RedisClusterViewReader(ViewReader):
+class RedisClusterViewReader(RedisStateReads):
     def __init__(self, client: RedisCluster, key_prefix: str, batch_cache_entries: int = 0):
         self.client = client
         self.keys = KeySpace(key_prefix)
@@ -148,24 +146,6 @@ class RedisClusterViewReader(ViewReader):
         except STORE_ERRORS:
             self.batch_cache.clear()
             raise
-
-    async def batch_runs(self, limit: int) -> list[bytes]:
-        ids = await self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
-        if not ids:
-            return []
-        return [r for r in await self.client.hmget(self.keys.batch_runs, ids) if r is not None]
-
-    async def consumer_lag(self) -> list[TopicLag]:
-        return lag.parse(await self.client.hgetall(self.keys.consumer_lag))
-
-    async def consistency_report(self) -> bytes | None:
-        return await self.client.get(self.keys.consistency)
-
-    async def ping(self) -> bool:
-        return bool(await self.client.ping())
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
 
 def _parsed(doc: bytes | None) -> Any:

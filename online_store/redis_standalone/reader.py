@@ -111,7 +111,36 @@ def connect(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
-class RedisViewReader(ViewReader):
+class RedisStateReads(ViewReader):
+    """The reads of shared state both Redis readers send alike (single keys, or keys of
+    the ``{meta}`` slot); ``client`` is an asyncio Redis or Redis Cluster client."""
+
+    client: Any
+
+    async def batch_runs(self, limit: int) -> list[bytes]:
+        """The newest batch run records (JSON), newest first."""
+        ids = await self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
+        if not ids:
+            return []
+        return [r for r in await self.client.hmget(self.keys.batch_runs, ids) if r is not None]
+
+    async def consumer_lag(self) -> list[TopicLag]:
+        """Each consumer's lag per topic, as lake ingest and the speed job last published
+        it (reports older than a minute are left out)."""
+        return lag.parse(await self.client.hgetall(self.keys.consumer_lag))
+
+    async def consistency_report(self) -> bytes | None:
+        """The last consistency verification (JSON), if one was published."""
+        return await self.client.get(self.keys.consistency)
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class RedisViewReader(RedisStateReads):
     """Async reader of the batch and speed views, keeping up to ``batch_cache_entries``
     batch views in process (:mod:`online_store.batch_cache`)."""
 
@@ -188,25 +217,3 @@ class RedisViewReader(ViewReader):
                     EntityViews(entry.doc, entry.tiles(tiles_json, floor), entry.memo)
                 )
         return ViewsSnapshot(pointer, watermarks, entities_views, recomputing(reply[2]))
-
-    async def batch_runs(self, limit: int) -> list[bytes]:
-        """The newest batch run records (JSON), newest first."""
-        ids = await self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
-        if not ids:
-            return []
-        return [r for r in await self.client.hmget(self.keys.batch_runs, ids) if r is not None]
-
-    async def consumer_lag(self) -> list[TopicLag]:
-        """Each consumer's lag per topic, as lake ingest and the speed job last published
-        it (reports older than a minute are left out)."""
-        return lag.parse(await self.client.hgetall(self.keys.consumer_lag))
-
-    async def consistency_report(self) -> bytes | None:
-        """The last consistency verification (JSON), if one was published."""
-        return await self.client.get(self.keys.consistency)
-
-    async def ping(self) -> bool:
-        return bool(await self.client.ping())
-
-    async def close(self) -> None:
-        await self.client.aclose()
