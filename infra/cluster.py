@@ -22,7 +22,15 @@ import redis
 import yaml
 
 from feature_core.settings import Settings
-from infra.stack import Paths, Service, _lfp, start_supervisor, stop_supervisor, supervised_state
+from infra.stack import (
+    Paths,
+    Service,
+    _lfp,
+    redis_server_command,
+    start_supervisor,
+    stop_supervisor,
+    supervised_state,
+)
 
 LOOPBACK = "127.0.0.1"
 
@@ -183,27 +191,16 @@ def cluster_services(settings: Settings) -> list[Service]:
         found.append(
             Service(
                 f"redis-{port}",
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    LOOPBACK,
+                redis_server_command(
+                    port,
+                    node_dir,
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "5000",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "everysec",
-                    "--dir",
-                    str(node_dir),
-                ],
+                ),
                 lambda port=port: _redis_ping(port),
                 port,
             )

@@ -85,6 +85,29 @@ class Paths:
         return self.run / f"{service}.status.json"
 
 
+def redis_server_command(port: int, directory: Path, *extra: str) -> list[str]:
+    """A redis-server on loopback, persisting to ``directory``: an append-only file
+    fsynced every second (a crash loses at most the last second of writes, tiles the
+    speed job rewrites whole anyway; "always" would fsync each write on the hot path),
+    and no RDB snapshots (the AOF, with its RDB preamble on rewrite, is the one copy)."""
+    return [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        *extra,
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--dir",
+        str(directory),
+    ]
+
+
 def services(settings: Settings) -> list[Service]:
     """The stack, in start order. Commands are the same CLI the Compose file runs."""
     paths = Paths(settings.data_dir)
@@ -114,25 +137,7 @@ def services(settings: Settings) -> list[Service]:
         ),
         Service(
             "redis",
-            [
-                "redis-server",
-                "--port",
-                str(settings.redis_port),
-                "--bind",
-                "127.0.0.1",
-                # Append-only file, fsynced every second: a crash of Redis loses at most
-                # the last second of writes (tiles the speed job rewrites whole anyway);
-                # "always" would fsync each write on the hot path. No RDB snapshots: the
-                # AOF (with its RDB preamble on rewrite) is the one copy to restore from.
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--dir",
-                str(paths.redis_dir),
-            ],
+            redis_server_command(settings.redis_port, paths.redis_dir),
             redis_ok,
             settings.redis_port,
         ),
