@@ -57,7 +57,9 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 
-console = Console()
+# soft_wrap: a message is one line the terminal wraps, so paths and commands in it stay
+# whole when copied or grepped (rich would otherwise break them at 80 columns in pipes).
+console = Console(soft_wrap=True)
 FEAST_TESTED = "0.67.0"  # the Feast release tests/serving_layer/test_feast_sdk.py drives
 StatusFile = Annotated[
     Path | None, typer.Option(help="Write a heartbeat/status JSON here (used by the stack).")

@@ -135,6 +135,7 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
         "LFP_DATA_DIR": str(tmp_path),
         "LFP_LAKE_URI": str(tmp_path / "lake"),
         "LFP_FEATURE_REPO": "demo.feature_repo",
+        "COLUMNS": "80",  # the summary's path stays one piece however narrow the terminal
     }
 
     def build(*extra: str) -> subprocess.CompletedProcess:
