@@ -262,7 +262,8 @@ class Supervisor:
         for service in reversed(self.services):
             proc = self.procs.get(service.name)
             if proc is None or proc.poll() is not None:
-                self.state[service.name]["state"] = "stopped"
+                if self.state[service.name]["state"] != "failed":  # `up` reports it
+                    self.state[service.name]["state"] = "stopped"
                 continue
             _terminate_group(proc.pid, proc.wait)
             self.state[service.name].update(state="stopped", pid=None)
@@ -344,13 +345,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Nothing listens on ``port`` and it can be bound: a connect finds only listeners,
+    while a server's bind also fails on a port another socket holds."""
+    if port_open(port):
+        return False
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_redis_cluster_port() -> int:
     """A free port for a Redis Cluster node: at most 55535, its bus port (10000 above)
     free too."""
     rng = random.Random()
     for _ in range(500):
         port = rng.randrange(20_000, 55_535)
-        if not port_open(port) and not port_open(port + 10_000):
+        if port_free(port) and port_free(port + 10_000):
             return port
     raise RuntimeError("no free port for a Redis Cluster node")
 
@@ -421,7 +435,7 @@ def start_supervisor(
                 f"port {port} for {name} is already in use: stop what uses it or change {setting}"
             )
     with open(paths.logs / "supervisor.log", "ab") as log:
-        subprocess.Popen(
+        supervisor = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -430,21 +444,46 @@ def start_supervisor(
             env=os.environ.copy(),
         )
     deadline = time.monotonic() + timeout_s
+    states: dict[str, str] = {}
     while time.monotonic() < deadline:
+        exited = supervisor.poll() is not None  # before the state: its last word is read
         state = supervised_state(paths)
         if state:
             states = {n: s["state"] for n, s in state["services"].items()}
             failed = [n for n, s in states.items() if s == "failed"]
             if failed:
                 stop_supervisor(paths)
-                raise RuntimeError(
-                    f"{failed[0]} failed to start; see {paths.logs / (failed[0] + '.log')}"
-                )
+                raise RuntimeError(f"{failed[0]} failed to start{_log_tail(paths, failed[0])}")
             if all(s in ("healthy", "done") for s in states.values()):
                 return state
+        if exited:
+            raise RuntimeError(
+                f"the {what}'s supervisor exited (code {supervisor.returncode}) before every "
+                f"service was up{_log_tail(paths, 'supervisor')}"
+            )
         time.sleep(0.5)
     stop_supervisor(paths)
-    raise RuntimeError(f"{what} not healthy after {timeout_s:.0f}s; see {paths.logs}")
+    waiting = [n for n, s in states.items() if s not in ("healthy", "done")]
+    if not waiting:
+        raise RuntimeError(
+            f"the {what}'s supervisor wrote no state in {timeout_s:.0f} s"
+            f"{_log_tail(paths, 'supervisor')}"
+        )
+    now = ", ".join(f"{n} {states[n]}" for n in waiting)
+    raise RuntimeError(
+        f"{what} not healthy after {timeout_s:.0f} s ({now}){_log_tail(paths, waiting[0])}"
+    )
+
+
+def _log_tail(paths: Paths, name: str, lines: int = 8) -> str:
+    """The end of a service's log, for an error message (which names the whole file)."""
+    path = paths.logs / f"{name}.log"
+    try:
+        tail = path.read_text(errors="replace").rstrip().splitlines()[-lines:]
+    except OSError:
+        tail = []
+    shown = "".join(f"\n  {line}" for line in tail) if tail else " (empty)"
+    return f"; the end of {path}:{shown}"
 
 
 def down(settings: Settings, timeout_s: float = 120.0) -> bool:

@@ -1,0 +1,71 @@
+"""The supervisor's start-up errors: each says which service, what state, and the end of
+its log, so a failure on a machine nobody can log into still says why."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.stack import Paths, running_supervisor, start_supervisor
+
+PYTHON = sys.executable
+
+
+def _supervisor_command(tmp_path: Path, services: str) -> list[str]:
+    """A supervisor process over ``services`` (Python source of a list of Service)."""
+    script = tmp_path / "supervise.py"
+    root = str(tmp_path / "root")
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from infra.stack import Paths, Service, Supervisor\n"
+        "PYTHON = sys.executable\n"
+        f"services = {services}\n"
+        f"sys.exit(Supervisor(Paths(Path({root!r})), services).run())\n"
+    )
+    return [PYTHON, str(script)]
+
+
+def _start(tmp_path: Path, command: list[str], timeout_s: float = 60.0) -> dict:
+    return start_supervisor(Paths(tmp_path / "root"), command, {}, "test set", "stop it", timeout_s)
+
+
+def test_a_supervisor_that_dies_at_once_is_reported_with_its_output(tmp_path) -> None:
+    command = [PYTHON, "-c", "import sys; print('no such setting: LFP_X'); sys.exit(3)"]
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as error:
+        _start(tmp_path, command)
+    message = str(error.value)
+    assert "supervisor exited (code 3)" in message
+    assert "no such setting: LFP_X" in message
+    assert time.monotonic() - started < 30  # not the whole start timeout
+
+
+def test_a_service_that_exits_is_named_with_the_end_of_its_log(tmp_path) -> None:
+    exits = "print('Fatal: cannot bind'); raise SystemExit(1)"
+    services = f"""[Service("redis-1", [PYTHON, "-c", "{exits}"], lambda: False)]"""
+    with pytest.raises(RuntimeError) as error:
+        _start(tmp_path, _supervisor_command(tmp_path, services))
+    message = str(error.value)
+    assert message.startswith("redis-1 failed to start")
+    assert "Fatal: cannot bind" in message
+    assert running_supervisor(Paths(tmp_path / "root")) is None
+
+
+def test_a_slow_start_says_which_services_are_still_starting(tmp_path) -> None:
+    services = """[
+        Service("quick", [PYTHON, "-c", "import time; time.sleep(60)"], lambda: True),
+        Service(
+            "slow",
+            [PYTHON, "-u", "-c", "print('loading 1 of 9'); import time; time.sleep(60)"],
+            lambda: False, start_timeout_s=120),
+    ]"""
+    with pytest.raises(RuntimeError) as error:
+        _start(tmp_path, _supervisor_command(tmp_path, services), timeout_s=8)
+    message = str(error.value)
+    assert "not healthy after 8 s (slow starting)" in message
+    assert "loading 1 of 9" in message
+    assert running_supervisor(Paths(tmp_path / "root")) is None
