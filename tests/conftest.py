@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -344,11 +345,21 @@ class RedisClusterProcesses:
             node.mkdir(parents=True)
             command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
             command += ["--cluster-enabled", "yes", "--save", "", "--appendonly", "no"]
-            command += ["--dir", str(node)]
+            command += ["--dir", str(node), "--logfile", str(node / "redis.log")]
             self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
-        for port in self.ports:
-            pings = partial(_pings, redis.Redis(port=port))
-            wait_for(pings, 10, f"redis-server on port {port}", 0.05)
+        # Cluster mode writes and fsyncs nodes.conf before it listens: on a busy disk the
+        # first node can take a while, so the deadline is generous and a miss says why.
+        for port, process in zip(self.ports, self.processes, strict=True):
+            pings = partial(_pings, redis.Redis(host="127.0.0.1", port=port))
+            deadline = time.monotonic() + 60
+            while not pings():
+                exited = process.poll()
+                if exited is not None or time.monotonic() > deadline:
+                    self.stop()
+                    log = (self.root / str(port) / "redis.log").read_text(errors="replace")
+                    how = f"exited {exited}" if exited is not None else "not answering after 60 s"
+                    pytest.fail(f"cluster-enabled redis-server on {port} {how}: {log[-1500:]}")
+                time.sleep(0.05)
         form_redis_cluster(Settings(_env_file=None, cluster_redis_ports=self.ports))
 
     @property
@@ -366,11 +377,29 @@ class RedisClusterProcesses:
             process.wait(10)
 
 
+@contextmanager
+def memory_backed_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A scratch directory on tmpfs (``/dev/shm``) when it has room, else under pytest's
+    temporary directory; removed afterwards. Redis Cluster nodes fsync ``nodes.conf`` as
+    they start and on each cluster change: on a disk the rest of the suite keeps busy,
+    those syncs can stall for seconds, and the tests are about the cluster, not the disk."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2 << 30:
+        path = Path(tempfile.mkdtemp(prefix=f"lfp-{name}-", dir=shm))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp(name)
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory) -> Iterator[RedisClusterProcesses]:
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server not installed: run make install")
-    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    with memory_backed_dir(tmp_path_factory, "redis-cluster") as root:
+        cluster = RedisClusterProcesses(root)
+        cluster.start()
+        yield cluster
+        cluster.stop()

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,8 +28,14 @@ from feature_core.reference import evaluate
 from feature_core.settings import Settings
 from feature_core.windows import HOUR_MS, MINUTE_MS, align_cutoff
 from infra import cluster
-from infra.stack import Paths, free_redis_cluster_port, service_state, temporary_stack
-from tests.conftest import wait_for
+from infra.stack import (
+    Paths,
+    free_redis_cluster_port,
+    port_free,
+    service_state,
+    temporary_stack,
+)
+from tests.conftest import memory_backed_dir, wait_for
 from tests.integration.helpers import get_features, make_event, produce, wait_in_lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -45,19 +50,18 @@ def _free_run(n: int) -> int:
     for _ in range(200):
         base = rng.randrange(20_000, 60_000)
         ports = range(base, base + n)
-        if not any(_open(p) for p in ports):
+        if all(port_free(p) for p in ports):
             return base
     raise RuntimeError(f"no {n} consecutive free ports")
 
 
-def _open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    root = tmp_path_factory.mktemp("cluster")
+    with memory_backed_dir(tmp_path_factory, "cluster") as root:
+        yield from _cluster_and_stack(root)
+
+
+def _cluster_and_stack(root: Path) -> Iterator[Settings]:
     cluster_env = {
         "LFP_DATA_DIR": str(root / "stack"),
         "LFP_CLUSTER_REDIS_PORTS": json.dumps([free_redis_cluster_port() for _ in range(3)]),
