@@ -62,7 +62,7 @@ def redis_servers(root: Path, cluster: bool) -> Iterator[str]:
         processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
     try:
         for port in ports:
-            client = redis.Redis(port=port)
+            client = redis.Redis(host="127.0.0.1", port=port)
             for _ in range(100):
                 try:
                     client.ping()

@@ -184,7 +184,11 @@ def live_writes(
     stop, written = threading.Event(), [0]
 
     def write() -> None:
-        client, rng, flipped = redis.Redis(port=redis_port), random.Random(3), set()
+        client, rng, flipped = (
+            redis.Redis(host="127.0.0.1", port=redis_port),
+            random.Random(3),
+            set(),
+        )
         tick, due, next_tick = 0.02, 0.0, time.monotonic()
         while not stop.is_set():
             due += per_second * tick
@@ -224,7 +228,7 @@ def merge_cost_us(
     cache (or on views never served before)."""
 
     async def read(ids: list[str]) -> ViewsSnapshot:
-        client = aioredis.Redis(port=redis_port)
+        client = aioredis.Redis(host="127.0.0.1", port=redis_port)
         try:
             store = RedisViewReader(client, "lfp", get_settings().api_batch_cache_entries)
             return await store.read([selection.views_request(ids)])
@@ -370,7 +374,7 @@ def bench_views(
         stdout=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(port=redis_port)
+        client = redis.Redis(host="127.0.0.1", port=redis_port)
         for _ in range(100):
             try:
                 client.ping()

@@ -302,7 +302,7 @@ class RedisProcess:
             ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(host="127.0.0.1", port=self.port)
         wait_for(lambda: _pings(client), 10, f"redis-server on port {self.port}", 0.05)
 
     def stop(self) -> None:
@@ -368,7 +368,7 @@ class RedisClusterProcesses:
 
     def flush(self) -> None:
         for port in self.ports:
-            redis.Redis(port=port).flushall()
+            redis.Redis(host="127.0.0.1", port=port).flushall()
 
     def stop(self) -> None:
         for process in self.processes:

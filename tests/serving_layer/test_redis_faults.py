@@ -49,7 +49,7 @@ def _lifetime_count(client: TestClient, user: str) -> int:
 
 
 def test_redis_stopped_mid_test_gives_a_fast_503_and_recovers_without_restart(redis_process):
-    direct = redis.Redis(port=redis_process.port)
+    direct = redis.Redis(host="127.0.0.1", port=redis_process.port)
     cutoff = align_cutoff(int(time.time() * 1000))
     _write_version(direct, 1, "u1", 3, cutoff)
     _switch(direct, 1, cutoff)
@@ -96,7 +96,7 @@ def test_redis_stopped_mid_test_gives_a_fast_503_and_recovers_without_restart(re
 
 
 def test_a_paused_redis_gives_503_within_the_timeout(redis_process):
-    direct = redis.Redis(port=redis_process.port)
+    direct = redis.Redis(host="127.0.0.1", port=redis_process.port)
     cutoff = align_cutoff(int(time.time() * 1000))
     _write_version(direct, 1, "u1", 2, cutoff)
     _switch(direct, 1, cutoff)  # a view is serving: 200 before the pause
@@ -117,7 +117,7 @@ def test_a_paused_redis_gives_503_within_the_timeout(redis_process):
 
 
 def test_a_batch_view_being_written_is_not_read_until_the_pointer_switches(redis_process):
-    direct = redis.Redis(port=redis_process.port)
+    direct = redis.Redis(host="127.0.0.1", port=redis_process.port)
     cutoff = align_cutoff(int(time.time() * 1000))
     _write_version(direct, 1, "u1", 2, cutoff)
     _switch(direct, 1, cutoff)
@@ -132,7 +132,7 @@ def test_tiles_being_written_again_give_503_until_the_speed_job_has_caught_up(re
     """The speed job marks its tiles incomplete while it writes them again after Redis lost
     them: every feature endpoint and /readyz say so instead of serving values missing
     events; the values come back once it has caught up."""
-    direct = redis.Redis(port=redis_process.port)
+    direct = redis.Redis(host="127.0.0.1", port=redis_process.port)
     direct.flushall()
     cutoff = align_cutoff(int(time.time() * 1000))
     _write_version(direct, 1, "u1", 3, cutoff)

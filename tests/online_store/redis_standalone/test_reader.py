@@ -25,7 +25,7 @@ CUTOFF = 20_000 * DAY_MS
 
 def _read(port: int, parts: list[ViewsRequest]) -> ViewsSnapshot:
     async def read() -> ViewsSnapshot:
-        client = aioredis.Redis(port=port)
+        client = aioredis.Redis(host="127.0.0.1", port=port)
         try:
             return await RedisViewReader(client, "lfp").read(parts)
         finally:
@@ -35,12 +35,12 @@ def _read(port: int, parts: list[ViewsRequest]) -> ViewsSnapshot:
 
 
 def test_a_redis_error_empties_the_batch_cache(redis_process):
-    client = redis.Redis(port=redis_process.port)
+    client = redis.Redis(host="127.0.0.1", port=redis_process.port)
     client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
     client.set(KEYS.batch_view(3, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["v3"]}}))
 
     async def scenario() -> None:
-        aclient = aioredis.Redis(port=redis_process.port)
+        aclient = aioredis.Redis(host="127.0.0.1", port=redis_process.port)
         store = RedisViewReader(aclient, "lfp", batch_cache_entries=10)
         try:
             await store.read([(("g1",), ["u1"])])
@@ -73,12 +73,12 @@ def test_more_reads_at_once_than_connections_wait_for_one(redis_process):
 
 
 def test_a_redis_that_lost_its_scripts_gets_the_read_script_again(redis_process):
-    client = redis.Redis(port=redis_process.port)
+    client = redis.Redis(host="127.0.0.1", port=redis_process.port)
     client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps([1]))
     parts: list[ViewsRequest] = [(("g1",), ["u1"])]
 
     async def scenario() -> list[ViewsSnapshot]:
-        aclient = aioredis.Redis(port=redis_process.port)
+        aclient = aioredis.Redis(host="127.0.0.1", port=redis_process.port)
         store = RedisViewReader(aclient, "lfp")
         try:
             first = await store.read(parts)
@@ -94,13 +94,13 @@ def test_a_redis_that_lost_its_scripts_gets_the_read_script_again(redis_process)
 def test_any_key_prefix_is_safe_in_the_read_script(redis_process):
     prefix = 'team "a"\\b\'\n]]'
     keys = KeySpace(prefix)
-    client = redis.Redis(port=redis_process.port)
+    client = redis.Redis(host="127.0.0.1", port=redis_process.port)
     client.set(keys.batch_pointer, orjson.dumps(BatchPointer(1, CUTOFF, DAY_MS).to_json()))
     client.set(keys.batch_view(1, "g1", "u1"), orjson.dumps({"lifetime": {"c": [7]}}))
     client.hset(keys.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps([1]))
 
     async def read() -> ViewsSnapshot:
-        aclient = aioredis.Redis(port=redis_process.port)
+        aclient = aioredis.Redis(host="127.0.0.1", port=redis_process.port)
         try:
             return await RedisViewReader(aclient, prefix).read([(("g1",), ["u1"])])
         finally:
