@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -475,15 +476,25 @@ def start_supervisor(
     )
 
 
+#: A log line that names a cause: Java's "Caused by:", an exception, Redis's fatal lines.
+_CAUSE = re.compile(r"Caused by:|\w+(Exception|Error):|# (Fatal|Failed|Can't|Sorry)")
+
+
 def _log_tail(paths: Paths, name: str, lines: int = 8) -> str:
-    """The end of a service's log, for an error message (which names the whole file)."""
+    """The end of a service's log, for an error message (which names the whole file).
+    A JVM's stack trace often ends far below its cause: the last line naming a cause
+    comes first."""
     path = paths.logs / f"{name}.log"
     try:
-        tail = path.read_text(errors="replace").rstrip().splitlines()[-lines:]
+        text = path.read_text(errors="replace").rstrip().splitlines()
     except OSError:
-        tail = []
-    shown = "".join(f"\n  {line}" for line in tail) if tail else " (empty)"
-    return f"; the end of {path}:{shown}"
+        text = []
+    shown = text[-lines:]
+    causes = [line.strip() for line in text[:-lines] if _CAUSE.search(line)]
+    if causes:
+        shown = [causes[-1], "...", *shown]
+    body = "".join(f"\n  {line}" for line in shown) if shown else " (empty)"
+    return f"; the end of {path}:{body}"
 
 
 def down(settings: Settings, timeout_s: float = 120.0) -> bool:

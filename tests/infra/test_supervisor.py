@@ -69,3 +69,17 @@ def test_a_slow_start_says_which_services_are_still_starting(tmp_path) -> None:
     assert "not healthy after 8 s (slow starting)" in message
     assert "loading 1 of 9" in message
     assert running_supervisor(Paths(tmp_path / "root")) is None
+
+
+def test_a_stack_trace_is_shown_with_the_cause_far_above_its_end(tmp_path) -> None:
+    trace = [
+        "Caused by: java.net.UnknownHostException: vm: Name or service not known",
+        *(f"\tat org.example.Frame{n}(Frame.java:{n})" for n in range(30)),
+    ]
+    script = f"print({chr(10).join(trace)!r}); raise SystemExit(1)"
+    services = f"""[Service("flink-taskmanager-1", [PYTHON, "-c", {script!r}], lambda: False)]"""
+    with pytest.raises(RuntimeError) as error:
+        _start(tmp_path, _supervisor_command(tmp_path, services))
+    message = str(error.value)
+    assert "UnknownHostException: vm: Name or service not known" in message
+    assert "Frame29" in message and "Frame5" not in message
