@@ -41,7 +41,10 @@ def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSessi
         if settings.spark_cores_max is not None:
             builder = builder.config("spark.cores.max", str(settings.spark_cores_max))
         if settings.spark_driver_host is not None:
-            # Executors elsewhere connect back to the driver by this name.
+            # Executors elsewhere connect back to the driver by this name. It is also the
+            # JVM's own address: Spark otherwise resolves the machine's hostname, and
+            # fails where that name is in no hosts file or DNS.
+            os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
             builder = builder.config("spark.driver.host", settings.spark_driver_host)
             builder = builder.config("spark.driver.bindAddress", "0.0.0.0")
     return (

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -94,7 +95,10 @@ def write_flink_conf(settings: Settings) -> Path:
     conf = {
         "env.java.opts.all": shipped["env"]["java"]["opts"]["all"],
         "jobmanager.rpc.address": jobmanager,
-        "jobmanager.bind-host": listen,
+        # RPC and blob server on every address: Flink's REST handler uploads a submitted
+        # job's files to its own blob server at "localhost", which some machines resolve
+        # to ::1 only (REST, where jobs are submitted, stays on `listen`).
+        "jobmanager.bind-host": "0.0.0.0",
         "jobmanager.rpc.port": port + 1,
         "jobmanager.memory.process.size": "1024m",
         "taskmanager.host": settings.cluster_host,
@@ -157,7 +161,14 @@ def part_command(settings: Settings, part: str) -> list[str]:
     if part == "flink-jobmanager":
         return [str(flink_bin / "jobmanager.sh"), "start-foreground"]
     if part == "flink-taskmanager":
-        return [str(flink_bin / "taskmanager.sh"), "start-foreground"]
+        # Its own ID: Flink would derive one from the machine's hostname, and stop where
+        # that name does not resolve.
+        resource_id = f"{settings.cluster_host}-{uuid.uuid4().hex[:8]}"
+        return [
+            str(flink_bin / "taskmanager.sh"),
+            "start-foreground",
+            f"-Dtaskmanager.resource-id={resource_id}",
+        ]
     raise ValueError(f"no cluster part {part!r}; parts: {', '.join(PARTS)}")
 
 
@@ -247,6 +258,9 @@ def environment(settings: Settings) -> dict[str, str]:
         "FLINK_LOG_DIR": str(root / "logs" / "flink"),
         # Executors run this interpreter: the platform's code and dependencies.
         "PYSPARK_PYTHON": sys.executable,
+        # Spark's own address (the master's, the worker's and its executors'): without
+        # it Spark resolves the machine's hostname, which not every machine can.
+        "SPARK_LOCAL_IP": settings.cluster_host,
         "SPARK_LOG_DIR": str(root / "logs" / "spark"),
     }
 
