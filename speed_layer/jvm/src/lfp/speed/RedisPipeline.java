@@ -7,6 +7,7 @@ import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
+import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.URI;
 import java.net.URLDecoder;
@@ -23,6 +24,9 @@ import javax.net.ssl.SSLSocketFactory;
  * sent again whole after reconnecting. URLs: {@code redis[s]://[[user]:password@]host[:port][/db]}.
  */
 final class RedisPipeline implements RedisCommands {
+
+  /** Connect and read timeout: a node that does not answer in this long is down. */
+  private static final int TIMEOUT_MS = 10_000;
 
   private final String host;
   private final int port;
@@ -187,9 +191,16 @@ final class RedisPipeline implements RedisCommands {
   }
 
   private void connect() throws IOException {
-    socket = tls ? SSLSocketFactory.getDefault().createSocket(host, port) : new Socket(host, port);
+    // A bounded connect: an unreachable node fails the attempt in seconds (and the retry
+    // policy takes over) instead of waiting out the kernel's SYN retries.
+    Socket plain = new Socket();
+    plain.connect(new InetSocketAddress(host, port), TIMEOUT_MS);
+    socket =
+        tls
+            ? ((SSLSocketFactory) SSLSocketFactory.getDefault()).createSocket(plain, host, port, true)
+            : plain;
     socket.setTcpNoDelay(true);
-    socket.setSoTimeout(10_000);
+    socket.setSoTimeout(TIMEOUT_MS);
     in = new BufferedInputStream(socket.getInputStream(), 1 << 16);
     out = new BufferedOutputStream(socket.getOutputStream(), 1 << 16);
     ByteArrayOutputStream queued = new ByteArrayOutputStream();
