@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     api_redis_connections: int = Field(
         64,
         ge=1,
-        description="Redis connections the API opens at most; more requests at once wait "
-        "for one, up to LFP_REDIS_TIMEOUT_S, then get a 503.",
+        description="Redis connections the API opens at most (to each node, on Redis "
+        "Cluster); more requests at once wait for one, up to LFP_REDIS_TIMEOUT_S, then get "
+        "a 503.",
     )
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body the API accepts (413 above)."

@@ -25,11 +25,15 @@ in the same request is the one they were read under, as on one server.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from feature_core.settings import Settings
 from online_store import STORE_ERRORS
@@ -50,11 +54,44 @@ def _tiles_json(tiles: dict[bytes, bytes]) -> bytes:
     return b"[" + b",".join(start + b"," + partials for start, partials in tiles.items()) + b"]"
 
 
+class ConnectionSlots:
+    """At most ``size`` reads in flight, so at most ``size`` connections to each node:
+    redis-py's cluster pool fails a command above its limit at once (MaxConnectionsError)
+    where the one-server pool waits. A read waits here for up to ``timeout_s``, then
+    fails as that pool would."""
+
+    def __init__(self, size: int, timeout_s: float) -> None:
+        self.size = size
+        self.timeout_s = timeout_s
+        self._free = asyncio.Semaphore(size)
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(self._free.acquire(), self.timeout_s)
+        except TimeoutError:
+            raise RedisConnectionError(
+                f"no free Redis connection within {self.timeout_s:g} s: all "
+                f"{self.size} are in use (LFP_API_REDIS_CONNECTIONS)"
+            ) from None
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
 class RedisClusterViewReader(RedisStateReads):
-    def __init__(self, client: RedisCluster, key_prefix: str, batch_cache_entries: int = 0):
+    def __init__(
+        self,
+        client: RedisCluster,
+        key_prefix: str,
+        batch_cache_entries: int = 0,
+        slots: ConnectionSlots | None = None,
+    ):
         self.client = client
         self.keys = KeySpace(key_prefix)
         self.batch_cache = BatchViewCache(batch_cache_entries)
+        self.slots = slots
         # The pointer text of the last read: the next one reads that version's views
         # in its first round trip.
         self._last_pointer: str | None = None
@@ -69,9 +106,17 @@ class RedisClusterViewReader(RedisStateReads):
             socket_connect_timeout=settings.redis_timeout_s,
             max_connections=settings.api_redis_connections,
         )
-        return cls(client, settings.key_prefix, settings.api_batch_cache_entries)
+        slots = ConnectionSlots(settings.api_redis_connections, settings.redis_timeout_s)
+        return cls(client, settings.key_prefix, settings.api_batch_cache_entries, slots)
+
+    def _connection(self) -> AbstractAsyncContextManager[Any]:
+        return self.slots.held() if self.slots is not None else contextlib.nullcontext()
 
     async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
+        async with self._connection():  # its pipelines run one after the other
+            return await self._read(parts)
+
+    async def _read(self, parts: Sequence[ViewsRequest]) -> ViewsSnapshot:
         cache = self.batch_cache
         caching = cache.max_entries > 0
         guess = self._last_pointer

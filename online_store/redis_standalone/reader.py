@@ -8,8 +8,10 @@ read is one network round trip whatever the number of entities.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
@@ -117,24 +119,34 @@ class RedisStateReads(ViewReader):
 
     client: Any
 
+    def _connection(self) -> AbstractAsyncContextManager[Any]:
+        """Held around each command or pipeline. Nothing here: one server's pool waits
+        for a free connection itself (:func:`connect`)."""
+        return contextlib.nullcontext()
+
     async def batch_runs(self, limit: int) -> list[bytes]:
         """The newest batch run records (JSON), newest first."""
-        ids = await self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
-        if not ids:
-            return []
-        return [r for r in await self.client.hmget(self.keys.batch_runs, ids) if r is not None]
+        async with self._connection():
+            ids = await self.client.zrevrange(self.keys.batch_runs_index, 0, limit - 1)
+            if not ids:
+                return []
+            runs = await self.client.hmget(self.keys.batch_runs, ids)
+        return [r for r in runs if r is not None]
 
     async def consumer_lag(self) -> list[TopicLag]:
         """Each consumer's lag per topic, as lake ingest and the speed job last published
         it (reports older than a minute are left out)."""
-        return lag.parse(await self.client.hgetall(self.keys.consumer_lag))
+        async with self._connection():
+            return lag.parse(await self.client.hgetall(self.keys.consumer_lag))
 
     async def consistency_report(self) -> bytes | None:
         """The last consistency verification (JSON), if one was published."""
-        return await self.client.get(self.keys.consistency)
+        async with self._connection():
+            return await self.client.get(self.keys.consistency)
 
     async def ping(self) -> bool:
-        return bool(await self.client.ping())
+        async with self._connection():
+            return bool(await self.client.ping())
 
     async def close(self) -> None:
         await self.client.aclose()

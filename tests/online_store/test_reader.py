@@ -99,3 +99,36 @@ def test_cached_batch_views_are_not_read_again_until_the_pointer_moves(backend):
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_burst_above_the_connection_limit_waits_instead_of_failing(backend):
+    """LFP_API_REDIS_CONNECTIONS bounds the API's connections (per node on a cluster):
+    more reads at once than that wait for one, as the setting promises; none fails."""
+    from online_store import open_reader
+
+    client = backend.direct
+    client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
+    entities = [f"u{n}" for n in range(30)]
+    for entity in entities:
+        client.set(KEYS.batch_view(3, "g1", entity), orjson.dumps({"lifetime": {"c": [entity]}}))
+        client.hset(KEYS.speed_tiles("g1", entity), str(CUTOFF), orjson.dumps([entity]))
+    settings = backend.settings.model_copy(update={"api_redis_connections": 2})
+
+    async def burst() -> list[ViewsSnapshot]:
+        reader = open_reader(settings)
+        try:
+            reads = [reader.read([(["g1"], [entity])]) for entity in entities * 4]
+            reads += [reader.batch_runs(5) for _ in range(10)]
+            return await asyncio.gather(*reads)
+        finally:
+            await reader.close()
+
+    results = asyncio.run(burst())
+    snapshots = results[: len(entities) * 4]
+    assert [s.entities[0].batch_doc for s in snapshots] == [
+        {"lifetime": {"c": [entity]}} for entity in entities * 4
+    ]
+    assert [s.entities[0].speed_tiles for s in snapshots] == [
+        {CUTOFF: [entity]} for entity in entities * 4
+    ]
+    assert results[len(snapshots) :] == [[]] * 10
