@@ -4,6 +4,7 @@ master dataset. Tables are laid out by :mod:`feature_core.sources` (its ``lake_s
 from __future__ import annotations
 
 import bisect
+import json
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 from pyarrow.fs import FileType
 
 from feature_core.definitions import FeatureRepo
@@ -201,6 +202,23 @@ def files_matching(table: DeltaTable, values: Mapping[str, Sequence[Any]]) -> li
 
 
 @dataclass(frozen=True)
+class OptimizeMark:
+    """Where one optimization left a table, for the next to tell new files from its own:
+    the table's id, the version it read, and the version of its rewrite (if any)."""
+
+    table_id: str
+    read_version: int
+    rewrite_version: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.table_id, "read": self.read_version, "rewrite": self.rewrite_version}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> OptimizeMark:
+        return cls(str(doc["id"]), int(doc["read"]), doc.get("rewrite"))
+
+
+@dataclass(frozen=True)
 class Optimized:
     """What one table's optimization did."""
 
@@ -211,10 +229,45 @@ class Optimized:
     files_after: int
     vacuumed: int
     seconds: float
+    mark: OptimizeMark
+
+
+def _paths(table: DeltaTable) -> set[str]:
+    """The table's data files, as its log names them (relative to the table)."""
+    return set(pa.table(table.get_add_actions()).column("path").to_pylist())
+
+
+def _files_at(uri: str, version: int) -> set[str] | None:
+    try:
+        return _paths(DeltaTable(uri, version=version))
+    except DeltaError:  # that version's log was cleaned up
+        return None
+
+
+def _written_since(uri: str, table: DeltaTable, mark: OptimizeMark | None) -> set[str] | None:
+    """Data files added since ``mark`` by others than that optimization's own rewrite;
+    None when that cannot be told (no mark, another table at this URI, its log gone)."""
+    if mark is None or table.metadata().id != mark.table_id:
+        return None
+    read = _files_at(uri, mark.read_version)
+    if read is None:
+        return None
+    rewritten: set[str] = set()
+    if mark.rewrite_version is not None:
+        after = _files_at(uri, mark.rewrite_version)
+        before = _files_at(uri, mark.rewrite_version - 1)
+        if after is None or before is None:
+            return None
+        rewritten = after - before
+    return _paths(table) - read - rewritten
 
 
 def optimize_table(
-    uri: str, columns: Sequence[str], row_group_rows: int, retention_hours: int
+    uri: str,
+    columns: Sequence[str],
+    row_group_rows: int,
+    retention_hours: int,
+    since: OptimizeMark | None = None,
 ) -> Optimized | None:
     """Cluster a table by its entity keys (Z-order) in every date partition holding more
     than one file, then delete data files unreferenced for ``retention_hours``.
@@ -223,21 +276,33 @@ def optimize_table(
     everywhere; after this, a partition is a few files of small row groups, each covering
     a narrow range of keys, so a read of a few entities (``lfp verify``) skips the rest by
     their statistics. Readers pinned at an older version keep their files until the
-    retention has passed."""
+    retention has passed.
+
+    ``since`` (the ``mark`` the previous run returned) makes it incremental: only
+    partitions that received files after that run are clustered again, so a partition
+    large enough to span several files is not rewritten on every run."""
     started = time.monotonic()
     table = open_table(uri)
     if table is None:
         return None
+    read_version = table.version()
     actions = pa.table(table.get_add_actions(flatten=True))
     dates = actions.column(f"partition.{EVENT_DATE}").to_pylist()
     files_per_date = Counter(dates)
     crowded = sorted(d for d, n in files_per_date.items() if n > 1)
+    fresh = _written_since(uri, table, since)
+    if fresh is not None:
+        paths = actions.column("path").to_pylist()
+        fresh_dates = {date for path, date in zip(paths, dates, strict=True) if path in fresh}
+        crowded = [d for d in crowded if d in fresh_dates]
+    rewrite_version = None
     if crowded:
         table.optimize.z_order(
             list(columns),
             partition_filters=[(EVENT_DATE, "in", crowded)],
             writer_properties=WriterProperties(max_row_group_size=row_group_rows),
         )
+        rewrite_version = table.version()
     # The log keeps naming removed files for a while: count only those still there.
     expired = table.vacuum(
         retention_hours=retention_hours, dry_run=True, enforce_retention_duration=False
@@ -253,6 +318,7 @@ def optimize_table(
         files_after=len(table.file_uris()),
         vacuumed=len(present),
         seconds=time.monotonic() - started,
+        mark=OptimizeMark(table.metadata().id, read_version, rewrite_version),
     )
 
 
@@ -260,7 +326,9 @@ def optimize_lake(
     settings: Settings, repo: FeatureRepo, tables: Collection[str] | None = None
 ) -> list[Optimized]:
     """Optimize every lake table the repo's groups read (or the ``tables`` named), each
-    clustered by the join keys of the entities read from it."""
+    clustered by the join keys of the entities read from it. Where each run left each
+    table is kept in ``<data_dir>/lake-optimized.json``, so the next run rewrites only
+    partitions with new files (without it, every crowded partition is rewritten)."""
     columns: dict[str, list[str]] = {}
     for group in repo.groups:
         keys = columns.setdefault(group.source.table_name, [])
@@ -270,18 +338,30 @@ def optimize_lake(
         raise ValueError(
             f"no source writes lake table(s) {sorted(unknown)}; known: {sorted(columns)}"
         )
+    marks_path = settings.data_dir / "lake-optimized.json"
+    try:
+        marks = json.loads(marks_path.read_text())
+    except (OSError, ValueError):
+        marks = {}
     done = []
     for table_name, keys in sorted(columns.items()):
         if tables and table_name not in tables:
             continue
+        uri = settings.table_uri(table_name)
         result = optimize_table(
-            settings.table_uri(table_name),
+            uri,
             keys,
             settings.lake_row_group_rows,
             settings.lake_retention_hours,
+            OptimizeMark.from_json(marks[uri]) if uri in marks else None,
         )
         if result is not None:
             done.append(result)
+            marks[uri] = result.mark.to_json()
+            marks_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = marks_path.with_suffix(".tmp")
+            partial.write_text(json.dumps(marks, indent=1))
+            partial.replace(marks_path)
     return done
 
 

@@ -445,8 +445,9 @@ def lake_optimize(
     ] = None,
 ) -> None:
     """Cluster each lake table by its entities' join keys (Z-order, per date partition
-    with more than one file) and delete files unreferenced for LFP_LAKE_RETENTION_HOURS.
-    The scheduler runs this on LFP_LAKE_OPTIMIZE_SCHEDULE."""
+    with more than one file and new files since the last run) and delete files
+    unreferenced for LFP_LAKE_RETENTION_HOURS. The scheduler runs this on
+    LFP_LAKE_OPTIMIZE_SCHEDULE."""
     from batch_layer.lake import optimize_lake
 
     settings = get_settings()

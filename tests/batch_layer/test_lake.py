@@ -4,17 +4,22 @@ file skipping by statistics, and clustering by entity keys."""
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from batch_layer.lake import (
+    OptimizeMark,
     append_with_offsets,
     committed_offsets,
     count_rows,
     files_matching,
+    optimize_lake,
     optimize_table,
 )
 from demo.feature_repo import events as shop
+from feature_core.definitions import FeatureRepo
+from feature_core.settings import Settings
 
 
 def _event(i: int):
@@ -99,3 +104,82 @@ def test_optimize_clusters_crowded_partitions_keeps_every_row_and_removes_old_fi
     assert all(hi <= ranges[i + 1][0] for i, (_, hi) in enumerate(ranges[:-1]))
     again = optimize_table(uri, ["user_id"], row_group_rows=100, retention_hours=0)
     assert again is not None and (again.partitions, again.vacuumed) == (0, 0)
+
+
+def _append_day(uri: str, day: int, first: int, n: int = 200) -> int:
+    records = [(_shop_event(first + i, f"u{(i * 31) % 97}", day), 0, first + i) for i in range(n)]
+    append_with_offsets(uri, shop, records, "id", {0: first + n})
+    return first + n
+
+
+def _files_by_day(uri: str) -> dict[str, set[str]]:
+    table = DeltaTable(uri)
+    days: dict[str, set[str]] = {}
+    for action in pa.table(table.get_add_actions(flatten=True)).to_pylist():
+        days.setdefault(action["partition.event_date"], set()).add(action["path"])
+    return days
+
+
+def test_optimize_rewrites_only_partitions_with_files_since_the_last_run(tmp_path):
+    uri = str(tmp_path / "raw")
+    offset = 0
+    for day in (0, 0, 1, 1):
+        offset = _append_day(uri, day, offset)
+    first = optimize_table(uri, ["user_id"], row_group_rows=100, retention_hours=0)
+    assert first is not None and first.partitions == 2
+    clustered = _files_by_day(uri)
+
+    # Day 1 gets new events: only day 1 is clustered again.
+    offset = _append_day(uri, 1, offset)
+    second = optimize_table(uri, ["user_id"], 100, 0, since=first.mark)
+    assert second is not None and second.partitions == 1
+    days = _files_by_day(uri)
+    day0, day1 = sorted(days)
+    assert days[day0] == clustered[day0] and len(days[day1]) == 1
+    assert days[day1] != clustered[day1]
+
+    # Nothing new: nothing rewritten.
+    third = optimize_table(uri, ["user_id"], 100, 0, since=second.mark)
+    assert third is not None and third.partitions == 0
+    assert _files_by_day(uri) == days
+    assert len(_rows(uri)) == offset
+
+
+def test_a_mark_of_another_table_at_the_same_uri_rewrites_every_crowded_partition(tmp_path):
+    uri = str(tmp_path / "raw")
+    offset = 0
+    for day in (0, 0):
+        offset = _append_day(uri, day, offset)
+    stale = OptimizeMark("another-table-id", read_version=5, rewrite_version=None)
+    result = optimize_table(uri, ["user_id"], 100, 0, since=stale)
+    assert result is not None and result.partitions == 1
+
+
+def test_files_present_at_the_marked_read_count_as_handled(tmp_path):
+    """A partition whose files were all there when the last run read the table is left
+    alone though it holds several files (a partition larger than one target file)."""
+    uri = str(tmp_path / "raw")
+    offset = 0
+    for day in (0, 0):
+        offset = _append_day(uri, day, offset)
+    table = DeltaTable(uri)
+    mark = OptimizeMark(table.metadata().id, table.version(), None)
+    before = _files_by_day(uri)
+    result = optimize_table(uri, ["user_id"], 100, 0, since=mark)
+    assert result is not None and result.partitions == 0
+    assert _files_by_day(uri) == before
+
+
+def test_the_lake_job_remembers_where_it_left_each_table(tmp_path):
+    settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    uri = settings.table_uri(shop.table_name)
+    offset = 0
+    for day in (0, 0):
+        offset = _append_day(uri, day, offset)
+    (first,) = optimize_lake(settings, repo)
+    assert (first.table, first.partitions) == (uri, 1)
+    marks = json.loads((tmp_path / "lake-optimized.json").read_text())
+    assert OptimizeMark.from_json(marks[uri]) == first.mark
+    (again,) = optimize_lake(settings, repo)
+    assert again.partitions == 0
