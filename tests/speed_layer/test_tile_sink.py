@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from feature_core import sketches
@@ -107,3 +109,34 @@ def test_entity_ids_match_the_key_layout(harness, keys):
 def test_cluster_slots_match_redis(harness, key):
     """The sink routes each key as Redis Cluster hashes it (CRC16 of the hash tag)."""
     assert int(ask(harness, ["slot", key])) == key_slot(key.encode())
+
+
+@pytest.mark.integration
+def test_writes_to_a_slot_being_migrated_follow_ask_to_the_importing_node(harness, redis_cluster):
+    """Mid-migration, the slot's master answers ASK for keys not on it; the sink sends
+    those commands to the importing node after ASKING, and the rest as usual."""
+    redis_cluster.flush()
+    cluster = RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    key, other = "lfp:st:{migrating}:u1", "lfp:st:{staying}:u1"
+    slot = key_slot(key.encode())
+    port = cluster.get_node_from_key(key).port
+    target_port = next(p for p in redis_cluster.ports if p != port)
+    source = redis.Redis(host="127.0.0.1", port=port)
+    target = redis.Redis(host="127.0.0.1", port=target_port)
+    source_id, target_id = (node.execute_command("CLUSTER MYID") for node in (source, target))
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    try:
+        commands = [["HSET", key, "0", "[1]"], ["HSET", other, "0", "[2]"]]
+        assert orjson.loads(ask(harness, ["write", redis_cluster.url, commands, 3000])) == "ok"
+        # A new key of a migrating slot lives on the importing node.
+        assert source.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
+        assert target.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 1
+        with target.pipeline(transaction=False) as pipe:
+            pipe.execute_command("ASKING").hget(key, "0")
+            assert pipe.execute()[1] == b"[1]"
+        assert cluster.hget(other, "0") == b"[2]"
+    finally:
+        for node in (source, target):
+            node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        redis_cluster.flush()

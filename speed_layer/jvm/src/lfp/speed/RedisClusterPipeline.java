@@ -14,9 +14,10 @@ import java.util.Map;
  * slot, over one {@link RedisPipeline} per master, all sent before any reply is read.
  *
  * <p>The slot map comes from {@code CLUSTER SLOTS} of the seed node (then of any known
- * node). A batch answered with a redirect ({@code MOVED}, {@code ASK}, {@code TRYAGAIN},
- * {@code CLUSTERDOWN}) is sent again whole after reloading the map, until {@code giveUpMs}:
- * every command the tile sink sends is idempotent. A command's key is its second argument,
+ * node). A command answered {@code ASK} (its slot is being migrated) is sent again to the
+ * importing node after {@code ASKING}. A batch answered with another redirect ({@code
+ * MOVED}, {@code TRYAGAIN}, {@code CLUSTERDOWN}) is sent again whole after reloading the
+ * map, until {@code giveUpMs}: every command the tile sink sends is idempotent. A command's key is its second argument,
  * or the fourth for {@code EVAL} (one declared key).
  */
 final class RedisClusterPipeline implements RedisCommands {
@@ -92,13 +93,49 @@ final class RedisClusterPipeline implements RedisCommands {
   private void send() throws IOException {
     Map<String, List<String[]>> byNode = new LinkedHashMap<>();
     for (String[] args : queued) {
-      String key = "EVAL".equals(args[0]) ? args[3] : args[1];
-      String node = owner[slot(key)];
+      String node = owner[slot(keyOf(args))];
       if (node == null) {
-        throw new IOException("no master serves the slot of " + key);
+        throw new IOException("no master serves the slot of " + keyOf(args));
       }
       byNode.computeIfAbsent(node, n -> new ArrayList<>()).add(args);
     }
+    List<String[]> asked = new ArrayList<>();
+    List<String> askedAt = new ArrayList<>();
+    exchange(byNode, (args, error) -> {
+      if (!error.reply.startsWith("ASK ")) {
+        return false;
+      }
+      asked.add(args);
+      askedAt.add(error.reply.substring(error.reply.lastIndexOf(' ') + 1));
+      return true;
+    });
+    if (asked.isEmpty()) {
+      return;
+    }
+    // A slot being migrated: its master answers ASK for keys already moved, and the
+    // importing node takes a command only right after ASKING. The map stays as it is
+    // until the migration ends (then MOVED reloads it).
+    Map<String, List<String[]>> byTarget = new LinkedHashMap<>();
+    for (int i = 0; i < asked.size(); i++) {
+      List<String[]> commands = byTarget.computeIfAbsent(askedAt.get(i), n -> new ArrayList<>());
+      commands.add(new String[] {"ASKING"});
+      commands.add(asked.get(i));
+    }
+    exchange(byTarget, (args, error) -> false);
+  }
+
+  /** Handles one command's error reply; true if handled, false to throw it. */
+  private interface ErrorReply {
+    boolean handle(String[] args, RedisPipeline.RedisError error);
+  }
+
+  /**
+   * Writes every node's commands before reading any node's replies (one round trip's
+   * time for the batch, whatever the number of masters), then reads them all; the first
+   * error reply {@code onError} does not handle is thrown.
+   */
+  private void exchange(Map<String, List<String[]>> byNode, ErrorReply onError)
+      throws IOException {
     Map<String, RedisPipeline> used = new LinkedHashMap<>();
     for (Map.Entry<String, List<String[]>> entry : byNode.entrySet()) {
       RedisPipeline pipe = node(entry.getKey());
@@ -107,16 +144,21 @@ final class RedisClusterPipeline implements RedisCommands {
         pipe.command(args);
       }
     }
-    // Every node's commands are written before any node's replies are awaited: one round
-    // trip's time for the batch, whatever the number of masters.
     try {
       for (RedisPipeline pipe : used.values()) {
         pipe.transmit();
       }
       IOException failure = null;
-      for (RedisPipeline pipe : used.values()) {
+      for (Map.Entry<String, RedisPipeline> entry : used.entrySet()) {
         try {
-          pipe.receive();
+          List<RedisPipeline.RedisError> errors = entry.getValue().receiveEach();
+          List<String[]> sent = byNode.get(entry.getKey());
+          for (int i = 0; i < errors.size(); i++) {
+            RedisPipeline.RedisError error = errors.get(i);
+            if (error != null && !onError.handle(sent.get(i), error) && failure == null) {
+              failure = error;
+            }
+          }
         } catch (IOException error) {
           failure = failure == null ? error : failure;
         }
@@ -130,6 +172,10 @@ final class RedisClusterPipeline implements RedisCommands {
       }
       throw error;
     }
+  }
+
+  private static String keyOf(String[] args) {
+    return "EVAL".equals(args[0]) ? args[3] : args[1];
   }
 
   private RedisPipeline node(String address) {

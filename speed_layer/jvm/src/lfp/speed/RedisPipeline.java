@@ -12,6 +12,8 @@ import java.net.Socket;
 import java.net.URI;
 import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
 import javax.net.ssl.SSLSocketFactory;
 
 /**
@@ -145,17 +147,24 @@ final class RedisPipeline implements RedisCommands {
 
   /** Reads the replies of what {@link #transmit} wrote; the first error reply is thrown. */
   void receive() throws IOException {
+    for (RedisError error : receiveEach()) {
+      if (error != null) {
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Reads the replies of what {@link #transmit} wrote: each command's error reply, or null
+   * where it succeeded (a cluster answers some commands of a batch with a redirect).
+   */
+  List<RedisError> receiveEach() throws IOException {
     try {
-      RedisError first = null;
+      List<RedisError> errors = new ArrayList<>(count);
       for (int i = 0; i < count; i++) {
-        RedisError error = readReply();
-        first = first == null ? error : first;
+        errors.add(readReply());
       }
-      if (first != null) {
-        throw first;
-      }
-    } catch (RedisError error) {
-      throw error;
+      return errors;
     } catch (IOException error) {
       close();
       throw error;

@@ -348,11 +348,36 @@ public class TileSink implements Sink<Row> {
         string(json, entityId(keys));
       } else if (kind.equals("slot")) {
         json.append(RedisClusterPipeline.slot(node.get(1).asText()));
+      } else if (kind.equals("write")) {
+        string(json, write(node.get(1).asText(), node.get(2), node.get(3).asLong()));
       } else {
         partial(json, kind, node.get(1).asInt(), raw(kind, node.get(2)));
       }
       out.println(json);
       out.flush();
+    }
+  }
+
+  /** Sends commands to a Redis Cluster as the sink does: "ok", or the error. */
+  private static String write(
+      String url,
+      org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode commands,
+      long giveUpMs) {
+    RedisClusterPipeline cluster = new RedisClusterPipeline(url);
+    try {
+      for (var command : commands) {
+        String[] args = new String[command.size()];
+        for (int i = 0; i < args.length; i++) {
+          args[i] = command.get(i).asText();
+        }
+        cluster.command(args);
+      }
+      cluster.sync(giveUpMs);
+      return "ok";
+    } catch (IOException | InterruptedException error) {
+      return error.getMessage();
+    } finally {
+      cluster.close();
     }
   }
 
