@@ -68,7 +68,10 @@ class ConnectionSlots:
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
         try:
-            await asyncio.wait_for(self._free.acquire(), self.timeout_s)
+            if self._free.locked():
+                await asyncio.wait_for(self._free.acquire(), self.timeout_s)
+            else:
+                await self._free.acquire()  # a free slot: no timer task on the hot path
         except TimeoutError:
             raise RedisConnectionError(
                 f"no free Redis connection within {self.timeout_s:g} s: all "
