@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
+import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -240,8 +244,17 @@ def _paths(table: DeltaTable) -> set[str]:
 def _files_at(uri: str, version: int) -> set[str] | None:
     try:
         return _paths(DeltaTable(uri, version=version))
-    except DeltaError:  # that version's log was cleaned up
+    except (DeltaError, OSError, ValueError):  # that version's log was cleaned up
         return None
+
+
+def _commit_tagged(table: DeltaTable, since_version: int, tag: str) -> int | None:
+    """The version of the commit after ``since_version`` carrying ``tag``: the table
+    object's own version may already include others' commits made meanwhile."""
+    for commit in table.history(limit=max(1, table.version() - since_version)):
+        if commit.get(_OPTIMIZE_TAG) == tag:
+            return int(commit["version"])
+    return None
 
 
 def _written_since(uri: str, table: DeltaTable, mark: OptimizeMark | None) -> set[str] | None:
@@ -262,12 +275,17 @@ def _written_since(uri: str, table: DeltaTable, mark: OptimizeMark | None) -> se
     return _paths(table) - read - rewritten
 
 
+#: Custom metadata on a rewrite's commit, naming the run that made it.
+_OPTIMIZE_TAG = "lfp.optimize"
+
+
 def optimize_table(
     uri: str,
     columns: Sequence[str],
     row_group_rows: int,
     retention_hours: int,
     since: OptimizeMark | None = None,
+    target_file_bytes: int | None = None,
 ) -> Optimized | None:
     """Cluster a table by its entity keys (Z-order) in every date partition holding more
     than one file, then delete data files unreferenced for ``retention_hours``.
@@ -280,7 +298,8 @@ def optimize_table(
 
     ``since`` (the ``mark`` the previous run returned) makes it incremental: only
     partitions that received files after that run are clustered again, so a partition
-    large enough to span several files is not rewritten on every run."""
+    large enough to span several files is not rewritten on every run.
+    ``target_file_bytes``: the rewrite's file size (delta-rs's default, 100 MB, if None)."""
     started = time.monotonic()
     table = open_table(uri)
     if table is None:
@@ -297,12 +316,15 @@ def optimize_table(
         crowded = [d for d in crowded if d in fresh_dates]
     rewrite_version = None
     if crowded:
+        tag = uuid.uuid4().hex
         table.optimize.z_order(
             list(columns),
             partition_filters=[(EVENT_DATE, "in", crowded)],
+            target_size=target_file_bytes,
             writer_properties=WriterProperties(max_row_group_size=row_group_rows),
+            commit_properties=CommitProperties(custom_metadata={_OPTIMIZE_TAG: tag}),
         )
-        rewrite_version = table.version()
+        rewrite_version = _commit_tagged(table, read_version, tag)
     # The log keeps naming removed files for a while: count only those still there.
     expired = table.vacuum(
         retention_hours=retention_hours, dry_run=True, enforce_retention_duration=False
@@ -358,11 +380,17 @@ def optimize_lake(
         if result is not None:
             done.append(result)
             marks[uri] = result.mark.to_json()
-            marks_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = marks_path.with_suffix(".tmp")
-            partial.write_text(json.dumps(marks, indent=1))
-            partial.replace(marks_path)
+            _write_atomically(marks_path, json.dumps(marks, indent=1))
     return done
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` whole (a unique temporary file: two runs at once do not collide)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(temporary, path)
 
 
 def count_rows(uri: str) -> int:

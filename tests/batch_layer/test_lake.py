@@ -183,3 +183,49 @@ def test_the_lake_job_remembers_where_it_left_each_table(tmp_path):
     assert OptimizeMark.from_json(marks[uri]) == first.mark
     (again,) = optimize_lake(settings, repo)
     assert again.partitions == 0
+
+
+def test_a_partition_the_rewrite_left_in_several_files_is_not_rewritten_again(tmp_path):
+    uri = str(tmp_path / "raw")
+    offset = 0
+    for day in (0, 0, 0):
+        offset = _append_day(uri, day, offset, n=1000)
+    first = optimize_table(uri, ["user_id"], 100, 0, target_file_bytes=1)
+    assert first is not None and first.partitions == 1
+    clustered = _files_by_day(uri)
+    (day0,) = clustered
+    assert len(clustered[day0]) > 1  # still "crowded" by file count
+    again = optimize_table(uri, ["user_id"], 100, 0, since=first.mark, target_file_bytes=1)
+    assert again is not None and again.partitions == 0
+    assert _files_by_day(uri) == clustered
+
+
+def test_a_commit_landing_right_after_the_rewrite_still_counts_as_new(tmp_path, monkeypatch):
+    """An ingest commit between the rewrite's commit and the table's refresh is not taken
+    for the rewrite: its partition is clustered next time, the rewritten one is not."""
+    uri = str(tmp_path / "raw")
+    offset = 0
+    for day in (0, 0, 1):
+        offset = _append_day(uri, day, offset)
+    refresh = DeltaTable.update_incremental
+    raced: list[int] = []
+
+    def ingest_then_refresh(self: DeltaTable) -> None:
+        if not raced:
+            raced.append(_append_day(uri, 1, offset))
+        refresh(self)
+
+    monkeypatch.setattr(DeltaTable, "update_incremental", ingest_then_refresh)
+    first = optimize_table(uri, ["user_id"], 100, 0)
+    monkeypatch.undo()
+    assert raced and first is not None and first.partitions == 1
+    operations = {c["version"]: c["operation"] for c in DeltaTable(uri).history()}
+    assert operations[first.mark.rewrite_version] == "OPTIMIZE"
+    clustered = _files_by_day(uri)
+    day0, day1 = sorted(clustered)
+    assert len(clustered[day1]) == 2
+
+    second = optimize_table(uri, ["user_id"], 100, 0, since=first.mark)
+    assert second is not None and second.partitions == 1
+    days = _files_by_day(uri)
+    assert days[day0] == clustered[day0] and len(days[day1]) == 1
