@@ -111,6 +111,15 @@ def test_cluster_slots_match_redis(harness, key):
     assert int(ask(harness, ["slot", key])) == key_slot(key.encode())
 
 
+@pytest.mark.parametrize(
+    ("address", "authority"),
+    [("10.0.0.7:7001", "10.0.0.7:7001"), ("::1:7001", "[::1]:7001"), ("[::1]:7001", "[::1]:7001")],
+)
+def test_node_addresses_from_the_cluster_become_url_authorities(harness, address, authority):
+    """CLUSTER SLOTS and ASK name nodes as ip:port, IPv6 without brackets."""
+    assert orjson.loads(ask(harness, ["authority", address])) == authority
+
+
 @pytest.mark.integration
 def test_writes_to_a_slot_being_migrated_follow_ask_to_the_importing_node(harness, redis_cluster):
     """Mid-migration, the slot's master answers ASK for keys not on it; the sink sends

@@ -182,7 +182,15 @@ final class RedisClusterPipeline implements RedisCommands {
     return nodes.computeIfAbsent(
         address,
         a -> new RedisPipeline(
-            scheme + "://" + (userInfo == null ? "" : userInfo + "@") + a + "/0"));
+            scheme + "://" + (userInfo == null ? "" : userInfo + "@") + inUrl(a) + "/0"));
+  }
+
+  /** {@code host:port} as a URL's authority: an IPv6 host goes in brackets. */
+  static String inUrl(String address) {
+    int colon = address.lastIndexOf(':');
+    String host = address.substring(0, colon);
+    boolean ipv6 = host.indexOf(':') >= 0 && !host.startsWith("[");
+    return (ipv6 ? "[" + host + "]" : host) + address.substring(colon);
   }
 
   private void loadSlots() throws IOException {
@@ -192,10 +200,15 @@ final class RedisClusterPipeline implements RedisCommands {
     for (String address : candidates) {
       try {
         Object reply = node(address).call("CLUSTER", "SLOTS");
+        if (!(reply instanceof List)) {
+          throw new IOException("CLUSTER SLOTS of " + address + " answered " + reply);
+        }
         fill((List<?>) reply);
         return;
       } catch (IOException error) {
         last = error;
+      } catch (ClassCastException | IndexOutOfBoundsException error) {
+        last = new IOException("unexpected CLUSTER SLOTS reply of " + address, error);
       }
     }
     throw last != null ? last : new IOException("no Redis Cluster node to ask for slots");

@@ -168,6 +168,10 @@ final class RedisPipeline implements RedisCommands {
     } catch (IOException error) {
       close();
       throw error;
+    } catch (RuntimeException error) {
+      // A reply that does not parse: what follows it cannot be matched to commands.
+      close();
+      throw new IOException("unreadable Redis reply: " + error, error);
     } finally {
       commands.reset();
       count = 0;
@@ -203,15 +207,32 @@ final class RedisPipeline implements RedisCommands {
     // A bounded connect: an unreachable node fails the attempt in seconds (and the retry
     // policy takes over) instead of waiting out the kernel's SYN retries.
     Socket plain = new Socket();
-    plain.connect(new InetSocketAddress(host, port), TIMEOUT_MS);
-    socket =
-        tls
-            ? ((SSLSocketFactory) SSLSocketFactory.getDefault()).createSocket(plain, host, port, true)
-            : plain;
-    socket.setTcpNoDelay(true);
-    socket.setSoTimeout(TIMEOUT_MS);
-    in = new BufferedInputStream(socket.getInputStream(), 1 << 16);
-    out = new BufferedOutputStream(socket.getOutputStream(), 1 << 16);
+    try {
+      plain.connect(new InetSocketAddress(host, port), TIMEOUT_MS);
+      socket =
+          tls
+              ? ((SSLSocketFactory) SSLSocketFactory.getDefault())
+                  .createSocket(plain, host, port, true)
+              : plain;
+      socket.setTcpNoDelay(true);
+      socket.setSoTimeout(TIMEOUT_MS);
+      in = new BufferedInputStream(socket.getInputStream(), 1 << 16);
+      out = new BufferedOutputStream(socket.getOutputStream(), 1 << 16);
+      authenticate();
+    } catch (IOException | RuntimeException error) {
+      // Not half connected: a socket that failed its handshake or AUTH is never reused.
+      close();
+      try {
+        plain.close();
+      } catch (IOException ignored) {
+        // already broken
+      }
+      throw error;
+    }
+  }
+
+  /** AUTH and SELECT on a new connection, ahead of what was queued. */
+  private void authenticate() throws IOException {
     ByteArrayOutputStream queued = new ByteArrayOutputStream();
     commands.writeTo(queued);
     int queuedCount = count;

@@ -348,6 +348,8 @@ public class TileSink implements Sink<Row> {
         string(json, entityId(keys));
       } else if (kind.equals("slot")) {
         json.append(RedisClusterPipeline.slot(node.get(1).asText()));
+      } else if (kind.equals("authority")) {
+        string(json, RedisClusterPipeline.inUrl(node.get(1).asText()));
       } else if (kind.equals("write")) {
         string(json, write(node.get(1).asText(), node.get(2), node.get(3).asLong()));
       } else {
