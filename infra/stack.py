@@ -195,6 +195,7 @@ class Supervisor:
         if service.status_file is not None:
             service.status_file.unlink(missing_ok=True)
         log = open(self.paths.logs / f"{service.name}.log", "ab")  # noqa: SIM115 - child owns it
+        self.state[service.name]["log_from"] = log.tell()  # this start's lines begin here
         proc = subprocess.Popen(
             service.command,
             stdout=log,
@@ -269,6 +270,7 @@ class Supervisor:
             _terminate_group(proc.pid, proc.wait)
             self.state[service.name].update(state="stopped", pid=None)
             self._save()
+        self._save()
 
     def run(self) -> int:
         self.paths.run.mkdir(parents=True, exist_ok=True)
@@ -436,6 +438,7 @@ def start_supervisor(
                 f"port {port} for {name} is already in use: stop what uses it or change {setting}"
             )
     with open(paths.logs / "supervisor.log", "ab") as log:
+        supervisor_log_from = log.tell()
         supervisor = subprocess.Popen(
             command,
             stdout=log,
@@ -454,13 +457,17 @@ def start_supervisor(
             failed = [n for n, s in states.items() if s == "failed"]
             if failed:
                 stop_supervisor(paths)
-                raise RuntimeError(f"{failed[0]} failed to start{_log_tail(paths, failed[0])}")
+                raise RuntimeError(
+                    f"{failed[0]} failed to start"
+                    f"{_log_tail(paths, failed[0], _log_from(state, failed[0]))}"
+                )
             if all(s in ("healthy", "done") for s in states.values()):
                 return state
         if exited:
+            _stop_recorded(state)  # a supervisor killed outright leaves its services
             raise RuntimeError(
                 f"the {what}'s supervisor exited (code {supervisor.returncode}) before every "
-                f"service was up{_log_tail(paths, 'supervisor')}"
+                f"service was up{_log_tail(paths, 'supervisor', supervisor_log_from)}"
             )
         time.sleep(0.5)
     stop_supervisor(paths)
@@ -468,25 +475,40 @@ def start_supervisor(
     if not waiting:
         raise RuntimeError(
             f"the {what}'s supervisor wrote no state in {timeout_s:.0f} s"
-            f"{_log_tail(paths, 'supervisor')}"
+            f"{_log_tail(paths, 'supervisor', supervisor_log_from)}"
         )
     now = ", ".join(f"{n} {states[n]}" for n in waiting)
-    raise RuntimeError(
-        f"{what} not healthy after {timeout_s:.0f} s ({now}){_log_tail(paths, waiting[0])}"
-    )
+    tail = _log_tail(paths, waiting[0], _log_from(supervised_state(paths), waiting[0]))
+    raise RuntimeError(f"{what} not healthy after {timeout_s:.0f} s ({now}){tail}")
+
+
+def _stop_recorded(state: dict | None) -> None:
+    """Stop the services a supervisor's state names as running."""
+    for info in (state or {"services": {}})["services"].values():
+        if info.get("pid") and pid_alive(info["pid"]):
+            _terminate_group(info["pid"], lambda timeout: None, 0)
 
 
 #: A log line that names a cause: Java's "Caused by:", an exception, Redis's fatal lines.
 _CAUSE = re.compile(r"Caused by:|\w+(Exception|Error):|# (Fatal|Failed|Can't|Sorry)")
 
 
-def _log_tail(paths: Paths, name: str, lines: int = 8) -> str:
-    """The end of a service's log, for an error message (which names the whole file).
-    A JVM's stack trace often ends far below its cause: the last line naming a cause
-    comes first."""
+def _log_from(state: dict | None, name: str) -> int:
+    """Where a service's current start begins in its log (the supervisor records it)."""
+    return ((state or {}).get("services", {}).get(name) or {}).get("log_from", 0)
+
+
+def _log_tail(paths: Paths, name: str, start: int = 0, lines: int = 8) -> str:
+    """The end of a service's log, for an error message (which names the whole file):
+    only this start's lines (the log is appended to across restarts), at most its last
+    64 KiB. A JVM's stack trace often ends far below its cause: the last line naming a
+    cause comes first."""
     path = paths.logs / f"{name}.log"
     try:
-        text = path.read_text(errors="replace").rstrip().splitlines()
+        with open(path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(start, size - 65536))
+            text = log.read().decode(errors="replace").rstrip().splitlines()
     except OSError:
         text = []
     shown = text[-lines:]

@@ -35,7 +35,7 @@ from infra.stack import (
     service_state,
     temporary_stack,
 )
-from tests.conftest import memory_backed_dir, wait_for
+from tests.conftest import wait_for
 from tests.integration.helpers import get_features, make_event, produce, wait_in_lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -57,11 +57,7 @@ def _free_run(n: int) -> int:
 
 @pytest.fixture(scope="module")
 def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with memory_backed_dir(tmp_path_factory, "cluster") as root:
-        yield from _cluster_and_stack(root)
-
-
-def _cluster_and_stack(root: Path) -> Iterator[Settings]:
+    root = tmp_path_factory.mktemp("cluster")
     cluster_env = {
         "LFP_DATA_DIR": str(root / "stack"),
         "LFP_CLUSTER_REDIS_PORTS": json.dumps([free_redis_cluster_port() for _ in range(3)]),

@@ -112,7 +112,10 @@ def test_a_burst_above_the_connection_limit_waits_instead_of_failing(backend):
     for entity in entities:
         client.set(KEYS.batch_view(3, "g1", entity), orjson.dumps({"lifetime": {"c": [entity]}}))
         client.hset(KEYS.speed_tiles("g1", entity), str(CUTOFF), orjson.dumps([entity]))
-    settings = backend.settings.model_copy(update={"api_redis_connections": 2})
+    # Generous wait: 130 reads queue for 2 connections on a machine that may be busy.
+    settings = backend.settings.model_copy(
+        update={"api_redis_connections": 2, "redis_timeout_s": 30.0}
+    )
 
     async def burst() -> list[ViewsSnapshot]:
         reader = open_reader(settings)
