@@ -91,14 +91,17 @@ def write_flink_conf(settings: Settings) -> Path:
     shipped = yaml.safe_load((_package_dir("pyflink") / "conf" / "config.yaml").read_text())
     port = settings.cluster_flink_port
     jobmanager = settings.cluster_flink_jobmanager_host
-    listen = LOOPBACK if jobmanager == LOOPBACK else "0.0.0.0"
+    on_loopback = jobmanager == LOOPBACK
+    listen = LOOPBACK if on_loopback else "0.0.0.0"
+    # Flink's REST handler uploads a submitted job's files to its own blob server at
+    # "localhost", which some machines resolve to ::1 only. On loopback the JobManager's
+    # RPC and blob server are therefore bound, and reached, by that name: wherever it
+    # resolves, and never beyond this machine.
+    rpc_host = "localhost" if on_loopback else jobmanager
     conf = {
         "env.java.opts.all": shipped["env"]["java"]["opts"]["all"],
-        "jobmanager.rpc.address": jobmanager,
-        # RPC and blob server on every address: Flink's REST handler uploads a submitted
-        # job's files to its own blob server at "localhost", which some machines resolve
-        # to ::1 only (REST, where jobs are submitted, stays on `listen`).
-        "jobmanager.bind-host": "0.0.0.0",
+        "jobmanager.rpc.address": rpc_host,
+        "jobmanager.bind-host": "localhost" if on_loopback else listen,
         "jobmanager.rpc.port": port + 1,
         "jobmanager.memory.process.size": "1024m",
         "taskmanager.host": settings.cluster_host,
