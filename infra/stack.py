@@ -536,8 +536,5 @@ def stop_supervisor(paths: Paths, timeout_s: float = 120.0) -> bool:
             return True
         time.sleep(0.25)
     os.kill(pid, signal.SIGKILL)
-    state = supervised_state(paths) or {"services": {}}
-    for info in state["services"].values():
-        if info.get("pid"):
-            _terminate_group(info["pid"], lambda timeout: None, 0)
+    _stop_recorded(supervised_state(paths))
     return True
