@@ -257,9 +257,12 @@ def _commit_tagged(table: DeltaTable, since_version: int, tag: str) -> int | Non
     return None
 
 
-def _written_since(uri: str, table: DeltaTable, mark: OptimizeMark | None) -> set[str] | None:
-    """Data files added since ``mark`` by others than that optimization's own rewrite;
-    None when that cannot be told (no mark, another table at this URI, its log gone)."""
+def _written_since(
+    uri: str, table: DeltaTable, current: set[str], mark: OptimizeMark | None
+) -> set[str] | None:
+    """Of the table's ``current`` data files, those added since ``mark`` by others than
+    that optimization's own rewrite; None when that cannot be told (no mark, another
+    table at this URI, its log gone)."""
     if mark is None or table.metadata().id != mark.table_id:
         return None
     read = _files_at(uri, mark.read_version)
@@ -272,7 +275,7 @@ def _written_since(uri: str, table: DeltaTable, mark: OptimizeMark | None) -> se
         if after is None or before is None:
             return None
         rewritten = after - before
-    return _paths(table) - read - rewritten
+    return current - read - rewritten
 
 
 #: Custom metadata on a rewrite's commit, naming the run that made it.
@@ -309,9 +312,9 @@ def optimize_table(
     dates = actions.column(f"partition.{EVENT_DATE}").to_pylist()
     files_per_date = Counter(dates)
     crowded = sorted(d for d, n in files_per_date.items() if n > 1)
-    fresh = _written_since(uri, table, since)
+    paths = actions.column("path").to_pylist()
+    fresh = _written_since(uri, table, set(paths), since)
     if fresh is not None:
-        paths = actions.column("path").to_pylist()
         fresh_dates = {date for path, date in zip(paths, dates, strict=True) if path in fresh}
         crowded = [d for d in crowded if d in fresh_dates]
     rewrite_version = None
