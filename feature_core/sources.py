@@ -49,8 +49,9 @@ KAFKA_PARTITION = "kafka_partition"  # -1 for records loaded from files
 KAFKA_OFFSET = "kafka_offset"
 LAKE_COLUMNS = (EVENT_DATE, KAFKA_PARTITION, KAFKA_OFFSET)
 
-_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+# Matched with fullmatch: ``$`` would also accept a trailing newline ("name\n").
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 class SourceError(ValueError):
@@ -226,7 +227,7 @@ class Field:
 
     def validate(self, source: str) -> None:
         where = f"source {source}, field {self.name!r}"
-        if not _IDENTIFIER.match(self.name):
+        if not _IDENTIFIER.fullmatch(self.name):
             raise SourceError(f"{where}: use lowercase letters, digits and '_', from a letter")
         if self.name in LAKE_COLUMNS:
             raise SourceError(f"{where}: the name is reserved for the lake ({LAKE_COLUMNS})")
@@ -321,16 +322,16 @@ class EventSource:
         return {f.name: f for f in self.fields}
 
     def validate(self) -> None:
-        if not _IDENTIFIER.match(self.name):
+        if not _IDENTIFIER.fullmatch(self.name):
             raise SourceError(
                 f"source name {self.name!r}: use lowercase letters, digits and '_', from a letter"
             )
-        if not _IDENTIFIER.match(self.table_name):
+        if not _IDENTIFIER.fullmatch(self.table_name):
             raise SourceError(
                 f"source {self.name}: table {self.table_name!r}: use lowercase letters, "
                 "digits and '_'"
             )
-        if not _TOPIC.match(self.topic_name):
+        if not _TOPIC.fullmatch(self.topic_name):
             raise SourceError(
                 f"source {self.name}: topic {self.topic_name!r}: use letters, digits, '.', "
                 "'_' and '-'"

@@ -49,12 +49,12 @@ SPEED_TILE_MS = FINEST_HOP_MS
 COLLAPSED = "c"
 
 _UNITS = {"s": SECOND_MS, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"([0-9]+)([smhd])")
 
 
 def parse_duration(text: str) -> int:
     """``"90d"`` -> milliseconds. Units: s, m, h, d."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match:
         raise ValueError(f"bad duration {text!r}: use a number and one of s, m, h, d (e.g. 1h)")
     return int(match.group(1)) * _UNITS[match.group(2)]

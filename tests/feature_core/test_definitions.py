@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from demo.feature_repo import events as SRC
 from feature_core.aggregations import Primitive
@@ -212,3 +214,19 @@ def test_a_groups_view_fingerprint_changes_only_with_what_its_batch_view_holds()
     assert BatchPointer.from_json(pointer.to_json()) == pointer
     # A pointer that names no fingerprints (hand-written, older release) vouches for all.
     assert BatchPointer(1, 0, 0).stale_groups(changed) == []
+
+
+@given(
+    st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True),
+    st.sampled_from(["\n", "\r\n", " "]),
+)
+def test_definition_names_with_a_trailing_newline_are_rejected(name, trailer):
+    def repo(group_name: str, entity: str, service: str) -> FeatureRepo:
+        g = FeatureGroup(group_name, Entity(entity, "user_id"), SRC, [Aggregation("count")])
+        return FeatureRepo((g,), (FeatureService(service, [f"{g.name}:count_lifetime"]),))
+
+    bad = name + trailer
+    repo(name, name, name)
+    for names in ((bad, name, name), (name, bad, name), (name, name, bad)):
+        with pytest.raises(DefinitionError, match="use lowercase letters"):
+            repo(*names)

@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from demo.feature_repo import events as shop
-from feature_core.sources import EventSource, Field, InvalidRecord, RequiredWhen, SourceError
+from feature_core.sources import (
+    LAKE_COLUMNS,
+    EventSource,
+    Field,
+    InvalidRecord,
+    RequiredWhen,
+    SourceError,
+)
 
 GOOD = {"event_id": "e1", "user_id": "u1", "event_type": "view", "event_time": 1_700_000_000_000}
 
@@ -262,3 +269,33 @@ def test_iso_timestamps_at_or_before_the_epoch_are_rejected_like_epoch_ms():
     for value in ("1970-01-01T00:00:00Z", "1969-12-31T23:00:00Z", 0, -5):
         with pytest.raises(InvalidRecord, match="positive epoch milliseconds"):
             LOGINS.check({"account_id": "a", "ts": value, "success": True})
+
+
+names = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True).filter(
+    lambda n: n not in {"t", *LAKE_COLUMNS}  # the event time field; reserved columns
+)
+trailers = st.sampled_from(["\n", "\r\n", "\r", " ", "\t", "\x00"])
+
+
+def _source(name: str = "s", field: str = "x", **kw) -> EventSource:
+    return EventSource(
+        name,
+        event_time="t",
+        fields=[Field("t", "timestamp", required=True), Field(field, "string")],
+        **kw,
+    )
+
+
+@given(names, trailers)
+def test_names_with_a_trailing_newline_or_space_are_rejected(name, trailer):
+    # ``re.match`` with ``^...$`` accepted "name\n": names become topics, tables, columns
+    # and Redis keys, so a hidden character there is a different, invisible name.
+    for build in (
+        lambda n: _source(name=n),
+        lambda n: _source(field=n),
+        lambda n: _source(table=n),
+        lambda n: _source(topic=n),
+    ):
+        build(name).validate()
+        with pytest.raises(SourceError, match="use"):
+            build(name + trailer).validate()
