@@ -31,8 +31,6 @@ if ((${#need_apt[@]})); then
     die "missing ${need_apt[*]}: install them (e.g. 'sudo apt-get install ${need_apt[*]}') and re-run make install"
   fi
 fi
-# The embedded stack starts its own redis-server; stop the distro service if apt started it.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
   || die "Python 3.11 is required (apache-flink 2.0 and pyspark 4.1 wheels); found $("$PYTHON" --version)"
@@ -55,6 +53,16 @@ if [[ ! -x "$FEAST_VENV/bin/feast" ]] || ! "$FEAST_VENV/bin/python" -c "import f
   say "installing Feast $FEAST_VERSION into $FEAST_VENV (the Feast compatibility test)"
   "$VENV/bin/uv" venv -q --allow-existing --python "$VENV/bin/python" "$FEAST_VENV"
   "$VENV/bin/uv" pip install -q --python "$FEAST_VENV/bin/python" "feast[redis]==$FEAST_VERSION"
+fi
+
+# The embedded stack starts redis-server itself, on its own port (LFP_REDIS_URL, 16379 by
+# default): the distro's redis-server service (port 6379 unless configured) is none of its
+# business and is left as it is. Only a distro server configured on the stack's port is in
+# its way: say so, and change nothing.
+redis_port=$("$VENV/bin/python" -c 'from feature_core.settings import Settings; print(Settings().redis_port)' 2>/dev/null || echo 16379)
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null \
+  && grep -qE "^[[:space:]]*port[[:space:]]+$redis_port[[:space:]]*$" /etc/redis/redis.conf 2>/dev/null; then
+  printf '\033[33mwarning:\033[0m %s\n' "the distro's redis-server service listens on port $redis_port, the embedded stack's Redis port: stop it (sudo systemctl disable --now redis-server) or give the stack another port (LFP_REDIS_URL)" >&2
 fi
 
 say "checking the toolchain"
