@@ -59,7 +59,18 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None, description="Bearer token the feature endpoints require; unset: no auth."
     )
-    api_max_entities: int = Field(1000, ge=1, description="Most entities in one request.")
+    api_max_entities: int = Field(
+        1000,
+        ge=1,
+        description="Most entities in one request (/v1/features; each join key's list of "
+        "/get-online-features); more is a 422 naming this setting.",
+    )
+    api_max_features: int = Field(
+        1000,
+        ge=1,
+        description="Most feature references in one request's 'features' list (/v1/features, "
+        "/get-online-features); more is a 422 naming this setting.",
+    )
     api_redis_connections: int = Field(
         64,
         ge=1,

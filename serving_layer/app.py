@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import entity_id
+from feature_core.keys import KeyValueError, entity_id, typed_key
 from feature_core.merge import ValueStatus, merge_group
 from feature_core.runs import RunRecord
 from feature_core.settings import Settings, get_settings
@@ -56,6 +56,8 @@ EntityId = Annotated[
     str, Path(min_length=1, max_length=MAX_KEY_LENGTH, description="Entity join key.")
 ]
 FEATURES_ENDPOINT = "/v1/features"
+#: Most validation problems a 422 names (the rest are counted).
+MAX_PROBLEMS = 20
 
 
 #: Young-generation threshold of the cyclic GC while the API runs (CPython's default: 700).
@@ -95,6 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics,
         settings.api_max_entities,
         settings.api_serve_speed_only,
+        settings.api_max_features,
     )
     with rare_garbage_collections():
         yield
@@ -133,12 +136,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> Response:
         # Name each problem by where it is; never echo the (possibly large) input back.
+        # At most MAX_PROBLEMS named: a 1 MB body of wrong items must not answer 10 MB.
+        errors = error.errors()
         problems = [
             f"request body is not valid JSON ({e['ctx']['error']})"
             if e["type"] == "json_invalid"
             else f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in error.errors()
+            for e in errors[:MAX_PROBLEMS]
         ]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"and {len(errors) - MAX_PROBLEMS} more problems")
         return _error(422, "; ".join(problems))
 
     @app.exception_handler(Exception)
@@ -226,6 +233,7 @@ def _add_v1_routes(
         """
         body = await parse_body(request, FeaturesRequest)
         online = online_of(request)
+        online.check_entities(len(body.entities))
         selection = online.selection(body.feature_service, body.features)
         served = await online.serve(
             selection, selection.entity_ids(body.entities), FEATURES_ENDPOINT
@@ -259,12 +267,16 @@ def _add_v1_routes(
                     f"{group} is keyed by {list(join_keys)}: use "
                     f"GET /v1/features/{group}?{'&'.join(f'{k}=...' for k in join_keys)}"
                 )
-            entity = keys
-        else:
-            missing = [k for k in join_keys if not keys.get(k)]
-            if missing:
-                raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
-            entity = entity_id([keys[k] for k in join_keys])
+        given = {join_keys[0]: keys} if isinstance(keys, str) else keys
+        missing = [k for k in join_keys if not given.get(k)]
+        if missing:
+            raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
+        # In each key's declared type, as /v1/features and the Feast endpoint take them.
+        kinds = repo.join_key_types
+        try:
+            entity = entity_id([typed_key(k, kinds[k].python, given[k]) for k in join_keys])
+        except KeyValueError as error:
+            raise RequestError(str(error)) from None
         snapshot = await online.store.read([((group,), (entity,))])
         online.require_complete_views(snapshot, (definition,))
         as_of = int(time.time() * 1000)

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import entity_id
+from feature_core.keys import KeyValueError, entity_id, typed_key
 from feature_core.merge import ValueStatus
 from serving_layer.bodies import documented_body, parse_body
 from serving_layer.deps import online_of
@@ -74,11 +74,13 @@ def by_entity(online: OnlineFeatures, refs: Sequence[str]) -> list[Selection]:
     """One selection per entity type, in order of first use (Feast reads each feature
     view with its own join keys; a ``/v1`` vector is of one entity type)."""
     parts: dict[tuple[str, ...], list[str]] = {}
+    keys_of = {g.name: g.join_keys for g in online.repo.groups}
     for ref in refs:
-        try:
-            keys = online.repo.group(ref.partition(":")[0]).join_keys
-        except KeyError as error:
-            raise RequestError(error.args[0]) from None
+        group = ref.partition(":")[0]
+        keys = keys_of.get(group)
+        if keys is None:
+            known = ", ".join(keys_of)
+            raise RequestError(f"unknown feature group {group!r}; known: {known}")
         parts.setdefault(keys, []).append(ref)
     return [online.selection(features=part) for part in parts.values()]
 
@@ -92,13 +94,11 @@ def typed_keys(repo: FeatureRepo, entities: dict[str, list[Any]]) -> dict[str, l
         kind = kinds.get(key)
         if kind is None:
             continue
-        if kind.python is str:
-            typed[key] = [str(v) for v in values]
-            continue
+        python = kind.python
         try:
-            typed[key] = [int(v) for v in values]
-        except ValueError:
-            raise RequestError(f"entities.{key}: {kind.name} values expected") from None
+            typed[key] = [typed_key(key, python, v) for v in values]
+        except KeyValueError as error:
+            raise RequestError(f"entities.{error}") from None
     return typed
 
 
@@ -108,6 +108,10 @@ async def get_online_features(request: Request) -> Response:
     one column per feature with a value, status and event timestamp per entity."""
     body = await parse_body(request, FeastRequest)
     online = online_of(request)
+    if body.feature_service is None and body.features:
+        online.check_features(len(body.features))
+    for values in body.entities.values():
+        online.check_entities(len(values))
     refs = requested_features(online.repo, body)
     selections = by_entity(online, refs)
     keys = typed_keys(online.repo, body.entities)

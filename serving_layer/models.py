@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    FailFast,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from feature_core.merge import BatchPointer, ValueStatus
 
 #: The longest join key value any endpoint takes.
 MAX_KEY_LENGTH = 256
+#: Most join key lists one Feast request may hold (no entity has nearly as many keys).
+MAX_JOIN_KEYS = 64
 EntityKey = Annotated[
     StrictStr,
     Field(min_length=1, max_length=MAX_KEY_LENGTH, description="An entity join key value."),
@@ -19,9 +30,10 @@ KeyValue = Annotated[
 ]
 #: One entity: its join key value, or an object with every join key (composite entities).
 EntityRef = Annotated[
-    EntityKey | dict[str, KeyValue],
+    EntityKey | StrictInt | dict[str, KeyValue],
     Field(
-        description="The entity's join key value, or an object naming each join key "
+        description="The entity's join key value (an integer key's as text or a number: "
+        '"007" and 7 name one entity), or an object naming each join key '
         '(e.g. {"card_id": "c1", "merchant_id": "m9"}); entities with several join keys '
         "need the object."
     ),
@@ -101,10 +113,13 @@ class FeaturesRequest(Request):
 
     feature_service: StrictStr | None = Field(None, description="A feature service name.")
     features: list[FeatureReference] | None = Field(
-        None, description="Ad hoc feature list (all of one entity type)."
+        None,
+        fail_fast=True,
+        description="Ad hoc feature list (all of one entity type); at most "
+        "LFP_API_MAX_FEATURES, each once.",
     )
     entities: list[EntityRef] = Field(
-        min_length=1, description="Entities; at most LFP_API_MAX_ENTITIES."
+        min_length=1, fail_fast=True, description="Entities; at most LFP_API_MAX_ENTITIES."
     )
 
 
@@ -137,7 +152,7 @@ class BatchViewInfo(BaseModel):
 
 
 class EntityVector(BaseModel):
-    entity_id: str | dict[str, Any] = Field(description="The entity, as the request gave it.")
+    entity_id: str | int | dict[str, Any] = Field(description="The entity, as the request gave it.")
     values: list[Any] = Field(description="Feature values, in feature_names order.")
     statuses: list[ValueStatus] = Field(description="Status of each value.")
 
@@ -276,12 +291,13 @@ class FeastRequest(BaseModel):
         },
     )
 
-    features: list[FeatureReference] | None = None
+    features: list[FeatureReference] | None = Field(None, fail_fast=True)
     feature_service: StrictStr | None = None
-    entities: dict[str, list[FeastEntityValue]] = Field(
+    entities: dict[str, Annotated[list[FeastEntityValue], FailFast()]] = Field(
+        max_length=MAX_JOIN_KEYS,
         description="Join key -> entity values: one list per join key of the requested "
         "features' entities, all of the same length (the n-th values of each list name the "
-        "n-th entity row). Values are converted to the join key's declared type."
+        "n-th entity row). Values are converted to the join key's declared type.",
     )
     full_feature_names: StrictBool = Field(
         False, description="Name features 'group__feature' instead of 'feature' (true or false)."
@@ -289,6 +305,15 @@ class FeastRequest(BaseModel):
     include_feature_view_version_metadata: StrictBool = Field(
         False, description="Add metadata.feature_view_metadata: the feature groups read."
     )
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _few_join_keys(cls, value: Any) -> Any:
+        """Refuse a huge object before its values are validated one by one: 60,000 keys
+        with a wrong value each would cost a problem report apiece."""
+        if isinstance(value, dict) and len(value) > MAX_JOIN_KEYS:
+            raise ValueError(f"at most {MAX_JOIN_KEYS} join keys, got {len(value)}")
+        return value
 
 
 class FeastColumn(BaseModel):

@@ -46,11 +46,13 @@ class OnlineFeatures:
         metrics: ServingMetrics,
         max_entities: int,
         serve_speed_only: bool = False,
+        max_features: int = 1000,
     ) -> None:
         self.repo = repo
         self.store = store
         self.metrics = metrics
         self.max_entities = max_entities
+        self.max_features = max_features
         self.serve_speed_only = serve_speed_only
         self._select = lru_cache(maxsize=1024)(self._resolve)
 
@@ -86,9 +88,29 @@ class OnlineFeatures:
         if stale:
             raise NoBatchView(stale_view_message(pointer, stale))
 
+    def check_entities(self, n: int) -> None:
+        """A 422 naming the cap when a request asks for more than LFP_API_MAX_ENTITIES
+        entities (checked before any per-entity work)."""
+        if n > self.max_entities:
+            raise RequestError(
+                f"too many entities: {n} > {self.max_entities} "
+                "(LFP_API_MAX_ENTITIES); split the request"
+            )
+
+    def check_features(self, n: int) -> None:
+        """A 422 naming the cap when a 'features' list is longer than LFP_API_MAX_FEATURES
+        (checked before the references are resolved)."""
+        if n > self.max_features:
+            raise RequestError(
+                f"too many features: {n} > {self.max_features} "
+                "(LFP_API_MAX_FEATURES); use a feature service or split the request"
+            )
+
     def selection(
         self, feature_service: str | None = None, features: Sequence[str] | None = None
     ) -> Selection:
+        if features:
+            self.check_features(len(features))
         return self._select(feature_service, tuple(features) if features else None)
 
     async def serve(
@@ -106,11 +128,7 @@ class OnlineFeatures:
         for selection, entity_ids in parts:
             if not entity_ids:
                 raise RequestError("no entities given")
-            if len(entity_ids) > self.max_entities:
-                raise RequestError(
-                    f"too many entities: {len(entity_ids)} > {self.max_entities} "
-                    "(LFP_API_MAX_ENTITIES); split the request"
-                )
+            self.check_entities(len(entity_ids))
             self.metrics.entities_of(endpoint).observe(len(entity_ids))
             requests.append(selection.views_request(entity_ids))
         snapshot = await self.store.read(requests)

@@ -6,6 +6,7 @@ values with the same statuses; only the JSON shape differs.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -13,7 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo
-from feature_core.keys import entity_id
+from feature_core.keys import KeyValueError, entity_id, typed_key
 from feature_core.merge import GroupMerger, ValueStatus, group_merger
 from online_store.views import ViewsRequest, ViewsSnapshot
 
@@ -62,6 +63,8 @@ class Selection:
     join_keys: tuple[str, ...]
     refs: tuple[FeatureRef, ...]
     groups: tuple[FeatureGroup, ...]  # distinct, in order of first use
+    #: Each join key's declared Python type (str or int), as ``FeatureRepo.join_key_types``.
+    key_types: tuple[type, ...] = ()
 
     @cached_property
     def feature_names(self) -> list[str]:
@@ -89,28 +92,39 @@ class Selection:
         defaults = tuple((i, r.default) for i, r in enumerate(self.refs) if r.has_default)
         return getter, defaults
 
-    def entity_ids(self, entities: Sequence[str | Mapping[str, Any]]) -> Sequence[str]:
-        """Each requested entity's id (:func:`feature_core.keys.entity_id`): a text is
-        the value of a one-key entity, an object must name every join key."""
-        keys = self.join_keys
-        if len(keys) == 1 and all(isinstance(e, str) for e in entities):
+    def entity_ids(self, entities: Sequence[str | int | Mapping[str, Any]]) -> Sequence[str]:
+        """Each requested entity's id (:func:`feature_core.keys.entity_id`): a value is
+        that of a one-key entity, an object must name every join key. Values are taken in
+        their key's declared type (:func:`feature_core.keys.typed_key`), as the Feast
+        endpoint takes them: ``"007"`` and ``7`` name one entity of an integer key."""
+        keys, types = self.join_keys, self.key_types
+        if len(keys) == 1 and types[0] is str and all(type(e) is str for e in entities):
             return entities  # type: ignore[return-value]  # the hot path: ids as given
         ids = []
         for position, entity in enumerate(entities):
-            if isinstance(entity, str):
-                if len(keys) > 1:
+            try:
+                if not isinstance(entity, Mapping):
+                    if len(keys) > 1:
+                        raise RequestError(
+                            f"entities[{position}]: the entity has join keys {list(keys)}: "
+                            "give an object with each of them"
+                        )
+                    ids.append(entity_id([typed_key(keys[0], types[0], entity)]))
+                    continue
+                if len(entity) != len(keys) or any(k not in entity for k in keys):
+                    missing = [k for k in keys if k not in entity]
+                    others = len(entity) - (len(keys) - len(missing))
                     raise RequestError(
-                        f"entities[{position}]: the entity has join keys {list(keys)}: give "
-                        "an object with each of them"
+                        f"entities[{position}]: give exactly the join keys {list(keys)}; "
+                        f"missing {missing}, {others} other key(s) given"
                     )
-                ids.append(entity)
-                continue
-            if set(entity) != set(keys):
-                raise RequestError(
-                    f"entities[{position}]: give exactly the join keys {list(keys)}; "
-                    f"got {sorted(entity)}"
+                ids.append(
+                    entity_id(
+                        [typed_key(k, t, entity[k]) for k, t in zip(keys, types, strict=True)]
+                    )
                 )
-            ids.append(entity_id([entity[k] for k in keys]))
+            except KeyValueError as error:
+                raise RequestError(f"entities[{position}].{error}") from None
         return ids
 
     def views_request(self, entity_ids: Sequence[str]) -> ViewsRequest:
@@ -149,43 +163,55 @@ def select(
         features = tuple(service.features)
         defaults = dict(service.defaults)
     assert features is not None
-    if len(set(features)) != len(features):
-        twice = sorted({f for f in features if features.count(f) > 1})
-        raise RequestError(f"features listed more than once: {twice}")
+    # Linear in the list: a body of 1 MB holds ~150,000 short references.
+    counts = Counter(features)
+    if len(counts) != len(features):
+        twice = sorted(f for f, n in counts.items() if n > 1)
+        shown = ", ".join(repr(f) for f in twice[:5])
+        more = f" and {len(twice) - 5} more" if len(twice) > 5 else ""
+        raise RequestError(f"features listed more than once: {shown}{more}")
+    groups_by_name = {g.name: g for g in repo.groups}
     refs: list[FeatureRef] = []
-    groups: dict[str, FeatureGroup] = {}
+    groups: dict[str, tuple[int, FeatureGroup, dict[str, tuple[int, Feature]]]] = {}
     for ref in features:
         group_name, feature_name = _parse_ref(ref)
-        try:
-            group = repo.group(group_name)
-        except KeyError as error:
-            raise RequestError(error.args[0]) from None
-        by_name = {f.name: f for f in group.features}
+        used = groups.get(group_name)
+        if used is None:
+            group = groups_by_name.get(group_name)
+            if group is None:
+                known = ", ".join(groups_by_name)
+                raise RequestError(f"unknown feature group {group_name!r}; known: {known}")
+            by_name = {f.name: (i, f) for i, f in enumerate(group.features)}
+            used = groups[group_name] = (len(groups), group, by_name)
+        group_index, group, by_name = used
         if feature_name not in by_name:
             raise RequestError(
                 f"feature group {group_name} has no feature {feature_name!r}; "
                 f"known: {', '.join(by_name)}"
             )
-        groups.setdefault(group.name, group)
-        feature = by_name[feature_name]
+        feature_index, feature = by_name[feature_name]
         refs.append(
             FeatureRef(
                 group,
                 feature,
-                list(groups).index(group.name),
-                group.features.index(feature),
+                group_index,
+                feature_index,
                 ref in defaults,
                 defaults.get(ref),
             )
         )
-    join_keys = {g.entity.join_keys for g in groups.values()}
+    used_groups = [group for _, group, _ in groups.values()]
+    join_keys = {g.entity.join_keys for g in used_groups}
     if len(join_keys) > 1:
-        by_key = ", ".join(f"{g.name} ({g.entity.key_label})" for g in groups.values())
+        by_key = ", ".join(f"{g.name} ({g.entity.key_label})" for g in used_groups)
         raise RequestError(
             f"features of different entities cannot share a vector: {by_key}; "
             "request one entity type at a time"
         )
-    return Selection(feature_service, join_keys.pop(), tuple(refs), tuple(groups.values()))
+    keys = join_keys.pop()
+    kinds = repo.join_key_types
+    types = tuple(kinds[k].python if k in kinds else str for k in keys)
+    return Selection(feature_service, keys, tuple(refs), tuple(used_groups), types)
 
 
 def build_vectors(
