@@ -13,9 +13,14 @@ from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "LFP_"
+#: Variables docker-compose.yml reads from the same ``.env`` (see .env.example): not
+#: settings, but a ``.env`` holding them must still be a valid settings file.
+COMPOSE_VARIABLES = frozenset(
+    {"LFP_REDIS_PASSWORD", "LFP_PUBLISH_HOST", "LFP_UID", "LFP_COMPOSE_DATA_DIR"}
+)
 
 
 class Settings(BaseSettings):
@@ -24,6 +29,24 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", extra="forbid", frozen=True
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``.env`` as the settings read it: Compose's own variables left out (an unknown
+        ``LFP_`` name in it is still an error: a typo is not silently ignored)."""
+
+        def dotenv() -> dict[str, object]:
+            values = dotenv_settings()
+            return {k: v for k, v in values.items() if k.upper() not in COMPOSE_VARIABLES}
+
+        return init_settings, env_settings, dotenv, file_secret_settings  # type: ignore[return-value]
 
     # --- where things run -------------------------------------------------------
     data_dir: Path = Field(

@@ -42,3 +42,27 @@ def test_patterned_settings_reject_a_trailing_newline(tmp_path: Path) -> None:
         for trailer in ("\n", "\r\n", " "):
             with pytest.raises(ValidationError, match=name):
                 Settings(_env_file=None, data_dir=tmp_path, **{name: default + trailer})
+
+
+def test_a_dotenv_holding_composes_variables_is_still_a_settings_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # docker-compose.yml and `lfp` read the same .env: Compose's own variables are not
+    # settings, an unknown LFP_ name (a typo) still is an error.
+    import os
+
+    import pytest
+    from pydantic import ValidationError
+
+    from feature_core.settings import COMPOSE_VARIABLES, ENV_PREFIX
+
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    env = tmp_path / ".env"
+    lines = [f"{name}=x" for name in sorted(COMPOSE_VARIABLES)] + ["LFP_API_TOKEN=t0ken"]
+    env.write_text("\n".join(lines) + "\n")
+    settings = Settings(_env_file=env, data_dir=tmp_path)
+    assert settings.api_token is not None and settings.api_token.get_secret_value() == "t0ken"
+    env.write_text("LFP_REDIS_PASWORD=x\n")
+    with pytest.raises(ValidationError, match="lfp_redis_pasword"):
+        Settings(_env_file=env, data_dir=tmp_path)
