@@ -3,14 +3,14 @@ the source's dead-letter topic.
 
 Partitions are assigned manually (no consumer group) and the next offset of each
 partition is stored in the same Delta commit as the events read up to it; on start the
-ingest seeks to those offsets. Rejected records go to the dead-letter topic, flushed
-before the Delta commit that moves past them, so nothing is ever lost.
+ingest seeks to those offsets. Rejected records go to the dead-letter topic as bounded
+envelopes (runtime/dead_letters.py); before the Delta commit that moves past them each is
+acknowledged by the broker or spilled (fsync'd) to a local file, so nothing is ever lost.
+A batch is bounded by count (LFP_INGEST_MAX_RECORDS) and bytes (LFP_INGEST_MAX_BYTES).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import signal
 import threading
@@ -30,6 +30,7 @@ from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord, Record
 from online_store import STORE_ERRORS, open_store
 from runtime import lag
+from runtime.dead_letters import DeadLetters
 from runtime.kafka import KafkaUnavailable, TopicInstances, producer, topic_id
 from runtime.status import write_status
 
@@ -45,25 +46,6 @@ class IngestStats:
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)  # topic -> records not in the lake
     last_commit_at: float | None = None
-
-
-def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offset: int) -> bytes:
-    """The DLQ record: the reason, where the record came from, and the record itself."""
-    record: dict[str, Any] = {
-        "reason": reason,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "rejected_at": int(time.time() * 1000),
-    }
-    if raw is None:
-        record["raw"] = None
-    else:
-        try:
-            record["raw"] = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            record["raw_base64"] = base64.b64encode(raw).decode("ascii")
-    return json.dumps(record).encode()
 
 
 class LakeIngest:
@@ -88,6 +70,8 @@ class LakeIngest:
         self.assignment: list[TopicPartition] = []
         self._lag_reported = 0.0
         self._store = open_store(settings, timeout_s=1)
+        #: Options of the dead-letter producer (tests make it refuse, to exercise the spill).
+        self.dead_letter_producer_options: dict[str, Any] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,8 +103,15 @@ class LakeIngest:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.ingest_max_records,
+            fetch_max_bytes=self.settings.ingest_max_bytes,
+            max_partition_fetch_bytes=min(self.settings.ingest_max_bytes, 1024 * 1024),
         )
-        dlq = producer(self.settings)
+        dlq = DeadLetters(
+            producer(self.settings, **self.dead_letter_producer_options),
+            self.settings.data_dir,
+            self.settings.dead_letter_max_bytes,
+            self.settings.dead_letter_timeout_s,
+        )
         try:
             # Filled as the partitions are found and their lake offsets read.
             self.assignment = assignment = []
@@ -181,13 +172,14 @@ class LakeIngest:
         except (KafkaError, *STORE_ERRORS) as error:
             log.debug("lag report skipped: %r", error)
 
-    def _one_batch(self, consumer: KafkaConsumer, dlq: Any) -> None:
+    def _one_batch(self, consumer: KafkaConsumer, dlq: DeadLetters) -> None:
         deadline = time.monotonic() + self.settings.ingest_poll_ms / 1000
         valid: dict[str, list[tuple[Record, int, int]]] = defaultdict(list)
         next_offsets: dict[str, dict[int, int]] = defaultdict(dict)
         rejected = 0
         budget = self.settings.ingest_max_records
-        while budget > 0 and not self._stop.is_set():
+        max_bytes, taken_bytes, full = self.settings.ingest_max_bytes, 0, False
+        while budget > 0 and not full and not self._stop.is_set():
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
@@ -196,27 +188,35 @@ class LakeIngest:
             for tp, records in polled.items():
                 source = self.sources[tp.topic]
                 for record in records:
+                    size = len(record.value or b"") + len(record.key or b"")
+                    if full or (taken_bytes and taken_bytes + size > max_bytes):
+                        full = True  # this record and the rest are the next batch's: read again
+                        consumer.seek(tp, record.offset)
+                        break
+                    taken_bytes += size
                     budget -= 1
                     next_offsets[tp.topic][tp.partition] = record.offset + 1
                     try:
                         valid[tp.topic].append(
-                            (source.parse(record.value, now_ms), tp.partition, record.offset)
+                            (_parse(source, record.value, now_ms), tp.partition, record.offset)
                         )
                     except InvalidRecord as error:
                         rejected += 1
-                        dlq.send(
+                        dlq.reject(
                             source.dlq_topic,
-                            key=record.key,
-                            value=dead_letter(
-                                record.value, str(error), tp.topic, tp.partition, record.offset
-                            ),
-                            headers=[("reason", str(error).encode())],
+                            record.value,
+                            str(error),
+                            tp.topic,
+                            tp.partition,
+                            record.offset,
+                            record.key,
                         )
         if not next_offsets:
             self._write_status()
             return
-        if rejected:
-            dlq.flush()
+        # Nothing is committed past a reject whose dead letter is neither acknowledged by
+        # the broker nor spilled to disk (settle raises if the spill file cannot be written).
+        dlq.settle()
         # Records of a topic recreated since the start would be committed under the old
         # instance's id, and read again from the new one's start after the restart.
         assert self.instances is not None
@@ -249,6 +249,17 @@ class LakeIngest:
             last_commit_at=self.stats.last_commit_at,
             lag=self.stats.lag,
         )
+
+
+def _parse(source: EventSource, raw: bytes | None, now_ms: int) -> Record:
+    """The source's validator; any failure of it is the record's reject, never a crash
+    (a record that breaks the validator would otherwise stop ingest at its offset)."""
+    try:
+        return source.parse(raw, now_ms)
+    except InvalidRecord:
+        raise
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as error:
+        raise InvalidRecord(f"validator failed: {type(error).__name__}: {error}") from None
 
 
 class SchemaMismatch(RuntimeError):

@@ -217,6 +217,27 @@ class Settings(BaseSettings):
     )
     ingest_max_records: int = Field(20000, ge=1, description="Max events per Delta commit.")
     ingest_poll_ms: int = Field(500, ge=10, description="Longest wait for a lake ingest batch.")
+    ingest_max_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Max bytes of record values and keys per lake ingest batch (Delta commit); "
+        "a single larger record still makes a batch of its own.",
+    )
+    dead_letter_max_bytes: int = Field(
+        256 * 1024,
+        ge=4096,
+        le=1000 * 1024,
+        description="Largest dead-letter envelope: a rejected record is kept whole when it "
+        "fits, else its head (flagged truncated, with its size and sha256). Keep it below "
+        "the broker's and producer's record limit (1 MiB by default).",
+    )
+    dead_letter_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long lake ingest waits for the broker to acknowledge a batch's dead "
+        "letters; one not acknowledged by then goes to the spill file "
+        "(<data_dir>/dead-letters/<dead-letter topic>.jsonl, `lfp dead-letters spilled`).",
+    )
 
     # --- speed layer ------------------------------------------------------------
     speed_target: Literal["local", "remote"] = Field(

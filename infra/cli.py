@@ -37,6 +37,9 @@ probe_app = typer.Typer(no_args_is_help=True, help="Health probes (Compose healt
 training_app = typer.Typer(no_args_is_help=True, help="Point-in-time correct training sets.")
 lake_app = typer.Typer(no_args_is_help=True, help="The lake: each source's Delta table.")
 feast_app = typer.Typer(no_args_is_help=True, help="Feast interop: a Feast repo for the API.")
+dead_letters_app = typer.Typer(
+    no_args_is_help=True, help="Dead letters the dead-letter topics did not take (spilled)."
+)
 cluster_app = typer.Typer(
     no_args_is_help=True,
     help="A local Spark standalone cluster, Flink session cluster and Redis Cluster.",
@@ -54,6 +57,7 @@ for sub, name in (
     (features_app, "features"),
     (demo_app, "demo"),
     (feast_app, "feast"),
+    (dead_letters_app, "dead-letters"),
 ):
     app.add_typer(sub, name=name)
 
@@ -475,6 +479,54 @@ def ingest_run(status_file: StatusFile = None) -> None:
     _setup_logging()
     settings = get_settings()
     run_forever(settings, _repo(settings).sources, status_file)
+
+
+@dead_letters_app.command("spilled")
+@friendly_errors
+def dead_letters_spilled(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every envelope in full, as JSON lines.")
+    ] = False,
+) -> None:
+    """Rejected records whose dead letter the broker refused or did not acknowledge in
+    time: lake ingest spilled them to <data_dir>/dead-letters/ instead (oldest first)."""
+    import sys
+
+    import orjson
+    from rich.text import Text
+
+    from runtime.dead_letters import read_spilled, spill_dir
+
+    settings = get_settings()
+    letters = list(read_spilled(settings.data_dir))
+    if as_json:
+        for letter in letters:
+            sys.stdout.write(orjson.dumps(letter).decode() + "\n")
+        return
+    if not letters:
+        console.print(f"no spilled dead letters in {spill_dir(settings.data_dir)}")
+        return
+    table = Table(
+        caption=f"{len(letters)} in {spill_dir(settings.data_dir)}; times in UTC; --json: all",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("spilled", no_wrap=True)
+    table.add_column("record", overflow="fold", min_width=12)
+    table.add_column("bytes", justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", min_width=16)
+    table.add_column("send error", overflow="fold", min_width=12)
+    for letter in letters:
+        size = "-" if letter.get("size") is None else f"{letter['size']:,}"
+        table.add_row(  # Text: a record's reason is data, never rich markup
+            _iso(letter.get("spilled_at"), "%m-%d %H:%M:%S"),
+            Text(f"{letter.get('topic')}:{letter.get('partition')}@{letter.get('offset')}"),
+            size + (" cut" if letter.get("truncated") else ""),
+            Text(str(letter.get("reason", ""))[:120]),
+            Text(str(letter.get("send_error", ""))[:80]),
+        )
+    console.print(table, highlight=False)
 
 
 @speed_app.command("run")

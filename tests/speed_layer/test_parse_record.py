@@ -23,7 +23,9 @@ from feature_core.sources import EventSource, Field, InvalidRecord, RequiredWhen
 from feature_core.synthetic import random_record
 from fraud.feature_repo import logins, transactions
 from speed_layer.functions import udf_jar
+from speed_layer.job import parse_records
 from speed_layer.sql import TO_PYTHON, parser_spec
+from tests.hostile_records import BROKER_LIMIT, hostile_records
 from tests.speed_layer.jvm_harness import JavaHarness
 
 LATENESS_MS = 3_600_000
@@ -261,3 +263,45 @@ def test_rule_semantics(parsers):
     assert python_verdict(every_kind, orjson.dumps({**base, "level": 1}), NOW)[0] == "invalid"
     ok = orjson.dumps({**base, "flag": True, "level": 2})
     assert assert_agrees(parsers, every_kind, ok) == "ok"
+
+
+# --- hostile records: nothing fails the speed job's parsers ---------------------------------
+
+HOSTILE_SOURCES = [events, transactions]
+
+
+def assert_survives(parsers: dict[str, JavaParser], source: EventSource, raw: bytes | None) -> None:
+    """The JVM parser answers (its harness would die on an exception), agrees with Python
+    where it decides, and the Python path it hands the rest to decides them too."""
+    status = assert_agrees(parsers, source, raw)
+    assert status in ("ok", "late", "invalid", TO_PYTHON)
+    statuses, *_ = parse_records(source, [raw], NOW, LATENESS_MS)
+    assert statuses[0] in ("ok", "late", "invalid")
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_no_hostile_record_fails_the_speed_jobs_parsers(parsers, data):
+    source = data.draw(st.sampled_from(HOSTILE_SOURCES))
+    assert_survives(parsers, source, data.draw(hostile_records(source)))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000,
+        b'{"user_id": ' + b"[" * 100_000,
+        b'{"event_id": "a", "user_id": ' + b'{"a":' * 100_000,
+        b'{"event_time": 1e400, "user_id": "u"}',
+        b'{"event_time": ' + b"1" * 400 + b', "user_id": "u"}',
+        b'{"event_time": 5, "event_time": 6, "user_id": "u", "user_id": 7}',
+        bytes(range(0xA0, 0x100)) * 4000,  # the issue's 400 KB non-UTF-8 record
+        b'{"user_id": "' + b"x" * (BROKER_LIMIT - 100) + b'"}',
+    ],
+)
+def test_named_hostile_records(parsers, raw):
+    assert_survives(parsers, events, raw)

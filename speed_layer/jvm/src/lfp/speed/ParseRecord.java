@@ -55,7 +55,7 @@ public class ParseRecord extends TableFunction<Row> {
   private transient Spec spec;
 
   public void eval(byte[] raw, String specJson) {
-    collect(spec(specJson).parse(raw, System.currentTimeMillis()));
+    collect(spec(specJson).parseAny(raw, System.currentTimeMillis()));
   }
 
   private Spec spec(String text) {
@@ -249,6 +249,19 @@ public class ParseRecord extends TableFunction<Row> {
       Row row = new Row(fields.length + 1);
       row.setField(0, status);
       return row;
+    }
+
+    /**
+     * {@link #parse}, for any bytes at all: whatever it cannot decide (a failure of this
+     * class, a stack overflow on some nesting) goes to the Python validator, so no record
+     * ever fails the job.
+     */
+    Row parseAny(byte[] raw, long nowMs) {
+      try {
+        return parse(raw, nowMs);
+      } catch (RuntimeException | StackOverflowError error) {
+        return verdict(PYTHON);
+      }
     }
 
     /** A raw value -> (status, fields...), as the Python validator decides it at now. */
@@ -468,7 +481,7 @@ public class ParseRecord extends TableFunction<Row> {
     for (String line = in.readLine(); line != null; line = in.readLine()) {
       String[] parts = line.split(" ", 2);
       byte[] raw = parts[1].equals("-") ? null : java.util.Base64.getDecoder().decode(parts[1]);
-      Row row = spec.parse(raw, Long.parseLong(parts[0]));
+      Row row = spec.parseAny(raw, Long.parseLong(parts[0]));
       Object[] values = new Object[row.getArity()];
       for (int i = 0; i < values.length; i++) {
         values[i] = row.getField(i);
