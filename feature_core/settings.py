@@ -88,6 +88,14 @@ class Settings(BaseSettings):
         description="Most entities in one request (/v1/features; each join key's list of "
         "/get-online-features); more is a 422 naming this setting.",
     )
+    api_ops_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="/readyz, /metrics and /health (no token) read Redis at most once per "
+        "this many seconds, every caller meanwhile sharing that answer: a flood of them "
+        "cannot take the Redis connections feature reads need.",
+    )
     api_max_features: int = Field(
         1000,
         ge=1,

@@ -46,6 +46,7 @@ from serving_layer.models import (
     error_responses,
 )
 from serving_layer.online import OnlineFeatures, stale_view_message
+from serving_layer.ops_cache import shared_per_interval
 from serving_layer.responses import json_response
 from serving_layer.security import BodySizeLimit, require_token
 from serving_layer.vectors import NotFoundError, NotServing, RequestError
@@ -261,12 +262,11 @@ def _add_v1_routes(
         except KeyError as error:
             raise NotFoundError(error.args[0]) from None
         join_keys = definition.join_keys
-        if isinstance(keys, str):
-            if len(join_keys) > 1:
-                raise RequestError(
-                    f"{group} is keyed by {list(join_keys)}: use "
-                    f"GET /v1/features/{group}?{'&'.join(f'{k}=...' for k in join_keys)}"
-                )
+        if isinstance(keys, str) and len(join_keys) > 1:
+            raise RequestError(
+                f"{group} is keyed by {list(join_keys)}: use "
+                f"GET /v1/features/{group}?{'&'.join(f'{k}=...' for k in join_keys)}"
+            )
         given = {join_keys[0]: keys} if isinstance(keys, str) else keys
         missing = [k for k in join_keys if not given.get(k)]
         if missing:
@@ -402,6 +402,7 @@ def _ops_router() -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    @shared_per_interval("readyz")  # no token: a flood costs one Redis read per interval
     async def readyz(request: Request, store: Store, repo: Repo, metrics: Metrics) -> Response:
         """Ready to serve complete values: Redis answers, a batch view is serving and within
         its horizon, and no consumer is past LFP_API_MAX_LAG_RECORDS behind. Reports the
@@ -450,6 +451,7 @@ def _ops_router() -> APIRouter:
         return json_response(body.model_dump(), status_code=200 if body.ready else 503)
 
     @router.get("/metrics", response_class=Response)
+    @shared_per_interval("metrics")
     async def metrics_endpoint(store: Store, repo: Repo, metrics: Metrics) -> Response:
         """Prometheus metrics; feature freshness is refreshed from Redis at each scrape."""
         try:

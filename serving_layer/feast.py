@@ -32,6 +32,7 @@ from serving_layer.bodies import documented_body, parse_body
 from serving_layer.deps import online_of
 from serving_layer.models import FeastRequest, FeastResponse
 from serving_layer.online import OnlineFeatures, ServedVectors
+from serving_layer.ops_cache import shared_per_interval
 from serving_layer.responses import json_response
 from serving_layer.vectors import NotFoundError, RequestError, Selection
 
@@ -202,6 +203,7 @@ def feature_columns(served: ServedVectors) -> list[dict[str, Any]]:
         503: {"description": "Redis does not answer (empty body)"},
     },
 )
+@shared_per_interval("health")  # no token: a flood costs one Redis read per interval
 async def health(request: Request) -> Response:
     """Feast's health check: 200 with an empty body while the online store answers."""
     try:
