@@ -28,6 +28,7 @@ from feature_core.settings import Settings
 from feature_core.sources import EventSource, quoted
 from feature_core.windows import COLLAPSED, Window, align_cutoff, batch_layout
 from online_store import open_store
+from online_store.timeouts import explain_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +201,14 @@ def _write_partition(
                 )
             yield entity_id([row[f"__k{i}"] for i in range(join_keys)]), orjson.dumps(doc)
 
-    store = open_store(settings)
-    try:
-        store.write_views(version, group, views(), counter.add)
-    finally:
-        store.close()
+    # A paused Redis fails this task after LFP_BATCH_REDIS_TIMEOUT_S with one clear line
+    # (found again in the driver's error by run_batch) instead of hanging the run.
+    with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
+        store = open_store(settings)
+        try:
+            store.write_views(version, group, views(), counter.add)
+        finally:
+            store.close()
 
 
 def run_batch(
@@ -217,7 +221,20 @@ def run_batch(
     """Recompute every feature group up to ``cutoff_ms`` and switch serving to it.
 
     Each group reads its own source's table, pinned at ``delta_versions[table]`` (the
-    latest version when absent)."""
+    latest version when absent). A Redis that does not answer within
+    ``LFP_BATCH_REDIS_TIMEOUT_S`` (here or in an executor) fails it with
+    :class:`~online_store.timeouts.StoreTimeoutError`, one line naming Redis and the setting."""
+    with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
+        return _run_batch(spark, settings, repo, cutoff_ms, delta_versions)
+
+
+def _run_batch(
+    spark: SparkSession,
+    settings: Settings,
+    repo: FeatureRepo,
+    cutoff_ms: int | None,
+    delta_versions: dict[str, int] | None,
+) -> BatchResult:
     started = time.time()
     cutoff = align_cutoff(cutoff_ms if cutoff_ms is not None else int(started * 1000))
     horizon = settings.batch_horizon_s * 1000

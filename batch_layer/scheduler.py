@@ -26,7 +26,7 @@ from batch_layer.job import run_batch
 from batch_layer.lake import optimize_lake
 from batch_layer.progress import ProgressSnapshot, SparkProgress
 from feature_core.definitions import FeatureRepo
-from feature_core.runs import RunRecord, RunStatus
+from feature_core.runs import RunRecord, RunStatus, this_process
 from feature_core.settings import Settings
 from feature_core.windows import align_cutoff
 from online_store import STORE_ERRORS, open_store
@@ -65,8 +65,14 @@ class BatchScheduler:
         self.repo = repo
         self.on_progress = on_progress
         self.store = open_store(settings)
-        self.history = RunHistory(self.store, lake_uri=settings.table_uri(RUNS_TABLE))
+        self.history = RunHistory(
+            self.store,
+            keep=settings.batch_run_history,
+            lake_uri=settings.table_uri(RUNS_TABLE),
+            lease_s=settings.batch_run_lease_s,
+        )
         self.last: RunRecord | None = None
+        self.current: RunRecord | None = None
         self._running = threading.Lock()
 
     def run_once(self, trigger: str = "manual", cutoff_ms: int | None = None) -> RunRecord | None:
@@ -81,9 +87,45 @@ class BatchScheduler:
 
     def _run(self, trigger: str, cutoff_ms: int | None) -> RunRecord:
         cutoff = align_cutoff(cutoff_ms) if cutoff_ms is not None else settled_cutoff(self.settings)
-        record = RunRecord(trigger=trigger, cutoff=cutoff)
-        self.history.save(record)
-        log.info("batch run %s started (%s, cutoff %s)", record.run_id, trigger, cutoff)
+        record = RunRecord(trigger=trigger, cutoff=cutoff, owner=this_process())
+        record.renewed_at = record.started_at
+        self.current = record
+        renewing = threading.Event()
+        try:
+            self.history.save(record)
+            log.info("batch run %s started (%s, cutoff %s)", record.run_id, trigger, cutoff)
+            threading.Thread(
+                target=self._renew, args=(record, renewing), name="batch-run-lease", daemon=True
+            ).start()
+            return self._attempts(record, cutoff)
+        finally:
+            renewing.set()
+            self.current = None
+
+    def _renew(self, record: RunRecord, done: threading.Event) -> None:
+        """Renew the running record's lease until the run ends: a reader tells a run
+        still going from one whose scheduler was killed."""
+        while not done.wait(self.settings.batch_run_lease_s / 3):
+            record.renewed_at = time.time()
+            self.history.renew(record)
+
+    def current_run(self) -> dict | None:
+        """The run in progress (id, trigger, start, age, attempts, last error), for the
+        heartbeat: a hung run shows its age there."""
+        record = self.current
+        if record is None:
+            return None
+        return {
+            "run_id": record.run_id,
+            "trigger": record.trigger,
+            "started_at": record.started_at,
+            "age_s": round(time.time() - record.started_at, 1),
+            "attempts": record.attempts,
+            "error": record.error,
+        }
+
+    def _attempts(self, record: RunRecord, cutoff: int) -> RunRecord:
+        """Run the job with retries (a Redis timeout included) and record how it ended."""
 
         def show(snapshot: ProgressSnapshot) -> None:
             if self.on_progress is not None:
@@ -275,11 +317,12 @@ def run_scheduler(settings: Settings, repo: FeatureRepo, status_path: Path | Non
     def heartbeat() -> None:
         while True:
             last = batch.last.model_dump(mode="json") if batch.last else {}
-            write_status(status_path, last_run=last)
+            write_status(status_path, last_run=last, current_run=batch.current_run())
             time.sleep(2)
 
     threading.Thread(target=heartbeat, daemon=True).start()
     batch.history.restore()
+    batch.history.settle_abandoned()  # runs a killed scheduler left "running"
     scheduler = BlockingScheduler(timezone="UTC")
     # Redis lost its views (or never had one) while the lake may hold history: serve batch
     # values now rather than speed-only values until the next cron tick.

@@ -6,6 +6,8 @@ serving layer reads run history without depending on the batch layer.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from enum import StrEnum
@@ -17,6 +19,13 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    #: Its process was killed (or lost its store) before it could record an end.
+    ABANDONED = "abandoned"
+
+
+def this_process() -> str:
+    """``host:pid``: who owns a run, so a reader can tell when its process is gone."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class RunRecord(BaseModel):
@@ -47,7 +56,52 @@ class RunRecord(BaseModel):
     stages: int | None = Field(None, description="Spark stages run (last attempt).")
     tasks: int | None = Field(None, description="Spark tasks run (last attempt).")
     error: str | None = None
+    owner: str | None = Field(None, description="host:pid of the process running it.")
+    renewed_at: float | None = Field(
+        None, description="When its process last said it is still running (epoch seconds)."
+    )
 
     @property
     def duration_s(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def abandoned_reason(record: RunRecord, lease_s: float, now: float | None = None) -> str | None:
+    """Why a ``running`` record cannot still be running, or None if it may be.
+
+    Its process is gone (checked when it ran on this host), or it was not renewed for
+    ``lease_s`` (any host: the running process renews it every third of that)."""
+    if record.status is not RunStatus.RUNNING:
+        return None
+    now = time.time() if now is None else now
+    if record.owner:
+        host, _, pid = record.owner.rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+            return f"abandoned: its process ({record.owner}) is gone; it was killed mid-run"
+    renewed = record.renewed_at or record.started_at
+    if now - renewed > lease_s:
+        return (
+            f"abandoned: not renewed for {now - renewed:.0f} s (lease {lease_s:g} s, "
+            "LFP_BATCH_RUN_LEASE_S); its scheduler was killed or hung"
+        )
+    return None
+
+
+def settled(record: RunRecord, lease_s: float, now: float | None = None) -> RunRecord:
+    """``record``, or a copy marked abandoned (with the reason as its error) if its run
+    cannot still be going: a killed run does not read as ``running`` forever."""
+    reason = abandoned_reason(record, lease_s, now)
+    if reason is None:
+        return record
+    error = f"{reason}; last error: {record.error}" if record.error else reason
+    return record.model_copy(update={"status": RunStatus.ABANDONED, "error": error})

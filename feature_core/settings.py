@@ -186,6 +186,27 @@ class Settings(BaseSettings):
         30.0, gt=0, description="First retry delay; doubles per retry (at most 5 minutes)."
     )
     batch_keep_versions: int = Field(2, ge=1, description="Batch view versions kept in Redis.")
+    batch_redis_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Redis connect/read timeout of the writers (batch job and its executors, "
+        "scheduler, speed sink, CLI): a hung or paused Redis fails the run after this long "
+        "(and the scheduler retries) instead of hanging it. Generous: a pipeline of 1,000 "
+        "view writes takes longer than one API read.",
+    )
+    batch_run_history: int = Field(
+        500,
+        ge=1,
+        description="Batch runs kept in the run history (Redis and the lake's "
+        "_lfp_batch_runs table, trimmed on write; the lake copy is rewritten once it "
+        "holds a tenth more).",
+    )
+    batch_run_lease_s: float = Field(
+        300.0,
+        gt=0,
+        description="A running batch run refreshes its record at least every third of this; "
+        "one not refreshed for this long (its scheduler was killed) reads as abandoned.",
+    )
     spark_master: str = Field(
         "local[2]",
         description="Spark master URL: local[N] in this process, or spark://host:port for a "

@@ -95,6 +95,12 @@ def friendly_errors(func: F) -> F:
                 "`make up` (or the cluster with `lfp cluster up`) or set LFP_REDIS_URL"
             )
             raise typer.Exit(1) from None
+        except redis.TimeoutError as error:  # StoreTimeoutError's line names the setting
+            from online_store.timeouts import StoreTimeoutError
+
+            why = error if isinstance(error, StoreTimeoutError) else f"Redis timed out ({error})"
+            console.print(f"[red]error:[/red] {why}", highlight=False)
+            raise typer.Exit(1) from None
         except ValidationError as error:
             console.print(f"[red]error:[/red] invalid settings: {error}")
             raise typer.Exit(2) from None
@@ -649,7 +655,8 @@ def batch_history(
     settings = get_settings()
     store = open_store(settings, timeout_s=2)
     lake = settings.table_uri(RUNS_TABLE)
-    runs = RunHistory(store, lake_uri=lake).recent(limit)
+    history = RunHistory(store, settings.batch_run_history, lake, settings.batch_run_lease_s)
+    runs = history.recent(limit)
     store.close()
     if as_json:
         for run in runs:
@@ -670,7 +677,9 @@ def batch_history(
     if errors:
         table.add_column("error", overflow="fold", min_width=20)
     for run in runs:
-        color = {"succeeded": "green", "failed": "red"}.get(run.status, "yellow")
+        color = {"succeeded": "green", "failed": "red", "abandoned": "red"}.get(
+            run.status, "yellow"
+        )
         tries = f" ({run.attempts} tries)" if run.attempts > 1 else ""
         table.add_row(
             run.run_id,
@@ -919,6 +928,28 @@ def stack_status() -> None:
         console.print("no stack running (start it with `make up`)")
         raise typer.Exit(1)
     console.print(_status_table(state, _service_lags(settings, state["services"])))
+    if (running := _current_batch_run(settings)) is not None:
+        console.print(running, markup=False, highlight=False)
+
+
+def _current_batch_run(settings: Settings) -> str | None:
+    """The batch run in progress, from the scheduler's heartbeat: a hung run shows its age."""
+    import json
+
+    from infra.stack import Paths
+
+    try:
+        status = json.loads(Paths(settings.data_dir).status_file("batch-scheduler").read_text())
+    except (OSError, ValueError):
+        return None
+    run = status.get("current_run")
+    if not run:
+        return None
+    line = (
+        f"batch run {run['run_id']} ({run['trigger']}) running for {run['age_s']:.0f} s, "
+        f"attempt {max(1, run.get('attempts') or 1)}"
+    )
+    return f"{line}; last error: {run['error']}" if run.get("error") else line
 
 
 @stack_app.command("supervise", hidden=True)

@@ -23,7 +23,11 @@ STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 
 
 def open_store(settings: Settings, timeout_s: float | None = None) -> OnlineStore:
-    """The writers' store (batch job and its executors, speed job, scheduler, CLI)."""
+    """The writers' store (batch job and its executors, speed job, scheduler, CLI). Its
+    connect and read timeout is ``timeout_s``, by default ``LFP_BATCH_REDIS_TIMEOUT_S``:
+    never unbounded, so a hung Redis fails a writer instead of hanging it."""
+    if timeout_s is None:
+        timeout_s = settings.batch_redis_timeout_s
     if settings.online_store == "redis-cluster":
         from online_store.redis_cluster.store import RedisClusterStore
 

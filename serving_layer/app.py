@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from feature_core.definitions import FeatureRepo
 from feature_core.keys import KeyValueError, entity_id, typed_key
 from feature_core.merge import ValueStatus, merge_group
-from feature_core.runs import RunRecord
+from feature_core.runs import RunRecord, settled
 from feature_core.settings import Settings, get_settings
 from online_store import STORE_ERRORS, open_reader
 from runtime.lag import TopicLag
@@ -340,11 +340,15 @@ def _add_v1_routes(
         responses=errors(422, 503),
     )
     async def batch_runs(
+        request: Request,
         store: Store,
         limit: Annotated[int, Query(ge=1, le=200, description="How many, newest first.")] = 20,
     ) -> Response:
-        """The batch run history: cutoff, Delta version, rows, entities, status, error."""
-        return json_response([orjson.loads(raw) for raw in await store.batch_runs(limit)])
+        """The batch run history: cutoff, Delta version, rows, entities, status, error. A
+        run whose scheduler was killed reads as ``abandoned`` (LFP_BATCH_RUN_LEASE_S)."""
+        lease_s = request.app.state.settings.batch_run_lease_s
+        runs = [RunRecord.model_validate_json(raw) for raw in await store.batch_runs(limit)]
+        return json_response([settled(run, lease_s).model_dump(mode="json") for run in runs])
 
     @app.get(
         "/v1/feature-services",
