@@ -3,6 +3,7 @@ running forever; writer timeouts give one clear line."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -94,9 +95,7 @@ def test_a_running_record_whose_process_is_gone_reads_as_abandoned(redis_process
     assert history.settle_abandoned() == []
 
 
-def test_a_save_while_redis_is_paused_is_kept_in_the_lake_and_stored_later(
-    redis_process, tmp_path
-):
+def test_a_save_while_redis_is_paused_is_kept_in_the_lake_and_stored_later(redis_process, tmp_path):
     settings = Settings(
         _env_file=None,
         redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
@@ -134,3 +133,31 @@ def test_a_paused_redis_fails_a_writer_with_one_line_naming_the_setting(redis_pr
     with pytest.raises(StoreTimeoutError) as again, explain_timeouts(url, 1):
         raise RuntimeError(f"Job aborted.\nTraceback ...\nStoreTimeoutError: {message}\n\tat x")
     assert str(again.value) == message
+
+
+def test_every_writer_store_has_a_bounded_timeout_by_default(redis_process):
+    settings = Settings(
+        _env_file=None,
+        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
+        batch_redis_timeout_s=7,
+    )
+    kwargs = open_store(settings).client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (7, 7)
+    kwargs = open_store(settings, timeout_s=1).client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1, 1)
+
+
+def test_stack_status_prints_the_batch_run_in_progress_and_its_age(tmp_path):
+    from infra.cli import _current_batch_run
+    from infra.stack import Paths
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    status = Paths(tmp_path).status_file("batch-scheduler")
+    status.parent.mkdir(parents=True)
+    assert _current_batch_run(settings) is None  # no scheduler
+    status.write_text(json.dumps({"heartbeat": time.time(), "current_run": None}))
+    assert _current_batch_run(settings) is None  # idle
+    run = {"run_id": "abc", "trigger": "schedule", "started_at": 1.0, "age_s": 4321.5}
+    status.write_text(json.dumps({"current_run": {**run, "attempts": 2, "error": "[x] slow"}}))
+    line = _current_batch_run(settings)
+    assert line == "batch run abc (schedule) running for 4322 s, attempt 2; last error: [x] slow"
