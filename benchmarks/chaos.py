@@ -323,7 +323,7 @@ def bring_population(settings: Settings, repo: FeatureRepo, entities: int) -> No
             load.sent[source.name].append(record)
     out.flush()
     out.close()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
     keys = KeySpace(settings.key_prefix)
     wait(lambda: lake_rows(settings, load)[0] >= load.produced, 300, 2.0)
     landed = pointer_version(client, keys)

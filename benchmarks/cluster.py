@@ -62,7 +62,7 @@ def redis_servers(root: Path, cluster: bool) -> Iterator[str]:
         processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
     try:
         for port in ports:
-            client = redis.Redis(host="127.0.0.1", port=port)
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
             for _ in range(100):
                 try:
                     client.ping()
@@ -134,10 +134,10 @@ def main() -> None:
             redis_servers(root / "one", cluster=False) as one_url,
             redis_servers(root / "cluster", cluster=True) as cluster_url,
         ):
-            load_views(redis.Redis.from_url(one_url), repo, args.entities, args.events_per_entity)
-            load_views(
-                RedisCluster.from_url(cluster_url), repo, args.entities, args.events_per_entity
-            )
+            single = redis.Redis.from_url(one_url, socket_timeout=30)
+            load_views(single, repo, args.entities, args.events_per_entity)
+            nodes = RedisCluster.from_url(cluster_url, socket_timeout=30)
+            load_views(nodes, repo, args.entities, args.events_per_entity)
             stores = {"redis": one_url, "redis-cluster": cluster_url}
             ports = {name: free_port() for name in stores}
             api = ["--factory", "serving_layer.app:create_app"]

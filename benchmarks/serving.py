@@ -185,7 +185,7 @@ def live_writes(
 
     def write() -> None:
         client, rng, flipped = (
-            redis.Redis(host="127.0.0.1", port=redis_port),
+            redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=30),
             random.Random(3),
             set(),
         )
@@ -228,7 +228,7 @@ def merge_cost_us(
     cache (or on views never served before)."""
 
     async def read(ids: list[str]) -> ViewsSnapshot:
-        client = aioredis.Redis(host="127.0.0.1", port=redis_port)
+        client = aioredis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=30)
         try:
             store = RedisViewReader(client, "lfp", get_settings().api_batch_cache_entries)
             return await store.read([selection.views_request(ids)])
@@ -374,7 +374,7 @@ def bench_views(
         stdout=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(host="127.0.0.1", port=redis_port)
+        client = redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=30)
         for _ in range(100):
             try:
                 client.ping()

@@ -204,7 +204,7 @@ def lags(client: redis.Redis, keys: KeySpace) -> dict[str, int]:
 
 def run_level(settings: Settings, repo: FeatureRepo, drawn, rate: int, seconds: float) -> Level:
     level = Level(rate)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
     keys = KeySpace(settings.key_prefix)
     groups = _process_groups(settings)
     group = probe_group(repo)
