@@ -31,6 +31,7 @@ from feature_core.sources import EventSource, InvalidRecord, Record
 from online_store import STORE_ERRORS, open_store
 from runtime import lag
 from runtime.dead_letters import DeadLetters
+from runtime.health import HealthReporter
 from runtime.kafka import KafkaUnavailable, TopicInstances, producer, topic_id
 from runtime.status import write_status
 
@@ -97,6 +98,11 @@ class LakeIngest:
 
     def run(self, until: Callable[[], bool] | None = None) -> IngestStats:
         """Ingest until stopped (SIGTERM/SIGINT, :meth:`stop`, or ``until()`` true)."""
+        # Its start counts in the restarts /readyz sees, wherever this process runs.
+        self._health = HealthReporter(
+            self._store, "lake-ingest", self.settings.consumer_lag_window_s, STORE_ERRORS
+        )
+        self._health.started()
         self._check_schemas()
         consumer = KafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
@@ -146,11 +152,13 @@ class LakeIngest:
                     consumer.seek_to_beginning(tp)
             self._write_status()
             self.instances = TopicInstances(self.settings, self.topic_ids)
+            self._report_lag(consumer, every_s=0)  # records waiting since the last process
             while not self._stop.is_set() and not (until and until()):
                 self._one_batch(consumer, dlq)
                 self._report_lag(consumer)
                 # Offsets past a recreated topic's end would skip its first records.
                 self.instances.check()
+            self._health.stopped()  # on purpose: not a consumer that stopped consuming
         finally:
             consumer.close()
             dlq.close()
@@ -161,7 +169,8 @@ class LakeIngest:
 
     def _report_lag(self, consumer: KafkaConsumer, every_s: float = 2.0) -> None:
         """Records in the topics not yet in the lake, per topic: to the status file and
-        online store. Best effort: a broker or store hiccup only delays the next report."""
+        online store, with the health record (last commit, lag samples). Best effort: a
+        broker or store hiccup only delays the next report."""
         if time.monotonic() - self._lag_reported < every_s:
             return
         self._lag_reported = time.monotonic()
@@ -171,6 +180,7 @@ class LakeIngest:
             self._store.publish_lag("lake-ingest", self.stats.lag)
         except (KafkaError, *STORE_ERRORS) as error:
             log.debug("lag report skipped: %r", error)
+        self._health.report(self.stats.lag, self.stats.last_commit_at)
 
     def _one_batch(self, consumer: KafkaConsumer, dlq: DeadLetters) -> None:
         deadline = time.monotonic() + self.settings.ingest_poll_ms / 1000

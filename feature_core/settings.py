@@ -131,6 +131,26 @@ class Settings(BaseSettings):
         description="/readyz reports not ready while lake ingest or the speed job is more "
         "records than this behind on a topic; 0: lag is not checked.",
     )
+    consumer_max_restarts_per_min: int = Field(
+        2,
+        ge=0,
+        description="/readyz and `lfp stack status` report a consumer (lake ingest, the "
+        "speed job) as crash-looping when it restarted more times than this in the last "
+        "minute, wherever it runs (each consumer publishes its start times).",
+    )
+    consumer_stall_s: float = Field(
+        120.0,
+        gt=0,
+        description="/readyz and `lfp stack status` report a consumer as stalled when it "
+        "has not reported for this long, or has not committed for this long while records "
+        "wait on its topics (counted from its start after a restart).",
+    )
+    consumer_lag_window_s: float = Field(
+        60.0,
+        ge=5,
+        description="/readyz and `lfp stack status` report a consumer as falling behind "
+        "when its lag grew through this whole window (each third above the one before).",
+    )
     api_cors_origins: list[str] = Field(
         default_factory=list,
         description='Origins allowed by CORS, as JSON (e.g. ["https://app.example"]); none.',

@@ -858,19 +858,28 @@ def _pins(specs: list[str] | None) -> dict[str, int] | None:
 # --- the embedded stack -------------------------------------------------------------
 
 
-def _status_table(state: dict, lags: dict[str, dict[str, int]] | None = None) -> Table:
-    """The services; ``lags``: records behind per topic, by service (from their status)."""
+def _status_table(
+    state: dict,
+    lags: dict[str, dict[str, int]] | None = None,
+    problems: dict[str, str] | None = None,
+) -> Table:
+    """The services; ``lags``: records behind per topic, by service (from their status);
+    ``problems``: why a consumer is not consuming (its state is marked, red, with "!")."""
     table = Table("service", "state", "pid", "port", "restarts", "lag (records behind)")
     for name, info in state["services"].items():
         color = {"healthy": "green", "done": "green", "failed": "red"}.get(info["state"], "yellow")
+        mark = ""
+        if name in (problems or {}):
+            color, mark = "red", " !"
         behind = (lags or {}).get(name)
         table.add_row(
             name,
-            f"[{color}]{info['state']}[/{color}]",
+            f"[{color}]{info['state']}{mark}[/{color}]",
             str(info.get("pid") or "-"),
             str(info.get("port") or "-"),
             str(info.get("restarts", 0)),
-            ", ".join(f"{topic} {n}" for topic, n in sorted(behind.items())) if behind else "",
+            # One topic a line: a cell wraps between topics, never inside one.
+            "\n".join(f"{topic} {n}" for topic, n in sorted(behind.items())) if behind else "",
         )
     return table
 
@@ -890,6 +899,32 @@ def _service_lags(settings: Settings, services: Iterable[str]) -> dict[str, dict
         if status.get("lag"):
             found[name] = status["lag"]
     return found
+
+
+def _consumer_health(settings: Settings) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """Each consumer's last published lag, and why it is not consuming (judged as /readyz
+    judges it, from the health records in the online store); empty if the store does not
+    answer."""
+    from online_store import STORE_ERRORS, open_store
+    from runtime.health import ConsumerHealth, HealthLimits, judge_all
+
+    try:
+        store = open_store(settings, timeout_s=2)
+        try:
+            raw = store.consumer_health()
+        finally:
+            store.close()
+    except STORE_ERRORS:
+        return {}, {}
+    verdicts = judge_all(raw, int(time.time() * 1000), HealthLimits.from_settings(settings))
+    lags = {}
+    for key, value in raw.items():
+        name = key.decode()
+        try:
+            lags[name] = dict(ConsumerHealth.from_json(name, value).lag)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return lags, {name: why for name, why in verdicts.items() if why}
 
 
 @stack_app.command("up")
@@ -918,8 +953,8 @@ def stack_down() -> None:
 @stack_app.command("status")
 @friendly_errors
 def stack_status() -> None:
-    """Each service's state, pid and port, and how far lake ingest and the speed job are
-    behind on each topic."""
+    """Each service's state, pid and port, how far lake ingest and the speed job are
+    behind on each topic, and why a consumer is not consuming (as /readyz says)."""
     from infra import stack
 
     settings = get_settings()
@@ -927,7 +962,14 @@ def stack_status() -> None:
     if not state or stack.supervisor_pid(settings) is None:
         console.print("no stack running (start it with `make up`)")
         raise typer.Exit(1)
-    console.print(_status_table(state, _service_lags(settings, state["services"])))
+    lags = _service_lags(settings, state["services"])
+    published, problems = _consumer_health(settings)
+    for name, behind in published.items():
+        if name in state["services"] and behind:
+            lags.setdefault(name, behind)  # a restarting service has no status file yet
+    console.print(_status_table(state, lags, problems))
+    for why in problems.values():
+        console.print(f"[red]![/red] {why}")
     if (running := _current_batch_run(settings)) is not None:
         console.print(running, markup=False, highlight=False)
 

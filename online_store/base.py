@@ -112,6 +112,19 @@ class OnlineStore(ABC):
         """A consumer's records behind, per topic, stamped now."""
 
     @abstractmethod
+    def publish_health(self, consumer: str, record: bytes) -> None:
+        """A consumer's health record (:mod:`runtime.health`), replacing its last one;
+        the records are forgotten ``FORGET_AFTER_S`` after the last publication."""
+
+    @abstractmethod
+    def consumer_health(self) -> dict[bytes, bytes]:
+        """Each consumer's last health record (consumer -> JSON)."""
+
+    @abstractmethod
+    def drop_health(self, consumer: str) -> None:
+        """Forget a consumer's record (it stopped on purpose)."""
+
+    @abstractmethod
     def publish_report(self, report: str) -> None:
         """The last consistency verification (JSON), for ``/metrics``."""
 
@@ -143,6 +156,10 @@ class ViewReader(ABC):
     @abstractmethod
     async def consumer_lag(self) -> list[TopicLag]:
         """Each consumer's lag per topic, as last published (fresh ones only)."""
+
+    @abstractmethod
+    async def consumer_health(self) -> dict[bytes, bytes]:
+        """Each consumer's last health record (consumer -> JSON, :mod:`runtime.health`)."""
 
     @abstractmethod
     async def consistency_report(self) -> bytes | None:

@@ -17,6 +17,8 @@ one transaction where needed):
 - ``{p}:{meta}:speed:watermark``: per group, the latest event time (ms) written.
 - ``{p}:{meta}:speed:epoch``, ``...:speed:stats``: the speed job's start, its counters.
 - ``{p}:{meta}:lag``: each consumer's lag per topic (lake ingest, speed job).
+- ``{p}:{meta}:consumers``: each consumer's health record (:mod:`runtime.health`); the
+  key expires ``FORGET_AFTER_S`` after the last write.
 - ``{p}:{meta}:verify:last``: the last consistency report.
 
 ``{entity}`` is :func:`feature_core.keys.entity_id` of the join key values.
@@ -76,6 +78,11 @@ class KeySpace:
     def consumer_lag(self) -> str:
         """Hash: ``{consumer}|{topic}`` -> JSON ``{"behind": records, "at_ms": ...}``."""
         return self._meta("lag")
+
+    @property
+    def consumer_health(self) -> str:
+        """Hash: consumer -> its health record (JSON, :mod:`runtime.health`)."""
+        return self._meta("consumers")
 
     @property
     def batch_view_root(self) -> str:

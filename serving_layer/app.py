@@ -28,6 +28,7 @@ from feature_core.merge import ValueStatus, merge_group
 from feature_core.runs import RunRecord, settled
 from feature_core.settings import Settings, get_settings
 from online_store import STORE_ERRORS, open_reader
+from runtime.health import HealthLimits, judge_all
 from runtime.lag import TopicLag
 from serving_layer import feast
 from serving_layer.bodies import documented_body, parse_body
@@ -409,16 +410,20 @@ def _ops_router() -> APIRouter:
     @shared_per_interval("readyz")  # no token: a flood costs one Redis read per interval
     async def readyz(request: Request, store: Store, repo: Repo, metrics: Metrics) -> Response:
         """Ready to serve complete values: Redis answers, a batch view is serving and within
-        its horizon, and no consumer is past LFP_API_MAX_LAG_RECORDS behind. Reports the
-        batch view's age, the speed watermarks and each consumer's lag."""
+        its horizon, no consumer is past LFP_API_MAX_LAG_RECORDS behind, and every consumer
+        is consuming (not crash-looping, stalled or falling behind: LFP_CONSUMER_*, judged
+        from the health records the consumers publish). Reports the batch view's age, the
+        speed watermarks and each consumer's lag."""
         problems: list[str] = []
         pointer, watermarks, age, recomputing = None, {}, None, False
         lags: list[TopicLag] = []
+        health_records: dict[bytes, bytes] = {}
         try:
             snapshot = await store.read()
             pointer, watermarks = snapshot.pointer, snapshot.speed_watermarks
             recomputing = snapshot.speed_recomputing
             lags = await store.consumer_lag()
+            health_records = await store.consumer_health()
         except STORE_ERRORS as error:
             metrics.redis_errors.inc()
             problems.append(f"Redis unreachable ({type(error).__name__}): is it running?")
@@ -444,6 +449,9 @@ def _ops_router() -> APIRouter:
                     f"{one.consumer} is {one.behind} records behind on topic {one.topic} "
                     f"(LFP_API_MAX_LAG_RECORDS {limit}): it cannot keep up with the event rate"
                 )
+        limits = HealthLimits.from_settings(request.app.state.settings)
+        verdicts = judge_all(health_records, int(time.time() * 1000), limits)
+        problems += [why for why in verdicts.values() if why]
         body = Readiness(
             ready=not problems,
             problems=problems,

@@ -41,6 +41,7 @@ from feature_core.sources import EventSource, InvalidRecord
 from online_store import STORE_ERRORS, open_store
 from online_store.base import OnlineStore
 from runtime import lag
+from runtime.health import HealthReporter
 from runtime.kafka import TopicInstances, TopicRecreated, topic_id
 from runtime.status import write_status
 from speed_layer.functions import register_sql, udf_jar
@@ -465,6 +466,11 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
             savepoint_dir(checkpoint_dir),
         )
     redis_loss = RedisLoss(settings, checkpoint_dir)
+    # Its start counts in the restarts /readyz sees, wherever this process runs.
+    health = HealthReporter(
+        redis_loss.store, "speed-job", settings.consumer_lag_window_s, STORE_ERRORS
+    )
+    health.started()
     if latest_checkpoint(checkpoint_dir) is not None and redis_loss.since_checkpoints():
         log.warning(
             "Redis restarted since the last checkpoint and may miss tiles: "
@@ -488,7 +494,7 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     state = "STARTING"
-    watch = LagWatch(settings, topics)
+    watch = LagWatch(settings, topics, health=health)
     topic_instances = TopicInstances(settings, instances)
     try:
         while not stop.wait(2):
@@ -521,6 +527,7 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
                 client.cancel().result()
                 drop_checkpoints(checkpoint_dir)
                 sys.exit(REDIS_LOSS_EXIT)
+        health.stopped()  # on purpose: not a consumer that stopped consuming
         if remote is None:
             client.cancel().result()
         else:
@@ -538,13 +545,23 @@ class LagWatch:
     """The speed job's lag per topic: the log end less the offsets the job committed to
     its consumer group. Flink's Kafka source commits them at each checkpoint, so this
     reads up to one checkpoint interval of records high. Best effort: a broker or Redis
-    hiccup only keeps the last figure."""
+    hiccup only keeps the last figure. With ``health``, each report also goes to the
+    job's health record, with the last time the committed offsets moved (a commit)."""
 
-    def __init__(self, settings: Settings, topics: list[str], every_s: float = 4.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: list[str],
+        every_s: float = 4.0,
+        health: HealthReporter | None = None,
+    ) -> None:
         self.settings = settings
         self.topics = topics
         self.every_s = every_s
+        self.health = health
         self.last: dict[str, int] = {}
+        self.committed_at: float | None = None  # by this process; None: not seen yet
+        self._positions: dict | None = None
         self._at = 0.0
         self._clients: tuple[KafkaAdminClient, KafkaConsumer, OnlineStore] | None = None
 
@@ -563,10 +580,15 @@ class LagWatch:
             admin, consumer, store = self._clients
             partitions = lag.topic_partitions(consumer, self.topics)
             positions = lag.group_positions(admin, SPEED_GROUP)
+            if self._positions is not None and positions != self._positions:
+                self.committed_at = time.time()
+            self._positions = positions
             self.last = lag.behind(lag.log_ends(consumer, partitions), positions)
             store.publish_lag("speed-job", self.last)
         except Exception as error:  # best effort: never let reporting stop the job
             log.warning("lag report skipped: %r", error)
+        if self.health is not None:
+            self.health.report(self.last, self.committed_at)
         return self.last
 
     def close(self) -> None:

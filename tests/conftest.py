@@ -81,6 +81,8 @@ def embedded_stack(tmp: Path, feature_repo: str = TEST_REPO) -> Iterator[Setting
         "LFP_BATCH_SCHEDULE": "0 0 1 1 *",  # tests trigger batch runs themselves
         "LFP_SPEED_CHECKPOINT_INTERVAL_S": "5",
         "LFP_INGEST_POLL_MS": "200",
+        # A paused consumer is named within a minute (tests/integration/test_consumer_health.py).
+        "LFP_CONSUMER_STALL_S": "45",
         "LFP_FEATURE_REPO": feature_repo,
     }
     with ExitStack() as running:

@@ -139,6 +139,11 @@ class RedisStateReads(ViewReader):
         async with self._connection():
             return lag.parse(await self.client.hgetall(self.keys.consumer_lag))
 
+    async def consumer_health(self) -> dict[bytes, bytes]:
+        """Each consumer's last health record (judged by :func:`runtime.health.judge`)."""
+        async with self._connection():
+            return dict(await self.client.hgetall(self.keys.consumer_health))
+
     async def consistency_report(self) -> bytes | None:
         """The last consistency verification (JSON), if one was published."""
         async with self._connection():

@@ -14,6 +14,7 @@ from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from online_store.base import OnlineStore, TileTarget
 from online_store.keys import KeySpace
+from runtime import health
 
 #: Serve a version only if it is newer than the serving one: a slow older run never
 #: replaces a newer view. Returns the version replaced (0: none served), -1: not newer.
@@ -180,6 +181,19 @@ class RedisStore(OnlineStore):
         }
         if fields:
             self.client.hset(self.keys.consumer_lag, mapping=fields)
+
+    def publish_health(self, consumer: str, record: bytes) -> None:
+        # One key (the {meta} slot): one round trip on a cluster too.
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.consumer_health, consumer, record)
+            pipe.expire(self.keys.consumer_health, int(health.FORGET_AFTER_S))
+            pipe.execute()
+
+    def consumer_health(self) -> dict[bytes, bytes]:
+        return dict(self.client.hgetall(self.keys.consumer_health))
+
+    def drop_health(self, consumer: str) -> None:
+        self.client.hdel(self.keys.consumer_health, consumer)
 
     def publish_report(self, report: str) -> None:
         self.client.set(self.keys.consistency, report)

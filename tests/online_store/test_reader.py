@@ -135,3 +135,18 @@ def test_a_burst_above_the_connection_limit_waits_instead_of_failing(backend):
         {CUTOFF: [entity]} for entity in entities * 4
     ]
     assert results[len(snapshots) :] == [[]] * 10
+
+
+def test_consumer_health_records_are_read_as_published(backend):
+    store = backend.store()
+    store.publish_health("lake-ingest", b'{"at_ms": 1}')
+    store.close()
+
+    async def read() -> dict[bytes, bytes]:
+        reader = backend.reader()
+        try:
+            return await reader.consumer_health()
+        finally:
+            await reader.close()
+
+    assert asyncio.run(read()) == {b"lake-ingest": b'{"at_ms": 1}'}

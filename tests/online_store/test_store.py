@@ -9,6 +9,7 @@ import pytest
 from feature_core.merge import BatchPointer
 from feature_core.windows import DAY_MS
 from online_store.keys import KeySpace
+from runtime.health import FORGET_AFTER_S
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,15 @@ def test_shared_state_round_trips(backend) -> None:
     assert store.recent_runs(10) == [b'{"run": 4}', b'{"run": 3}', b'{"run": 2}']
     store.publish_lag("lake-ingest", {"events": 7})
     assert b"lake-ingest|events" in backend.direct.hgetall(KEYS.consumer_lag)
+    store.publish_health("lake-ingest", b'{"at_ms": 1}')
+    store.publish_health("speed-job", b'{"at_ms": 2}')
+    assert store.consumer_health() == {
+        b"lake-ingest": b'{"at_ms": 1}',
+        b"speed-job": b'{"at_ms": 2}',
+    }
+    assert 0 < backend.direct.ttl(KEYS.consumer_health) <= FORGET_AFTER_S  # bounded life
+    store.drop_health("speed-job")
+    assert list(store.consumer_health()) == [b"lake-ingest"]
     store.set_speed_stats({"events.valid_events": 3})
     assert store.speed_stats() == {"events.valid_events": 3}
     store.clear_speed_stats()
