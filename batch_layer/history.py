@@ -22,7 +22,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from feature_core.runs import RunRecord, RunStatus, settled
+from feature_core.runs import RunRecord, RunStatus, settled, this_process
 from online_store import STORE_ERRORS
 from online_store.base import OnlineStore
 
@@ -153,14 +153,22 @@ class RunHistory:
 
     def settle_abandoned(self) -> list[RunRecord]:
         """Record as abandoned every run still ``running`` whose process is gone or whose
-        lease ran out (a scheduler starting after one was killed); the runs settled."""
+        lease ran out; the runs settled. Called by a scheduler before its first run, so a
+        run recorded under its own ``host:pid`` (a container restarted with the same pid)
+        is a killed predecessor's too."""
         self.restore()
+        me = this_process()
         done = []
         for raw in self.store.recent_runs(self.keep):
             record = RunRecord.model_validate_json(raw)
             if record.status is not RunStatus.RUNNING:
                 continue
-            record = settled(record, self.lease_s)
+            if record.owner == me:
+                reason = "abandoned: its scheduler restarted mid-run (same host and pid)"
+                error = f"{reason}; last error: {record.error}" if record.error else reason
+                record = record.model_copy(update={"status": RunStatus.ABANDONED, "error": error})
+            else:
+                record = settled(record, self.lease_s)
             if record.status is RunStatus.ABANDONED:
                 record.finished_at = record.renewed_at or record.started_at
                 self.save(record)

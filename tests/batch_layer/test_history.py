@@ -69,7 +69,9 @@ def test_a_running_record_whose_process_is_gone_reads_as_abandoned(redis_process
     killed = RunRecord(
         trigger="schedule", owner=f"{socket.gethostname()}:{dead.pid}", renewed_at=now
     )
-    alive = RunRecord(trigger="schedule", owner=this_process(), renewed_at=now)
+    # Another live process on this host (a `lfp batch run` next to the scheduler).
+    alive = RunRecord(trigger="schedule", owner=f"{socket.gethostname()}:{os.getppid()}")
+    alive.renewed_at = now
     assert "its process" in (abandoned_reason(killed, 300, now) or "")
     assert abandoned_reason(alive, 300, now) is None
     # Another host's run: only its lease tells (renewed every third of it).
@@ -93,6 +95,11 @@ def test_a_running_record_whose_process_is_gone_reads_as_abandoned(redis_process
     assert stored[killed.run_id].finished_at == killed.renewed_at
     assert stored[alive.run_id].status is RunStatus.RUNNING
     assert history.settle_abandoned() == []
+    # On a scheduler's start, a run under its own host:pid is a killed predecessor's.
+    mine = RunRecord(trigger="schedule", owner=this_process(), renewed_at=time.time())
+    history.save(mine)
+    assert [r.run_id for r in history.settle_abandoned()] == [mine.run_id]
+    assert "restarted mid-run" in (history.recent(1)[0].error or "")
 
 
 def test_a_save_while_redis_is_paused_is_kept_in_the_lake_and_stored_later(redis_process, tmp_path):
