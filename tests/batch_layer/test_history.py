@@ -168,3 +168,28 @@ def test_stack_status_prints_the_batch_run_in_progress_and_its_age(tmp_path):
     status.write_text(json.dumps({"current_run": {**run, "attempts": 2, "error": "[x] slow"}}))
     line = _current_batch_run(settings)
     assert line == "batch run abc (schedule) running for 4322 s, attempt 2; last error: [x] slow"
+
+
+def test_the_api_shows_a_killed_run_as_abandoned(redis_process):
+    from fastapi.testclient import TestClient
+
+    from serving_layer.app import create_app
+
+    settings = Settings(
+        _env_file=None,
+        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
+        feature_repo="demo.feature_repo",
+    )
+    history = RunHistory(open_store(settings), 10)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now = time.time()
+    killed = RunRecord(trigger="schedule", owner=f"{socket.gethostname()}:{dead.pid}")
+    going = RunRecord(trigger="manual", owner="elsewhere:1", renewed_at=now)
+    for record in (killed, going):
+        history.save(record)
+    with TestClient(create_app(settings)) as client:
+        runs = {r["run_id"]: r for r in client.get("/v1/batch/runs").json()}
+    assert runs[killed.run_id]["status"] == "abandoned"
+    assert "killed mid-run" in runs[killed.run_id]["error"]
+    assert runs[going.run_id]["status"] == "running" and runs[going.run_id]["error"] is None
