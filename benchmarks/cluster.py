@@ -70,7 +70,9 @@ def redis_servers(root: Path, cluster: bool) -> Iterator[str]:
                 except redis.ConnectionError:
                     time.sleep(0.05)
         if cluster:
-            form_redis_cluster(Settings(_env_file=None, cluster_redis_ports=ports))
+            form_redis_cluster(
+                Settings(_env_file=None, cluster_redis_ports=ports, redis_password_file=os.devnull)
+            )
         yield f"redis://127.0.0.1:{ports[0]}/0"
     finally:
         for process in processes:
@@ -160,6 +162,7 @@ def _env(url: str, store: str) -> dict[str, str]:
     return {
         **os.environ,
         "LFP_REDIS_URL": url,
+        "LFP_REDIS_PASSWORD_FILE": os.devnull,  # its own Redis has no password
         "LFP_ONLINE_STORE": store,
         "LFP_API_ROUTERS": "[]",
     }

@@ -390,9 +390,11 @@ def bench_views(
             {
                 **os.environ,
                 "LFP_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "LFP_REDIS_PASSWORD_FILE": os.devnull,  # its own Redis has no password
                 # The feature endpoints only: the demo router loads its model (importing
                 # scikit-learn) in the background at start-up, which would be measured.
                 "LFP_API_ROUTERS": "[]",
+                "LFP_FEATURE_REPO": "demo.feature_repo",
                 "PYTHONPATH": os.pathsep.join([str(workdir), os.getcwd()]),
             },
             live_tiles,

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from feature_core.credentials import REDIS_PASSWORD_FILE, read_secret, url_password, with_password
 
 ENV_PREFIX = "LFP_"
 #: Variables docker-compose.yml reads from the same ``.env`` (see .env.example): not
@@ -60,9 +62,57 @@ class Settings(BaseSettings):
     kafka_connect_timeout_s: float = Field(
         10.0, gt=0, description="How long clients wait for a Kafka broker before giving up."
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every Kafka client (lake ingest, producers, admin, lag, the speed "
+        "job's Flink source) talks to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or "
+        "SASL_SSL.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (with a SASL_* LFP_KAFKA_SECURITY_PROTOCOL)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (never printed)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM file of the CA(s) that sign the brokers' certificates (SSL, "
+        "SASL_SSL); default: the system's CAs (the JVM's for the speed job).",
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True,
+        description="With TLS, check that a broker's certificate names the host connected "
+        "to (turn off only for a test broker).",
+    )
     redis_url: str = Field(
         "redis://127.0.0.1:16379/0",
-        description="Redis URL for all views (on Redis Cluster: any node, database 0).",
+        description="Redis URL for all views (on Redis Cluster: any node, database 0): "
+        "redis://[[user]:password@]host:port/db, or rediss:// for TLS (the server's "
+        "certificate and host name are checked; ?ssl_ca_certs=/path/ca.pem names the CA). "
+        "Without a password in it, the one in LFP_REDIS_PASSWORD_FILE is used.",
+    )
+    redis_password_file: Path | None = Field(
+        None,
+        description="File holding the Redis password, used when LFP_REDIS_URL has none; "
+        "default <data_dir>/secrets/redis-password, the password the embedded Redis and "
+        "the local cluster's nodes get (generated at their first start, mode 0600). An "
+        "empty file (/dev/null): no password.",
+    )
+    redis_maxmemory: str = Field(
+        "2gb",
+        pattern=r"^\d+([kKmMgG]?[bB])?$",
+        description="maxmemory of each Redis server the platform starts (the embedded "
+        "Redis, each local Redis Cluster node; Compose's uses LFP_REDIS_MAXMEMORY too), "
+        "with policy noeviction: a full Redis refuses writes (the batch run and the speed "
+        "sink fail loudly) rather than silently evicting views.",
+    )
+    redis_memory_ready_ratio: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="/readyz reports not ready once a Redis server's used memory is past "
+        "this share of its maxmemory (also exported as lfp_redis_memory_used_ratio).",
     )
     online_store: Literal["redis", "redis-cluster"] = Field(
         "redis",
@@ -383,6 +433,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a 5-field crontab, e.g. '*/15 * * * *'")
         return value
 
+    @model_validator(mode="after")
+    def _redis_password(self) -> Settings:
+        """Resolved once, here: the URL then carries the password wherever the settings
+        go (pickled to Spark executors, to the JVM tile sink), whatever their cwd."""
+        if url_password(self.redis_url) is None:
+            password = read_secret(self.redis_password_path)
+            if password is not None:
+                # Frozen model: the one place a field is set after validation.
+                object.__setattr__(self, "redis_url", with_password(self.redis_url, password))
+        return self
+
     # --- derived (plain properties: a cached value would survive model_copy) -------
     @property
     def lake_root(self) -> str:
@@ -404,6 +465,16 @@ class Settings(BaseSettings):
     @property
     def redis_port(self) -> int:
         return urlparse(self.redis_url).port or 6379
+
+    @property
+    def redis_password(self) -> str | None:
+        """The password clients authenticate with (from the URL or the password file)."""
+        return url_password(self.redis_url)
+
+    @property
+    def redis_password_path(self) -> Path:
+        """Where the password of the Redis servers the platform starts is kept."""
+        return self.redis_password_file or self.data_dir / REDIS_PASSWORD_FILE
 
     @property
     def api_url(self) -> str:

@@ -170,9 +170,17 @@ def config() -> None:
     table = Table("environment variable", "value", "meaning")
     for name, field in Settings.model_fields.items():
         table.add_row(
-            f"{ENV_PREFIX}{name.upper()}", str(getattr(settings, name)), field.description
+            f"{ENV_PREFIX}{name.upper()}", shown_setting(settings, name), field.description
         )
     console.print(table)
+
+
+def shown_setting(settings: Settings, name: str) -> str:
+    """A setting's value as `lfp config` prints it: secrets masked (SecretStr prints
+    stars; a URL's password, even one read from the password file, becomes ***)."""
+    from feature_core.credentials import redact_url
+
+    return redact_url(str(getattr(settings, name)))
 
 
 # --- probes -----------------------------------------------------------------------

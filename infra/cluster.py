@@ -27,6 +27,8 @@ from infra.stack import (
     Paths,
     Service,
     _lfp,
+    ensure_redis_password,
+    redis_auth_config,
     redis_server_command,
     start_supervisor,
     stop_supervisor,
@@ -77,9 +79,10 @@ def _get_json(url: str) -> dict | list | None:
     return response.json() if response.status_code == 200 else None
 
 
-def _redis_ping(port: int) -> bool:
+def _redis_ping(port: int, password: str | None = None) -> bool:
     try:
-        return bool(redis.Redis(host=LOOPBACK, port=port, socket_timeout=1).ping())
+        node = redis.Redis(host=LOOPBACK, port=port, password=password, socket_timeout=1)
+        return bool(node.ping())
     except redis.RedisError:
         return False
 
@@ -214,8 +217,10 @@ def cluster_services(settings: Settings) -> list[Service]:
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "5000",
+                    maxmemory=settings.redis_maxmemory,
+                    config=redis_auth_config(settings),
                 ),
-                lambda port=port: _redis_ping(port),
+                lambda port=port: _redis_ping(port, settings.redis_password),
                 port,
             )
         )
@@ -272,7 +277,8 @@ def form_redis_cluster(settings: Settings, timeout_s: float = 60.0) -> str:
     """Join the Redis nodes into one cluster (once: a restart keeps ``nodes.conf``), and
     wait until every node says the cluster is ok."""
     ports = settings.cluster_redis_ports
-    first = redis.Redis(host=LOOPBACK, port=ports[0], socket_timeout=5)
+    password = settings.redis_password
+    first = redis.Redis(host=LOOPBACK, port=ports[0], password=password, socket_timeout=5)
     info = first.cluster("info")
     if int(info.get("cluster_known_nodes", 1)) < len(ports):
         subprocess.run(
@@ -288,6 +294,8 @@ def form_redis_cluster(settings: Settings, timeout_s: float = 60.0) -> str:
             check=True,
             capture_output=True,
             timeout=timeout_s,
+            # The password in its environment, not on its command line (ps shows that).
+            env={**os.environ, **({"REDISCLI_AUTH": password} if password else {})},
         )
         outcome = f"formed a Redis Cluster of {len(ports)} masters"
     else:
@@ -295,7 +303,7 @@ def form_redis_cluster(settings: Settings, timeout_s: float = 60.0) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         states = [
-            redis.Redis(host=LOOPBACK, port=p, socket_timeout=5)
+            redis.Redis(host=LOOPBACK, port=p, password=password, socket_timeout=5)
             .cluster("info")
             .get("cluster_state")
             for p in ports
@@ -308,6 +316,7 @@ def form_redis_cluster(settings: Settings, timeout_s: float = 60.0) -> str:
 
 def up(settings: Settings, timeout_s: float = 300.0) -> dict:
     """Start the cluster's supervisor (detached) and wait until every part is healthy."""
+    ensure_redis_password(settings)  # before the supervisor reads its settings
     port = settings.cluster_spark_port
     flink = settings.cluster_flink_port
     ports = {

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from feature_core.credentials import ensure_secret, write_private
 from feature_core.settings import Settings
 from infra.broker import broker_command
 from online_store import STORE_ERRORS, open_store
@@ -86,18 +87,34 @@ class Paths:
         return self.run / f"{service}.status.json"
 
 
-def redis_server_command(port: int, directory: Path, *extra: str) -> list[str]:
+def redis_server_command(
+    port: int,
+    directory: Path,
+    *extra: str,
+    maxmemory: str = "0",
+    config: Path | None = None,
+) -> list[str]:
     """A redis-server on loopback, persisting to ``directory``: an append-only file
     fsynced every second (a crash loses at most the last second of writes, tiles the
     speed job rewrites whole anyway; "always" would fsync each write on the hot path),
-    and no RDB snapshots (the AOF, with its RDB preamble on rewrite, is the one copy)."""
+    and no RDB snapshots (the AOF, with its RDB preamble on rewrite, is the one copy).
+
+    ``maxmemory`` with policy noeviction: a full Redis refuses writes rather than evict
+    views the API would then answer as missing. ``config``: a private config file read
+    first (:func:`redis_auth_config`): the password stays off the command line, which
+    every user of the machine can read (ps)."""
     return [
         "redis-server",
+        *([str(config)] if config is not None else []),
         "--port",
         str(port),
         "--bind",
         "127.0.0.1",
         *extra,
+        "--maxmemory",
+        maxmemory,
+        "--maxmemory-policy",
+        "noeviction",
         "--save",
         "",
         "--appendonly",
@@ -107,6 +124,26 @@ def redis_server_command(port: int, directory: Path, *extra: str) -> list[str]:
         "--dir",
         str(directory),
     ]
+
+
+def ensure_redis_password(settings: Settings) -> None:
+    """Generate the password of the Redis servers the platform starts (once: kept in
+    ``LFP_REDIS_PASSWORD_FILE``, by default ``<data_dir>/secrets/redis-password``, mode
+    0600), unless LFP_REDIS_URL carries one. Settings built after this carry it."""
+    if settings.redis_password is None:
+        ensure_secret(settings.redis_password_path)
+
+
+def redis_auth_config(settings: Settings) -> Path | None:
+    """A config file (mode 0600) making redis-server require the clients' password
+    (LFP_REDIS_URL's, or the password file's); None when they use none."""
+    password = settings.redis_password
+    if password is None:
+        return None
+    quoted = password.replace("\\", "\\\\").replace('"', '\\"')
+    # masterauth too: a Redis Cluster node's replicas authenticate with it.
+    text = f'requirepass "{quoted}"\nmasterauth "{quoted}"\n'
+    return write_private(settings.data_dir.resolve() / "secrets" / "redis-auth.conf", text)
 
 
 def services(settings: Settings) -> list[Service]:
@@ -138,7 +175,12 @@ def services(settings: Settings) -> list[Service]:
         ),
         Service(
             "redis",
-            redis_server_command(settings.redis_port, paths.redis_dir),
+            redis_server_command(
+                settings.redis_port,
+                paths.redis_dir,
+                maxmemory=settings.redis_maxmemory,
+                config=redis_auth_config(settings),
+            ),
             redis_ok,
             settings.redis_port,
         ),
@@ -387,7 +429,8 @@ def temporary_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> Ite
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
-        settings = Settings(_env_file=None)
+        ensure_redis_password(Settings(_env_file=None))
+        settings = Settings(_env_file=None)  # now with the Redis password
         up(settings)
         try:
             yield settings
@@ -405,6 +448,8 @@ def up(settings: Settings, timeout_s: float = 420.0) -> dict:
     """Start the stack's supervisor (detached) and wait until every service is healthy."""
     paths = Paths(settings.data_dir)
     paths.redis_dir.mkdir(parents=True, exist_ok=True)
+    if settings.online_store == "redis":
+        ensure_redis_password(settings)  # before the supervisor reads its settings
     ports = {
         "broker": (settings.broker_port, "LFP_KAFKA_BOOTSTRAP_SERVERS"),
         "redis": (settings.redis_port, "LFP_REDIS_URL"),

@@ -362,7 +362,9 @@ class RedisClusterProcesses:
                     how = f"exited {exited}" if exited is not None else "not answering after 60 s"
                     pytest.fail(f"cluster-enabled redis-server on {port} {how}: {log[-1500:]}")
                 time.sleep(0.05)
-        form_redis_cluster(Settings(_env_file=None, cluster_redis_ports=self.ports))
+        form_redis_cluster(
+            Settings(_env_file=None, cluster_redis_ports=self.ports, redis_password_file=os.devnull)
+        )
 
     @property
     def url(self) -> str:

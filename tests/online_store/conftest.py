@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,13 @@ class Backend:
 
     @property
     def settings(self) -> Settings:
-        return Settings(_env_file=None, redis_url=self.url, online_store=self.name)
+        # The test's own Redis has no password: none from any data dir's password file.
+        return Settings(
+            _env_file=None,
+            redis_url=self.url,
+            online_store=self.name,
+            redis_password_file=os.devnull,
+        )
 
     def store(self) -> OnlineStore:
         return open_store(self.settings)

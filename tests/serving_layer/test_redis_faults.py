@@ -3,6 +3,7 @@ pauses and restarts, so the shared stack's views are never touched."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import orjson
@@ -26,7 +27,13 @@ KEYS = KeySpace("lfp")
 
 
 def _settings(port: int) -> Settings:
-    return Settings(_env_file=None, redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_s=0.5)
+    return Settings(
+        _env_file=None,
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        feature_repo="demo.feature_repo",
+        redis_timeout_s=0.5,
+        redis_password_file=os.devnull,  # the test's own Redis has none
+    )
 
 
 def _write_version(client: redis.Redis, version: int, user: str, count: int, cutoff: int) -> None:

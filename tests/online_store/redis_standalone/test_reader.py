@@ -4,6 +4,7 @@ connection pool that makes a burst wait."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import orjson
 import pytest
@@ -57,7 +58,9 @@ def test_a_redis_error_empties_the_batch_cache(redis_process):
 
 def test_more_reads_at_once_than_connections_wait_for_one(redis_process):
     settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis_process.port}/0", api_redis_connections=2
+        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
+        api_redis_connections=2,
+        redis_password_file=os.devnull,  # the test's own Redis has none
     )
 
     async def burst() -> list[ViewsSnapshot]:
