@@ -35,6 +35,7 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from feature_core.credentials import redis_tls_options
 from feature_core.settings import Settings
 from online_store import STORE_ERRORS
 from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
@@ -108,6 +109,7 @@ class RedisClusterViewReader(RedisStateReads):
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             max_connections=settings.api_redis_connections,
+            **redis_tls_options(settings.redis_url),
         )
         slots = ConnectionSlots(settings.api_redis_connections, settings.redis_timeout_s)
         return cls(client, settings.key_prefix, settings.api_batch_cache_entries, slots)

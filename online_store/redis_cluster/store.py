@@ -11,6 +11,7 @@ from __future__ import annotations
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
+from feature_core.credentials import redis_tls_options
 from feature_core.settings import Settings
 from online_store.base import TileTarget
 from online_store.redis_standalone.store import RedisStore
@@ -20,7 +21,10 @@ class RedisClusterStore(RedisStore):
     @classmethod
     def from_settings(cls, settings: Settings, timeout_s: float | None = None) -> RedisClusterStore:
         client = RedisCluster.from_url(
-            settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            settings.redis_url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            **redis_tls_options(settings.redis_url),
         )
         return cls(client, settings.key_prefix, settings.redis_url)
 

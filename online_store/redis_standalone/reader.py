@@ -18,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from feature_core.credentials import redis_tls_options
 from feature_core.settings import Settings
 from online_store.base import ViewReader
 from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
@@ -109,6 +110,7 @@ def connect(settings: Settings) -> aioredis.Redis:
         timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
+        **redis_tls_options(settings.redis_url),
     )
     return aioredis.Redis.from_pool(pool)
 

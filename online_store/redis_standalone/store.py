@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import redis
 
+from feature_core.credentials import redis_tls_options
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from online_store.base import OnlineStore, TileTarget
@@ -58,7 +59,10 @@ class RedisStore(OnlineStore):
     @classmethod
     def from_settings(cls, settings: Settings, timeout_s: float | None = None) -> RedisStore:
         client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            settings.redis_url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            **redis_tls_options(settings.redis_url),
         )
         return cls(client, settings.key_prefix, settings.redis_url)
 

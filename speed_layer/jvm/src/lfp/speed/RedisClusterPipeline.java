@@ -26,18 +26,20 @@ final class RedisClusterPipeline implements RedisCommands {
 
   private final String scheme;
   private final String userInfo;
+  private final String query;
   private final List<String> seeds = new ArrayList<>();
   private final Map<String, RedisPipeline> nodes = new HashMap<>();
   private final String[] owner = new String[SLOTS];
   private final List<String[]> queued = new ArrayList<>();
 
   RedisClusterPipeline(String url) {
-    URI uri = URI.create(url);
-    new RedisPipeline(url); // the same URL rules (scheme, auth, no SELECT beyond db 0)
+    URI uri = RedisPipeline.parse(url);
+    // The same URL rules (scheme, auth, TLS, no SELECT beyond db 0).
+    query = new RedisPipeline(url).query();
     String path = uri.getPath() == null ? "" : uri.getPath().replace("/", "");
     if (!path.isEmpty() && !"0".equals(path)) {
       throw new IllegalArgumentException(
-          "LFP_REDIS_URL " + url + ": Redis Cluster has database 0 only");
+          "LFP_REDIS_URL " + RedisPipeline.redact(url) + ": Redis Cluster has database 0 only");
     }
     scheme = uri.getScheme();
     userInfo = uri.getRawUserInfo();
@@ -182,7 +184,7 @@ final class RedisClusterPipeline implements RedisCommands {
     return nodes.computeIfAbsent(
         address,
         a -> new RedisPipeline(
-            scheme + "://" + (userInfo == null ? "" : userInfo + "@") + inUrl(a) + "/0"));
+            scheme + "://" + (userInfo == null ? "" : userInfo + "@") + inUrl(a) + "/0" + query));
   }
 
   /** {@code host:port} as a URL's authority: an IPv6 host goes in brackets. */

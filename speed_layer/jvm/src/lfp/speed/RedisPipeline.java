@@ -12,9 +12,19 @@ import java.net.Socket;
 import java.net.URI;
 import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.GeneralSecurityException;
+import java.security.KeyStore;
+import java.security.cert.Certificate;
+import java.security.cert.CertificateFactory;
 import java.util.ArrayList;
 import java.util.List;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLSocket;
 import javax.net.ssl.SSLSocketFactory;
+import javax.net.ssl.TrustManagerFactory;
 
 /**
  * Pipelined Redis commands over one connection (RESP2), for the speed job's tile sink.
@@ -24,6 +34,11 @@ import javax.net.ssl.SSLSocketFactory;
  * encoded into one buffer and sent in one write, then every reply is read. Every command the
  * sink sends is idempotent (whole values, a TTL, a max), so a batch that failed halfway is
  * sent again whole after reconnecting. URLs: {@code redis[s]://[[user]:password@]host[:port][/db]}.
+ *
+ * <p>Over {@code rediss://} the server's certificate must be trusted (the JVM's CAs, or the
+ * PEM file of the URL's {@code ssl_ca_certs} parameter) and name the host connected to
+ * (unless the URL says {@code ssl_check_hostname=false}), as redis-py is told to check.
+ * Errors name the URL through {@link #redact}: never its password.
  */
 final class RedisPipeline implements RedisCommands {
 
@@ -36,6 +51,8 @@ final class RedisPipeline implements RedisCommands {
   private final String user;
   private final String password;
   private final int db;
+  private final String caFile;
+  private final boolean checkHostname;
   private final ByteArrayOutputStream commands = new ByteArrayOutputStream();
   private int count;
   private Socket socket;
@@ -43,11 +60,12 @@ final class RedisPipeline implements RedisCommands {
   private OutputStream out;
 
   RedisPipeline(String url) {
-    URI uri = URI.create(url);
+    URI uri = parse(url);
     String scheme = uri.getScheme();
     if (!"redis".equals(scheme) && !"rediss".equals(scheme)) {
       throw new IllegalArgumentException(
-          "LFP_REDIS_URL " + url + ": the speed job writes over redis:// or rediss:// URLs only");
+          "LFP_REDIS_URL " + redact(url)
+              + ": the speed job writes over redis:// or rediss:// URLs only");
     }
     tls = "rediss".equals(scheme);
     host = uri.getHost() == null ? "localhost" : uri.getHost();
@@ -63,7 +81,119 @@ final class RedisPipeline implements RedisCommands {
       password = decode(colon < 0 ? info : info.substring(colon + 1));
     }
     String path = uri.getPath() == null ? "" : uri.getPath().replace("/", "");
-    db = path.isEmpty() ? 0 : Integer.parseInt(path);
+    try {
+      db = path.isEmpty() ? 0 : Integer.parseInt(path);
+    } catch (NumberFormatException error) {
+      throw new IllegalArgumentException(
+          "LFP_REDIS_URL " + redact(url) + ": the database must be a number");
+    }
+    caFile = queryParameter(uri, "ssl_ca_certs");
+    checkHostname = !"false".equalsIgnoreCase(queryParameter(uri, "ssl_check_hostname"));
+  }
+
+  /**
+   * {@code url} safe to print: its password (if any) replaced by {@code ***}, as
+   * feature_core/credentials.py's redact_url does. Text that is no URL comes back as is.
+   */
+  static String redact(String url) {
+    int scheme = url.indexOf("://");
+    if (scheme < 0) {
+      return url;
+    }
+    int start = scheme + 3;
+    int end = start;
+    while (end < url.length() && "/?#".indexOf(url.charAt(end)) < 0) {
+      end++;
+    }
+    int at = url.lastIndexOf('@', end - 1);
+    if (at < start) {
+      return url;
+    }
+    int colon = url.indexOf(':', start);
+    if (colon < 0 || colon > at) {
+      return url; // a user name only: nothing secret
+    }
+    return url.substring(0, colon + 1) + "***" + url.substring(at);
+  }
+
+  /** {@code url} as a URI; an error names it redacted (Java's own would quote it whole). */
+  static URI parse(String url) {
+    try {
+      return new URI(url);
+    } catch (java.net.URISyntaxException error) {
+      throw new IllegalArgumentException(
+          "LFP_REDIS_URL " + redact(url) + " is not a valid URL (" + error.getReason()
+              + " at index " + error.getIndex() + "): percent-encode the password's "
+              + "special characters");
+    }
+  }
+
+  /** A query parameter's decoded value, or null. */
+  private static String queryParameter(URI uri, String name) {
+    String query = uri.getRawQuery();
+    if (query == null) {
+      return null;
+    }
+    for (String pair : query.split("&")) {
+      int equals = pair.indexOf('=');
+      String key = decode(equals < 0 ? pair : pair.substring(0, equals));
+      if (key.equals(name)) {
+        return equals < 0 ? "" : decode(pair.substring(equals + 1));
+      }
+    }
+    return null;
+  }
+
+  /**
+   * A TLS socket over {@code plain}, checking the server's host name: Java's SSLSocket checks
+   * none unless told to (endpoint identification "HTTPS", RFC 2818 host name rules).
+   */
+  static SSLSocket tlsSocket(
+      SSLSocketFactory factory, Socket plain, String host, int port, boolean checkHostname)
+      throws IOException {
+    SSLSocket tls = (SSLSocket) factory.createSocket(plain, host, port, true);
+    SSLParameters parameters = tls.getSSLParameters();
+    if (checkHostname) {
+      parameters.setEndpointIdentificationAlgorithm("HTTPS");
+    }
+    tls.setSSLParameters(parameters);
+    return tls;
+  }
+
+  /** The JVM's default trust, or only the CAs of a PEM file. */
+  static SSLSocketFactory tlsFactory(String caFile) throws IOException {
+    if (caFile == null) {
+      return (SSLSocketFactory) SSLSocketFactory.getDefault();
+    }
+    try (InputStream pem = Files.newInputStream(Path.of(caFile))) {
+      KeyStore trusted = KeyStore.getInstance(KeyStore.getDefaultType());
+      trusted.load(null, null);
+      int n = 0;
+      for (Certificate ca : CertificateFactory.getInstance("X.509").generateCertificates(pem)) {
+        trusted.setCertificateEntry("ca" + n++, ca);
+      }
+      TrustManagerFactory trust =
+          TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+      trust.init(trusted);
+      SSLContext context = SSLContext.getInstance("TLS");
+      context.init(null, trust.getTrustManagers(), null);
+      return context.getSocketFactory();
+    } catch (GeneralSecurityException error) {
+      throw new IOException("ssl_ca_certs " + caFile + ": not a PEM file of CAs: " + error, error);
+    }
+  }
+
+  /** This URL's query ({@code ?...}), for the URLs of other nodes of a cluster. */
+  String query() {
+    StringBuilder query = new StringBuilder();
+    if (caFile != null) {
+      query.append("ssl_ca_certs=");
+      query.append(java.net.URLEncoder.encode(caFile, StandardCharsets.UTF_8));
+    }
+    if (!checkHostname) {
+      query.append(query.length() == 0 ? "" : "&").append("ssl_check_hostname=false");
+    }
+    return query.length() == 0 ? "" : "?" + query;
   }
 
   private static String decode(String text) {
@@ -209,11 +339,7 @@ final class RedisPipeline implements RedisCommands {
     Socket plain = new Socket();
     try {
       plain.connect(new InetSocketAddress(host, port), TIMEOUT_MS);
-      socket =
-          tls
-              ? ((SSLSocketFactory) SSLSocketFactory.getDefault())
-                  .createSocket(plain, host, port, true)
-              : plain;
+      socket = tls ? tlsSocket(tlsFactory(caFile), plain, host, port, checkHostname) : plain;
       socket.setTcpNoDelay(true);
       socket.setSoTimeout(TIMEOUT_MS);
       in = new BufferedInputStream(socket.getInputStream(), 1 << 16);

@@ -348,6 +348,12 @@ public class TileSink implements Sink<Row> {
         string(json, entityId(keys));
       } else if (kind.equals("slot")) {
         json.append(RedisClusterPipeline.slot(node.get(1).asText()));
+      } else if (kind.equals("redact")) {
+        string(json, RedisPipeline.redact(node.get(1).asText()));
+      } else if (kind.equals("ping")) {
+        string(json, ping(node.get(1).asText()));
+      } else if (kind.equals("tls")) {
+        string(json, endpointIdentification());
       } else if (kind.equals("authority")) {
         string(json, RedisClusterPipeline.inUrl(node.get(1).asText()));
       } else if (kind.equals("write")) {
@@ -357,6 +363,38 @@ public class TileSink implements Sink<Row> {
       }
       out.println(json);
       out.flush();
+    }
+  }
+
+  /** PING over a new connection to {@code url}, as the sink connects: the reply or the error. */
+  private static String ping(String url) {
+    RedisPipeline pipe;
+    try {
+      pipe = new RedisPipeline(url);
+    } catch (IllegalArgumentException error) {
+      return error.getMessage();
+    }
+    try {
+      return String.valueOf(pipe.call("PING"));
+    } catch (IOException error) {
+      return error.toString();
+    } finally {
+      pipe.close();
+    }
+  }
+
+  /** The endpoint identification of the sink's TLS sockets (over a loopback connection). */
+  private static String endpointIdentification() throws IOException {
+    try (java.net.ServerSocket server =
+            new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress());
+        java.net.Socket plain = new java.net.Socket()) {
+      plain.connect(server.getLocalSocketAddress());
+      javax.net.ssl.SSLSocket tls =
+          RedisPipeline.tlsSocket(
+              RedisPipeline.tlsFactory(null), plain, "localhost", server.getLocalPort(), true);
+      String algorithm = tls.getSSLParameters().getEndpointIdentificationAlgorithm();
+      tls.close();
+      return String.valueOf(algorithm);
     }
   }
 
