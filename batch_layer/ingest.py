@@ -33,6 +33,7 @@ from runtime import lag
 from runtime.dead_letters import DeadLetters
 from runtime.health import HealthReporter
 from runtime.kafka import KafkaUnavailable, TopicInstances, producer, topic_id
+from runtime.kafka import consumer as kafka_consumer
 from runtime.status import write_status
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,8 @@ class LakeIngest:
         )
         self._health.started()
         self._check_schemas()
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+        consumer = kafka_consumer(
+            self.settings,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.ingest_max_records,

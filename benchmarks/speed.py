@@ -45,7 +45,7 @@ from feature_core.synthetic import random_record
 from online_store import open_store
 from online_store.keys import KeySpace
 from runtime import lag
-from runtime.kafka import producer
+from runtime.kafka import librdkafka_options, producer
 from speed_layer.job import build, jvm_temp_dir
 
 REPOS = {"demo": "demo.feature_repo", "fraud": "fraud.feature_repo"}
@@ -122,7 +122,7 @@ def produce_at(
     cores the stack under test runs on (and it could not offer more than ~9k beside it)."""
     out = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **librdkafka_options(settings),
             "linger.ms": 20,
             "acks": "all",
         }

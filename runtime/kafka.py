@@ -7,10 +7,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from feature_core.credentials import redact
 from feature_core.settings import Settings
 from feature_core.sources import EventSource
 
@@ -26,13 +27,102 @@ def _unavailable(settings: Settings, error: Exception) -> KafkaUnavailable:
     )
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """What every kafka-python client (consumer, producer, admin) of the platform is
+    built with: the brokers, and how to reach them (LFP_KAFKA_SECURITY_PROTOCOL, SASL
+    and TLS settings). Holds the SASL password: never log it."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_check_hostname"] = settings.kafka_ssl_check_hostname
+        if settings.kafka_ssl_cafile is not None:
+            options["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        password = settings.kafka_sasl_password
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
+def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    """A consumer of the platform's brokers (:func:`client_options`); ``overrides``
+    replace or add options."""
+    return KafkaConsumer(**{**client_options(settings), **overrides})
+
+
+def flink_properties(settings: Settings) -> dict[str, str]:
+    """The same connection settings for the Flink Kafka connector, as its ``properties.*``
+    options (Kafka's Java client names). Holds the SASL password in the JAAS config:
+    print a DDL only through :func:`runtime.kafka.redact_flink`."""
+    protocol = settings.kafka_security_protocol
+    found = {"properties.security.protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        found["properties.ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.kafka_ssl_check_hostname else ""
+        )
+        if settings.kafka_ssl_cafile is not None:
+            # Kafka's Java client reads a PEM truststore as is (no keytool step).
+            found["properties.ssl.truststore.type"] = "PEM"
+            found["properties.ssl.truststore.location"] = str(settings.kafka_ssl_cafile.resolve())
+    if protocol.startswith("SASL_"):
+        module = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule"
+            if settings.kafka_sasl_mechanism == "PLAIN"
+            else "org.apache.kafka.common.security.scram.ScramLoginModule"
+        )
+        password = settings.kafka_sasl_password
+        secret = password.get_secret_value() if password else ""
+        found["properties.sasl.mechanism"] = settings.kafka_sasl_mechanism
+        found["properties.sasl.jaas.config"] = (
+            f'{module} required username="{_jaas(settings.kafka_sasl_username or "")}" '
+            f'password="{_jaas(secret)}";'
+        )
+    return found
+
+
+def librdkafka_options(settings: Settings) -> dict[str, str]:
+    """The same connection settings for a confluent-kafka (librdkafka) client (the
+    benchmarks' load generator)."""
+    protocol = settings.kafka_security_protocol
+    found = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": protocol,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        found["ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.kafka_ssl_check_hostname else "none"
+        )
+        if settings.kafka_ssl_cafile is not None:
+            found["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        found["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        found["sasl.username"] = settings.kafka_sasl_username or ""
+        found["sasl.password"] = password.get_secret_value() if password else ""
+    return found
+
+
+def _jaas(value: str) -> str:
+    """A JAAS option value inside double quotes."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def redact_flink(text: str, settings: Settings) -> str:
+    """``text`` (a DDL, an error) with the SASL password masked."""
+    password = settings.kafka_sasl_password
+    if password is None:
+        return text
+    return redact(text, password.get_secret_value(), _jaas(password.get_secret_value()))
+
+
 def admin_client(settings: Settings, timeout_s: float | None = None) -> KafkaAdminClient:
     deadline = time.monotonic() + (timeout_s or settings.kafka_connect_timeout_s)
     while True:
         try:
-            return KafkaAdminClient(
-                bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
-            )
+            return KafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
         except (KafkaError, OSError) as error:
             if time.monotonic() > deadline:
                 raise _unavailable(settings, error) from None
@@ -63,7 +153,7 @@ def ensure_topics(
 def producer(settings: Settings, **overrides: object) -> KafkaProducer:
     """A producer to the platform's brokers; ``overrides`` replace any default option."""
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **client_options(settings),
         "linger_ms": 5,
         "acks": "all",
         "bootstrap_timeout_ms": int(settings.kafka_connect_timeout_s * 1000),

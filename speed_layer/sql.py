@@ -12,6 +12,7 @@ from feature_core.settings import Settings
 from feature_core.sketches import DEFAULT_PRECISION
 from feature_core.sources import MAX_FUTURE_SKEW_MS, EventSource, RequiredWhen, quoted
 from feature_core.windows import SPEED_TILE_MS
+from runtime.kafka import flink_properties
 from speed_layer.functions import PARSE_RECORD, SKETCH_REGISTERS, latest_pairs_function
 
 #: Columns the speed job adds to a source's fields (a declared field name starts with a
@@ -44,12 +45,15 @@ def parsed_columns(source: EventSource) -> tuple[tuple[str, str], ...]:
 
 def source_ddl(settings: Settings, source: EventSource, group_id: str = SPEED_GROUP) -> str:
     """Kafka source reading one source's raw bytes and each record's timestamp; parsing
-    happens in the shared Python validator."""
+    happens in the shared Python validator. With SASL it holds the password: print it
+    only through :func:`runtime.kafka.redact_flink`."""
     options = {
         "connector": "kafka",
         "topic": source.topic_name,
         "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
         "properties.group.id": group_id,
+        # Security protocol, SASL and TLS as every other client (runtime.kafka).
+        **flink_properties(settings),
         # Tansu reports the last stable offset short of the log end; uncommitted reads
         # are what a plain producer writes anyway (no transactions on this topic).
         "properties.isolation.level": "read_uncommitted",

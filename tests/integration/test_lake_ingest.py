@@ -8,8 +8,9 @@ import uuid
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
+from runtime.kafka import consumer as kafka_consumer
 from tests.conftest import wait_for
 from tests.integration.helpers import SHOP, get_features, lake_event_ids, make_event, produce
 
@@ -45,9 +46,7 @@ def test_a_crash_mid_stream_leaves_each_event_in_the_lake_exactly_once(stack):
 
 
 def _dlq_records(settings, marker: str) -> list[dict]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
-    )
+    consumer = kafka_consumer(settings, enable_auto_commit=False)
     tp = TopicPartition(SHOP.dlq_topic, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
