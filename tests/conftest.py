@@ -132,26 +132,39 @@ def _embedded_handle(
 
 
 def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a Docker daemon
+    import secrets
+
     from testcontainers.compose import DockerCompose
 
+    # The tests reach Kafka and Redis from the host: the override publishes them (on
+    # loopback). Compose has no default secrets: the session makes its own.
+    files = ["docker-compose.yml", "docker-compose.expose.yml"]
+    for name in ("LFP_REDIS_PASSWORD", "LFP_API_TOKEN"):
+        os.environ.setdefault(name, secrets.token_hex(24))
+    # /data is this directory: the image's user is this user (root: the image's default
+    # uid, given the directory).
     os.environ["LFP_COMPOSE_DATA_DIR"] = str(tmp)
-    compose = DockerCompose(
-        str(ROOT), compose_file_name="docker-compose.yml", build=True, wait=True
-    )
+    if os.getuid() == 0:
+        os.chown(tmp, 10001, 10001)
+    else:
+        os.environ["LFP_UID"] = str(os.getuid())
+    compose = DockerCompose(str(ROOT), compose_file_name=files, build=True, wait=True)
     compose.start()
     settings = Settings(
         _env_file=None,
         kafka_bootstrap_servers="localhost:19092",
-        redis_url=f"redis://:{os.environ.get('LFP_REDIS_PASSWORD', 'lfp-compose-redis')}"
-        "@localhost:16379/0",
+        redis_url=f"redis://:{os.environ['LFP_REDIS_PASSWORD']}@localhost:16379/0",
         api_port=8000,
+        api_token=os.environ["LFP_API_TOKEN"],
+        feature_repo="demo.feature_repo",  # what docker-compose.yml serves by default
         data_dir=tmp,
         lake_uri=str(tmp / "lake"),
     )
 
     def docker_compose(*args: str) -> str:
+        chosen = [arg for f in files for arg in ("-f", str(ROOT / f))]
         return subprocess.run(
-            ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), *args],
+            ["docker", "compose", *chosen, *args],
             check=True,
             capture_output=True,
             text=True,

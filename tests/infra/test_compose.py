@@ -1,7 +1,10 @@
 """docker-compose.yml checked statically (no Docker engine is needed)."""
 
+import json
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -14,18 +17,32 @@ from feature_core.settings import ENV_PREFIX, Settings
 from infra.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
+#: The override that publishes Kafka and Redis to the host (documented in the README).
+EXPOSE_TEXT = (ROOT / "docker-compose.expose.yml").read_text()
+EXPOSE = yaml.safe_load(EXPOSE_TEXT)
 PLATFORM = {n: s for n, s in SERVICES.items() if s.get("image") == "lambda-feature-platform:local"}
 CLI = typer.main.get_command(app)
+#: The secrets a user sets in .env: no default exists for them.
+SECRETS = {"LFP_REDIS_PASSWORD": "test-redis-password", "LFP_API_TOKEN": "test-api-token"}
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
-def interpolate(value: str) -> str:
-    """``value`` as Compose reads it with no variable set: ``${NAME:-default}`` is
-    ``default``, ``$$`` a literal ``$``."""
-    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
-    assert "${" not in value, f"a variable without a default: {value}"
-    return value.replace("$$", "$")
+def interpolate(value: str, env: dict[str, str] = SECRETS) -> str:
+    """``value`` as Compose reads it with ``env`` set: ``${NAME:-default}``, ``${NAME:?why}``
+    (an error when unset or empty), ``${NAME}``; ``$$`` is a literal ``$``."""
+
+    def one(match: re.Match) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if env.get(name):
+            return env[name]
+        assert op != ":?", f"{name} is required: {arg}"
+        assert op == ":-", f"{name} is unset and has no default: {value}"
+        return arg
+
+    return _VARIABLE.sub(one, value.replace("$$", "\0")).replace("\0", "$")
 
 
 def resolve(argv: list[str]) -> click.Command:
@@ -43,7 +60,8 @@ def resolve(argv: list[str]) -> click.Command:
 def test_platform_services_share_one_image_built_from_the_dockerfile():
     assert {"topics", "lake-ingest", "speed-job", "batch-scheduler", "api"} <= set(PLATFORM)
     for service in PLATFORM.values():
-        assert service["build"] == "."
+        assert service["build"]["context"] == "."
+        assert interpolate(service["build"]["args"]["LFP_UID"]) == "10001"
     assert (ROOT / "Dockerfile").read_text().count('ENTRYPOINT ["lfp"]') == 1
 
 
@@ -83,12 +101,8 @@ def test_urls_and_ports_agree_with_the_services(monkeypatch):
     # The session's embedded stack exports LFP_* for its own ports: judge the defaults.
     for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(key)
-    for service in PLATFORM.values():
-        env = service["environment"]
-        settings = Settings(
-            **{k[len(ENV_PREFIX) :].lower(): interpolate(v) for k, v in env.items()},
-            _env_file=None,
-        )
+    for name in PLATFORM:
+        settings = _settings_of(name, monkeypatch)
         assert settings.kafka_bootstrap_servers == "kafka:9092"
         assert (
             "PLAINTEXT://kafka:9092"
@@ -96,11 +110,24 @@ def test_urls_and_ports_agree_with_the_services(monkeypatch):
         )
         assert urlparse(settings.redis_url).hostname == "redis" and settings.redis_port == 6379
     api_env = SERVICES["api"]["environment"]
-    assert SERVICES["api"]["ports"] == [f"{api_env['LFP_API_PORT']}:{api_env['LFP_API_PORT']}"]
-    # Host ports match the embedded stack's defaults, so LFP_* defaults work from the host.
+    port = api_env["LFP_API_PORT"]
+    assert [interpolate(p) for p in SERVICES["api"]["ports"]] == [f"127.0.0.1:{port}:{port}"]
+    # Host ports (with the expose override) match the embedded stack's defaults, so the
+    # LFP_* defaults work from the host.
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
     defaults = Settings(_env_file=None)
-    assert f"{defaults.broker_port}:19092" in SERVICES["kafka"]["ports"]
-    assert f"{defaults.redis_port}:6379" in SERVICES["redis"]["ports"]
+    exposed = EXPOSE["services"]
+    assert [interpolate(p) for p in exposed["kafka"]["ports"]] == [
+        f"127.0.0.1:{defaults.broker_port}:19092"
+    ]
+    assert [interpolate(p) for p in exposed["redis"]["ports"]] == [
+        f"127.0.0.1:{defaults.redis_port}:6379"
+    ]
+    assert (
+        "EXTERNAL://localhost:19092"
+        in SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    )
 
 
 def test_dependencies_wait_for_health_or_completion():
@@ -149,12 +176,12 @@ def test_redis_requires_a_password_that_every_service_sends():
 
 
 def _settings_of(name: str, monkeypatch) -> Settings:
+    """The settings a service gets: its environment, read as environment (JSON lists too)."""
     for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(key)
-    env = SERVICES[name]["environment"]
-    return Settings(
-        **{k[len(ENV_PREFIX) :].lower(): interpolate(v) for k, v in env.items()}, _env_file=None
-    )
+    for key, value in SERVICES[name]["environment"].items():
+        monkeypatch.setenv(key, interpolate(str(value)))
+    return Settings(_env_file=None)
 
 
 def test_the_layers_run_on_the_composed_spark_and_flink_clusters(monkeypatch):
@@ -183,3 +210,186 @@ def test_the_layers_run_on_the_composed_spark_and_flink_clusters(monkeypatch):
     assert speed.speed_target == "remote"
     assert speed.speed_flink_address == f"flink-jobmanager:{jobmanager.cluster_flink_port}"
     assert "flink-taskmanager" in SERVICES["speed-job"]["depends_on"]
+
+
+# --- safe to run on a laptop in a café ---------------------------------------------------
+
+LOOPBACK = {"127.0.0.1", "::1", "[::1]"}
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|AUTH")
+
+
+def _all_services() -> list[tuple[str, str, dict]]:
+    """(file, service, definition) of the base file and the expose override."""
+    return [("docker-compose.yml", n, s) for n, s in SERVICES.items()] + [
+        ("docker-compose.expose.yml", n, s) for n, s in EXPOSE["services"].items()
+    ]
+
+
+def _host_ip(entry: str | dict) -> str:
+    """The host address a ports entry publishes on ('' = every interface), with every
+    variable at its default (no LFP_PUBLISH_HOST set)."""
+    if isinstance(entry, dict):
+        return str(entry.get("host_ip", ""))
+    spec = interpolate(str(entry), env={}).split("/")[0]
+    parts = spec.rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else ""
+
+
+def test_every_published_port_is_on_loopback_unless_asked():
+    published = []
+    for file, name, service in _all_services():
+        for entry in service.get("ports", []):
+            assert _host_ip(entry) in LOOPBACK, f"{file}: {name} publishes {entry!r} widely"
+            published.append(name)
+        assert service.get("network_mode") != "host", f"{file}: {name} uses the host's network"
+    assert sorted(published) == ["api", "kafka", "redis"]
+    # A wider address only through LFP_PUBLISH_HOST, whose default is loopback.
+    for text in (COMPOSE_TEXT, EXPOSE_TEXT):
+        for line in text.splitlines():
+            if re.match(r'\s*- "\$\{', line):
+                assert "${LFP_PUBLISH_HOST:-127.0.0.1}:" in line, line
+
+
+def test_kafka_and_redis_are_not_published_without_the_expose_override():
+    for name in ("kafka", "redis"):
+        assert "ports" not in SERVICES[name], name
+        assert EXPOSE["services"][name]["ports"], name
+    assert set(EXPOSE["services"]) == {"kafka", "redis"}
+    published = {n for n, s in SERVICES.items() if s.get("ports")}
+    assert published == {"api"}
+
+
+def test_no_secret_has_a_default_and_compose_says_how_to_set_it():
+    required = set()
+    for text in (COMPOSE_TEXT, EXPOSE_TEXT):
+        for match in _VARIABLE.finditer(text):
+            if _SECRET_NAME.search(match["name"]):
+                assert match["op"] == ":?", f"{match[0]}: a secret needs ${{NAME:?how}}"
+                assert ".env" in match["arg"], f"{match[0]}: say where to set it"
+                required.add(match["name"])
+            elif match["op"] == ":?":
+                required.add(match["name"])
+    assert required == set(SECRETS)
+    for old in ("lfp-compose-redis", "lfp-compose-token"):
+        assert old not in COMPOSE_TEXT + EXPOSE_TEXT
+    for name in SECRETS:  # no value anywhere if one is unset
+        with pytest.raises(AssertionError, match=f"{name} is required"):
+            interpolate(f"${{{name}:?x}}", env={k: v for k, v in SECRETS.items() if k != name})
+    # Every secret-looking value (a password variable, a password in a URL) comes from one.
+    for file, name, service in _all_services():
+        for key, value in (service.get("environment") or {}).items():
+            password = urlparse(str(value)).password if "://" in str(value) else None
+            if _SECRET_NAME.search(key) or password:
+                assert re.fullmatch(r".*\$\{[A-Z_]+:\?[^}]+\}.*", str(value)), (file, name, key)
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in SECRETS:
+        assert re.search(rf"^#?\s*{name}=", example, re.M), f".env.example lacks {name}"
+        assert name in readme
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_the_image_runs_as_a_user_that_owns_data_not_as_root():
+    steps = _dockerfile_instructions()
+    kinds = [k for k, _ in steps]
+    entrypoint = kinds.index("ENTRYPOINT")
+    users = [(i, arg) for i, (k, arg) in enumerate(steps) if k == "USER"]
+    assert users and users[-1][0] < entrypoint, "no USER before ENTRYPOINT"
+    user = users[-1][1].strip()
+    assert user.split(":")[0] not in {"root", "0"}
+    runs = " ".join(arg for k, arg in steps if k == "RUN")
+    assert re.search(rf"useradd .*--uid \"\$LFP_UID\".* {user}\b", runs)
+    assert re.search(rf"install -d -o {user} -g {user} .*/data\b", runs), "/data not its own"
+    assert ("ARG", "LFP_UID=10001") in steps
+    assert "HOME=/home/lfp" in " ".join(arg for k, arg in steps if k == "ENV")
+    # Nothing in Compose gives root or the host back.
+    for _file, name, service in _all_services():
+        assert str(service.get("user", user)).split(":")[0] not in {"root", "0"}, name
+        assert not service.get("privileged") and not service.get("cap_add"), name
+        for volume in service.get("volumes", []):
+            assert "docker.sock" not in str(volume), name
+
+
+def test_data_is_a_named_volume_unless_a_directory_is_given():
+    for name, service in PLATFORM.items():
+        assert service["volumes"] == ["${LFP_COMPOSE_DATA_DIR:-lfp-data}:/data"], name
+    assert "lfp-data" in COMPOSE["volumes"]
+
+
+def _compose_command() -> list[str] | None:
+    """A Docker Compose v2 client (the docker CLI plugin, or the standalone binary)."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        version = subprocess.run([*command, "version"], capture_output=True, text=True)
+        if version.returncode == 0 and re.search(r"v?2\.\d+", version.stdout):
+            return command
+    return None
+
+
+def test_compose_itself_refuses_to_start_without_the_secrets_and_publishes_on_loopback(
+    tmp_path,
+):
+    command = _compose_command()
+    if command is None:
+        pytest.skip(
+            "no Docker Compose v2 client here (neither the `docker compose` plugin nor a "
+            "`docker-compose` v2 binary): the interpolation is checked by the tests above only"
+        )
+    empty = tmp_path / "empty.env"  # never a developer's own .env
+    empty.write_text("")
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LFP_", "COMPOSE_", "DOCKER_"))
+    }
+
+    def config(env: dict[str, str], *files: str) -> subprocess.CompletedProcess:
+        chosen = [a for f in files or ("docker-compose.yml",) for a in ("-f", f)]
+        options = ["--project-directory", str(ROOT), "--env-file", str(empty), *chosen]
+        return subprocess.run(
+            [*command, *options, "config", "--format", "json"],
+            capture_output=True,
+            text=True,
+            env={**base, **env},
+            cwd=ROOT,
+        )
+
+    for missing in SECRETS:
+        result = config({k: v for k, v in SECRETS.items() if k != missing})
+        assert result.returncode != 0, f"Compose started without {missing}"
+        assert f"required variable {missing} is missing a value" in result.stderr
+        assert ".env" in result.stderr
+    result = config({k: "" for k in SECRETS})  # empty counts as unset
+    assert result.returncode != 0
+
+    def published(*files: str, **env: str) -> dict[str, list[tuple[str, str]]]:
+        result = config({**SECRETS, **env}, *files)
+        assert result.returncode == 0, result.stderr
+        services = json.loads(result.stdout)["services"]
+        return {
+            n: [(p.get("host_ip", ""), str(p["published"])) for p in s.get("ports", [])]
+            for n, s in services.items()
+            if s.get("ports")
+        }
+
+    assert published() == {"api": [("127.0.0.1", "8000")]}
+    assert published("docker-compose.yml", "docker-compose.expose.yml") == {
+        "api": [("127.0.0.1", "8000")],
+        "kafka": [("127.0.0.1", "19092")],
+        "redis": [("127.0.0.1", "16379")],
+    }
+    assert published(LFP_PUBLISH_HOST="0.0.0.0") == {"api": [("0.0.0.0", "8000")]}
+    # /data: the named volume by default, a bind mount of a directory when one is given.
+    result = config({**SECRETS, "LFP_COMPOSE_DATA_DIR": str(tmp_path)})
+    volumes = json.loads(result.stdout)["services"]["api"]["volumes"]
+    assert [(v["type"], v["source"]) for v in volumes] == [("bind", str(tmp_path))]
+    volumes = json.loads(config(SECRETS).stdout)["services"]["api"]["volumes"]
+    assert [(v["type"], v["source"]) for v in volumes] == [("volume", "lfp-data")]
