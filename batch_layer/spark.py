@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,16 @@ from pyspark.sql import SparkSession
 from feature_core.settings import Settings
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSession:
@@ -46,7 +57,12 @@ def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSessi
             # fails where that name is in no hosts file or DNS.
             os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
             builder = builder.config("spark.driver.host", settings.spark_driver_host)
-            builder = builder.config("spark.driver.bindAddress", "0.0.0.0")
+            # A loopback name keeps the driver (RPC, block manager) on loopback; any other
+            # address is reached from elsewhere, so the driver listens on every interface.
+            bind = (
+                settings.spark_driver_host if is_loopback(settings.spark_driver_host) else "0.0.0.0"
+            )
+            builder = builder.config("spark.driver.bindAddress", bind)
     return (
         builder.master(settings.spark_master)
         .appName(app_name)

@@ -42,10 +42,10 @@ from online_store import STORE_ERRORS, open_store
 from online_store.base import OnlineStore
 from runtime import lag
 from runtime.health import HealthReporter
-from runtime.kafka import TopicInstances, TopicRecreated, client_options, topic_id
-from runtime.kafka import consumer as kafka_consumer
+from runtime.kafka import TopicInstances, TopicRecreated, topic_id
 from runtime.status import write_status
 from speed_layer.functions import register_sql, udf_jar
+from speed_layer.loopback import loopback_jar, use_loopback_lib_dir
 from speed_layer.remote import (
     FlinkRest,
     job_family,
@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 #: The exit status of a job that cancelled itself after a Redis restart (the supervisor,
 #: or Compose's restart policy, starts it again from empty state).
 REDIS_LOSS_EXIT = 75
+#: Where the local mini-cluster listens: this machine only.
+LOOPBACK = "127.0.0.1"
 
 _SQL_TYPES = {
     "STRING": DataTypes.STRING(),
@@ -179,13 +181,23 @@ def flink_configuration(
         "state.checkpoints.dir": checkpoint_dir.resolve().as_uri(),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",
-        "rest.bind-port": "0",
     }
-    if settings.speed_target == "remote":
+    if settings.speed_target != "remote":
+        # The mini-cluster's REST API accepts job submissions (code execution) without
+        # authentication, and its blob server serves the job's jars: on loopback only
+        # (Flink binds both to every interface unless told), the REST API on a random port.
+        values |= {
+            "rest.bind-port": "0",
+            "rest.bind-address": LOOPBACK,
+            "rest.address": LOOPBACK,
+            "jobmanager.bind-host": LOOPBACK,
+            "taskmanager.bind-host": LOOPBACK,
+            "taskmanager.host": LOOPBACK,
+        }
+    else:
         # Submitted over the session cluster's REST endpoint, with the code the workers
         # import; checkpoints must be on storage every TaskManager sees.
         host, port = settings.speed_flink_address.rsplit(":", 1)
-        del values["rest.bind-port"]
         values |= {
             "execution.target": "remote",
             "rest.address": host,
@@ -214,7 +226,9 @@ def build(
     os.environ.setdefault("_python_worker_execution_mode", "process")
     jar = udf_jar(settings.data_dir / "jvm")
     if settings.speed_target == "remote":
-        jars = [jar, python_operators_jar()]
+        # The loopback patch before flink-python: the TaskManagers load both child-first,
+        # in this order (speed_layer/loopback.py).
+        jars = [jar, loopback_jar(settings.data_dir / "jvm"), python_operators_jar()]
         env = remote_environment(
             settings, flink_configuration(settings, checkpoint_dir, jars), jars
         )
@@ -427,7 +441,7 @@ class Replay:
 
 def records_in_topics(settings: Settings, topics: list[str]) -> int:
     """How many records the topics hold now (log end less log start, per partition)."""
-    consumer = kafka_consumer(settings)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
         partitions = lag.topic_partitions(consumer, topics)
         starts = consumer.beginning_offsets(partitions)
@@ -455,6 +469,8 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     again: while running, the job cancels itself and exits for its supervisor to restart
     it."""
     jvm_temp_dir(settings)
+    # Before the gateway JVM starts: its Python workers' gRPC servers stay on loopback.
+    use_loopback_lib_dir(settings.data_dir / "jvm")
 
     instances = {s.topic_name: topic_id(settings, s.topic_name) for s in speed_sources(repo)}
     checkpoint_dir = settings.data_dir / "flink-checkpoints" / job_fingerprint(repo, instances)
@@ -572,9 +588,10 @@ class LagWatch:
         self._at = time.monotonic()
         try:
             if self._clients is None:
+                servers = self.settings.kafka_bootstrap_servers
                 self._clients = (
-                    KafkaAdminClient(**client_options(self.settings)),
-                    kafka_consumer(self.settings, enable_auto_commit=False),
+                    KafkaAdminClient(bootstrap_servers=servers),
+                    KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False),
                     open_store(self.settings, timeout_s=1),
                 )
             admin, consumer, store = self._clients
