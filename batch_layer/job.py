@@ -28,6 +28,7 @@ from feature_core.settings import Settings
 from feature_core.sources import EventSource, quoted
 from feature_core.windows import COLLAPSED, Window, align_cutoff, batch_layout
 from online_store import open_store
+from online_store.base import OnlineStore
 from online_store.timeouts import explain_timeouts
 
 log = logging.getLogger(__name__)
@@ -224,21 +225,25 @@ def run_batch(
     latest version when absent). A Redis that does not answer within
     ``LFP_BATCH_REDIS_TIMEOUT_S`` (here or in an executor) fails it with
     :class:`~online_store.timeouts.StoreTimeoutError`, one line naming Redis and the setting."""
-    with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
-        return _run_batch(spark, settings, repo, cutoff_ms, delta_versions)
+    store = open_store(settings)
+    try:
+        with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
+            return _run_batch(spark, settings, repo, store, cutoff_ms, delta_versions)
+    finally:
+        store.close()  # a failed attempt too: a retry opens its own
 
 
 def _run_batch(
     spark: SparkSession,
     settings: Settings,
     repo: FeatureRepo,
+    store: OnlineStore,
     cutoff_ms: int | None,
     delta_versions: dict[str, int] | None,
 ) -> BatchResult:
     started = time.time()
     cutoff = align_cutoff(cutoff_ms if cutoff_ms is not None else int(started * 1000))
     horizon = settings.batch_horizon_s * 1000
-    store = open_store(settings)
     version = store.next_version()
     snapshots: dict[str, DataFrame] = {}
     pinned: dict[str, int | None] = {}
@@ -287,7 +292,6 @@ def _run_batch(
         removed = store.collect_garbage(min(keep_from, replaced) if replaced else keep_from)
     else:
         log.warning("batch view v%s superseded by a newer run; not switching", version)
-    store.close()
     return BatchResult(
         version,
         cutoff,
