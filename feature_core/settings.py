@@ -268,8 +268,8 @@ class Settings(BaseSettings):
         500,
         ge=1,
         description="Batch runs kept in the run history (Redis and the lake's "
-        "_lfp_batch_runs table, trimmed on write; the lake copy is rewritten once it "
-        "holds a tenth more).",
+        "_lfp_batch_runs table, trimmed on write; the lake table is rewritten once a "
+        "tenth of that many saves were appended).",
     )
     batch_run_lease_s: float = Field(
         300.0,
