@@ -15,6 +15,7 @@ from typing import Any
 from feature_core.merge import BatchPointer
 from online_store.batch_cache import BatchViewCache
 from online_store.keys import KeySpace
+from online_store.memory import MemoryUse
 from online_store.views import ViewsRequest, ViewsSnapshot
 from runtime.lag import TopicLag
 
@@ -160,6 +161,10 @@ class ViewReader(ABC):
     @abstractmethod
     async def consumer_health(self) -> dict[bytes, bytes]:
         """Each consumer's last health record (consumer -> JSON, :mod:`runtime.health`)."""
+
+    async def memory(self) -> list[MemoryUse]:
+        """Each server's memory use against its maxmemory (none known: empty)."""
+        return []
 
     @abstractmethod
     async def consistency_report(self) -> bytes | None:

@@ -28,6 +28,7 @@ from feature_core.merge import ValueStatus, merge_group
 from feature_core.runs import RunRecord, settled
 from feature_core.settings import Settings, get_settings
 from online_store import STORE_ERRORS, open_reader
+from online_store.memory import memory_problems
 from runtime.health import HealthLimits, judge_all
 from runtime.lag import TopicLag
 from serving_layer import feast
@@ -424,6 +425,9 @@ def _ops_router() -> APIRouter:
             recomputing = snapshot.speed_recomputing
             lags = await store.consumer_lag()
             health_records = await store.consumer_health()
+            memory = await store.memory()
+            metrics.observe_memory(memory)
+            problems += memory_problems(memory, request.app.state.settings.redis_memory_ready_ratio)
         except STORE_ERRORS as error:
             metrics.redis_errors.inc()
             problems.append(f"Redis unreachable ({type(error).__name__}): is it running?")
@@ -472,6 +476,7 @@ def _ops_router() -> APIRouter:
                 (g.name for g in repo.groups), snapshot.pointer, snapshot.speed_watermarks
             )
             metrics.observe_lag(await store.consumer_lag())
+            metrics.observe_memory(await store.memory())
             report = await store.consistency_report()
             if report is not None:
                 metrics.observe_consistency(orjson.loads(report))

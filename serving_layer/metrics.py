@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feature_core.merge import BatchPointer
 from online_store.batch_cache import BatchViewCache
+from online_store.memory import MemoryUse
 from runtime.lag import TopicLag
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -76,6 +77,13 @@ class ServingMetrics:
             "Requests that failed because Redis was unreachable, slow or erroring.",
             registry=self.registry,
         )
+        self.redis_memory = Gauge(
+            "lfp_redis_memory_used_ratio",
+            "A Redis server's used memory over its maxmemory (noeviction: at 1 it refuses "
+            "writes); /readyz reports one past LFP_REDIS_MEMORY_READY_RATIO.",
+            ["node"],
+            registry=self.registry,
+        )
         # The store's cache, set at each app start-up; its collector is registered once.
         self.batch_cache: BatchViewCache | None = None
         self.registry.register(_BatchCacheCollector(self))
@@ -102,6 +110,13 @@ class ServingMetrics:
         self.consumer_lag.clear()  # a consumer that stopped reporting is not shown as current
         for one in lags:
             self.consumer_lag.labels(one.consumer, one.topic).set(one.behind)
+
+    def observe_memory(self, uses: Iterable[MemoryUse]) -> None:
+        """Export each Redis server's memory use (servers without maxmemory: none)."""
+        self.redis_memory.clear()
+        for use in uses:
+            if use.ratio is not None:
+                self.redis_memory.labels(use.node).set(use.ratio)
 
     def observe_consistency(self, report: Mapping[str, Any]) -> None:
         """Export a published consistency report (``batch_layer.verify``)."""

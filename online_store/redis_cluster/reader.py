@@ -40,6 +40,7 @@ from feature_core.settings import Settings
 from online_store import STORE_ERRORS
 from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 from online_store.keys import KeySpace
+from online_store.memory import MemoryUse, memory_uses
 from online_store.redis_standalone.reader import RedisStateReads
 from online_store.views import (
     EntityViews,
@@ -116,6 +117,13 @@ class RedisClusterViewReader(RedisStateReads):
 
     def _connection(self) -> AbstractAsyncContextManager[Any]:
         return self.slots.held() if self.slots is not None else contextlib.nullcontext()
+
+    async def memory(self) -> list[MemoryUse]:
+        """Every master's used memory and maxmemory (INFO memory of each)."""
+        async with self._connection():
+            return memory_uses(
+                await self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            )
 
     async def read(self, parts: Sequence[ViewsRequest] = ()) -> ViewsSnapshot:
         async with self._connection():  # its pipelines run one after the other

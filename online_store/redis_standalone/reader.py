@@ -23,6 +23,7 @@ from feature_core.settings import Settings
 from online_store.base import ViewReader
 from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
 from online_store.keys import KeySpace
+from online_store.memory import MemoryUse, memory_uses
 from online_store.views import (
     EntityViews,
     ViewsRequest,
@@ -145,6 +146,11 @@ class RedisStateReads(ViewReader):
         """Each consumer's last health record (judged by :func:`runtime.health.judge`)."""
         async with self._connection():
             return dict(await self.client.hgetall(self.keys.consumer_health))
+
+    async def memory(self) -> list[MemoryUse]:
+        """The server's used memory and maxmemory (INFO memory)."""
+        async with self._connection():
+            return memory_uses(await self.client.info("memory"))
 
     async def consistency_report(self) -> bytes | None:
         """The last consistency verification (JSON), if one was published."""
