@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 
 from feature_core.settings import Settings
 from infra.cluster import cluster_services
@@ -89,3 +90,10 @@ def test_the_embedded_redis_refuses_clients_without_the_password(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_compose_redis_caps_memory_without_eviction():
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    command = compose["services"]["redis"]["command"][-1]
+    assert '--maxmemory "${LFP_REDIS_MAXMEMORY:-2gb}"' in command
+    assert "--maxmemory-policy noeviction" in command
