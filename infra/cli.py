@@ -89,6 +89,13 @@ def friendly_errors(func: F) -> F:
         except (KafkaUnavailable, BrokerUnavailable, DefinitionError, RuntimeError) as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(1) from None
+        except redis.AuthenticationError as error:  # before ConnectionError: a subclass
+            console.print(
+                f"[red]error:[/red] Redis refused the password ({error}): it comes from "
+                "LFP_REDIS_URL, else LFP_REDIS_PASSWORD_FILE (default "
+                "<data_dir>/secrets/redis-password, the embedded Redis's); use the server's"
+            )
+            raise typer.Exit(1) from None
         except (redis.ConnectionError, redis.exceptions.RedisClusterException) as error:
             console.print(
                 f"[red]error:[/red] Redis unreachable ({error}): start the stack with "

@@ -97,3 +97,19 @@ def test_compose_redis_caps_memory_without_eviction():
     command = compose["services"]["redis"]["command"][-1]
     assert '--maxmemory "${LFP_REDIS_MAXMEMORY:-2gb}"' in command
     assert "--maxmemory-policy noeviction" in command
+
+
+def test_a_wrong_password_is_one_line_naming_where_it_comes_from(redis_process, monkeypatch):
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+
+    redis.Redis(host="127.0.0.1", port=redis_process.port).config_set("requirepass", "right")
+    url = f"redis://:wrong-one@127.0.0.1:{redis_process.port}/0"
+    monkeypatch.setenv("LFP_REDIS_URL", url)
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(app, ["batch", "history"])
+    assert result.exit_code == 1, result.output
+    assert "Redis refused the password" in result.output
+    assert "LFP_REDIS_PASSWORD_FILE" in result.output
+    assert "wrong-one" not in result.output and "Traceback" not in result.output
