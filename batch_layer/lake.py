@@ -62,16 +62,26 @@ def append_with_offsets(
     rows: list[tuple[Record, int, int]],
     topic_id: str,
     next_offsets: dict[int, int],
+    dead_letters: tuple[str, str, Mapping[int, int]] | None = None,
 ) -> None:
     """Append records and record the partitions' next offsets in the same Delta commit.
 
     The data and the offsets become visible atomically, so a crash either loses both
     (and the batch is re-read) or keeps both (and it is skipped): exactly once.
+    ``dead_letters``: (dead-letter topic, its instance id, next offset per partition)
+    after this batch's acknowledged dead letters, kept in the same commit: a restart
+    reads only the dead letters sent after it, to send none of them twice.
     """
     transactions = [
         Transaction(ingest_app_id(source.topic_name, topic_id, partition), offset)
         for partition, offset in sorted(next_offsets.items())
     ]
+    if dead_letters is not None:
+        dlq_topic, dlq_id, dlq_offsets = dead_letters
+        transactions += [
+            Transaction(ingest_app_id(dlq_topic, dlq_id, partition), offset)
+            for partition, offset in sorted(dlq_offsets.items())
+        ]
     _append(uri, records_to_arrow(source, rows), transactions)
 
 
@@ -113,26 +123,39 @@ def append_backfill(
 
 
 def load_app_id(table: str, content_hash: str) -> str:
-    """Delta app-transaction id of one file's load: its version is the number of the
-    file's records already handled (appended or rejected)."""
+    """Delta app-transaction id of a file's prefix, named by the SHA-256 of its bytes: its
+    version is the number of records in that prefix already handled (appended or
+    rejected). A load's last commit names the whole file, so the same content under any
+    path is recognized."""
     return f"lfp-load:{table}:{content_hash}"
+
+
+def load_path_app_id(table: str, path: str) -> str:
+    """Delta app-transaction id of the file at ``path``: its version is the byte offset
+    its load has committed up to (the prefix that :func:`load_app_id` names)."""
+    return f"lfp-load-path:{table}:{path}"
+
+
+def transaction_versions(uri: str, app_ids: Iterable[str]) -> dict[str, int | None]:
+    """The versions of app transactions recorded in a table (None: never, or no table)."""
+    table = open_table(uri)
+    return {a: None if table is None else table.transaction_version(a) for a in app_ids}
 
 
 def loaded_records(uri: str, app_id: str) -> int:
     """How many of a file's records earlier loads got through (0: none)."""
-    table = open_table(uri)
-    if table is None:
-        return 0
-    return table.transaction_version(app_id) or 0
+    return transaction_versions(uri, [app_id])[app_id] or 0
 
 
 def append_loaded(
-    uri: str, source: EventSource, records: list[Record], app_id: str, handled: int
+    uri: str, source: EventSource, records: list[Record], progress: Mapping[str, int]
 ) -> None:
     """Append one chunk of a file's records and, in the same commit, how far into the
-    file the load has got, so a re-run (or a run after a crash) resumes exactly there."""
+    file the load has got (``progress``: app id -> version), so a re-run (or a run after
+    a crash) resumes exactly there."""
     rows = [(record, BACKFILL, BACKFILL) for record in records]
-    _append(uri, records_to_arrow(source, rows), [Transaction(app_id, handled)])
+    transactions = [Transaction(app_id, version) for app_id, version in progress.items()]
+    _append(uri, records_to_arrow(source, rows), transactions)
 
 
 def schema_problems(uri: str, source: EventSource) -> list[str]:

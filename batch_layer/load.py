@@ -2,35 +2,59 @@
 
 Each record goes through the source's validator (the one lake ingest and the speed layer
 use); good ones are appended in bounded Delta commits, rejects are written, with their
-line and reason, to ``<file>.rejects.jsonl`` beside the file.
+line and reason, to ``<file>.rejects.jsonl`` beside the file. A record that cannot even be
+read (not UTF-8, over ``LFP_LOAD_MAX_RECORD_BYTES``, a CSV record the parser refuses) is a
+reject like any other: a load always reaches the end of its file.
 
-Exactly once: a load is named by the SHA-256 of the file's content, and every commit also
-records, as a Delta app transaction under that name, how many of the file's records are
-handled so far (appended or rejected). A re-run of the same content (any path) reads that
-count and skips those records, so nothing is appended twice, and a load cut short by a
-crash resumes right after its last commit.
+Exactly once: every commit also records, as Delta app transactions, how far the load has
+got: the byte offset reached under the file's path, and the number of records handled
+(appended or rejected) under the SHA-256 of the bytes up to that offset. A re-run resumes
+after the records of
+
+1. the whole file's hash, if recorded: the same content was loaded before (under any
+   path), or is exactly a prefix an earlier load committed; else
+2. the prefix its path's earlier load committed, if the file still starts with exactly
+   those bytes (a load cut short, or a file that grew since: only the rest is loaded).
+
+A file whose committed prefix changed (an edit inside the part already loaded) is refused:
+the lake cannot tell which of its records are in already. ``fresh`` says the file at that
+path is new content, not an edit, and loads it whole (rule 1 still applies).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pyarrow.parquet as pq
 
-from batch_layer.lake import append_loaded, load_app_id, loaded_records, schema_problems
+from batch_layer.lake import (
+    append_loaded,
+    load_app_id,
+    load_path_app_id,
+    schema_problems,
+    transaction_versions,
+)
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord, Record
 
 FORMATS = ("jsonl", "csv", "parquet")
+#: How much of a record that cannot be read is kept in its reject (decoded leniently).
+REJECT_HEAD_BYTES = 4096
+
+
+class ChangedFile(ValueError):
+    """The part of a file an earlier load committed is no longer what it loaded."""
 
 
 @dataclass
@@ -42,6 +66,8 @@ class LoadResult:
     skipped: int  # handled by earlier runs of the same content
     commits: int
     rejects_path: Path | None
+    #: The first few of this run's rejects, as "line N: reason".
+    first_rejects: list[str] = field(default_factory=list)
 
 
 def file_format(path: Path) -> str:
@@ -53,12 +79,46 @@ def file_format(path: Path) -> str:
     raise ValueError(f"{path}: unknown format {suffix!r}; use .jsonl, .csv or .parquet")
 
 
-def content_hash(path: Path) -> str:
+def content_hash(path: Path, size: int | None = None) -> str:
+    """SHA-256 of the file's first ``size`` bytes (all of it by default)."""
     digest = hashlib.sha256()
+    left = size
     with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
+        while left is None or left > 0:
+            block = file.read(1 << 20 if left is None else min(1 << 20, left))
+            if not block:
+                break
             digest.update(block)
+            if left is not None:
+                left -= len(block)
     return digest.hexdigest()
+
+
+def records_done(
+    whole: int | None,
+    path_offset: int | None,
+    size: int,
+    prefix_done: Callable[[int], int | None],
+    fresh: bool = False,
+) -> int:
+    """How many of a file's records earlier loads handled (the rule in the module's doc).
+
+    ``whole``: the records recorded under the whole file's hash; ``path_offset``: the byte
+    offset recorded under its path; ``prefix_done(n)``: the records recorded under the
+    hash of its first ``n`` bytes. Raises :class:`ChangedFile` for an edited prefix."""
+    if whole is not None:
+        return whole
+    if fresh or not path_offset:
+        return 0
+    done = prefix_done(path_offset) if path_offset <= size else None
+    if done is None:
+        raise ChangedFile(
+            f"its first {path_offset:,} bytes were loaded before and have changed since "
+            "(edited, or another file at this path): loading it again would append their "
+            "records twice. Load only the new or corrected records as a file of their own, "
+            "or pass --fresh if this is new content that was never loaded"
+        )
+    return done
 
 
 # --- readers: (line or row number, the record as decoded, or why it could not be) ---------
@@ -66,15 +126,90 @@ def content_hash(path: Path) -> str:
 Item = tuple[int, Any, str | None]
 
 
-def _jsonl(path: Path, source: EventSource) -> Iterator[Item]:
-    with path.open("rb") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, orjson.loads(line), None
-            except orjson.JSONDecodeError:
-                yield number, line.decode("utf-8", "replace").rstrip("\n"), "not valid JSON"
+class _Bytes:
+    """A binary file read line by line that counts and hashes exactly the bytes handed out,
+    so a commit can name the prefix its records came from."""
+
+    #: How much of an oversized line is read (and dropped) at a time.
+    part_bytes = 1 << 20
+
+    def __init__(self, file: IO[bytes], limit: int) -> None:
+        self.file = file
+        self.limit = limit
+        self.offset = 0
+        self.digest = hashlib.sha256()
+
+    def position(self) -> tuple[int, str]:
+        return self.offset, self.digest.copy().hexdigest()
+
+    def _take(self, data: bytes) -> bytes:
+        self.offset += len(data)
+        self.digest.update(data)
+        return data
+
+    def line(
+        self, scan: Callable[[bytes, int], int] | None = None, state: int = 0
+    ) -> tuple[bytes, int, int]:
+        """The next line (with its line break), its size, and ``scan`` folded over all of
+        its bytes from ``state``; a line over the limit is read through to its end, but
+        only its first ``limit`` bytes are returned."""
+        head = self._take(self.file.readline(self.limit + 1))
+        size = len(head)
+        if scan:
+            state = scan(head, state)
+        if size > self.limit and not head.endswith(b"\n"):
+            while part := self._take(self.file.readline(self.part_bytes)):
+                size += len(part)
+                if scan:
+                    state = scan(part, state)
+                if part.endswith(b"\n"):
+                    break
+        return head[: self.limit], size, state
+
+
+class _Whole:
+    """A Parquet file's position: its records are named by the whole file's hash."""
+
+    def __init__(self, size: int, digest: str) -> None:
+        self.size, self.digest = size, digest
+
+    def position(self) -> tuple[int, str]:
+        return self.size, self.digest
+
+
+def _shown(raw: bytes) -> str:
+    return raw[:REJECT_HEAD_BYTES].decode("utf-8", "replace")
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"{size:,} bytes, over the limit of {limit:,} (LFP_LOAD_MAX_RECORD_BYTES)"
+
+
+def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
+    return f"not valid UTF-8 (byte {error.start + 1} of the record: {raw[error.start]:#04x})"
+
+
+def _jsonl(stream: _Bytes, source: EventSource) -> Iterator[Item]:
+    number = 0
+    while True:
+        line, size, _ = stream.line()
+        if not size:
+            return
+        number += 1
+        if size > stream.limit:
+            yield number, _shown(line), _too_large(size, stream.limit)
+            continue
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield number, _shown(line), _not_utf8(line, error)
+            continue
+        try:
+            yield number, orjson.loads(text), None
+        except orjson.JSONDecodeError:
+            yield number, text.rstrip("\r\n"), "not valid JSON"
 
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
@@ -98,20 +233,105 @@ def _from_text(text: str, kind: str) -> Any:
     return text
 
 
-def _csv(path: Path, source: EventSource) -> Iterator[Item]:
+#: Where a CSV parser stands: at a field's start, in an unquoted field, in a quoted
+#: field, or just after a quote inside a quoted field (closing it, or escaping a quote).
+START, FIELD, QUOTED, QUOTE = range(4)
+
+
+_FIELD_END = re.compile(rb"[,\r\n]")
+
+
+def csv_state(part: bytes, state: int = START) -> int:
+    """The parser's state after ``part``, by the csv module's (Excel's) rules: a quote
+    opens a quoted field only at the field's start, ``""`` inside one is a quote, a quote
+    elsewhere is an ordinary character, and a line break outside quotes ends the record.
+    A line ending in ``QUOTED`` goes on: its line break belongs to the field."""
+    if state in (START, FIELD) and b'"' not in part:
+        return state if not part else START if part[-1:] in (b",", b"\r", b"\n") else FIELD
+    i, n = 0, len(part)
+    while i < n:
+        if state == QUOTED:
+            j = part.find(b'"', i)
+            if j < 0:
+                return QUOTED
+            state, i = QUOTE, j + 1
+        elif state == QUOTE:
+            c = part[i : i + 1]
+            state = QUOTED if c == b'"' else START if c in (b",", b"\r", b"\n") else FIELD
+            i += 1
+        elif state == START and part[i : i + 1] == b'"':
+            state, i = QUOTED, i + 1
+        else:  # in an unquoted field, or at the start of one
+            found = _FIELD_END.search(part, i)
+            if found is None:
+                return FIELD
+            state, i = START, found.end()
+    return state
+
+
+def csv_records(stream: _Bytes) -> Iterator[tuple[int, bytes, int]]:
+    """The file's CSV records as (first line number, bytes (at most the limit), size),
+    split at line breaks outside quoted fields. A record that never closes its quote runs
+    to the end of the file (and is one reject, as the csv module would read it)."""
+    number = 0
+    while True:
+        line, size, state = stream.line(csv_state, START)
+        if not size:
+            return
+        number += 1
+        first, parts, kept, total = number, [line], len(line), size
+        while state == QUOTED:
+            line, size, state = stream.line(csv_state, QUOTED)
+            if not size:
+                break
+            number += 1
+            total += size
+            if kept < stream.limit:
+                parts.append(line[: stream.limit - kept])
+                kept += len(parts[-1])
+        yield first, b"".join(parts), total
+
+
+def _csv(stream: _Bytes, source: EventSource) -> Iterator[Item]:
     kinds = {f.name: f.type for f in source.fields}
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        for row in reader:
-            number = reader.line_num
+    # A field can be as long as a record; the csv module's own limit would fail the load.
+    if csv.field_size_limit() < stream.limit:
+        csv.field_size_limit(stream.limit)
+    records = csv_records(stream)
+    header: list[str] | None = None
+    for number, raw, size in records:
+        rows: list[list[str]] = []
+        shown = ""
+        if size > stream.limit:
+            problem, shown = _too_large(size, stream.limit), _shown(raw)
+        else:
+            try:
+                shown = raw.decode("utf-8-sig" if header is None else "utf-8")
+                # Usually one row; more when a line holds bare-CR line ends (old Macs).
+                rows = list(csv.reader(io.StringIO(shown, newline="")))
+                problem = None
+            except UnicodeDecodeError as error:
+                problem, shown = _not_utf8(raw, error), _shown(raw)
+            except csv.Error as error:
+                problem = f"not valid CSV: {error}"
+        if header is None:
+            if problem or not rows or not rows[0]:
+                raise ValueError(f"line {number}: no readable CSV header ({problem or 'empty'})")
+            header, rows = rows[0], rows[1:]
+        if problem:
+            yield number, shown.rstrip("\r\n"), problem
+            continue
+        for row in rows:
+            if not row:
+                continue  # a blank line, as csv.DictReader skips it
             data: dict[str, Any] = {}
             problems = []
-            for name, text in row.items():
-                if name in kinds and text is not None:
+            for name, value in zip(header, row, strict=False):
+                if name in kinds:
                     try:
-                        data[name] = _from_text(text, kinds[name])
+                        data[name] = _from_text(value, kinds[name])
                     except ValueError:
-                        problems.append(f"{name}: {text!r} is not a {kinds[name]}")
+                        problems.append(f"{name}: {value!r} is not a {kinds[name]}")
             yield number, data, "; ".join(problems) or None
 
 
@@ -138,13 +358,6 @@ def _parquet(path: Path, source: EventSource) -> Iterator[Item]:
             yield number, {k: _plain(v) for k, v in row.items()}, None
 
 
-_READERS: dict[str, Callable[[Path, EventSource], Iterator[Item]]] = {
-    "jsonl": _jsonl,
-    "csv": _csv,
-    "parquet": _parquet,
-}
-
-
 def count_records(path: Path) -> int:
     """Records in a file, for a progress bar: Parquet's row count, or its non-blank lines
     (less the header of a CSV file; a CSV cell may hold a line break, so it is a bound)."""
@@ -163,15 +376,14 @@ def load_file(
     chunk: int = 50_000,
     on_progress: Callable[[int], None] | None = None,
     now_ms: int | None = None,
+    fresh: bool = False,
 ) -> LoadResult:
     """Validate every record of ``path`` and append the good ones to the source's table.
 
     ``on_progress(n)`` is called with how many more records were handled. Events dated
     more than 5 minutes after ``now_ms`` (default: now) are rejected, as ingest does.
-
-    The same content loaded twice is appended once; a file that grew since (lines
-    appended) is other content and loads whole again: load the new lines as a file of
-    their own. Two loads of the same file at the same time are not guarded against.
+    What a re-run skips, and when a file is refused (:class:`ChangedFile`), is the
+    module's doc. Two loads of the same file at the same time are not guarded against.
     """
     if now_ms is None:
         now_ms = int(time.time() * 1000)
@@ -179,50 +391,81 @@ def load_file(
     problems = schema_problems(uri, source)
     if problems:
         raise RuntimeError("; ".join(problems))
-    read = _READERS[file_format(path)]
-    app_id = load_app_id(source.table_name, content_hash(path))
-    done = loaded_records(uri, app_id)
+    form = file_format(path)
+    table = source.table_name
+    size = path.stat().st_size
+    whole = content_hash(path)
+    path_id = load_path_app_id(table, str(path.resolve()))
+    recorded = transaction_versions(uri, [load_app_id(table, whole), path_id])
+
+    def prefix_done(offset: int) -> int | None:
+        app_id = load_app_id(table, content_hash(path, offset))
+        return transaction_versions(uri, [app_id])[app_id]
+
+    done = records_done(
+        recorded[load_app_id(table, whole)], recorded[path_id], size, prefix_done, fresh
+    )
     rejects_path = path.with_name(path.name + ".rejects.jsonl")
     result = LoadResult(path, 0, 0, 0, done, 0, None)
     good: list[Record] = []
     rejects: list[bytes] = []
     handled = 0
+    committed = -1  # the offset of this run's last commit
 
-    def commit() -> None:
-        if rejects:
-            # Written and flushed before the commit that moves past them: none is lost.
-            with rejects_path.open("ab") as out:
-                out.writelines(rejects)
-            result.rejects_path = rejects_path
-        append_loaded(uri, source, good, app_id, handled)
-        result.appended += len(good)
-        result.rejected += len(rejects)
-        result.commits += 1
-        if on_progress:
-            on_progress(len(good) + len(rejects))
-        good.clear()
-        rejects.clear()
+    with path.open("rb") as file:
+        tracked: _Bytes | _Whole
+        if form == "parquet":
+            tracked = _Whole(size, whole)
+            items = _parquet(path, source)
+        else:
+            tracked = _Bytes(file, settings.load_max_record_bytes)
+            items = (_csv if form == "csv" else _jsonl)(tracked, source)
 
-    if done == 0 and rejects_path.exists():
-        rejects_path.unlink()  # from a load of other content, or one that never committed
-    for number, data, problem in read(path, source):
-        handled += 1
-        if handled <= done:
-            continue
-        try:
-            if problem:
-                raise InvalidRecord(problem)
-            good.append(source.check(data, now_ms))
-        except InvalidRecord as error:
-            reject = {"line": number, "reason": str(error), "record": data}
-            # default=str: a value JSON has no form for (bytes, an odd Parquet type) is
-            # kept as its text rather than failing the load.
-            rejects.append(orjson.dumps(reject, default=str) + b"\n")
-        if len(good) + len(rejects) >= chunk:
+        def commit() -> None:
+            nonlocal committed
+            if rejects:
+                # Written and flushed before the commit that moves past them: none is lost.
+                with rejects_path.open("ab") as out:
+                    out.writelines(rejects)
+                result.rejects_path = rejects_path
+            offset, digest = tracked.position()
+            progress = {load_app_id(table, digest): handled, path_id: offset}
+            append_loaded(uri, source, good, progress)
+            committed = offset
+            result.appended += len(good)
+            result.rejected += len(rejects)
+            result.commits += 1
+            if on_progress:
+                on_progress(len(good) + len(rejects))
+            good.clear()
+            rejects.clear()
+
+        if done == 0 and rejects_path.exists():
+            rejects_path.unlink()  # from a load of other content, or one that never committed
+        for number, data, problem in items:
+            handled += 1
+            if handled <= done:
+                continue
+            try:
+                if problem:
+                    raise InvalidRecord(problem)
+                good.append(source.check(data, now_ms))
+            except InvalidRecord as error:
+                reject = {"line": number, "reason": str(error), "record": data}
+                if len(result.first_rejects) < 3:
+                    result.first_rejects.append(f"line {number}: {error}")
+                # default=str: a value JSON has no form for (bytes, an odd Parquet type) is
+                # kept as its text rather than failing the load.
+                rejects.append(orjson.dumps(reject, default=str) + b"\n")
+            if len(good) + len(rejects) >= chunk:
+                commit()
+        result.records = handled
+        # The last commit covers the file to its end (blank lines after the last record
+        # included), so it names the whole content: a copy elsewhere is recognized.
+        if good or rejects or (handled > done and committed != tracked.position()[0]):
             commit()
-    result.records = handled
-    if good or rejects:
-        commit()
     if on_progress and done:
         on_progress(min(done, handled))
+    if rejects_path.exists():  # this run's rejects, or an earlier run's of this load
+        result.rejects_path = rejects_path
     return result

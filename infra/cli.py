@@ -432,10 +432,18 @@ def lake_load(
     files: Annotated[list[Path], typer.Argument(help="JSON Lines (.jsonl), CSV or Parquet.")],
     source: SourceOption = None,
     chunk: Annotated[int, typer.Option(help="Records per Delta commit.")] = 50_000,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            help="The file is new content, though a file at its path was loaded before: "
+            "load it whole instead of refusing it as an edit."
+        ),
+    ] = False,
 ) -> None:
     """Load history into a source's lake table: each record validated as ingest does,
-    good ones appended in bounded commits, rejects written beside the file with their
-    line and reason. Loading the same content again appends nothing."""
+    good ones appended in bounded commits, rejects (unreadable or oversized records too)
+    written beside the file with their line and reason. Loading the same content again
+    appends nothing; a load cut short, or a file that grew, resumes where it stopped."""
     import csv
 
     from batch_layer.load import count_records, load_file
@@ -450,7 +458,12 @@ def lake_load(
             with progress_bars(console) as progress:
                 label = f"{path.name} -> {chosen.table_name}"
                 result = load_file(
-                    settings, chosen, path, chunk, advancer(progress, label, count_records(path))
+                    settings,
+                    chosen,
+                    path,
+                    chunk,
+                    advancer(progress, label, count_records(path)),
+                    fresh=fresh,
                 )
         except (ValueError, UnicodeDecodeError, csv.Error, OSError) as error:
             raise RuntimeError(f"{path}: cannot load it: {error}") from None
@@ -460,6 +473,8 @@ def lake_load(
             f"{path}: {result.records} records, {result.appended} appended, "
             f"{result.rejected} rejected{rejects}{note}; {result.commits} commits"
         )
+        for line in result.first_rejects:
+            console.print(f"  rejected: {line}", markup=False)
 
 
 @lake_app.command("optimize")
