@@ -3,6 +3,13 @@ VENV ?= .venv
 LFP  := $(VENV)/bin/lfp
 PY   := $(VENV)/bin/python
 
+# The workload: the platform names none. `make up`, `make demo` and the stack benchmarks
+# run the demo's (its feature repo and recommender router) unless LFP_FEATURE_REPO is set
+# in the environment or .env; LFP_API_ROUTERS set there is kept too.
+set_here = $(or $($(1)),$(shell grep -qs '^$(1)=' .env && echo yes))
+WORKLOAD := $(if $(call set_here,LFP_FEATURE_REPO),,LFP_FEATURE_REPO=demo.feature_repo \
+	$(if $(call set_here,LFP_API_ROUTERS),,LFP_API_ROUTERS='["demo.recommendations:router"]'))
+
 .PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-chaos bench-serving bench-serving-ir bench-cluster clean
 
 help:  ## show the targets
@@ -11,8 +18,8 @@ help:  ## show the targets
 install:  ## create .venv, install the package, check Java 17 and redis-server
 	bash infra/scripts/install.sh
 
-up:  ## start the embedded stack (broker, Redis, ingest, speed, scheduler, API)
-	$(LFP) stack up
+up:  ## start the embedded stack (broker, Redis, ingest, speed, scheduler, API); the demo workload unless LFP_FEATURE_REPO is set
+	$(WORKLOAD) $(LFP) stack up
 
 status:  ## show each service's state and port
 	$(LFP) stack status
@@ -21,7 +28,7 @@ down:  ## stop exactly what `make up` started
 	$(LFP) stack down
 
 demo:  ## shop history -> batch -> ranking model -> live events -> recommendations (make up first)
-	$(LFP) demo run
+	$(WORKLOAD) $(LFP) demo run
 
 test:  ## run the whole test suite (unit + integration on an embedded stack)
 	$(PY) -m pytest
@@ -36,7 +43,7 @@ format:
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
 bench-speed:  ## speed layer curve: freshness, sustained rate, lag, CPU per process (make up first; ARGS="--repo fraud")
-	$(PY) -m benchmarks.speed $(ARGS)
+	$(WORKLOAD) $(PY) -m benchmarks.speed $(ARGS)
 
 bench-training:  ## point-in-time training sets: (1M, 10M events) x (5k, 50k, 500k rows) vs the batch view (self-contained)
 	$(PY) -m benchmarks.training $(ARGS)
@@ -51,7 +58,7 @@ bench-serving-ir:  ## instructions per request, API vs the same ceiling, under c
 	$(PY) -m benchmarks.serving_instructions
 
 bench-cluster:  ## serving from Redis Cluster vs one Redis server (RPS ratio); speed job at parallelism 1 vs 2 on the Flink cluster
-	$(PY) -m benchmarks.cluster $(ARGS)
+	$(WORKLOAD) $(PY) -m benchmarks.cluster $(ARGS)
 
 clean:  ## remove the local stack's data
 	rm -rf .data

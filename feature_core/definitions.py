@@ -577,8 +577,13 @@ class FeatureRepo:
         )
 
     @classmethod
-    def from_module(cls, module: str | ModuleType) -> FeatureRepo:
-        """Load every :class:`FeatureGroup` defined at module level."""
+    def from_module(cls, module: str | ModuleType | None) -> FeatureRepo:
+        """Load every :class:`FeatureGroup` defined at module level (``None``: the
+        setting LFP_FEATURE_REPO was not given, and the error says how to)."""
+        if module is None or module == "":
+            from feature_core.settings import FEATURE_REPO_UNSET
+
+            raise DefinitionError(FEATURE_REPO_UNSET)
         if isinstance(module, str):
             try:
                 module = importlib.import_module(module)

@@ -24,6 +24,15 @@ COMPOSE_VARIABLES = frozenset(
     {"LFP_REDIS_PASSWORD", "LFP_PUBLISH_HOST", "LFP_UID", "LFP_COMPOSE_DATA_DIR"}
 )
 
+FEATURE_REPO_UNSET = (
+    "LFP_FEATURE_REPO is not set: set it to the module holding your feature definitions, "
+    "e.g. LFP_FEATURE_REPO=demo.feature_repo (make up and make demo set the demo's)"
+)
+
+
+class MissingSetting(RuntimeError):
+    """A setting the command needs has no value (the message says which and how)."""
+
 
 class Settings(BaseSettings):
     """Platform settings; field ``x`` is read from env var ``LFP_X``."""
@@ -207,22 +216,26 @@ class Settings(BaseSettings):
     )
 
     api_routers: list[str] = Field(
-        default_factory=lambda: ["demo.recommendations:router"],
+        default_factory=list,
         description="Extra API routers as module:attribute (JSON list), mounted with the "
-        "feature endpoints' auth; the default is the demo recommender.",
+        "feature endpoints' auth; none by default (`make up` mounts the demo's "
+        '["demo.recommendations:router"] with the demo repo).',
     )
     model_dir: Path | None = Field(
-        None, description="Where the demo ranking model is saved; default <data_dir>/models."
+        None,
+        description="Where models of the API's routers are saved and loaded (by bare file "
+        "name, sha256-checked); default <data_dir>/models.",
     )
 
     # --- what flows -------------------------------------------------------------
     events_partitions: int = Field(
         3, ge=1, description="Partitions of each source's topic when the platform creates it."
     )
-    feature_repo: str = Field(
-        "demo.feature_repo",
+    feature_repo: str | None = Field(
+        None,
         description="Python module holding the sources and feature definitions (topics, "
-        "lake tables and dead-letter topics come from its sources).",
+        "lake tables and dead-letter topics come from its sources); no default: `make up` "
+        "and `make demo` set demo.feature_repo.",
     )
     key_prefix: str = Field(
         "lfp",
@@ -459,6 +472,13 @@ class Settings(BaseSettings):
     def table_uri(self, table: str) -> str:
         """Where a source's lake table lives: ``<lake root>/<table>``."""
         return f"{self.lake_root.rstrip('/')}/{table}"
+
+    @property
+    def feature_repo_module(self) -> str:
+        """LFP_FEATURE_REPO, or one line saying how to set it (the core names no workload)."""
+        if not self.feature_repo:
+            raise MissingSetting(FEATURE_REPO_UNSET)
+        return self.feature_repo
 
     @property
     def models_path(self) -> Path:

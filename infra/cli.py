@@ -964,6 +964,7 @@ def stack_up() -> None:
     from infra import stack
 
     settings = get_settings()
+    _repo(settings)  # no or a broken LFP_FEATURE_REPO: one line now, not crash-looping services
     with console.status("starting the stack (the speed job takes a minute)..."):
         state = stack.up(settings)
     console.print(_status_table(state))

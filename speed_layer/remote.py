@@ -50,7 +50,7 @@ def shipped_python(settings: Settings) -> Path:
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_suffix(".zip.tmp")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
-        for name in dict.fromkeys([*SHIPPED_PACKAGES, settings.feature_repo.split(".")[0]]):
+        for name in dict.fromkeys([*SHIPPED_PACKAGES, settings.feature_repo_module.split(".")[0]]):
             spec = importlib.util.find_spec(name)
             if spec is None or spec.origin is None:
                 raise RuntimeError(f"cannot ship {name!r} to the Flink cluster: not importable")

@@ -84,6 +84,8 @@ def embedded_stack(tmp: Path, feature_repo: str = TEST_REPO) -> Iterator[Setting
         # A paused consumer is named within a minute (tests/integration/test_consumer_health.py).
         "LFP_CONSUMER_STALL_S": "45",
         "LFP_FEATURE_REPO": feature_repo,
+        # The demo's recommender (tests/demo/test_run.py), asked for: none is by default.
+        "LFP_API_ROUTERS": '["demo.recommendations:router"]',
     }
     with ExitStack() as running:
         try:

@@ -2,8 +2,10 @@
 
 import socket
 
+import pytest
 from typer.testing import CliRunner
 
+from feature_core.settings import FEATURE_REPO_UNSET
 from infra.cli import app
 
 runner = CliRunner()
@@ -30,6 +32,7 @@ def test_down_without_a_stack_is_harmless(tmp_path, monkeypatch):
 
 
 def test_generate_with_no_broker_explains_the_fix(monkeypatch):
+    monkeypatch.setenv("LFP_FEATURE_REPO", "demo.feature_repo")
     monkeypatch.setenv("LFP_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("LFP_KAFKA_CONNECT_TIMEOUT_S", "2")
     result = runner.invoke(app, ["generate", "--rate", "5", "--duration", "1"])
@@ -50,7 +53,17 @@ def test_bad_settings_are_reported_not_raised(monkeypatch):
     assert result.exit_code == 2 and "5-field crontab" in result.output
 
 
-def test_validate_and_list_show_the_demo_features():
+@pytest.mark.parametrize("command", [["features", "validate"], ["stack", "up"], ["batch", "run"]])
+def test_a_command_needing_the_feature_repo_says_how_to_set_it(monkeypatch, tmp_path, command):
+    monkeypatch.delenv("LFP_FEATURE_REPO", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {FEATURE_REPO_UNSET}"  # one line, no traceback
+
+
+def test_validate_and_list_show_the_demo_features(monkeypatch):
+    monkeypatch.setenv("LFP_FEATURE_REPO", "demo.feature_repo")
     assert runner.invoke(app, ["features", "validate"]).exit_code == 0
     listed = runner.invoke(app, ["features", "list"], env={"COLUMNS": "200"})
     assert "purchase_amount_sum_1h" in listed.output

@@ -35,7 +35,9 @@ def _openapi(**settings) -> dict:
     from feature_core.settings import Settings
     from serving_layer.app import create_app
 
-    return create_app(Settings(_env_file=None, **settings)).openapi()
+    return create_app(
+        Settings(_env_file=None, feature_repo="demo.feature_repo", **settings)
+    ).openapi()
 
 
 def test_every_error_is_documented_with_the_body_the_handlers_send() -> None:

@@ -28,6 +28,7 @@ def test_a_crash_looping_consumer_is_named_by_readyz(redis_process):
         _env_file=None,
         redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
         redis_password_file=os.devnull,  # the test's own Redis has none
+        feature_repo="demo.feature_repo",
         consumer_max_restarts_per_min=2,
     )
     store = open_store(settings)
