@@ -9,6 +9,9 @@ and online.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import math
 import os
 import time
@@ -106,6 +109,7 @@ class RankingModel:
     trained_at: float = field(default_factory=time.time)
     training_rows: int = 0
     estimator_file: str = ""
+    estimator_sha256: str = ""
 
     def score(
         self,
@@ -137,6 +141,7 @@ class RankingModel:
             "training_rows": self.training_rows,
             "pair_features": list(PAIR_FEATURES),
             "estimator_file": self.estimator_file,
+            "estimator_sha256": self.estimator_sha256,
         }
 
     def save(self, directory: Path) -> Path:
@@ -144,6 +149,8 @@ class RankingModel:
         directory.mkdir(parents=True, exist_ok=True)
         self.estimator_file = f"estimator-{int(self.trained_at * 1000)}.joblib"
         joblib.dump(self.estimator, directory / self.estimator_file)
+        digest = hashlib.sha256((directory / self.estimator_file).read_bytes()).hexdigest()
+        self.estimator_sha256 = digest
         staging = directory / f".{METADATA_FILE}.tmp"
         staging.write_bytes(orjson.dumps(self.metadata(), option=orjson.OPT_INDENT_2))
         os.replace(staging, directory / METADATA_FILE)
@@ -162,7 +169,8 @@ class RankingModel:
         meta = orjson.loads(meta_path.read_bytes())
         if meta.get("pair_features") != list(PAIR_FEATURES):
             raise ValueError(f"model in {directory} was trained on other pair features: retrain it")
-        estimator = joblib.load(directory / meta["estimator_file"])
+        name, digest = meta.get("estimator_file"), meta.get("estimator_sha256")
+        estimator = joblib.load(io.BytesIO(verified_bytes(directory, name, digest)))
         return cls(
             estimator,
             meta["services"],
@@ -171,5 +179,42 @@ class RankingModel:
             meta["metrics"],
             meta["trained_at"],
             meta["training_rows"],
-            meta["estimator_file"],
+            name,
+            digest,
         )
+
+
+class ModelFileError(ValueError):
+    """A model file named by a path, or whose bytes are not the ones recorded: refused
+    before anything is unpickled (unpickling runs whatever code the file says)."""
+
+
+def verified_bytes(directory: Path, name: object, sha256: object) -> bytes:
+    """The bytes of model file ``name`` in ``directory``, once they hash to the recorded
+    ``sha256``. Only a bare file name is taken (no directory part, no ``..``, not absolute),
+    so a ``model.json`` cannot point the loader at a file elsewhere; the hash is checked
+    on the bytes that are then loaded, so the file cannot change in between."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or Path(name).name != name
+    ):
+        raise ModelFileError(
+            f"{METADATA_FILE} in {directory} names the model file {str(name)[:80]!r}: only a "
+            "bare file name in the model folder is loaded; retrain with `lfp demo train`"
+        )
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        raise ModelFileError(
+            f"{METADATA_FILE} in {directory} records no sha256 of {name}: a model saved "
+            "without one is not loaded; retrain with `lfp demo train`"
+        )
+    data = (directory / name).read_bytes()
+    if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), sha256.lower()):
+        raise ModelFileError(
+            f"model file {directory / name} does not match the sha256 in {METADATA_FILE} "
+            "(changed since it was saved): not loaded; retrain with `lfp demo train`"
+        )
+    return data

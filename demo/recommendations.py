@@ -1,15 +1,19 @@
 """``GET /v1/recommendations/{user_id}``: the demo model scoring candidates on served vectors.
 
-Mounted by the API through ``LFP_API_ROUTERS`` (the default). The model is reloaded when
+Mounted by the API only when asked: ``LFP_API_ROUTERS='["demo.recommendations:router"]'``
+(``make up`` asks for it with the demo's feature repo). The model is reloaded when
 ``model.json`` changes, and refused when the feature services it was trained on no longer
-mean what they meant then. It is loaded in the background at start-up, so no request waits
-for scikit-learn's import (seconds of CPU, more without compiled bytecode).
+mean what they meant then, when ``model.json`` names its file by a path instead of a bare
+file name, or when the file's sha256 is not the one recorded at saving. It is loaded in
+the background at start-up, so no request waits for scikit-learn's import (seconds of
+CPU, more without compiled bytecode).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path as FilePath
@@ -32,6 +36,7 @@ from serving_layer.models import BatchViewInfo, error_responses
 from serving_layer.online import OnlineFeatures
 
 ENDPOINT = "/v1/recommendations/{user_id}"
+log = logging.getLogger(__name__)
 
 
 class Recommendation(BaseModel):
@@ -83,6 +88,9 @@ class _ModelCache:
                     try:
                         self._model = await run_in_threadpool(RankingModel.load, self.directory)
                     except (OSError, ValueError, KeyError) as error:
+                        # ModelFileError (a path, or bytes not the recorded ones) among
+                        # them: refused before anything was unpickled.
+                        log.error("cannot load the ranking model: %s", error)
                         raise HTTPException(
                             503, f"cannot load the ranking model: {error}"
                         ) from None
