@@ -429,8 +429,10 @@ def temporary_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> Ite
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
-        ensure_redis_password(Settings(_env_file=None))
-        settings = Settings(_env_file=None)  # now with the Redis password
+        before = Settings(_env_file=None)
+        if before.online_store == "redis":  # the stack starts that Redis
+            ensure_redis_password(before)
+        settings = Settings(_env_file=None)  # now with its password
         up(settings)
         try:
             yield settings
