@@ -30,7 +30,7 @@ from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord, Record
 from online_store import STORE_ERRORS, open_store
 from runtime import lag
-from runtime.dead_letters import DeadLetters
+from runtime.dead_letters import DeadLetters, Place, Settled, place, read_letters, read_spilled
 from runtime.health import HealthReporter
 from runtime.kafka import KafkaUnavailable, TopicInstances, producer, topic_id
 from runtime.kafka import consumer as kafka_consumer
@@ -68,6 +68,7 @@ class LakeIngest:
         self.stats = IngestStats()
         self._stop = threading.Event()
         self.topic_ids: dict[str, str] = {}
+        self.dlq_ids: dict[str, str] = {}  # dead-letter topic -> its instance id
         self.instances: TopicInstances | None = None
         self.assignment: list[TopicPartition] = []
         self._lag_reported = 0.0
@@ -145,6 +146,7 @@ class LakeIngest:
                     source.table_name,
                     offsets or "start",
                 )
+            dlq.already = self._dead_lettered(consumer, resume)
             consumer.assign(assignment)
             for tp in assignment:
                 if tp in resume:
@@ -221,13 +223,14 @@ class LakeIngest:
                             tp.partition,
                             record.offset,
                             record.key,
+                            self.topic_ids[tp.topic],
                         )
         if not next_offsets:
             self._write_status()
             return
         # Nothing is committed past a reject whose dead letter is neither acknowledged by
         # the broker nor spilled to disk (settle raises if the spill file cannot be written).
-        dlq.settle()
+        settled = dlq.settle()
         # Records of a topic recreated since the start would be committed under the old
         # instance's id, and read again from the new one's start after the restart.
         assert self.instances is not None
@@ -240,6 +243,7 @@ class LakeIngest:
                 valid[topic],
                 self.topic_ids[topic],
                 offsets,
+                self._dead_letter_offsets(source, settled),
             )
             self.stats.events_written += len(valid[topic])
             self.stats.commits += 1
@@ -249,6 +253,47 @@ class LakeIngest:
         self.stats.rejected += rejected
         self.stats.last_commit_at = time.time()
         self._write_status()
+
+    def _dead_lettered(
+        self, consumer: KafkaConsumer, resume: dict[TopicPartition, int]
+    ) -> set[Place]:
+        """The records at or past the resume points that an earlier process already
+        dead-lettered (acknowledged or spilled, then stopped before its Delta commit):
+        read from each dead-letter topic since the last commit, and from the spill files."""
+        done: set[Place] = set()
+        for source in self.sources.values():
+            dlq_topic = source.dlq_topic
+            try:
+                self.dlq_ids[dlq_topic] = topic_id(self.settings, dlq_topic)
+            except KafkaUnavailable:
+                continue  # no dead-letter topic yet: nothing was sent to it
+            partitions = consumer.partitions_for_topic(dlq_topic) or set()
+            start = committed_offsets(
+                self.settings.table_uri(source.table_name),
+                dlq_topic,
+                self.dlq_ids[dlq_topic],
+                partitions,
+            )
+            for letter in read_letters(consumer, dlq_topic, start):
+                if (where := place(letter, self.topic_ids)) is not None:
+                    done.add(where)
+            for letter in read_spilled(self.settings.data_dir, dlq_topic):
+                if (where := place(letter, self.topic_ids)) is not None:
+                    done.add(where)
+        return {
+            (topic, partition, offset)
+            for topic, partition, offset in done
+            if offset >= resume.get(TopicPartition(topic, partition), 0)
+        }
+
+    def _dead_letter_offsets(
+        self, source: EventSource, settled: Settled
+    ) -> tuple[str, str, dict[int, int]] | None:
+        """The source's dead-letter topic's offsets after this batch's dead letters, to
+        commit with its records (see :meth:`_dead_lettered`)."""
+        offsets = settled.next_offsets.get(source.dlq_topic)
+        dlq_id = self.dlq_ids.get(source.dlq_topic)
+        return (source.dlq_topic, dlq_id, offsets) if offsets and dlq_id else None
 
     def _write_status(self) -> None:
         write_status(

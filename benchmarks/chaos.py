@@ -14,6 +14,14 @@ the service was healthy again and until every served value equalled the referenc
 evaluator's over the events sent (measured from the kill); values still wrong at the
 end (must be 0). For the scheduler: whether the view it was writing stayed unserved and
 when the next run switched one in.
+
+"hostile-records" (a fault of its own, ``--faults hostile-records``): ``--hostile`` records
+no validator accepts (random bytes, invalid UTF-8, 400 KB and 1 MB non-JSON, 100,000 '[',
+1e400, 400-digit numbers, duplicate keys) mixed into the valid load. Printed: valid events
+produced and in the lake (each once), hostile records sent, their dead letters in the
+dead-letter topics and in the spill files (together: every one, once), the largest
+envelope, and restarts of lake ingest and the speed job meanwhile (must be 0). With
+``--population 0`` no population is brought first (a quick run of this row alone).
 """
 
 from __future__ import annotations
@@ -48,10 +56,12 @@ from feature_core.sources import EventSource
 from feature_core.synthetic import random_record
 from infra import stack
 from online_store.keys import KeySpace
+from runtime.dead_letters import read_spilled
 from runtime.kafka import producer
 
 REPOS = {"demo": "demo.feature_repo", "fraud": "fraud.feature_repo"}
 FAULTS = ("lake-ingest", "speed-job", "batch-scheduler", "api", "redis")
+HOSTILE = "hostile-records"
 HOUR_MS = 3_600_000
 
 
@@ -307,6 +317,143 @@ def run_fault(
     return result
 
 
+def hostile_value(source: EventSource, n: int, rng: random.Random) -> bytes:
+    """The n-th hostile record for ``source``: one no validator accepts, of many kinds."""
+    valid = orjson.dumps(random_record(source, rng, int(time.time() * 1000)))
+    kind = n % 10
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 1024))
+    if kind == 1:  # invalid UTF-8 inside an otherwise valid event
+        at = rng.randrange(1, len(valid) - 1)
+        return valid[:at] + b"\xff\xfe" + valid[at:]
+    if kind == 2:
+        return b"[" * 100_000
+    if kind == 3:
+        return valid[:-1] + b', "' + source.event_time.encode() + b'": 1e400}'
+    if kind == 4:
+        return valid[:-1] + b', "' + source.event_time.encode() + b'": ' + b"9" * 400 + b"}"
+    if kind == 5:  # a duplicate key whose last value is of the wrong type
+        return valid[:-1] + b', "' + source.event_time.encode() + b'": [true]}'
+    if kind == 6 and n % 100 == 6:  # the issue's record: 400 KB, non-UTF-8, not JSON
+        return bytes(rng.randrange(0xA0, 0x100) for _ in range(4096)) * 100
+    if kind == 7 and n % 250 == 7:  # near the producer's 1 MiB limit
+        return rng.randbytes(1_000_000)
+    return b'{"' + b"a" * rng.randrange(1, 64) + b'": ' + b"{" * rng.randrange(1, 3000)
+
+
+@dataclass
+class HostileResult:
+    produced: int = 0
+    lake_rows: int = 0
+    lake_distinct: int = 0
+    hostile: int = 0
+    dead_letters: int = 0
+    spilled: int = 0
+    largest: int = 0
+    restarts: dict[str, int] = field(default_factory=dict)
+
+
+def dead_letters(settings: Settings, sources: list[EventSource], since: dict) -> list[dict]:
+    """The envelopes in the sources' dead-letter topics past ``since`` (their ends before)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    try:
+        tps = [TopicPartition(s.dlq_topic, 0) for s in sources]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        found: list[dict] = []
+        for tp in tps:
+            consumer.seek(tp, since.get(tp, 0))
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                found += [
+                    {**orjson.loads(r.value), "_bytes": len(r.value)}
+                    for r in records
+                    if r.offset < ends[tp]
+                ]
+        return found
+    finally:
+        consumer.close()
+
+
+def dlq_ends(settings: Settings, sources: list[EventSource]) -> dict:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        return consumer.end_offsets([TopicPartition(s.dlq_topic, 0) for s in sources])
+    finally:
+        consumer.close()
+
+
+def run_hostile(settings: Settings, repo: FeatureRepo, args: argparse.Namespace) -> HostileResult:
+    """``args.hostile`` hostile records over ``args.hostile_s`` seconds, in the valid load."""
+    result = HostileResult()
+    load = Load(settings, repo, f"h{uuid.uuid4().hex[:6]}-", args.rate)
+    services = ("lake-ingest", "speed-job")
+    restarts = {s: stack.service_state(settings, s).get("restarts", 0) for s in services}
+    since = dlq_ends(settings, load.sources)
+    spilled_before = sum(1 for _ in read_spilled(settings.data_dir))
+    load.thread.start()
+    time.sleep(args.warmup_s)
+    rng = random.Random(27)
+    out = producer(settings, linger_ms=5)
+    started = time.monotonic()
+    try:
+        for n in range(args.hostile):
+            wait_s = started + n * args.hostile_s / args.hostile - time.monotonic()
+            if wait_s > 0:
+                time.sleep(wait_s)
+            source = load.sources[n % len(load.sources)]
+            out.send(source.topic_name, hostile_value(source, n, rng))
+            result.hostile += 1
+        out.flush()
+    finally:
+        out.close()
+    time.sleep(args.after_s)
+    load.stop.set()
+    load.thread.join()
+    result.produced = load.produced
+
+    def rejects() -> tuple[list[dict], int]:
+        spilled = sum(1 for _ in read_spilled(settings.data_dir)) - spilled_before
+        return dead_letters(settings, load.sources, since), spilled
+
+    wait(lambda: lake_rows(settings, load)[0] >= load.produced, 180, 1.0)
+
+    def all_rejected() -> bool:
+        letters, spilled = rejects()
+        return len(letters) + spilled >= result.hostile
+
+    wait(all_rejected, 180, 2.0)
+    result.lake_rows, result.lake_distinct = lake_rows(settings, load)
+    letters, result.spilled = rejects()
+    result.dead_letters = len(letters)
+    result.largest = max((letter["_bytes"] for letter in letters), default=0)
+    result.restarts = {
+        s: stack.service_state(settings, s).get("restarts", 0) - restarts[s] for s in services
+    }
+    return result
+
+
+def print_hostile(r: HostileResult, args: argparse.Namespace) -> None:
+    once = "yes" if r.lake_rows == r.lake_distinct == r.produced else "NO"
+    every = "yes" if r.dead_letters + r.spilled == r.hostile else "NO"
+    restarts = ", ".join(f"{s} {n}" for s, n in r.restarts.items())
+    print(
+        f"\n{'row':<16} {'produced':>8} {'in lake':>8} {'once':>5} {'hostile':>7} "
+        f"{'DLQ':>5} {'spilled':>7} {'every':>5} {'largest':>9}  restarts"
+    )
+    print(
+        f"{HOSTILE:<16} {r.produced:>8,} {r.lake_rows:>8,} {once:>5} {r.hostile:>7,} "
+        f"{r.dead_letters:>5,} {r.spilled:>7,} {every:>5} {r.largest:>9,}  {restarts}"
+    )
+
+
 def bring_population(settings: Settings, repo: FeatureRepo, entities: int) -> None:
     """One event an hour old per entity and source, into the lake and a batch view: every
     later batch run writes their views again (a run can then be caught writing)."""
@@ -334,37 +481,46 @@ def bring_population(settings: Settings, repo: FeatureRepo, entities: int) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repo", default="demo", help="demo, fraud or a feature repo module")
-    parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument("--faults", default=",".join((*FAULTS, HOSTILE)))
     parser.add_argument("--rate", type=int, default=200, help="events/s during each fault")
     parser.add_argument("--population", type=int, default=20_000, help="entities before")
     parser.add_argument("--warmup-s", type=float, default=8.0)
     parser.add_argument("--after-s", type=float, default=5.0, help="load after recovery")
     parser.add_argument("--settle-s", type=float, default=300.0, help="wait for correct")
     parser.add_argument("--sample", type=int, default=15, help="entities checked per group")
+    parser.add_argument("--hostile", type=int, default=1000, help="hostile records (its row)")
+    parser.add_argument("--hostile-s", type=float, default=20.0, help="sent over this long")
     args = parser.parse_args()
     module = REPOS.get(args.repo, args.repo)
     repo = FeatureRepo.from_module(module)
     faults = [f for f in args.faults.split(",") if f]
-    unknown = set(faults) - set(FAULTS)
+    unknown = set(faults) - {*FAULTS, HOSTILE}
     if unknown:
-        raise SystemExit(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+        raise SystemExit(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}, {HOSTILE}")
     results = []
+    hostile: HostileResult | None = None
     with (
         tempfile.TemporaryDirectory(prefix="lfp-chaos-") as tmp,
         own_stack(module, Path(tmp)) as settings,
     ):
-        bring_population(settings, repo, args.population)
+        if args.population > 0:
+            bring_population(settings, repo, args.population)
         for service in faults:
+            if service == HOSTILE:
+                print(f"{args.hostile} hostile records in {args.rate} events/s ...", flush=True)
+                hostile = run_hostile(settings, repo, args)
+                continue
             print(f"kill -9 {service} under {args.rate} events/s ...", flush=True)
             results.append(run_fault(settings, repo, service, args))
     print(
         f"\nrepo {module}; {args.rate} events/s; {args.population:,} entities before; "
         f"values checked on {args.sample} entities per group"
     )
-    print(
-        f"{'fault':<16} {'produced':>8} {'in lake':>8} {'once':>5} {'back s':>6} "
-        f"{'correct s':>9} {'wrong':>5} {'silent':>6}  API answers            note"
-    )
+    if results:
+        print(
+            f"{'fault':<16} {'produced':>8} {'in lake':>8} {'once':>5} {'back s':>6} "
+            f"{'correct s':>9} {'wrong':>5} {'silent':>6}  API answers            note"
+        )
     for r in results:
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(r.reads.statuses.items(), key=str))
         once = "yes" if r.lake_rows == r.lake_distinct == r.produced else "NO"
@@ -374,6 +530,8 @@ def main() -> None:
             f"{r.service:<16} {r.produced:>8,} {r.lake_rows:>8,} {once:>5} {back:>6} "
             f"{correct:>9} {r.wrong_at_end:>5} {r.reads.silent:>6}  {answers:<22} {r.note}"
         )
+    if hostile is not None:
+        print_hostile(hostile, args)
 
 
 if __name__ == "__main__":

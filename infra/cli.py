@@ -543,7 +543,7 @@ def dead_letters_spilled(
         console.print(f"no spilled dead letters in {spill_dir(settings.data_dir)}")
         return
     table = Table(
-        caption=f"{len(letters)} in {spill_dir(settings.data_dir)}; times in UTC; --json: all",
+        caption="times in UTC; --json: every field",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
@@ -551,8 +551,8 @@ def dead_letters_spilled(
     table.add_column("spilled", no_wrap=True)
     table.add_column("record", overflow="fold", min_width=12)
     table.add_column("bytes", justify="right", no_wrap=True)
-    table.add_column("reason", overflow="fold", min_width=16)
-    table.add_column("send error", overflow="fold", min_width=12)
+    table.add_column("reason", overflow="fold", min_width=12)
+    table.add_column("send error", overflow="fold", min_width=10)
     for letter in letters:
         size = "-" if letter.get("size") is None else f"{letter['size']:,}"
         table.add_row(  # Text: a record's reason is data, never rich markup
@@ -563,6 +563,7 @@ def dead_letters_spilled(
             Text(str(letter.get("send_error", ""))[:80]),
         )
     console.print(table, highlight=False)
+    console.print(f"{len(letters)} spilled, in {spill_dir(settings.data_dir)}", highlight=False)
 
 
 @speed_app.command("run")

@@ -21,11 +21,12 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,13 @@ def envelope(
     max_bytes: int,
     key: bytes | None = None,
     rejected_at_ms: int | None = None,
+    topic_id: str | None = None,
 ) -> dict[str, Any]:
     """The dead letter of one record, whose JSON (:func:`encode`) is at most ``max_bytes``."""
     letter: dict[str, Any] = {
         "reason": bounded_reason(reason),
         "topic": topic,
+        "topic_id": topic_id,
         "partition": partition,
         "offset": offset,
         "rejected_at": rejected_at_ms if rejected_at_ms is not None else int(time.time() * 1000),
@@ -149,10 +152,28 @@ class _Pending:
 
 @dataclass
 class Settled:
-    """What :meth:`DeadLetters.settle` did with a batch's dead letters."""
+    """What :meth:`DeadLetters.settle` did with a batch's dead letters; ``next_offsets``:
+    per dead-letter topic and partition, the offset after the last one acknowledged."""
 
     acknowledged: int = 0
     spilled: int = 0
+    next_offsets: dict[str, dict[int, int]] = field(default_factory=dict)
+
+
+#: A record's place: (topic, partition, offset).
+Place = tuple[str, int, int]
+
+
+def place(letter: dict[str, Any], topic_ids: dict[str, str]) -> Place | None:
+    """Where an envelope's record came from, if from the current instance of its topic
+    (``topic_ids``: topic -> instance id; None for another instance's, or a foreign one:
+    a recreated topic's offsets name other records)."""
+    where = (letter.get("topic"), letter.get("partition"), letter.get("offset"))
+    if letter.get("topic_id") is None or topic_ids.get(where[0]) != letter["topic_id"]:
+        return None
+    if isinstance(where[0], str) and isinstance(where[1], int) and isinstance(where[2], int):
+        return where  # type: ignore[return-value]
+    return None
 
 
 class DeadLetters:
@@ -168,6 +189,9 @@ class DeadLetters:
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self._pending: list[_Pending] = []
+        #: Records already dead-lettered by an earlier process (sent or spilled after the
+        #: last commit): read again after a restart, they are not sent twice.
+        self.already: set[Place] = set()
 
     def reject(
         self,
@@ -178,8 +202,13 @@ class DeadLetters:
         partition: int,
         offset: int,
         key: bytes | None = None,
+        topic_id: str | None = None,
     ) -> None:
-        letter = envelope(raw, reason, topic, partition, offset, self.max_bytes, key)
+        if (topic, partition, offset) in self.already:
+            return
+        letter = envelope(
+            raw, reason, topic, partition, offset, self.max_bytes, key, topic_id=topic_id
+        )
         kept_key = key if key is not None and len(key) <= KEY_MAX_BYTES else None
         try:
             sent: Any = self.producer.send(
@@ -215,11 +244,18 @@ class DeadLetters:
             error = pending.sent if isinstance(pending.sent, Exception) else None
             if error is None:
                 try:
-                    pending.sent.get(timeout=max(0.0, deadline - time.monotonic()))
+                    stored = pending.sent.get(timeout=max(0.0, deadline - time.monotonic()))
                 except Exception as failed:  # KafkaError or the future's timeout
                     error = failed
             if error is None:
                 settled.acknowledged += 1
+                offsets = settled.next_offsets.setdefault(pending.dlq_topic, {})
+                partition, offset = (
+                    getattr(stored, "partition", None),
+                    getattr(stored, "offset", -1),
+                )
+                if isinstance(partition, int) and offset >= offsets.get(partition, 0):
+                    offsets[partition] = offset + 1
                 continue
             spills[pending.dlq_topic].append(
                 {
@@ -258,10 +294,12 @@ def append_spilled(path: Path, letters: list[dict[str, Any]]) -> None:
             os.close(folder)
 
 
-def read_spilled(data_dir: Path) -> Iterator[dict[str, Any]]:
-    """Every spilled envelope, file by file, oldest first; a torn last line (a crash
-    mid-write, never fsync'd, so its batch was not committed) is skipped."""
-    for path in sorted(spill_dir(data_dir).glob("*.jsonl")):
+def read_spilled(data_dir: Path, dlq_topic: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every spilled envelope (of one dead-letter topic, or all), file by file, oldest
+    first; a torn last line (a crash mid-write, never fsync'd, so its batch was not
+    committed) is skipped."""
+    paths = [spill_path(data_dir, dlq_topic)] if dlq_topic else spill_dir(data_dir).glob("*.jsonl")
+    for path in sorted(p for p in paths if p.exists()):
         with path.open("rb") as lines:
             for line in lines:
                 try:
@@ -270,3 +308,38 @@ def read_spilled(data_dir: Path) -> Iterator[dict[str, Any]]:
                     continue
                 if isinstance(letter, dict):
                     yield letter
+
+
+def read_letters(
+    consumer: Any, dlq_topic: str, start: dict[int, int], timeout_s: float = 60.0
+) -> Iterator[dict[str, Any]]:
+    """The envelopes in a dead-letter topic from ``start`` (offset per partition; a
+    partition not in it: from its beginning) to its current end, with ``consumer`` (a
+    kafka-python consumer, whose assignment this replaces). Best effort within
+    ``timeout_s``: what it cannot read may be sent again, never lost."""
+    partitions = consumer.partitions_for_topic(dlq_topic) or set()
+    tps = [TopicPartition(dlq_topic, p) for p in sorted(partitions)]
+    if not tps:
+        return
+    consumer.assign(tps)
+    ends = consumer.end_offsets(tps)
+    for tp in tps:
+        consumer.seek(tp, start.get(tp.partition, 0))
+    remaining = {tp for tp in tps if start.get(tp.partition, 0) < ends[tp]}
+    deadline = time.monotonic() + timeout_s
+    while remaining and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            for record in records:
+                if record.offset >= ends[tp]:
+                    remaining.discard(tp)
+                    break
+                try:
+                    letter = orjson.loads(record.value) if record.value else None
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(letter, dict):
+                    yield letter
+            if consumer.position(tp) >= ends[tp]:
+                remaining.discard(tp)
+    if remaining:
+        log.warning("could not read %s to its end in %.0f s", dlq_topic, timeout_s)

@@ -24,6 +24,7 @@ from runtime.dead_letters import (
     DeadLetters,
     encode,
     envelope,
+    place,
     read_spilled,
     spill_path,
 )
@@ -173,3 +174,23 @@ def test_spilled_lines_are_json_with_the_envelope_fields(tmp_path: Path):
     spilled = orjson.loads(line)
     assert spilled["dead_letter_topic"] == "events.dlq" and spilled["key_size"] == 1
     assert spilled["truncated"] and spilled["size"] == 5000 and len(line) < 4096 + 400
+
+
+def test_a_record_already_dead_lettered_is_not_sent_again(tmp_path: Path):
+    """After a restart, records read again that an earlier process dead-lettered."""
+    producer = _Producer(limit=10_000, failing={})
+    letters = DeadLetters(producer, tmp_path, max_bytes=4096, timeout_s=0.5)
+    letters.already = {("events", 0, 1)}
+    letters.reject("events.dlq", b"{bad", "not valid JSON", "events", 0, 1)
+    letters.reject("events.dlq", b"{bad", "not valid JSON", "events", 0, 2)
+    assert [orjson.loads(v)["offset"] for _, v in producer.sent] == [2]
+
+
+def test_only_dead_letters_of_the_current_topic_instance_count_as_sent():
+    """A recreated topic's offsets name other records: its old dead letters never
+    stand for the new instance's records."""
+    letter = envelope(b"x", "not valid JSON", "events", 0, 7, 4096, topic_id="id-2")
+    assert place(letter, {"events": "id-2"}) == ("events", 0, 7)
+    assert place(letter, {"events": "id-1"}) is None
+    assert place({**letter, "topic_id": None}, {"events": "id-2"}) is None
+    assert place({"reason": "an old envelope"}, {"events": "id-2"}) is None
