@@ -356,6 +356,90 @@ def batch_cache_lookups(api_url: str) -> tuple[float, float]:
     return samples["lfp_api_batch_cache_hits_total"], samples["lfp_api_batch_cache_misses_total"]
 
 
+def _fill(limit: int, key: str, item: object, rest: dict, feast: bool = False) -> bytes:
+    """``rest`` with ``key`` a list of ``item`` repeated to fill a body of ``limit`` bytes
+    (``feast``: the list is the one join key list of Feast's ``entities``)."""
+
+    def body(items: list) -> bytes:
+        return orjson.dumps({**rest, "entities": {key: items}} if feast else {**rest, key: items})
+
+    n = (limit - len(body([]))) // (len(orjson.dumps(item)) + 1)
+    while len(encoded := body([item] * n)) > limit:
+        n -= 1
+    return encoded
+
+
+def _fill_distinct(limit: int, key: str, make: Callable[[int], str], rest: dict) -> bytes:
+    """``rest`` with ``key`` a list of distinct ``make(i)`` filling ``limit`` bytes."""
+    items, size = [], len(orjson.dumps({**rest, key: []}))
+    while size + len(make(len(items))) + 3 <= limit:
+        items.append(make(len(items)))
+        size += len(items[-1]) + 3
+    return orjson.dumps({**rest, key: items})
+
+
+def hostile_bodies(limit: int, max_entities: int) -> list[tuple[str, str, bytes]]:
+    """The worst bodies under LFP_API_MAX_BODY_BYTES: (name, path, body). Before the caps,
+    a 1 MB list of one repeated reference froze the API for seconds (a quadratic check)."""
+    ref = "user_activity:event_count_1h"
+    users = [f"bench_{i}" for i in range(max_entities)]
+    v1, feast = "/v1/features", "/get-online-features"
+    return [
+        (
+            "v1: shortest ref ('a:b') x 1 MB",
+            v1,
+            _fill(limit, "features", "a:b", {"entities": ["u"]}),
+        ),
+        ("v1: one valid ref x 1 MB", v1, _fill(limit, "features", ref, {"entities": ["u"]})),
+        (
+            "v1: distinct unknown refs, 1 MB",
+            v1,
+            _fill_distinct(limit, "features", lambda i: f"g{i}:f", {"entities": ["u"]}),
+        ),
+        ("v1: wrong-typed refs x 1 MB", v1, _fill(limit, "features", 0, {"entities": ["u"]})),
+        ("v1: entities x 1 MB", v1, _fill(limit, "entities", "u", {"features": [ref]})),
+        (
+            f"v1: {max_entities} entities (the cap), 200",
+            v1,
+            orjson.dumps({"feature_service": SERVICE, "entities": users}),
+        ),
+        (
+            "feast: shortest ref x 1 MB",
+            feast,
+            _fill(limit, "features", "a:b", {"entities": {"user_id": ["u"]}}),
+        ),
+        ("feast: entities x 1 MB", feast, _fill(limit, "user_id", "u", {"features": [ref]}, True)),
+    ]
+
+
+def time_hostile(api_url: str, rounds: int) -> list[tuple[str, int, int, float, float]]:
+    """Each hostile body sent ``rounds`` times, one at a time: (name, bytes, status,
+    median ms, max ms). Statuses are what the API answered; nothing here is asserted."""
+    settings = get_settings()
+    bodies = hostile_bodies(settings.api_max_body_bytes, settings.api_max_entities)
+    headers = {"content-type": "application/json"}
+    rows = []
+    with httpx.Client(base_url=api_url, timeout=120) as client:
+        for name, path, body in bodies:
+            took, statuses = [], set()
+            for _ in range(rounds):
+                started = time.perf_counter()
+                statuses.add(client.post(path, content=body, headers=headers).status_code)
+                took.append((time.perf_counter() - started) * 1000)
+            status = statuses.pop() if len(statuses) == 1 else -1
+            rows.append((name, len(body), status, statistics.median(took), max(took)))
+    return rows
+
+
+def print_hostile(rows: list[tuple[str, int, int, float, float]], rounds: int) -> None:
+    table = Table(title=f"worst bodies (one at a time, median of {rounds} rounds)")
+    for column in ("body", "bytes", "status", "median ms", "max ms"):
+        table.add_column(column, justify="right")
+    for name, size, status, median, worst in rows:
+        table.add_row(name, f"{size:,}", str(status), f"{median:.1f}", f"{worst:.1f}")
+    console.print(table)
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """Each figure's median over the rounds."""
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
@@ -421,7 +505,16 @@ def main() -> None:
         default=0,
         help="entities whose speed tiles are rewritten per second during the runs",
     )
+    parser.add_argument(
+        "--hostile",
+        action="store_true",
+        help="only the worst-bodies rows: 1 MB bodies of repeated or unknown references, "
+        "wrong items and entities, each timed alone (median of --rounds x 5)",
+    )
     args = parser.parse_args()
+    if args.hostile:
+        hostile_only(args)
+        return
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: run make install (it apt-installs {tool})")
@@ -481,6 +574,7 @@ def main() -> None:
                 after - before
                 for after, before in zip(batch_cache_lookups(api_url), lookups_before, strict=True)
             )
+            hostile = time_hostile(api_url, args.rounds * 5)
 
     live = f", {writes_per_s:,.0f} entity writes/s" if args.live_writes else ""
     table = Table(
@@ -511,6 +605,7 @@ def main() -> None:
         if lookups
         else "batch view cache: off"
     )
+    print_hostile(hostile, args.rounds * 5)
     for memo, label in [(True, "views served before"), (False, "whole merge")]:
         console.print(
             f"merge + layout per entity, {label}: {merge_costs[memo, 1]:.0f} us (1 per call), "
@@ -524,6 +619,20 @@ def main() -> None:
         f"ratio (vector, 1 entity / ceiling; median of paired rounds), worst level: {worst:.0%} "
         f"(target >= 70%); server CPU per request, ceiling / vector: {cpu_ratio:.0%}"
     )
+
+
+def hostile_only(args: argparse.Namespace) -> None:
+    """The worst-bodies rows alone, on a small loaded Redis (seconds, no wrk needed)."""
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server not found: run make install (it apt-installs it)")
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    api_port = free_port()
+    entities = min(args.entities, 2000)
+    with bench_views(repo, entities, 5) as (_, _, env, _):
+        api = ["--factory", "serving_layer.app:create_app"]
+        with server(api, env, api_port, Path.cwd()):
+            rows = time_hostile(f"http://127.0.0.1:{api_port}", args.rounds * 5)
+    print_hostile(rows, args.rounds * 5)
 
 
 if __name__ == "__main__":
