@@ -894,9 +894,10 @@ def _status_table(
     lags: dict[str, dict[str, int]] | None = None,
     problems: dict[str, str] | None = None,
 ) -> Table:
-    """The services; ``lags``: records behind per topic, by service (from their status);
-    ``problems``: why a consumer is not consuming (its state is marked, red, with "!")."""
-    table = Table("service", "state", "pid", "port", "restarts", "lag (records behind)")
+    """The services; ``lags``: records behind per topic, by service (the table shows their
+    sum, :func:`_lag_lines` each topic's); ``problems``: why a consumer is not consuming
+    (its state is marked, red, with "!")."""
+    table = Table("service", "state", "pid", "port", "restarts", "records behind")
     for name, info in state["services"].items():
         color = {"healthy": "green", "done": "green", "failed": "red"}.get(info["state"], "yellow")
         mark = ""
@@ -909,10 +910,19 @@ def _status_table(
             str(info.get("pid") or "-"),
             str(info.get("port") or "-"),
             str(info.get("restarts", 0)),
-            # One topic a line: a cell wraps between topics, never inside one.
-            "\n".join(f"{topic} {n}" for topic, n in sorted(behind.items())) if behind else "",
+            str(sum(behind.values())) if behind else "",
         )
     return table
+
+
+def _lag_lines(lags: dict[str, dict[str, int]]) -> list[str]:
+    """Each consumer's records behind per topic, one line each (under the table: topic
+    names are too long for a cell at 80 columns)."""
+    return [
+        f"{name} behind: " + ", ".join(f"{topic} {n}" for topic, n in sorted(behind.items()))
+        for name, behind in lags.items()
+        if behind
+    ]
 
 
 def _service_lags(settings: Settings, services: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -1000,8 +1010,10 @@ def stack_status() -> None:
         if name in state["services"] and behind:
             lags.setdefault(name, behind)  # a restarting service has no status file yet
     console.print(_status_table(state, lags, problems))
+    for line in _lag_lines(lags):
+        console.print(line, soft_wrap=False, markup=False, highlight=False)
     for why in problems.values():
-        console.print(f"[red]![/red] {why}")
+        console.print(f"[red]![/red] {why}", soft_wrap=False)  # wrapped at the width
     if (running := _current_batch_run(settings)) is not None:
         console.print(running, markup=False, highlight=False)
 
