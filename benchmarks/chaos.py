@@ -57,6 +57,7 @@ from feature_core.synthetic import random_record
 from infra import stack
 from online_store.keys import KeySpace
 from runtime.dead_letters import read_spilled
+from runtime.kafka import consumer as kafka_consumer
 from runtime.kafka import producer
 
 REPOS = {"demo": "demo.feature_repo", "fraud": "fraud.feature_repo"}
@@ -355,11 +356,9 @@ class HostileResult:
 
 def dead_letters(settings: Settings, sources: list[EventSource], since: dict) -> list[dict]:
     """The envelopes in the sources' dead-letter topics past ``since`` (their ends before)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
-    )
+    consumer = kafka_consumer(settings, enable_auto_commit=False)
     try:
         tps = [TopicPartition(s.dlq_topic, 0) for s in sources]
         consumer.assign(tps)
@@ -381,9 +380,9 @@ def dead_letters(settings: Settings, sources: list[EventSource], since: dict) ->
 
 
 def dlq_ends(settings: Settings, sources: list[EventSource]) -> dict:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = kafka_consumer(settings)
     try:
         return consumer.end_offsets([TopicPartition(s.dlq_topic, 0) for s in sources])
     finally:

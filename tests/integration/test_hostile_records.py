@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from typer.testing import CliRunner
 
 import batch_layer.ingest as ingest_module
@@ -21,6 +21,7 @@ from feature_core.sources import EventSource, Field
 from infra import stack as embedded
 from infra.cli import app
 from runtime.dead_letters import encode, read_spilled
+from runtime.kafka import consumer as kafka_consumer
 from runtime.kafka import ensure_topics, producer, topic_id
 from tests.conftest import wait_for
 from tests.integration.helpers import SHOP, lake_event_ids, make_event, produce
@@ -30,9 +31,7 @@ pytestmark = pytest.mark.integration
 
 def _letters(settings: Settings, dlq_topic: str) -> list[dict]:
     """Every envelope in a dead-letter topic (read to its end)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
-    )
+    consumer = kafka_consumer(settings, enable_auto_commit=False)
     try:
         tps = [TopicPartition(dlq_topic, p) for p in consumer.partitions_for_topic(dlq_topic)]
         consumer.assign(tps)
