@@ -48,7 +48,7 @@ from serving_layer.models import (
     error_responses,
 )
 from serving_layer.online import OnlineFeatures, stale_view_message
-from serving_layer.ops_cache import shared_per_interval
+from serving_layer.ops_cache import shared_per_interval, shared_result
 from serving_layer.responses import json_response
 from serving_layer.security import BodySizeLimit, require_token
 from serving_layer.vectors import NotFoundError, NotServing, RequestError
@@ -467,21 +467,28 @@ def _ops_router() -> APIRouter:
         return json_response(body.model_dump(), status_code=200 if body.ready else 503)
 
     @router.get("/metrics", response_class=Response)
-    @shared_per_interval("metrics")
-    async def metrics_endpoint(store: Store, repo: Repo, metrics: Metrics) -> Response:
-        """Prometheus metrics; feature freshness is refreshed from Redis at each scrape."""
-        try:
-            snapshot = await store.read()
-            metrics.observe_freshness(
-                (g.name for g in repo.groups), snapshot.pointer, snapshot.speed_watermarks
-            )
-            metrics.observe_lag(await store.consumer_lag())
-            metrics.observe_memory(await store.memory())
-            report = await store.consistency_report()
-            if report is not None:
-                metrics.observe_consistency(orjson.loads(report))
-        except STORE_ERRORS:
-            metrics.redis_errors.inc()
+    async def metrics_endpoint(
+        request: Request, store: Store, repo: Repo, metrics: Metrics
+    ) -> Response:
+        """Prometheus metrics; what comes from Redis (feature freshness, lag, memory, the
+        last verify) is refreshed at most once per LFP_API_OPS_INTERVAL_S, the API's own
+        counters at every scrape."""
+
+        async def from_redis() -> None:
+            try:
+                snapshot = await store.read()
+                metrics.observe_freshness(
+                    (g.name for g in repo.groups), snapshot.pointer, snapshot.speed_watermarks
+                )
+                metrics.observe_lag(await store.consumer_lag())
+                metrics.observe_memory(await store.memory())
+                report = await store.consistency_report()
+                if report is not None:
+                    metrics.observe_consistency(orjson.loads(report))
+            except STORE_ERRORS:
+                metrics.redis_errors.inc()
+
+        await shared_result(request, "metrics").get(from_redis)  # no token: see ops_cache
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

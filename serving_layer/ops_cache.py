@@ -68,7 +68,7 @@ def shared_per_interval(name: str) -> Callable[[Endpoint], Endpoint]:
         @functools.wraps(endpoint)
         async def wrapper(**values: Any) -> Response:
             request: Request = values["request"] if own_request else values.pop("ops_request")
-            shared = _shared(request, name)
+            shared = shared_result(request, name)
             response = await shared.get(lambda: endpoint(**values))
             # A response per caller (one object is not sent twice); the body is shared.
             return Response(response.body, response.status_code, media_type=response.media_type)
@@ -84,10 +84,11 @@ def shared_per_interval(name: str) -> Callable[[Endpoint], Endpoint]:
     return decorate
 
 
-def _shared(request: Request, name: str) -> SharedResult[Response]:
+def shared_result(request: Request, name: str) -> SharedResult[Any]:
+    """The app's shared result called ``name`` (one per endpoint), made on first use."""
     state = request.app.state
     try:
-        results: dict[str, SharedResult[Response]] = state.ops_results
+        results: dict[str, SharedResult[Any]] = state.ops_results
     except AttributeError:
         results = state.ops_results = {}
     shared = results.get(name)

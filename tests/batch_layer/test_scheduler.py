@@ -213,8 +213,15 @@ def test_a_view_of_other_definitions_is_not_served_and_is_recomputed(demo_result
     assert httpx.post(f"{api}/v1/features", json=body, timeout=10).status_code == 503
     other = httpx.get(f"{api}/v1/features/user_browsing/{user}", timeout=10)
     assert other.status_code == 200 and other.json()["batch_version"] == before
-    ready = httpx.get(f"{api}/readyz", timeout=10)
-    assert any("user_activity" in p for p in ready.json()["problems"])
+    # /readyz reads Redis at most once per LFP_API_OPS_INTERVAL_S: the next read has it.
+    wait_for(
+        lambda: any(
+            "user_activity" in p for p in httpx.get(f"{api}/readyz", timeout=10).json()["problems"]
+        ),
+        10,
+        "/readyz to name the stale group",
+        0.2,
+    )
 
     def recomputed() -> object:
         runs = [r for r in history.recent(10) if r.started_at >= tampered_at]

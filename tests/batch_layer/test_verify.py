@@ -20,7 +20,7 @@ from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
 from feature_core.windows import SPEED_TILE_MS, floor_to
 from online_store.keys import KeySpace
-from tests.conftest import DEMO_SHOP_PREFIX
+from tests.conftest import DEMO_SHOP_PREFIX, wait_for
 
 
 def demo_entities(demo_result) -> dict[str, list[str]]:
@@ -41,8 +41,14 @@ def test_zero_mismatches_on_the_demo_and_a_metric(demo_result, stack, spark_fact
     assert report.mismatches == 0, report.examples
     assert set(report.by_feature) == {f.qualified_name for g in repo.groups for f in g.features}
     publish(settings, report)
-    metrics = httpx.get(f"{settings.api_url}/metrics").text
-    assert f"lfp_consistency_values_checked {float(report.values)}" in metrics
+    checked = f"lfp_consistency_values_checked {float(report.values)}"
+
+    def with_report() -> str | None:
+        # /metrics reads Redis at most once per LFP_API_OPS_INTERVAL_S: the next read has it.
+        text = httpx.get(f"{settings.api_url}/metrics").text
+        return text if checked in text else None
+
+    metrics = wait_for(with_report, 10, "the report in /metrics", 0.2)
     assert 'lfp_consistency_mismatches{feature="user_activity:event_count_lifetime"} 0.0' in metrics
 
 
@@ -87,8 +93,14 @@ def test_a_tampered_speed_tile_is_caught_and_fails_the_cli(demo_result, stack) -
     assert result.returncode == 1, result.stdout + result.stderr
     assert "INCONSISTENT" in result.stdout
     assert f"user_activity:event_count_lifetime {user}" in result.stdout
-    metrics = httpx.get(f"{settings.api_url}/metrics").text
-    assert 'lfp_consistency_mismatches{feature="user_activity:event_count_lifetime"} 1.0' in metrics
+    mismatch = 'lfp_consistency_mismatches{feature="user_activity:event_count_lifetime"} 1.0'
+    # /metrics reads Redis at most once per LFP_API_OPS_INTERVAL_S: the next read has it.
+    wait_for(
+        lambda: mismatch in httpx.get(f"{settings.api_url}/metrics").text,
+        10,
+        "the mismatch in /metrics",
+        0.2,
+    )
 
 
 def test_the_sample_comes_from_the_lake_is_seeded_and_reads_few_files(tmp_path) -> None:

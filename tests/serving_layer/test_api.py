@@ -364,7 +364,13 @@ def test_consumer_lag_is_in_metrics_readyz_and_stack_status(stack):
     store = open_store(stack.settings)
     try:
         store.publish_lag("slow-consumer", {"events": 10**9})
-        stuck = httpx.get(f"{api}/readyz")
+
+        def slow_named() -> httpx.Response | None:
+            # /readyz reads Redis at most once per LFP_API_OPS_INTERVAL_S: the next read has it.
+            response = httpx.get(f"{api}/readyz")
+            return response if "slow-consumer" in response.text else None
+
+        stuck = wait_for(slow_named, 10, "/readyz to name the slow consumer", 0.2)
         assert stuck.status_code == 503
         assert any(
             "slow-consumer is 1000000000 records behind" in p for p in stuck.json()["problems"]
