@@ -27,6 +27,17 @@ def _unavailable(settings: Settings, error: Exception) -> KafkaUnavailable:
     )
 
 
+def _sasl_credentials(settings: Settings) -> tuple[str, str]:
+    """The SASL user name and password; a clear error when a SASL protocol lacks them."""
+    password = settings.kafka_sasl_password
+    if not settings.kafka_sasl_username or password is None:
+        raise RuntimeError(
+            f"LFP_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
+            "LFP_KAFKA_SASL_USERNAME and LFP_KAFKA_SASL_PASSWORD: set both"
+        )
+    return settings.kafka_sasl_username, password.get_secret_value()
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
     """What every kafka-python client (consumer, producer, admin) of the platform is
     built with: the brokers, and how to reach them (LFP_KAFKA_SECURITY_PROTOCOL, SASL
@@ -40,10 +51,10 @@ def client_options(settings: Settings) -> dict[str, Any]:
         if settings.kafka_ssl_cafile is not None:
             options["ssl_cafile"] = str(settings.kafka_ssl_cafile)
     if settings.kafka_security_protocol.startswith("SASL_"):
+        user, password = _sasl_credentials(settings)
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        password = settings.kafka_sasl_password
-        options["sasl_plain_password"] = password.get_secret_value() if password else None
+        options["sasl_plain_username"] = user
+        options["sasl_plain_password"] = password
     return options
 
 
@@ -73,12 +84,10 @@ def flink_properties(settings: Settings) -> dict[str, str]:
             if settings.kafka_sasl_mechanism == "PLAIN"
             else "org.apache.kafka.common.security.scram.ScramLoginModule"
         )
-        password = settings.kafka_sasl_password
-        secret = password.get_secret_value() if password else ""
+        user, secret = _sasl_credentials(settings)
         found["properties.sasl.mechanism"] = settings.kafka_sasl_mechanism
         found["properties.sasl.jaas.config"] = (
-            f'{module} required username="{_jaas(settings.kafka_sasl_username or "")}" '
-            f'password="{_jaas(secret)}";'
+            f'{module} required username="{_jaas(user)}" password="{_jaas(secret)}";'
         )
     return found
 
@@ -98,10 +107,10 @@ def librdkafka_options(settings: Settings) -> dict[str, str]:
         if settings.kafka_ssl_cafile is not None:
             found["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
     if protocol.startswith("SASL_"):
-        password = settings.kafka_sasl_password
+        user, password = _sasl_credentials(settings)
         found["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        found["sasl.username"] = settings.kafka_sasl_username or ""
-        found["sasl.password"] = password.get_secret_value() if password else ""
+        found["sasl.username"] = user
+        found["sasl.password"] = password
     return found
 
 

@@ -161,3 +161,10 @@ def test_librdkafka_options_match(tmp_path):
     assert options["sasl.username"] == "lfp" and options["sasl.password"] == SECRET
     assert options["ssl.ca.location"] == str(tmp_path / "ca.pem")
     assert options["ssl.endpoint.identification.algorithm"] == "https"
+
+
+def test_sasl_without_credentials_is_one_clear_error():
+    settings = Settings(_env_file=None, kafka_security_protocol="SASL_PLAINTEXT")
+    for build in (client_options, flink_properties, librdkafka_options):
+        with pytest.raises(RuntimeError, match="needs LFP_KAFKA_SASL_USERNAME and LFP_KAFKA_SASL"):
+            build(settings)
