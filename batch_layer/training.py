@@ -11,12 +11,16 @@ cost is linear in events plus rows, however skewed the keys.
 
 from __future__ import annotations
 
+import csv
 import functools
+import os
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -25,7 +29,7 @@ from batch_layer.job import filter_column, read_snapshot
 from batch_layer.lake import open_table
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo, FeatureService
 from feature_core.settings import Settings
-from feature_core.sources import FIELD_TYPES, EventSource, quoted
+from feature_core.sources import FIELD_TYPES, EventSource, FieldType, quoted
 from feature_core.sweep import group_values
 
 ROW_ID = "__row_id"
@@ -144,6 +148,8 @@ def build_training_set(
     for column in (*entity_columns, timestamp_column):
         if column not in spine.columns:
             raise ValueError(f"spine has no column {column!r}; it has {spine.columns}")
+    kinds = repo.join_key_types
+    key_types = {c: kinds[k] for c, k in zip(entity_columns, join_keys, strict=True)}
     snapshots: dict[str, DataFrame] = {}
     for group in groups.values():
         source = group.source
@@ -161,6 +167,7 @@ def build_training_set(
     # twice) could pair one row's labels with another row's features.
     spine = spine.withColumn(ROW_ID, F.monotonically_increasing_id()).localCheckpoint(eager=True)
     # Checked on the materialized rows, so the spine's file is read once.
+    spine = typed_columns(spine, key_types, keys=True)
     spine = _epoch_ms(spine, timestamp_column)
     result = spine
     for name, group in groups.items():
@@ -225,6 +232,176 @@ def _epoch_ms(spine: DataFrame, column: str) -> DataFrame:
     if missing:
         raise ValueError(f"{missing} spine rows have no {column!r}: every row needs a time")
     return spine
+
+
+#: Text a 64-bit integer may be written as (ASCII digits; the cast catches overflow), as
+#: the serving endpoints accept an integer key (feature_core.keys).
+_INTEGER_TEXT = r"^[+-]?[0-9]{1,19}$"
+_INTEGRAL = (T.LongType, T.IntegerType, T.ShortType, T.ByteType)
+_TRUE, _FALSE = ["true", "1", "yes"], ["false", "0", "no"]
+_WHAT = {
+    "integer": "64-bit integers",
+    "timestamp": "epoch milliseconds or ISO-8601 times",
+    "float": "numbers",
+    "boolean": "true or false",
+    "string": "text",
+}
+
+
+def _typed(column: str, dtype: T.DataType, kind: FieldType) -> tuple[Column, Column | None]:
+    """``column`` as ``kind``'s Spark type, and (when values can fail) a condition true
+    for the rows whose value is not one (never a cast's silent null, nor ANSI's
+    exception)."""
+    value = F.col(column)
+    if kind.name == "string":
+        return (value if isinstance(dtype, T.StringType) else value.cast("string")), None
+    if not isinstance(dtype, T.StringType):
+        if kind.name in ("integer", "timestamp") and isinstance(dtype, _INTEGRAL):
+            return value.cast("long"), None
+        if kind.name == "timestamp" and isinstance(dtype, T.TimestampType | T.TimestampNTZType):
+            return F.unix_millis(value), None
+        if kind.name == "float" and isinstance(dtype, T.NumericType):
+            return value.cast("double"), None
+        if kind.name == "boolean" and isinstance(dtype, T.BooleanType):
+            return value, None
+        raise ValueError(
+            f"spine column {column!r} holds {dtype.simpleString()}, but it is declared {kind.name}"
+        )
+    text = F.trim(value) if kind.name in ("float", "boolean") else value
+    if kind.name == "integer":
+        typed = F.when(text.rlike(_INTEGER_TEXT), text.try_cast("long"))
+    elif kind.name == "timestamp":  # epoch milliseconds, or ISO-8601 text
+        typed = F.when(text.rlike(_INTEGER_TEXT), text.try_cast("long")).otherwise(
+            F.unix_millis(F.try_to_timestamp(text))
+        )
+    elif kind.name == "float":
+        typed = text.try_cast("double")
+    else:
+        lowered = F.lower(text)
+        typed = F.when(lowered.isin(_TRUE), True).when(lowered.isin(_FALSE), False)
+    return typed, value.isNotNull() & typed.isNull()
+
+
+def typed_columns(
+    spine: DataFrame,
+    kinds: Mapping[str, FieldType],
+    keys: bool = False,
+    required: Collection[str] = (),
+) -> DataFrame:
+    """The spine with each column of ``kinds`` in its declared type, checked in one pass:
+    a value that is not one (``"abc"`` for an integer, 20 digits for 64 bits) is a
+    ValueError naming the column, how many rows and an example. ``keys``: these are join
+    keys (the message says so). A row without a value in a ``required`` column is an
+    error too (a spine file's row without its entity would silently get no data)."""
+    typed: dict[str, Column] = {}
+    checks: list[tuple[str, str, Column]] = []
+    for column, kind in kinds.items():
+        value, bad = _typed(column, spine.schema[column].dataType, kind)
+        typed[column] = value
+        what = _WHAT[kind.name] + (f" (the join key is declared {kind.name})" if keys else "")
+        if bad is not None:
+            checks.append((column, f"are not {what}", bad))
+    for column in required:
+        checks.append((column, "have no value (every row needs one)", F.col(column).isNull()))
+    if checks:
+        found = spine.agg(
+            *(
+                aggregate
+                for i, (column, _, bad) in enumerate(checks)
+                for aggregate in (
+                    F.count(F.when(bad, 1)).alias(f"n{i}"),
+                    F.first(F.when(bad, F.col(column)), ignorenulls=True).alias(f"e{i}"),
+                )
+            )
+        ).first()
+        for i, (column, problem, _) in enumerate(checks):
+            if found and found[f"n{i}"]:
+                example = found[f"e{i}"]
+                shown = f", e.g. {example!r}" if example is not None else ""
+                raise ValueError(f"spine column {column!r}: {found[f'n{i}']} rows {problem}{shown}")
+    return spine.withColumns(typed) if typed else spine
+
+
+def read_spine(
+    spark: SparkSession,
+    path: Path,
+    repo: FeatureRepo,
+    service: FeatureService,
+    entity_columns: Sequence[str] | None = None,
+    timestamp_column: str = "timestamp",
+    column_types: Mapping[str, str] | None = None,
+) -> DataFrame:
+    """A spine file, typed as declared, never guessed: join key columns as read (text in
+    a CSV: build_training_set types them as their keys are declared, so ``"007"`` stays
+    ``"007"`` for a string key and is 7 for an integer one), the timestamp as epoch ms
+    (integers, or ISO-8601 text), ``column_types`` (column -> field type) as given, every
+    other CSV column as text. A CSV is read with all columns as strings first, so nothing
+    is inferred; a value that does not fit is one error naming the column
+    (:func:`typed_columns`)."""
+    if path.suffix.lower() == ".csv":
+        names = csv_header(path)
+        schema = T.StructType([T.StructField(name, T.StringType()) for name in names])
+        frame = spark.read.options(header=True, enforceSchema=True).schema(schema).csv(str(path))
+    else:
+        frame = spark.read.parquet(str(path))
+    references = service.references()
+    join_keys = repo.group(references[0][0]).join_keys
+    columns = list(entity_columns or join_keys)
+    if len(columns) != len(join_keys):
+        raise ValueError(
+            f"the entity has join keys {list(join_keys)}: give one spine column for each"
+        )
+    declared: dict[str, FieldType] = {}
+    for column, kind in (column_types or {}).items():
+        if kind not in FIELD_TYPES:
+            raise ValueError(f"column type {kind!r} of {column!r}: use {', '.join(FIELD_TYPES)}")
+        declared[column] = FIELD_TYPES[kind]
+    declared[timestamp_column] = FIELD_TYPES["timestamp"]
+    for column in (*columns, *declared):
+        if column not in frame.columns:
+            raise ValueError(f"spine has no column {column!r}; it has {frame.columns}")
+    # The join keys are typed and checked by build_training_set (for any spine frame).
+    return typed_columns(frame, declared, required=columns)
+
+
+def csv_header(path: Path) -> list[str]:
+    """A CSV file's column names (its first record), checked: present and distinct."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
+        names = next(csv.reader(file), [])
+    if not names or not all(names):
+        raise ValueError(f"{path}: the first line must name every column (a CSV header)")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: columns named twice in the header: {duplicates}")
+    return names
+
+
+def _location(target: str) -> tuple[str, tuple[str, ...]]:
+    """A path or URI as (scheme and host, path segments), local paths made absolute with
+    symbolic links resolved, for telling whether one location holds another."""
+    parts = urlsplit(target)
+    if len(parts.scheme) > 1 and parts.scheme != "file":
+        return f"{parts.scheme}://{parts.netloc}", tuple(p for p in parts.path.split("/") if p)
+    local = parts.path if parts.scheme == "file" else target
+    return "file", Path(os.path.expanduser(local)).resolve().parts
+
+
+def output_conflict(output: str, spine: str, lake_root: str, data_dir: str) -> str | None:
+    """Why a training set must not be written to ``output`` (None: it may): the write
+    replaces what is there, so it must not be, hold, or sit inside the lake (a table's
+    history would be gone), nor be or hold the spine or the data directory."""
+    out = _location(output)
+
+    def within(inner: tuple[str, tuple[str, ...]], outer: tuple[str, tuple[str, ...]]) -> bool:
+        return inner[0] == outer[0] and inner[1][: len(outer[1])] == outer[1]
+
+    lake = _location(lake_root)
+    if within(out, lake):
+        return f"{output} is inside the lake ({lake_root}): writing there would replace lake data"
+    for name, target in (("the lake", lake_root), ("the spine", spine), ("the data dir", data_dir)):
+        if within(_location(target), out):
+            return f"{output} is or holds {name} ({target}): writing there would replace it"
+    return None
 
 
 def lake_versions(

@@ -790,15 +790,29 @@ def training_set_build(
     delta_version: Annotated[
         list[str] | None, typer.Option(help="Pin a lake table's version: TABLE=N (repeatable).")
     ] = None,
+    column_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Type of another spine column (a label): NAME=TYPE, TYPE one of string, "
+            "integer, float, boolean, timestamp (repeatable); others stay text."
+        ),
+    ] = None,
 ) -> None:
-    """Each spine row + the features the API would have served at its timestamp."""
+    """Each spine row + the features the API would have served at its timestamp. The
+    spine's join key columns are read as the keys are declared (never guessed)."""
     import uuid
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from batch_layer.progress import SparkProgress
     from batch_layer.spark import spark_session
-    from batch_layer.training import build_training_set, lake_versions, write_training_set
+    from batch_layer.training import (
+        build_training_set,
+        lake_versions,
+        output_conflict,
+        read_spine,
+        write_training_set,
+    )
 
     _setup_logging()
     settings = get_settings()
@@ -809,6 +823,15 @@ def training_set_build(
         raise RuntimeError(str(error.args[0])) from None
     if not spine.exists():
         raise RuntimeError(f"spine file {spine} not found")
+    conflict = output_conflict(str(output), str(spine), settings.lake_root, str(settings.data_dir))
+    if conflict:
+        raise RuntimeError(f"refusing --output: {conflict}; choose another path")
+    column_types = {}
+    for spec in column_type or []:
+        name, sep, kind = spec.partition("=")
+        if not sep or not name or not kind:
+            raise RuntimeError(f"--column-type {spec!r}: give NAME=TYPE, e.g. label=float")
+        column_types[name] = kind
     versions = lake_versions(settings, repo, feature_service, _pins(delta_version))
     started = time.monotonic()
     spark = spark_session(settings, "lfp-training-set")
@@ -826,9 +849,15 @@ def training_set_build(
                 )
 
             with SparkProgress(spark, f"training-{uuid.uuid4().hex[:8]}", show):
-                reader = spark.read.option("header", True).option("inferSchema", True)
-                path = str(spine)
-                frame = reader.csv(path) if spine.suffix == ".csv" else reader.parquet(path)
+                frame = read_spine(
+                    spark,
+                    spine,
+                    repo,
+                    feature_service,
+                    entity_column,
+                    timestamp_column,
+                    column_types,
+                )
                 result = build_training_set(
                     spark,
                     settings,

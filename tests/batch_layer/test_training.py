@@ -173,3 +173,100 @@ def test_spine_times_must_be_epoch_ms_or_timestamps_and_present(spark_factory) -
     moment = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     stamps = spark.createDataFrame([("u", moment)], "user_id STRING, ts TIMESTAMP")
     assert _epoch_ms(stamps, "ts").collect()[0]["ts"] == int(moment.timestamp() * 1000)
+
+
+def _lake_of(settings: Settings, source, events: list[dict]) -> None:
+    import json
+
+    rows = [(source.parse(json.dumps(e)), 0, i) for i, e in enumerate(events)]
+    append_with_offsets(settings.table_uri(source.table_name), source, rows, "t", {0: len(rows)})
+
+
+def test_spine_keys_are_read_as_declared_never_guessed(spark_factory, tmp_path) -> None:
+    """A CSV spine's string keys stay exactly as written: "007" is not 7 and a 20-digit id
+    is not a double, so each row gets its own entity's features (inferSchema gave them
+    none). Times may be epoch ms or ISO-8601; other columns stay text."""
+    from datetime import UTC, datetime
+
+    from batch_layer.training import read_spine
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
+    long_id = "12345678901234567890"
+    users = ["007"] * 3 + ["7"] + [long_id] * 2
+    events = [
+        {"event_id": f"e{i}", "user_id": u, "event_type": "view", "event_time": BASE - i - 1}
+        for i, u in enumerate(users)
+    ]
+    _lake_of(settings, shop, events)
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    service = FeatureService("counts", ["user_activity:event_count_lifetime"])
+    repo = FeatureRepo(repo.groups, (service,))
+    spine = tmp_path / "spine.csv"
+    iso = datetime.fromtimestamp(BASE / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    spine.write_text(
+        f"user_id,timestamp,label\n007,{BASE},1\n{long_id},{BASE},0\n007,{iso},01\n7,1,1\n"
+    )
+    spark = spark_factory(settings)
+    frame = read_spine(spark, spine, repo, service)
+    rows = build_training_set(spark, settings, repo, service, frame).collect()
+    got = [
+        (r["user_id"], r["timestamp"], r["label"], r["user_activity__event_count_lifetime"])
+        for r in rows
+    ]
+    assert got == [
+        ("007", BASE, "1", 3),
+        (long_id, BASE, "0", 2),
+        ("007", BASE, "01", 3),  # an ISO-8601 time; the label's text kept as written
+        ("7", 1, "1", 0),  # before its event
+    ]
+
+    # Declared label types are checked too: one line naming the column.
+    typed = read_spine(spark, spine, repo, service, column_types={"label": "integer"})
+    assert [r["label"] for r in typed.collect()] == [1, 0, 1, 1]
+    bad = tmp_path / "bad_time.csv"
+    bad.write_text(f"user_id,timestamp\n007,{BASE}\n007,yesterday\n")
+    with pytest.raises(ValueError, match=r"^spine column 'timestamp': 1 rows are not epoch"):
+        read_spine(spark, bad, repo, service)
+
+
+def test_an_integer_key_spine_is_parsed_as_64_bit_integers(spark_factory, tmp_path) -> None:
+    """In an integer key column "007" is the entity 7 (as the API reads it); "abc" or 20
+    digits is one line naming the column, with an example, not a Spark traceback."""
+    from batch_layer.training import read_spine
+    from feature_core.definitions import Aggregation, Entity, FeatureGroup
+    from feature_core.sources import EventSource, Field
+
+    accounts = EventSource(
+        "account_events",
+        [Field("account", "integer", required=True), Field("ts", "timestamp", required=True)],
+        event_time="ts",
+    )
+    group = FeatureGroup(
+        name="accounts",
+        entity=Entity("account", join_key="account"),
+        source=accounts,
+        aggregations=[Aggregation("count", windows=["lifetime"], name="n")],
+    )
+    service = FeatureService("account_counts", ["accounts:n_lifetime"])
+    repo = FeatureRepo((group,), (service,))
+    settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
+    _lake_of(settings, accounts, [{"account": a, "ts": BASE - 10} for a in (7, 7, 8)])
+    spark = spark_factory(settings)
+    spine = tmp_path / "spine.csv"
+    spine.write_text(f"account,timestamp\n007,{BASE}\n8,{BASE}\n-9,{BASE}\n")
+    frame = read_spine(spark, spine, repo, service)
+    rows = build_training_set(spark, settings, repo, service, frame).collect()
+    assert [(r["account"], r["accounts__n_lifetime"]) for r in rows] == [(7, 2), (8, 1), (-9, 0)]
+
+    for value, shown in (("abc", "'abc'"), ("12345678901234567890", "'12345678901234567890'")):
+        spine.write_text(f"account,timestamp\n7,{BASE}\n{value},{BASE}\n")
+        frame = read_spine(spark, spine, repo, service)
+        with pytest.raises(ValueError) as error:
+            build_training_set(spark, settings, repo, service, frame)
+        assert str(error.value) == (
+            "spine column 'account': 1 rows are not 64-bit integers (the join key is declared "
+            f"integer), e.g. {shown}"
+        )
+    spine.write_text(f"account,timestamp\n7,{BASE}\n,{BASE}\n")  # a row without its entity
+    with pytest.raises(ValueError, match=r"^spine column 'account': 1 rows have no value"):
+        read_spine(spark, spine, repo, service)
