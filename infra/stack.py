@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from feature_core.credentials import ensure_secret, write_private
+from feature_core.credentials import REDIS_PASSWORD_FILE, ensure_secret, write_private
 from feature_core.settings import Settings
 from infra.broker import broker_command
 from online_store import STORE_ERRORS, open_store
@@ -418,12 +418,18 @@ def free_redis_cluster_port() -> int:
 def temporary_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[Settings]:
     """An embedded stack under ``data_dir`` on free ports, with ``env`` (``LFP_*``) on top;
     its settings are in this process's environment while it runs (the CLI and the
-    services read them) and the earlier values come back after."""
+    services read them) and the earlier values come back after.
+
+    The Redis password (``<data_dir>/secrets/redis-password`` unless ``env`` names another
+    file) goes into ``LFP_REDIS_URL`` itself, and ``LFP_REDIS_PASSWORD_FILE`` is
+    ``/dev/null`` meanwhile: settings built in this process for another Redis (a test's
+    own) take no password from the stack's file."""
     values = {
         "LFP_DATA_DIR": str(data_dir),
         "LFP_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "LFP_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "LFP_API_PORT": str(free_port()),
+        "LFP_REDIS_PASSWORD_FILE": str(data_dir.resolve() / REDIS_PASSWORD_FILE),
         **(env or {}),
     }
     saved = {k: os.environ.get(k) for k in values}
@@ -432,7 +438,9 @@ def temporary_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> Ite
         before = Settings(_env_file=None)
         if before.online_store == "redis":  # the stack starts that Redis
             ensure_redis_password(before)
-        settings = Settings(_env_file=None)  # now with its password
+        os.environ["LFP_REDIS_URL"] = Settings(_env_file=None).redis_url  # with it
+        os.environ["LFP_REDIS_PASSWORD_FILE"] = os.devnull
+        settings = Settings(_env_file=None)
         up(settings)
         try:
             yield settings

@@ -30,6 +30,12 @@ from online_store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Settings built by tests take no Redis password from a password file unless a test names
+# one: a developer's own stack (`make up`: .data/stack/secrets/redis-password) must not
+# send its password to the tests' own password-less Redis servers. A stack the tests
+# start puts its password in LFP_REDIS_URL (infra.stack.temporary_stack).
+os.environ.setdefault("LFP_REDIS_PASSWORD_FILE", os.devnull)
+
 
 def wait_for(
     condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5

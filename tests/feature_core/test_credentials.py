@@ -21,6 +21,12 @@ from feature_core.credentials import (
 from feature_core.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def _password_file_by_default(monkeypatch):
+    """The platform's default (tests/conftest.py turns the password file off)."""
+    monkeypatch.delenv("LFP_REDIS_PASSWORD_FILE", raising=False)
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

@@ -4,6 +4,7 @@ their memory without evicting views."""
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -16,6 +17,12 @@ from feature_core.settings import Settings
 from infra.cluster import cluster_services
 from infra.stack import ensure_redis_password, free_port, services
 from tests.conftest import wait_for
+
+
+@pytest.fixture(autouse=True)
+def _password_file_by_default(monkeypatch):
+    """The platform's default (tests/conftest.py turns the password file off)."""
+    monkeypatch.delenv("LFP_REDIS_PASSWORD_FILE", raising=False)
 
 
 def _stack_settings(tmp_path, **values) -> Settings:
@@ -113,3 +120,21 @@ def test_a_wrong_password_is_one_line_naming_where_it_comes_from(redis_process, 
     assert "Redis refused the password" in result.output
     assert "LFP_REDIS_PASSWORD_FILE" in result.output
     assert "wrong-one" not in result.output and "Traceback" not in result.output
+
+
+def test_a_temporary_stack_hands_its_password_in_the_url_only(tmp_path, monkeypatch):
+    """While a test's stack runs, its password is in LFP_REDIS_URL and no password file is
+    read: settings built meanwhile for another Redis (a test's own) send none."""
+    from infra import stack
+
+    started: list[Settings] = []
+    monkeypatch.setattr(stack, "up", started.append)  # the processes are not the point
+    monkeypatch.setattr(stack, "down", lambda settings: True)
+    monkeypatch.setenv("LFP_REDIS_PASSWORD_FILE", "/elsewhere")
+    with stack.temporary_stack(tmp_path) as settings:
+        password = (tmp_path / "secrets" / "redis-password").read_text().strip()
+        assert settings.redis_password == password == started[0].redis_password
+        assert os.environ["LFP_REDIS_URL"] == settings.redis_url
+        other = Settings(_env_file=None, redis_url="redis://127.0.0.1:1/0")
+        assert other.redis_password is None
+    assert os.environ["LFP_REDIS_PASSWORD_FILE"] == "/elsewhere"
