@@ -298,8 +298,9 @@ class Settings(BaseSettings):
     spark_driver_memory: str = Field("2g", description="Spark driver memory.")
     spark_driver_host: str | None = Field(
         None,
-        description="Address a cluster's executors reach the driver at (it then listens on "
-        "every interface); default: this host's name (loopback in local mode).",
+        description="Address a cluster's executors reach the driver at. A loopback address "
+        "keeps the driver on it; any other makes the driver listen on every interface. "
+        "Default: this host's name (loopback in local mode).",
     )
     spark_cores_max: int | None = Field(
         None,
@@ -405,14 +406,18 @@ class Settings(BaseSettings):
     cluster_host: str = Field(
         "127.0.0.1",
         description="Address a part of the cluster advertises as its own (Compose: its "
-        "service name).",
+        "service name); the Spark worker and the Spark web UIs listen on it.",
     )
     cluster_spark_master_host: str = Field(
-        "127.0.0.1", description="Where the cluster's Spark master runs (workers join it)."
+        "127.0.0.1",
+        description="Where the cluster's Spark master runs (workers join it); it listens "
+        "on this address.",
     )
     cluster_flink_jobmanager_host: str = Field(
         "127.0.0.1",
-        description="Where the cluster's Flink JobManager runs (TaskManagers join it).",
+        description="Where the cluster's Flink JobManager runs (TaskManagers join it). Any "
+        "address but 127.0.0.1 makes the JobManager and TaskManagers listen on every "
+        "interface.",
     )
     cluster_redis_ports: list[Annotated[int, Field(ge=1, le=55535)]] = Field(
         [17001, 17002, 17003],

@@ -270,6 +270,9 @@ def environment(settings: Settings) -> dict[str, str]:
         # it Spark resolves the machine's hostname, which not every machine can.
         "SPARK_LOCAL_IP": settings.cluster_host,
         "SPARK_LOG_DIR": str(root / "logs" / "spark"),
+        # The master's REST submission server (fixed port 6066, no authentication: a
+        # door to code execution) is not used: applications connect over spark://.
+        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
     }
 
 

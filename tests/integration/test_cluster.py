@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from feature_core.definitions import FeatureRepo
@@ -32,6 +33,7 @@ from infra.stack import (
     Paths,
     free_redis_cluster_port,
     port_free,
+    read_state,
     service_state,
     temporary_stack,
 )
@@ -241,3 +243,53 @@ def test_cluster_status_lists_every_part(on_cluster: Settings) -> None:
     for part in ("redis-cluster", "spark-master", "spark-worker", "flink-jobmanager"):
         assert part in result.output
     assert Path(cluster.cluster_paths(on_cluster).root, "flink-conf", "config.yaml").exists()
+
+
+def test_every_listener_of_the_cluster_and_its_stack_is_on_loopback(on_cluster: Settings) -> None:
+    """Loopback by default: the cluster's parts (Redis nodes, Spark master and worker,
+    Flink JobManager and TaskManagers with their Python workers) and the stack on it,
+    sampled while a batch run's driver and executors are up."""
+    from tests.integration.listeners import Listener, listeners, supervised_processes, table
+
+    settings = on_cluster
+    cutoff = align_cutoff(int(time.time() * 1000)) - 5 * MINUTE_MS
+    command = [sys.executable, "-m", "infra", "batch", "run", "--cutoff-ms", str(cutoff)]
+    seen: dict[tuple[int, str, int], Listener] = {}
+    commands: set[str] = set()
+    log = settings.data_dir / "listeners-batch-run.log"
+    with (
+        log.open("wb") as out,
+        subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT) as run,
+    ):
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            processes = supervised_processes(cluster.state(settings))
+            processes += supervised_processes(read_state(settings))
+            try:
+                driver = psutil.Process(run.pid)
+                processes += [driver, *driver.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+            for process in processes:
+                try:
+                    commands.add(" ".join(process.cmdline()))
+                except psutil.Error:
+                    continue
+            for item in listeners(processes):
+                seen[(item.pid, item.address, item.port)] = item
+            if run.poll() is not None:
+                break
+            time.sleep(1)
+        if run.poll() is None:
+            run.kill()
+            pytest.fail("the batch run did not finish in 600 s")
+    assert run.returncode == 0, log.read_text(errors="replace")[-3000:]
+    everything = "\n".join(commands)
+    for part in ("CoarseGrainedExecutorBackend", "TaskManagerRunner", "pyflink.fn_execution"):
+        assert part in everything, f"no {part} process was sampled"
+    found = list(seen.values())
+    print(f"listeners:\n{table(found)}")
+    assert {settings.api_port, *settings.cluster_redis_ports} <= {i.port for i in found}
+    assert 6066 not in {i.port for i in found}, "the Spark master's REST server is on"
+    beyond = [item for item in found if not item.loopback]
+    assert not beyond, "listening beyond loopback:\n" + table(beyond)
