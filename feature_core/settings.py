@@ -328,6 +328,13 @@ class Settings(BaseSettings):
         description="Data files replaced by an optimization are deleted after this long; "
         "a training set or batch run pinned at an older lake version needs them until then.",
     )
+    load_max_record_bytes: int = Field(
+        128 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest record `lfp lake load` reads (a JSON line, or a CSV record with "
+        "its line breaks); a larger one is a reject (its head is kept), not a failed load.",
+    )
     ingest_max_records: int = Field(20000, ge=1, description="Max events per Delta commit.")
     ingest_poll_ms: int = Field(500, ge=10, description="Longest wait for a lake ingest batch.")
     ingest_max_bytes: int = Field(
@@ -342,13 +349,6 @@ class Settings(BaseSettings):
         le=1000 * 1024,
         description="Largest dead-letter envelope: a rejected record is kept whole when it "
         "fits, else its head (flagged truncated, with its size and sha256). Keep it below "
-    load_max_record_bytes: int = Field(
-        128 * 1024,
-        ge=1024,
-        le=64 * 1024 * 1024,
-        description="Largest record `lfp lake load` reads (a JSON line, or a CSV record with "
-        "its line breaks); a larger one is a reject (its head is kept), not a failed load.",
-    )
         "the broker's and producer's record limit (1 MiB by default).",
     )
     dead_letter_timeout_s: float = Field(
