@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -202,14 +201,16 @@ def _jsonl(stream: _Bytes, source: EventSource) -> Iterator[Item]:
         if not line.strip():
             continue
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            yield number, _shown(line), _not_utf8(line, error)
-            continue
-        try:
-            yield number, orjson.loads(text), None
+            record = orjson.loads(line)  # checks UTF-8 too
         except orjson.JSONDecodeError:
-            yield number, text.rstrip("\r\n"), "not valid JSON"
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield number, _shown(line), _not_utf8(line, error)
+            else:
+                yield number, text.rstrip("\r\n"), "not valid JSON"
+            continue
+        yield number, record, None
 
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
@@ -238,16 +239,16 @@ def _from_text(text: str, kind: str) -> Any:
 START, FIELD, QUOTED, QUOTE = range(4)
 
 
-_FIELD_END = re.compile(rb"[,\r\n]")
+_ENDS_FIELD = (ord(","), ord("\r"), ord("\n"))
+_QUOTE = ord('"')
 
 
 def csv_state(part: bytes, state: int = START) -> int:
     """The parser's state after ``part``, by the csv module's (Excel's) rules: a quote
     opens a quoted field only at the field's start, ``""`` inside one is a quote, a quote
     elsewhere is an ordinary character, and a line break outside quotes ends the record.
-    A line ending in ``QUOTED`` goes on: its line break belongs to the field."""
-    if state in (START, FIELD) and b'"' not in part:
-        return state if not part else START if part[-1:] in (b",", b"\r", b"\n") else FIELD
+    A line ending in ``QUOTED`` goes on: its line break belongs to the field. (It steps
+    from quote to quote, so a line costs its quotes, not its fields.)"""
     i, n = 0, len(part)
     while i < n:
         if state == QUOTED:
@@ -256,16 +257,15 @@ def csv_state(part: bytes, state: int = START) -> int:
                 return QUOTED
             state, i = QUOTE, j + 1
         elif state == QUOTE:
-            c = part[i : i + 1]
-            state = QUOTED if c == b'"' else START if c in (b",", b"\r", b"\n") else FIELD
+            c = part[i]
+            state = QUOTED if c == _QUOTE else START if c in _ENDS_FIELD else FIELD
             i += 1
-        elif state == START and part[i : i + 1] == b'"':
-            state, i = QUOTED, i + 1
-        else:  # in an unquoted field, or at the start of one
-            found = _FIELD_END.search(part, i)
-            if found is None:
-                return FIELD
-            state, i = START, found.end()
+        else:  # outside quotes: only a quote at a field's start matters
+            j = part.find(b'"', i)
+            if j < 0:
+                return START if part[-1] in _ENDS_FIELD else FIELD
+            opens = state == START if j == i else part[j - 1] in _ENDS_FIELD
+            state, i = (QUOTED if opens else FIELD), j + 1
     return state
 
 
@@ -292,6 +292,16 @@ def csv_records(stream: _Bytes) -> Iterator[tuple[int, bytes, int]]:
         yield first, b"".join(parts), total
 
 
+def _csv_rows(text: str) -> list[list[str]]:
+    """The rows of one record: one, or more when a line holds bare-CR line ends."""
+    if "\r" not in (text[:-2] if text.endswith("\r\n") else text):
+        try:  # the usual record: a faster reader, line breaks only inside quotes or last
+            return list(csv.reader((text,)))
+        except csv.Error:
+            pass  # the full reader reports it
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
 def _csv(stream: _Bytes, source: EventSource) -> Iterator[Item]:
     kinds = {f.name: f.type for f in source.fields}
     # A field can be as long as a record; the csv module's own limit would fail the load.
@@ -307,8 +317,7 @@ def _csv(stream: _Bytes, source: EventSource) -> Iterator[Item]:
         else:
             try:
                 shown = raw.decode("utf-8-sig" if header is None else "utf-8")
-                # Usually one row; more when a line holds bare-CR line ends (old Macs).
-                rows = list(csv.reader(io.StringIO(shown, newline="")))
+                rows = _csv_rows(shown)
                 problem = None
             except UnicodeDecodeError as error:
                 problem, shown = _not_utf8(raw, error), _shown(raw)
