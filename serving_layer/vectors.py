@@ -97,7 +97,7 @@ class Selection:
         that of a one-key entity, an object must name every join key. Values are taken in
         their key's declared type (:func:`feature_core.keys.typed_key`), as the Feast
         endpoint takes them: ``"007"`` and ``7`` name one entity of an integer key."""
-        keys, types = self.join_keys, self.key_types
+        keys, types = self.join_keys, self.key_types or (str,) * len(self.join_keys)
         if len(keys) == 1 and types[0] is str and all(type(e) is str for e in entities):
             return entities  # type: ignore[return-value]  # the hot path: ids as given
         ids = []
