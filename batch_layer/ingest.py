@@ -154,8 +154,8 @@ class LakeIngest:
                 else:
                     consumer.seek_to_beginning(tp)
             self._write_status()
-            self.instances = TopicInstances(self.settings, self.topic_ids)
             self._report_lag(consumer, every_s=0)  # records waiting since the last process
+            self.instances = TopicInstances(self.settings, self.topic_ids)
             while not self._stop.is_set() and not (until and until()):
                 self._one_batch(consumer, dlq)
                 self._report_lag(consumer)

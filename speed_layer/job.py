@@ -42,7 +42,8 @@ from online_store import STORE_ERRORS, open_store
 from online_store.base import OnlineStore
 from runtime import lag
 from runtime.health import HealthReporter
-from runtime.kafka import TopicInstances, TopicRecreated, topic_id
+from runtime.kafka import TopicInstances, TopicRecreated, client_options, topic_id
+from runtime.kafka import consumer as kafka_consumer
 from runtime.status import write_status
 from speed_layer.functions import register_sql, udf_jar
 from speed_layer.loopback import loopback_jar, use_loopback_lib_dir
@@ -441,7 +442,7 @@ class Replay:
 
 def records_in_topics(settings: Settings, topics: list[str]) -> int:
     """How many records the topics hold now (log end less log start, per partition)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = kafka_consumer(settings)
     try:
         partitions = lag.topic_partitions(consumer, topics)
         starts = consumer.beginning_offsets(partitions)
@@ -588,10 +589,9 @@ class LagWatch:
         self._at = time.monotonic()
         try:
             if self._clients is None:
-                servers = self.settings.kafka_bootstrap_servers
                 self._clients = (
-                    KafkaAdminClient(bootstrap_servers=servers),
-                    KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False),
+                    KafkaAdminClient(**client_options(self.settings)),
+                    kafka_consumer(self.settings, enable_auto_commit=False),
                     open_store(self.settings, timeout_s=1),
                 )
             admin, consumer, store = self._clients
