@@ -23,16 +23,19 @@ def redact_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: safe to print.
 
     ``redis://:pw@host:6379/0`` -> ``redis://:***@host:6379/0``; a URL without a
-    password, or text that is not a URL, comes back unchanged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    password, or text that is not a URL, comes back unchanged. Read as text, not parsed:
+    a password holding ``/``, ``?``, ``#`` or ``@`` unescaped is masked whole too (the
+    user info ends at the last ``@``; a query holding one is masked up to it: more
+    hidden, never less)."""
+    scheme = url.find("://")
+    if scheme < 0:
         return url
-    if parts.password is None or "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hostport}"))
+    start = scheme + 3
+    at = url.rfind("@")
+    colon = url.find(":", start)
+    if at < start or colon < 0 or colon > at:
+        return url  # no user info, or a user name only: nothing secret
+    return f"{url[: colon + 1]}{MASK}{url[at:]}"
 
 
 def redact(text: str, *secret_values: str | None) -> str:
@@ -64,7 +67,18 @@ def read_secret(path: Path) -> str | None:
         value = path.read_text().strip()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SecretUnreadable(
+            f"cannot read the secret file {path} ({error.__class__.__name__}: "
+            f"{error.strerror if isinstance(error, OSError) else error.reason}): give it "
+            "to this user (chmod/chown), or point LFP_REDIS_PASSWORD_FILE elsewhere "
+            "(/dev/null: no password)"
+        ) from None
     return value or None
+
+
+class SecretUnreadable(ValueError):
+    """A secret file exists but cannot be read; the message says how to fix it."""
 
 
 def ensure_secret(path: Path) -> str | None:

@@ -169,6 +169,7 @@ def doctor() -> None:
 
 
 @app.command()
+@friendly_errors
 def config() -> None:
     """Every setting: its environment variable, current value and meaning."""
     from feature_core.settings import ENV_PREFIX

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from feature_core.credentials import redact_url
 
 #: The setting that bounds the writers' Redis commands.
 WRITER_TIMEOUT_SETTING = "LFP_BATCH_REDIS_TIMEOUT_S"
@@ -25,19 +26,9 @@ class StoreTimeoutError(RedisTimeoutError):
     """A writer's Redis did not answer within its timeout (a store error: retryable)."""
 
 
-def without_password(url: str) -> str:
-    """``url`` with any password replaced by ``***``: messages never carry secrets."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def timeout_message(url: str, timeout_s: float, setting: str = WRITER_TIMEOUT_SETTING) -> str:
     return (
-        f"Redis at {without_password(url)} did not answer within {timeout_s:g} s ({setting}): "
+        f"Redis at {redact_url(url)} did not answer within {timeout_s:g} s ({setting}): "
         f"is it paused, hung or overloaded? Raise {setting} if its writes are only slow"
     )
 

@@ -16,10 +16,11 @@ import redis
 from deltalake import DeltaTable
 
 from batch_layer.history import RunHistory
+from feature_core.credentials import redact_url
 from feature_core.runs import RunRecord, RunStatus, abandoned_reason, settled, this_process
 from feature_core.settings import Settings
 from online_store import open_store
-from online_store.timeouts import StoreTimeoutError, explain_timeouts, without_password
+from online_store.timeouts import StoreTimeoutError, explain_timeouts
 
 
 def _history(redis_process, tmp_path, keep: int, lease_s: float = 300.0) -> RunHistory:
@@ -135,7 +136,7 @@ def test_a_paused_redis_fails_a_writer_with_one_line_naming_the_setting(redis_pr
         os.kill(redis_process.process.pid, signal.SIGCONT)
     message = str(caught.value)
     assert "did not answer within 1 s (LFP_BATCH_REDIS_TIMEOUT_S)" in message
-    assert "hunter2" not in message and without_password(url) in message
+    assert "hunter2" not in message and redact_url(url) in message
     # An error that carries the line in its text (Spark's, from an executor) too.
     with pytest.raises(StoreTimeoutError) as again, explain_timeouts(url, 1):
         raise RuntimeError(f"Job aborted.\nTraceback ...\nStoreTimeoutError: {message}\n\tat x")

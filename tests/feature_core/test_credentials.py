@@ -34,6 +34,9 @@ def _password_file_by_default(monkeypatch):
         ("redis://user:s3cret@host:6379/0", "redis://user:***@host:6379/0"),
         ("rediss://:p%40ss@[::1]:6380/0?ssl_ca_certs=/ca.pem", "rediss://:***@[::1]:6380/0?ssl_ca_certs=/ca.pem"),
         ("redis://:a@b@host/0", "redis://:***@host/0"),
+        ("redis://:ab/cd+ef@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://:pa#ss@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://:pa?ss@host/0", "redis://:***@host/0"),
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("redis://user@host:6379/0", "redis://user@host:6379/0"),
         ("not a url", "not a url"),
@@ -52,6 +55,13 @@ def test_no_password_survives_redaction(password):
     url = with_password("redis://127.0.0.1:16379/0", password)
     shown = redact_url(url)
     assert shown == "redis://:***@127.0.0.1:16379/0"
+
+
+@given(password=_PASSWORDS)
+def test_no_unescaped_password_survives_redaction(password):
+    """A password pasted into LFP_REDIS_URL as it is (a base64 one holds '/' and '+')."""
+    url = f"redis://:{password}@127.0.0.1:16379/0"
+    assert redact_url(url) == "redis://:***@127.0.0.1:16379/0"
 
 
 def test_the_secret_is_generated_once_private_and_reused(tmp_path):

@@ -169,6 +169,8 @@ def test_the_jvm_sink_refuses_a_certificate_of_an_untrusted_ca(sink, tls_redis):
         "redis://user:s3cret@host:6379/0",
         "rediss://:p%40ss@[::1]:6380/0?ssl_ca_certs=/ca.pem",
         "redis://:a@b@host/0",
+        "redis://:ab/cd+ef@host:6379/0",
+        "redis://:pa#ss@host:6379/0",
         "redis://host:6379/0",
         "redis://user@host:6379/0",
         "not a url",

@@ -101,17 +101,10 @@ final class RedisPipeline implements RedisCommands {
       return url;
     }
     int start = scheme + 3;
-    int end = start;
-    while (end < url.length() && "/?#".indexOf(url.charAt(end)) < 0) {
-      end++;
-    }
-    int at = url.lastIndexOf('@', end - 1);
-    if (at < start) {
-      return url;
-    }
+    int at = url.lastIndexOf('@');
     int colon = url.indexOf(':', start);
-    if (colon < 0 || colon > at) {
-      return url; // a user name only: nothing secret
+    if (at < start || colon < 0 || colon > at) {
+      return url; // no user info, or a user name only: nothing secret
     }
     return url.substring(0, colon + 1) + "***" + url.substring(at);
   }
