@@ -5,10 +5,13 @@ PY   := $(VENV)/bin/python
 
 # The workload: the platform names none. `make up`, `make demo` and the stack benchmarks
 # run the demo's (its feature repo and recommender router) unless LFP_FEATURE_REPO is set
-# in the environment or .env; LFP_API_ROUTERS set there is kept too.
+# in the environment or .env; the demo's router is mounted whenever the demo's repo runs,
+# unless LFP_API_ROUTERS is set there too.
 set_here = $(or $($(1)),$(shell grep -qs '^$(1)=' .env && echo yes))
-WORKLOAD := $(if $(call set_here,LFP_FEATURE_REPO),,LFP_FEATURE_REPO=demo.feature_repo \
-	$(if $(call set_here,LFP_API_ROUTERS),,LFP_API_ROUTERS='["demo.recommendations:router"]'))
+repo_here = $(or $(LFP_FEATURE_REPO),$(shell sed -n 's/^LFP_FEATURE_REPO=//p' .env 2>/dev/null | tail -n 1))
+WORKLOAD := $(if $(call set_here,LFP_FEATURE_REPO),,LFP_FEATURE_REPO=demo.feature_repo) \
+	$(if $(call set_here,LFP_API_ROUTERS),,$(if $(filter-out demo.feature_repo,$(repo_here)),,\
+	LFP_API_ROUTERS='["demo.recommendations:router"]'))
 
 .PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-chaos bench-serving bench-serving-ir bench-cluster clean
 

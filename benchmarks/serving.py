@@ -475,6 +475,7 @@ def bench_views(
                 **os.environ,
                 "LFP_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
                 "LFP_REDIS_PASSWORD_FILE": os.devnull,  # its own Redis has no password
+                "LFP_ENV_FILE": "",  # the repo's .env (a token) is not its settings
                 # The feature endpoints only: the demo router loads its model (importing
                 # scikit-learn) in the background at start-up, which would be measured.
                 "LFP_API_ROUTERS": "[]",

@@ -1,25 +1,43 @@
 """All runtime configuration, in one place, from environment variables.
 
 Every variable is prefixed ``LFP_`` (for example ``LFP_REDIS_URL``); a ``.env`` file in
-the working directory is read too. The embedded stack derives the ports it listens on
-from the same URLs the clients use, so two stacks run side by side by changing
-``LFP_KAFKA_BOOTSTRAP_SERVERS``, ``LFP_REDIS_URL``, ``LFP_API_PORT`` and ``LFP_DATA_DIR``.
+the working directory is read too (``LFP_ENV_FILE`` names another; empty: none), its
+names without the prefix left to the tools they belong to (Compose's ``COMPOSE_FILE``).
+The embedded stack derives the ports it listens on from the same URLs the clients use,
+so two stacks run side by side by changing ``LFP_KAFKA_BOOTSTRAP_SERVERS``,
+``LFP_REDIS_URL``, ``LFP_API_PORT`` and ``LFP_DATA_DIR``.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from feature_core.credentials import REDIS_PASSWORD_FILE, read_secret, url_password, with_password
+from feature_core.credentials import (
+    REDIS_PASSWORD_FILE,
+    read_secret,
+    redact_url,
+    url_password,
+    with_password,
+)
 
 ENV_PREFIX = "LFP_"
 #: Variables docker-compose.yml reads from the same ``.env`` (see .env.example): not
 #: settings, but a ``.env`` holding them must still be a valid settings file.
+#: Which ``.env`` file the settings read (default ``.env`` in the working directory; an
+#: empty value: none). Not a setting itself: it picks where settings come from.
+ENV_FILE_VARIABLE = "LFP_ENV_FILE"
 COMPOSE_VARIABLES = frozenset(
     {"LFP_REDIS_PASSWORD", "LFP_PUBLISH_HOST", "LFP_UID", "LFP_COMPOSE_DATA_DIR"}
 )
@@ -54,8 +72,20 @@ class Settings(BaseSettings):
         ``LFP_`` name in it is still an error: a typo is not silently ignored)."""
 
         def dotenv() -> dict[str, object]:
-            values = dotenv_settings()
-            return {k: v for k, v in values.items() if k.upper() not in COMPOSE_VARIABLES}
+            chosen = os.environ.get(ENV_FILE_VARIABLE)
+            if chosen is None:
+                values = dotenv_settings()
+            elif chosen:
+                values = DotEnvSettingsSource(settings_cls, env_file=chosen)()
+            else:
+                values = {}
+            # Names without the prefix are other tools' (Compose's COMPOSE_FILE, ...).
+            return {
+                k: v
+                for k, v in values.items()
+                if k in cls.model_fields
+                or (k.upper().startswith(ENV_PREFIX) and k.upper() not in COMPOSE_VARIABLES)
+            }
 
         return init_settings, env_settings, dotenv, file_secret_settings  # type: ignore[return-value]
 
@@ -468,6 +498,12 @@ class Settings(BaseSettings):
                 # Frozen model: the one place a field is set after validation.
                 object.__setattr__(self, "redis_url", with_password(self.redis_url, password))
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """As pydantic's, with URL passwords masked: a logged Settings shows no secret
+        (SecretStr fields mask themselves; the Redis URL is a plain string)."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
 
     # --- derived (plain properties: a cached value would survive model_copy) -------
     @property

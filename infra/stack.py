@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from feature_core.credentials import REDIS_PASSWORD_FILE, ensure_secret, write_private
-from feature_core.settings import Settings
+from feature_core.settings import ENV_FILE_VARIABLE, Settings
 from infra.broker import broker_command
 from online_store import STORE_ERRORS, open_store
 from runtime.status import status_problem
@@ -430,6 +430,8 @@ def temporary_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> Ite
         "LFP_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "LFP_API_PORT": str(free_port()),
         "LFP_REDIS_PASSWORD_FILE": str(data_dir.resolve() / REDIS_PASSWORD_FILE),
+        # Its services read no .env: the repo's (a token, another data dir) is not theirs.
+        ENV_FILE_VARIABLE: "",
         **(env or {}),
     }
     saved = {k: os.environ.get(k) for k in values}

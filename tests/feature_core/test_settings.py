@@ -66,3 +66,34 @@ def test_a_dotenv_holding_composes_variables_is_still_a_settings_file(
     env.write_text("LFP_REDIS_PASWORD=x\n")
     with pytest.raises(ValidationError, match="lfp_redis_pasword"):
         Settings(_env_file=env, data_dir=tmp_path)
+
+
+def test_a_dotenv_names_other_tools_variables_and_lfp_env_file_picks_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # .env.example suggests COMPOSE_FILE: every lfp command (make down included) failed
+    # on it. LFP_ENV_FILE picks the file (empty: none), as test stacks need.
+    import os
+
+    from feature_core.settings import ENV_FILE_VARIABLE, ENV_PREFIX
+
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "COMPOSE_FILE=docker-compose.yml:docker-compose.expose.yml\nLFP_API_TOKEN=t0ken\n"
+    )
+    settings = Settings(data_dir=tmp_path)
+    assert settings.api_token is not None and settings.api_token.get_secret_value() == "t0ken"
+    monkeypatch.setenv(ENV_FILE_VARIABLE, "")
+    assert Settings(data_dir=tmp_path).api_token is None
+    (tmp_path / "other.env").write_text("LFP_API_TOKEN=other\n")
+    monkeypatch.setenv(ENV_FILE_VARIABLE, str(tmp_path / "other.env"))
+    token = Settings(data_dir=tmp_path).api_token
+    assert token is not None and token.get_secret_value() == "other"
+
+
+def test_a_logged_settings_shows_no_redis_password(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, redis_url="redis://:hunter2@h:1/0")
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
+    assert settings.redis_url == "redis://:hunter2@h:1/0"
