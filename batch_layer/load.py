@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -367,15 +368,34 @@ def _parquet(path: Path, source: EventSource) -> Iterator[Item]:
             yield number, {k: _plain(v) for k, v in row.items()}, None
 
 
-def count_records(path: Path) -> int:
+def count_records(path: Path, block_bytes: int = 1 << 20) -> int:
     """Records in a file, for a progress bar: Parquet's row count, or its non-blank lines
-    (less the header of a CSV file; a CSV cell may hold a line break, so it is a bound)."""
+    (less the header of a CSV file; a CSV cell may hold a line break, so it is a bound).
+    Read in blocks: a file with no line break costs one block of memory, not the file."""
     form = file_format(path)
     if form == "parquet":
         return pq.ParquetFile(path).metadata.num_rows
+    lines = 0
+    pending = False  # the unfinished line so far holds a non-blank byte
     with path.open("rb") as file:
-        lines = sum(1 for line in file if line.strip())
+        while block := file.read(block_bytes):
+            *ended, rest = block.split(b"\n")
+            for piece in ended:
+                lines += pending or bool(piece.strip())
+                pending = False
+            pending = pending or bool(rest.strip())
+    lines += pending
     return max(lines - 1, 0) if form == "csv" else lines
+
+
+def _reject_line(reject: dict[str, Any]) -> bytes:
+    """One rejects-file line. default=str: a value JSON has no form for (bytes, an odd
+    Parquet type) is kept as its text; an integer past 64 bits (orjson has none) goes
+    through the standard library, rather than failing the load on the record it rejects."""
+    try:
+        return orjson.dumps(reject, default=str) + b"\n"
+    except TypeError:
+        return json.dumps(reject, default=str).encode() + b"\n"
 
 
 def load_file(
@@ -463,9 +483,7 @@ def load_file(
                 reject = {"line": number, "reason": str(error), "record": data}
                 if len(result.first_rejects) < 3:
                     result.first_rejects.append(f"line {number}: {error}")
-                # default=str: a value JSON has no form for (bytes, an odd Parquet type) is
-                # kept as its text rather than failing the load.
-                rejects.append(orjson.dumps(reject, default=str) + b"\n")
+                rejects.append(_reject_line(reject))
             if len(good) + len(rejects) >= chunk:
                 commit()
         result.records = handled

@@ -402,3 +402,32 @@ def test_oversized_records_are_cut_at_the_same_places(text, limit, part):
     assert (
         small.offset == len(data) and small.digest.hexdigest() == hashlib.sha256(data).hexdigest()
     )
+
+
+def test_a_number_past_64_bits_is_a_reject_not_a_failed_load(tmp_path):
+    """orjson has no form for an integer past 64 bits: writing such a record's reject
+    stopped the load, at the same row on every rerun."""
+    from feature_core.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    path = tmp_path / "logins.csv"
+    path.write_text(LOGIN_HEADER + _login(1) + "l2,a0,true,,phone,1" + "0" * 40 + "\n" + _login(3))
+    result = load_file(settings, logins, path)
+    assert (result.records, result.appended, result.rejected) == (3, 2, 1)
+    rejects = [json.loads(x) for x in result.rejects_path.read_bytes().splitlines()]
+    assert [r["line"] for r in rejects] == [3]
+
+
+@given(st.binary(max_size=80), st.integers(1, 9))
+def test_records_are_counted_in_blocks_as_lines_are(data, block_bytes):
+    """The progress bar's count reads blocks (a file without line breaks costs one block
+    of memory), and counts what reading it line by line counts."""
+    import tempfile
+    from pathlib import Path
+
+    from batch_layer.load import count_records
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "events.jsonl"
+        path.write_bytes(data)
+        assert count_records(path, block_bytes) == sum(1 for x in data.split(b"\n") if x.strip())
