@@ -115,7 +115,13 @@ class LakeIngest:
             max_partition_fetch_bytes=min(self.settings.ingest_max_bytes, 1024 * 1024),
         )
         dlq = DeadLetters(
-            producer(self.settings, **self.dead_letter_producer_options),
+            # A send waits for the topic's metadata at most the dead letters' timeout
+            # (kafka-python's default is 60 s per send).
+            producer(
+                self.settings,
+                max_block_ms=int(self.settings.dead_letter_timeout_s * 1000),
+                **self.dead_letter_producer_options,
+            ),
             self.settings.data_dir,
             self.settings.dead_letter_max_bytes,
             self.settings.dead_letter_timeout_s,

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from kafka import TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,8 @@ class DeadLetters:
         #: Records already dead-lettered by an earlier process (sent or spilled after the
         #: last commit): read again after a restart, they are not sent twice.
         self.already: set[Place] = set()
+        #: Dead-letter topics whose send timed out in this batch: asked again next batch.
+        self._unreachable: dict[str, Exception] = {}
 
     def reject(
         self,
@@ -210,15 +212,21 @@ class DeadLetters:
             raw, reason, topic, partition, offset, self.max_bytes, key, topic_id=topic_id
         )
         kept_key = key if key is not None and len(key) <= KEY_MAX_BYTES else None
-        try:
-            sent: Any = self.producer.send(
-                dlq_topic,
-                key=kept_key,
-                value=encode(letter),
-                headers=[("reason", letter["reason"].encode())],
-            )
-        except (KafkaError, OSError) as error:  # e.g. refused at once as too large
-            sent = error
+        sent: Any = self._unreachable.get(dlq_topic)
+        if sent is None:
+            try:
+                sent = self.producer.send(
+                    dlq_topic,
+                    key=kept_key,
+                    value=encode(letter),
+                    headers=[("reason", letter["reason"].encode())],
+                )
+            except KafkaTimeoutError as error:
+                # No metadata for the topic (missing, broker away): every later send
+                # of this batch would wait as long, so they are spilled at once.
+                self._unreachable[dlq_topic] = sent = error
+            except (KafkaError, OSError) as error:  # e.g. refused at once as too large
+                sent = error
         self._pending.append(_Pending(dlq_topic, letter, sent))
 
     @property
@@ -232,6 +240,7 @@ class DeadLetters:
         """Every dead letter since the last call acknowledged or spilled (fsync'd); an
         ``OSError`` from the spill file propagates: then nothing may be committed."""
         settled = Settled()
+        self._unreachable.clear()
         if not self._pending:
             return settled
         deadline = time.monotonic() + self.timeout_s

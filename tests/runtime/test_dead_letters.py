@@ -156,6 +156,31 @@ def test_unacknowledged_dead_letters_are_spilled_before_settle_returns(tmp_path:
     assert len(list(read_spilled(tmp_path))) == 3
 
 
+class _NoMetadataProducer(_Producer):
+    """A dead-letter topic the broker has no metadata for (deleted, never created): each
+    send waits max_block_ms, then raises, as kafka-python's does."""
+
+    def send(self, topic: str, key=None, value=b"", headers=None) -> _Future:
+        self.sent.append((topic, value))
+        raise KafkaTimeoutError("Failed to update metadata after 10.0 secs.")
+
+
+def test_a_dead_letter_topic_without_metadata_is_waited_for_once_a_batch(tmp_path: Path):
+    """Every reject of a batch waited the producer's max_block_ms for the missing topic's
+    metadata: 1,000 rejects stalled ingest for hours. Now the first one's timeout spills
+    the rest of the batch at once, and the next batch asks again."""
+    producer = _NoMetadataProducer(limit=10_000, failing={})
+    letters = DeadLetters(producer, tmp_path, max_bytes=64 * 1024, timeout_s=0.5)
+    for offset in range(100):
+        letters.reject("gone.dlq", b"{bad", "not valid JSON", "gone", 0, offset)
+    assert len(producer.sent) == 1
+    assert letters.settle().spilled == 100
+    letters.reject("gone.dlq", b"{bad", "not valid JSON", "gone", 0, 100)
+    assert len(producer.sent) == 2
+    assert letters.settle().spilled == 1
+    assert len(list(read_spilled(tmp_path))) == 101
+
+
 def test_a_spill_that_cannot_be_written_raises(tmp_path: Path):
     (tmp_path / "dead-letters").write_text("a file where the folder should be")
     producer = _Producer(limit=10, failing={})
