@@ -144,7 +144,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         problems = [
             f"request body is not valid JSON ({e['ctx']['error']})"
             if e["type"] == "json_invalid"
-            else f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            else f"{'.'.join(_short(p) for p in e['loc'])}: {e['msg']}"
             for e in errors[:MAX_PROBLEMS]
         ]
         if len(errors) > MAX_PROBLEMS:
@@ -155,6 +155,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def internal_error(request: Request, error: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return _error(500, "internal error; the server log has the details")
+
+
+def _short(part: object, most: int = 64) -> str:
+    """A problem location's part (a key the body chose) cut short: no echo of the body."""
+    text = str(part)
+    return text if len(text) <= most else f"{text[:most]}..."
 
 
 def _document_one_error_shape(app: FastAPI) -> None:

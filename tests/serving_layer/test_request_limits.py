@@ -113,6 +113,33 @@ def test_a_megabyte_of_wrong_items_names_one_problem_not_every_item(api: TestCli
     assert status == 422 and "at most 64 join keys, got 50000" in detail
 
 
+def test_a_megabyte_entity_object_is_one_problem_not_two_per_key(api: TestClient) -> None:
+    """An entity object of 80,000 keys with a wrong value each cost 160,000 problem
+    reports (half a second of the event loop) before its size was checked."""
+    entity = {f"k{i}": True for i in range(70_000)}  # just under 1 MiB
+    status, detail = _post(api, "/v1/features", {"features": [REF], "entities": [entity]})
+    assert status == 422 and "at most 64 join keys, got 70000" in detail
+    assert len(detail) < 1000
+
+
+def test_a_problem_never_echoes_a_huge_key_of_the_body(api: TestClient) -> None:
+    body = {"features": [REF], "entities": ["u"], "x" * 500_000: 1}
+    response = api.post("/v1/features", content=orjson.dumps(body), headers=JSON)
+    assert response.status_code == 422 and len(response.content) < 1000
+
+
+def test_an_integer_entity_past_64_bits_is_refused_like_a_long_text(api: TestClient) -> None:
+    body = b'{"features": ["%s"], "entities": [%s]}' % (REF.encode(), b"9" * 4000)
+    response = api.post("/v1/features", content=body, headers=JSON)
+    assert response.status_code == 422 and "body.entities.0" in response.json()["detail"]
+
+
+def test_the_feast_features_list_is_capped_beside_a_feature_service(api: TestClient) -> None:
+    body = {"feature_service": "x", "features": [REF] * 51, "entities": {"user_id": ["u"]}}
+    status, detail = _post(api, "/get-online-features", body)
+    assert status == 422 and "(LFP_API_MAX_FEATURES)" in detail
+
+
 def test_many_distinct_unknown_references_stop_at_the_first(api: TestClient) -> None:
     body = {"features": [f"g{i}:f" for i in range(50)], "entities": ["u"]}
     status, detail = _post(api, "/v1/features", body)
