@@ -14,10 +14,12 @@ new jar.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyflink
@@ -81,29 +83,44 @@ def sources_hash() -> str:
 
 def udf_jar(cache_dir: Path) -> Path:
     """The jar of the speed job's JVM functions, compiled now if not cached yet."""
-    jar = cache_dir / f"lfp-speed-{sources_hash()}.jar"
+    flink_lib = Path(pyflink.__file__).parent / "lib"
+    return compile_jar(
+        cache_dir / f"lfp-speed-{sources_hash()}.jar",
+        _java_files(),
+        [flink_lib / name for name in _COMPILE_CLASSPATH],
+        "its aggregate functions",
+    )
+
+
+def compile_jar(
+    jar: Path,
+    sources: Sequence[Path],
+    classpath: Sequence[Path],
+    what: str,
+    entries: Sequence[str] | None = None,
+) -> Path:
+    """``jar`` built from ``sources`` with the JDK's ``javac`` unless it exists (its name
+    carries the sources' hash); ``entries``: the class files packaged (default: all)."""
     if jar.exists():
         return jar
     javac = shutil.which("javac")
     if javac is None:
         raise JvmBuildError(
-            "javac not found: the speed job compiles its aggregate functions with the JDK. "
+            f"javac not found: the speed job compiles {what} with the JDK. "
             "Install it (apt-get install openjdk-17-jdk-headless) or run make install."
         )
-    flink_lib = Path(pyflink.__file__).parent / "lib"
-    classpath = ":".join(str(flink_lib / name) for name in _COMPILE_CLASSPATH)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as build:
-        result = subprocess.run(
-            [javac, "--release", "17", "-d", build, "-cp", classpath, *map(str, _java_files())],
-            capture_output=True,
-            text=True,
-        )
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=jar.parent) as build:
+        command = [javac, "--release", "17", "-d", build, "-cp", ":".join(map(str, classpath))]
+        result = subprocess.run([*command, *map(str, sources)], capture_output=True, text=True)
         if result.returncode != 0:
-            raise JvmBuildError(f"compiling {SOURCES} failed:\n{result.stderr.strip()}")
-        partial = jar.with_suffix(".jar.tmp")
+            where = os.path.commonpath([str(p.parent) for p in sources])
+            raise JvmBuildError(f"compiling {where} failed:\n{result.stderr.strip()}")
+        root = Path(build)
+        packaged = entries or [p.relative_to(root).as_posix() for p in root.rglob("*.class")]
+        partial = jar.with_name(f"{jar.name}.{os.getpid()}.tmp")  # one per process
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(Path(build).rglob("*.class")):
-                archive.write(path, path.relative_to(build).as_posix())
+            for entry in sorted(packaged):
+                archive.write(root / entry, entry)
         partial.replace(jar)  # atomic: a concurrent start never loads half a jar
     return jar

@@ -20,14 +20,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
-import zipfile
 from pathlib import Path
 
 import pyflink
 
-from speed_layer.functions import JvmBuildError
+from speed_layer.functions import JvmBuildError, compile_jar
 
 SOURCES = Path(__file__).parent / "jvm" / "loopback"
 #: The one class file packaged (the outer class is only compiled against).
@@ -51,25 +49,7 @@ def loopback_jar(cache_dir: Path) -> Path:
     for path in _sources():
         digest.update(path.read_bytes())
     jar = cache_dir / f"lfp-beam-loopback-{digest.hexdigest()[:16]}.jar"
-    if jar.exists():
-        return jar
-    javac = shutil.which("javac")
-    if javac is None:
-        raise JvmBuildError(
-            "javac not found: the speed job compiles a class with the JDK. "
-            "Install it (apt-get install openjdk-17-jdk-headless) or run make install."
-        )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as build:
-        command = [javac, "--release", "17", "-d", build, "-cp", str(flink_python_jar())]
-        result = subprocess.run([*command, *map(str, _sources())], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise JvmBuildError(f"compiling {SOURCES} failed:\n{result.stderr.strip()}")
-        partial = jar.with_suffix(".jar.tmp")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.write(Path(build) / PATCHED, PATCHED)
-        partial.replace(jar)  # atomic: a concurrent start never loads half a jar
-    return jar
+    return compile_jar(jar, _sources(), [flink_python_jar()], "a Beam class", [PATCHED])
 
 
 def use_loopback_lib_dir(cache_dir: Path) -> Path:
