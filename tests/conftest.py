@@ -35,6 +35,21 @@ ROOT = Path(__file__).resolve().parents[1]
 # send its password to the tests' own password-less Redis servers. A stack the tests
 # start puts its password in LFP_REDIS_URL (infra.stack.temporary_stack).
 os.environ.setdefault("LFP_REDIS_PASSWORD_FILE", os.devnull)
+#: The LFP_ settings the suite started with: tests that use no stack see these, not the
+#: session stack's (temporary_stack puts its URLs, password and repo in os.environ).
+_SUITE_SETTINGS = {k: v for k, v in os.environ.items() if k.startswith("LFP_")}
+
+
+@pytest.fixture(autouse=True)
+def _no_stack_settings_outside_stack_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("integration") is not None:
+        return
+    for key in [k for k in os.environ if k.startswith("LFP_") and k not in _SUITE_SETTINGS]:
+        monkeypatch.delenv(key)
+    for key, value in _SUITE_SETTINGS.items():
+        monkeypatch.setenv(key, value)
 
 
 def wait_for(
@@ -383,9 +398,9 @@ class RedisClusterProcesses:
                     how = f"exited {exited}" if exited is not None else "not answering after 60 s"
                     pytest.fail(f"cluster-enabled redis-server on {port} {how}: {log[-1500:]}")
                 time.sleep(0.05)
-        form_redis_cluster(
-            Settings(_env_file=None, cluster_redis_ports=self.ports, redis_password_file=os.devnull)
-        )
+        # Its own URL: the session stack's (in the environment) carries that one's password.
+        own = {"redis_url": self.url, "redis_password_file": os.devnull}
+        form_redis_cluster(Settings(_env_file=None, cluster_redis_ports=self.ports, **own))
 
     @property
     def url(self) -> str:
