@@ -232,7 +232,8 @@ class Settings(BaseSettings):
         gt=0,
         description="/readyz and `lfp stack status` report a consumer as stalled when it "
         "has not reported for this long, or has not committed for this long while records "
-        "wait on its topics (counted from its start after a restart).",
+        "that arrived after its last commit wait on its topics (counted from its start "
+        "after a restart).",
     )
     consumer_lag_window_s: float = Field(
         60.0,

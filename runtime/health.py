@@ -60,6 +60,11 @@ class ConsumerHealth:
     last_commit_ms: int | None = None  # the last time its position moved forward
     lag: Mapping[str, int] = field(default_factory=dict)  # records behind, per topic
     samples: tuple[tuple[int, int], ...] = ()  # (at_ms, records behind in all), oldest first
+    #: Records behind in all at the first report after the last commit (or start): only
+    #: records beyond these arrived since and wait on a consumer that does not commit.
+    #: (An idle consumer can read a few records behind for good: the embedded broker's
+    #: log end and Flink's committed offsets need not agree to the record.)
+    behind_at_commit: int | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -71,6 +76,7 @@ class ConsumerHealth:
                 "last_commit_ms": self.last_commit_ms,
                 "lag": dict(self.lag),
                 "samples": [list(s) for s in self.samples],
+                "behind_at_commit": self.behind_at_commit,
             }
         )
 
@@ -79,6 +85,7 @@ class ConsumerHealth:
         """The record as published; ValueError (or KeyError, TypeError) if malformed."""
         data = orjson.loads(raw)
         commit = data.get("last_commit_ms")
+        baseline = data.get("behind_at_commit")
         return cls(
             consumer=consumer,
             host=str(data.get("host", "")),
@@ -87,6 +94,7 @@ class ConsumerHealth:
             last_commit_ms=None if commit is None else int(commit),
             lag={str(t): int(n) for t, n in dict(data.get("lag", {})).items()},
             samples=tuple((int(a), int(b)) for a, b in data.get("samples", ())),
+            behind_at_commit=None if baseline is None else int(baseline),
         )
 
 
@@ -99,6 +107,7 @@ def started(previous: ConsumerHealth | None, consumer: str, now_ms: int) -> Cons
         host=socket.gethostname(),
         starts_ms=(*base.starts_ms, now_ms)[-MAX_STARTS:],
         at_ms=now_ms,
+        behind_at_commit=None,  # taken again at this process's first report
     )
 
 
@@ -118,10 +127,14 @@ def reported(
     commit = record.last_commit_ms
     if committed_ms is not None:
         commit = max(committed_ms, commit or 0)
+    baseline = record.behind_at_commit
+    if baseline is None or commit != record.last_commit_ms:
+        baseline = sum(lag.values())
     return replace(
         record,
         at_ms=now_ms,
         last_commit_ms=commit,
+        behind_at_commit=baseline,
         lag=dict(lag),
         samples=tuple(samples[-MAX_SAMPLES:]),
     )
@@ -181,12 +194,15 @@ def judge(record: ConsumerHealth, now_ms: int, limits: HealthLimits) -> str | No
             f"{limits.stall_s:.0f}): it is hung, paused or cannot reach the online store"
         )
     behind = sum(record.lag.values())
+    arrived = behind - (record.behind_at_commit or 0)
     since = max(record.last_commit_ms or 0, streak_start(record, limits.stall_s))
     stalled_s = (now_ms - since) / 1000
-    if behind > 0 and stalled_s > limits.stall_s:
+    if arrived > 0 and stalled_s > limits.stall_s:
+        since_text = f", {arrived} of them arrived since," if arrived < behind else ""
         return (
             f"{name} is stalled: no commit for {stalled_s:.0f} s while {behind} records "
-            f"wait on its topics (LFP_CONSUMER_STALL_S {limits.stall_s:.0f}); see its log"
+            f"wait on its topics{since_text} (LFP_CONSUMER_STALL_S {limits.stall_s:.0f}); "
+            "see its log"
         )
     grew = lag_growth(record, now_ms, limits.lag_window_s)
     if grew is not None:

@@ -201,3 +201,20 @@ def test_thresholds_come_from_the_documented_settings():
     assert HealthLimits.from_settings(settings) == HealthLimits(5, 30, 90)
     for name in ("consumer_max_restarts_per_min", "consumer_stall_s", "consumer_lag_window_s"):
         assert Settings.model_fields[name].description
+
+
+def test_records_left_behind_by_an_idle_consumer_are_not_a_stall_new_ones_are():
+    """Seen on the live stack after the speed job replayed its topics: the committed
+    offsets sat 3 records short of the broker's log end while nothing arrived. Only
+    records that arrive after the last commit and wait past the limit are a stall."""
+    record = consuming(last_commit_ms=None, lag={})
+    record = reported(record, NOW - 300_000, {"events": 3}, NOW - 300_000, LIMITS.lag_window_s)
+    record = reported(record, NOW, {"events": 3}, None, LIMITS.lag_window_s)
+    assert record.behind_at_commit == 3 and judge(record, NOW, LIMITS) is None
+    later = reported(record, NOW + 1000, {"events": 5}, None, LIMITS.lag_window_s)
+    why = judge(later, NOW + 1000, LIMITS)
+    assert why is not None and "5 records wait on its topics, 2 of them arrived since" in why
+    # A commit takes the baseline again; a restart forgets it until its first report.
+    moved = reported(later, NOW + 2000, {"events": 1}, NOW + 2000, LIMITS.lag_window_s)
+    assert moved.behind_at_commit == 1
+    assert started(moved, "lake-ingest", NOW + 3000).behind_at_commit is None
