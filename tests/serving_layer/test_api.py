@@ -188,7 +188,7 @@ def test_feast_compatible_endpoint_answers_feast_shape_with_the_same_values(stac
         ("/v1/features", {"feature_service": "ranking_features", "entities": []}, 422, "entities"),
         (
             "/v1/features",
-            {"feature_service": "ranking_features", "entities": [42]},
+            {"feature_service": "ranking_features", "entities": [4.2]},
             422,
             "entities.0",
         ),
