@@ -378,6 +378,14 @@ def _fill_distinct(limit: int, key: str, make: Callable[[int], str], rest: dict)
     return orjson.dumps({**rest, key: items})
 
 
+def _fill_object(limit: int, rest: dict, top_level: bool = False) -> bytes:
+    """An object of short keys, each with a wrong value, filling ``limit`` bytes: as the
+    one entity of ``rest`` (each key a join key to check), or as the body itself."""
+    n = (limit - len(orjson.dumps(rest)) - 64) // len(b'"k000000":true,')
+    keys = {f"k{i:06d}": True for i in range(n)}
+    return orjson.dumps(keys if top_level else {**rest, "entities": [keys]})
+
+
 def hostile_bodies(limit: int, max_entities: int) -> list[tuple[str, str, bytes]]:
     """The worst bodies under LFP_API_MAX_BODY_BYTES: (name, path, body). Before the caps,
     a 1 MB list of one repeated reference froze the API for seconds (a quadratic check)."""
@@ -398,6 +406,12 @@ def hostile_bodies(limit: int, max_entities: int) -> list[tuple[str, str, bytes]
         ),
         ("v1: wrong-typed refs x 1 MB", v1, _fill(limit, "features", 0, {"entities": ["u"]})),
         ("v1: entities x 1 MB", v1, _fill(limit, "entities", "u", {"features": [ref]})),
+        (
+            "v1: one entity object, keys x 1 MB",
+            v1,
+            _fill_object(limit, {"features": [ref]}),
+        ),
+        ("v1: top-level unknown keys x 1 MB", v1, _fill_object(limit, {}, top_level=True)),
         (
             f"v1: {max_entities} entities (the cap), 200",
             v1,
