@@ -395,7 +395,19 @@ def test_consumer_lag_is_in_metrics_readyz_and_stack_status(stack):
 def test_readyz_reports_the_batch_view_and_its_age(stack):
     api = stack.settings.api_url
     assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
-    first = httpx.get(f"{api}/readyz")
+
+    def settled() -> httpx.Response | None:
+        """/readyz once its only problem, if any, is a missing batch view. Earlier tests
+        lose Redis twice: the speed job then replays its topics, and on this loaded
+        machine can go a checkpoint or two past the session's 45 s LFP_CONSUMER_STALL_S
+        without committing (reported, rightly, until it commits)."""
+        answer = httpx.get(f"{api}/readyz")
+        problems = answer.json()["problems"]
+        if answer.status_code == 200 or problems == [p for p in problems if "no batch" in p]:
+            return answer
+        return None
+
+    first = wait_for(settled, 180, "/readyz with no consumer problem")
     if first.status_code == 503:  # no batch run yet in this session
         assert "no batch view yet" in " ".join(first.json()["problems"])
         stack.run_batch(align_cutoff(now_ms()))
