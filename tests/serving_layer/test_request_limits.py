@@ -193,3 +193,11 @@ def test_a_non_integer_for_an_integer_key_is_a_422_naming_the_key_on_every_endpo
             response = api.get(path)
             assert response.status_code == 422
             assert response.json()["detail"].startswith("k: integer values expected")
+
+
+def test_a_megabyte_of_unknown_fields_is_one_problem(api: TestClient) -> None:
+    body = {f"k{i:06d}": True for i in range(60_000)}  # just under 1 MiB
+    status, detail = _post(api, "/v1/features", body)
+    assert status == 422 and "60000 unknown fields ('k000000', 'k000001', 'k000002', ...)" in detail
+    status, detail = _post(api, "/v1/features", {"features": [REF], "entities": ["u"], "x": 1})
+    assert status == 422 and detail == "body.x: Extra inputs are not permitted"
