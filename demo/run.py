@@ -233,7 +233,7 @@ def run_demo(
         f"  API docs         {settings.api_url}/docs\n"
         f"  metrics          {settings.api_url}/metrics\n"
         f"  batch runs       lfp batch history   (or {settings.api_url}/v1/batch/runs)\n"
-        f"  consistency      lfp verify\n"
+        f"  consistency      LFP_FEATURE_REPO={settings.feature_repo} lfp verify\n"
         f"  stack            make status   |   stop: make down"
     )
     return {
