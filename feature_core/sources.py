@@ -201,7 +201,17 @@ class Field:
         return FIELD_TYPES[self.type]
 
     def check(self, value: Any) -> Any:
-        """The canonical value, or :class:`InvalidRecord` naming the field."""
+        """The canonical value, or :class:`InvalidRecord` naming the field. Any failure
+        of the check is the value's, never the caller's (lake ingest, the speed job and
+        lake load would otherwise stop at the record that broke it)."""
+        try:
+            return self._checked(value)
+        except InvalidRecord:
+            raise
+        except (ValueError, TypeError, ArithmeticError, RecursionError) as error:
+            raise InvalidRecord(f"{self.name}: {type(error).__name__}: {error}") from None
+
+    def _checked(self, value: Any) -> Any:
         kind = self.kind
         try:
             value = kind.check(value)

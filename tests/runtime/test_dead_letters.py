@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from batch_layer.ingest import _parse
 from demo.feature_repo import events
 from feature_core.sources import InvalidRecord
 from fraud.feature_repo import transactions
@@ -69,7 +68,7 @@ def test_every_hostile_record_is_valid_or_a_bounded_envelope(data, max_bytes):
     source = data.draw(st.sampled_from([events, transactions]))
     raw = data.draw(hostile_records(source))
     try:
-        _parse(source, raw, NOW)
+        source.parse(raw, NOW)
     except InvalidRecord as error:
         letter = envelope(raw, str(error), source.topic_name, 3, 17, max_bytes)
         assert_envelope(raw, letter, max_bytes)
@@ -80,7 +79,7 @@ def test_the_issues_record_gets_a_bounded_envelope():
     """400 KB of non-UTF-8 text: a 1.2 MB dead letter before, which the producer refused."""
     raw = bytes(range(0xA0, 0x100)) * 4000
     with pytest.raises(InvalidRecord) as error:
-        _parse(events, raw, NOW)
+        events.parse(raw, NOW)
     letter = envelope(raw, str(error.value), "events", 0, 5, 256 * 1024)
     assert_envelope(raw, letter, 256 * 1024)
     assert letter["truncated"] and letter["reason"] == "not valid JSON"
