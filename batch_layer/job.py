@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.lake import files_matching, open_table
-from feature_core.aggregations import Primitive
+from feature_core.aggregations import Primitive, SparkColumns
 from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
 from feature_core.keys import entity_id
 from feature_core.merge import BatchPointer
@@ -80,11 +80,38 @@ def read_snapshot(
     return spark.read.schema(schema).parquet(*files), table.version()
 
 
+def session_start_column(window: Window) -> str:
+    """The column holding each event's entity's current session start (at the cutoff)."""
+    return f"__session_{window.gap_ms}"
+
+
+def with_session_starts(events: DataFrame, group: FeatureGroup) -> DataFrame:
+    """``events`` with, per session window, the first event time of each entity's last
+    session: the latest event that follows a gap of at least the window's gap."""
+    time = quoted(group.event_time)
+    entity = ", ".join(quoted(k) for k in group.join_keys)
+    for window in group.windows:
+        if not window.is_session:
+            continue
+        previous = f"LAG({time}) OVER (PARTITION BY {entity} ORDER BY {time})"
+        gap = f"{time} - {previous} >= {window.gap_ms}"
+        opens = f"CASE WHEN {previous} IS NULL OR {gap} THEN {time} END"
+        events = events.withColumn("__opens", F.expr(opens)).withColumn(
+            session_start_column(window),
+            F.expr(f"MAX(__opens) OVER (PARTITION BY {entity})"),
+        )
+    return events.drop("__opens") if "__opens" in events.columns else events
+
+
 def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -> str:
-    """SQL labelling an event with its batch bucket (see ``BatchLayout.bucket``)."""
+    """SQL labelling an event with its batch bucket (see ``BatchLayout.bucket``); a
+    session window keeps only the entity's last session, collapsed."""
     time_column = quoted(time_column)
     layout = batch_layout(window, cutoff, horizon_ms)
     beyond = f"WHEN {time_column} >= {cutoff} THEN NULL"
+    if window.is_session:
+        start = session_start_column(window)
+        return f"CASE {beyond} WHEN {time_column} >= {start} THEN '{COLLAPSED}' END"
     if layout.tail_start is None:
         return f"CASE {beyond} ELSE '{COLLAPSED}' END"
     hop = window.hop_ms
@@ -95,38 +122,32 @@ def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -
     )
 
 
+#: The column holding each event's batch bucket's end (every event of it is before).
+BUCKET_END = "__bucket_end"
+
+
+def bucket_end_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -> str:
+    """SQL of the end of an event's batch bucket: the cutoff for the collapsed part, the
+    tile's end for a tail tile (decayed partials are rebased to it)."""
+    layout = batch_layout(window, cutoff, horizon_ms)
+    if window.is_session or layout.collapsed_start is None:
+        return str(cutoff)
+    time_column, hop = quoted(time_column), window.hop_ms
+    return (
+        f"CASE WHEN {time_column} >= {layout.collapsed_start} THEN {cutoff} "
+        f"ELSE ({time_column} DIV {hop}) * {hop} + {hop} END"
+    )
+
+
 def partial_sql(column: TileColumn, time_column: str) -> str:
     """Spark SQL computing one tile column's partial (raw form; see :func:`to_partial`)."""
     value = quoted(column.column) if column.column else None
-    return partial_of(column.primitive, value, quoted(time_column))
-
-
-def partial_of(primitive: Primitive, value_sql: str | None, time_sql: str) -> str:
-    """Spark SQL of a primitive's raw partial over a value expression (None: ``*``)."""
-    if primitive.native:
-        return primitive.sql(value_sql)
-    pair = (
-        f"CASE WHEN {value_sql} IS NOT NULL "
-        f"THEN named_struct('t', {time_sql}, 'v', {value_sql}) END"
-    )
-    if primitive.kind == "last":
-        return f"MAX({pair})"  # struct order: time, then value (the algebra's tie rule)
-    if primitive.kind == "last_k":
-        return f"SLICE(SORT_ARRAY(COLLECT_LIST({pair}), false), 1, {primitive.param})"
-    if primitive.kind == "hll":
-        return f"COLLECT_SET(CAST({value_sql} AS STRING))"
-    raise ValueError(f"no Spark form for {primitive.kind}")
+    return column.primitive.spark_sql(SparkColumns(value, quoted(time_column), BUCKET_END))
 
 
 def to_partial(primitive: Primitive, raw: Any) -> Any:
     """Spark's raw aggregate -> the algebra's partial (reduced by the shared code)."""
-    if primitive.kind == "last":
-        return primitive.from_pairs([] if raw is None else [(raw["t"], raw["v"])])
-    if primitive.kind == "last_k":
-        return primitive.from_pairs((item["t"], item["v"]) for item in raw or [])
-    if primitive.kind == "hll":
-        return primitive.from_pairs((0, value) for value in raw or [])
-    return primitive.normalize(raw)
+    return primitive.from_spark(raw)
 
 
 def filter_column(group: FeatureGroup) -> Column:
@@ -148,7 +169,9 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
     """One row per entity: its keys ``__k0..``, ``buckets`` = [(window, bucket, partials)]."""
     time_column = group.event_time
     keys = [f"__k{i}" for i in range(len(group.join_keys))]
-    selected = events.where(f"{quoted(time_column)} < {cutoff}").where(filter_column(group))
+    selected = with_session_starts(
+        events.where(f"{quoted(time_column)} < {cutoff}").where(filter_column(group)), group
+    )
     partial_columns = [
         F.expr(partial_sql(c, time_column)).alias(f"p{i}") for i, c in enumerate(group.tile_columns)
     ]
@@ -159,6 +182,7 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
             "*",
             *key_columns(group),
             f"{bucket_sql(window, cutoff, horizon_ms, time_column)} AS __bucket",
+            f"{bucket_end_sql(window, cutoff, horizon_ms, time_column)} AS {BUCKET_END}",
         ).where(f"__bucket IS NOT NULL AND {present}")
         aggregated = bucketed.groupBy(*keys, "__bucket").agg(
             F.struct(*partial_columns).alias("partials")

@@ -39,9 +39,13 @@ QUERY_TIME = "__ts"
 
 def _value_type(feature: Feature, group: FeatureGroup) -> T.DataType:
     """The Spark type of a feature's values, from its declared result type."""
-    name, is_list = feature.value_type(group.source)
+    name, shape = feature.value_type(group.source)
     value = T.DataType.fromDDL(FIELD_TYPES[name].sql)
-    return T.ArrayType(value) if is_list else value
+    if shape == "list":
+        return T.ArrayType(value)
+    if shape == "map":  # JSON objects: text keys
+        return T.MapType(T.StringType(), value)
+    return value
 
 
 def _group_vectors(

@@ -26,13 +26,17 @@ from types import ModuleType
 from typing import Any
 
 from feature_core.aggregations import (
-    AGGREGATION_NAMES,
+    IR,
+    KINDS,
+    NUMERIC,
     AggregationKind,
+    Options,
     Primitive,
+    Result,
     aggregation_kind,
 )
 from feature_core.sources import EventSource, FieldType, SourceError, quoted, typed
-from feature_core.windows import Window
+from feature_core.windows import Window, parse_duration
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 #: Field types a join key may have (its values are served as text).
@@ -147,9 +151,14 @@ class Filter:
 class Aggregation:
     """One aggregation of one column over one or more windows.
 
-    Produces one feature per window, named ``{name}_{window}`` (``name`` defaults to
-    ``{column}_{function}``, or ``count`` for a row count). ``k`` is the list length of
-    ``last_k``; ``precision`` the HyperLogLog precision of ``approx_count_distinct``.
+    Produces one feature per window (per percentile too, for ``approx_percentile``), named
+    ``{name}_{window}`` (``name`` defaults to ``{column}_{function}``, or the function for
+    one without a column). The kinds and their options are listed in the README
+    ("Aggregations"): ``k`` for ``last_k``, ``first_k``, ``top_k`` and ``bottom_k``;
+    ``precision`` for ``approx_count_distinct``; ``population`` for ``variance`` and
+    ``stddev``; ``percentiles`` (and ``precision``, the relative accuracy in thousandths)
+    for ``approx_percentile``; ``half_life`` (a duration such as ``"1d"``) for the decayed
+    kinds; ``max_keys`` for ``count_by`` on a field without declared values.
     """
 
     function: str
@@ -158,18 +167,45 @@ class Aggregation:
     name: str | None = None
     k: int | None = None
     precision: int | None = None
+    population: bool = False
+    percentiles: Sequence[float] | None = None
+    half_life: str | None = None
+    max_keys: int | None = None
 
-    @property
-    def kind(self) -> AggregationKind:
+    def options(self, source: EventSource | None = None) -> Options:
+        """The kind's options; ``source`` gives the aggregated field's declared values."""
+        field = source.by_name.get(self.column or "") if source is not None else None
+        half_life = None
+        if self.half_life is not None:
+            try:
+                half_life = parse_duration(self.half_life)
+            except ValueError as error:
+                raise DefinitionError(f"{self.base_name}: half_life: {error}") from None
+        return Options(
+            k=self.k,
+            precision=self.precision,
+            population=self.population,
+            percentiles=None if self.percentiles is None else tuple(self.percentiles),
+            half_life_ms=half_life,
+            max_keys=self.max_keys,
+            values=None if field is None or field.values is None else tuple(field.values),
+        )
+
+    def kind_for(self, source: EventSource | None = None) -> AggregationKind:
+        """The declared kind with its options, or a :class:`DefinitionError` saying why not."""
         try:
-            return aggregation_kind(self.function, self.k or self.precision)
+            return aggregation_kind(self.function, self.options(source))
         except KeyError:
-            known = ", ".join(AGGREGATION_NAMES)
+            known = ", ".join(KINDS)
             raise DefinitionError(
                 f"unknown aggregation {self.function!r}; known: {known}"
             ) from None
         except ValueError as error:
             raise DefinitionError(f"{self.base_name}: {error}") from None
+
+    @property
+    def kind(self) -> AggregationKind:
+        return self.kind_for(None)
 
     @property
     def base_name(self) -> str:
@@ -189,9 +225,6 @@ class TileColumn:
     def key(self) -> str:
         return f"{self.primitive.key}({self.column or '*'})"
 
-    def sql(self) -> str:
-        return self.primitive.sql(quoted(self.column) if self.column else None)
-
 
 @dataclass(frozen=True)
 class Feature:
@@ -203,19 +236,29 @@ class Feature:
     column: str | None
     window: Window
     tile_indices: tuple[int, ...]  # positions of this feature's primitives in the tiles
+    output: int = 0  # which of the kind's values (one per percentile)
 
     @property
     def qualified_name(self) -> str:
         return f"{self.group}:{self.name}"
 
-    def value_type(self, source: EventSource) -> tuple[str, bool]:
-        """The served value's field type name (``FIELD_TYPES``), and whether it is a list
-        of them: what a typed export of the feature (Feast's dtypes) declares."""
-        kind = self.aggregation
-        if kind.result == "column":
+    def finalize(self, ir: IR, t: int) -> Any:
+        """The served value of the feature's IR at query time ``t``."""
+        return self.aggregation.finalize_output(ir, t, self.output)
+
+    @property
+    def result(self) -> Result:
+        return self.aggregation.result
+
+    def value_type(self, source: EventSource) -> tuple[str, str]:
+        """The served value's field type name (``FIELD_TYPES``), and its shape (scalar,
+        list or map of them): what a typed export of the feature (Feast's dtypes)
+        declares."""
+        result = self.aggregation.result
+        if result.scalar == "column":
             assert self.column is not None
-            return source.by_name[self.column].kind.name, kind.returns_list
-        return kind.result, kind.returns_list
+            return source.by_name[self.column].kind.name, result.shape
+        return result.scalar, result.shape
 
 
 @dataclass(frozen=True)
@@ -234,13 +277,33 @@ class FeatureGroup:
         object.__setattr__(self, "filters", Filter.of(self.filter, self.source))
 
     @cached_property
+    def kinds(self) -> tuple[AggregationKind, ...]:
+        """Each aggregation's kind, with its options (in ``aggregations`` order)."""
+        return tuple(agg.kind_for(self.source) for agg in self.aggregations)
+
+    @cached_property
     def tile_columns(self) -> tuple[TileColumn, ...]:
         columns: dict[TileColumn, None] = {}
-        for agg in self.aggregations:
-            column = agg.column if agg.kind.needs_column else None
-            for primitive in agg.kind.primitives:
+        for agg, kind in zip(self.aggregations, self.kinds, strict=True):
+            column = agg.column if kind.needs_column else None
+            for primitive in kind.primitives:
                 columns.setdefault(TileColumn(primitive, column))
+        if any(Window.parse(w).is_session for agg in self.aggregations for w in agg.windows):
+            # A session merges tiles by their first and last event times.
+            columns.setdefault(TileColumn(Primitive.MIN, self.event_time))
+            columns.setdefault(TileColumn(Primitive.MAX, self.event_time))
         return tuple(columns)
+
+    @cached_property
+    def session_time_indices(self) -> tuple[int, int] | None:
+        """The tile columns of the first and last event time (groups with a session
+        window), which a session's merge reads."""
+        if not any(w.is_session for w in self.windows):
+            return None
+        return (
+            self.tile_columns.index(TileColumn(Primitive.MIN, self.event_time)),
+            self.tile_columns.index(TileColumn(Primitive.MAX, self.event_time)),
+        )
 
     @cached_property
     def primitives(self) -> tuple[Primitive, ...]:
@@ -250,26 +313,33 @@ class FeatureGroup:
     def features(self) -> tuple[Feature, ...]:
         index = {column: i for i, column in enumerate(self.tile_columns)}
         features = []
-        for agg in self.aggregations:
-            column = agg.column if agg.kind.needs_column else None
-            indices = tuple(index[TileColumn(p, column)] for p in agg.kind.primitives)
+        for agg, kind in zip(self.aggregations, self.kinds, strict=True):
+            column = agg.column if kind.needs_column else None
+            indices = tuple(index[TileColumn(p, column)] for p in kind.primitives)
             for window_text in agg.windows:
                 window = Window.parse(window_text)
-                features.append(
-                    Feature(
-                        self.name,
-                        f"{agg.base_name}_{window.name}",
-                        agg.kind,
-                        column,
-                        window,
-                        indices,
+                for output, suffix in enumerate(kind.outputs):
+                    features.append(
+                        Feature(
+                            self.name,
+                            f"{agg.base_name}{suffix}_{window.name}",
+                            kind,
+                            column,
+                            window,
+                            indices,
+                            output,
+                        )
                     )
-                )
         return tuple(features)
 
     @cached_property
     def windows(self) -> tuple[Window, ...]:
-        return tuple(sorted({f.window for f in self.features}, key=lambda w: w.length_ms or 0))
+        return tuple(
+            sorted(
+                {f.window for f in self.features},
+                key=lambda w: (w.length_ms or 0, w.gap_ms or 0),
+            )
+        )
 
     @cached_property
     def feature_names(self) -> tuple[str, ...]:
@@ -285,6 +355,8 @@ class FeatureGroup:
         used: dict[Window, set[int]] = {w: set() for w in self.windows}
         for feature in self.features:
             used[feature.window].update(feature.tile_indices)
+            if feature.window.is_session:
+                used[feature.window].update(self.session_time_indices or ())
         return {w: tuple(sorted(indices)) for w, indices in used.items()}
 
     @cached_property
@@ -362,7 +434,7 @@ class FeatureGroup:
         if not self.aggregations:
             raise DefinitionError(f"{self.name}: a feature group needs at least one aggregation")
         for agg in self.aggregations:
-            kind = agg.kind
+            kind = agg.kind_for(self.source)
             if kind.needs_column:
                 if agg.column is None:
                     raise DefinitionError(f"{self.name}: {agg.function} needs a column")
@@ -371,12 +443,14 @@ class FeatureGroup:
                         f"{self.name}: {agg.base_name}: {agg.column!r} is not a field of {where}"
                     )
                 allowed = kind.column_types
-                if allowed is not None and self.source.python_type(agg.column) not in allowed:
-                    wanted = "numeric" if float in allowed else "string"
+                field_type = fields[agg.column].type
+                if allowed is not None and field_type not in allowed:
+                    wanted = "numeric" if allowed == NUMERIC else " or ".join(allowed)
                     raise DefinitionError(
-                        f"{self.name}: {agg.function} needs a {wanted} column, "
-                        f"{agg.column!r} is not"
+                        f"{self.name}: {agg.base_name}: {agg.function} needs a {wanted} "
+                        f"column; {agg.column!r} is a {field_type} field"
                     )
+
             if not agg.windows:
                 raise DefinitionError(f"{self.name}: {agg.base_name} has no windows")
             for window in agg.windows:

@@ -12,7 +12,7 @@ from typing import Any
 
 from feature_core.aggregations import IR, identity, lift, merge
 from feature_core.definitions import FeatureGroup, batch_partials
-from feature_core.windows import batch_layout, speed_tile_start
+from feature_core.windows import batch_layout, session_start, speed_tile_start
 
 
 def event_ir(group: FeatureGroup, event: Mapping[str, Any]) -> IR:
@@ -32,11 +32,18 @@ def batch_doc(
     time_column = group.event_time
     events = [e for e in events if group.accepts(e)]
     doc: dict[str, dict[str, list[Any]]] = {}
+    before = sorted(int(e[time_column]) for e in events if int(e[time_column]) < cutoff)
     for window in group.windows:
         layout = batch_layout(window, cutoff, horizon_ms)
+        # A session window keeps the entity's last session before the cutoff.
+        session = (
+            session_start(before, cutoff, window.gap_ms, expire=False)
+            if window.is_session
+            else None
+        )
         for event in events:
             bucket = layout.bucket(int(event[time_column]), window.hop_ms)
-            if bucket is None:
+            if bucket is None or (session is not None and int(event[time_column]) < session):
                 continue
             buckets = doc.setdefault(window.name, {})
             current = tuple(buckets.get(str(bucket), identity(primitives)))

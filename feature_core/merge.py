@@ -109,7 +109,7 @@ class _WindowPlan(NamedTuple):
     columns: tuple[tuple[int, Callable[[list[Any]], Any]], ...]  # (tile index, merge_many)
     # Per feature: its position in the group, finalize, and a getter of its IR from a row
     # of partials (itemgetter; ``single``: the IR is that one partial).
-    features: tuple[tuple[int, Callable[[IR], Any], Callable[[Sequence[Any]], Any], bool], ...]
+    features: tuple[tuple[int, Callable[[IR, int], Any], Callable[[Sequence[Any]], Any], bool], ...]
     reads_batch: bool
     buckets: frozenset[str] | None  # batch buckets in the window; None: every bucket
     stale: bool  # the window starts inside the collapsed batch IR (past the horizon)
@@ -117,6 +117,7 @@ class _WindowPlan(NamedTuple):
     # before it, or has no start).
     lower: int | None
     empty: tuple[Any, ...]  # each feature's value when nothing is in the window
+    gap_ms: int | None  # a session window's gap
 
 
 class _Memo:
@@ -144,6 +145,12 @@ class GroupMerger:
         self._position = {f.name: i for i, f in enumerate(group.features)}
         self._identities = [p.identity for p in group.primitives]
         self._plans: dict[PlanKey, tuple[_WindowPlan, ...]] = {}
+        self._session_times = group.session_time_indices
+        # Values that move within a 5-minute step (decay, a session's end) are never
+        # taken from the memo of an earlier query.
+        self._time_dependent = self._session_times is not None or any(
+            kind.time_dependent for kind in group.kinds
+        )
 
     @staticmethod
     def plan_key(pointer: BatchPointer | None, t: int) -> PlanKey:
@@ -189,7 +196,7 @@ class GroupMerger:
         features = tuple(
             (
                 self._position[f.name],
-                f.aggregation.finalize,
+                f.finalize,
                 itemgetter(*f.tile_indices),
                 len(f.tile_indices) == 1,
             )
@@ -204,9 +211,10 @@ class GroupMerger:
             stale=stale,
             lower=None if start is None or (cutoff is not None and start <= cutoff) else start,
             empty=tuple(
-                finalize((get(identities),) if single else get(identities))
+                finalize((get(identities),) if single else get(identities), t)
                 for _, finalize, get, single in features
             ),
+            gap_ms=window.gap_ms,
         )
 
     def _merged(
@@ -219,6 +227,35 @@ class GroupMerger:
         for i, merge_many in columns:
             row[i] = merge_many([p[i] for p in parts])
         return row
+
+    def _session(
+        self,
+        batch: list[Sequence[Any]],
+        tiles: list[tuple[int, Sequence[Any]]],
+        t: int,
+        gap_ms: int,
+    ) -> list[Sequence[Any]]:
+        """The rows of the session current at ``t``: walking back from the newest row,
+        each older row joins while the gap from its last event to the next row's first is
+        under ``gap_ms``. No row holds a gap inside (a tile is narrower than any gap; the
+        batch row holds only the entity's last session), so this is the exact session;
+        none when the newest event is ``gap_ms`` old."""
+        assert self._session_times is not None
+        first_at, last_at = self._session_times
+        rows = [*batch, *(p for _, p in sorted(tiles, key=itemgetter(0)))]
+        chosen: list[Sequence[Any]] = []
+        following: int | None = None  # first event time of the rows chosen so far
+        for row in reversed(rows):
+            first, last = row[first_at], row[last_at]
+            if last is None:
+                continue
+            if following is None and t - last >= gap_ms:
+                return []
+            if following is not None and following - last >= gap_ms:
+                break
+            chosen.append(row)
+            following = first
+        return chosen
 
     def _batch_parts(
         self, plans: tuple[_WindowPlan, ...], batch_doc: BatchDoc | None, premerge: bool
@@ -270,7 +307,8 @@ class GroupMerger:
                 memo.clear()  # earlier steps are not asked for again
                 memoized = memo[key] = _Memo(self._batch_parts(plans, batch_doc, premerge=True))
             elif (
-                memoized.result is not None
+                not self._time_dependent
+                and memoized.result is not None
                 and memoized.newest_tile < t
                 and (memoized.speed_tiles is speed_tiles or memoized.speed_tiles == speed_tiles)
             ):
@@ -290,7 +328,9 @@ class GroupMerger:
             # Stale only describes batch data that is there.
             stale = plan.stale and batch is not None
             parts: list[Sequence[Any]] = [*batch] if batch else []
-            if since_floor:
+            if plan.gap_ms is not None:
+                parts = self._session(parts, tiles, t, plan.gap_ms)
+            elif since_floor:
                 lower = plan.lower
                 if lower is None:
                     parts.extend(since_floor)
@@ -305,7 +345,7 @@ class GroupMerger:
             row = self._merged(plan.columns, parts)
             status = ValueStatus.STALE_BATCH_VIEW if stale else ValueStatus.PRESENT
             for position, finalize, get, single in plan.features:
-                values[position] = finalize((get(row),) if single else get(row))
+                values[position] = finalize((get(row),) if single else get(row), t)
                 statuses[position] = status
         if memoized is not None:
             newest = max(speed_tiles, default=0)

@@ -1,8 +1,9 @@
 """The reference evaluator: plain Python over a list of events, the truth for tests.
 
-Deliberately naive (one pass per feature, no tiles): it shares only the window rule,
-the filter and the aggregation algebra with the engines, so a tiling or merge bug in
-any layer shows up as a mismatch against it.
+Deliberately naive (one pass per feature, no tiles, no partials): it shares only the
+window rule and the filter with the engines, and each kind's value comes from its plain
+:meth:`~feature_core.aggregations.AggregationKind.reference` form, written without the
+algebra, so a tiling, merge or partial bug in any layer shows up as a mismatch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from feature_core.aggregations import lift, merge, merge_all
+from feature_core.aggregations import merge_all
 from feature_core.definitions import FeatureGroup
 from feature_core.keys import entity_id
 
@@ -32,14 +33,16 @@ def evaluate(
     for entity, entity_events in by_entity.items():
         values: dict[str, Any] = {}
         for feature in group.features:
-            primitives = tuple(group.primitives[i] for i in feature.tile_indices)
-            ir = merge_all(primitives, ())
+            in_window = feature.window.events_in(
+                sorted(int(event[time_column]) for event in entity_events), t
+            )
+            pairs = []
             for event in entity_events:
                 event_time = int(event[time_column])
-                if feature.window.contains(event_time, t):
-                    value = event.get(feature.column) if feature.column else True
-                    ir = merge(primitives, ir, lift(primitives, value, event_time))
-            values[feature.name] = feature.aggregation.finalize(ir)
+                value = event.get(feature.column) if feature.column else True
+                if value is not None and in_window(event_time):
+                    pairs.append((event_time, value))
+            values[feature.name] = feature.aggregation.reference(pairs, t, feature.output)
         result[entity] = values
     return result
 
@@ -47,8 +50,6 @@ def evaluate(
 def default_values(group: FeatureGroup) -> dict[str, Any]:
     """Values of an entity with no events: each aggregation's identity, finalized."""
     return {
-        f.name: f.aggregation.finalize(
-            merge_all(tuple(group.primitives[i] for i in f.tile_indices), ())
-        )
+        f.name: f.finalize(merge_all(tuple(group.primitives[i] for i in f.tile_indices), ()), 0)
         for f in group.features
     }

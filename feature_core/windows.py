@@ -11,9 +11,15 @@ under 12 days      1 hour
 12 days or more    1 day
 =================  =========
 
-A lifetime window covers ``(-inf, t)``. The batch cutoff ``B`` is aligned to the
-finest hop; batch IRs cover event time ``< B``, speed tiles (5 minutes wide) cover
-``>= B``. The two never overlap, so merging them is exact for every aggregation.
+A lifetime window covers ``(-inf, t)``. A session window (``session:30m``) covers the
+current session at ``t``: the events before ``t`` since the last gap of at least 30
+minutes between two consecutive events, and nothing once the newest event before ``t`` is
+30 minutes old. Its gap is at least a speed tile wide, so no tile holds a gap: tiles
+merge into sessions by their first and last event times alone.
+
+The batch cutoff ``B`` is aligned to the finest hop; batch IRs cover event time
+``< B``, speed tiles (5 minutes wide) cover ``>= B``. The two never overlap, so merging
+them is exact for every aggregation.
 
 A speed tile is keyed by its start and holds the events of ``[start, start + 5 min)``,
 except an event dated after the moment it was produced (its Kafka record's timestamp):
@@ -34,6 +40,8 @@ and ``H`` is the batch horizon. Any query time ``t`` in ``[B, B + H]`` is then e
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -80,16 +88,29 @@ def floor_to(t: int, step: int) -> int:
     return (t // step) * step
 
 
+SESSION_PREFIX = "session:"
+
+
 @dataclass(frozen=True, order=True)
 class Window:
-    """A sliding window (``length_ms``) or the lifetime window (``length_ms is None``)."""
+    """A sliding window (``length_ms``), the lifetime window (``length_ms is None``), or a
+    session window (``gap_ms``: the current session, see the module docstring)."""
 
     length_ms: int | None
+    gap_ms: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> Window:
         if text.strip().lower() in {"lifetime", "all", "forever"}:
             return cls(None)
+        if text.strip().startswith(SESSION_PREFIX):
+            gap = parse_duration(text.strip()[len(SESSION_PREFIX) :])
+            if gap < SPEED_TILE_MS:
+                raise ValueError(
+                    f"window {text!r}: a session gap must be at least the 5-minute speed "
+                    f"tile (a tile must never hold a gap), got {format_duration(gap)}"
+                )
+            return cls(None, gap)
         length = parse_duration(text)
         window = cls(length)
         if length <= 0 or length % window.hop_ms:
@@ -101,7 +122,11 @@ class Window:
 
     @property
     def is_lifetime(self) -> bool:
-        return self.length_ms is None
+        return self.length_ms is None and self.gap_ms is None
+
+    @property
+    def is_session(self) -> bool:
+        return self.gap_ms is not None
 
     @cached_property  # read on every served window: computed once per Window
     def hop_ms(self) -> int:
@@ -109,17 +134,46 @@ class Window:
 
     @cached_property
     def name(self) -> str:
+        if self.gap_ms is not None:
+            return f"session_{format_duration(self.gap_ms)}"
         return "lifetime" if self.length_ms is None else format_duration(self.length_ms)
 
     def start(self, t: int) -> int | None:
-        """Inclusive start of the window evaluated at ``t`` (``None``: unbounded)."""
+        """Inclusive start of the window evaluated at ``t`` (``None``: unbounded, or a
+        session's, which depends on the events)."""
         if self.length_ms is None:
             return None
         return floor_to(t - self.length_ms, self.hop_ms)
 
     def contains(self, event_time: int, t: int) -> bool:
+        """Whether a sliding or lifetime window at ``t`` covers ``event_time``."""
+        if self.gap_ms is not None:
+            raise ValueError("a session window depends on the events: use events_in")
         start = self.start(t)
         return event_time < t and (start is None or event_time >= start)
+
+    def events_in(self, times: Sequence[int], t: int) -> Callable[[int], bool]:
+        """Whether the window at ``t`` covers an event time, given all the entity's event
+        times (sorted): a session's start is where the last gap before ``t`` ends."""
+        if self.gap_ms is None:
+            return lambda event_time: self.contains(event_time, t)
+        start = session_start(times, t, self.gap_ms)
+        return lambda event_time: start is not None and start <= event_time < t
+
+
+def session_start(
+    times: Sequence[int], t: int, gap_ms: int | None, expire: bool = True
+) -> int | None:
+    """The first event time of the session current at ``t`` (``times`` sorted): ``None``
+    when there is no event before ``t`` or (``expire``) the newest is ``gap_ms`` old or
+    older; without ``expire``, the last session's start however old it is."""
+    assert gap_ms is not None
+    i = bisect_left(times, t) - 1
+    if i < 0 or (expire and t - times[i] >= gap_ms):
+        return None
+    while i > 0 and times[i] - times[i - 1] < gap_ms:
+        i -= 1
+    return times[i]
 
 
 @dataclass(frozen=True)
@@ -155,7 +209,7 @@ class BatchLayout:
 def batch_layout(window: Window, cutoff: int, horizon_ms: int) -> BatchLayout:
     if cutoff % FINEST_HOP_MS:
         raise ValueError("batch cutoff must be aligned to 5 minutes")
-    if window.length_ms is None:
+    if window.length_ms is None:  # lifetime; a session: its current session, collapsed
         return BatchLayout(cutoff, None, None)
     hop = window.hop_ms
     tail_start = floor_to(cutoff - window.length_ms, hop)

@@ -32,9 +32,11 @@ ENTITY_VALUE_TYPES = {"string": "STRING", "integer": "INT64", "timestamp": "INT6
 
 
 def feast_dtype(feature: Feature, group: FeatureGroup) -> str:
-    name, is_list = feature.value_type(group.source)
+    name, shape = feature.value_type(group.source)
     dtype = FEAST_DTYPES[name]
-    return f"Array({dtype})" if is_list else dtype
+    if shape == "map":  # text keys (a JSON object), values of the dtype
+        return "Map"
+    return f"Array({dtype})" if shape == "list" else dtype
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,9 @@ from pathlib import Path
 
 import pyflink
 
-SOURCES = Path(__file__).parent / "jvm" / "src"
+from feature_core.aggregations import PRIMITIVES
 
-#: Flink SQL type -> the Java class of the latest-pairs aggregate for values of it.
-LATEST_PAIRS = {
-    "STRING": "lfp.speed.LatestStrings",
-    "BIGINT": "lfp.speed.LatestLongs",
-    "DOUBLE": "lfp.speed.LatestDoubles",
-    "BOOLEAN": "lfp.speed.LatestBooleans",
-}
+SOURCES = Path(__file__).parent / "jvm" / "src"
 
 _COMPILE_CLASSPATH = (
     "flink-table-common.jar",
@@ -46,21 +40,16 @@ class JvmBuildError(RuntimeError):
     """The speed job's JVM functions could not be built; the message says how to fix it."""
 
 
-#: The HLL-registers aggregate (one for every value type: values are hashed as strings).
-SKETCH_REGISTERS = "lfp_sketch_registers"
 #: The JVM form of a source's validator (a table function: raw value, spec -> one row).
 PARSE_RECORD = "lfp_parse_record"
 
 
-def latest_pairs_function(sql_type: str) -> str:
-    """The SQL name of the latest-pairs aggregate for values of ``sql_type``."""
-    return f"lfp_latest_pairs_{sql_type.lower()}"
-
-
 def register_sql() -> list[str]:
-    """``CREATE TEMPORARY SYSTEM FUNCTION`` statements for every JVM function."""
-    functions = {latest_pairs_function(t): java_class for t, java_class in LATEST_PAIRS.items()}
-    functions[SKETCH_REGISTERS] = "lfp.speed.SketchRegisters"
+    """``CREATE TEMPORARY SYSTEM FUNCTION`` statements for every JVM function: each
+    primitive's JVM twins (declared by its class) and the parser."""
+    functions: dict[str, str] = {}
+    for primitive_class in PRIMITIVES.values():
+        functions.update(primitive_class.jvm_functions)
     functions[PARSE_RECORD] = "lfp.speed.ParseRecord"
     return [
         f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS '{java_class}' LANGUAGE JAVA"

@@ -18,7 +18,6 @@ from typing import Any
 from pyflink.common import Row, RowKind
 from pyflink.datastream import MapFunction, RuntimeContext
 
-from feature_core import sketches
 from feature_core.aggregations import Primitive
 from feature_core.settings import Settings
 from online_store import open_store
@@ -28,16 +27,8 @@ _UPSERT_KINDS = (RowKind.INSERT, RowKind.UPDATE_AFTER)
 
 
 def to_partial(primitive: Primitive, raw: Any) -> Any:
-    """Flink's raw column -> the algebra's partial (collected arrays reduced here)."""
-    if primitive.native:
-        return raw
-    if primitive.kind == "hll":  # the registers' bytes (SketchRegisters)
-        if raw is None:
-            return None
-        return sketches.encode_dense(raw, primitive.param or sketches.DEFAULT_PRECISION)
-    if primitive.kind == "last" and not isinstance(raw, (list, tuple)):
-        return primitive.from_pairs([] if raw is None else [(raw, raw)])  # last(event_time)
-    return primitive.from_pairs((pair[0], pair[1]) for pair in raw or [])
+    """Flink's raw column -> the algebra's partial (what the JVM sink writes)."""
+    return primitive.from_flink(raw)
 
 
 class _BufferedWriter(MapFunction):

@@ -3,17 +3,15 @@ without Flink)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 
+from feature_core.aggregations import FlinkColumns, FlinkForm
 from feature_core.definitions import FeatureGroup, TileColumn
 from feature_core.settings import Settings
-from feature_core.sketches import DEFAULT_PRECISION
 from feature_core.sources import MAX_FUTURE_SKEW_MS, EventSource, RequiredWhen, quoted
 from feature_core.windows import SPEED_TILE_MS
 from runtime.kafka import flink_properties
-from speed_layer.functions import PARSE_RECORD, SKETCH_REGISTERS, latest_pairs_function
+from speed_layer.functions import PARSE_RECORD
 
 #: Columns the speed job adds to a source's fields (a declared field name starts with a
 #: letter, so these never collide with one, even a field called ``value``).
@@ -138,39 +136,22 @@ def parsed_query(source: EventSource, parser: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class TileForm:
-    """One tile column in the speed job: its Flink SQL, and how the JVM tile sink
-    (``lfp.speed.TileSink``) finishes the emitted value into the algebra's partial."""
-
-    sql: str
-    sink_kind: str  # native | last_time | last | last_k | hll
-    param: int = 0
-
-
-def tile_form(column: TileColumn, time_column: str, source: EventSource) -> TileForm:
-    """Native partials keep their column's type (a count or an integer field's sum, min
-    and max stay BIGINT: exact past 2^53, and served as integers as the batch view has
-    them). Non-native partials are JVM aggregates (:mod:`speed_layer.functions`) whose
-    emitted value the sink finishes once per update, so no Python runs per event: last and
-    last_k keep their k latest pairs, hll its sketch registers."""
-    primitive, name = column.primitive, column.column
-    if primitive.native:
-        whole = primitive.kind == "count" or source.python_type(name or "") is int
-        return TileForm(f"CAST({column.sql()} AS {'BIGINT' if whole else 'DOUBLE'})", "native")
-    col, time = quoted(name or ""), quoted(time_column)
-    if primitive.kind == "last" and name == time_column:
-        # The latest event time is its own value: a native MAX, no pairs to collect.
-        return TileForm(f"MAX({time}) FILTER (WHERE {col} IS NOT NULL)", "last_time")
-    if primitive.kind in ("last", "last_k"):
-        function = latest_pairs_function(source.by_name[name or ""].kind.sql)
-        k = primitive.param or 1
-        return TileForm(f"{function}({time}, {col}, {k})", primitive.kind, k)
-    if primitive.kind == "hll":
-        precision = primitive.param or DEFAULT_PRECISION
-        sql = f"{SKETCH_REGISTERS}(CAST({col} AS STRING), {precision})"
-        return TileForm(sql, "hll", precision)
-    raise ValueError(f"no Flink form for {primitive.kind}")
+def tile_form(column: TileColumn, time_column: str, source: EventSource) -> FlinkForm:
+    """One tile column's Flink form, from its primitive (native partials keep their
+    column's type; the others are JVM aggregates, :mod:`speed_layer.functions`, whose
+    emitted value the sink finishes once per update, so no Python runs per event)."""
+    name = column.column
+    field = source.by_name.get(name or "")
+    time = quoted(time_column)
+    columns = FlinkColumns(
+        value=quoted(name) if name else None,
+        sql_type=field.kind.sql if field else None,
+        python_type=field.kind.python if field else None,
+        is_event_time=name == time_column,
+        time=time,
+        tile_end=f"({tile_sql(time_column)} + {SPEED_TILE_MS})",
+    )
+    return column.primitive.flink_form(columns)
 
 
 def partial_sql(column: TileColumn, time_column: str, source: EventSource) -> str:

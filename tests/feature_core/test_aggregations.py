@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feature_core import sketches
-from feature_core.aggregations import AGGREGATIONS, Primitive, identity, lift, merge, merge_all
+from feature_core.aggregations import (
+    Primitive,
+    aggregation_kind,
+    identity,
+    lift,
+    merge,
+    merge_all,
+)
 
 NUMBER = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
 LABEL = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "item_1", "é"]))
@@ -85,11 +92,11 @@ def test_split_anywhere_then_merge_equals_whole(events, cut):
 def test_last_takes_the_latest_event_time_not_arrival_order():
     last = Primitive.LAST
     merged = merge_all((last,), [(last.lift("new", 20),), (last.lift("old", 10),)])
-    assert AGGREGATIONS["last"].finalize(merged) == "new"
+    assert aggregation_kind("last").finalize(merged) == "new"
 
 
 def test_last_k_keeps_the_k_latest_newest_first():
-    kind = __import__("feature_core.aggregations", fromlist=["x"]).aggregation_kind("last_k", 2)
+    kind = aggregation_kind("last_k", k=2)
     (p,) = kind.primitives
     ir = merge_all(
         (p,), [(p.lift(v, t),) for t, v in [(1, "a"), (3, "c"), (2, "b"), (None, None)][:3]]
@@ -98,13 +105,13 @@ def test_last_k_keeps_the_k_latest_newest_first():
 
 
 def test_finalize_of_identity_is_the_documented_default():
-    assert AGGREGATIONS["count"].finalize((0,)) == 0
-    assert AGGREGATIONS["sum"].finalize((None,)) == 0.0
-    assert AGGREGATIONS["mean"].finalize((None, 0)) is None
-    assert AGGREGATIONS["min"].finalize((None,)) is None
-    assert AGGREGATIONS["last"].finalize((None,)) is None
-    assert AGGREGATIONS["last_k"].finalize(([],)) == []
-    assert AGGREGATIONS["approx_count_distinct"].finalize((None,)) == 0
+    assert aggregation_kind("count").finalize((0,)) == 0
+    assert aggregation_kind("sum").finalize((None,)) == 0.0
+    assert aggregation_kind("mean").finalize((None, 0)) is None
+    assert aggregation_kind("min").finalize((None,)) is None
+    assert aggregation_kind("last").finalize((None,)) is None
+    assert aggregation_kind("last_k", k=1).finalize(([],)) == []
+    assert aggregation_kind("approx_count_distinct").finalize((None,)) == 0
 
 
 def test_count_counts_non_null_values_only():

@@ -52,7 +52,7 @@ public class TileSink implements Sink<Row> {
    * @param cluster whether {@code redisUrl} is a node of a Redis Cluster
    * @param tileKeyPrefix what comes before the entity in a tile key ({@code <p>:st:<group>:{})
    * @param tileKeySuffix what comes after it ({@code }})
-   * @param kinds per raw column: native, last_time, last, last_k or hll
+   * @param kinds per raw column: native, last_time, last, last_k, hll or json
    * @param params per raw column: k or the sketch precision (0 where none)
    */
   public TileSink(
@@ -217,6 +217,9 @@ public class TileSink implements Sink<Row> {
         } else {
           string(json, sketch((byte[]) raw, param));
         }
+        return;
+      case "json": // the aggregate emitted its partial's JSON text (null: none)
+        json.append(raw == null ? "null" : (String) raw);
         return;
       default:
         throw new IllegalArgumentException("no partial for " + kind);
@@ -429,6 +432,8 @@ public class TileSink implements Sink<Row> {
     switch (kind) {
       case "hll":
         return Base64.getDecoder().decode(node.asText());
+      case "json":
+        return node.asText();
       case "last":
       case "last_k":
         Row[] pairs = new Row[node.size()];
