@@ -6,9 +6,10 @@ from hypothesis import strategies as st
 from demo.feature_repo import events as SHOP_EVENTS
 from feature_core import local_views
 from feature_core.definitions import Aggregation, Entity, FeatureGroup
-from feature_core.merge import BatchPointer, ValueStatus, merge_group
-from feature_core.reference import evaluate
+from feature_core.merge import BatchPointer, ValueStatus, merge_group, values_match
+from feature_core.reference import default_values, evaluate
 from feature_core.windows import DAY_MS, HOUR_MS, SPEED_TILE_MS
+from tests.feature_core.aggregations import catalog
 
 GROUP = FeatureGroup(
     "g",
@@ -215,3 +216,54 @@ def local_views_default(name):
     from feature_core.reference import default_values
 
     return default_values(GROUP)[name]
+
+
+CATALOG_WINDOWS = ["5m", "1h", "1d", "7d", "lifetime", "session:30m", "session:2h"]
+CATALOG_GROUP = catalog.group(CATALOG_WINDOWS)
+# Clustered times: sessions that span the cutoff, end before it, or are still open.
+catalog_times = st.one_of(
+    st.integers(BASE - 3 * DAY_MS, BASE + DAY_MS),
+    st.integers(BASE - 3 * HOUR_MS, BASE + 3 * HOUR_MS),
+    st.sampled_from([BASE - 1, BASE, BASE - 30 * 60_000, BASE + 29 * 60_000]),
+)
+catalog_events = st.lists(
+    st.fixed_dictionaries(
+        {
+            "k": st.just("u"),
+            "t": catalog_times,
+            **{name: catalog.VALUES[name] for name in ("x", "n", "s", "b", "c")},
+        }
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    catalog_events,
+    st.integers(0, 12 * HOUR_MS // SPEED_TILE_MS),
+    st.integers(0, DAY_MS),
+)
+def test_every_kind_and_window_merges_exactly_over_batch_and_speed_views(
+    events, cutoff_steps, offset
+):
+    """Every kind of the catalog, sliding, lifetime and session windows: the batch view's
+    buckets and the speed tiles merge into the reference's values, and a session that
+    ended is served as no data."""
+    cutoff = BASE - 6 * HOUR_MS + cutoff_steps * SPEED_TILE_MS
+    t = cutoff + offset
+    seen = [e for e in events if e["t"] < t]
+    merged = merge_group(
+        CATALOG_GROUP,
+        t,
+        BatchPointer(1, cutoff, DAY_MS),
+        local_views.batch_doc(CATALOG_GROUP, seen, cutoff, DAY_MS),
+        local_views.speed_tiles(CATALOG_GROUP, seen, cutoff),
+    )
+    expected = evaluate(CATALOG_GROUP, seen, t).get("u") or default_values(CATALOG_GROUP)
+    newest = max((e["t"] for e in seen), default=None)
+    for feature in CATALOG_GROUP.features:
+        got = merged[feature.name]
+        assert values_match(got.value, expected[feature.name]), (feature.name, got)
+        if feature.window.is_session and (newest is None or t - newest >= feature.window.gap_ms):
+            assert got.status is ValueStatus.NO_DATA, feature.name

@@ -7,11 +7,12 @@ serving merge, Spark, Flink) runs every example: a new kind adds its examples he
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import strategies as st
 
-from feature_core.aggregations import AggregationKind
+from feature_core.aggregations import AggregationKind, Primitive
 from feature_core.definitions import Aggregation, Entity, FeatureGroup
 from feature_core.sources import EventSource, Field
 
@@ -77,3 +78,23 @@ def kind_of(aggregation: Aggregation) -> AggregationKind:
 def field_of(aggregation: Aggregation) -> str | None:
     """The source field an example reads (``None``: every event counts)."""
     return aggregation.column if kind_of(aggregation).needs_column else None
+
+
+def primitive_cases() -> list[tuple[Primitive, str | None]]:
+    """Each primitive of the examples with the field it reads, once."""
+    cases = {(p, field_of(a)): None for a in EXAMPLES for p in kind_of(a).primitives}
+    return list(cases)
+
+
+PRIMITIVE_CASES = primitive_cases()
+
+
+def close(a: Any, b: Any) -> bool:
+    """Equal, floats to 1e-9 relative (engines add in different orders)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return all(close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return all(close(a[k], b[k]) for k in a)
+    return a == b

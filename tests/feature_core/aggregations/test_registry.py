@@ -4,7 +4,6 @@ its examples (catalog.py)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,15 @@ from feature_core.aggregations import (
 )
 from feature_core.merge import values_match
 from feature_core.sweep import column_events
-from tests.feature_core.aggregations.catalog import EXAMPLES, SOURCE, VALUES, field_of, kind_of
+from tests.feature_core.aggregations.catalog import (
+    EXAMPLES,
+    PRIMITIVE_CASES,
+    SOURCE,
+    VALUES,
+    close,
+    field_of,
+    kind_of,
+)
 
 JVM_SOURCES = Path(__file__).parents[3] / "speed_layer" / "jvm" / "src"
 SINK_KINDS = {"native", "last_time", "last", "last_k", "hll", "json"}
@@ -82,16 +89,6 @@ def _events(field: str | None) -> st.SearchStrategy[list[tuple[int, object]]]:
 
 def _fold(primitive: Primitive, events) -> object:
     return merge_all((primitive,), ((primitive.lift(v, t),) for t, v in events))[0]
-
-
-def close(a, b) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
-        return all(close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
-        return all(close(a[k], b[k]) for k in a)
-    return a == b
 
 
 @pytest.mark.parametrize(("primitive", "field"), PRIMITIVE_CASES, ids=str)
