@@ -5,6 +5,7 @@ import random
 import pytest
 
 from batch_layer.job import bucket_sql
+from feature_core.definitions import batch_partials
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, FINEST_HOP_MS, Window, batch_layout
 
@@ -28,80 +29,57 @@ def test_spark_buckets_equal_the_python_layout(spark_factory, text):
         assert row["b"] == (None if expected is None else str(expected)), row["event_time"]
 
 
-def test_spark_irs_equal_the_shared_algebra_for_every_aggregation(spark_factory):
+def test_spark_views_equal_the_local_views_for_every_kind_and_window(spark_factory):
+    """Every kind of the catalog over sliding, lifetime and session windows: the batch
+    job's partials per (entity, window, bucket) are the ones the shared Python contract
+    (feature_core.local_views) computes from the same events, skewed keys and ties at
+    one millisecond included."""
     from batch_layer.job import group_irs, to_partial
-    from demo.feature_repo import events as shop
-    from feature_core.aggregations import identity, lift, merge
-    from feature_core.definitions import Aggregation, Entity, FeatureGroup
+    from feature_core import local_views
+    from tests.feature_core.aggregations import catalog
+    from tests.feature_core.aggregations.catalog import close
 
-    group = FeatureGroup(
-        "all_kinds",
-        Entity("user", "user_id"),
-        shop,
-        aggregations=[
-            Aggregation("count", windows=["1h", "lifetime"]),
-            Aggregation("sum", "amount", windows=["1d"]),
-            Aggregation("mean", "amount", windows=["7d"]),
-            Aggregation("min", "amount", windows=["lifetime"]),
-            Aggregation("max", "amount", windows=["lifetime"]),
-            Aggregation("last", "item_id", windows=["1h", "lifetime"]),
-            Aggregation("last_k", "category", windows=["1d"], k=3),
-            Aggregation("approx_count_distinct", "item_id", windows=["30d"]),
-        ],
-        filter={"event_type": ["view", "purchase"]},
-    )
+    windows = ["1h", "1d", "7d", "30d", "lifetime", "session:30m", "session:1d"]
+    group = catalog.group(windows)
     spark = spark_factory(Settings(_env_file=None))
     rng = random.Random(3)
     cutoff = 19_000 * DAY_MS
     rows = []
-    for i in range(400):
-        kind = rng.choice(["view", "purchase", "click"])
+    for i in range(500):
+        time = cutoff - rng.choice([rng.randrange(0, 40 * DAY_MS), rng.randrange(0, 3 * 3600_000)])
         rows.append(
             (
-                f"e{i}",
-                f"u{rng.randrange(5)}",
-                kind,
-                cutoff - rng.randrange(0, 40 * DAY_MS),
-                rng.choice([None, f"i{rng.randrange(30)}"]),
-                rng.choice(["a", "b", "c"]),
-                round(rng.uniform(1, 50), 2) if kind == "purchase" else None,
+                rng.choice(["hot"] * 5 + ["u1", "u2", "u3"]),
+                time - time % rng.choice([1, 60_000]),  # many ties at one millisecond
+                rng.choice([None, rng.uniform(-50, 50), 1e9 + rng.random()]),
+                rng.choice([None, rng.randrange(-5, 6)]),
+                rng.choice([None, *catalog.LABELS, "\U0001f600", "\uffff"]),
+                rng.choice([None, True, False]),
+                rng.choice([None, "red", "green", "blue"]),
                 0,
                 i,
             )
         )
-    frame = spark.createDataFrame(rows, shop.spark_ddl())
-    got = {}
+    frame = spark.createDataFrame(rows, catalog.SOURCE.spark_ddl())
+    got: dict[str, dict[str, dict[str, list]]] = {}
     for row in group_irs(frame, group, cutoff, DAY_MS).collect():
         for item in row["buckets"]:
             partials = [
                 to_partial(p, r) for p, r in zip(group.primitives, item["partials"], strict=True)
             ]
-            got[(row["__k0"], item["window"], item["bucket"])] = partials
-
-    expected = {}
-    names = [*shop.columns, "kafka_partition", "kafka_offset"]
-    for raw in rows:
-        event = dict(zip(names, raw, strict=True))
-        if not group.accepts(event):
-            continue
-        ir = tuple(
-            lift((c.primitive,), event[c.column] if c.column else True, event["event_time"])[0]
-            for c in group.tile_columns
-        )
-        for window in group.windows:
-            bucket = batch_layout(window, cutoff, DAY_MS).bucket(event["event_time"], window.hop_ms)
-            if bucket is not None:
-                key = (event["user_id"], window.name, str(bucket))
-                expected[key] = merge(
-                    group.primitives, expected.get(key, identity(group.primitives)), ir
-                )
-    assert set(got) == set(expected)
-    for key, partials in expected.items():
-        for primitive, want, have in zip(group.primitives, partials, got[key], strict=True):
-            if isinstance(want, float):
-                assert have == pytest.approx(want, rel=1e-9), (key, primitive)
-            else:
-                assert have == want, (key, primitive)
+            doc = got.setdefault(row["__k0"], {}).setdefault(item["window"], {})
+            doc[item["bucket"]] = batch_partials(partials, group.batch_columns[item["window"]])
+    names = [*catalog.SOURCE.columns, "kafka_partition", "kafka_offset"]
+    events = [dict(zip(names, raw, strict=True)) for raw in rows]
+    for entity in {e["k"] for e in events}:
+        want = local_views.batch_doc(group, [e for e in events if e["k"] == entity], cutoff, DAY_MS)
+        assert set(got[entity]) == set(want), entity
+        for window, buckets in want.items():
+            assert set(got[entity][window]) == set(buckets), (entity, window)
+            for bucket, partials in buckets.items():
+                have = got[entity][window][bucket]
+                for column, a, b in zip(group.tile_columns, have, partials, strict=True):
+                    assert close(a, b), (entity, window, bucket, column.key, a, b)
 
 
 def test_filter_values_with_backslashes_and_quotes_match_as_in_python(spark_factory):
