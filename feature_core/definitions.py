@@ -250,6 +250,15 @@ class Feature:
     def result(self) -> Result:
         return self.aggregation.result
 
+    def json_type(self, source: EventSource) -> str:
+        """The served value's JSON type, as the API lists it."""
+        name, shape = self.value_type(source)
+        if shape != "scalar":
+            return {"list": "array", "map": "object"}[shape]
+        return {"integer": "integer", "timestamp": "integer", "float": "number"}.get(
+            name, name
+        )
+
     def value_type(self, source: EventSource) -> tuple[str, str]:
         """The served value's field type name (``FIELD_TYPES``), and its shape (scalar,
         list or map of them): what a typed export of the feature (Feast's dtypes)

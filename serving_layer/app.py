@@ -397,7 +397,7 @@ def _service_info(online: OnlineFeatures, name: str) -> FeatureServiceInfo:
                 function=ref.feature.aggregation.name,
                 column=ref.feature.column,
                 window=ref.feature.window.name,
-                value_type=ref.feature.aggregation.value_type,
+                value_type=ref.feature.json_type(ref.group.source),
                 default=ref.default,
             )
             for ref in selection.refs

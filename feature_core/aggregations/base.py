@@ -290,15 +290,6 @@ class Result:
     scalar: str
     shape: str = "scalar"
 
-    @property
-    def json_type(self) -> str:
-        """The JSON type shown in the API's feature listing."""
-        if self.shape == "list":
-            return "array"
-        if self.shape == "map":
-            return "object"
-        return {"integer": "integer", "float": "number"}.get(self.scalar, "any")
-
 
 NUMERIC = ("integer", "float", "timestamp")
 
@@ -331,10 +322,6 @@ class AggregationKind(ABC):
     @property
     @abstractmethod
     def result(self) -> Result: ...
-
-    @property
-    def value_type(self) -> str:
-        return self.result.json_type
 
     @property
     def outputs(self) -> tuple[str, ...]:
