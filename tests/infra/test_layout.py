@@ -53,3 +53,36 @@ def test_the_core_mentions_no_workload(package: str) -> None:
         if pattern.search(line)
     ]
     assert found == []
+
+
+def _kind_names() -> set[str]:
+    from feature_core.aggregations import KINDS, PRIMITIVES
+
+    return set(KINDS) | set(PRIMITIVES)
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["feature_core", "batch_layer", "speed_layer", "serving_layer", "online_store", "infra"],
+)
+def test_no_code_outside_the_aggregations_package_dispatches_on_a_kind_name(package: str) -> None:
+    """Engines ask the registry's classes for their forms: a comparison of anything with an
+    aggregation or primitive name (``kind == "last"``, ``name in ("min", "max")``) would be an
+    if-chain a new kind has to extend."""
+    names = _kind_names()
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        if "aggregations" in path.relative_to(ROOT).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            literals = []
+            for operand in [node.left, *node.comparators]:
+                if isinstance(operand, ast.Constant):
+                    literals.append(operand.value)
+                elif isinstance(operand, (ast.Tuple, ast.List, ast.Set)):
+                    literals += [e.value for e in operand.elts if isinstance(e, ast.Constant)]
+            if names & {v for v in literals if isinstance(v, str)}:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
