@@ -13,6 +13,7 @@ min / max              number or null                   min / max
 last                   [time, value] or null            the later one; ties: larger value
 last_k                 [[time, value], ...]             the k latest, newest first
 hll                    sketch string or null            register-wise max (sketches)
+count_by               [[value, count], ...] or null    counts summed; the max_keys smallest
 =====================  ===============================  =================================
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from feature_core.aggregations import counting, distinct, extremes, latest  # noqa: F401
+from feature_core.aggregations import counting, counts_by, distinct, extremes, latest  # noqa: F401
 from feature_core.aggregations.base import (
     IR,
     KINDS,

@@ -56,6 +56,10 @@ EXAMPLES: list[Aggregation] = [
     Aggregation("last", "b"),
     Aggregation("last_k", "n", k=3),
     Aggregation("approx_count_distinct", "s", precision=4),
+    Aggregation("count_by", "c"),
+    Aggregation("count_by", "s", max_keys=2),
+    Aggregation("count_by", "n", max_keys=3),
+    Aggregation("count_by", "b", max_keys=2),
 ]
 
 
