@@ -11,12 +11,6 @@ import org.apache.flink.types.Row;
     output = @DataTypeHint("ARRAY<ROW<t BIGINT, v DOUBLE>>"))
 public class LatestDoubles extends LatestPairs<Double> {
 
-  /** As Python compares floats: -0.0 equals 0.0 (no NaN: the validator rejects it). */
-  @Override
-  protected int compareValues(Double a, Double b) {
-    return a < b ? -1 : a > b ? 1 : 0;
-  }
-
   public void accumulate(Row acc, Long time, Double value, Integer k) {
     add(acc, time, value, k);
   }

@@ -5,26 +5,52 @@ import org.apache.flink.types.Row;
 
 /**
  * The k latest (time, value) pairs of a tile, newest first: the engine form of the
- * algebra's "last" (k = 1) and "last_k" partials.
+ * algebra's "last" (k = 1) and "last_k" partials; or, run oldest first, the k earliest
+ * pairs, oldest first: "first" and "first_k" (feature_core/aggregations/earliest.py).
  *
  * <p>Pairs order as the algebra's [time, value] lists do in Python: by time, then by value
- * (strings by code point, false before true), duplicates kept. The Redis writer reduces the
- * emitted pairs with the algebra itself (Primitive.from_pairs), so this function only has
- * to keep every pair that can be among the k largest; it keeps exactly those, so state and
- * each emitted update stay bounded by k instead of growing with the tile's events.
+ * (strings by code point, false before true), duplicates kept. Newest first keeps the k
+ * largest pairs, largest first; oldest first keeps the k smallest, smallest first: in
+ * both directions the emitted order is the partial's own, so the tile sink writes the
+ * pairs as they come. The Redis writer reduces the emitted pairs with the algebra itself
+ * (Primitive.from_pairs), so this function only has to keep every pair that can be among
+ * the k kept; it keeps exactly those, so state and each emitted update stay bounded by k
+ * instead of growing with the tile's events.
  *
- * <p>One subclass per value type declares the SQL types (and its typed accumulate, which
- * Flink's type extraction reads). The accumulator is a row of k and
- * the pairs, largest first (k travels in it because merge is not given the arguments).
+ * <p>One subclass per value type and direction declares the SQL types (and its typed
+ * accumulate, which Flink's type extraction reads): LatestStrings... newest first,
+ * EarliestStrings... oldest first. The accumulator is a row of k and the pairs, in the
+ * emitted order (k travels in it because merge is not given the arguments).
  */
 public abstract class LatestPairs<V extends Comparable<V>> extends AggregateFunction<Row[], Row> {
 
+  /** 1: keep the largest pairs, largest first (newest); -1: the smallest, smallest first. */
+  private final int direction;
+
+  /** Newest first: the "last" and "last_k" twins. */
+  protected LatestPairs() {
+    this(false);
+  }
+
+  /** Oldest first ({@code oldestFirst}): the "first" and "first_k" twins. */
+  protected LatestPairs(boolean oldestFirst) {
+    this.direction = oldestFirst ? -1 : 1;
+  }
+
   /**
-   * Negative, zero or positive as {@code a} orders before, with or after {@code b}: Java's
-   * natural order, which is Python's for integers and booleans.
+   * Negative, zero or positive as {@code a} orders before, with or after {@code b}, as in
+   * Python: strings by code point, floats with -0.0 equal to 0.0; integers and booleans in
+   * Java's natural order, which is Python's.
    */
-  protected int compareValues(V a, V b) {
-    return a.compareTo(b);
+  @SuppressWarnings("unchecked")
+  static int compareValues(Object a, Object b) {
+    if (a instanceof String) {
+      return compareCodePoints((String) a, (String) b);
+    }
+    if (a instanceof Double) {
+      return compareDoubles((Double) a, (Double) b);
+    }
+    return ((Comparable<Object>) a).compareTo(b);
   }
 
   @Override
@@ -32,18 +58,18 @@ public abstract class LatestPairs<V extends Comparable<V>> extends AggregateFunc
     return Row.of(1, new Row[0]);
   }
 
-  @SuppressWarnings("unchecked")
-  private int compare(long timeA, Object a, long timeB, Object b) {
+  /** Positive as pair a goes before pair b in the kept order (newest first: the larger). */
+  private int precedence(long timeA, Object a, long timeB, Object b) {
     int byTime = Long.compare(timeA, timeB);
-    return byTime != 0 ? byTime : compareValues((V) a, (V) b);
+    return direction * (byTime != 0 ? byTime : compareValues(a, b));
   }
 
-  /** Inserts one pair, keeping at most k, largest first (a new pair goes after equals). */
+  /** Inserts one pair, keeping at most k in the kept order (a new pair goes after equals). */
   private Row[] insert(Row[] pairs, long time, Object value, int k) {
     int at = pairs.length;
     while (at > 0) {
       Row before = pairs[at - 1];
-      if (compare((Long) before.getField(0), before.getField(1), time, value) >= 0) {
+      if (precedence((Long) before.getField(0), before.getField(1), time, value) >= 0) {
         break;
       }
       at--;
@@ -84,6 +110,11 @@ public abstract class LatestPairs<V extends Comparable<V>> extends AggregateFunc
   public Row[] getValue(Row acc) {
     Row[] pairs = (Row[]) acc.getField(1);
     return pairs.length == 0 ? null : pairs;
+  }
+
+  /** As Python compares floats: -0.0 equals 0.0 (no NaN: the validator rejects it). */
+  static int compareDoubles(double a, double b) {
+    return a < b ? -1 : a > b ? 1 : 0;
   }
 
   /** Python's order of str: by code point (Java's compareTo orders UTF-16 units). */

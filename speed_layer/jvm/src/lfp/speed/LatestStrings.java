@@ -11,11 +11,6 @@ import org.apache.flink.types.Row;
     output = @DataTypeHint("ARRAY<ROW<t BIGINT, v STRING>>"))
 public class LatestStrings extends LatestPairs<String> {
 
-  @Override
-  protected int compareValues(String a, String b) {
-    return compareCodePoints(a, b);
-  }
-
   public void accumulate(Row acc, Long time, String value, Integer k) {
     add(acc, time, value, k);
   }
