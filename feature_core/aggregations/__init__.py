@@ -12,6 +12,8 @@ sum                    number or null                   sum (null is the identit
 min / max              number or null                   min / max
 last                   [time, value] or null            the later one; ties: larger value
 last_k                 [[time, value], ...]             the k latest, newest first
+first                  [time, value] or null            the earlier one; ties: smaller value
+first_k                [[time, value], ...]             the k earliest, oldest first
 hll                    sketch string or null            register-wise max (sketches)
 count_by               [[value, count], ...] or null    counts summed; the max_keys smallest
 =====================  ===============================  =================================
@@ -21,7 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from feature_core.aggregations import counting, counts_by, distinct, extremes, latest  # noqa: F401
+from feature_core.aggregations import (  # noqa: F401
+    counting,
+    counts_by,
+    distinct,
+    earliest,
+    extremes,
+    latest,
+)
 from feature_core.aggregations.base import (
     IR,
     KINDS,
