@@ -15,6 +15,7 @@ last_k                 [[time, value], ...]             the k latest, newest fir
 first                  [time, value] or null            the earlier one; ties: smaller value
 first_k                [[time, value], ...]             the k earliest, oldest first
 hll                    sketch string or null            register-wise max (sketches)
+moments                [n, mean, m2, mean_low] or null  Chan et al.; mean as double-double
 ddsketch               sketch string or null            bucket counts added (ddsketch)
 count_by               [[value, count], ...] or null    counts summed; the max_keys smallest
 =====================  ===============================  =================================
@@ -31,6 +32,7 @@ from feature_core.aggregations import (  # noqa: F401
     earliest,
     extremes,
     latest,
+    moments,
     percentile,
 )
 from feature_core.aggregations.base import (

@@ -59,6 +59,8 @@ EXAMPLES: list[Aggregation] = [
     Aggregation("first", "b"),
     Aggregation("first_k", "n", k=3),
     Aggregation("approx_count_distinct", "s", precision=4),
+    Aggregation("variance", "x"),
+    Aggregation("stddev", "n", population=True),
     Aggregation("approx_percentile", "x", percentiles=[0.5, 0.95]),
     Aggregation("approx_percentile", "n", percentiles=[0.9]),
     Aggregation("count_by", "c"),
