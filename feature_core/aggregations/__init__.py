@@ -17,6 +17,7 @@ first_k                [[time, value], ...]             the k earliest, oldest f
 hll                    sketch string or null            register-wise max (sketches)
 moments                [n, mean, m2, mean_low] or null  Chan et al.; mean as double-double
 ddsketch               sketch string or null            bucket counts added (ddsketch)
+top_k / bottom_k       [value, ...]                     the k largest / smallest, in order
 count_by               [[value, count], ...] or null    counts summed; the max_keys smallest
 =====================  ===============================  =================================
 """
@@ -34,6 +35,7 @@ from feature_core.aggregations import (  # noqa: F401
     latest,
     moments,
     percentile,
+    ranked,
 )
 from feature_core.aggregations.base import (
     IR,
