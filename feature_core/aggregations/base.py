@@ -148,6 +148,11 @@ class Primitive(ABC):
                 raise ValueError(f"unknown primitive {kind!r}") from None
         return super().__new__(cls)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from (kind, param) when unpickled (Spark ships primitives to its Python
+        # workers): the default pickling calls __new__ without them.
+        return (Primitive, (self.kind, self.param))
+
     @property
     def key(self) -> str:
         """Unique per kind and parameter: names the tile column in fingerprints."""
