@@ -67,8 +67,9 @@ def test_the_sink_writes_the_emitted_oldest_pairs_as_the_algebras_partial(sink, 
 def test_earliest_pairs_in_flink_equal_the_algebra(jar: Path):
     """Through Flink, two-phase (local then global, so merge runs too), over rows with few
     distinct times and values (ties at one millisecond, equal pairs): each value type's
-    earliest pairs, finished by the sink's code, equal the algebra's first and first_k;
-    the latest pairs of the same rows still equal last_k's."""
+    earliest pairs, finished by the sink's code, equal the algebra's first and first_k
+    (and first of the event time, a native MIN); the latest pairs of the same rows still
+    equal last_k's."""
     from pyflink.common import Configuration
     from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
@@ -132,6 +133,10 @@ def test_earliest_pairs_in_flink_equal_the_algebra(jar: Path):
         primitive.flink_form(FlinkColumns(field, fields[field], None, False, "t", "(t + 1)")).sql
         for _, field, primitive in columns
     ]
+    # first of the event time itself: a native MIN, which the sink writes as (t, t).
+    oldest_time = first.flink_form(FlinkColumns("t", "BIGINT", int, True, "t", "(t + 1)"))
+    assert oldest_time.sink_kind == "last_time"
+    selected.append(oldest_time.sql)
     result = t_env.execute_sql(f"SELECT g, {', '.join(selected)} FROM events GROUP BY g")
     final: dict[str, tuple] = {}
     with result.collect() as changes:
@@ -141,7 +146,8 @@ def test_earliest_pairs_in_flink_equal_the_algebra(jar: Path):
     assert set(final) == {g for g, *_ in rows}
     for group, values in final.items():
         mine = [r for r in rows if r[0] == group]
-        for (position, field, primitive), raw in zip(columns, values, strict=True):
+        assert to_partial(first, values[-1]) == first.from_pairs((r[1], r[1]) for r in mine)
+        for (position, field, primitive), raw in zip(columns, values[:-1], strict=True):
             pairs = _collected_pairs(raw)
             expected = primitive.from_pairs(
                 (r[1], r[position]) for r in mine if r[position] is not None
