@@ -200,7 +200,7 @@ public class TileSink implements Sink<Row> {
           pair(json, latest[0]);
         }
         return;
-      case "last_k": // the k latest pairs, newest first (LatestPairs keeps them so)
+      case "last_k": // k pairs, in the order the aggregate emits them (the partial's order)
         json.append('[');
         Row[] pairs = raw == null ? new Row[0] : (Row[]) raw;
         for (int i = 0; i < pairs.length && i < param; i++) {
