@@ -118,7 +118,7 @@ class _RankedKind(AggregationKind):
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(
                 f"{self.name} needs an integer k >= 1, got k={k!r} "
-                f"(e.g. Aggregation({self.name!r}, 'amount', k=5))"
+                f"(e.g. Aggregation({self.name!r}, 'price', k=5))"
             )
 
     @property
