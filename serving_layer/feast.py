@@ -8,8 +8,11 @@ tests/serving_layer/test_feast_sdk.py):
 - an entity with no data in a feature group's views is not found: null values, status
   ``NOT_FOUND``, event timestamp 1970-01-01T00:00:00Z; service defaults do not apply (Feast
   has none);
-- a null value of a found entity is ``NULL_VALUE``, and so is an empty list (Feast's SDK
-  cannot type an empty JSON list);
+- lists are JSON arrays of their element type (Feast ``Array(...)``) and maps (``count_by``)
+  JSON objects of counts (Feast ``Map``), as Feast's server prints those types;
+- a null value of a found entity is ``NULL_VALUE``, and so is an empty list or map: Feast's
+  SDK types each value from the JSON value itself (its remote store ignores the declared
+  dtype) and fails on an empty one ("Couldn't infer value type from empty value");
 - values of a stale batch view, or speed-only values, are ``OUTSIDE_MAX_AGE``;
 - ``feature_service`` wins over ``features``; features of several entities may be asked
   together, each group reading its own join keys from ``entities``; entity values are
@@ -153,6 +156,13 @@ def feature_names(selection: Selection, full: bool) -> list[str]:
     return [r.feature.name for r in selection.refs]
 
 
+def feast_value(value: Any, status: ValueStatus) -> tuple[Any, str]:
+    """A found entity's value as Feast's JSON carries it, and its Feast status."""
+    if value is None or (isinstance(value, (list, dict)) and not value):
+        return None, "NULL_VALUE"
+    return value, FEAST_STATUS[status]
+
+
 def feature_columns(served: ServedVectors) -> list[dict[str, Any]]:
     """One Feast result per feature of the selection, entity by entity."""
     selection, snapshot = served.selection, served.snapshot
@@ -184,12 +194,9 @@ def feature_columns(served: ServedVectors) -> list[dict[str, Any]]:
                 statuses.append("NOT_FOUND")
                 stamps.append(EPOCH)
                 continue
-            if value is None or value == []:
-                values.append(None)
-                statuses.append("NULL_VALUE")
-            else:
-                values.append(value)
-                statuses.append(FEAST_STATUS[vector.statuses[position]])
+            value, status = feast_value(value, vector.statuses[position])
+            values.append(value)
+            statuses.append(status)
             stamps.append(covered[g])
         columns.append({"values": values, "statuses": statuses, "event_timestamps": stamps})
     return columns

@@ -31,12 +31,36 @@ FEAST_DTYPES = {
 ENTITY_VALUE_TYPES = {"string": "STRING", "integer": "INT64", "timestamp": "INT64"}
 
 
+#: Feast dtypes -> the Arrow type of the (empty) batch source's column.
+ARROW_TYPES = {
+    "String": pa.string(),
+    "Int64": pa.int64(),
+    "Float64": pa.float64(),
+    "Bool": pa.bool_(),
+}
+
+
 def feast_dtype(feature: Feature, group: FeatureGroup) -> str:
+    """The feature's Feast dtype: the scalar's, an ``Array`` of it for a list, ``Map`` for a
+    map (text keys). ``Map``, not ``Json``: Feast's server prints a ``Map`` as a JSON object,
+    as the API serves it, but a ``Json`` value as a JSON text (a string); Feast's SDK reads
+    either back as a dict. Feast's ``Map`` declares no value type: the counts are ints in it.
+    """
     name, shape = feature.value_type(group.source)
     dtype = FEAST_DTYPES[name]
-    if shape == "map":  # text keys (a JSON object), values of the dtype
+    if shape == "map":
         return "Map"
     return f"Array({dtype})" if shape == "list" else dtype
+
+
+def arrow_type(feature: Feature, group: FeatureGroup) -> pa.DataType:
+    """The batch source column of a feature: its values' own Arrow type (a map's values
+    too, which Feast's ``Map`` leaves undeclared)."""
+    name, shape = feature.value_type(group.source)
+    scalar = ARROW_TYPES[FEAST_DTYPES[name]]
+    if shape == "map":
+        return pa.map_(pa.string(), scalar)
+    return pa.list_(scalar) if shape == "list" else scalar
 
 
 @dataclass(frozen=True)
@@ -91,7 +115,7 @@ def definitions_py(repo: FeatureRepo, module: str) -> str:
         "from datetime import timedelta",
         "",
         "from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType",
-        "from feast.types import Array, Bool, Float64, Int64, String  # noqa: F401",
+        "from feast.types import Array, Bool, Float64, Int64, Map, String  # noqa: F401",
         "",
     ]
     for entity in entities.values():
@@ -146,23 +170,12 @@ def definitions_py(repo: FeatureRepo, module: str) -> str:
 
 def empty_source(group: FeatureGroup) -> pa.Table:
     """The feature view's batch source: no rows, the view's columns and event time."""
-    types = {
-        "String": pa.string(),
-        "Int64": pa.int64(),
-        "Float64": pa.float64(),
-        "Bool": pa.bool_(),
-    }
-
-    def arrow(dtype: str) -> pa.DataType:
-        if dtype.startswith("Array("):
-            return pa.list_(types[dtype[6:-1]])
-        return types[dtype]
-
     fields = [
-        pa.field(k, arrow(FEAST_DTYPES[group.source.by_name[k].kind.name])) for k in group.join_keys
+        pa.field(k, ARROW_TYPES[FEAST_DTYPES[group.source.by_name[k].kind.name]])
+        for k in group.join_keys
     ]
     fields.append(pa.field(group.event_time, pa.timestamp("ms", tz="UTC")))
-    fields += [pa.field(f.name, arrow(feast_dtype(f, group))) for f in group.features]
+    fields += [pa.field(f.name, arrow_type(f, group)) for f in group.features]
     return pa.schema(fields).empty_table()
 
 

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feature_core.definitions import FeatureRepo
-from serving_layer.feast import feast_timestamp, typed_keys
+from feature_core.merge import ValueStatus
+from serving_layer.feast import feast_timestamp, feast_value, typed_keys
 from serving_layer.vectors import RequestError
 
 REPO = FeatureRepo.from_module("tests.integration.both_workloads")
@@ -50,3 +51,18 @@ def test_an_integer_join_key_rejects_text_that_is_not_a_number() -> None:
     assert typed_keys(repo, {"k": ["42", 7]}) == {"k": [42, 7]}
     with pytest.raises(RequestError, match="k: integer values expected"):
         typed_keys(repo, {"k": ["4x"]})
+
+
+@pytest.mark.parametrize("empty", [None, [], {}])
+def test_a_null_or_an_empty_list_or_map_is_a_null_value(empty) -> None:
+    # Feast's SDK types a value from its JSON and cannot type an empty one.
+    assert feast_value(empty, ValueStatus.PRESENT) == (None, "NULL_VALUE")
+
+
+@pytest.mark.parametrize(
+    "value", [0, 0.0, False, "", [0], [False], ["x"], [0.5], {"red": 0}, {"": 3}]
+)
+def test_falsy_scalars_and_non_empty_lists_and_maps_are_values(value) -> None:
+    assert feast_value(value, ValueStatus.PRESENT) == (value, "PRESENT")
+    assert feast_value(value, ValueStatus.NO_DATA) == (value, "PRESENT")
+    assert feast_value(value, ValueStatus.SPEED_ONLY) == (value, "OUTSIDE_MAX_AGE")

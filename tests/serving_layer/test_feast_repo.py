@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import ast
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feature_core.definitions import FeatureRepo
-from serving_layer.feast_repo import export, feast_dtype, feast_entities
+from feature_core.definitions import Aggregation, FeatureRepo
+from serving_layer.feast_repo import empty_source, export, feast_dtype, feast_entities
+from tests.feature_core.aggregations import catalog
 
 REPO = FeatureRepo.from_module("tests.integration.both_workloads")
+
+#: Each kind of issue 28 over each value type it serves, and its Feast dtype.
+NEW_KINDS = [
+    (Aggregation("first", "s"), "String"),
+    (Aggregation("first", "t", name="first_seen"), "Int64"),  # the event time, epoch ms
+    (Aggregation("first", "b"), "Bool"),
+    (Aggregation("first_k", "n", k=3), "Array(Int64)"),
+    (Aggregation("first_k", "b", k=2), "Array(Bool)"),
+    (Aggregation("variance", "x"), "Float64"),
+    (Aggregation("stddev", "n", population=True), "Float64"),
+    (Aggregation("top_k", "x", k=3), "Array(Float64)"),
+    (Aggregation("bottom_k", "s", k=2), "Array(String)"),
+    (Aggregation("top_k", "t", k=2, name="latest_times"), "Array(Int64)"),
+    (Aggregation("count_by", "c"), "Map"),
+    (Aggregation("count_by", "n", max_keys=3), "Map"),
+    (Aggregation("approx_percentile", "x", percentiles=[0.5, 0.95]), "Float64"),
+    (Aggregation("decayed_count", half_life="1h"), "Float64"),
+    (Aggregation("decayed_sum", "x", half_life="1d"), "Float64"),
+]
+WINDOWS = ["1d", "session:30m"]
+NEW_GROUP = catalog.group(WINDOWS, [a for a, _ in NEW_KINDS])
 
 
 def test_dtypes_follow_the_aggregation_and_its_column() -> None:
@@ -51,3 +74,43 @@ def test_export_writes_a_repo_feast_can_load(tmp_path) -> None:
         table = pq.read_table(tmp_path / "data" / f"{group.name}.parquet")
         assert table.num_rows == 0
         assert table.column_names == [*group.join_keys, group.event_time, *group.feature_names]
+
+
+def test_every_new_kind_is_typed_for_feast() -> None:
+    expected = {
+        name: dtype
+        for aggregation, dtype in NEW_KINDS
+        for name in catalog.group(WINDOWS, [aggregation]).feature_names
+    }
+    assert len(expected) == len(NEW_GROUP.features)  # two percentiles, two windows each
+    assert {f.name: feast_dtype(f, NEW_GROUP) for f in NEW_GROUP.features} == expected
+    assert expected["x_approx_percentile_p95_session_30m"] == "Float64"
+
+
+def test_the_batch_source_declares_each_new_kinds_arrow_type() -> None:
+    schema = empty_source(NEW_GROUP).schema
+    assert schema.field("c_count_by_1d").type == pa.map_(pa.string(), pa.int64())
+    assert schema.field("first_seen_1d").type == pa.int64()
+    assert schema.field("b_first_k_1d").type == pa.list_(pa.bool_())
+    assert schema.field("x_top_k_session_30m").type == pa.list_(pa.float64())
+    assert schema.field("x_approx_percentile_p50_1d").type == pa.float64()
+
+
+def test_an_exported_map_feature_names_a_type_the_module_imports(tmp_path) -> None:
+    export(FeatureRepo((NEW_GROUP,)), "catalog", tmp_path, "lfp", {"type": "sqlite"})
+    source = (tmp_path / "features.py").read_text()
+    assert "Field(name='c_count_by_1d', dtype=Map)," in source
+    module = ast.parse(source)
+    imported = {
+        alias.asname or alias.name
+        for node in module.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    used = {
+        node.id
+        for node in ast.walk(module)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+    assigned = {t.id for node in module.body if isinstance(node, ast.Assign) for t in node.targets}
+    assert used <= imported | assigned | {"timedelta"}, used - imported - assigned
