@@ -5,7 +5,13 @@ Reads one JSON command on stdin and prints one JSON answer:
   the SDK's ``get_online_features(...).to_dict()`` for it (a feature service by name),
   with the entity rows given row by row as SDK users do, or ``{"error": ...}``;
 - ``{"repo": dir, "write": [{"view": name, "time_field": name, "rows": [...]}]}``: rows
-  written with ``write_to_online_store`` (the time field as ISO-8601 text).
+  written with ``write_to_online_store`` (the time field as ISO-8601 text);
+- ``{"repo": dir, "serve": [case, ...]}``: each case read from the repo's own online store
+  and answered as JSON as ``feast serve`` answers it (its ``convert_response_to_dict``);
+- ``{"repo": dir, "decode": response}``: a ``/get-online-features`` JSON answer read as
+  the SDK's remote online store reads the server's, ``{"dict": to_dict(), "types": {name:
+  [the Value proto's field per value]}}`` (the field says which type Feast inferred);
+- ``{"repo": dir, "dtypes": true}``: each registered feature view's ``{feature: dtype}``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import sys
 
 import pandas as pd
 from feast import FeatureStore
+from feast.feature_server_utils import convert_response_to_dict
+from feast.infra.online_stores.remote import RemoteOnlineStore
 
 
-def read(store: FeatureStore, case: dict) -> dict:
+def online_features(store: FeatureStore, case: dict):
     entities = case["entities"]
     keys = list(entities)
     rows = [dict(zip(keys, values, strict=True)) for values in zip(*entities.values(), strict=True)]
@@ -26,18 +34,38 @@ def read(store: FeatureStore, case: dict) -> dict:
         if case.get("feature_service")
         else case["features"]
     )
+    return store.get_online_features(
+        features=features,
+        entity_rows=rows,
+        full_feature_names=case.get("full_feature_names", False),
+    )
+
+
+def read(store: FeatureStore, case: dict) -> dict:
     try:
-        response = store.get_online_features(
-            features=features,
-            entity_rows=rows,
-            full_feature_names=case.get("full_feature_names", False),
-        )
-        return {"dict": response.to_dict()}
+        return {"dict": online_features(store, case).to_dict()}
     except Exception as error:  # reported to the test, which asserts on it
         return {"error": f"{type(error).__name__}: {error}"}
 
 
+def decode(response: dict) -> dict:
+    """What the SDK makes of a server's JSON answer (remote online store)."""
+    try:
+        decoded = RemoteOnlineStore()._build_online_response_from_json(response)
+    except Exception as error:  # reported to the test, which asserts on it
+        return {"error": f"{type(error).__name__}: {error}"}
+    names = list(decoded.proto.metadata.feature_names.val)
+    types = {
+        name: [value.WhichOneof("val") for value in result.values]
+        for name, result in zip(names, decoded.proto.results, strict=True)
+    }
+    return {"dict": decoded.to_dict(), "types": types}
+
+
 def write(store: FeatureStore, view: str, time_field: str, rows: list[dict]) -> None:
+    # A map as JSON text, which Feast's Map conversion parses: a frame of dicts goes
+    # through Arrow as a struct (the keys of all rows merged, counts turned to floats).
+    rows = [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()} for r in rows]
     frame = pd.DataFrame(rows)
     frame[time_field] = pd.to_datetime(frame[time_field], utc=True)
     store.write_to_online_store(view, frame)
@@ -48,6 +76,18 @@ def main() -> None:
     store = FeatureStore(repo_path=command["repo"])
     if "read" in command:
         answer = [read(store, case) for case in command["read"]]
+    elif "serve" in command:
+        answer = [
+            convert_response_to_dict(online_features(store, case).proto)
+            for case in command["serve"]
+        ]
+    elif "decode" in command:
+        answer = decode(command["decode"])
+    elif "dtypes" in command:
+        answer = {
+            view.name: {field.name: str(field.dtype) for field in view.features}
+            for view in store.list_feature_views()
+        }
     else:
         for one in command["write"]:
             write(store, one["view"], one["time_field"], one["rows"])

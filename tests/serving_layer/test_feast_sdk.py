@@ -7,6 +7,9 @@ its own environment, .venv-feast, made by `make install`).
 2. The same values are written into a real `feast serve` (its own Redis); the same
    `/get-online-features` bodies sent to it and to the API must answer the same JSON,
    modulo the differences the README's Feast section names.
+3. Every aggregation kind's values (the catalog's, without the stack): the exported dtype is
+   what `feast apply` registers, the SDK reads the API's JSON as that type and value, and
+   Feast's server, given the same values, prints the same JSON.
 """
 
 from __future__ import annotations
@@ -21,14 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
-from feature_core.definitions import FeatureRepo
+from feature_core.definitions import Aggregation, FeatureGroup, FeatureRepo
+from feature_core.merge import ValueStatus
+from feature_core.reference import evaluate
 from fraud import feature_repo as fraud
 from fraud.generator import iso
 from infra.stack import free_port
-from serving_layer.feast_repo import export
+from serving_layer.feast import EPOCH, feast_value
+from serving_layer.feast_repo import export, feast_dtype
 from tests.conftest import wait_for
+from tests.feature_core.aggregations import catalog
 from tests.integration.helpers import entities_for, make_event, produce
 
 pytestmark = pytest.mark.integration
@@ -301,3 +309,121 @@ def assert_same_json(ours: dict, theirs: dict, case: dict) -> None:
                 assert value is None and their_status in {status, "PRESENT"}, (case, name)
             else:
                 assert status == their_status, (case, name)
+
+
+#: The catalog's examples and the value types it lacks: the event time itself (epoch ms),
+#: lists of floats, booleans and text.
+KINDS_GROUP = catalog.group(
+    ["lifetime", "session:30m"],
+    [
+        *catalog.EXAMPLES,
+        Aggregation("first", "t", name="first_seen"),
+        Aggregation("first_k", "b", k=2),
+        Aggregation("last_k", "x", k=2),
+        Aggregation("last_k", "s", k=2),
+    ],
+)
+#: The Value proto field Feast's SDK must fill for each dtype.
+PROTO_FIELDS = {
+    "String": "string_val",
+    "Int64": "int64_val",
+    "Float64": "double_val",
+    "Bool": "bool_val",
+    "Array(String)": "string_list_val",
+    "Array(Int64)": "int64_list_val",
+    "Array(Float64)": "double_list_val",
+    "Array(Bool)": "bool_list_val",
+    "Map": "map_val",
+}
+
+
+def kinds_events(t: int) -> list[dict[str, Any]]:
+    """Two things with every field set, one whose fields are all null but its key."""
+    xs, ns, ss = [2.5, -1.25, 10.0, 0.5], [7, -3, 7, 40], ["b", "é", "a", "b"]
+    bs, cs = [True, False, True, True], ["red", "blue", "red", None]
+    events = [
+        {"k": key, "t": t - (4 - i) * 60_000 - j, "x": xs[i], "n": ns[i] + j, "s": ss[i]}
+        | {"b": bs[i] ^ bool(j), "c": cs[i]}
+        for j, key in enumerate(["thing-1", "thing-2"])
+        for i in range(4)
+    ]
+    return [*events, {"k": "thing-3", "t": t - 60_000}]
+
+
+def typed_json(value: Any) -> str:
+    """A value as JSON text with sorted keys: equal only if types are too (1 != 1.0)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def test_every_kinds_values_read_as_their_feast_dtype(feast_python, tmp_path) -> None:
+    group: FeatureGroup = KINDS_GROUP
+    repo = FeatureRepo((group,))
+    feast_repo = tmp_path / "kinds"
+    export(repo, "catalog", feast_repo, "lfp", {"type": "sqlite", "path": "data/online.db"})
+    feast_cli(feast_python, feast_repo, "apply")
+    dtypes = {f.name: feast_dtype(f, group) for f in group.features}
+    assert drive(feast_python, {"repo": str(feast_repo), "dtypes": True}) == {group.name: dtypes}
+    assert {"Map", "Array(Bool)", "Array(Float64)", "Array(Int64)", "Float64"} <= set(
+        dtypes.values()
+    )
+
+    t = 1_796_173_200_000
+    by_thing = evaluate(group, kinds_events(t), t)
+    things = sorted(by_thing)
+    # The API's answer: each value as /get-online-features maps it, in its JSON form.
+    columns = {
+        name: [feast_value(by_thing[k][name], ValueStatus.PRESENT) for k in things]
+        for name in group.feature_names
+    }
+    stamp = iso(t)
+    response = orjson.loads(
+        orjson.dumps(
+            {
+                "metadata": {"feature_names": ["k", *group.feature_names]},
+                "results": [
+                    {"values": things, "statuses": ["PRESENT"] * 3, "event_timestamps": [EPOCH] * 3}
+                ]
+                + [
+                    {
+                        "values": [value for value, _ in column],
+                        "statuses": [status for _, status in column],
+                        "event_timestamps": [stamp] * 3,
+                    }
+                    for column in columns.values()
+                ],
+            }
+        )
+    )
+    ours = dict(zip(response["metadata"]["feature_names"], response["results"], strict=True))
+    for name in dtypes:
+        assert any(v is not None for v in ours[name]["values"]), f"{name}: no value to read"
+
+    sdk = drive(feast_python, {"repo": str(feast_repo), "decode": response})
+    assert "error" not in sdk, sdk
+    for name, dtype in dtypes.items():
+        values = ours[name]["values"]
+        assert typed_json(sdk["dict"][name]) == typed_json(values), name
+        fields = [PROTO_FIELDS[dtype] if v is not None else None for v in values]
+        assert sdk["types"][name] == fields, (name, dtype, values)
+    # A map's counts are integers in Feast's map too.
+    maps = [n for n, d in dtypes.items() if d == "Map"]
+    assert maps and all(
+        isinstance(count, int)
+        for name in maps
+        for value in sdk["dict"][name]
+        for count in (value or {}).values()
+    )
+
+    rows = [
+        {"k": thing, "t": stamp} | {name: ours[name]["values"][i] for name in dtypes}
+        for i, thing in enumerate(things)
+    ]
+    drive(
+        feast_python,
+        {"repo": str(feast_repo), "write": [{"view": group.name, "time_field": "t", "rows": rows}]},
+    )
+    case = {"features": [f"{group.name}:{n}" for n in dtypes], "entities": {"k": things}}
+    (served,) = drive(feast_python, {"repo": str(feast_repo), "serve": [case]})
+    theirs = dict(zip(served["metadata"]["feature_names"], served["results"], strict=True))
+    for name in dtypes:
+        assert typed_json(theirs[name]["values"]) == typed_json(ours[name]["values"]), name
