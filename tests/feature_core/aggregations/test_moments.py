@@ -5,6 +5,7 @@ with a large common offset included."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import orjson
@@ -65,6 +66,19 @@ def _check_all(partial, values) -> None:
     for kind in KINDS:
         got, want = kind.finalize((partial,)), kind.reference(events, 0, 0)
         assert within(got, want), (kind.name, kind.options.population, got, want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values())
+def test_the_reference_is_the_exact_variance(values):
+    """The truth the engines are held to: within 1e-14 of rational arithmetic."""
+    if len(values) < 2:
+        return
+    exact_values = [Fraction(float(v)) for v in values]
+    mean = sum(exact_values) / len(values)
+    exact = sum((v - mean) ** 2 for v in exact_values) / (len(values) - 1)
+    got = KINDS[0].reference([(0, v) for v in values], 0, 0)
+    assert abs(Fraction(got) - exact) <= Fraction(1, 10**14) * exact
 
 
 @settings(max_examples=300, deadline=None)
