@@ -78,6 +78,28 @@ user_browsing = FeatureGroup(
     ],
 )
 
+user_views = FeatureGroup(
+    name="user_views",
+    entity=user,
+    source=events,
+    filter={"event_type": "view"},
+    description="What a user viewed: per category over a week, and in the current session.",
+    aggregations=[
+        # Views per category. `category` declares no values: a shop adds categories, and a
+        # declared list would dead-letter every event of a category not yet in it. So the
+        # map is bounded by max_keys instead: the generator's 6 categories (demo.generator
+        # CATEGORIES) with room for more; past 32 a week, the 32 smallest names are kept,
+        # each count exact (see feature_core.aggregations.counts_by).
+        Aggregation(
+            "count_by", column="category", windows=["7d"], max_keys=32, name="views_by_category"
+        ),
+        # The share's denominator: every view, also of categories a full map leaves out.
+        Aggregation("count", windows=["7d"], name="views"),
+        # Views since the user's last pause of 30 minutes: how engaged they are right now.
+        Aggregation("count", windows=["session:30m"], name="items_viewed"),
+    ],
+)
+
 item_popularity = FeatureGroup(
     name="item_popularity",
     entity=item,
@@ -122,7 +144,7 @@ user_features = FeatureService(
     description="Every user feature, for exploration and consistency checks.",
     features=[
         f"{group.name}:{feature.name}"
-        for group in (user_activity, user_purchases, user_browsing)
+        for group in (user_activity, user_purchases, user_browsing, user_views)
         for feature in group.features
     ],
 )
@@ -135,6 +157,9 @@ recommender_user = FeatureService(
         "user_browsing:last_item_1h",
         "user_browsing:last_event_time_lifetime",
         "user_browsing:events_1h",
+        "user_views:views_by_category_7d",
+        "user_views:views_7d",
+        "user_views:items_viewed_session_30m",
         "user_purchases:purchases_30d",
         "user_purchases:spend_30d",
     ],

@@ -31,6 +31,8 @@ METADATA_FILE = "model.json"
 
 PAIR_FEATURES = (
     "category_affinity",
+    "category_share_7d",
+    "session_items_viewed",
     "is_last_item",
     "minutes_since_last_event",
     "user_events_1h",
@@ -49,6 +51,12 @@ def _log(value: Any) -> float:
     return math.log1p(float(value or 0))
 
 
+def _smoothed_share(hits: int, total: int) -> float:
+    """``hits`` of ``total`` as a share, pulled toward the uniform share of a category
+    (a user with no history is equally drawn to every category)."""
+    return (hits + 1 / len(CATEGORIES)) / (total + 1)
+
+
 def _ctr(clicks: Any, interactions: Any) -> float:
     """Clicks over views (interactions are views + clicks), smoothed toward 10%."""
     clicks = float(clicks or 0)
@@ -61,11 +69,19 @@ def pair_features(
 ) -> list[float]:
     """Model input for one (user, item) pair; ``user``/``item`` map "group:feature" -> value."""
     history = user.get("user_browsing:category_history_7d") or []
-    affinity = (sum(1 for c in history if c == category) + 1 / len(CATEGORIES)) / (len(history) + 1)
+    affinity = _smoothed_share(sum(1 for c in history if c == category), len(history))
+    # The week's views of the category (count_by) over all the week's views: the lasting
+    # taste, where the 20 latest interactions above are the current mood.
+    views_by_category = user.get("user_views:views_by_category_7d") or {}
+    share_7d = _smoothed_share(
+        views_by_category.get(category, 0), user.get("user_views:views_7d") or 0
+    )
     last_event = user.get("user_browsing:last_event_time_lifetime")
     minutes_idle = (now_ms - last_event) / 60_000 if last_event else 7 * 24 * 60.0
     return [
         affinity,
+        share_7d,
+        _log(user.get("user_views:items_viewed_session_30m")),
         1.0 if user.get("user_browsing:last_item_1h") == item_id else 0.0,
         _log(max(minutes_idle, 0.0)),
         _log(user.get("user_browsing:events_1h")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,21 @@ def test_affinity_is_the_smoothed_share_of_the_category_in_history() -> None:
     assert mostly["category_affinity"] == pytest.approx((3 + 1 / 6) / 5)
     none = features(**{"user_browsing:category_history_7d": ["books"] * 4})
     assert none["category_affinity"] < mostly["category_affinity"]
+
+
+def test_week_share_is_the_smoothed_share_of_the_category_in_the_weeks_views() -> None:
+    assert features()["category_share_7d"] == pytest.approx(1 / 6)
+    week = {"user_views:views_by_category_7d": {"toys": 6, "books": 3}, "user_views:views_7d": 9}
+    assert features(**week)["category_share_7d"] == pytest.approx((6 + 1 / 6) / 10)
+    # A category the map left out (past max_keys) counts as unseen; the total still holds.
+    unseen = {"user_views:views_by_category_7d": {"books": 3}, "user_views:views_7d": 9}
+    assert features(**unseen)["category_share_7d"] == pytest.approx((1 / 6) / 10)
+
+
+def test_session_items_viewed_is_log_scaled_and_zero_without_a_session() -> None:
+    assert features()["session_items_viewed"] == 0.0
+    engaged = features(**{"user_views:items_viewed_session_30m": 7})
+    assert engaged["session_items_viewed"] == pytest.approx(math.log1p(7))
 
 
 def test_ctr_counts_views_as_interactions_minus_clicks() -> None:

@@ -66,7 +66,8 @@ def test_demo_services_resolve_in_order():
     service = repo.service("ranking_features")
     assert service.references()[0] == ("user_activity", "event_count_1h")
     assert len(repo.service("user_features").features) == sum(
-        len(repo.group(g).features) for g in ("user_activity", "user_purchases", "user_browsing")
+        len(repo.group(g).features)
+        for g in ("user_activity", "user_purchases", "user_browsing", "user_views")
     )
 
 

@@ -109,7 +109,7 @@ def test_training_set_at_t_equals_what_the_api_served_at_t(stack):
 
     served = {}  # (user, as_of) -> {group__feature: value}
     for user in users:
-        for group in ("user_activity", "user_purchases", "user_browsing"):
+        for group in ("user_activity", "user_purchases", "user_browsing", "user_views"):
             response = get_features(settings, group, user)
             values = {f"{group}__{k}": v for k, v in response["features"].items()}
             served.setdefault((user, response["as_of"]), {}).update(values)

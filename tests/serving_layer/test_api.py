@@ -77,7 +77,12 @@ def test_service_vectors_equal_the_reference_in_service_order(stack, served_user
     response = FeaturesResponse.model_validate(body)
     assert response.feature_names == list(SERVICE.features)
     assert [v.entity_id for v in response.vectors] == [*users, ghost]
-    assert set(response.speed_watermarks) == {"user_activity", "user_purchases", "user_browsing"}
+    assert set(response.speed_watermarks) == {
+        "user_activity",
+        "user_purchases",
+        "user_browsing",
+        "user_views",
+    }
     for vector in response.vectors[:-1]:
         own = [e for e in events if e["user_id"] == vector.entity_id]
         for name, got, status in zip(
