@@ -17,6 +17,7 @@ first_k                [[time, value], ...]             the k earliest, oldest f
 hll                    sketch string or null            register-wise max (sketches)
 moments                [n, mean, m2, mean_low] or null  Chan et al.; mean as double-double
 ddsketch               sketch string or null            bucket counts added (ddsketch)
+decayed_count / _sum   [anchor, value] or null          rebased to the later anchor, +
 top_k / bottom_k       [value, ...]                     the k largest / smallest, in order
 count_by               [[value, count], ...] or null    counts summed; the max_keys smallest
 =====================  ===============================  =================================
@@ -29,6 +30,7 @@ from typing import Any
 from feature_core.aggregations import (  # noqa: F401
     counting,
     counts_by,
+    decay,
     distinct,
     earliest,
     extremes,
