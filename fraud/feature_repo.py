@@ -71,6 +71,14 @@ card_spend = FeatureGroup(
         ),
         Aggregation("last", column="country", windows=["lifetime"], name="last_country"),
         Aggregation("last_k", column="channel", windows=["1h"], k=5, name="recent_channels"),
+        # How far this payment is from the card's usual amounts: their spread and the
+        # amount only 5% of its month's payments exceed (served as amount_p95_30d).
+        Aggregation("stddev", column="amount", windows=["30d"], name="amount_stddev"),
+        Aggregation(
+            "approx_percentile", column="amount", windows=["30d"], percentiles=[0.95], name="amount"
+        ),
+        # A map channel -> payments today, every declared channel a key (zeros included).
+        Aggregation("count_by", column="channel", windows=["1d"], name="txns_by_channel"),
     ],
 )
 
@@ -90,12 +98,14 @@ card_merchant_history = FeatureGroup(
     name="card_merchant_history",
     entity=card_merchant,
     source=transactions,
-    description="Has this card paid this merchant before, and how much.",
+    description="Has this card paid this merchant before, since when, and how much.",
     aggregations=[
         Aggregation("count", windows=["1d", "30d"], name="pair_count"),
         Aggregation("sum", column="amount", windows=["30d"], name="pair_spend"),
         Aggregation("min", column="amount", windows=["30d"], name="pair_min_amount"),
         Aggregation("last", column="ts", windows=["lifetime"], name="last_seen"),
+        # The first time the card paid this merchant: a relationship of years, or minutes.
+        Aggregation("first", column="ts", windows=["lifetime"], name="first_seen"),
     ],
 )
 
@@ -105,7 +115,14 @@ account_failed_logins = FeatureGroup(
     source=logins,
     filter={"success": False},
     description="Failed login attempts: credential stuffing shows here first.",
-    aggregations=[Aggregation("count", windows=["5m", "1h", "1d"], name="failed_logins")],
+    aggregations=[
+        Aggregation("count", windows=["5m", "1h", "1d"], name="failed_logins"),
+        # Every failure ever, each weighing half as much per hour of age: an attack going
+        # on scores high, one from yesterday fades, with no window edge to fall off.
+        Aggregation(
+            "decayed_count", windows=["lifetime"], half_life="1h", name="failed_logins_decayed"
+        ),
+    ],
 )
 
 account_logins = FeatureGroup(
@@ -144,10 +161,18 @@ fraud_card = FeatureService(
         "card_spend:merchants_1d",
         "card_spend:last_country_lifetime",
         "card_spend:recent_channels_1h",
+        "card_spend:amount_stddev_30d",
+        "card_spend:amount_p95_30d",
+        "card_spend:txns_by_channel_1d",
         "card_online:online_count_1h",
         "card_online:online_spend_1d",
     ],
-    defaults={"card_spend:avg_amount_30d": 0.0, "card_spend:last_country_lifetime": ""},
+    defaults={
+        "card_spend:avg_amount_30d": 0.0,
+        "card_spend:last_country_lifetime": "",
+        "card_spend:amount_stddev_30d": 0.0,  # fewer than two payments: no spread seen
+        "card_spend:amount_p95_30d": 0.0,
+    },
 )
 
 fraud_account = FeatureService(
@@ -156,6 +181,7 @@ fraud_account = FeatureService(
     features=[
         "account_failed_logins:failed_logins_5m",
         "account_failed_logins:failed_logins_1h",
+        "account_failed_logins:failed_logins_decayed_lifetime",
         "account_logins:logins_1h",
         "account_logins:distinct_ips_7d",
         "account_logins:last_device_lifetime",
@@ -170,6 +196,7 @@ fraud_card_merchant = FeatureService(
         "card_merchant_history:pair_count_30d",
         "card_merchant_history:pair_spend_30d",
         "card_merchant_history:last_seen_lifetime",
+        "card_merchant_history:first_seen_lifetime",
     ],
 )
 
