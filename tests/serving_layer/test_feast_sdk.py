@@ -3,7 +3,8 @@ its own environment, .venv-feast, made by `make install`).
 
 1. `lfp feast export` writes a Feast repo with `online_store: remote` pointed at the API;
    `feast apply` registers it; the SDK's `get_online_features(...).to_dict()` must equal
-   the `/v1` values (null where an entity has no data, and for empty lists).
+   the `/v1` values (null where an entity has no data, and for empty lists and maps), of
+   the same JSON types; a decayed value only moves as the time between the reads does.
 2. The same values are written into a real `feast serve` (its own Redis); the same
    `/get-online-features` bodies sent to it and to the API must answer the same JSON,
    modulo the differences the README's Feast section names.
@@ -27,7 +28,7 @@ import httpx
 import orjson
 import pytest
 
-from feature_core.definitions import Aggregation, FeatureGroup, FeatureRepo
+from feature_core.definitions import Aggregation, Feature, FeatureGroup, FeatureRepo
 from feature_core.merge import ValueStatus
 from feature_core.reference import evaluate
 from fraud import feature_repo as fraud
@@ -43,6 +44,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("feast_driver.py")
+#: Values the API sends as null: Feast's SDK cannot type an empty list or map.
+EMPTY = ([], {})
 #: Statuses where the API is more precise than Feast 0.67's server, which answers PRESENT
 #: with a null value for an entity it does not hold and for a null value (README).
 NULL_STATUSES = {"NOT_FOUND", "NULL_VALUE"}
@@ -107,6 +110,19 @@ def known(stack) -> dict[str, Any]:
         for n in range(2)
     ]
     produce(settings, payments, fraud.transactions)
+    account = f"{tag}-a"
+    logins = [
+        {
+            "login_id": f"{tag}-l{n}",
+            "account_id": account,
+            "success": n > 0,
+            "ip": f"10.0.0.{n + 1}",
+            "device": f"phone-{n}",
+            "login_time": t - 1500 + n,
+        }
+        for n in range(2)
+    ]
+    produce(settings, logins, fraud.logins)
 
     def served() -> bool:
         checks = [
@@ -117,6 +133,7 @@ def known(stack) -> dict[str, Any]:
                 [{"card_id": card, "merchant_id": merchant}],
                 [2],
             ),
+            (["account_logins:logins_1h"], [account], [2]),
         ]
         for features, entities, expected in checks:
             body = {"features": features, "entities": entities}
@@ -125,8 +142,8 @@ def known(stack) -> dict[str, Any]:
                 return False
         return True
 
-    wait_for(served, 90, "the speed layer to serve the test's users, item and card")
-    return {"users": users, "item": item, "card": card, "merchant": merchant}
+    wait_for(served, 90, "the speed layer to serve the test's users, item, card and account")
+    return {"users": users, "item": item, "card": card, "merchant": merchant, "account": account}
 
 
 def cases(known: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,7 +182,54 @@ def cases(known: dict[str, Any]) -> list[dict[str, Any]]:
             "entities": {"item_id": [known["item"], ghost], "user_id": [ghost, users[0]]},
         },
         {"features": ["user_activity:event_count_1h"], "entities": {"user_id": [7]}},
+        *fraud_cases(known, ghost),
     ]
+
+
+def fraud_cases(known: dict[str, Any], ghost: str) -> list[dict[str, Any]]:
+    """Every feature of the fraud example (each kind and value type it declares), one
+    request per entity type: the test's card, account and pair, and an unknown one."""
+    features: dict[tuple[str, ...], list[str]] = {}
+    for group in FeatureRepo.from_module(fraud).groups:
+        refs = features.setdefault(group.join_keys, [])
+        refs += [f"{group.name}:{f.name}" for f in group.features]
+    known_keys = {"card_id": known["card"], "account_id": known["account"]}
+    known_keys["merchant_id"] = known["merchant"]
+    return [
+        *(
+            {"features": refs, "entities": {key: [known_keys[key], ghost] for key in keys}}
+            for keys, refs in features.items()
+        ),
+        {  # a decayed value, which moves with the query time, under its full name
+            "feature_service": "fraud_account",
+            "entities": {"account_id": [ghost, known["account"]]},
+            "full_feature_names": True,
+        },
+    ]
+
+
+def test_the_cases_read_every_value_type_feast_has_for_the_new_kinds() -> None:
+    """The fraud example declares the new kinds, and the cases read each of them: a map,
+    floats (stddev, a percentile, a decayed count), the event time's first (epoch ms)."""
+    from tests.conftest import TEST_REPO
+
+    repo = FeatureRepo.from_module(TEST_REPO)
+    placeholders = {"users": ["u1", "u2"], "item": "i", "card": "c", "merchant": "m"}
+    read = [
+        (group, feature)
+        for case in cases(placeholders | {"account": "a"})
+        for group_name, name in (ref.split(":") for ref in requested(repo, case))
+        for group in [repo.group(group_name)]
+        for feature in group.features
+        if feature.name == name
+    ]
+    kinds = {feature.aggregation.name for _, feature in read}
+    assert {"count_by", "first", "stddev", "approx_percentile", "decayed_count"} <= kinds
+    dtypes = {feast_dtype(feature, group) for group, feature in read}
+    assert {"Map", "Float64", "Int64", "String", "Array(String)"} <= dtypes
+    assert any(f.aggregation.name == "first" and f.column == g.event_time for g, f in read), (
+        "no first of the event time"
+    )
 
 
 def requested(repo: FeatureRepo, case: dict[str, Any]) -> list[str]:
@@ -178,7 +242,7 @@ def requested(repo: FeatureRepo, case: dict[str, Any]) -> list[str]:
 def expected_from_v1(stack, repo: FeatureRepo, case: dict[str, Any]) -> dict[str, list]:
     """What a Feast client must see, from the `/v1` values: the join keys as sent (as
     text: every join key here is a string), then each feature's values, null where the
-    entity has no data in the group and for empty lists."""
+    entity has no data in the group and for empty lists and maps."""
     refs = requested(repo, case)
     entities = {k: [str(v) for v in values] for k, values in case["entities"].items()}
     rows = list(zip(*entities.values(), strict=True))
@@ -195,7 +259,7 @@ def expected_from_v1(stack, repo: FeatureRepo, case: dict[str, Any]) -> dict[str
         for entity, vector in zip(objects, got.json()["vectors"], strict=True):
             unknown = any(str(v).startswith("ghost-") or v == "7" for v in entity.values())
             value = vector["values"][0]
-            values.append(None if unknown or value == [] else value)
+            values.append(None if unknown or value in EMPTY else value)
         expected[name] = values
     return expected
 
@@ -207,14 +271,68 @@ def test_the_feast_sdk_reads_the_same_values_as_v1(stack, known, feast_python, t
     online_store = {"type": "remote", "path": settings.api_url}
     export(repo, settings.feature_repo, remote, "lfp", online_store)
     feast_cli(feast_python, remote, "apply")
+    kinds_read = set()
     for case in cases(known):
+        moving = moving_columns(repo, case)
         for _ in range(3):  # values may move between the reads (a window boundary)
+            start = time.monotonic()
             before = expected_from_v1(stack, repo, case)
             (answer,) = drive(feast_python, {"repo": str(remote), "read": [case]})
-            if before == expected_from_v1(stack, repo, case):
+            after = expected_from_v1(stack, repo, case)
+            elapsed_ms = (time.monotonic() - start) * 1000
+            if steady(before, moving) == steady(after, moving):
                 break
         assert "error" not in answer, (case, answer)
-        assert answer["dict"] == before, case
+        assert answer["dict"].keys() == before.keys(), case
+        for name, values in before.items():
+            assert_same_values(answer["dict"][name], values, moving.get(name), elapsed_ms)
+        features = column_features(repo, case)
+        kinds_read |= {
+            features[name].aggregation.name
+            for name, values in answer["dict"].items()
+            if name in features and any(v is not None for v in values)
+        }
+    # Each new kind of the fraud example was read as a value, not only as a null.
+    assert {"count_by", "first", "stddev", "approx_percentile", "decayed_count"} <= kinds_read
+
+
+def column_features(repo: FeatureRepo, case: dict[str, Any]) -> dict[str, Feature]:
+    """The case's feature columns, by the name the answer gives them."""
+    columns = {}
+    for ref in requested(repo, case):
+        group_name, name = ref.split(":")
+        column = ref.replace(":", "__") if case.get("full_feature_names") else name
+        columns[column] = next(f for f in repo.group(group_name).features if f.name == name)
+    return columns
+
+
+def moving_columns(repo: FeatureRepo, case: dict[str, Any]) -> dict[str, int]:
+    """The case's columns whose value moves with the query time alone (decayed kinds),
+    with their half-life: between two reads Δ ms apart a value falls by 2^(-Δ/half_life),
+    by less than Δ/half_life of itself."""
+    return {
+        column: feature.aggregation.options.half_life_ms
+        for column, feature in column_features(repo, case).items()
+        if feature.aggregation.time_dependent
+    }
+
+
+def steady(columns: dict[str, Any], moving: dict[str, int]) -> dict[str, Any]:
+    return {name: values for name, values in columns.items() if name not in moving}
+
+
+def assert_same_values(
+    got: list[Any], want: list[Any], half_life_ms: int | None, elapsed_ms: float
+) -> None:
+    """Equal, types too (2 and 2.0 are equal in Python, not in JSON), or for a moving
+    column equal within what the time between the reads moves."""
+    if half_life_ms is None:
+        assert typed_json(got) == typed_json(want), (got, want)
+        return
+    assert len(got) == len(want) and [v is None for v in got] == [v is None for v in want]
+    drift = elapsed_ms / half_life_ms
+    for a, b in zip(got, want, strict=True):
+        assert a is None or abs(a - b) <= drift * max(abs(a), abs(b)), (a, b, drift)
 
 
 def test_feast_serve_answers_the_same_json(
@@ -238,15 +356,18 @@ def test_feast_serve_answers_the_same_json(
     try:
         wait_for(lambda: _healthy(feast_url), 120, "feast serve")
         for case in cases(known):
+            moving = moving_columns(repo, case)
             for _ in range(3):
+                start = time.monotonic()
                 ours = httpx.post(f"{api}/get-online-features", json=case, timeout=10).json()
                 materialize(feast_python, native, repo, api, case)
                 theirs = httpx.post(f"{feast_url}/get-online-features", json=case, timeout=30)
                 assert theirs.status_code == 200, theirs.text
                 again = httpx.post(f"{api}/get-online-features", json=case, timeout=10).json()
-                if again == ours:
+                elapsed_ms = (time.monotonic() - start) * 1000
+                if steady(by_name(again), moving) == steady(by_name(ours), moving):
                     break
-            assert_same_json(ours, theirs.json(), case)
+            assert_same_json(ours, theirs.json(), case, moving, elapsed_ms)
     finally:
         server.terminate()
         server.wait(30)
@@ -289,18 +410,25 @@ def materialize(
     drive(python, {"repo": str(native), "write": writes})
 
 
-def assert_same_json(ours: dict, theirs: dict, case: dict) -> None:
+def by_name(answer: dict) -> dict[str, Any]:
+    """A `/get-online-features` answer's columns by name."""
+    return dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True))
+
+
+def assert_same_json(
+    ours: dict, theirs: dict, case: dict, moving: dict[str, int], elapsed_ms: float
+) -> None:
     """Same names, entity columns, values and timestamps; Feast 0.67 orders feature
-    columns by view and then at random and says PRESENT for nulls (README)."""
+    columns by view and then at random and says PRESENT for nulls (README). The values
+    written into Feast were read after ``ours``: a moving column may have moved since."""
     our_names, their_names = ours["metadata"]["feature_names"], theirs["metadata"]["feature_names"]
     assert sorted(our_names) == sorted(their_names), case
     n_keys = len(case["entities"])
     assert our_names[:n_keys] == their_names[:n_keys], case
-    mine = dict(zip(our_names, ours["results"], strict=True))
-    other = dict(zip(their_names, theirs["results"], strict=True))
+    mine, other = by_name(ours), by_name(theirs)
     for name in our_names:
         a, b = mine[name], other[name]
-        assert a["values"] == b["values"], (case, name)
+        assert_same_values(b["values"], a["values"], moving.get(name), elapsed_ms)
         assert a["event_timestamps"] == b["event_timestamps"], (case, name)
         for status, their_status, value in zip(
             a["statuses"], b["statuses"], a["values"], strict=True
