@@ -156,6 +156,8 @@ def cases(known: dict[str, Any]) -> list[dict[str, Any]]:
         "user_browsing:last_item_1h",
         "user_browsing:recent_categories_1d",
         "user_browsing:category_history_7d",
+        "user_views:views_by_category_7d",  # a map of the values seen (none declared)
+        "user_views:items_viewed_session_30m",
     ]
     card_features = [
         "card_merchant_history:pair_count_1d",
