@@ -201,7 +201,10 @@ class Aggregation:
                 f"unknown aggregation {self.function!r}; known: {known}"
             ) from None
         except ValueError as error:
-            raise DefinitionError(f"{self.base_name}: {error}") from None
+            # A kind's message starts with the kind's name: name the feature when it
+            # has its own.
+            named = self.base_name != self.function
+            raise DefinitionError(f"{self.base_name}: {error}" if named else str(error)) from None
 
     @property
     def kind(self) -> AggregationKind:
@@ -255,9 +258,7 @@ class Feature:
         name, shape = self.value_type(source)
         if shape != "scalar":
             return {"list": "array", "map": "object"}[shape]
-        return {"integer": "integer", "timestamp": "integer", "float": "number"}.get(
-            name, name
-        )
+        return {"integer": "integer", "timestamp": "integer", "float": "number"}.get(name, name)
 
     def value_type(self, source: EventSource) -> tuple[str, str]:
         """The served value's field type name (``FIELD_TYPES``), and its shape (scalar,
@@ -443,7 +444,10 @@ class FeatureGroup:
         if not self.aggregations:
             raise DefinitionError(f"{self.name}: a feature group needs at least one aggregation")
         for agg in self.aggregations:
-            kind = agg.kind_for(self.source)
+            try:
+                kind = agg.kind_for(self.source)
+            except DefinitionError as error:
+                raise DefinitionError(f"{self.name}: {error}") from None
             if kind.needs_column:
                 if agg.column is None:
                     raise DefinitionError(f"{self.name}: {agg.function} needs a column")
@@ -454,7 +458,13 @@ class FeatureGroup:
                 allowed = kind.column_types
                 field_type = fields[agg.column].type
                 if allowed is not None and field_type not in allowed:
-                    wanted = "numeric" if allowed == NUMERIC else " or ".join(allowed)
+                    wanted = (
+                        "numeric"
+                        if allowed == NUMERIC
+                        else ", ".join(allowed[:-1]) + f" or {allowed[-1]}"
+                        if len(allowed) > 1
+                        else allowed[0]
+                    )
                     raise DefinitionError(
                         f"{self.name}: {agg.base_name}: {agg.function} needs a {wanted} "
                         f"column; {agg.column!r} is a {field_type} field"
@@ -466,7 +476,7 @@ class FeatureGroup:
                 try:
                     Window.parse(window)
                 except ValueError as error:
-                    raise DefinitionError(f"{self.name}.{agg.base_name}: {error}") from None
+                    raise DefinitionError(f"{self.name}: {agg.base_name}: {error}") from None
             _check_name("feature", agg.base_name)
         names = [f.name for f in self.features]
         duplicates = sorted({n for n in names if names.count(n) > 1})
