@@ -48,7 +48,7 @@ def test_max_keys_below_one_or_not_an_integer_is_refused(max_keys):
 
 @pytest.mark.parametrize("field", ["x", "t"])
 def test_float_and_timestamp_fields_are_refused(field):
-    with pytest.raises(DefinitionError, match="count_by needs a string or integer or boolean"):
+    with pytest.raises(DefinitionError, match="count_by needs a string, integer or boolean"):
         group(["lifetime"], [Aggregation("count_by", field, max_keys=3)]).validate()
 
 
