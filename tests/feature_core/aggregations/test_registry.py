@@ -39,8 +39,6 @@ from tests.feature_core.aggregations.catalog import (
 JVM_SOURCES = Path(__file__).parents[3] / "speed_layer" / "jvm" / "src"
 SINK_KINDS = {"native", "last_time", "last", "last_k", "hll", "json"}
 IDS = [f"{a.function}({a.column or '*'})" for a in EXAMPLES]
-PRIMITIVE_EXAMPLES = {(p, field_of(a)): None for a in EXAMPLES for p in kind_of(a).primitives}
-PRIMITIVE_CASES = list(PRIMITIVE_EXAMPLES)
 
 
 def test_every_kind_and_primitive_has_an_example():
