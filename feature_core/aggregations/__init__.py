@@ -32,10 +32,9 @@ from feature_core.aggregations import (  # noqa: F401
     counts_by,
     decay,
     distinct,
-    earliest,
     extremes,
-    latest,
     moments,
+    pairs,
     percentile,
     ranked,
 )

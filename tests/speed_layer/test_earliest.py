@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_core.aggregations import FlinkColumns, Primitive
-from feature_core.aggregations.earliest import FirstK
+from feature_core.aggregations.pairs import FirstK
 from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import to_partial
 from tests.speed_layer.jvm_harness import JavaHarness

@@ -6,7 +6,7 @@ import org.apache.flink.types.Row;
 /**
  * The k latest (time, value) pairs of a tile, newest first: the engine form of the
  * algebra's "last" (k = 1) and "last_k" partials; or, run oldest first, the k earliest
- * pairs, oldest first: "first" and "first_k" (feature_core/aggregations/earliest.py).
+ * pairs, oldest first: "first" and "first_k" (feature_core/aggregations/pairs.py).
  *
  * <p>Pairs order as the algebra's [time, value] lists do in Python: by time, then by value
  * (strings by code point, false before true), duplicates kept. Newest first keeps the k

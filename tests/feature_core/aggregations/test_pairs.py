@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_core.aggregations import Primitive, aggregation_kind
-from feature_core.aggregations.earliest import smallest_pairs
+from feature_core.aggregations.pairs import ordered_pairs
 
 # Few times, so many events share a millisecond; every value type a column can have.
 _TIMES = st.integers(0, 3)
@@ -66,8 +66,8 @@ def test_partials_survive_json_and_split_merges(events, k):
 
 def test_the_k_way_merge_stops_after_k_pairs():
     partials = [[[1, "a"], [4, "d"]], [], [[2, "b"], [3, "c"]], None]
-    assert smallest_pairs(partials, 3) == [[1, "a"], [2, "b"], [3, "c"]]
-    assert smallest_pairs(partials, None) == [[1, "a"], [2, "b"], [3, "c"], [4, "d"]]
+    assert ordered_pairs(partials, 3, newest=False) == [[1, "a"], [2, "b"], [3, "c"]]
+    assert ordered_pairs(partials, None, newest=False) == [[1, "a"], [2, "b"], [3, "c"], [4, "d"]]
 
 
 @pytest.mark.parametrize("k", [None, 0, -2])
