@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_core.aggregations import Primitive
-from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import to_partial
+from tests.speed_layer.conftest import final_values, two_phase_tables
 from tests.speed_layer.jvm_harness import JavaHarness
 
 # Quotes, backslashes, control characters, every plane of Unicode (Java's compareTo orders
@@ -29,11 +29,6 @@ _VALUES = {
     "bigint": st.integers(-(2**63), 2**63 - 1) | st.integers(-12, 12),
     "boolean": st.booleans(),
 }
-
-
-@pytest.fixture(scope="module")
-def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return udf_jar(tmp_path_factory.mktemp("jvm"))
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +57,9 @@ def test_counts_in_flink_equal_the_algebra(jar: Path):
     mini-batches: each group's final emitted JSON, finished by the Redis writer's code,
     equals the algebra's partial of the group's events, for every SQL type, truncated and
     not."""
-    from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table import DataTypes
 
-    config = Configuration()
-    for key, setting in {
-        "pipeline.jars": jar.resolve().as_uri(),
-        "parallelism.default": "2",
-        "table.exec.mini-batch.enabled": "true",
-        "table.exec.mini-batch.allow-latency": "50 ms",
-        "table.exec.mini-batch.size": "7",
-        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
-    }.items():
-        config.set_string(key, setting)
-    t_env = TableEnvironment.create(
-        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
-    )
-    for statement in register_sql():
-        t_env.execute_sql(statement)
+    t_env = two_phase_tables(jar)
 
     rng = random.Random(11)
     words = ["a", "b", "ab", "", '"q"', "back\\slash", "\x01", "\uffff", "\U0001f600", "é", "zz"]
@@ -110,10 +90,7 @@ def test_counts_in_flink_equal_the_algebra(jar: Path):
     sql_types = {"s": "string", "n": "bigint", "b": "boolean"}
     selected = ", ".join(f"lfp_count_by_{sql_types[c]}({c}, {m})" for c, m in calls)
     result = t_env.execute_sql(f"SELECT g, {selected} FROM events GROUP BY g")
-    final: dict[str, tuple] = {}
-    with result.collect() as changes:
-        for row in changes:
-            final[row[0]] = tuple(row[1:])  # the last change per group is its final value
+    final = final_values(result)  # the last change per key is its final value
 
     assert set(final) == {r[0] for r in rows}
     for group, emitted in final.items():

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from feature_core.aggregations import FlinkColumns, Primitive
 from feature_core.windows import DAY_MS, MINUTE_MS
-from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import to_partial
+from tests.speed_layer.conftest import final_values, two_phase_tables
 from tests.speed_layer.jvm_harness import JavaHarness
 
 YEAR_MS = 365 * DAY_MS
@@ -26,11 +26,6 @@ REL = 1e-12
 #: 1e-9 of the decayed sum of |weights|: the bound the kinds promise, for Flink's own
 #: order of adding (it merges local partials in an order of its own).
 PROMISED = 1e-9
-
-
-@pytest.fixture(scope="module")
-def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return udf_jar(tmp_path_factory.mktemp("jvm"))
 
 
 @pytest.fixture(scope="module")
@@ -96,24 +91,9 @@ def test_decayed_sums_in_flink_equal_the_algebra(jar: Path):
     spread over decades and within one tile, with half-lives from a second to years: the
     partial the sink writes (its JSON text, ``from_flink``) is the algebra's partial of
     the same events, to the kinds' 1e-9."""
-    from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table import DataTypes
 
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": jar.resolve().as_uri(),
-        "parallelism.default": "2",
-        "table.exec.mini-batch.enabled": "true",
-        "table.exec.mini-batch.allow-latency": "50 ms",
-        "table.exec.mini-batch.size": "7",
-        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
-    }.items():
-        config.set_string(key, value)
-    t_env = TableEnvironment.create(
-        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
-    )
-    for statement in register_sql():
-        t_env.execute_sql(statement)
+    t_env = two_phase_tables(jar)
     rng = random.Random(5)
     tile = 1_700_000_000_000
     rows = []
@@ -159,10 +139,7 @@ def test_decayed_sums_in_flink_equal_the_algebra(jar: Path):
     assert {form.sink_kind for form in forms} == {"json"}
     columns = ", ".join(f"{form.sql} AS p{i}" for i, form in enumerate(forms))
     result = t_env.execute_sql(f"SELECT k, {columns} FROM events GROUP BY k")
-    final: dict[str, tuple] = {}
-    with result.collect() as changes:
-        for row in changes:
-            final[row[0]] = tuple(row[1:])  # the last change per key is its final value
+    final = final_values(result)  # the last change per key is its final value
     assert set(final) == {r[0] for r in rows}
     for key, raws in final.items():
         mine = [r for r in rows if r[0] == key]

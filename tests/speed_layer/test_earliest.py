@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from feature_core.aggregations import FlinkColumns, Primitive
 from feature_core.aggregations.pairs import FirstK
-from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import to_partial
+from tests.speed_layer.conftest import final_values, two_phase_tables
 from tests.speed_layer.jvm_harness import JavaHarness
 from tests.speed_layer.test_functions import _collected_pairs
 
@@ -27,11 +27,6 @@ _SCALARS = {
     "float": st.floats(allow_nan=False, allow_infinity=False),
     "bool": st.booleans(),
 }
-
-
-@pytest.fixture(scope="module")
-def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return udf_jar(tmp_path_factory.mktemp("jvm"))
 
 
 @pytest.fixture(scope="module")
@@ -70,24 +65,9 @@ def test_earliest_pairs_in_flink_equal_the_algebra(jar: Path):
     earliest pairs, finished by the sink's code, equal the algebra's first and first_k
     (and first of the event time, a native MIN); the latest pairs of the same rows still
     equal last_k's."""
-    from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table import DataTypes
 
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": jar.resolve().as_uri(),
-        "parallelism.default": "2",
-        "table.exec.mini-batch.enabled": "true",
-        "table.exec.mini-batch.allow-latency": "50 ms",
-        "table.exec.mini-batch.size": "7",
-        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
-    }.items():
-        config.set_string(key, value)
-    t_env = TableEnvironment.create(
-        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
-    )
-    for statement in register_sql():
-        t_env.execute_sql(statement)
+    t_env = two_phase_tables(jar)
 
     rng = random.Random(11)
     words = ["a", "b", "ab", "\uffff", "\U0001f600", "\u00e9", "", "zz"]
@@ -138,10 +118,7 @@ def test_earliest_pairs_in_flink_equal_the_algebra(jar: Path):
     assert oldest_time.sink_kind == "last_time"
     selected.append(oldest_time.sql)
     result = t_env.execute_sql(f"SELECT g, {', '.join(selected)} FROM events GROUP BY g")
-    final: dict[str, tuple] = {}
-    with result.collect() as changes:
-        for row in changes:
-            final[row[0]] = tuple(row[1:])  # the last change per group is its final value
+    final = final_values(result)  # the last change per key is its final value
 
     assert set(final) == {g for g, *_ in rows}
     for group, values in final.items():

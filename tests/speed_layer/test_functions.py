@@ -13,19 +13,15 @@ from hypothesis import strategies as st
 
 from feature_core import sketches
 from feature_core.aggregations import Primitive
-from speed_layer.functions import register_sql, udf_jar
+from speed_layer.functions import udf_jar
 from speed_layer.sink import to_partial
+from tests.speed_layer.conftest import final_values, two_phase_tables
 
 # Lines of text (the harness reads one value per line), from every plane of Unicode:
 # strings order by code point in Python, by UTF-16 unit in Java's compareTo.
 _TEXT = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=200
 )
-
-
-@pytest.fixture(scope="module")
-def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return udf_jar(tmp_path_factory.mktemp("jvm"))
 
 
 def test_the_jar_is_built_once_per_source_version(jar: Path):
@@ -60,24 +56,9 @@ def test_jvm_aggregates_in_flink_equal_the_algebra(jar: Path):
     """Through Flink itself, two-phase (local then global, so merge runs too): the k
     latest pairs and the sketch registers of random tiles, finished by the Redis writer's
     code, equal the algebra's partials of the same events."""
-    from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table import DataTypes
 
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": jar.resolve().as_uri(),
-        "parallelism.default": "2",
-        "table.exec.mini-batch.enabled": "true",
-        "table.exec.mini-batch.allow-latency": "50 ms",
-        "table.exec.mini-batch.size": "7",
-        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
-    }.items():
-        config.set_string(key, value)
-    t_env = TableEnvironment.create(
-        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
-    )
-    for statement in register_sql():
-        t_env.execute_sql(statement)
+    t_env = two_phase_tables(jar)
 
     rng = random.Random(7)
     words = ["a", "b", "ab", "\uffff", "\U0001f600", "\u00e9", "", "zz"]
@@ -112,10 +93,7 @@ def test_jvm_aggregates_in_flink_equal_the_algebra(jar: Path):
         "lfp_latest_pairs_double(t, x, 3), lfp_latest_pairs_bigint(t, n, 2), "
         "lfp_latest_pairs_boolean(t, b, 2), lfp_sketch_registers(v, 6) FROM events GROUP BY g"
     )
-    final: dict[str, tuple] = {}
-    with result.collect() as changes:
-        for row in changes:
-            final[row[0]] = tuple(row[1:])  # the last change per group is its final value
+    final = final_values(result)  # the last change per key is its final value
     final = {
         group: (*(_collected_pairs(pairs) for pairs in values[:5]), values[5])
         for group, values in final.items()
@@ -160,28 +138,13 @@ def test_every_catalog_primitive_through_flink_equals_the_algebra(jar: Path):
     twin), two-phase so merge runs, over random tiles with ties at one millisecond, large
     offsets and hostile strings: the partial the sink writes (``from_flink``) equals the
     algebra's partial of the same events."""
-    from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table import DataTypes
 
     from feature_core.aggregations import FlinkColumns
     from tests.feature_core.aggregations import catalog
     from tests.feature_core.aggregations.catalog import PRIMITIVE_CASES, close
 
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": jar.resolve().as_uri(),
-        "parallelism.default": "2",
-        "table.exec.mini-batch.enabled": "true",
-        "table.exec.mini-batch.allow-latency": "50 ms",
-        "table.exec.mini-batch.size": "7",
-        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
-    }.items():
-        config.set_string(key, value)
-    t_env = TableEnvironment.create(
-        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
-    )
-    for statement in register_sql():
-        t_env.execute_sql(statement)
+    t_env = two_phase_tables(jar)
     rng = random.Random(11)
     tile_end = 1_700_000_300_000
     texts = [*catalog.LABELS, "\U0001f600", "\uffff", 'q"\\\x01']
@@ -229,10 +192,7 @@ def test_every_catalog_primitive_through_flink_equals_the_algebra(jar: Path):
         )
     columns = ", ".join(f"{form.sql} AS p{i}" for i, form in enumerate(forms))
     result = t_env.execute_sql(f"SELECT k, {columns} FROM events GROUP BY k")
-    final: dict[str, tuple] = {}
-    with result.collect() as changes:
-        for row in changes:
-            final[row[0]] = tuple(row[1:])  # the last change per key is its final value
+    final = final_values(result)  # the last change per key is its final value
     assert set(final) == {r[0] for r in rows}
     names = ["k", "t", "x", "n", "s", "b", "c"]
     for key, raws in final.items():

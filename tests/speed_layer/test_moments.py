@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from feature_core.aggregations import FlinkColumns, Options, aggregation_kind
 from feature_core.aggregations.moments import MOMENTS
-from speed_layer.functions import register_sql, udf_jar
 from tests.feature_core.aggregations.test_moments import _fold, _values, within
+from tests.speed_layer.conftest import final_values, two_phase_tables
 from tests.speed_layer.jvm_harness import JavaHarness
 
 KINDS = [
@@ -24,11 +24,6 @@ KINDS = [
     for name in ("variance", "stddev")
     for population in (False, True)
 ]
-
-
-@pytest.fixture(scope="module")
-def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return udf_jar(tmp_path_factory.mktemp("jvm"))
 
 
 @pytest.fixture(scope="module")
@@ -63,24 +58,9 @@ def test_moments_through_flink_are_within_1e_9_of_the_reference(jar: Path):
     """Flink SQL, two-phase (local then global, so merge runs too), over random groups of
     offset values (1e9 + noise in [-1, 1], timestamps in ms), ordinary floats and
     integers, in the form the speed job uses (``Moments.flink_form``)."""
-    from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table import DataTypes
 
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": jar.resolve().as_uri(),
-        "parallelism.default": "2",
-        "table.exec.mini-batch.enabled": "true",
-        "table.exec.mini-batch.allow-latency": "50 ms",
-        "table.exec.mini-batch.size": "7",
-        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
-    }.items():
-        config.set_string(key, value)
-    t_env = TableEnvironment.create(
-        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
-    )
-    for statement in register_sql():
-        t_env.execute_sql(statement)
+    t_env = two_phase_tables(jar)
 
     rng = random.Random(17)
     families = {
@@ -117,10 +97,7 @@ def test_moments_through_flink_are_within_1e_9_of_the_reference(jar: Path):
     ]
     assert all(form.sink_kind == "json" for form in forms)
     result = t_env.execute_sql(f"SELECT g, {forms[0].sql}, {forms[1].sql} FROM events GROUP BY g")
-    final: dict[str, tuple] = {}
-    with result.collect() as changes:
-        for row in changes:
-            final[row[0]] = tuple(row[1:])  # the last change per group is its final value
+    final = final_values(result)  # the last change per key is its final value
     assert set(final) == {r[0] for r in rows}
     for group, raws in final.items():
         for column, raw in zip((1, 2), raws, strict=True):

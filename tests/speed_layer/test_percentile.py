@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from feature_core import ddsketch
 from feature_core.aggregations import FlinkColumns, Primitive
 from feature_core.aggregations.percentile import PERCENTILE_SKETCH
-from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import to_partial
+from tests.speed_layer.conftest import final_values, two_phase_tables
 from tests.speed_layer.jvm_harness import JavaHarness
 
 
@@ -28,11 +28,6 @@ def bits_of(value: float) -> int:
 
 def double_of(bits: int) -> float:
     return ddsketch._DOUBLE.unpack(ddsketch._BITS.pack(bits))[0]
-
-
-@pytest.fixture(scope="module")
-def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return udf_jar(tmp_path_factory.mktemp("jvm"))
 
 
 @pytest.fixture(scope="module")
@@ -92,25 +87,9 @@ def test_the_sketch_in_flink_equals_the_algebra(jar: Path):
     """Through Flink, two-phase (local then global, so merge runs too): each group's
     sketch of doubles and of integers cast as the speed job casts them equals the
     algebra's sketch of the same values, byte for byte."""
-    from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table import DataTypes
 
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": jar.resolve().as_uri(),
-        "parallelism.default": "2",
-        "table.exec.mini-batch.enabled": "true",
-        "table.exec.mini-batch.allow-latency": "50 ms",
-        "table.exec.mini-batch.size": "7",
-        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
-    }.items():
-        config.set_string(key, value)
-    t_env = TableEnvironment.create(
-        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
-    )
-    for statement in register_sql():
-        if PERCENTILE_SKETCH in statement:
-            t_env.execute_sql(statement)
+    t_env = two_phase_tables(jar)
 
     rng = random.Random(11)
     specials = [0.0, -0.0, 5e-324, 1e300, -1e-300, 1.0, 1.02, -1.5]
@@ -149,10 +128,7 @@ def test_the_sketch_in_flink_equals_the_algebra(jar: Path):
         f"SELECT g, {PERCENTILE_SKETCH}(CAST(x AS DOUBLE), 50), "
         f"{PERCENTILE_SKETCH}(CAST(n AS DOUBLE), 5) FROM events GROUP BY g"
     )
-    final: dict[str, tuple] = {}
-    with result.collect() as changes:
-        for row in changes:
-            final[row[0]] = tuple(row[1:])  # the last change per group is its final value
+    final = final_values(result)  # the last change per key is its final value
     fine, coarse = Primitive("ddsketch", 50), Primitive("ddsketch", 5)
     assert set(final) == {g for g, *_ in rows}
     for group, (doubles, integers) in final.items():

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_core.aggregations import Primitive
-from speed_layer.functions import register_sql, udf_jar
 from speed_layer.sink import to_partial
+from tests.speed_layer.conftest import final_values, two_phase_tables
 from tests.speed_layer.jvm_harness import JavaHarness
 
 HOSTILE = [
@@ -46,11 +46,6 @@ VALUES = {
     "bigint": st.integers(-(2**63), 2**63 - 1),
     "double": st.floats(allow_nan=False, allow_infinity=False),
 }
-
-
-@pytest.fixture(scope="module")
-def jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return udf_jar(tmp_path_factory.mktemp("jvm"))
 
 
 @pytest.fixture(scope="module")
@@ -100,24 +95,9 @@ def test_ranked_values_in_flink_equal_the_algebra(jar: Path):
     accumulator without values meets one with them): each type's k largest and smallest
     values of random groups, read back as the tile sink writes them, equal the algebra's
     partials of the same events."""
-    from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table import DataTypes
 
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": jar.resolve().as_uri(),
-        "parallelism.default": "2",
-        "table.exec.mini-batch.enabled": "true",
-        "table.exec.mini-batch.allow-latency": "50 ms",
-        "table.exec.mini-batch.size": "7",
-        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
-    }.items():
-        config.set_string(key, value)
-    t_env = TableEnvironment.create(
-        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
-    )
-    for statement in register_sql():
-        t_env.execute_sql(statement)
+    t_env = two_phase_tables(jar)
 
     rng = random.Random(5)
     words = [*HOSTILE, "a", "b", "ab", "zz", "\u00e9"]
@@ -166,10 +146,7 @@ def test_ranked_values_in_flink_equal_the_algebra(jar: Path):
     plan = t_env.explain_sql(query)
     assert "LocalGroupAggregate" in plan and "GlobalGroupAggregate" in plan  # merge runs
     result = t_env.execute_sql(query)
-    final: dict[str, tuple] = {}
-    with result.collect() as changes:
-        for row in changes:
-            final[row[0]] = tuple(row[1:])  # the last change per group is its final value
+    final = final_values(result)  # the last change per key is its final value
 
     assert set(final) == {r[0] for r in rows}
     for group, emitted in final.items():
