@@ -123,7 +123,7 @@ class _WindowPlan(NamedTuple):
 class _Memo:
     """What merge keeps for one batch view at one plan key (see :meth:`GroupMerger.merge`)."""
 
-    __slots__ = ("batch_parts", "newest_tile", "result", "speed_tiles")
+    __slots__ = ("batch_parts", "newest_tile", "result", "rows", "speed_tiles")
 
     def __init__(self, batch_parts: tuple[list[Sequence[Any]] | None, ...]) -> None:
         self.batch_parts = batch_parts
@@ -132,6 +132,9 @@ class _Memo:
         self.speed_tiles: Mapping[int, Sequence[Any]] | None = None
         self.newest_tile = 0
         self.result: tuple[list[Any], list[ValueStatus]] | None = None
+        # Each window's merged row and staleness behind the result, finalized again for
+        # values that move with the query time.
+        self.rows: list[tuple[Sequence[Any] | None, bool]] = []
 
 
 class GroupMerger:
@@ -146,8 +149,8 @@ class GroupMerger:
         self._identities = [p.identity for p in group.primitives]
         self._plans: dict[PlanKey, tuple[_WindowPlan, ...]] = {}
         self._session_times = group.session_time_indices
-        # Values that move within a 5-minute step (decay, a session's end) are never
-        # taken from the memo of an earlier query.
+        # Values that move within a 5-minute step (decay, a session's end) are finalized
+        # again from the memoized rows, never taken as an earlier query's values.
         self._time_dependent = self._session_times is not None or any(
             kind.time_dependent for kind in group.kinds
         )
@@ -232,14 +235,13 @@ class GroupMerger:
         self,
         batch: list[Sequence[Any]],
         tiles: list[tuple[int, Sequence[Any]]],
-        t: int,
         gap_ms: int,
     ) -> list[Sequence[Any]]:
-        """The rows of the session current at ``t``: walking back from the newest row,
-        each older row joins while the gap from its last event to the next row's first is
+        """The rows of the entity's last session: walking back from the newest row, each
+        older row joins while the gap from its last event to the next row's first is
         under ``gap_ms``. No row holds a gap inside (a tile is narrower than any gap; the
-        batch row holds only the entity's last session), so this is the exact session;
-        none when the newest event is ``gap_ms`` old."""
+        batch row holds only the entity's last session), so this is the exact session.
+        Whether it has ended by the query time is :meth:`_finalize`'s to say."""
         assert self._session_times is not None
         first_at, last_at = self._session_times
         rows = [*batch, *(p for _, p in sorted(tiles, key=itemgetter(0)))]
@@ -249,8 +251,6 @@ class GroupMerger:
             first, last = row[first_at], row[last_at]
             if last is None:
                 continue
-            if following is None and t - last >= gap_ms:
-                return []
             if following is not None and following - last >= gap_ms:
                 break
             chosen.append(row)
@@ -307,15 +307,15 @@ class GroupMerger:
                 memo.clear()  # earlier steps are not asked for again
                 memoized = memo[key] = _Memo(self._batch_parts(plans, batch_doc, premerge=True))
             elif (
-                not self._time_dependent
-                and memoized.result is not None
+                memoized.result is not None
                 and memoized.newest_tile < t
                 and (memoized.speed_tiles is speed_tiles or memoized.speed_tiles == speed_tiles)
             ):
-                return memoized.result
+                if not self._time_dependent:
+                    return memoized.result
+                # The same rows: only the values that move with t are finalized again.
+                return self._finalize(plans, memoized.rows, t)
             batch_parts = memoized.batch_parts
-        values: list[Any] = [None] * self.size
-        statuses = [ValueStatus.NO_DATA] * self.size
         floor = pointer.cutoff if pointer else None
         # Every window that starts before the cutoff reads the same tiles: select them once.
         tiles = [
@@ -324,34 +324,53 @@ class GroupMerger:
             if start < t and (floor is None or start >= floor)
         ]
         since_floor = [p for _, p in tiles]
+        rows: list[tuple[Sequence[Any] | None, bool]] = []
         for plan, batch in zip(plans, batch_parts, strict=True):
             # Stale only describes batch data that is there.
             stale = plan.stale and batch is not None
             parts: list[Sequence[Any]] = [*batch] if batch else []
             if plan.gap_ms is not None:
-                parts = self._session(parts, tiles, t, plan.gap_ms)
+                parts = self._session(parts, tiles, plan.gap_ms)
             elif since_floor:
                 lower = plan.lower
                 if lower is None:
                     parts.extend(since_floor)
                 else:
                     parts.extend([p for start, p in tiles if start >= lower])
-            if not parts:
+            rows.append((self._merged(plan.columns, parts) if parts else None, stale))
+        result = self._finalize(plans, rows, t)
+        if memoized is not None:
+            newest = max(speed_tiles, default=0)
+            if newest < t:
+                memoized.speed_tiles, memoized.newest_tile = speed_tiles, newest
+                memoized.rows, memoized.result = rows, result
+        return result
+
+    def _finalize(
+        self,
+        plans: tuple[_WindowPlan, ...],
+        rows: Sequence[tuple[Sequence[Any] | None, bool]],
+        t: int,
+    ) -> tuple[list[Any], list[ValueStatus]]:
+        """Each window's merged row (``None``: nothing in it) finalized at ``t``: a
+        session whose newest event is its gap old or older has ended, and is empty."""
+        values: list[Any] = [None] * self.size
+        statuses = [ValueStatus.NO_DATA] * self.size
+        for plan, (row, stale) in zip(plans, rows, strict=True):
+            if row is not None and plan.gap_ms is not None:
+                assert self._session_times is not None
+                if t - row[self._session_times[1]] >= plan.gap_ms:
+                    row = None
+            if row is None:
                 for (position, _, _, _), value in zip(plan.features, plan.empty, strict=True):
                     values[position] = value
                     if stale:
                         statuses[position] = ValueStatus.STALE_BATCH_VIEW
                 continue
-            row = self._merged(plan.columns, parts)
             status = ValueStatus.STALE_BATCH_VIEW if stale else ValueStatus.PRESENT
             for position, finalize, get, single in plan.features:
                 values[position] = finalize((get(row),) if single else get(row), t)
                 statuses[position] = status
-        if memoized is not None:
-            newest = max(speed_tiles, default=0)
-            if newest < t:
-                memoized.speed_tiles, memoized.newest_tile = speed_tiles, newest
-                memoized.result = values, statuses
         return values, statuses
 
 

@@ -267,3 +267,30 @@ def test_every_kind_and_window_merges_exactly_over_batch_and_speed_views(
         assert values_match(got.value, expected[feature.name]), (feature.name, got)
         if feature.window.is_session and (newest is None or t - newest >= feature.window.gap_ms):
             assert got.status is ValueStatus.NO_DATA, feature.name
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    catalog_events,
+    st.integers(0, 6 * HOUR_MS // SPEED_TILE_MS),
+    st.lists(st.integers(0, SPEED_TILE_MS - 1), min_size=2, max_size=6),
+)
+def test_a_memo_finalizes_again_what_moves_with_the_query_time(events, cutoff_steps, offsets):
+    """Sessions end and decayed values fade within one 5-minute step: with a memo, each
+    query time in the step still gets what a merge without one gives (the memo keeps the
+    merged rows, not the values), in any order of query times."""
+    assert any(f.window.is_session for f in CATALOG_GROUP.features)
+    cutoff = BASE - 6 * HOUR_MS + cutoff_steps * SPEED_TILE_MS
+    step = cutoff + 2 * HOUR_MS
+    seen = [e for e in events if e["t"] < step]
+    pointer = BatchPointer(1, cutoff, DAY_MS)
+    doc = local_views.batch_doc(CATALOG_GROUP, seen, cutoff, DAY_MS)
+    tiles = local_views.speed_tiles(CATALOG_GROUP, seen, cutoff)
+    memo: dict = {}
+    for offset in offsets:
+        t = step + offset
+        merged = merge_group(CATALOG_GROUP, t, pointer, doc, tiles, memo)
+        # Premerged batch buckets add floats in another order: equal to rounding.
+        for name, plain in merge_group(CATALOG_GROUP, t, pointer, doc, tiles).items():
+            assert merged[name].status is plain.status, name
+            assert values_match(merged[name].value, plain.value), (name, merged[name], plain)
