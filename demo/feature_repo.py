@@ -91,7 +91,11 @@ user_views = FeatureGroup(
         # CATEGORIES) with room for more; past 32 a week, the 32 smallest names are kept,
         # each count exact (see feature_core.aggregations.counts_by).
         Aggregation(
-            "count_by", column="category", windows=["7d"], max_keys=32, name="views_by_category"
+            "count_by",
+            column="category",
+            windows=["7d", "session:30m"],
+            max_keys=32,
+            name="views_by_category",
         ),
         # The share's denominator: every view, also of categories a full map leaves out.
         Aggregation("count", windows=["7d"], name="views"),
@@ -157,8 +161,7 @@ recommender_user = FeatureService(
         "user_browsing:last_item_1h",
         "user_browsing:last_event_time_lifetime",
         "user_browsing:events_1h",
-        "user_views:views_by_category_7d",
-        "user_views:views_7d",
+        "user_views:views_by_category_session_30m",
         "user_views:items_viewed_session_30m",
         "user_purchases:purchases_30d",
         "user_purchases:spend_30d",

@@ -31,7 +31,7 @@ METADATA_FILE = "model.json"
 
 PAIR_FEATURES = (
     "category_affinity",
-    "category_share_7d",
+    "category_share_session",
     "session_items_viewed",
     "is_last_item",
     "minutes_since_last_event",
@@ -70,17 +70,17 @@ def pair_features(
     """Model input for one (user, item) pair; ``user``/``item`` map "group:feature" -> value."""
     history = user.get("user_browsing:category_history_7d") or []
     affinity = _smoothed_share(sum(1 for c in history if c == category), len(history))
-    # The week's views of the category (count_by) over all the week's views: the lasting
-    # taste, where the 20 latest interactions above are the current mood.
-    views_by_category = user.get("user_views:views_by_category_7d") or {}
-    share_7d = _smoothed_share(
-        views_by_category.get(category, 0), user.get("user_views:views_7d") or 0
+    # The category's share of the current session's views (count_by over the session):
+    # what the user is browsing right now, beside the 20 latest interactions above.
+    in_session = user.get("user_views:views_by_category_session_30m") or {}
+    share_session = _smoothed_share(
+        in_session.get(category, 0), user.get("user_views:items_viewed_session_30m") or 0
     )
     last_event = user.get("user_browsing:last_event_time_lifetime")
     minutes_idle = (now_ms - last_event) / 60_000 if last_event else 7 * 24 * 60.0
     return [
         affinity,
-        share_7d,
+        share_session,
         _log(user.get("user_views:items_viewed_session_30m")),
         1.0 if user.get("user_browsing:last_item_1h") == item_id else 0.0,
         _log(max(minutes_idle, 0.0)),

@@ -134,7 +134,15 @@ def train_model(
     # More affinity or a higher click-through rate never lowers a score: the model stays
     # explainable, and a burst of interest in a category can only lift that category.
     monotonic = [
-        1 if name in ("category_affinity", "category_share_7d", "item_ctr_1d", "item_ctr_7d") else 0
+        1
+        if name
+        in (
+            "category_affinity",
+            "category_share_session",
+            "item_ctr_1d",
+            "item_ctr_7d",
+        )
+        else 0
         for name in PAIR_FEATURES
     ]
     estimator = HistGradientBoostingClassifier(

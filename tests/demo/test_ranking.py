@@ -31,13 +31,19 @@ def test_affinity_is_the_smoothed_share_of_the_category_in_history() -> None:
     assert none["category_affinity"] < mostly["category_affinity"]
 
 
-def test_week_share_is_the_smoothed_share_of_the_category_in_the_weeks_views() -> None:
-    assert features()["category_share_7d"] == pytest.approx(1 / 6)
-    week = {"user_views:views_by_category_7d": {"toys": 6, "books": 3}, "user_views:views_7d": 9}
-    assert features(**week)["category_share_7d"] == pytest.approx((6 + 1 / 6) / 10)
+def test_session_share_is_the_smoothed_share_of_the_category_in_the_sessions_views() -> None:
+    assert features()["category_share_session"] == pytest.approx(1 / 6)
+    burst = {
+        "user_views:views_by_category_session_30m": {"toys": 15, "books": 1},
+        "user_views:items_viewed_session_30m": 16,
+    }
+    assert features(**burst)["category_share_session"] == pytest.approx((15 + 1 / 6) / 17)
     # A category the map left out (past max_keys) counts as unseen; the total still holds.
-    unseen = {"user_views:views_by_category_7d": {"books": 3}, "user_views:views_7d": 9}
-    assert features(**unseen)["category_share_7d"] == pytest.approx((1 / 6) / 10)
+    unseen = {
+        "user_views:views_by_category_session_30m": {"books": 3},
+        "user_views:items_viewed_session_30m": 9,
+    }
+    assert features(**unseen)["category_share_session"] == pytest.approx((1 / 6) / 10)
 
 
 def test_session_items_viewed_is_log_scaled_and_zero_without_a_session() -> None:
