@@ -265,6 +265,19 @@ class Primitive(ABC):
     flink_emits_json: ClassVar[bool] = False
 
 
+def merging_present(
+    reduce: Callable[[list[Partial]], Partial],
+) -> Callable[[Sequence[Partial]], Partial]:
+    """``merge_many`` of a primitive whose null partial is the identity: ``reduce`` of the
+    present partials in one pass, null when none is."""
+
+    def merge_present(partials: Sequence[Partial]) -> Partial:
+        present = [p for p in partials if p is not None]
+        return reduce(present) if present else None
+
+    return merge_present
+
+
 def json_form(sql: str) -> FlinkForm:
     """A JVM twin that emits its partial's JSON text."""
     return FlinkForm(sql, "json")

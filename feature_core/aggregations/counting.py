@@ -22,6 +22,7 @@ from feature_core.aggregations.base import (
     Result,
     SparkColumns,
     kind,
+    merging_present,
     primitive,
 )
 
@@ -94,11 +95,7 @@ class Sum(Primitive):
 
     @cached_property
     def merge_many(self) -> Callable[[Sequence[Partial]], Partial]:
-        def merge_present(partials: Sequence[Partial]) -> Partial:
-            present = [p for p in partials if p is not None]
-            return _sum_of(present) if present else None
-
-        return merge_present
+        return merging_present(_sum_of)
 
     def windowed(self, column: ColumnEvents, ranges: Ranges) -> list[Partial]:
         """Prefix sums: exact Python ints for integers, extended precision for floats (so

@@ -45,6 +45,7 @@ from feature_core.aggregations.base import (
     SparkColumns,
     json_form,
     kind,
+    merging_present,
     primitive,
 )
 
@@ -116,11 +117,7 @@ class DecayedSum(Primitive):
 
     @cached_property
     def merge_many(self) -> Callable[[Sequence[Partial]], Partial]:
-        def merge_present(partials: Sequence[Partial]) -> Partial:
-            present = [p for p in partials if p is not None]
-            return self._rebased_sum(present) if present else None
-
-        return merge_present
+        return merging_present(self._rebased_sum)
 
     def from_pairs(self, pairs: Iterable[tuple[int, Any]]) -> Partial:
         lifted = [self.lift(value, int(time)) for time, value in pairs]

@@ -27,6 +27,7 @@ from feature_core.aggregations.base import (
     Result,
     SparkColumns,
     kind,
+    merging_present,
     primitive,
 )
 
@@ -54,11 +55,7 @@ class Hll(Primitive):
 
     @cached_property
     def merge_many(self) -> Callable[[Sequence[Partial]], Partial]:
-        def merge_present(partials: Sequence[Partial]) -> Partial:
-            present = [p for p in partials if p is not None]
-            return sketches.merge_many(present) if present else None
-
-        return merge_present
+        return merging_present(sketches.merge_many)
 
     def from_pairs(self, pairs: Iterable[tuple[int, Any]]) -> Partial:
         values = [str(v) for _, v in pairs if v is not None]

@@ -21,6 +21,7 @@ from feature_core.aggregations.base import (
     Result,
     SparkColumns,
     kind,
+    merging_present,
     primitive,
 )
 from feature_core.aggregations.counting import native_flink
@@ -38,13 +39,7 @@ class _Extreme(Primitive):
 
     @cached_property
     def merge_many(self) -> Callable[[Sequence[Partial]], Partial]:
-        reduce = min if self.smaller else max
-
-        def merge_present(partials: Sequence[Partial]) -> Partial:
-            present = [p for p in partials if p is not None]
-            return reduce(present) if present else None
-
-        return merge_present
+        return merging_present(min if self.smaller else max)
 
     def windowed(self, column: ColumnEvents, ranges: Ranges) -> list[Partial]:
         """A monotonic deque: the ranges only move forward."""

@@ -36,6 +36,7 @@ from feature_core.aggregations.base import (
     Result,
     SparkColumns,
     kind,
+    merging_present,
     primitive,
 )
 
@@ -88,13 +89,7 @@ class _OnePair(Primitive):
 
     @cached_property
     def merge_many(self) -> Callable[[Sequence[Partial]], Partial]:
-        pick = max if self.newest else min  # by time, then value
-
-        def merge_present(partials: Sequence[Partial]) -> Partial:
-            present = [p for p in partials if p is not None]
-            return pick(present) if present else None
-
-        return merge_present
+        return merging_present(max if self.newest else min)  # by time, then value
 
     def normalize(self, partial: Partial) -> Partial:
         return None if partial is None else [int(partial[0]), partial[1]]

@@ -35,6 +35,7 @@ from feature_core.aggregations.base import (
     SparkColumns,
     json_form,
     kind,
+    merging_present,
     primitive,
 )
 
@@ -64,11 +65,7 @@ class DDSketch(Primitive):
 
     @cached_property
     def merge_many(self) -> Callable[[Sequence[Partial]], Partial]:
-        def merge_present(partials: Sequence[Partial]) -> Partial:
-            present = [p for p in partials if p is not None]
-            return ddsketch.merge_many(present) if present else None
-
-        return merge_present
+        return merging_present(ddsketch.merge_many)
 
     def from_pairs(self, pairs: Iterable[tuple[int, Any]]) -> Partial:
         return ddsketch.sketch_of((v for _, v in pairs if v is not None), self.m)
