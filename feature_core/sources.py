@@ -445,9 +445,6 @@ class EventSource:
         """(name, Flink SQL type) of each field, in declaration order."""
         return tuple((f.name, f.kind.sql) for f in self.fields)
 
-    def python_type(self, name: str) -> type:
-        return self.by_name[name].kind.python
-
 
 def event_date(event_time_ms: int) -> str:
     """The lake partition of an event time."""
