@@ -23,8 +23,6 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feature_core.definitions import FeatureRepo
-from feature_core.keys import KeyValueError, entity_id, typed_key
-from feature_core.merge import ValueStatus, merge_group
 from feature_core.runs import RunRecord, settled
 from feature_core.settings import Settings, get_settings
 from online_store import STORE_ERRORS, open_reader
@@ -59,6 +57,8 @@ EntityId = Annotated[
     str, Path(min_length=1, max_length=MAX_KEY_LENGTH, description="Entity join key.")
 ]
 FEATURES_ENDPOINT = "/v1/features"
+GROUP_ENDPOINT = "/v1/features/{group}/{entity_id}"
+GROUP_BY_KEYS_ENDPOINT = "/v1/features/{group}"
 #: Most validation problems a 422 names (the rest are counted).
 MAX_PROBLEMS = 20
 
@@ -263,82 +263,78 @@ def _add_v1_routes(
         )
 
     async def group_features(
-        repo: FeatureRepo, online: OnlineFeatures, group: str, keys: Mapping[str, str] | str
-    ) -> GroupFeatures:
+        online: OnlineFeatures, group: str, keys: Mapping[str, str] | str, endpoint: str
+    ) -> Response:
+        # The vector endpoint's path: the group's features as one (cached) selection.
+        selection = online.group_selection(group)
+        join_keys = selection.join_keys
+        if isinstance(keys, str):
+            if len(join_keys) > 1:
+                raise RequestError(
+                    f"{group} is keyed by {list(join_keys)}: use "
+                    f"GET /v1/features/{group}?{'&'.join(f'{k}=...' for k in join_keys)}"
+                )
+            entity: str | Mapping[str, str] = keys
+        else:
+            missing = [k for k in join_keys if not keys.get(k)]
+            if missing:
+                raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
+            entity = {k: keys[k] for k in join_keys}
         try:
-            definition = repo.group(group)
-        except KeyError as error:
-            raise NotFoundError(error.args[0]) from None
-        join_keys = definition.join_keys
-        if isinstance(keys, str) and len(join_keys) > 1:
-            raise RequestError(
-                f"{group} is keyed by {list(join_keys)}: use "
-                f"GET /v1/features/{group}?{'&'.join(f'{k}=...' for k in join_keys)}"
-            )
-        given = {join_keys[0]: keys} if isinstance(keys, str) else keys
-        missing = [k for k in join_keys if not given.get(k)]
-        if missing:
-            raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
-        # In each key's declared type, as /v1/features and the Feast endpoint take them.
-        kinds = repo.join_key_types
-        try:
-            entity = entity_id([typed_key(k, kinds[k].python, given[k]) for k in join_keys])
-        except KeyValueError as error:
-            raise RequestError(str(error)) from None
-        snapshot = await online.store.read([((group,), (entity,))])
-        online.require_complete_views(snapshot, (definition,))
-        as_of = int(time.time() * 1000)
-        views = snapshot.entities[0]
-        merged = merge_group(
-            definition, as_of, snapshot.pointer, views.batch_doc, views.speed_tiles, views.memo
-        )
-        statuses = {name: v.status for name, v in merged.items()}
-        if snapshot.pointer is None:
-            statuses = dict.fromkeys(statuses, ValueStatus.SPEED_ONLY)
-        return GroupFeatures(
-            group=group,
-            entity_id=entity,
-            as_of=as_of,
-            batch_cutoff=snapshot.pointer.cutoff if snapshot.pointer else None,
-            batch_version=snapshot.pointer.version if snapshot.pointer else None,
-            speed_watermark=snapshot.speed_watermarks.get(group),
-            features={name: v.value for name, v in merged.items()},
-            statuses=statuses,
+            ids = selection.entity_ids([entity])
+        except RequestError as error:
+            # The URL names the key: there is no body whose entities[0] it would be.
+            raise RequestError(str(error).removeprefix("entities[0].")) from None
+        served = await online.serve(selection, ids, endpoint)
+        (vector,) = served.vectors
+        pointer = served.snapshot.pointer
+        names = selection.groups[0].feature_names
+        return json_response(
+            {
+                "group": group,
+                "entity_id": vector.entity_id,
+                "as_of": served.as_of,
+                "batch_cutoff": pointer and pointer.cutoff,
+                "batch_version": pointer and pointer.version,
+                "speed_watermark": served.snapshot.speed_watermarks.get(group),
+                "features": dict(zip(names, vector.values, strict=True)),
+                "statuses": dict(zip(names, vector.statuses, strict=True)),
+            }
         )
 
     @app.get(
-        "/v1/features/{group}/{entity_id}",
+        GROUP_ENDPOINT,
         response_model=GroupFeatures,
         tags=features,
         dependencies=auth,
         responses=errors(404, 422, 503),
     )
     async def get_group_features(
-        *, group: str = group_path, entity_id: EntityId, online: Online, repo: Repo
-    ) -> GroupFeatures:
+        *, group: str = group_path, entity_id: EntityId, request: Request
+    ) -> Response:
         """Every feature of one feature group for one entity (one join key), by name."""
-        return await group_features(repo, online, group, entity_id)
+        return await group_features(online_of(request), group, entity_id, GROUP_ENDPOINT)
 
     @app.get(
-        "/v1/features/{group}",
+        GROUP_BY_KEYS_ENDPOINT,
         response_model=GroupFeatures,
         tags=features,
         dependencies=auth,
         responses=errors(404, 422, 503),
         openapi_extra=key_parameters,
     )
-    async def get_group_features_by_keys(
-        *, group: str = group_path, request: Request, online: Online, repo: Repo
-    ) -> GroupFeatures:
+    async def get_group_features_by_keys(*, group: str = group_path, request: Request) -> Response:
         """Every feature of one feature group for one entity named by its join keys as
         query parameters (``?card_id=c1&merchant_id=m9``): any entity, composite or not."""
-        keys = {k: v for k, v in request.query_params.items() if k in all_join_keys}
+        online = online_of(request)
+        kinds = online.repo.join_key_types
+        keys = {k: v for k, v in request.query_params.items() if k in kinds}
         invalid = sorted(k for k, v in keys.items() if not 0 < len(v) <= MAX_KEY_LENGTH)
         if invalid:
             raise RequestError(
                 f"join key values must be 1 to {MAX_KEY_LENGTH} characters: {invalid}"
             )
-        return await group_features(repo, online, group, keys)
+        return await group_features(online, group, keys, GROUP_BY_KEYS_ENDPOINT)
 
     @app.get(
         "/v1/batch/runs",

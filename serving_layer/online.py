@@ -14,6 +14,7 @@ from online_store.views import ViewsRequest, ViewsSnapshot
 from serving_layer.metrics import ServingMetrics
 from serving_layer.vectors import (
     NoBatchView,
+    NotFoundError,
     RequestError,
     Selection,
     SpeedRecomputing,
@@ -55,9 +56,18 @@ class OnlineFeatures:
         self.max_features = max_features
         self.serve_speed_only = serve_speed_only
         self._select = lru_cache(maxsize=1024)(self._resolve)
+        # Cached by name: only known groups get in (an unknown name raises, never cached).
+        self._group_selection = lru_cache(maxsize=256)(self._resolve_group)
 
     def _resolve(self, feature_service: str | None, features: tuple[str, ...] | None) -> Selection:
         return select(self.repo, feature_service, features)
+
+    def _resolve_group(self, name: str) -> Selection:
+        try:
+            group = self.repo.group(name)
+        except KeyError as error:
+            raise NotFoundError(error.args[0]) from None
+        return self._select(None, tuple(f.qualified_name for f in group.features))
 
     def require_complete_views(
         self, snapshot: ViewsSnapshot, groups: Sequence[FeatureGroup]
@@ -112,6 +122,13 @@ class OnlineFeatures:
         if features:
             self.check_features(len(features))
         return self._select(feature_service, tuple(features) if features else None)
+
+    def group_selection(self, name: str) -> Selection:
+        """Every feature of one feature group, in the group's order: what the group
+        endpoints serve. Not held to LFP_API_MAX_FEATURES (the repo declares groups; a
+        client does not list them); :class:`NotFoundError` naming the known groups for a
+        name the repo does not have."""
+        return self._group_selection(name)
 
     async def serve(
         self, selection: Selection, entity_ids: Sequence[str], endpoint: str
