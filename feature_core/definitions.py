@@ -35,6 +35,13 @@ from feature_core.aggregations import (
     Result,
     aggregation_kind,
 )
+from feature_core.derived import (
+    DerivedFeature,
+    DerivedFeatures,
+    FeatureInput,
+    RequestField,
+    resolve,
+)
 from feature_core.sources import EventSource, FieldType, SourceError, quoted, typed
 from feature_core.windows import Window, parse_duration
 
@@ -395,6 +402,14 @@ class FeatureGroup:
         digest = hashlib.sha256(json.dumps(parts, default=repr).encode()).hexdigest()
         return digest[:12]
 
+    def __getitem__(self, name: str) -> FeatureInput:
+        """The feature ``name`` as an input of derived features (checked now)."""
+        if name not in self.feature_names:
+            raise DefinitionError(
+                f"{self.name} has no feature {name!r}; known: {', '.join(self.feature_names)}"
+            )
+        return FeatureInput(f"{self.name}:{name}")
+
     def accepts(self, event: Mapping[str, Any]) -> bool:
         return all(f.matches(event) for f in self.filters)
 
@@ -524,6 +539,10 @@ class FeatureRepo:
     #: Sources declared without a group yet (lake ingest still consumes them); the
     #: groups' own sources are added.
     extra_sources: tuple[EventSource, ...] = ()
+    #: Derived features (:mod:`feature_core.derived`), referenced as ``name:feature``.
+    derived_views: tuple[DerivedFeatures, ...] = ()
+    #: Request fields declared at module level (those used in expressions are added).
+    declared_request_fields: tuple[RequestField, ...] = ()
 
     def __post_init__(self) -> None:
         names = [g.name for g in self.groups]
@@ -533,11 +552,43 @@ class FeatureRepo:
         for group in self.groups:
             group.validate()
         self._validate_sources()
+        problems = self._derived[1]
+        if problems:
+            raise DefinitionError("\n".join(problems))
         service_names = [s.name for s in self.services]
         if len(set(service_names)) != len(service_names):
             raise DefinitionError(f"duplicate feature service names in {service_names}")
         for service in self.services:
             self._validate_service(service)
+
+    @cached_property
+    def _derived(self) -> tuple[dict[str, DerivedFeature], list[str], dict[str, RequestField]]:
+        resolved, problems = resolve(self.groups, self.derived_views, self.declared_request_fields)
+        return resolved.features, problems, resolved.request_fields
+
+    @property
+    def derived(self) -> dict[str, DerivedFeature]:
+        """Every derived feature by ``view:feature``, inputs before what reads them."""
+        return self._derived[0]
+
+    @property
+    def request_fields(self) -> dict[str, RequestField]:
+        """Every request field, declared or used, by name."""
+        return self._derived[2]
+
+    def feature_groups(self, reference: str) -> tuple[str, ...]:
+        """The groups a ``group:feature`` reference reads (a derived feature's inputs')."""
+        if reference in self.derived:
+            return self.derived[reference].groups
+        return (reference.partition(":")[0],)
+
+    def join_keys_of(self, references: Iterable[str]) -> tuple[str, ...]:
+        """The join keys of the entities these features describe, in order of first use."""
+        keys: dict[str, None] = {}
+        for reference in references:
+            for group in self.feature_groups(reference):
+                keys.update(dict.fromkeys(self.group(group).join_keys))
+        return tuple(keys)
 
     @cached_property
     def join_key_types(self) -> dict[str, FieldType]:
@@ -595,9 +646,17 @@ class FeatureRepo:
             raise DefinitionError(f"feature service {service.name}: no features")
         if len(set(refs)) != len(refs):
             raise DefinitionError(f"feature service {service.name}: a feature is listed twice")
-        keys = set()
         groups = {g.name: g for g in self.groups}
+        views = {v.name for v in self.derived_views}
         for group_name, feature_name in refs:
+            reference = f"{group_name}:{feature_name}"
+            if group_name in views:
+                if reference not in self.derived:
+                    raise DefinitionError(
+                        f"feature service {service.name}: {group_name} has no derived "
+                        f"feature {feature_name!r}"
+                    )
+                continue
             if group_name not in groups:
                 raise DefinitionError(
                     f"feature service {service.name}: unknown feature group {group_name!r}"
@@ -607,12 +666,6 @@ class FeatureRepo:
                 raise DefinitionError(
                     f"feature service {service.name}: {group_name} has no feature {feature_name!r}"
                 )
-            keys.add(group.entity.join_keys)
-        if len(keys) != 1:
-            raise DefinitionError(
-                f"feature service {service.name}: features of different entities "
-                f"{sorted(list(k) for k in keys)}"
-            )
         unknown = set(service.defaults) - set(service.features)
         if unknown:
             raise DefinitionError(
@@ -634,24 +687,36 @@ class FeatureRepo:
         model saved with it can refuse vectors whose meaning moved under it.
         """
         service = self.service(name)
-        parts = []
-        for group_name, feature_name in service.references():
-            group = self.group(group_name)
-            feature = next(f for f in group.features if f.name == feature_name)
-            parts.append(
-                [
-                    feature.qualified_name,
-                    # One key is written as before, so existing fingerprints hold.
-                    keys[0] if len(keys := group.entity.join_keys) == 1 else list(keys),
-                    [[f.column, list(f.values)] for f in group.filters],
-                    [group.tile_columns[i].key for i in feature.tile_indices],
-                    feature.aggregation.name,
-                    feature.window.name,
-                    repr(service.defaults.get(feature.qualified_name)),
-                ]
-            )
+        parts = [
+            [*self._meaning(f"{g}:{f}"), repr(service.defaults.get(f"{g}:{f}"))]
+            for g, f in service.references()
+        ]
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         return digest[:12]
+
+    def _meaning(self, reference: str) -> list[Any]:
+        """What a feature computes, as data: a derived feature's expression with the
+        meaning of each of its inputs, an aggregate's entity, filters and aggregation."""
+        derived = self.derived.get(reference)
+        if derived is not None:
+            return [
+                reference,
+                repr(derived.expression),
+                str(derived.value_type),
+                [self._meaning(one) for one in derived.inputs],
+            ]
+        group_name, _, feature_name = reference.partition(":")
+        group = self.group(group_name)
+        feature = next(f for f in group.features if f.name == feature_name)
+        return [
+            feature.qualified_name,
+            # One key is written as before, so existing fingerprints hold.
+            keys[0] if len(keys := group.entity.join_keys) == 1 else list(keys),
+            [[f.column, list(f.values)] for f in group.filters],
+            [group.tile_columns[i].key for i in feature.tile_indices],
+            feature.aggregation.name,
+            feature.window.name,
+        ]
 
     def group(self, name: str) -> FeatureGroup:
         for group in self.groups:
@@ -667,6 +732,8 @@ class FeatureRepo:
             tuple(o for o in objects if isinstance(o, FeatureGroup)),
             tuple(o for o in objects if isinstance(o, FeatureService)),
             tuple(o for o in objects if isinstance(o, EventSource)),
+            tuple(o for o in objects if isinstance(o, DerivedFeatures)),
+            tuple(o for o in objects if isinstance(o, RequestField)),
         )
 
     @classmethod

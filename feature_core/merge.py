@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -16,20 +15,11 @@ import orjson
 
 from feature_core.aggregations import IR
 from feature_core.definitions import FeatureGroup
+from feature_core.statuses import ValueStatus
 from feature_core.windows import COLLAPSED, FINEST_HOP_MS, Window, batch_layout, floor_to
 
 BatchDoc = Mapping[str, Mapping[str, Sequence[Any]]]  # window -> bucket -> partials
 PlanKey = tuple[int | None, int | None, int]  # (cutoff, horizon, finest step)
-
-
-class ValueStatus(StrEnum):
-    PRESENT = "present"  # exact value from the views
-    NO_DATA = "no_data"  # no event for this entity in the window: aggregation identity
-    STALE_BATCH_VIEW = "stale_batch_view"  # batch view older than its horizon: approximate
-    DEFAULT = "default"  # null value replaced by the feature service's default (serving)
-    # No batch view was serving (opt-in, LFP_API_SERVE_SPEED_ONLY): the value covers only
-    # the speed layer's tiles, not the history before them.
-    SPEED_ONLY = "speed_only"
 
 
 def values_match(got: Any, want: Any, rel_tol: float = 1e-9) -> bool:

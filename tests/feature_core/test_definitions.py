@@ -79,7 +79,6 @@ def test_demo_services_resolve_in_order():
         (["count_lifetime"], {}, "is not 'group:feature'"),
         (["g:count_lifetime", "g:count_lifetime"], {}, "listed twice"),
         (["g:count_lifetime"], {"g:other": 1}, "defaults for unlisted features"),
-        (["g:count_lifetime", "items:count_lifetime"], {}, "different entities"),
     ],
 )
 def test_invalid_services_fail_with_a_clear_message(features, defaults, message):
