@@ -1,7 +1,8 @@
 """FastAPI serving layer: merged batch + speed feature values over HTTP.
 
-Routes: ``/v1/...`` (feature vectors, feature groups, service metadata), Feast's
-``/get-online-features``, and the ops endpoints ``/healthz``, ``/readyz``, ``/metrics``.
+Routes: ``/v1/...`` (feature vectors, feature groups, service metadata:
+:mod:`serving_layer.routes`), Feast's ``/get-online-features``, and the ops endpoints
+``/healthz``, ``/readyz``, ``/metrics``.
 Feature endpoints require a bearer token when ``LFP_API_TOKEN`` is set.
 """
 
@@ -11,54 +12,36 @@ import gc
 import importlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feature_core.definitions import FeatureRepo
-from feature_core.runs import RunRecord, settled
 from feature_core.settings import Settings, get_settings
 from online_store import STORE_ERRORS, open_reader
 from online_store.memory import memory_problems
 from runtime.health import HealthLimits, judge_all
 from runtime.lag import TopicLag
 from serving_layer import feast
-from serving_layer.bodies import documented_body, parse_body
-from serving_layer.deps import Metrics, Online, Repo, Store, online_of
+from serving_layer.deps import Metrics, Repo, Store
 from serving_layer.metrics import RequestTimer, ServingMetrics
-from serving_layer.models import (
-    MAX_KEY_LENGTH,
-    BatchViewInfo,
-    ErrorResponse,
-    FeatureInfo,
-    FeatureServiceInfo,
-    FeaturesRequest,
-    FeaturesResponse,
-    GroupFeatures,
-    Readiness,
-    error_responses,
-)
+from serving_layer.models import BatchViewInfo, ErrorResponse, Readiness, error_responses
 from serving_layer.online import OnlineFeatures, stale_view_message
 from serving_layer.ops_cache import shared_per_interval, shared_result
 from serving_layer.responses import json_response
+from serving_layer.routes import add_v1_routes
 from serving_layer.security import BodySizeLimit, require_token
 from serving_layer.vectors import NotFoundError, NotServing, RequestError
 
 log = logging.getLogger(__name__)
 
-EntityId = Annotated[
-    str, Path(min_length=1, max_length=MAX_KEY_LENGTH, description="Entity join key.")
-]
-FEATURES_ENDPOINT = "/v1/features"
-GROUP_ENDPOINT = "/v1/features/{group}/{entity_id}"
-GROUP_BY_KEYS_ENDPOINT = "/v1/features/{group}"
 #: Most validation problems a 422 names (the rest are counted).
 MAX_PROBLEMS = 20
 
@@ -163,10 +146,11 @@ def _short(part: object, most: int = 64) -> str:
     return text if len(text) <= most else f"{text[:most]}..."
 
 
-def _document_one_error_shape(app: FastAPI) -> None:
-    """Every route's 422 in the OpenAPI schema as the body the handlers send
-    (``{"detail": "<text>"}``), not FastAPI's default list of validation errors; routes
-    of ``LFP_API_ROUTERS`` included."""
+def _finish_openapi(app: FastAPI) -> None:
+    """The OpenAPI schema as the API answers: FastAPI's, with each route's 422 as the body
+    the handlers send (``{"detail": "<text>"}``), not its default list of validation
+    errors, and each parameter once (:func:`_merge_parameters`); routes of
+    ``LFP_API_ROUTERS`` included."""
     generate = app.openapi
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
 
@@ -180,6 +164,8 @@ def _document_one_error_shape(app: FastAPI) -> None:
                 if "422" in responses:
                     content = {"application/json": {"schema": error_ref}}
                     responses["422"] = {"description": "Invalid request.", "content": content}
+                if "parameters" in operation:
+                    operation["parameters"] = _merge_parameters(operation["parameters"])
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.setdefault(
             "ErrorResponse",
@@ -192,213 +178,19 @@ def _document_one_error_shape(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _add_v1_routes(
-    app: FastAPI, auth: list[Any], auth_errors: tuple[int, ...], repo: FeatureRepo
-) -> None:
-    """The ``/v1`` endpoints, on the app itself: FastAPI dispatches an included router
-    through a second routing layer, measured at 63k instructions (~30 us) per request."""
-    features = ["features"]
-    # Named in the schema (a client sees what exists); another name is a 404 naming them.
-    group_names = sorted(g.name for g in repo.groups)
-    service_names = sorted(s.name for s in repo.services)
-    # As defaults: this module's annotations are strings, resolved at module level.
-    group_path = Path(description="A feature group.", json_schema_extra={"enum": group_names})
-    service_path = Path(description="A feature service.", json_schema_extra={"enum": service_names})
-    # The by-keys endpoint reads its join keys from the query string as the group needs
-    # them: every join key of the repo is documented, each group's own are required.
-    all_join_keys = sorted({k for g in repo.groups for k in g.join_keys})
-    key_parameters = {
-        "parameters": [
-            {
-                "name": key,
-                "in": "query",
-                "required": False,
-                "description": f"Join key {key} (every join key of the group is needed).",
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-            }
-            for key in all_join_keys
-        ]
-    }
-
-    def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-        return error_responses(*codes, *auth_errors)
-
-    @app.post(
-        "/v1/features",
-        response_model=FeaturesResponse,
-        openapi_extra=documented_body(FeaturesRequest),
-        tags=features,
-        dependencies=auth,
-        responses=errors(404, 413, 415, 422, 503),
-    )
-    async def get_features(request: Request) -> Response:
-        """Model input vectors for up to LFP_API_MAX_ENTITIES entities, by feature service
-        (its ordered vector) or by a list of ``group:feature`` names.
-
-        Each value has a status: ``present``; ``no_data`` (no event in the window: the
-        aggregation's identity, e.g. 0 or null); ``default`` (a null replaced by the
-        service's default); ``stale_batch_view`` (the batch view is older than its
-        horizon, so the value is approximate). Unknown entities are not errors.
-        """
-        body = await parse_body(request, FeaturesRequest)
-        online = online_of(request)
-        online.check_entities(len(body.entities))
-        selection = online.selection(body.feature_service, body.features)
-        served = await online.serve(
-            selection, selection.entity_ids(body.entities), FEATURES_ENDPOINT
-        )
-        pointer = served.snapshot.pointer
-        return json_response(
-            {
-                "feature_service": body.feature_service,
-                "feature_names": served.selection.feature_names,
-                "as_of": served.as_of,
-                "batch": pointer and BatchViewInfo.fields_of(pointer),
-                "speed_watermarks": served.speed_watermarks,
-                "vectors": [
-                    {"entity_id": entity, "values": v.values, "statuses": v.statuses}
-                    for entity, v in zip(body.entities, served.vectors, strict=True)
-                ],
-            }
-        )
-
-    async def group_features(
-        online: OnlineFeatures, group: str, keys: Mapping[str, str] | str, endpoint: str
-    ) -> Response:
-        # The vector endpoint's path: the group's features as one (cached) selection.
-        selection = online.group_selection(group)
-        join_keys = selection.join_keys
-        if isinstance(keys, str):
-            if len(join_keys) > 1:
-                raise RequestError(
-                    f"{group} is keyed by {list(join_keys)}: use "
-                    f"GET /v1/features/{group}?{'&'.join(f'{k}=...' for k in join_keys)}"
-                )
-            entity: str | Mapping[str, str] = keys
-        else:
-            missing = [k for k in join_keys if not keys.get(k)]
-            if missing:
-                raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
-            entity = {k: keys[k] for k in join_keys}
-        try:
-            ids = selection.entity_ids([entity])
-        except RequestError as error:
-            # The URL names the key: there is no body whose entities[0] it would be.
-            raise RequestError(str(error).removeprefix("entities[0].")) from None
-        served = await online.serve(selection, ids, endpoint)
-        (vector,) = served.vectors
-        pointer = served.snapshot.pointer
-        names = selection.groups[0].feature_names
-        return json_response(
-            {
-                "group": group,
-                "entity_id": vector.entity_id,
-                "as_of": served.as_of,
-                "batch_cutoff": pointer and pointer.cutoff,
-                "batch_version": pointer and pointer.version,
-                "speed_watermark": served.snapshot.speed_watermarks.get(group),
-                "features": dict(zip(names, vector.values, strict=True)),
-                "statuses": dict(zip(names, vector.statuses, strict=True)),
-            }
-        )
-
-    @app.get(
-        GROUP_ENDPOINT,
-        response_model=GroupFeatures,
-        tags=features,
-        dependencies=auth,
-        responses=errors(404, 422, 503),
-    )
-    async def get_group_features(
-        *, group: str = group_path, entity_id: EntityId, request: Request
-    ) -> Response:
-        """Every feature of one feature group for one entity (one join key), by name."""
-        return await group_features(online_of(request), group, entity_id, GROUP_ENDPOINT)
-
-    @app.get(
-        GROUP_BY_KEYS_ENDPOINT,
-        response_model=GroupFeatures,
-        tags=features,
-        dependencies=auth,
-        responses=errors(404, 422, 503),
-        openapi_extra=key_parameters,
-    )
-    async def get_group_features_by_keys(*, group: str = group_path, request: Request) -> Response:
-        """Every feature of one feature group for one entity named by its join keys as
-        query parameters (``?card_id=c1&merchant_id=m9``): any entity, composite or not."""
-        online = online_of(request)
-        kinds = online.repo.join_key_types
-        keys = {k: v for k, v in request.query_params.items() if k in kinds}
-        invalid = sorted(k for k, v in keys.items() if not 0 < len(v) <= MAX_KEY_LENGTH)
-        if invalid:
-            raise RequestError(
-                f"join key values must be 1 to {MAX_KEY_LENGTH} characters: {invalid}"
-            )
-        return await group_features(online, group, keys, GROUP_BY_KEYS_ENDPOINT)
-
-    @app.get(
-        "/v1/batch/runs",
-        response_model=list[RunRecord],
-        tags=["batch"],
-        dependencies=auth,
-        responses=errors(422, 503),
-    )
-    async def batch_runs(
-        request: Request,
-        store: Store,
-        limit: Annotated[int, Query(ge=1, le=200, description="How many, newest first.")] = 20,
-    ) -> Response:
-        """The batch run history: cutoff, Delta version, rows, entities, status, error. A
-        run whose scheduler was killed reads as ``abandoned`` (LFP_BATCH_RUN_LEASE_S)."""
-        lease_s = request.app.state.settings.batch_run_lease_s
-        runs = [RunRecord.model_validate_json(raw) for raw in await store.batch_runs(limit)]
-        return json_response([settled(run, lease_s).model_dump(mode="json") for run in runs])
-
-    @app.get(
-        "/v1/feature-services",
-        response_model=list[FeatureServiceInfo],
-        tags=features,
-        dependencies=auth,
-        responses=errors(),
-    )
-    async def list_feature_services(online: Online) -> list[FeatureServiceInfo]:
-        """Every feature service: its ordered features, their types and defaults."""
-        return [_service_info(online, s.name) for s in online.repo.services]
-
-    @app.get(
-        "/v1/feature-services/{name}",
-        response_model=FeatureServiceInfo,
-        tags=features,
-        dependencies=auth,
-        responses=errors(404),
-    )
-    async def describe_feature_service(
-        *, name: str = service_path, online: Online
-    ) -> FeatureServiceInfo:
-        """One feature service: the vector layout a model trained on it expects."""
-        return _service_info(online, name)
-
-
-def _service_info(online: OnlineFeatures, name: str) -> FeatureServiceInfo:
-    selection = online.selection(feature_service=name)
-    service = online.repo.service(name)
-    return FeatureServiceInfo(
-        name=name,
-        description=service.description,
-        entity_key=", ".join(selection.join_keys),
-        join_keys=list(selection.join_keys),
-        features=[
-            FeatureInfo(
-                name=ref.qualified_name,
-                function=ref.feature.aggregation.name,
-                column=ref.feature.column,
-                window=ref.feature.window.name,
-                value_type=ref.feature.json_type(ref.group.source),
-                default=ref.default,
-            )
-            for ref in selection.refs
-        ],
-    )
+def _merge_parameters(parameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FastAPI appends the parameters of a route's ``openapi_extra`` to those it generates
+    from the handler: one naming a generated parameter (same name and place) adds its
+    fields to it instead, in its place (the enums of names of the repo on ``/v1`` paths,
+    :func:`serving_layer.routes.add_v1_routes`)."""
+    merged: dict[Any, dict[str, Any]] = {}
+    for parameter in parameters:
+        place = (parameter["in"], parameter["name"]) if "name" in parameter else id(parameter)
+        first = merged.setdefault(place, parameter)
+        if first is not parameter:
+            schema = {**first.get("schema", {}), **parameter.get("schema", {})}
+            merged[place] = {**first, **parameter, "schema": schema}
+    return list(merged.values())
 
 
 def _ops_router() -> APIRouter:
@@ -524,7 +316,7 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
     auth = [Depends(require_token)] if settings.api_token is not None else []
     # Routes match in order: the feature endpoints first, as they take the most traffic.
     auth_errors = (401,) if auth else ()
-    _add_v1_routes(app, auth, auth_errors, app.state.repo)
+    add_v1_routes(app, auth, auth_errors, app.state.repo)
     feast_errors = (404, 413, 415, 422, 503, *auth_errors)
     app.include_router(feast.router, dependencies=auth, responses=error_responses(*feast_errors))
     app.include_router(feast.health_router)
@@ -533,7 +325,7 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
         app.include_router(
             _load_router(spec), dependencies=auth, responses=error_responses(*auth_errors)
         )
-    _document_one_error_shape(app)
+    _finish_openapi(app)
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,
