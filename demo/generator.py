@@ -105,6 +105,7 @@ class Shop:
     def _event(
         self, user: Shopper, item: Item, event_type: str, at_ms: int, amount: float | None = None
     ) -> dict[str, Any]:
+        """One event; an add-to-cart carries the item's price, a purchase its ``amount``."""
         event: dict[str, Any] = {
             "event_id": str(uuid.UUID(int=self._ids.getrandbits(128))),
             "user_id": user.user_id,
@@ -113,6 +114,8 @@ class Shop:
             "item_id": item.item_id,
             "category": item.category,
         }
+        if event_type == "add_to_cart":
+            event["price"] = item.price
         if amount is not None:
             event["amount"] = amount
         return event

@@ -18,10 +18,16 @@ def test_same_seed_same_events_other_seed_other_events() -> None:
 
 
 def test_every_event_passes_the_platform_validator() -> None:
+    prices = {item.item_id: item.price for item in Shop().items}
     for event in Shop().history(2000, START, END):
         parsed = shop.parse(encode(event), now_ms=END)
         assert START <= parsed["event_time"] < END
         assert (parsed["amount"] is not None) == (event["event_type"] == "purchase")
+        # An add-to-cart carries the item's price (what the cart's value sums), only it.
+        if event["event_type"] == "add_to_cart":
+            assert parsed["price"] == prices[event["item_id"]]
+        else:
+            assert parsed["price"] is None
 
 
 def test_funnel_narrows_and_purchases_follow_carts() -> None:

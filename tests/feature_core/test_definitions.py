@@ -41,7 +41,7 @@ def test_shared_primitives_are_one_tile_column():
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (group(Aggregation("sum", "price")), "'price' is not a field of source events"),
+        (group(Aggregation("sum", "discount")), "'discount' is not a field of source events"),
         (group(Aggregation("sum", "user_id")), "numeric column"),
         (group(Aggregation("median", "amount")), "unknown aggregation 'median'"),
         (group(Aggregation("count", windows=["7m"])), "multiple of its hop"),
@@ -67,7 +67,14 @@ def test_demo_services_resolve_in_order():
     assert service.references()[0] == ("user_activity", "event_count_1h")
     assert len(repo.service("user_features").features) == sum(
         len(repo.group(g).features)
-        for g in ("user_activity", "user_purchases", "user_browsing", "user_views")
+        for g in (
+            "user_activity",
+            "user_purchases",
+            "user_browsing",
+            "user_views",
+            "user_clicks",
+            "user_carts",
+        )
     )
 
 
@@ -117,13 +124,15 @@ def test_service_version_changes_only_when_the_vector_means_something_else() -> 
     # A referenced group's filter changes: another meaning.
     refiltered = dataclasses.replace(demo.user_purchases, filter={"event_type": "add_to_cart"})
     groups = tuple(refiltered if g.name == "user_purchases" else g for g in repo.groups)
-    assert FeatureRepo(groups, repo.services).service_version("ranking_features") != version
+    refiltered_repo = dataclasses.replace(repo, groups=groups)
+    assert refiltered_repo.service_version("ranking_features") != version
     # An unrelated group changes: same vector.
     item_groups = tuple(
         dataclasses.replace(g, description="changed") if g.name == "item_clicks" else g
         for g in repo.groups
     )
-    assert FeatureRepo(item_groups, repo.services).service_version("ranking_features") == version
+    item_repo = dataclasses.replace(repo, groups=item_groups)
+    assert item_repo.service_version("ranking_features") == version
 
 
 def test_batch_views_store_only_the_columns_each_window_reads():

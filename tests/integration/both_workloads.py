@@ -6,6 +6,7 @@ composite entities, as a platform serving several teams does.
 
 from demo import feature_repo as shop
 from feature_core.definitions import FeatureGroup, FeatureService
+from feature_core.derived import DerivedFeatures, RequestField
 from feature_core.sources import EventSource
 from fraud import feature_repo as fraud
 
@@ -14,6 +15,8 @@ globals().update(
         name: value
         for module in (shop, fraud)
         for name, value in vars(module).items()
-        if isinstance(value, (EventSource, FeatureGroup, FeatureService))
+        if isinstance(
+            value, (EventSource, FeatureGroup, FeatureService, DerivedFeatures, RequestField)
+        )
     }
 )

@@ -47,7 +47,7 @@ def test_an_integer_join_key_rejects_text_that_is_not_a_number() -> None:
         fields=[Field("k", "integer", required=True), Field("t", "timestamp", required=True)],
     )
     group = FeatureGroup("g", Entity("e", "k"), source, aggregations=[Aggregation("count")])
-    repo = replace(REPO, groups=(group,), services=())
+    repo = replace(REPO, groups=(group,), services=(), derived_views=(), declared_request_fields=())
     assert typed_keys(repo, {"k": ["42", 7]}) == {"k": [42, 7]}
     with pytest.raises(RequestError, match="k: integer values expected"):
         typed_keys(repo, {"k": ["4x"]})

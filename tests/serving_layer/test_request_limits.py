@@ -159,6 +159,8 @@ INT_REPO = replace(
     groups=(FeatureGroup("g", Entity("e", "k"), _INTS, aggregations=[Aggregation("count")]),),
     services=(),
     extra_sources=(),
+    derived_views=(),
+    declared_request_fields=(),
 )
 
 
