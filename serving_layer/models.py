@@ -11,6 +11,7 @@ from pydantic import (
     FailFast,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     field_validator,
@@ -58,6 +59,14 @@ EntityRef = Annotated[
         "need the object.",
         union_mode="left_to_right",
     ),
+]
+#: Request context: field name -> value, checked against each request field's declared type.
+ContextValue = Annotated[
+    StrictStr | StrictBool | StrictInt | StrictFloat | None,
+    Field(union_mode="left_to_right"),
+]
+ContextObject = Annotated[
+    dict[Annotated[str, Field(max_length=128)], ContextValue], Field(max_length=64)
 ]
 # The 'group:feature' form is checked on resolution, whose message names the problem.
 FeatureReference = Annotated[
@@ -154,6 +163,12 @@ class FeaturesRequest(Request):
     )
     entities: list[EntityRef] = Field(
         min_length=1, fail_fast=True, description="Entities; at most LFP_API_MAX_ENTITIES."
+    )
+    context: ContextObject | list[ContextObject] | None = Field(
+        None,
+        description="Request fields of the derived features asked for (e.g. "
+        '{"candidate_category": "books"}): one object for every entity, or a list of one '
+        "per entity. A declared field that is missing is a 422 naming it.",
     )
 
 
@@ -256,9 +271,10 @@ class GroupFeatures(BaseModel):
 
 class FeatureInfo(BaseModel):
     name: str = Field(description="'group:feature', as used in requests.")
-    function: str
+    function: str = Field(description="The aggregation, or 'derived' for a derived feature.")
     column: str | None
-    window: str
+    window: str | None = Field(description="The window (null for a derived feature).")
+    expression: str | None = Field(None, description="A derived feature's expression.")
     value_type: str = Field(description="JSON type of the value.")
     default: Any = Field(None, description="Value served instead of null (feature services).")
 
@@ -268,6 +284,10 @@ class FeatureServiceInfo(BaseModel):
     description: str
     entity_key: str = Field(description="The entity's join keys, comma-separated.")
     join_keys: list[str] = Field(description="The join keys every entity must give.")
+    request_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request context fields its derived features need, with their types.",
+    )
     features: list[FeatureInfo]
 
 

@@ -6,13 +6,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from feature_core.definitions import FeatureGroup, FeatureRepo
-from feature_core.merge import BatchPointer, ValueStatus
+from feature_core.merge import BatchPointer
 from online_store.base import ViewReader
 from online_store.views import ViewsRequest, ViewsSnapshot
 from serving_layer.metrics import ServingMetrics
 from serving_layer.vectors import (
+    EntityIds,
     NoBatchView,
     NotFoundError,
     RequestError,
@@ -63,10 +65,14 @@ class OnlineFeatures:
         return select(self.repo, feature_service, features)
 
     def _resolve_group(self, name: str) -> Selection:
+        views = {v.name: v for v in self.repo.derived_views}
+        if name in views:
+            return self._select(None, tuple(f"{name}:{f}" for f in views[name].features))
         try:
             group = self.repo.group(name)
-        except KeyError as error:
-            raise NotFoundError(error.args[0]) from None
+        except KeyError:
+            known = ", ".join([*(g.name for g in self.repo.groups), *views])
+            raise NotFoundError(f"unknown feature group {name!r}; known: {known}") from None
         return self._select(None, tuple(f.qualified_name for f in group.features))
 
     def require_complete_views(
@@ -131,39 +137,47 @@ class OnlineFeatures:
         return self._group_selection(name)
 
     async def serve(
-        self, selection: Selection, entity_ids: Sequence[str], endpoint: str
+        self,
+        selection: Selection,
+        entity_ids: EntityIds,
+        endpoint: str,
+        context: Any = None,
     ) -> ServedVectors:
-        (served,) = await self.serve_together([(selection, entity_ids)], endpoint)
+        """Vectors of ``selection`` for these entities; ``context`` holds the request
+        fields its derived features need (one object for all entities, or one each)."""
+        (served,) = await self.serve_together([(selection, entity_ids, context)], endpoint)
         return served
 
     async def serve_together(
-        self, parts: Sequence[tuple[Selection, Sequence[str]]], endpoint: str
+        self,
+        parts: Sequence[tuple[Selection, EntityIds] | tuple[Selection, EntityIds, Any]],
+        endpoint: str,
     ) -> list[ServedVectors]:
         """Several selections in one round trip, so every vector comes from the same views
         (one batch view version even while a switch happens)."""
         requests: list[ViewsRequest] = []
-        for selection, entity_ids in parts:
+        checked = []
+        for selection, entity_ids, *rest in parts:
             if not entity_ids:
                 raise RequestError("no entities given")
             self.check_entities(len(entity_ids))
+            context_rows = selection.context_rows(rest[0] if rest else None, len(entity_ids))
             self.metrics.entities_of(endpoint).observe(len(entity_ids))
-            requests.append(selection.views_request(entity_ids))
+            part_requests = selection.views_requests(entity_ids)
+            requests += part_requests
+            size = sum(len(groups) * len(ids) for groups, ids in part_requests)
+            checked.append((selection, entity_ids, context_rows, size))
         snapshot = await self.store.read(requests)
-        self.require_complete_views(snapshot, [g for sel, _ in parts for g in sel.groups])
+        self.require_complete_views(snapshot, [g for sel, *_ in checked for g in sel.groups])
         as_of = int(time.time() * 1000)
+        speed_only = snapshot.pointer is None
         served, start = [], 0
-        for selection, entity_ids in parts:
-            end = start + len(entity_ids) * len(selection.groups)
+        for selection, entity_ids, context_rows, size in checked:
+            end = start + size
             part = ViewsSnapshot(
                 snapshot.pointer, snapshot.speed_watermarks, snapshot.entities[start:end], False
             )
-            vectors = build_vectors(selection, part, entity_ids, as_of)
-            if snapshot.pointer is None:
-                for vector in vectors:
-                    vector.statuses = [
-                        s if s is ValueStatus.DEFAULT else ValueStatus.SPEED_ONLY
-                        for s in vector.statuses
-                    ]
+            vectors = build_vectors(selection, part, entity_ids, as_of, context_rows, speed_only)
             served.append(ServedVectors(selection, part, as_of, vectors))
             start = end
         return served

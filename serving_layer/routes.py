@@ -33,7 +33,7 @@ from serving_layer.models import (
 )
 from serving_layer.online import OnlineFeatures
 from serving_layer.responses import json_response
-from serving_layer.vectors import RequestError
+from serving_layer.vectors import FeatureRef, RequestError
 
 FEATURES_ENDPOINT = "/v1/features"
 GROUP_ENDPOINT = "/v1/features/{group}/{entity_id}"
@@ -60,7 +60,9 @@ async def get_features(request: Request) -> Response:
     online = online_of(request)
     online.check_entities(len(body.entities))
     selection = online.selection(body.feature_service, body.features)
-    served = await online.serve(selection, selection.entity_ids(body.entities), FEATURES_ENDPOINT)
+    served = await online.serve(
+        selection, selection.entity_ids(body.entities), FEATURES_ENDPOINT, body.context
+    )
     pointer = served.snapshot.pointer
     return json_response(
         {
@@ -78,8 +80,11 @@ async def get_features(request: Request) -> Response:
 
 
 async def get_group_features(group: GroupName, entity_id: EntityId, request: Request) -> Response:
-    """Every feature of one feature group for one entity (one join key), by name."""
-    return await _group_features(online_of(request), group, entity_id, GROUP_ENDPOINT)
+    """Every feature of one feature group (or derived view) for one entity (one join
+    key), by name; a derived view's request fields come as query parameters."""
+    return await _group_features(
+        online_of(request), group, entity_id, GROUP_ENDPOINT, request.query_params
+    )
 
 
 async def get_group_features_by_keys(group: GroupName, request: Request) -> Response:
@@ -92,11 +97,15 @@ async def get_group_features_by_keys(group: GroupName, request: Request) -> Resp
     invalid = sorted(k for k, v in keys.items() if not 0 < len(v) <= MAX_KEY_LENGTH)
     if invalid:
         raise RequestError(f"join key values must be 1 to {MAX_KEY_LENGTH} characters: {invalid}")
-    return await _group_features(online, group, keys, GROUP_BY_KEYS_ENDPOINT)
+    return await _group_features(online, group, keys, GROUP_BY_KEYS_ENDPOINT, request.query_params)
 
 
 async def _group_features(
-    online: OnlineFeatures, group: str, keys: Mapping[str, str] | str, endpoint: str
+    online: OnlineFeatures,
+    group: str,
+    keys: Mapping[str, str] | str,
+    endpoint: str,
+    parameters: Mapping[str, str],
 ) -> Response:
     """The vector of the group's features (one cached selection) for the entity these
     join keys name (a one-key group's value, or a mapping of the group's join keys), in
@@ -120,10 +129,11 @@ async def _group_features(
     except RequestError as error:
         # The URL names the key: there is no body whose entities[0] it would be.
         raise RequestError(str(error).removeprefix("entities[0].")) from None
-    served = await online.serve(selection, ids, endpoint)
+    context = selection.context_of_text(parameters) if selection.request_fields else None
+    served = await online.serve(selection, ids, endpoint, context)
     (vector,) = served.vectors
     pointer = served.snapshot.pointer
-    names = selection.groups[0].feature_names
+    names = [ref.name for ref in selection.refs]
     return json_response(
         {
             "group": group,
@@ -168,17 +178,30 @@ def service_info(online: OnlineFeatures, name: str) -> FeatureServiceInfo:
         description=service.description,
         entity_key=", ".join(selection.join_keys),
         join_keys=list(selection.join_keys),
-        features=[
-            FeatureInfo(
-                name=ref.qualified_name,
-                function=ref.feature.aggregation.name,
-                column=ref.feature.column,
-                window=ref.feature.window.name,
-                value_type=ref.feature.json_type(ref.group.source),
-                default=ref.default,
-            )
-            for ref in selection.refs
-        ],
+        request_fields={f.name: f.type for f in selection.request_fields},
+        features=[feature_info(ref) for ref in selection.refs],
+    )
+
+
+def feature_info(ref: FeatureRef) -> FeatureInfo:
+    if ref.derived is not None:
+        return FeatureInfo(
+            name=ref.qualified_name,
+            function="derived",
+            column=None,
+            window=None,
+            expression=repr(ref.derived.expression),
+            value_type=ref.derived.json_type(),
+            default=ref.default,
+        )
+    assert ref.feature is not None and ref.group is not None
+    return FeatureInfo(
+        name=ref.qualified_name,
+        function=ref.feature.aggregation.name,
+        column=ref.feature.column,
+        window=ref.feature.window.name,
+        value_type=ref.feature.json_type(ref.group.source),
+        default=ref.default,
     )
 
 

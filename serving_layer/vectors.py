@@ -14,9 +14,10 @@ from operator import itemgetter
 from typing import Any
 
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo
+from feature_core.derived import UNDEFINED, DerivedFeature, DerivedPlan, RequestField
 from feature_core.keys import KeyValueError, entity_id, typed_key
-from feature_core.merge import GroupMerger, ValueStatus, group_merger
-from online_store.views import ViewsRequest, ViewsSnapshot
+from feature_core.merge import BatchPointer, GroupMerger, ValueStatus, group_merger
+from online_store.views import EntityViews, ViewsRequest, ViewsSnapshot
 
 
 class NotServing(RuntimeError):
@@ -41,30 +42,60 @@ class NotFoundError(RequestError):
 
 @dataclass(frozen=True)
 class FeatureRef:
-    """One position of a vector: a feature of a group, and the default that may fill it."""
+    """One position of a vector: a group's feature or a derived feature, and the default
+    that may fill it."""
 
-    group: FeatureGroup
-    feature: Feature
-    group_index: int  # position of the group in the selection's groups
+    group: FeatureGroup | None  # None for a derived feature
+    feature: Feature | None
+    group_index: int  # position of the group in the selection's groups (-1: derived)
     feature_index: int  # position of the feature in its group's features
     has_default: bool = False
     default: Any = None
+    derived: DerivedFeature | None = None
 
     @property
     def qualified_name(self) -> str:
+        if self.derived is not None:
+            return self.derived.qualified_name
+        assert self.feature is not None
         return self.feature.qualified_name
+
+    @property
+    def view_name(self) -> str:
+        """The group's name, or the derived view's."""
+        if self.derived is not None:
+            return self.derived.view
+        assert self.group is not None
+        return self.group.name
+
+    @property
+    def name(self) -> str:
+        return self.qualified_name.partition(":")[2]
+
+
+#: Per request entity, one id per key set of the selection (see :meth:`Selection.entity_ids`).
+EntityIds = Sequence[str] | Sequence[tuple[str, ...]]
 
 
 @dataclass(frozen=True)
 class Selection:
-    """An ordered list of features of one entity type, resolved against the repo."""
+    """An ordered list of features, resolved against the repo: features of groups (of one
+    entity type or several) and derived features over them.
+
+    The groups read are laid end to end (grouped by their join keys: a *key set*); a
+    derived feature's inputs are read even when not listed, and :attr:`plan` computes the
+    derived values from that row, the request's context and the query time."""
 
     service: str | None
     join_keys: tuple[str, ...]
     refs: tuple[FeatureRef, ...]
-    groups: tuple[FeatureGroup, ...]  # distinct, in order of first use
+    groups: tuple[FeatureGroup, ...]  # distinct, by key set then order of first use
     #: Each join key's declared Python type (str or int), as ``FeatureRepo.join_key_types``.
     key_types: tuple[type, ...] = ()
+    #: The distinct join-key tuples of the groups, and each group's index among them.
+    key_sets: tuple[tuple[str, ...], ...] = ()
+    group_key_sets: tuple[int, ...] = ()
+    plan: DerivedPlan | None = None
 
     @cached_property
     def feature_names(self) -> list[str]:
@@ -75,32 +106,58 @@ class Selection:
         return tuple(group.name for group in self.groups)
 
     @cached_property
+    def request_fields(self) -> tuple[RequestField, ...]:
+        """The request context fields the derived features need, in row order."""
+        return self.plan.request_fields if self.plan is not None else ()
+
+    @cached_property
     def mergers(self) -> tuple[GroupMerger, ...]:
         """Each group's merger, looked up once per selection (selections are cached)."""
         return tuple(group_merger(group) for group in self.groups)
 
     @cached_property
     def layout(self) -> tuple[Callable[[Sequence[Any]], tuple[Any, ...]], tuple[Any, ...]]:
-        """How a vector is cut from its groups' values laid end to end: a getter of the
-        refs' positions, and (vector position, default) of the refs that have one."""
+        """How a vector is cut from its row (the groups' values laid end to end, then what
+        the derived features read and give): a getter of the refs' positions, and
+        (vector position, default) of the refs that have one."""
         offsets = [0]
         for group in self.groups[:-1]:
             offsets.append(offsets[-1] + len(group.features))
-        positions = [offsets[r.group_index] + r.feature_index for r in self.refs]
+        positions = [
+            self.plan.positions[r.qualified_name]
+            if r.derived is not None and self.plan is not None
+            else offsets[r.group_index] + r.feature_index
+            for r in self.refs
+        ]
         # itemgetter of one position returns the item, not a 1-tuple: keep it a tuple.
         getter = itemgetter(*positions) if len(positions) > 1 else lambda row: (row[positions[0]],)
         defaults = tuple((i, r.default) for i, r in enumerate(self.refs) if r.has_default)
         return getter, defaults
 
-    def entity_ids(self, entities: Sequence[str | int | Mapping[str, Any]]) -> Sequence[str]:
+    @cached_property
+    def _key_set_groups(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(
+            tuple(g for g, k in enumerate(self.group_key_sets) if k == key_set)
+            for key_set in range(len(self.key_sets))
+        )
+
+    def entity_ids(self, entities: Sequence[str | int | Mapping[str, Any]]) -> EntityIds:
         """Each requested entity's id (:func:`feature_core.keys.entity_id`): a value is
         that of a one-key entity, an object must name every join key. Values are taken in
         their key's declared type (:func:`feature_core.keys.typed_key`), as the Feast
-        endpoint takes them: ``"007"`` and ``7`` name one entity of an integer key."""
+        endpoint takes them: ``"007"`` and ``7`` name one entity of an integer key. A
+        selection over several entity types gives a tuple per entity: one id per key set."""
         keys, types = self.join_keys, self.key_types or (str,) * len(self.join_keys)
-        if len(keys) == 1 and types[0] is str and all(type(e) is str for e in entities):
+        several = len(self.key_sets) > 1
+        if (
+            not several
+            and len(keys) == 1
+            and types[0] is str
+            and all(type(e) is str for e in entities)
+        ):
             return entities  # type: ignore[return-value]  # the hot path: ids as given
-        ids = []
+        kinds = dict(zip(keys, types, strict=True))
+        ids: list[Any] = []
         for position, entity in enumerate(entities):
             try:
                 if not isinstance(entity, Mapping):
@@ -118,23 +175,101 @@ class Selection:
                         f"entities[{position}]: give exactly the join keys {list(keys)}; "
                         f"missing {missing}, {others} other key(s) given"
                     )
-                ids.append(
-                    entity_id(
-                        [typed_key(k, t, entity[k]) for k, t in zip(keys, types, strict=True)]
-                    )
-                )
+                typed = {k: typed_key(k, kinds[k], entity[k]) for k in keys}
+                per_set = tuple(entity_id([typed[k] for k in ks]) for ks in self.key_sets)
+                ids.append(per_set if several else per_set[0])
             except KeyValueError as error:
                 raise RequestError(f"entities[{position}].{error}") from None
         return ids
 
+    def context_rows(self, context: Any, n: int) -> list[list[Any]]:
+        """The request fields' values for each of ``n`` entities, in :attr:`request_fields`
+        order: ``context`` is one object for every entity or a list of one per entity. A
+        missing field, or a value its declared type refuses, is a :class:`RequestError`
+        naming it."""
+        fields = self.request_fields
+        if not fields:
+            return []
+        if context is None:
+            raise RequestError(
+                f"missing request context: these features need {_field_list(fields)} in "
+                "'context' (one object for every entity, or a list of one per entity)"
+            )
+        if isinstance(context, Mapping):
+            shared = self._context_row(context, "context")
+            return [shared] * n
+        if len(context) != n:
+            raise RequestError(
+                f"'context' lists {len(context)} objects for {n} entities: give one per "
+                "entity, or one object for all"
+            )
+        return [self._context_row(c, f"context[{i}]") for i, c in enumerate(context)]
+
+    def context_of_text(self, parameters: Mapping[str, str]) -> dict[str, Any]:
+        """Request fields given as text (query parameters), each in its declared type."""
+        context: dict[str, Any] = {}
+        for field_ in self.request_fields:
+            text = parameters.get(field_.name)
+            if text is not None:
+                try:
+                    context[field_.name] = _from_text(field_.type, text)
+                except ValueError:
+                    raise RequestError(
+                        f"{field_.name}: {text[:64]!r} is not a {field_.type} value"
+                    ) from None
+        return context
+
+    def _context_row(self, context: Mapping[str, Any], where: str) -> list[Any]:
+        missing = [f for f in self.request_fields if context.get(f.name) is None]
+        if missing:
+            raise RequestError(f"{where}: missing request field(s) {_field_list(missing)}")
+        row = []
+        for field_ in self.request_fields:
+            try:
+                row.append(field_.check(context[field_.name]))
+            except ValueError as error:
+                raise RequestError(f"{where}.{field_.name} {error}") from None
+        return row
+
+    def views_requests(self, entity_ids: EntityIds) -> list[ViewsRequest]:
+        """What to read for these entities: each key set's groups for its distinct ids,
+        entity-major (one part for a selection of one entity type)."""
+        if len(self.key_sets) == 1:
+            return [(self.group_names, entity_ids)]  # type: ignore[list-item]
+        return [
+            (
+                tuple(self.groups[g].name for g in groups),
+                list(dict.fromkeys(ids[k] for ids in entity_ids)),  # type: ignore[index]
+            )
+            for k, groups in enumerate(self._key_set_groups)
+        ]
+
     def views_request(self, entity_ids: Sequence[str]) -> ViewsRequest:
-        """What to read for these entities: each group's views, entity-major."""
-        return self.group_names, entity_ids
+        """What to read for the entities of a one-entity-type selection."""
+        (request,) = self.views_requests(entity_ids)
+        return request
+
+
+def _from_text(kind: str, text: str) -> Any:
+    """A query parameter's text as a value of field type ``kind`` (checked after)."""
+    if kind == "integer" or (kind == "timestamp" and text.lstrip("+-").isdigit()):
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "boolean":
+        if text not in ("true", "false"):
+            raise ValueError(text)
+        return text == "true"
+    return text
+
+
+def _field_list(fields: Sequence[RequestField]) -> str:
+    return ", ".join(f"{f.name} ({f.type})" for f in fields)
 
 
 @dataclass(slots=True)  # per entity served: slotted, not frozen (see store.EntityViews)
 class Vector:
-    entity_id: str
+    entity_id: str | tuple[str, ...]
     values: list[Any]
     statuses: list[ValueStatus]
 
@@ -151,7 +286,8 @@ def select(
     feature_service: str | None = None,
     features: tuple[str, ...] | None = None,
 ) -> Selection:
-    """Resolve a feature service name or a list of ``group:feature`` references."""
+    """Resolve a feature service name or a list of ``group:feature`` references (derived
+    features' too)."""
     if (feature_service is None) == (not features):
         raise RequestError("give exactly one of 'feature_service' or a non-empty 'features'")
     defaults: dict[str, Any] = {}
@@ -171,77 +307,174 @@ def select(
         more = f" and {len(twice) - 5} more" if len(twice) > 5 else ""
         raise RequestError(f"features listed more than once: {shown}{more}")
     groups_by_name = {g.name: g for g in repo.groups}
-    refs: list[FeatureRef] = []
-    groups: dict[str, tuple[int, FeatureGroup, dict[str, tuple[int, Feature]]]] = {}
+    derived_views = {v.name for v in repo.derived_views}
+    found: list[tuple[str, FeatureGroup | None, Feature | None, int, DerivedFeature | None]] = []
+    by_group: dict[str, dict[str, tuple[int, Feature]]] = {}
+    used: dict[str, FeatureGroup] = {}
     for ref in features:
         group_name, feature_name = _parse_ref(ref)
-        used = groups.get(group_name)
-        if used is None:
-            group = groups_by_name.get(group_name)
-            if group is None:
-                known = ", ".join(groups_by_name)
-                raise RequestError(f"unknown feature group {group_name!r}; known: {known}")
-            by_name = {f.name: (i, f) for i, f in enumerate(group.features)}
-            used = groups[group_name] = (len(groups), group, by_name)
-        group_index, group, by_name = used
+        if group_name in derived_views:
+            derived = repo.derived.get(ref)
+            if derived is None:
+                known = ", ".join(
+                    n.partition(":")[2] for n in repo.derived if n.startswith(f"{group_name}:")
+                )
+                raise RequestError(
+                    f"derived features {group_name} have no feature {feature_name!r}; "
+                    f"known: {known}"
+                )
+            for name in derived.groups:
+                used.setdefault(name, groups_by_name[name])
+            found.append((ref, None, None, -1, derived))
+            continue
+        group = groups_by_name.get(group_name)
+        if group is None:
+            known = ", ".join([*groups_by_name, *sorted(derived_views)])
+            raise RequestError(f"unknown feature group {group_name!r}; known: {known}")
+        by_name = by_group.get(group_name)
+        if by_name is None:
+            by_name = by_group[group_name] = {f.name: (i, f) for i, f in enumerate(group.features)}
         if feature_name not in by_name:
             raise RequestError(
                 f"feature group {group_name} has no feature {feature_name!r}; "
                 f"known: {', '.join(by_name)}"
             )
         feature_index, feature = by_name[feature_name]
-        refs.append(
-            FeatureRef(
-                group,
-                feature,
-                group_index,
-                feature_index,
-                ref in defaults,
-                defaults.get(ref),
-            )
+        used.setdefault(group_name, group)
+        found.append((ref, group, feature, feature_index, None))
+    key_sets = tuple(dict.fromkeys(g.join_keys for g in used.values()))
+    # Grouped by key set: an entity's row is its key sets' group values end to end.
+    groups = tuple(g for keys in key_sets for g in used.values() if g.join_keys == keys)
+    index = {g.name: i for i, g in enumerate(groups)}
+    refs = tuple(
+        FeatureRef(
+            group,
+            feature,
+            index[group.name] if group is not None else -1,
+            feature_index,
+            ref in defaults,
+            defaults.get(ref),
+            derived,
         )
-    used_groups = [group for _, group, _ in groups.values()]
-    join_keys = {g.entity.join_keys for g in used_groups}
-    if len(join_keys) > 1:
-        by_key = ", ".join(f"{g.name} ({g.entity.key_label})" for g in used_groups)
-        raise RequestError(
-            f"features of different entities cannot share a vector: {by_key}; "
-            "request one entity type at a time"
-        )
-    keys = join_keys.pop()
+        for ref, group, feature, feature_index, derived in found
+    )
+    wanted = [r.qualified_name for r in refs if r.derived is not None]
+    plan = None
+    if wanted:
+        base = [f.qualified_name for g in groups for f in g.features]
+        plan = DerivedPlan(repo.derived, wanted, base)
+    join_keys = tuple(dict.fromkeys(k for keys in key_sets for k in keys))
     kinds = repo.join_key_types
-    types = tuple(kinds[k].python if k in kinds else str for k in keys)
-    return Selection(feature_service, keys, tuple(refs), tuple(used_groups), types)
+    types = tuple(kinds[k].python if k in kinds else str for k in join_keys)
+    return Selection(
+        feature_service,
+        join_keys,
+        refs,
+        groups,
+        types,
+        key_sets,
+        tuple(key_sets.index(g.join_keys) for g in groups),
+        plan,
+    )
 
 
 def build_vectors(
-    selection: Selection, snapshot: ViewsSnapshot, entity_ids: Sequence[str], as_of: int
+    selection: Selection,
+    snapshot: ViewsSnapshot,
+    entity_ids: EntityIds,
+    as_of: int,
+    context_rows: Sequence[Sequence[Any]] = (),
+    speed_only: bool = False,
 ) -> list[Vector]:
-    """Merge each entity's views and lay the values out in the selection's order.
+    """Merge each entity's views, compute the derived features, and lay the values out in
+    the selection's order.
 
-    ``snapshot.entities`` must come from ``selection.views_request(entity_ids)``. An
+    ``snapshot.entities`` must come from ``selection.views_requests(entity_ids)``. An
     unknown entity is not an error: it gets each aggregation's identity with status
-    ``no_data``. A service default fills a null value (status ``default``), exactly as
-    training sets fill it, so a model sees the same input online and offline.
+    ``no_data``. ``speed_only``: no batch view serves, so every merged value has status
+    ``speed_only`` (derived values inherit it). A service default fills a null value
+    (status ``default``), exactly as training sets fill it, so a model sees the same input
+    online and offline.
     """
     mergers = selection.mergers
-    pointer, views, n_groups = snapshot.pointer, snapshot.entities, len(mergers)
+    pointer, views = snapshot.pointer, snapshot.entities
     cut, defaults = selection.layout
+    plan = selection.plan
+    if len(selection.key_sets) == 1:
+        n_groups = len(mergers)
+        rows = (
+            merged_row(mergers, as_of, pointer, views[i * n_groups : (i + 1) * n_groups])
+            for i in range(len(entity_ids))
+        )
+    else:
+        rows = _rows_of_several_entities(selection, pointer, views, entity_ids, as_of)
     vectors = []
-    for i, entity in enumerate(entity_ids):
-        own = views[i * n_groups : (i + 1) * n_groups]
-        group_values: list[Any] = []
-        group_statuses: list[ValueStatus] = []
-        for merger, v in zip(mergers, own, strict=True):
-            merged_values, merged_statuses = merger.merge(
-                as_of, pointer, v.batch_doc, v.speed_tiles, v.memo
-            )
-            group_values += merged_values
-            group_statuses += merged_statuses
-        values, statuses = list(cut(group_values)), list(cut(group_statuses))
+    for i, (entity, (row, row_statuses)) in enumerate(zip(entity_ids, rows, strict=True)):
+        if speed_only:
+            row_statuses = [ValueStatus.SPEED_ONLY] * len(row_statuses)
+        if plan is not None:
+            row = [*row, *context_rows[i], as_of]
+            plan.compute(row)
+            plan.statuses(row, row_statuses)
+            values = [None if v is UNDEFINED else v for v in cut(row)]
+        else:
+            values = list(cut(row))
+        statuses = list(cut(row_statuses))
         for position, default in defaults:
             if values[position] is None:
                 values[position] = default
                 statuses[position] = ValueStatus.DEFAULT
         vectors.append(Vector(entity, values, statuses))
     return vectors
+
+
+def merged_row(
+    mergers: Sequence[GroupMerger],
+    as_of: int,
+    pointer: BatchPointer | None,
+    views: Sequence[EntityViews],
+) -> tuple[list[Any], list[ValueStatus]]:
+    """One entity's groups merged: their values end to end, and their statuses."""
+    values: list[Any] = []
+    statuses: list[ValueStatus] = []
+    for merger, v in zip(mergers, views, strict=True):
+        merged_values, merged_statuses = merger.merge(
+            as_of, pointer, v.batch_doc, v.speed_tiles, v.memo
+        )
+        values += merged_values
+        statuses += merged_statuses
+    return values, statuses
+
+
+def _rows_of_several_entities(
+    selection: Selection,
+    pointer: BatchPointer | None,
+    views: Sequence[EntityViews],
+    entity_ids: EntityIds,
+    as_of: int,
+) -> list[tuple[list[Any], list[ValueStatus]]]:
+    """Rows of a selection over several entity types: each key set's entities merged once
+    (a user's groups once for all of its candidate items), then joined per request row."""
+    merged: list[dict[str, tuple[list[Any], list[ValueStatus]]]] = []
+    start = 0
+    for k, group_indices in enumerate(selection._key_set_groups):
+        mergers = [selection.mergers[g] for g in group_indices]
+        n = len(mergers)
+        distinct = list(dict.fromkeys(ids[k] for ids in entity_ids))  # type: ignore[index]
+        part: dict[str, tuple[list[Any], list[ValueStatus]]] = {}
+        for j, one in enumerate(distinct):
+            part[one] = merged_row(
+                mergers, as_of, pointer, views[start + j * n : start + (j + 1) * n]
+            )
+        merged.append(part)
+        start += len(distinct) * n
+    rows = []
+    for ids in entity_ids:
+        values: list[Any] = []
+        statuses: list[ValueStatus] = []
+        for k, part in enumerate(merged):
+            one_values, one_statuses = part[ids[k]]  # type: ignore[index]
+            values += one_values
+            statuses += one_statuses
+        rows.append((values, statuses))
+    return rows

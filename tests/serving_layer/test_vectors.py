@@ -45,12 +45,6 @@ def test_a_service_resolves_to_its_features_in_order_with_defaults():
             RequestError,
             "more than once",
         ),
-        (
-            None,
-            ("user_activity:event_count_1h", "item_popularity:interactions_1h"),
-            RequestError,
-            "different entities",
-        ),
     ],
 )
 def test_bad_selections_name_the_problem(service, features, error, message):
