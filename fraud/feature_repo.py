@@ -3,12 +3,15 @@
 Two sources on two topics: card transactions (an ISO-8601 timestamp field) and account
 logins (a boolean outcome). Groups are keyed by card, by account and by the (card,
 merchant) pair; windows run from 5 minutes to 30 days. ``fraud_card`` is the input of a
-card-level fraud model.
+card-level fraud model; ``fraud_payment`` scores one payment: derived features
+(``payment_risk``) set the payment's amount and country, given in the request, against its
+card's and its (card, merchant) pair's history.
 """
 
 from collections.abc import Iterator
 from typing import Any
 
+from feature_core import derived as fx
 from feature_core.definitions import Aggregation, Entity, FeatureGroup, FeatureService
 from feature_core.sources import EventSource, Field
 
@@ -70,6 +73,8 @@ card_spend = FeatureGroup(
             "approx_count_distinct", column="merchant_id", windows=["1d", "30d"], name="merchants"
         ),
         Aggregation("last", column="country", windows=["lifetime"], name="last_country"),
+        # When the card last paid: the time since is a derived feature (payment_risk).
+        Aggregation("last", column="ts", windows=["lifetime"], name="last_txn_time"),
         Aggregation("last_k", column="channel", windows=["1h"], k=5, name="recent_channels"),
         # How far this payment is from the card's usual amounts: their spread and the
         # amount only 5% of its month's payments exceed (served as amount_p95_30d).
@@ -173,6 +178,53 @@ fraud_card = FeatureService(
         "card_spend:amount_stddev_30d": 0.0,  # fewer than two payments: no spread seen
         "card_spend:amount_p95_30d": 0.0,
     },
+)
+
+# --- derived features -----------------------------------------------------------------
+# The payment being scored against the card's history, computed by the platform at request
+# time (serving) and at each spine row's time (training sets) by one evaluator.
+
+#: The scored payment's amount and country: the request's context (/v1), a spine's columns.
+amount = fx.RequestField("amount", "float", description="The scored payment's amount.")
+country = fx.RequestField(
+    "country", "string", description="The scored payment's country (ISO 3166 alpha-2)."
+)
+
+payment_risk = fx.DerivedFeatures(
+    "payment_risk",
+    description="The scored payment against its card's and (card, merchant) pair's history.",
+    features={
+        # How many standard deviations the amount lies from the card's 30-day mean. Null
+        # with status undefined while the card's payments show no spread (all one amount:
+        # a standard deviation of 0); null (no_data) for a card with fewer than two.
+        "amount_zscore": (amount - card_spend["avg_amount_30d"]) / card_spend["amount_stddev_30d"],
+        # The card never paid this merchant: no first payment to the pair, ever (status
+        # no_data then, as the pair has none; the value is still true).
+        "new_merchant": fx.is_null(card_merchant_history["first_seen_lifetime"]),
+        # The amount against the card's largest payment today: above 1 is a new high.
+        "amount_over_max_1d": amount / card_spend["max_amount_1d"],
+        # Seconds since the card's last payment (null for a card that never paid):
+        # card testing fires payments seconds apart.
+        "seconds_since_last_txn": fx.seconds_since(card_spend["last_txn_time_lifetime"]),
+        # The payment is from another country than the card's last one.
+        "country_changed": country.ne(card_spend["last_country_lifetime"]),
+    },
+)
+
+fraud_payment = FeatureService(
+    name="fraud_payment",
+    description="One payment scored: keys card_id and merchant_id, context amount and country.",
+    features=[
+        "payment_risk:amount_zscore",
+        "payment_risk:new_merchant",
+        "payment_risk:amount_over_max_1d",
+        "payment_risk:seconds_since_last_txn",
+        "payment_risk:country_changed",
+        "card_spend:txn_count_5m",
+        "card_spend:txn_count_1h",
+        "card_online:online_count_1h",
+        "card_merchant_history:pair_count_30d",
+    ],
 )
 
 fraud_account = FeatureService(
