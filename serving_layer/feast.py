@@ -49,6 +49,7 @@ FEAST_STATUS = {
     ValueStatus.DEFAULT: "PRESENT",  # not reached: Feast selections carry no defaults
     ValueStatus.STALE_BATCH_VIEW: "OUTSIDE_MAX_AGE",
     ValueStatus.SPEED_ONLY: "OUTSIDE_MAX_AGE",  # partial: the history is missing
+    ValueStatus.UNDEFINED: "NULL_VALUE",  # not reached: its value is null
 }
 
 router = APIRouter(tags=["feast"])
@@ -76,17 +77,42 @@ def requested_features(repo: FeatureRepo, body: FeastRequest) -> list[str]:
 
 def by_entity(online: OnlineFeatures, refs: Sequence[str]) -> list[Selection]:
     """One selection per entity type, in order of first use (Feast reads each feature
-    view with its own join keys; a ``/v1`` vector is of one entity type)."""
+    view with its own join keys), then one of the derived features asked for (Feast's
+    on-demand feature views: over any entity types, with request data)."""
     parts: dict[tuple[str, ...], list[str]] = {}
     keys_of = {g.name: g.join_keys for g in online.repo.groups}
+    views = {v.name for v in online.repo.derived_views}
+    derived = []
     for ref in refs:
         group = ref.partition(":")[0]
+        if group in views:
+            derived.append(ref)
+            continue
         keys = keys_of.get(group)
         if keys is None:
-            known = ", ".join(keys_of)
+            known = ", ".join([*keys_of, *sorted(views)])
             raise RequestError(f"unknown feature group {group!r}; known: {known}")
         parts.setdefault(keys, []).append(ref)
-    return [online.selection(features=part) for part in parts.values()]
+    selections = [online.selection(features=part) for part in parts.values()]
+    if derived:
+        selections.append(online.selection(features=derived))
+    return selections
+
+
+def request_data(selection: Selection, entities: dict[str, list[Any]], n: int) -> Any:
+    """The request fields of a selection's derived features, from the ``entities``
+    columns named after them (as Feast passes request data), one object per entity."""
+    fields = selection.request_fields
+    if not fields:
+        return None
+    missing = [f.name for f in fields if f.name not in entities]
+    if missing:
+        raise RequestError(
+            f"entities lacks request data column(s) {missing} of the on-demand features"
+        )
+    if any(len(entities[f.name]) != n for f in fields):
+        raise RequestError("every column in 'entities' must have the same length")
+    return [{f.name: entities[f.name][i] for f in fields} for i in range(n)]
 
 
 def typed_keys(repo: FeatureRepo, entities: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -99,6 +125,8 @@ def typed_keys(repo: FeatureRepo, entities: dict[str, list[Any]]) -> dict[str, l
         if kind is None:
             continue
         python = kind.python
+        if any(isinstance(v, (bool, float)) for v in values):
+            raise RequestError(f"entities.{key}: join key values are text or integers")
         try:
             typed[key] = [typed_key(key, python, v) for v in values]
         except KeyValueError as error:
@@ -122,6 +150,7 @@ async def get_online_features(request: Request) -> Response:
     lengths = {len(values) for values in keys.values()}
     if len(lengths) > 1:
         raise RequestError("every join key's list in 'entities' must have the same length")
+    n = lengths.pop() if lengths else 0
     parts = []
     for selection in selections:
         missing = [k for k in selection.join_keys if k not in keys]
@@ -130,9 +159,15 @@ async def get_online_features(request: Request) -> Response:
                 f"entities lacks join key(s) {missing} of {', '.join(selection.group_names)}"
             )
         columns = [keys[k] for k in selection.join_keys]
-        parts.append((selection, [entity_id(v) for v in zip(*columns, strict=True)]))
+        if len(selection.key_sets) == 1:
+            ids: Any = [entity_id(v) for v in zip(*columns, strict=True)]
+        else:
+            rows = [
+                dict(zip(selection.join_keys, v, strict=True)) for v in zip(*columns, strict=True)
+            ]
+            ids = selection.entity_ids(rows)
+        parts.append((selection, ids, request_data(selection, body.entities, n)))
     served = await online.serve_together(parts, ENDPOINT)
-    n = lengths.pop()
     names: list[str] = list(keys)
     results: list[dict[str, Any]] = [
         {"values": values, "statuses": ["PRESENT"] * n, "event_timestamps": [EPOCH] * n}
@@ -152,8 +187,8 @@ async def get_online_features(request: Request) -> Response:
 
 def feature_names(selection: Selection, full: bool) -> list[str]:
     if full:
-        return [f"{r.group.name}__{r.feature.name}" for r in selection.refs]
-    return [r.feature.name for r in selection.refs]
+        return [f"{r.view_name}__{r.name}" for r in selection.refs]
+    return [r.name for r in selection.refs]
 
 
 def feast_value(value: Any, status: ValueStatus) -> tuple[Any, str]:
@@ -166,6 +201,8 @@ def feast_value(value: Any, status: ValueStatus) -> tuple[Any, str]:
 def feature_columns(served: ServedVectors) -> list[dict[str, Any]]:
     """One Feast result per feature of the selection, entity by entity."""
     selection, snapshot = served.selection, served.snapshot
+    if selection.plan is not None:
+        return derived_columns(served)
     n_groups = len(selection.groups)
     # The newest event time each group's views cover (the same for all its entities).
     covered = []
@@ -199,6 +236,23 @@ def feature_columns(served: ServedVectors) -> list[dict[str, Any]]:
             statuses.append(status)
             stamps.append(covered[g])
         columns.append({"values": values, "statuses": statuses, "event_timestamps": stamps})
+    return columns
+
+
+def derived_columns(served: ServedVectors) -> list[dict[str, Any]]:
+    """On-demand features as Feast's server gives them: a timestamp of the epoch (they
+    are computed at the request), a value's status as the other features' (null:
+    ``NULL_VALUE``; a stale or speed-only input: ``OUTSIDE_MAX_AGE``)."""
+    columns = []
+    for position in range(len(served.selection.refs)):
+        pairs = [feast_value(v.values[position], v.statuses[position]) for v in served.vectors]
+        columns.append(
+            {
+                "values": [value for value, _ in pairs],
+                "statuses": [status for _, status in pairs],
+                "event_timestamps": [EPOCH] * len(pairs),
+            }
+        )
     return columns
 
 

@@ -306,9 +306,20 @@ class Readiness(BaseModel):
 
 # --- Feast-compatible --------------------------------------------------------------------
 
-#: An entity value: text, or an integer of 64 bits (what Feast's Int64 join keys hold).
+def _fraction(value: Any) -> Any:
+    """A JSON number written with a fraction or exponent (an integer is an IntegerKey's)."""
+    if isinstance(value, int):
+        raise ValueError("an integer here must fit 64 bits")
+    return value
+
+
+#: An entity value: text, or an integer of 64 bits (what Feast's Int64 join keys hold); a
+#: request data column of on-demand features may also hold numbers and booleans.
 FeastEntityValue = Annotated[
-    Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_LENGTH)] | IntegerKey,
+    Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_LENGTH)]
+    | IntegerKey
+    | Annotated[StrictFloat, BeforeValidator(_fraction)]
+    | StrictBool,
     Field(union_mode="left_to_right"),
 ]
 
@@ -351,7 +362,8 @@ class FeastRequest(BaseModel):
         max_length=MAX_JOIN_KEYS,
         description="Join key -> entity values: one list per join key of the requested "
         "features' entities, all of the same length (the n-th values of each list name the "
-        "n-th entity row). Values are converted to the join key's declared type.",
+        "n-th entity row). Values are converted to the join key's declared type. Request "
+        "data of on-demand (derived) features comes as more columns, named as its fields.",
     )
     full_feature_names: StrictBool = Field(
         False, description="Name features 'group__feature' instead of 'feature' (true or false)."

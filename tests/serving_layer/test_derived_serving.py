@@ -235,3 +235,44 @@ def test_the_service_description_lists_derived_features_and_request_fields(
     assert first["function"] == "derived" and first["window"] is None
     assert first["expression"] == "(user_purchases:spend_30d / user_purchases:purchases_30d)"
     assert first["value_type"] == "number"
+
+
+@pytest.mark.parametrize("client", [True], indirect=True)
+def test_feast_endpoint_serves_derived_features_as_on_demand_features(
+    client: TestClient,
+) -> None:
+    entities = [{"user_id": KEYS["user_id"], "item_id": i} for i in (KEYS["item_id"], "x")]
+    context = [{"candidate_category": c, "spent": 50.0} for c in ("books", "games")]
+    vectors = _post(client, entities, context).json()
+    wanted = ["pair:affinity", "pair:ctr_1d", "user_views:views_7d"]
+    response = client.post(
+        "/get-online-features",
+        json={
+            "features": wanted,
+            "entities": {
+                "user_id": [e["user_id"] for e in entities],
+                "item_id": [e["item_id"] for e in entities],
+                "candidate_category": ["books", "games"],
+                "spent": [50.0, 50.0],
+            },
+            "full_feature_names": True,
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    names = body["metadata"]["feature_names"]
+    assert names == ["user_id", "item_id", "user_views__views_7d", "pair__affinity", "pair__ctr_1d"]
+    columns = dict(zip(names, body["results"], strict=True))
+    for i, vector in enumerate(vectors["vectors"]):
+        served = dict(zip(vectors["feature_names"], vector["values"], strict=True))
+        for name in wanted:
+            assert columns[name.replace(":", "__")]["values"][i] == served[name], name
+    # The unknown item's click-through rate is undefined: a null, as Feast marks one.
+    assert columns["pair__ctr_1d"]["statuses"] == ["PRESENT", "NULL_VALUE"]
+    assert columns["pair__affinity"]["event_timestamps"] == ["1970-01-01T00:00:00Z"] * 2
+    missing = client.post(
+        "/get-online-features",
+        json={"features": ["pair:affinity"], "entities": {"user_id": ["u1"], "item_id": ["i1"]}},
+    )
+    assert missing.status_code == 422
+    assert "request data column(s) ['candidate_category']" in missing.json()["detail"]
