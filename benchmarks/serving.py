@@ -1,12 +1,18 @@
 """Serving throughput and latency: our vector endpoint vs. a bare one-HGETALL ceiling.
 
 Self-contained (`make bench-serving`): starts a private redis-server, loads N entities
-x the ``user_features`` service (22 features, 3 groups) into batch and speed views,
-starts two single-worker uvicorn servers with identical options (the platform API and
-a bare FastAPI endpoint doing one Redis HGETALL), then drives each with wrk at several
-concurrency levels, one server at a time, in interleaved rounds. Prints the median RPS,
-p50/p99 and server CPU per request per level, the median of the paired per-round ratios
-of our RPS to the ceiling's, plus the in-process merge cost per entity.
+x the ``user_features`` service (every user feature of the demo's groups) into batch and
+speed views, starts two single-worker uvicorn servers with identical options (the platform
+API and a bare FastAPI endpoint doing one Redis HGETALL), then drives each with wrk at
+several concurrency levels, one endpoint at a time, in interleaved rounds. Prints the
+median RPS, p50/p99 and server CPU per request per level, the median of the paired
+per-round ratios of our RPS to the ceiling's, plus the in-process merge cost per entity.
+
+The API serves ``benchmarks.derived_repo`` (the demo's repo plus a service
+``user_features_derived``: the same vector with five derived features over it, a request
+field in ``context``), measured beside ``user_features`` in the same rounds: the paired
+ratio of their server CPU per request is what computing derived features costs (target:
+at most 10% more).
 
 Before the runs every entity is asked for once, so the API's batch view cache holds
 them (its hit rate over the runs is printed); `LFP_API_BATCH_CACHE_ENTRIES=0 make
@@ -55,6 +61,11 @@ from online_store.views import EntityViews, ViewsSnapshot
 from serving_layer.vectors import build_vectors, select
 
 SERVICE = "user_features"
+#: The same vector with five derived features (see benchmarks.derived_repo), and its repo.
+DERIVED_SERVICE = "user_features_derived"
+BENCH_REPO = "benchmarks.derived_repo"
+#: The request field the derived features read: a random category of the synthetic events.
+CONTEXT_LUA = """',"context":{"bench_category":"c' .. math.random(0, 19) .. '"}'"""
 console = Console(width=None if sys.stdout.isatty() else 120)  # CI logs: no wrapping
 
 CEILING_APP = """
@@ -81,7 +92,7 @@ math.randomseed(os.time())
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
-  local body = '{"feature_service":"%s","entities":[' .. %s .. ']}'
+  local body = '{"feature_service":"%s","entities":[' .. %s .. ']' .. %s .. '}'
   return wrk.format(nil, "/v1/features", nil, body)
 end
 """
@@ -219,9 +230,15 @@ def live_writes(
 
 
 def merge_cost_us(
-    redis_port: int, repo: FeatureRepo, entities: int, batch: int, memo: bool
+    redis_port: int,
+    repo: FeatureRepo,
+    entities: int,
+    batch: int,
+    memo: bool,
+    service: str = SERVICE,
 ) -> float:
-    """In-process cost of merging and laying out one entity's vector (microseconds).
+    """In-process cost of merging and laying out one entity's vector (microseconds),
+    derived features computed too (their request field from one context object).
 
     ``memo``: as the API merges views it has served before (batch view cache on, warm):
     unchanged speed tiles give the memoized result. Else the whole merge, as without the
@@ -235,18 +252,19 @@ def merge_cost_us(
         finally:
             await client.aclose()
 
-    selection = select(repo, SERVICE)
+    selection = select(repo, service)
     ids = [f"bench_{i}" for i in random.Random(1).sample(range(entities), batch)]
+    context = selection.context_rows({"bench_category": "c3"}, batch)
     snapshot = asyncio.run(read(ids))
     if not memo:
         views = [EntityViews(v.batch_doc, v.speed_tiles) for v in snapshot.entities]
         snapshot = ViewsSnapshot(snapshot.pointer, snapshot.speed_watermarks, views)
     now = int(time.time() * 1000)
-    build_vectors(selection, snapshot, ids, now)  # fills the cached views' memos
+    build_vectors(selection, snapshot, ids, now, context)  # fills the cached views' memos
     rounds = 20
     started = time.perf_counter()
     for _ in range(rounds):
-        build_vectors(selection, snapshot, ids, now)
+        build_vectors(selection, snapshot, ids, now, context)
     return (time.perf_counter() - started) / (rounds * batch) * 1e6
 
 
@@ -493,7 +511,7 @@ def bench_views(
                 # The feature endpoints only: the demo router loads its model (importing
                 # scikit-learn) in the background at start-up, which would be measured.
                 "LFP_API_ROUTERS": "[]",
-                "LFP_FEATURE_REPO": "demo.feature_repo",
+                "LFP_FEATURE_REPO": BENCH_REPO,
                 "PYTHONPATH": os.pathsep.join([str(workdir), os.getcwd()]),
             },
             live_tiles,
@@ -533,13 +551,17 @@ def main() -> None:
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: run make install (it apt-installs {tool})")
-    repo = FeatureRepo.from_module("demo.feature_repo")
+    repo = FeatureRepo.from_module(BENCH_REPO)
     n_features = len(select(repo, SERVICE).refs)
+    n_derived = len(select(repo, DERIVED_SERVICE).refs) - n_features
     api_port, ceiling_port = free_port(), free_port()
     views = bench_views(repo, args.entities, args.events_per_entity, args.live_writes > 0)
     with views as (redis_port, workdir, env, live_tiles):
         merge_costs = {
-            (memo, batch): merge_cost_us(redis_port, repo, args.entities, batch, memo)
+            (service, memo, batch): merge_cost_us(
+                redis_port, repo, args.entities, batch, memo, service
+            )
+            for service in (SERVICE, DERIVED_SERVICE)
             for memo in (True, False)
             for batch in (1, 100)
         }
@@ -550,16 +572,29 @@ def main() -> None:
         ceiling_url = f"http://127.0.0.1:{ceiling_port}"
         api_url = f"http://127.0.0.1:{api_port}"
         api = ["--factory", "serving_layer.app:create_app"]
-        endpoints = [
-            ("ceiling: 1 HGETALL", ceiling_url, CEILING_LUA % last),
-            ("vector, 1 entity", api_url, VECTOR_LUA % (SERVICE, one)),
-            (f"vector, {args.batch} entities", api_url, VECTOR_LUA % (SERVICE, many)),
+        ceiling = ("ceiling: 1 HGETALL", ceiling_url, CEILING_LUA % last)
+        # (the vector, the same with derived features) per entities per request.
+        pairs = [
+            (
+                (f"vector, {label}", api_url, VECTOR_LUA % (SERVICE, ids, "''")),
+                (
+                    f"vector+{n_derived} derived, {label}",
+                    api_url,
+                    VECTOR_LUA % (DERIVED_SERVICE, ids, CONTEXT_LUA),
+                ),
+            )
+            for label, ids in [("1 entity", one), (f"{args.batch} entities", many)]
         ]
+        single = [name for (name, _, _) in pairs[0]]  # the 1-entity vectors
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
-        ratios: dict[int, list[float]] = {c: [] for c in levels}
+        # Per (endpoint, level), paired per round: RPS / the ceiling's (1-entity vectors),
+        # server CPU per request / the vector's without derived features (derived ones).
+        ratios: dict[tuple[str, int], list[float]] = {}
+        cpu_ratios: dict[tuple[str, int], list[float]] = {}
         # Both servers up at once; each round measures every endpoint back to back, so
         # drift in the machine's speed hits both sides of a ratio alike, and the median
-        # over rounds drops the runs a noisy neighbour spoiled.
+        # over rounds drops the runs a noisy neighbour spoiled. The vector and its derived
+        # twin swap places every other round, so neither always runs first.
         with (
             server(["ceiling_app:app"], env, ceiling_port, workdir) as ceiling_process,
             server(api, env, api_port, Path.cwd()) as api_process,
@@ -571,19 +606,26 @@ def main() -> None:
             with writes as entity_writes:
                 started = time.monotonic()
                 for c in levels:
-                    for _ in track(
+                    for round_ in track(
                         range(args.rounds), description=f"{c} connections", console=console
                     ):
+                        order = [ceiling]
+                        for pair in pairs:
+                            order += pair if round_ % 2 == 0 else pair[::-1]
                         measured = {
                             name: wrk(url, script, c, args.seconds, pids[url])
-                            for name, url, script in endpoints
+                            for name, url, script in order
                         }
-                        for name, run in measured.items():
-                            runs.setdefault((name, c), []).append(run)
-                        ratios[c].append(
-                            measured["vector, 1 entity"]["rps"]
-                            / measured["ceiling: 1 HGETALL"]["rps"]
-                        )
+                        for name, _, _ in [ceiling, *(e for pair in pairs for e in pair)]:
+                            runs.setdefault((name, c), []).append(measured[name])
+                        for name in single:
+                            ratios.setdefault((name, c), []).append(
+                                measured[name]["rps"] / measured[ceiling[0]]["rps"]
+                            )
+                        for (plain, _, _), (derived, _, _) in pairs:
+                            cpu_ratios.setdefault((derived, c), []).append(
+                                measured[derived]["cpu_us"] / measured[plain]["cpu_us"]
+                            )
                 writes_per_s = entity_writes() / (time.monotonic() - started)
             hits, misses = (
                 after - before
@@ -593,15 +635,18 @@ def main() -> None:
 
     live = f", {writes_per_s:,.0f} entity writes/s" if args.live_writes else ""
     table = Table(
-        title=f"{args.entities} entities x {n_features} features, {os.cpu_count()} cores, "
-        f"median of {args.rounds} rounds x {args.seconds} s{live}"
+        title=f"{args.entities} entities x {n_features} features (+ {n_derived} derived), "
+        f"{os.cpu_count()} cores, median of {args.rounds} rounds x {args.seconds} s{live}"
     )
     columns = ("endpoint", "connections", "RPS", "p50 ms", "p99 ms", "non-2xx", "CPU us/req")
-    for column in (*columns, "vs ceiling"):
+    for column in (*columns, "vs ceiling", "CPU vs vector"):
         table.add_column(column, justify="right")
+
+    def paired(figures: dict[tuple[str, int], list[float]], key: tuple[str, int]) -> str:
+        return f"{statistics.median(figures[key]):.0%}" if key in figures else ""
+
     for (name, c), level_runs in runs.items():
         r = median_run(level_runs)
-        ratio = f"{statistics.median(ratios[c]):.0%}" if name == "vector, 1 entity" else ""
         table.add_row(
             name,
             str(c),
@@ -610,9 +655,11 @@ def main() -> None:
             f"{r['p99']:.2f}",
             f"{r['errors']:.0f}",
             f"{r['cpu_us']:.0f}",
-            ratio,
+            paired(ratios, (name, c)),
+            paired(cpu_ratios, (name, c)),
         )
     console.print(table)
+    print_side_by_side(runs, ratios, cpu_ratios, pairs, levels)
     lookups = hits + misses
     console.print(
         f"batch view cache (LFP_API_BATCH_CACHE_ENTRIES): {hits / lookups:.1%} hits over the "
@@ -622,25 +669,75 @@ def main() -> None:
     )
     print_hostile(hostile, args.rounds * 5)
     for memo, label in [(True, "views served before"), (False, "whole merge")]:
+        for service in (SERVICE, DERIVED_SERVICE):
+            console.print(
+                f"merge + layout per entity, {service}, {label}: "
+                f"{merge_costs[service, memo, 1]:.1f} us (1 per call), "
+                f"{merge_costs[service, memo, 100]:.1f} us (100 per call)"
+            )
+    for name in single:
+        worst = min(statistics.median(ratios[name, c]) for c in levels)
         console.print(
-            f"merge + layout per entity, {label}: {merge_costs[memo, 1]:.0f} us (1 per call), "
-            f"{merge_costs[memo, 100]:.0f} us (100 per call)"
+            f"ratio ({name} / ceiling; median of paired rounds), worst level: {worst:.0%} "
+            "(target >= 70%)"
         )
-    worst = min(statistics.median(ratios[c]) for c in levels)
     cpu_ratio = statistics.median(
-        run["cpu_us"] for c in levels for run in runs[("ceiling: 1 HGETALL", c)]
-    ) / statistics.median(run["cpu_us"] for c in levels for run in runs[("vector, 1 entity", c)])
-    console.print(
-        f"ratio (vector, 1 entity / ceiling; median of paired rounds), worst level: {worst:.0%} "
-        f"(target >= 70%); server CPU per request, ceiling / vector: {cpu_ratio:.0%}"
-    )
+        run["cpu_us"] for c in levels for run in runs[(ceiling[0], c)]
+    ) / statistics.median(run["cpu_us"] for c in levels for run in runs[(single[0], c)])
+    console.print(f"server CPU per request, ceiling / vector: {cpu_ratio:.0%}")
+    for _, (derived, _, _) in pairs:
+        all_levels = [r for c in levels for r in cpu_ratios[derived, c]]
+        console.print(
+            f"server CPU per request, {derived} / without: {statistics.median(all_levels):.0%} "
+            "(median of paired rounds over all levels; target <= 110%)"
+        )
+
+
+def print_side_by_side(
+    runs: dict[tuple[str, int], list[dict[str, float]]],
+    ratios: dict[tuple[str, int], list[float]],
+    cpu_ratios: dict[tuple[str, int], list[float]],
+    pairs: Sequence[tuple[tuple[str, str, str], tuple[str, str, str]]],
+    levels: Sequence[int],
+) -> None:
+    """Each vector beside the same vector with derived features: RPS, server CPU per
+    request, their paired CPU ratio and (one entity) each one's share of the ceiling."""
+    table = Table(title="the vector without | with derived features (medians)")
+    for column in (
+        "entities, connections",
+        "RPS",
+        "RPS derived",
+        "CPU us/req",
+        "CPU derived",
+        "CPU derived / without",
+        "vs ceiling",
+        "derived vs ceiling",
+    ):
+        table.add_column(column, justify="right")
+    for (plain, _, _), (derived, _, _) in pairs:
+        for c in levels:
+            a, b = median_run(runs[plain, c]), median_run(runs[derived, c])
+            shares = [
+                f"{statistics.median(ratios[n, c]):.0%}" if (n, c) in ratios else ""
+                for n in (plain, derived)
+            ]
+            table.add_row(
+                f"{plain.partition(', ')[2]}, {c}",
+                f"{a['rps']:.0f}",
+                f"{b['rps']:.0f}",
+                f"{a['cpu_us']:.0f}",
+                f"{b['cpu_us']:.0f}",
+                f"{statistics.median(cpu_ratios[derived, c]):.0%}",
+                *shares,
+            )
+    console.print(table)
 
 
 def hostile_only(args: argparse.Namespace) -> None:
     """The worst-bodies rows alone, on a small loaded Redis (seconds, no wrk needed)."""
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not found: run make install (it apt-installs it)")
-    repo = FeatureRepo.from_module("demo.feature_repo")
+    repo = FeatureRepo.from_module(BENCH_REPO)
     api_port = free_port()
     entities = min(args.entities, 2000)
     with bench_views(repo, entities, 5) as (_, _, env, _):
