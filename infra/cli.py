@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from feature_core.definitions import DefinitionError, FeatureRepo
@@ -63,7 +64,8 @@ for sub, name in (
 
 # soft_wrap: a message is one line the terminal wraps, so paths and commands in it stay
 # whole when copied or grepped (rich would otherwise break them at 80 columns in pipes).
-console = Console(soft_wrap=True)
+# No emoji codes: a reference such as `risk:x:` would print as `risk❌`.
+console = Console(soft_wrap=True, emoji=False)
 FEAST_TESTED = "0.67.0"  # the Feast release tests/serving_layer/test_feast_sdk.py drives
 StatusFile = Annotated[
     Path | None, typer.Option(help="Write a heartbeat/status JSON here (used by the stack).")
@@ -86,7 +88,11 @@ def friendly_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort):  # click's exits subclass RuntimeError
             raise
-        except (KafkaUnavailable, BrokerUnavailable, DefinitionError, RuntimeError) as error:
+        except DefinitionError as error:  # one problem a line (derived features: several)
+            for line in str(error).splitlines() or [""]:
+                console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+            raise typer.Exit(1) from None
+        except (KafkaUnavailable, BrokerUnavailable, RuntimeError) as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(1) from None
         except redis.AuthenticationError as error:  # before ConnectionError: a subclass
@@ -123,7 +129,35 @@ def _setup_logging() -> None:
 
 
 def _repo(settings: Settings) -> FeatureRepo:
-    return FeatureRepo.from_module(settings.feature_repo)
+    from feature_core.derived import ExpressionError
+
+    try:
+        return FeatureRepo.from_module(settings.feature_repo)
+    except (ExpressionError, KeyError) as error:
+        # An expression the repo module could not even build (``if`` on an expression, a
+        # derived view's unknown feature): one line naming where, not a traceback.
+        where = _declared_at(error)
+        if where is None:
+            raise
+        message = error.args[0] if error.args else repr(error)
+        raise DefinitionError(f"{where}: {message}") from None
+
+
+def _declared_at(error: BaseException) -> str | None:
+    """``file:line`` of the declaration that raised ``error`` from feature_core.derived,
+    or ``None`` when it did not come from there (a bug of the module itself)."""
+    import traceback
+
+    import feature_core.derived
+
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames or frames[-1].filename != feature_core.derived.__file__:
+        return None
+    core = str(Path(feature_core.derived.__file__).parent)
+    user = [f for f in frames if not f.filename.startswith(core)]
+    if not user:
+        return None
+    return f"{user[-1].filename}:{user[-1].lineno}"
 
 
 # --- checks -----------------------------------------------------------------------
@@ -248,16 +282,21 @@ def features_validate() -> None:
             console.print(f"[red]error:[/red] {problem}")
         raise typer.Exit(1)
     count = sum(len(g.features) for g in repo.groups)
+    derived = (
+        f", {len(repo.derived)} derived features, {len(repo.request_fields)} request fields"
+        if repo.derived or repo.request_fields
+        else ""
+    )
     console.print(
         f"[green]✓[/green] {settings.feature_repo}: {len(repo.sources)} sources, "
-        f"{len(repo.groups)} groups, {count} features; lake tables compatible"
+        f"{len(repo.groups)} groups, {count} features{derived}; lake tables compatible"
     )
 
 
 @features_app.command("describe")
 @friendly_errors
 def features_describe(name: str) -> None:
-    """Describe a feature group or feature service by name."""
+    """Describe a feature group, derived feature view or feature service by name."""
     repo = _repo(get_settings())
     try:
         group = repo.group(name)
@@ -278,16 +317,57 @@ def features_describe(name: str) -> None:
                 f"  {f.name}: {f.aggregation.name}({f.column or '*'}) over {f.window.name}"
             )
         return
+    view = next((v for v in repo.derived_views if v.name == name), None)
+    if view is not None:
+        _describe_derived(repo, view.name, view.description)
+        return
     try:
         service = repo.service(name)
     except KeyError as error:
         groups = ", ".join(g.name for g in repo.groups)
-        raise RuntimeError(f"{error.args[0]}; feature groups: {groups}") from None
+        views = ", ".join(v.name for v in repo.derived_views)
+        known = f"; feature groups: {groups}" + (f"; derived features: {views}" if views else "")
+        raise RuntimeError(f"{error.args[0]}{known}") from None
     console.print(f"[bold]{service.name}[/bold] (feature service) {service.description}")
+    console.print(f"join keys: {', '.join(repo.join_keys_of(service.features)) or 'none'}")
+    fields = {
+        f.name: f
+        for ref in service.features
+        if ref in repo.derived
+        for f in repo.derived[ref].request_fields
+    }
+    if fields:
+        console.print(f"request fields: {_fields_text(fields.values())}", highlight=False)
     for i, ref in enumerate(service.features):
         default = service.defaults.get(ref)
         suffix = f" (default {default!r})" if default is not None else ""
         console.print(f"  {i:2d}. {ref}{suffix}")
+
+
+def _fields_text(fields: Iterable[Any]) -> str:
+    return ", ".join(f"{f.name} ({f.type})" for f in fields)
+
+
+def _describe_derived(repo: FeatureRepo, view: str, description: str) -> None:
+    """A derived feature view: each feature's expression, type, inputs and request fields."""
+    features = [d for d in repo.derived.values() if d.view == view]
+    console.print(f"[bold]{view}[/bold] (derived features) {escape(description)}")
+    keys = repo.join_keys_of(d.qualified_name for d in features)
+    console.print(f"join keys: {', '.join(keys) or 'none (request fields only)'}")
+    fields = {f.name: f for d in features for f in d.request_fields}
+    for field_ in fields.values():
+        about = f": {field_.description}" if field_.description else ""
+        console.print(
+            f"request field {field_.name} ({field_.type}){escape(about)}", highlight=False
+        )
+    for one in features:
+        console.print(f"  [bold]{one.name}[/bold] ({one.value_type})")
+        console.print(f"    = {escape(repr(one.expression))}", highlight=False)
+        console.print(f"    inputs: {', '.join(one.inputs) or '-'}", highlight=False)
+        if one.request_fields:
+            console.print(
+                f"    request fields: {_fields_text(one.request_fields)}", highlight=False
+            )
 
 
 @features_app.command("list")
