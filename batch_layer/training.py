@@ -7,6 +7,12 @@ later ones. Spine rows meet their entity's events in a cogroup, and one sweep pe
 (:mod:`feature_core.sweep`) gives every row's partials from the shared algebra, finalized
 as the API finalizes them: offline and online agree by construction and by test, and the
 cost is linear in events plus rows, however skewed the keys.
+
+A service may mix entities (user and item features, say): each group reads its own join
+keys from the spine. Derived features (:mod:`feature_core.derived`) are computed from a
+row's finalized aggregates, the spine's request context columns and the row's timestamp
+as the query time, by the same :class:`~feature_core.derived.DerivedPlan` the serving
+layer calls with the API's ``as_of``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import csv
 import functools
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +34,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from batch_layer.job import filter_column, read_snapshot
 from batch_layer.lake import open_table
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo, FeatureService
+from feature_core.derived import DerivedPlan, RequestField, ValueType
 from feature_core.settings import Settings
 from feature_core.sources import FIELD_TYPES, EventSource, FieldType, quoted
 from feature_core.sweep import group_values
@@ -39,7 +46,12 @@ QUERY_TIME = "__ts"
 
 def _value_type(feature: Feature, group: FeatureGroup) -> T.DataType:
     """The Spark type of a feature's values, from its declared result type."""
-    name, shape = feature.value_type(group.source)
+    return _spark_type(*feature.value_type(group.source))
+
+
+def _spark_type(name: str, shape: str) -> T.DataType:
+    """The Spark type of values of a field type name and shape (an aggregate's result, a
+    derived feature's :class:`~feature_core.derived.ValueType`)."""
     value = T.DataType.fromDDL(FIELD_TYPES[name].sql)
     if shape == "list":
         return T.ArrayType(value)
@@ -118,77 +130,252 @@ def _sweep_entity(
     return pa.table(data, schema=schema)
 
 
+#: The spine's columns for the join keys: a mapping join key -> column, or one column per
+#: join key in the service's join-key order (a one-entity service's historical form).
+EntityColumns = Sequence[str] | Mapping[str, str]
+
+
+def spine_key_columns(
+    join_keys: Sequence[str], entity_columns: EntityColumns | None = None
+) -> dict[str, str]:
+    """Each join key's spine column: named as the key unless ``entity_columns`` says
+    otherwise (a mapping join key -> column, keys it leaves out named as themselves; or a
+    list with one column per join key, in order)."""
+    if entity_columns is None:
+        return {k: k for k in join_keys}
+    if isinstance(entity_columns, Mapping):
+        unknown = [k for k in entity_columns if k not in join_keys]
+        if unknown:
+            raise ValueError(
+                f"spine columns given for {unknown}, which are not join keys of the service's "
+                f"features: its join keys are {list(join_keys)}"
+            )
+        return {k: entity_columns.get(k, k) for k in join_keys}
+    columns = [entity_columns] if isinstance(entity_columns, str) else list(entity_columns)
+    if len(columns) != len(join_keys):
+        raise ValueError(
+            f"the service's features have join keys {list(join_keys)}: give one spine column "
+            "for each, in that order (or a mapping join key -> column)"
+        )
+    return dict(zip(join_keys, columns, strict=True))
+
+
+class _Features:
+    """What a service's training set computes: the aggregates (listed, and those its
+    derived features read), and the derived features' plan."""
+
+    def __init__(self, repo: FeatureRepo, service: FeatureService) -> None:
+        self.listed = list(service.features)
+        derived = repo.derived
+        aggregates: dict[str, None] = {}
+        inputs: dict[str, None] = {}  # aggregates the derived features read
+
+        def need(reference: str, into: dict[str, None]) -> None:
+            if reference in derived:
+                for one in derived[reference].inputs:
+                    need(one, inputs)
+            else:
+                into.setdefault(reference)
+                aggregates.setdefault(reference)
+
+        for reference in self.listed:
+            need(reference, {})
+        self.aggregates = list(aggregates)
+        self.derived = [r for r in self.listed if r in derived]
+        self.plan = DerivedPlan(derived, self.derived, list(inputs)) if self.derived else None
+        self.inputs = list(inputs)
+        self.request_fields: tuple[RequestField, ...] = (
+            self.plan.request_fields if self.plan is not None else ()
+        )
+        self.value_types: dict[str, ValueType] = {r: derived[r].value_type for r in self.derived}
+        self.groups = {
+            name: repo.group(name)
+            for name in dict.fromkeys(r.partition(":")[0] for r in self.aggregates)
+        }
+        self.join_keys = repo.join_keys_of(self.listed)
+
+    def readers(self, field_name: str, repo: FeatureRepo) -> list[str]:
+        """The listed derived features that read a request field (directly or not)."""
+        return [
+            r
+            for r in self.derived
+            if any(f.name == field_name for f in repo.derived[r].request_fields)
+        ]
+
+
+def column_name(reference: str) -> str:
+    """A feature's training set column: ``group__feature`` (``view__feature``)."""
+    return reference.replace(":", "__", 1)
+
+
 def build_training_set(
     spark: SparkSession,
     settings: Settings,
     repo: FeatureRepo,
     service: FeatureService,
     spine: DataFrame,
-    entity_columns: Sequence[str] | None = None,
+    entity_columns: EntityColumns | None = None,
     timestamp_column: str = "timestamp",
     delta_versions: Mapping[str, int | None] | None = None,
     entities: Collection[Sequence[str]] | None = None,
 ) -> DataFrame:
     """Spine columns (labels included) + the service's features, in service order.
 
-    ``entity_columns``: the spine's columns holding the entity's join keys, in the
-    entity's order (default: columns named as the join keys). Column names are
-    ``group__feature``; a service default replaces a missing (null) value.
+    The service's features may describe several entities (user and item features, say):
+    their join keys are ``repo.join_keys_of(service.features)``, and each group reads its
+    own from the spine. ``entity_columns``: the spine column of each join key, as a
+    mapping join key -> column, or a list in the join keys' order (default: columns named
+    as the join keys). Column names are ``group__feature`` (a derived feature's
+    ``view__feature``); a service default replaces a missing (null) value.
     ``timestamp_column`` holds epoch milliseconds. Each group reads its source's lake
     table, pinned at ``delta_versions[table]`` when given.
 
-    ``entities`` (join key values as text, in the entity's order) restricts the lake read
-    to those entities, for a spine known to hold only them (a verification sample): the
-    filter goes into the Parquet scan, and each source's remaining events are read once.
+    Derived features are computed by :class:`~feature_core.derived.DerivedPlan` from the
+    row's finalized aggregates (those they read are computed even when the service does
+    not list them, and left out of the output), the request fields they need (a spine
+    column named as each, typed as the field is declared) and the row's timestamp as the
+    query time: what the API serves at that ``as_of`` with that request context.
+
+    ``entities`` (join key values as text, in the join keys' order) restricts the lake
+    read to those entities, for a spine known to hold only them (a verification sample):
+    the filter goes into the Parquet scan, and each source's remaining events are read
+    once per entity type.
     """
-    refs = service.references()
-    groups = {name: repo.group(name) for name, _ in refs}
-    join_keys = next(iter(groups.values())).join_keys
-    entity_columns = list(entity_columns or join_keys)
-    if len(entity_columns) != len(join_keys):
-        raise ValueError(
-            f"the entity has join keys {list(join_keys)}: give one spine column for each"
-        )
-    for column in (*entity_columns, timestamp_column):
+    wanted = _Features(repo, service)
+    join_keys = wanted.join_keys
+    key_columns = spine_key_columns(join_keys, entity_columns)
+    for column in (*key_columns.values(), timestamp_column):
         if column not in spine.columns:
             raise ValueError(f"spine has no column {column!r}; it has {spine.columns}")
+    for field_ in wanted.request_fields:
+        if field_.name not in spine.columns:
+            readers = ", ".join(wanted.readers(field_.name, repo))
+            raise ValueError(
+                f"spine has no column {field_.name!r} for the request field {field_.name} "
+                f"({field_.type}) that {readers} read; it has {spine.columns}"
+            )
     kinds = repo.join_key_types
-    key_types = {c: kinds[k] for c, k in zip(entity_columns, join_keys, strict=True)}
-    snapshots: dict[str, DataFrame] = {}
-    for group in groups.values():
-        source = group.source
-        if source.name not in snapshots:
+    column_types = {key_columns[k]: kinds[k] for k in join_keys}
+    key_column_names = set(column_types)
+    for field_ in wanted.request_fields:
+        kind = FIELD_TYPES[field_.type]
+        other = column_types.setdefault(field_.name, kind)
+        if other is not kind:
+            raise ValueError(
+                f"spine column {field_.name!r} is a join key declared {other.name} and the "
+                f"request field {field_.name}, declared {field_.type}"
+            )
+    snapshots: dict[Any, DataFrame] = {}
+    for group in wanted.groups.values():
+        snapshot = _snapshot_key(group, entities)
+        if snapshot not in snapshots:
+            source = group.source
             version = (delta_versions or {}).get(source.table_name)
             if entities is None:
                 events = read_snapshot(spark, settings, source, version)[0]
             else:
-                where = _key_values(source, join_keys, entities)
+                own = _group_entities(group, join_keys, entities)
+                where = _key_values(source, group.join_keys, own)
                 events = read_snapshot(spark, settings, source, version, where)[0]
-                events = _only(events, join_keys, entities).localCheckpoint(eager=True)
-            snapshots[source.name] = events
+                events = _only(events, group.join_keys, own).localCheckpoint(eager=True)
+            snapshots[snapshot] = events
     # Materialized once: every group's vectors are joined back on this id, and a generated
     # id recomputed for each of them (after a lost partition, or a plan Spark evaluates
     # twice) could pair one row's labels with another row's features.
     spine = spine.withColumn(ROW_ID, F.monotonically_increasing_id()).localCheckpoint(eager=True)
     # Checked on the materialized rows, so the spine's file is read once.
-    spine = typed_columns(spine, key_types, keys=True)
+    spine = typed_columns(spine, column_types, keys=key_column_names)
     spine = _epoch_ms(spine, timestamp_column)
     result = spine
-    for name, group in groups.items():
-        wanted = [feature for g, feature in refs if g == name]
-        events = snapshots[group.source.name]
-        vectors = _group_vectors(spine, events, group, wanted, entity_columns, timestamp_column)
-        renamed = vectors.select(ROW_ID, *[F.col(f).alias(f"{name}__{f}") for f in wanted])
+    for name, group in wanted.groups.items():
+        features = [r.partition(":")[2] for r in wanted.aggregates if r.partition(":")[0] == name]
+        events = snapshots[_snapshot_key(group, entities)]
+        columns = [key_columns[k] for k in group.join_keys]
+        vectors = _group_vectors(spine, events, group, features, columns, timestamp_column)
+        renamed = vectors.select(ROW_ID, *[F.col(f).alias(f"{name}__{f}") for f in features])
         result = result.join(renamed, ROW_ID, "left")
+    if wanted.plan is not None:
+        result = _with_derived(result, wanted, timestamp_column)
     ordered = []
-    for group_name, feature in refs:
-        column = F.col(f"{group_name}__{feature}")
-        default = service.defaults.get(f"{group_name}:{feature}")
+    for reference in wanted.listed:
+        column = F.col(column_name(reference))
+        default = service.defaults.get(reference)
         if default is not None:
             column = F.coalesce(column, F.lit(default))
-        ordered.append(column.alias(f"{group_name}__{feature}"))
+        ordered.append(column.alias(column_name(reference)))
     originals = [c for c in spine.columns if c != ROW_ID]
     return result.orderBy(ROW_ID).select(*originals, *ordered)
+
+
+def _snapshot_key(group: FeatureGroup, entities: Collection[Sequence[str]] | None) -> Any:
+    """Which events frame a group reads: its source's, filtered to the wanted entities of
+    the group's entity type when ``entities`` are given."""
+    return group.source.name if entities is None else (group.source.name, group.join_keys)
+
+
+def _group_entities(
+    group: FeatureGroup, join_keys: Sequence[str], entities: Collection[Sequence[str]]
+) -> set[tuple[str, ...]]:
+    """The wanted entities of the group's entity type: each entity's values of the group's
+    join keys (``entities`` hold the values of all ``join_keys``, in order)."""
+    positions = [list(join_keys).index(k) for k in group.join_keys]
+    return {tuple(entity[i] for i in positions) for entity in entities}
+
+
+def _with_derived(result: DataFrame, wanted: _Features, timestamp_column: str) -> DataFrame:
+    """``result`` (spine, request field and aggregate columns) with a column per listed
+    derived feature, computed row by row by the service's :class:`DerivedPlan`."""
+    assert wanted.plan is not None
+    added = T.StructType(
+        [
+            T.StructField(column_name(r), _spark_type(t.name, t.shape))
+            for r, t in wanted.value_types.items()
+        ]
+    )
+    inputs = [
+        *(column_name(r) for r in wanted.inputs),
+        *(f.name for f in wanted.request_fields),
+        timestamp_column,
+    ]
+    derive = functools.partial(
+        _derive_batches,
+        plan=wanted.plan,
+        inputs=inputs,
+        positions=[wanted.plan.positions[r] for r in wanted.derived],
+        added=to_arrow_schema(added),
+    )
+    return result.mapInArrow(derive, T.StructType([*result.schema.fields, *added.fields]))
+
+
+def _derive_batches(
+    batches: Iterator[pa.RecordBatch],
+    plan: DerivedPlan,
+    inputs: list[str],
+    positions: list[int],
+    added: pa.Schema,
+) -> Iterator[pa.RecordBatch]:
+    """The rows with their derived values appended: for each row, the plan's row (the
+    aggregates it reads, the request fields, the query time) computed, undefined values
+    as null."""
+    served = DerivedPlan.served
+    for batch in batches:
+        columns = [_python_values(batch.column(name)) for name in inputs]
+        values: list[list[Any]] = [[] for _ in positions]
+        for row in zip(*columns, strict=True):
+            computed = plan.compute(list(row))
+            for out, position in zip(values, positions, strict=True):
+                out.append(served(computed[position]))
+        arrays = [pa.array(v, type=f.type) for v, f in zip(values, added, strict=True)]
+        yield pa.RecordBatch.from_arrays(
+            [*batch.columns, *arrays], names=[*batch.schema.names, *added.names]
+        )
+
+
+def _python_values(column: pa.Array) -> list[Any]:
+    """A column's values as the serving layer has them: maps as dicts."""
+    if pa.types.is_map(column.type):
+        return [None if v is None else dict(v) for v in column.to_pylist()]
+    return column.to_pylist()
 
 
 def _key_values(
@@ -289,20 +476,26 @@ def _typed(column: str, dtype: T.DataType, kind: FieldType) -> tuple[Column, Col
 def typed_columns(
     spine: DataFrame,
     kinds: Mapping[str, FieldType],
-    keys: bool = False,
+    keys: bool | Collection[str] = False,
     required: Collection[str] = (),
 ) -> DataFrame:
     """The spine with each column of ``kinds`` in its declared type, checked in one pass:
     a value that is not one (``"abc"`` for an integer, 20 digits for 64 bits) is a
     ValueError naming the column, how many rows and an example. ``keys``: these are join
-    keys (the message says so). A row without a value in a ``required`` column is an
-    error too (a spine file's row without its entity would silently get no data)."""
+    keys (True: all of them; else the columns that are), the others request fields (the
+    message says which). A row without a value in a ``required`` column is an error too
+    (a spine file's row without its entity would silently get no data)."""
     typed: dict[str, Column] = {}
     checks: list[tuple[str, str, Column]] = []
     for column, kind in kinds.items():
         value, bad = _typed(column, spine.schema[column].dataType, kind)
         typed[column] = value
-        what = _WHAT[kind.name] + (f" (the join key is declared {kind.name})" if keys else "")
+        if keys is True or (keys is not False and column in keys):
+            what = f"{_WHAT[kind.name]} (the join key is declared {kind.name})"
+        elif keys is not False:
+            what = f"{_WHAT[kind.name]} (the request field is declared {kind.name})"
+        else:
+            what = _WHAT[kind.name]
         if bad is not None:
             checks.append((column, f"are not {what}", bad))
     for column in required:
@@ -331,7 +524,7 @@ def read_spine(
     path: Path,
     repo: FeatureRepo,
     service: FeatureService,
-    entity_columns: Sequence[str] | None = None,
+    entity_columns: EntityColumns | None = None,
     timestamp_column: str = "timestamp",
     column_types: Mapping[str, str] | None = None,
 ) -> DataFrame:
@@ -339,22 +532,16 @@ def read_spine(
     a CSV: build_training_set types them as their keys are declared, so ``"007"`` stays
     ``"007"`` for a string key and is 7 for an integer one), the timestamp as epoch ms
     (integers, or ISO-8601 text), ``column_types`` (column -> field type) as given, every
-    other CSV column as text. A CSV is read with all columns as strings first, so nothing
-    is inferred; a value that does not fit is one error naming the column
-    (:func:`typed_columns`)."""
+    other CSV column as text (request fields too: build_training_set types them as
+    declared). A CSV is read with all columns as strings first, so nothing is inferred; a
+    value that does not fit is one error naming the column (:func:`typed_columns`)."""
     if path.suffix.lower() == ".csv":
         names = csv_header(path)
         schema = T.StructType([T.StructField(name, T.StringType()) for name in names])
         frame = spark.read.options(header=True, enforceSchema=True).schema(schema).csv(str(path))
     else:
         frame = spark.read.parquet(str(path))
-    references = service.references()
-    join_keys = repo.group(references[0][0]).join_keys
-    columns = list(entity_columns or join_keys)
-    if len(columns) != len(join_keys):
-        raise ValueError(
-            f"the entity has join keys {list(join_keys)}: give one spine column for each"
-        )
+    columns = list(spine_key_columns(repo.join_keys_of(service.features), entity_columns).values())
     declared: dict[str, FieldType] = {}
     for column, kind in (column_types or {}).items():
         if kind not in FIELD_TYPES:
@@ -417,7 +604,11 @@ def lake_versions(
     """Each lake table the service's groups read, at its pinned version or the latest
     now (None: no table yet). Passed back as ``delta_versions``, it makes a build read
     exactly these, so its summary can name them."""
-    tables = {repo.group(g).source.table_name for g, _ in service.references()}
+    tables = {
+        repo.group(g).source.table_name
+        for reference in service.features
+        for g in repo.feature_groups(reference)  # a derived feature's inputs'
+    }
     versions: dict[str, int | None] = {}
     for table_name in sorted(tables):
         if pins and table_name in pins:

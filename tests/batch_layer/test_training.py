@@ -326,3 +326,198 @@ def test_every_catalog_kind_and_session_window_in_a_training_set(spark_factory, 
                 )
             )
             assert values_match(got, want), (row["k"], row["timestamp"], feature.name, got)
+
+
+def _derived_repo():
+    """User groups and an item group over the shop's events, and derived features over
+    both: a ratio (division by zero), seconds since the last event at the query time, a
+    map lookup at a request field, and derived features over other derived ones."""
+    from feature_core import derived as fx
+    from feature_core.definitions import Aggregation, Entity, FeatureGroup
+
+    user, item = Entity("user", join_key="user_id"), Entity("item", join_key="item_id")
+    buyer = FeatureGroup(
+        name="buyer",
+        entity=user,
+        source=shop,
+        filter={"event_type": "purchase"},
+        aggregations=[
+            Aggregation("count", windows=["7d"], name="purchases"),
+            Aggregation("sum", column="amount", windows=["7d"], name="spend"),
+        ],
+    )
+    viewer = FeatureGroup(
+        name="viewer",
+        entity=user,
+        source=shop,
+        filter={"event_type": "view"},
+        aggregations=[
+            Aggregation("count_by", column="category", windows=["7d"], max_keys=8, name="by_cat"),
+            Aggregation("count", windows=["7d"], name="views"),
+            Aggregation("last", column="event_time", windows=["lifetime"], name="last_time"),
+        ],
+    )
+    items = FeatureGroup(
+        name="items",
+        entity=item,
+        source=shop,
+        filter={"event_type": ["view", "click"]},
+        aggregations=[Aggregation("count", windows=["1d"], name="interactions")],
+    )
+    category = fx.RequestField("candidate_category", "string")
+    bid = fx.RequestField("bid", "float")
+    d = fx.DerivedFeatures(
+        "d",
+        features={
+            "spend_per_purchase": fx.coalesce(buyer["spend_7d"], 0.0) / buyer["purchases_7d"],
+            "seconds_idle": fx.seconds_since(viewer["last_time_lifetime"]),
+            "hours_idle": fx.feature("d:seconds_idle") / 3600.0,
+            "category_views": viewer["by_cat_7d"].get(category, 0),
+            "category_share": fx.feature("d:category_views") / viewer["views_7d"],
+            "bid_over_spend": bid - fx.coalesce(fx.feature("d:spend_per_purchase"), 0.0),
+            "user_per_item": viewer["views_7d"] / items["interactions_1d"],
+        },
+    )
+    service = FeatureService(
+        "mixed",
+        [
+            "buyer:purchases_7d",
+            "d:spend_per_purchase",
+            "items:interactions_1d",
+            "d:hours_idle",
+            "d:category_views",
+            "d:category_share",
+            "d:bid_over_spend",
+            "d:user_per_item",
+        ],
+        defaults={"d:spend_per_purchase": -1.0},
+    )
+    repo = FeatureRepo((buyer, viewer, items), (service,), derived_views=(d,))
+    return repo, service
+
+
+def _recomputed(repo, events, row) -> dict:
+    """The derived features in plain Python over the reference's aggregates at the row's
+    time (division by zero: None; a service default fills the null)."""
+    from feature_core.reference import default_values
+
+    values = {}
+    for group in repo.groups:
+        key = row["item"] if group.name == "items" else row["user_id"]
+        found = evaluate(group, events, row["timestamp"]).get(key)
+        for name, value in (found or default_values(group)).items():
+            values[f"{group.name}:{name}"] = value
+
+    def divide(x, y):
+        return None if x is None or y is None or y == 0 else x / y
+
+    t = row["timestamp"]
+    spend = values["buyer:spend_7d"]
+    per_purchase = divide(0.0 if spend is None else spend, values["buyer:purchases_7d"])
+    last = values["viewer:last_time_lifetime"]
+    idle = None if last is None else (t - last) / 1000.0
+    by_cat = values["viewer:by_cat_7d"]
+    views = None if by_cat is None else by_cat.get(row["candidate_category"], 0)
+    return {
+        "buyer__purchases_7d": values["buyer:purchases_7d"],
+        "d__spend_per_purchase": -1.0 if per_purchase is None else per_purchase,
+        "items__interactions_1d": values["items:interactions_1d"],
+        "d__hours_idle": None if idle is None else idle / 3600.0,
+        "d__category_views": views,
+        "d__category_share": divide(views, values["viewer:views_7d"]),
+        "d__bid_over_spend": float(row["bid"]) - (per_purchase or 0.0),
+        "d__user_per_item": divide(values["viewer:views_7d"], values["items:interactions_1d"]),
+    }
+
+
+def test_a_service_over_two_entities_with_derived_features(spark_factory, tmp_path) -> None:
+    """User and item features and derived features over both, from a spine with the
+    request context (a category, a bid as text) and the item's key in a column of another
+    name, equal a plain-Python recompute over the reference at each row's time; the
+    aggregates the derived features read but the service does not list are left out."""
+    repo, service = _derived_repo()
+    settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
+    rng = random.Random(29)
+    events = _events(rng)
+    # A few views just before the spine's times: idle times of seconds, not days.
+    events += [
+        {
+            **e,
+            "event_id": f"recent{i}",
+            "event_type": "view",
+            "event_time": BASE - 3 * HOUR_MS - i * 1000,
+            "amount": None,
+        }
+        for i, e in enumerate(events[:6])
+    ]
+    events = [{k: v for k, v in e.items() if v is not None} for e in events]
+    _lake_of(settings, shop, events)
+    times = [BASE - 50 * DAY_MS + 7, BASE - 3 * DAY_MS, BASE - HOUR_MS - 1, BASE + 1]
+    spine_rows = [
+        (user, rng.choice(["i1", "i2", "i3", "nothing"]), t, rng.choice(["a", "b", "z"]), bid)
+        for user in ("u0", "u1", "u3", "nobody")
+        for t, bid in zip(times, ("1.5", " 2", "-3.25", "0"), strict=True)
+    ]
+    spark = spark_factory(settings)
+    spine = spark.createDataFrame(
+        [(*r, i) for i, r in enumerate(spine_rows)],
+        "user_id STRING, item STRING, timestamp BIGINT, candidate_category STRING, bid STRING, "
+        "label INT",
+    )
+    columns = {"item_id": "item"}
+    result = build_training_set(spark, settings, repo, service, spine, columns).collect()
+    assert list(result[0].asDict()) == [
+        *spine.columns,
+        *(f.replace(":", "__") for f in service.features),
+    ]
+    assert [r["label"] for r in result] == list(range(len(spine_rows)))
+    assert isinstance(result[0]["bid"], float)  # the request field in its declared type
+    undefined = 0
+    for row in result:
+        expected = _recomputed(repo, events, row.asDict())
+        for column, want in expected.items():
+            got = row[column]
+            where = (row["user_id"], row["item"], row["timestamp"], column, got, want)
+            if isinstance(want, float):
+                assert got == pytest.approx(want, rel=1e-9), where
+            else:
+                assert got == want, where
+        undefined += expected["d__category_share"] is None
+    assert 0 < undefined < len(result)  # views_7d of 0: undefined, as null
+    assert any(r["d__spend_per_purchase"] == -1.0 for r in result)  # the default
+    assert any(r["d__hours_idle"] is not None and r["d__hours_idle"] < 3 for r in result)
+    assert any(r["d__category_views"] for r in result)
+
+    # A read of only the spine's (user, item) pairs gives the same rows.
+    pairs = {(user, item) for user, item, *_ in spine_rows}
+    again = build_training_set(spark, settings, repo, service, spine, columns, entities=pairs)
+    assert again.collect() == result
+
+
+def test_derived_features_need_their_request_fields_in_the_spine(spark_factory, tmp_path):
+    """A spine without a request field's column is an error naming it and the spine's
+    columns; a value its declared type refuses is one line naming the column."""
+    repo, service = _derived_repo()
+    settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
+    spark = spark_factory(settings)
+    spine = spark.createDataFrame(
+        [("u0", "i1", BASE, "1.5")], "user_id STRING, item_id STRING, timestamp BIGINT, bid STRING"
+    )
+    with pytest.raises(ValueError) as error:
+        build_training_set(spark, settings, repo, service, spine)
+    assert str(error.value) == (
+        "spine has no column 'candidate_category' for the request field candidate_category "
+        "(string) that d:category_views, d:category_share read; it has "
+        "['user_id', 'item_id', 'timestamp', 'bid']"
+    )
+    _lake_of(settings, shop, _events(random.Random(1))[:5])
+    spine = spark.createDataFrame(
+        [("u0", "i1", BASE, "a", "1.5"), ("u1", "i1", BASE, "b", "cheap")],
+        "user_id STRING, item_id STRING, timestamp BIGINT, candidate_category STRING, bid STRING",
+    )
+    with pytest.raises(ValueError) as error:
+        build_training_set(spark, settings, repo, service, spine)
+    assert str(error.value) == (
+        "spine column 'bid': 1 rows are not numbers (the request field is declared float), "
+        "e.g. 'cheap'"
+    )
