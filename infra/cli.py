@@ -865,7 +865,10 @@ def training_set_build(
     output_format: Annotated[str, typer.Option("--format", help="parquet or delta.")] = "parquet",
     entity_column: Annotated[
         list[str] | None,
-        typer.Option(help="Spine column of each join key, in order; default: the join keys."),
+        typer.Option(
+            help="Spine column of a join key: KEY=COLUMN (repeatable), or one COLUMN per join "
+            "key in the join keys' order; default: columns named as the join keys."
+        ),
     ] = None,
     timestamp_column: Annotated[str, typer.Option(help="Epoch-ms column.")] = "timestamp",
     delta_version: Annotated[
@@ -913,6 +916,7 @@ def training_set_build(
         if not sep or not name or not kind:
             raise RuntimeError(f"--column-type {spec!r}: give NAME=TYPE, e.g. label=float")
         column_types[name] = kind
+    entity_columns = _entity_columns(entity_column)
     versions = lake_versions(settings, repo, feature_service, _pins(delta_version))
     started = time.monotonic()
     spark = spark_session(settings, "lfp-training-set")
@@ -935,7 +939,7 @@ def training_set_build(
                     spine,
                     repo,
                     feature_service,
-                    entity_column,
+                    entity_columns,
                     timestamp_column,
                     column_types,
                 )
@@ -945,7 +949,7 @@ def training_set_build(
                     repo,
                     feature_service,
                     frame,
-                    entity_column,
+                    entity_columns,
                     timestamp_column,
                     versions,
                 )
@@ -971,6 +975,19 @@ def training_set_build(
         f"wrote {rows:,} rows x {len(feature_service.features)} features to {output} in "
         f"{time.monotonic() - started:.1f} s; lake read: {read}"
     )
+
+
+def _entity_columns(given: list[str] | None) -> list[str] | dict[str, str] | None:
+    """--entity-column values: KEY=COLUMN pairs as a mapping, plain columns as a list."""
+    if not given or not any("=" in one for one in given):
+        return given or None
+    pairs = [one.partition("=") for one in given]
+    if not all(key and sep and column for key, sep, column in pairs):
+        raise RuntimeError(
+            f"--entity-column {given}: give every one as KEY=COLUMN, or every one as COLUMN "
+            "in the join keys' order"
+        )
+    return {key: column for key, _, column in pairs}
 
 
 def _out_of_spark_memory(error: BaseException) -> bool:

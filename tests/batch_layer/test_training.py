@@ -121,6 +121,8 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
     import subprocess
     import sys
 
+    import pyarrow.parquet as pq
+
     settings = Settings(_env_file=None, data_dir=tmp_path, lake_uri=str(tmp_path / "lake"))
     rng = random.Random(9)
     events = _events(rng)
@@ -138,9 +140,9 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
         "COLUMNS": "80",  # the summary's path stays one piece however narrow the terminal
     }
 
-    def build(*extra: str) -> subprocess.CompletedProcess:
+    def build(*extra: str, service: str = "ranking_features") -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "infra", "training-set", "build"]
-        command += ["--service", "ranking_features", "--output", str(tmp_path / "out"), *extra]
+        command += ["--service", service, "--output", str(tmp_path / "out"), *extra]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
     done = build("--spine", str(spine))
@@ -148,6 +150,26 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
     n = len(FeatureRepo.from_module("demo.feature_repo").service("ranking_features").features)
     assert f"wrote 3 rows x {n} features" in done.stdout
     assert "lake read: raw_events v0" in done.stdout
+
+    # A service over users and items with derived features: the item's key from a column
+    # of another name (KEY=COLUMN), the request field from the column named as it.
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(
+        "user_id,item,timestamp,candidate_category\n"
+        f"u0,i1,{BASE},a\nu1,i2,{BASE - DAY_MS},b\nnobody,i9,{BASE},a\n"
+    )
+    done = build("--spine", str(pairs), "--entity-column", "item_id=item", service="recommender")
+    assert done.returncode == 0, done.stdout + done.stderr
+    recommender = FeatureRepo.from_module("demo.feature_repo").service("recommender")
+    assert f"wrote 3 rows x {len(recommender.features)} features" in done.stdout
+    written = pq.read_table(tmp_path / "out")
+    assert written.column_names == [
+        "user_id",
+        "item",
+        "timestamp",
+        "candidate_category",
+        *(f.replace(":", "__") for f in recommender.features),
+    ]
 
     bad = tmp_path / "bad.csv"
     bad.write_text("customer,timestamp\nu0,1\n")
