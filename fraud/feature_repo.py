@@ -196,7 +196,8 @@ payment_risk = fx.DerivedFeatures(
     features={
         # How many standard deviations the amount lies from the card's 30-day mean. Null
         # with status undefined while the card's payments show no spread (all one amount:
-        # a standard deviation of 0); null (no_data) for a card with fewer than two.
+        # a standard deviation of 0); null for a card with one payment in 30 days (no
+        # spread yet: status present) or none (status no_data).
         "amount_zscore": (amount - card_spend["avg_amount_30d"]) / card_spend["amount_stddev_30d"],
         # The card never paid this merchant: no first payment to the pair, ever (status
         # no_data then, as the pair has none; the value is still true).
