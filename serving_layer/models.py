@@ -306,6 +306,7 @@ class Readiness(BaseModel):
 
 # --- Feast-compatible --------------------------------------------------------------------
 
+
 def _fraction(value: Any) -> Any:
     """A JSON number written with a fraction or exponent (an integer is an IntegerKey's)."""
     if isinstance(value, int):
