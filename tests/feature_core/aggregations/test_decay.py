@@ -321,7 +321,13 @@ def test_a_bucket_summed_at_its_end_is_rebased_to_its_newest_event(data):
     up = (end - want[0]) / half_life  # how far the sum is rebased up
     if up < 1000:
         scale = math.fsum(abs(w) * 2.0 ** ((time - want[0]) / half_life) for time, w in weighted)
-        slack = math.fsum(abs(w) for _, w in weighted) * 2.0 ** (up - 1070) + TINY
+        # A subnormal term is good to 2^-1075 absolute, whatever its weight: rebased up
+        # by 2^up, each term's error is then up to 2^(up - 1075).
+        slack = (
+            math.fsum(abs(w) for _, w in weighted) * 2.0 ** (up - 1070)
+            + len(weighted) * 2.0 ** (up - 1074)
+            + TINY
+        )
         assert abs(got[1] - want[1]) <= REL * scale + slack, (got, want)
     t = end + data.draw(st.integers(0, 10 * half_life))
     present = [(time, v) for time, v in events if v is not None]
