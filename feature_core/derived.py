@@ -210,6 +210,15 @@ class Literal(Expr):
     def __repr__(self) -> str:
         return repr(self.value)
 
+    # 1, 1.0 and True are equal in Python but not as literals: they are typed differently.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Literal):
+            return NotImplemented
+        return type(self.value) is type(other.value) and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash((type(self.value), self.value))
+
 
 @dataclass(frozen=True, eq=True)
 class FeatureInput(Expr):
@@ -399,8 +408,18 @@ def _same_numeric(name: str) -> Callable[[Sequence[ValueType]], ValueType]:
     return typing
 
 
-NEG = Op("negate", _same_numeric("'-'"), lambda args, types: _strict(lambda x: -x, args), "-")
-ABS = Op("abs", _same_numeric("abs"), lambda args, types: _strict(builtins.abs, args))
+# -x and abs(x) of the smallest 64-bit integer leave 64 bits: checked like + - *.
+NEG = Op(
+    "negate",
+    _same_numeric("'-'"),
+    lambda args, types: _strict(lambda x: _checked(-x), args),
+    "-",
+)
+ABS = Op(
+    "abs",
+    _same_numeric("abs"),
+    lambda args, types: _strict(lambda x: _checked(builtins.abs(x)), args),
+)
 
 
 def _log1p(x: float) -> Any:
