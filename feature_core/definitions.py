@@ -703,6 +703,7 @@ class FeatureRepo:
                 reference,
                 repr(derived.expression),
                 str(derived.value_type),
+                [f"{f.name}:{f.type}" for f in derived.request_fields],
                 [self._meaning(one) for one in derived.inputs],
             ]
         group_name, _, feature_name = reference.partition(":")
