@@ -135,6 +135,12 @@ class Selection:
         return getter, defaults
 
     @cached_property
+    def derived_positions(self) -> tuple[int, ...]:
+        """The vector positions of derived features: the only values that may be
+        :data:`~feature_core.derived.UNDEFINED` (served as null)."""
+        return tuple(i for i, r in enumerate(self.refs) if r.derived is not None)
+
+    @cached_property
     def _key_set_groups(self) -> tuple[tuple[int, ...], ...]:
         return tuple(
             tuple(g for g, k in enumerate(self.group_key_sets) if k == key_set)
@@ -400,6 +406,7 @@ def build_vectors(
     pointer, views = snapshot.pointer, snapshot.entities
     cut, defaults = selection.layout
     plan = selection.plan
+    derived_positions = selection.derived_positions
     if len(selection.key_sets) == 1:
         n_groups = len(mergers)
         rows = (
@@ -416,7 +423,10 @@ def build_vectors(
             row = [*row, *context_rows[i], as_of]
             plan.compute(row)
             plan.statuses(row, row_statuses)
-            values = [None if v is UNDEFINED else v for v in cut(row)]
+            values = list(cut(row))
+            for position in derived_positions:
+                if values[position] is UNDEFINED:
+                    values[position] = None
         else:
             values = list(cut(row))
         statuses = list(cut(row_statuses))
