@@ -23,6 +23,10 @@ from typing import Any
 import orjson
 
 CATEGORIES = ("books", "electronics", "garden", "toys", "fashion", "sports")
+#: The share of a session's views that follow its intent, and how much likelier a click on
+#: an item of the intent's category is.
+INTENT_SHARE = 0.5
+INTENT_CLICK_LIFT = 0.2
 _SECOND = 1000
 
 
@@ -121,15 +125,23 @@ class Shop:
         return event
 
     def session(self, rng: random.Random, user: Shopper, start_ms: int) -> list[dict[str, Any]]:
-        """Views; some become clicks, carts and purchases. Taste drives browsing and clicks."""
+        """Views; some become clicks, carts and purchases. Taste drives browsing and clicks,
+        and so does the session's intent: a category drawn from the user's tastes, which
+        half the session's views follow and whose items are clicked more (what the user
+        is after now, beside what they like; over many sessions, views follow tastes)."""
         events = []
         at = start_ms
+        intent = rng.choices(CATEGORIES, user.tastes)[0]
         for _ in range(1 + min(int(rng.expovariate(1 / 4)), 30)):
-            category = rng.choices(CATEGORIES, user.tastes)[0]
+            if rng.random() < INTENT_SHARE:
+                category = intent
+            else:
+                category = rng.choices(CATEGORIES, user.tastes)[0]
             item = self._pick_item(rng, category)
             events.append(self._event(user, item, "view", at))
             taste = user.tastes[CATEGORIES.index(item.category)]
-            if rng.random() < min(0.95, item.appeal + 0.6 * taste):
+            wanted = INTENT_CLICK_LIFT if item.category == intent else 0.0
+            if rng.random() < min(0.95, item.appeal + 0.4 * taste + wanted):
                 at += rng.randrange(2, 20) * _SECOND
                 events.append(self._event(user, item, "click", at))
                 if rng.random() < 0.3:
