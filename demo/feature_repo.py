@@ -80,7 +80,7 @@ user_browsing = FeatureGroup(
         Aggregation("last", column="item_id", windows=["1h", "lifetime"], name="last_item"),
         Aggregation("last", column="event_time", windows=["lifetime"], name="last_event_time"),
         Aggregation("last_k", column="category", windows=["1d"], k=5, name="recent_categories"),
-        # The categories of the last 20 interactions: the recommender's category affinity.
+        # The categories of the last 20 interactions over a week.
         Aggregation("last_k", column="category", windows=["7d"], k=20, name="category_history"),
         Aggregation(
             "approx_count_distinct", column="item_id", windows=["7d"], name="distinct_items"
@@ -193,38 +193,6 @@ user_features = FeatureService(
         for feature in group.features
     ],
 )
-
-recommender_user = FeatureService(
-    name="recommender_user",
-    description="User side of the demo recommender's input (see demo.ranking).",
-    features=[
-        "user_browsing:category_history_7d",
-        "user_browsing:last_item_1h",
-        "user_browsing:last_event_time_lifetime",
-        "user_browsing:events_1h",
-        "user_views:views_by_category_session_30m",
-        "user_views:items_viewed_session_30m",
-        "user_purchases:purchases_30d",
-        "user_purchases:spend_30d",
-    ],
-    defaults={"user_browsing:last_item_1h": ""},
-)
-
-recommender_item = FeatureService(
-    name="recommender_item",
-    description="Item side of the demo recommender's input (see demo.ranking).",
-    features=[
-        "item_popularity:interactions_1h",
-        "item_popularity:interactions_1d",
-        "item_popularity:interactions_7d",
-        "item_popularity:distinct_users_1d",
-        "item_popularity:distinct_users_7d",
-        "item_clicks:clicks_1h",
-        "item_clicks:clicks_1d",
-        "item_clicks:clicks_7d",
-    ],
-)
-
 
 # --- derived features -----------------------------------------------------------------
 # Declared once, computed by the platform for serving and training sets alike: the model

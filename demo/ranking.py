@@ -1,10 +1,13 @@
-"""The demo ranking model: pair features, the saved artifact, scoring.
+"""The demo ranking model: its input vector, the saved artifact, scoring.
 
-One function, :func:`pair_features`, turns a user vector and an item vector (the
-``recommender_user`` and ``recommender_item`` feature services) into the model's input. The
-training set (point-in-time vectors from the lake) and the recommendations endpoint
-(vectors from the serving layer) both call it, so the model sees the same input offline
-and online.
+The model's input is the ``recommender`` feature service of ``demo.feature_repo``, taken
+as it is: user and item aggregates and derived features over both (the category's share
+of the user's views at the candidate's category, click-through rates, log-scaled counts,
+idle time), declared once and computed by the platform. Training sets
+(``build_training_set`` at each example's time) and the recommendations endpoint (the
+serving layer at request time, the candidate's category as request context) get them
+from the same definitions, so the model sees the same input offline and online, and no
+feature is computed here.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,77 +26,20 @@ from typing import Any
 import joblib
 import orjson
 
-from demo.generator import CATEGORIES
-
-USER_SERVICE = "recommender_user"
-ITEM_SERVICE = "recommender_item"
+#: The model's input vector: one (user, candidate item) pair, context candidate_category.
+SERVICE = "recommender"
+#: The same pairs' aggregates without derived features: the baseline `make demo` reports.
+BASELINE_SERVICE = "recommender_raw"
+#: The request field the recommender gives with each candidate.
+CONTEXT_FIELD = "candidate_category"
 METADATA_FILE = "model.json"
 
-PAIR_FEATURES = (
-    "category_affinity",
-    "category_share_session",
-    "session_items_viewed",
-    "is_last_item",
-    "minutes_since_last_event",
-    "user_events_1h",
-    "user_purchases_30d",
-    "item_views_1h",
-    "item_views_1d",
-    "item_views_7d",
-    "item_clicks_1h",
-    "item_ctr_1d",
-    "item_ctr_7d",
-    "item_distinct_users_7d",
-)
 
-
-def _log(value: Any) -> float:
-    return math.log1p(float(value or 0))
-
-
-def _smoothed_share(hits: int, total: int) -> float:
-    """``hits`` of ``total`` as a share, pulled toward the uniform share of a category
-    (a user with no history is equally drawn to every category)."""
-    return (hits + 1 / len(CATEGORIES)) / (total + 1)
-
-
-def _ctr(clicks: Any, interactions: Any) -> float:
-    """Clicks over views (interactions are views + clicks), smoothed toward 10%."""
-    clicks = float(clicks or 0)
-    views = max(float(interactions or 0) - clicks, 0.0)
-    return (clicks + 1.0) / (views + 10.0)
-
-
-def pair_features(
-    user: Mapping[str, Any], item: Mapping[str, Any], item_id: str, category: str, now_ms: int
-) -> list[float]:
-    """Model input for one (user, item) pair; ``user``/``item`` map "group:feature" -> value."""
-    history = user.get("user_browsing:category_history_7d") or []
-    affinity = _smoothed_share(sum(1 for c in history if c == category), len(history))
-    # The category's share of the current session's views (count_by over the session):
-    # what the user is browsing right now, beside the 20 latest interactions above.
-    in_session = user.get("user_views:views_by_category_session_30m") or {}
-    share_session = _smoothed_share(
-        in_session.get(category, 0), user.get("user_views:items_viewed_session_30m") or 0
-    )
-    last_event = user.get("user_browsing:last_event_time_lifetime")
-    minutes_idle = (now_ms - last_event) / 60_000 if last_event else 7 * 24 * 60.0
-    return [
-        affinity,
-        share_session,
-        _log(user.get("user_views:items_viewed_session_30m")),
-        1.0 if user.get("user_browsing:last_item_1h") == item_id else 0.0,
-        _log(max(minutes_idle, 0.0)),
-        _log(user.get("user_browsing:events_1h")),
-        _log(user.get("user_purchases:purchases_30d")),
-        _log(item.get("item_popularity:interactions_1h")),
-        _log(item.get("item_popularity:interactions_1d")),
-        _log(item.get("item_popularity:interactions_7d")),
-        _log(item.get("item_clicks:clicks_1h")),
-        _ctr(item.get("item_clicks:clicks_1d"), item.get("item_popularity:interactions_1d")),
-        _ctr(item.get("item_clicks:clicks_7d"), item.get("item_popularity:interactions_7d")),
-        _log(item.get("item_popularity:distinct_users_7d")),
-    ]
+def model_input(values: Sequence[Any]) -> list[float]:
+    """A served vector (or a training row's features) as the estimator takes it: numbers
+    as floats, a missing value (null: never clicked, say) as NaN, which the gradient
+    boosting model routes as it learned to."""
+    return [math.nan if v is None else float(v) for v in values]
 
 
 def import_estimator_library() -> None:
@@ -113,12 +59,14 @@ class Scored:
 class RankingModel:
     """A fitted classifier plus what it needs to be served safely.
 
-    ``services`` pins each feature service to the version the model was trained on;
+    ``services`` pins the feature service to the version the model was trained on;
+    ``features`` names its input vector's features in order (the service's, as trained);
     ``candidates`` are the items the endpoint scores (the most viewed of each category).
     """
 
     estimator: Any
     services: dict[str, str]
+    features: list[str]
     catalog: dict[str, str]
     candidates: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
@@ -127,20 +75,16 @@ class RankingModel:
     estimator_file: str = ""
     estimator_sha256: str = ""
 
-    def score(
-        self,
-        user: Mapping[str, Any],
-        items: Sequence[tuple[str, Mapping[str, Any]]],
-        now_ms: int,
-    ) -> list[Scored]:
-        """Click probability of each item for the user, best first."""
+    def score(self, items: Sequence[tuple[str, Sequence[Any]]]) -> list[Scored]:
+        """Click probability of each (item id, input vector) for the user, best first."""
         if not items:
             return []
-        rows = [
-            pair_features(user, vector, item_id, self.catalog[item_id], now_ms)
-            for item_id, vector in items
-        ]
-        probabilities = self.estimator.predict_proba(rows)[:, 1]
+        width = {len(values) for _, values in items}
+        if width != {len(self.features)}:
+            raise ValueError(
+                f"the model takes {len(self.features)} features, got vectors of {sorted(width)}"
+            )
+        probabilities = self.estimator.predict_proba([model_input(v) for _, v in items])[:, 1]
         scored = [
             Scored(item_id, self.catalog[item_id], float(p))
             for (item_id, _), p in zip(items, probabilities, strict=True)
@@ -150,12 +94,12 @@ class RankingModel:
     def metadata(self) -> dict[str, Any]:
         return {
             "services": self.services,
+            "features": self.features,
             "catalog": self.catalog,
             "candidates": self.candidates,
             "metrics": self.metrics,
             "trained_at": self.trained_at,
             "training_rows": self.training_rows,
-            "pair_features": list(PAIR_FEATURES),
             "estimator_file": self.estimator_file,
             "estimator_sha256": self.estimator_sha256,
         }
@@ -183,13 +127,20 @@ class RankingModel:
                 f"no model in {directory}: train one with `lfp demo train` (or `make demo`)"
             )
         meta = orjson.loads(meta_path.read_bytes())
-        if meta.get("pair_features") != list(PAIR_FEATURES):
-            raise ValueError(f"model in {directory} was trained on other pair features: retrain it")
+        features = meta.get("features")
+        if not isinstance(features, list) or SERVICE not in meta.get("services", {}):
+            # A model of the pair features the demo computed itself (before they were
+            # declared as derived features): another input.
+            raise ValueError(
+                f"model in {directory} was not trained on the {SERVICE} feature service: "
+                "retrain it with `lfp demo train`"
+            )
         name, digest = meta.get("estimator_file"), meta.get("estimator_sha256")
         estimator = joblib.load(io.BytesIO(verified_bytes(directory, name, digest)))
         return cls(
             estimator,
             meta["services"],
+            features,
             meta["catalog"],
             meta["candidates"],
             meta["metrics"],

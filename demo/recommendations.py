@@ -1,5 +1,10 @@
 """``GET /v1/recommendations/{user_id}``: the demo model scoring candidates on served vectors.
 
+Each candidate is one row of the ``recommender`` feature service: the pair (user,
+candidate item), the candidate's category as request context. The serving layer computes
+the whole vector, derived features included, as training sets did at each example's
+time; the model takes it as it is.
+
 Mounted by the API only when asked: ``LFP_API_ROUTERS='["demo.recommendations:router"]'``
 (``make up`` asks for it with the demo's feature repo). The model is reloaded when
 ``model.json`` changes, and refused when the feature services it was trained on no longer
@@ -14,26 +19,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from demo.ranking import (
-    ITEM_SERVICE,
+    CONTEXT_FIELD,
     METADATA_FILE,
-    USER_SERVICE,
+    SERVICE,
     RankingModel,
     import_estimator_library,
 )
-from feature_core.merge import ValueStatus
+from feature_core.statuses import ValueStatus
 from serving_layer.deps import Online
 from serving_layer.models import BatchViewInfo, error_responses
 from serving_layer.online import OnlineFeatures
+from serving_layer.vectors import Selection
 
 ENDPOINT = "/v1/recommendations/{user_id}"
 log = logging.getLogger(__name__)
@@ -129,6 +134,7 @@ def _model_cache(request: Request) -> _ModelCache:
 
 
 def _check_versions(model: RankingModel, online: OnlineFeatures) -> None:
+    """A 503 when a feature service no longer means what it meant at training."""
     for service, trained in model.services.items():
         try:
             current = online.repo.service_version(service)
@@ -142,8 +148,15 @@ def _check_versions(model: RankingModel, online: OnlineFeatures) -> None:
             )
 
 
-def _as_mapping(names: list[str], values: list[Any]) -> dict[str, Any]:
-    return dict(zip(names, values, strict=True))
+def _user_positions(selection: Selection, online: OnlineFeatures) -> list[int]:
+    """Positions of the vector's features that read user features only: whether any has
+    data says whether the user is known."""
+    repo = online.repo
+    return [
+        i
+        for i, reference in enumerate(selection.feature_names)
+        if all(repo.group(g).join_keys == ("user_id",) for g in repo.feature_groups(reference))
+    ]
 
 
 @router.get(
@@ -160,24 +173,24 @@ async def recommend(
     """The ``k`` candidates the user is most likely to click, scored on fresh vectors."""
     model = await _model_cache(request).get()
     _check_versions(model, online)
-    users = online.selection(USER_SERVICE)
-    items = online.selection(ITEM_SERVICE)
-    served_user, served_items = await online.serve_together(
-        [(users, [user_id]), (items, model.candidates)], ENDPOINT
+    selection = online.selection(SERVICE)
+    pairs = selection.entity_ids([{"user_id": user_id, "item_id": i} for i in model.candidates])
+    context = [{CONTEXT_FIELD: model.catalog[i]} for i in model.candidates]
+    served = await online.serve(selection, pairs, ENDPOINT, context=context)
+    scored = model.score(
+        [(i, v.values) for i, v in zip(model.candidates, served.vectors, strict=True)]
+    )[:k]
+    user_positions = _user_positions(selection, online)
+    known_user = any(
+        vector.statuses[i] is not ValueStatus.NO_DATA
+        for vector in served.vectors[:1]
+        for i in user_positions
     )
-    user_vector = served_user.vectors[0]
-    user = _as_mapping(users.feature_names, user_vector.values)
-    candidates = [
-        (vector.entity_id, _as_mapping(items.feature_names, vector.values))
-        for vector in served_items.vectors
-    ]
-    now_ms = int(time.time() * 1000)
-    scored = model.score(user, candidates, now_ms)[:k]
     return Recommendations(
         user_id=user_id,
-        as_of=served_user.as_of,
-        known_user=any(s is ValueStatus.PRESENT for s in user_vector.statuses),
-        batch=BatchViewInfo.of(served_user.snapshot.pointer),
+        as_of=served.as_of,
+        known_user=known_user,
+        batch=BatchViewInfo.of(served.snapshot.pointer),
         model=ModelInfo(
             services=model.services,
             trained_at=model.trained_at,

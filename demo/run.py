@@ -2,7 +2,8 @@
 
 1. back-dated history straight into the lake (days of sessions);
 2. a batch run over it (Spark progress, run summary);
-3. the ranking model trained on point-in-time vectors from the lake;
+3. the ranking model trained on point-in-time vectors from the lake (its holdout AUC
+   beside a baseline's on the same aggregates without the derived features);
 4. live sessions through Kafka, picked up by the speed layer and the lake;
 5. recommendations for a user, then a burst of interest in one category and the
    recommendations again, seconds later, with no batch run in between.
@@ -25,6 +26,7 @@ from rich.table import Table
 from batch_layer.lake import BACKFILL, append_backfill, open_table
 from demo.feature_repo import events as shop_events
 from demo.generator import CATEGORIES, Shop, ShopConfig, burst_span_ms, encode
+from demo.ranking import SERVICE
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, align_cutoff
 from online_store import open_store
@@ -82,28 +84,33 @@ def backfill(settings: Settings, shop: Shop, config: DemoConfig, cutoff: int, pr
     return written
 
 
-def produce(settings: Settings, events, progress, label: str, total: int) -> int:
-    """Send events to Kafka (keyed by user); the latest event time sent."""
+def produce(settings: Settings, events, progress, label: str, total: int) -> tuple[int, int]:
+    """Send events to Kafka (keyed by user); the latest event time sent, and how many."""
     out = producer(settings)
     task = progress.add_task(label, total=total)
-    latest = 0
+    latest = sent = 0
     try:
         for event in events:
             out.send(shop_events.topic_name, key=event["user_id"].encode(), value=encode(event))
             latest = max(latest, event["event_time"])
+            sent += 1
             progress.advance(task)
         out.flush()
     finally:
         out.close()
-    return latest
+    return latest, sent
 
 
-def speed_caught_up(settings: Settings, groups: list[str], event_time: int) -> Callable[[], bool]:
+def speed_caught_up(settings: Settings, event_times: dict[str, int]) -> Callable[[], bool]:
+    """Whether each group's speed watermark has reached its event time."""
     store = open_store(settings)
 
     def done() -> bool:
-        marks = store.watermarks(groups).values()
-        return all(m is not None and m >= event_time for m in marks)
+        marks = store.watermarks(list(event_times))
+        return all(
+            (mark := marks.get(group)) is not None and mark >= event_time
+            for group, event_time in event_times.items()
+        )
 
     return done
 
@@ -184,19 +191,22 @@ def run_demo(
         f"batch view v{run.view_version}: cutoff {run.cutoff}, Delta v{run.delta_version}, "
         f"{run.rows_read} events, {run.entities_written} entities, {run.duration_s:.0f} s"
     )
+    auc = model.metrics.get("holdout_auc", float("nan"))
+    raw_auc = model.metrics.get("holdout_auc_raw", float("nan"))
     console.print(
-        f"model: {model.training_rows} PIT examples, holdout AUC "
-        f"{model.metrics.get('holdout_auc', float('nan')):.3f}, trained on "
+        f"model: {model.training_rows} PIT examples, trained on "
         + ", ".join(f"{name} {version}" for name, version in model.services.items())
+        + f"\n  holdout AUC {auc:.3f} with the derived features, {raw_auc:.3f} on the raw "
+        "aggregates alone (same examples and split)"
     )
 
     with progress_bars(console) as progress:
         total = int(config.live_rate * config.live_seconds)
         live = shop.live(config.live_rate, config.live_seconds)
-        latest = produce(settings, live, progress, "live sessions -> Kafka", total)
+        latest, live_sent = produce(settings, live, progress, "live sessions -> Kafka", total)
         task = progress.add_task("speed layer catching up", total=None)
         groups = [g.name for g in repo.groups]
-        wait_until(speed_caught_up(settings, groups[:1], latest), "speed layer catching up", 120)
+        wait_until(speed_caught_up(settings, {groups[0]: latest}), "speed layer catching up", 120)
         progress.update(task, total=1, completed=1)
 
     user = shop.users[0].user_id
@@ -210,14 +220,21 @@ def run_demo(
     span_ms = burst_span_ms(config.burst_views)
     time.sleep(max(0.0, (latest + span_ms + 1) / 1000 - time.time()))
     burst = shop.burst(user, burst_category, config.burst_views, int(time.time() * 1000))
+    # The recommender's groups that take some of the burst's events (views, clicks), with
+    # the last one each takes: its watermark reaches it once its tiles hold the burst.
+    burst_groups: dict[str, int] = {}
+    for name in dict.fromkeys(
+        g for f in repo.service(SERVICE).features for g in repo.feature_groups(f)
+    ):
+        taken = [e["event_time"] for e in burst if repo.group(name).accepts(e)]
+        if taken:
+            burst_groups[name] = max(taken)
     with progress_bars(console) as progress:
         sent_at = time.monotonic()
-        latest = produce(settings, burst, progress, f"{user} browses {burst_category}", len(burst))
-        wait_until(
-            speed_caught_up(settings, ["user_browsing", "item_clicks"], latest),
-            "speed layer picking up the burst",
-            60,
+        _, burst_sent = produce(
+            settings, burst, progress, f"{user} browses {burst_category}", len(burst)
         )
+        wait_until(speed_caught_up(settings, burst_groups), "speed layer picking up the burst", 60)
         visible_s = time.monotonic() - sent_at
     after = recommendations(settings, user)
     console.print(_recs_table(f"{user} after the burst", after, burst_category))
@@ -230,6 +247,8 @@ def run_demo(
         "\n[bold]where to look[/bold]\n"
         f"  recommendations  curl {settings.api_url}/v1/recommendations/{user}\n"
         f"  features         curl {settings.api_url}/v1/features/user_browsing/{user}\n"
+        f"  derived          curl '{settings.api_url}/v1/features/shopper/{user}"
+        f"?candidate_category={burst_category}'\n"
         f"  API docs         {settings.api_url}/docs\n"
         f"  metrics          {settings.api_url}/metrics\n"
         f"  batch runs       lfp batch history   (or {settings.api_url}/v1/batch/runs)\n"
@@ -244,4 +263,5 @@ def run_demo(
         "run": run,
         "model": model,
         "backfilled": backfilled,
+        "produced": live_sent + burst_sent,  # live and burst events sent to Kafka
     }

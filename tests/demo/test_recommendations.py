@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.linear_model import LogisticRegression
 
-from demo.ranking import METADATA_FILE, PAIR_FEATURES, ModelFileError, RankingModel
+from demo.ranking import METADATA_FILE, SERVICE, ModelFileError, RankingModel
+from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
 from serving_layer.app import create_app
 from tests.conftest import wait_for
@@ -30,10 +31,12 @@ def _settings(model_dir: Path, routers: tuple[str, ...] = (ROUTER,)) -> Settings
 
 
 def _save_model(directory: Path) -> RankingModel:
-    rows = [[float(i)] * len(PAIR_FEATURES) for i in range(10)]
+    features = list(FeatureRepo.from_module("demo.feature_repo").service(SERVICE).features)
+    rows = [[float(i)] * len(features) for i in range(10)]
     model = RankingModel(
         LogisticRegression().fit(rows, [int(i >= 5) for i in range(10)]),
-        {"recommender_user": "abc", "recommender_item": "def"},
+        {SERVICE: "abc"},
+        features,
         {"a": "toys"},
         ["a"],
     )
