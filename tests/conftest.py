@@ -85,7 +85,10 @@ class StackHandle:
     run_batch: Callable[[int], dict]
     kill: Callable[[str], None]
     service_healthy: Callable[[str], bool]
-    training_set: Callable[[str, list[tuple[str, int]]], list[dict]]
+    #: ``training_set(service, rows, columns=None)``: the training set of a spine of
+    #: ``rows`` (tuples of ``columns``: by default the service's join keys, then
+    #: "timestamp"; the timestamp is epoch ms, every other column text).
+    training_set: Callable[..., list[dict]]
 
 
 #: The feature repo of the session's stack: the demo shop and the fraud example at once.
@@ -140,18 +143,25 @@ def _embedded_handle(
     def service_healthy(service: str) -> bool:
         return stack.service_state(settings, service).get("state") == "healthy"
 
-    def training_set(service: str, rows: list[tuple[str, int]]) -> list[dict]:
+    def training_set(
+        service: str, rows: list[tuple], columns: list[str] | None = None
+    ) -> list[dict]:
         from batch_layer.training import build_training_set
 
         spark = spark_factory(settings)
         repo = FeatureRepo.from_module(settings.feature_repo)
         definition = repo.service(service)
-        key = repo.group(definition.references()[0][0]).entity.join_key
-        spine = spark.createDataFrame(rows, f"{key} STRING, timestamp BIGINT")
+        columns = columns or [*repo.join_keys_of(definition.features), "timestamp"]
+        spine = spark.createDataFrame(rows, _spine_schema(columns))
         frame = build_training_set(spark, settings, repo, definition, spine)
         return [r.asDict() for r in frame.collect()]
 
     return StackHandle("embedded", settings, run_batch, kill, service_healthy, training_set)
+
+
+def _spine_schema(columns: list[str]) -> str:
+    """A test spine's schema: the timestamp as epoch ms, every other column as text."""
+    return ", ".join(f"`{c}` {'BIGINT' if c == 'timestamp' else 'STRING'}" for c in columns)
 
 
 def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a Docker daemon
@@ -217,16 +227,19 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
     def service_healthy(service: str) -> bool:
         return "healthy" in docker_compose("ps", "--format", "{{.Health}}", service)
 
-    def training_set(service: str, rows: list[tuple[str, int]]) -> list[dict]:
+    def training_set(
+        service: str, rows: list[tuple], columns: list[str] | None = None
+    ) -> list[dict]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from feature_core.definitions import FeatureRepo as Repo
 
         repo = Repo.from_module("demo.feature_repo")
-        key = repo.group(repo.service(service).references()[0][0]).entity.join_key
+        columns = columns or [*repo.join_keys_of(repo.service(service).features), "timestamp"]
+        types = {c: pa.int64() if c == "timestamp" else pa.string() for c in columns}
         pq.write_table(
-            pa.table({key: [r[0] for r in rows], "timestamp": [r[1] for r in rows]}),
+            pa.table({c: pa.array([r[i] for r in rows], types[c]) for i, c in enumerate(columns)}),
             tmp / "spine.parquet",
         )
         docker_compose(

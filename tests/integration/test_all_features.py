@@ -7,8 +7,10 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
+from batch_layer.training import column_name
 from feature_core.definitions import FeatureRepo
 from feature_core.merge import values_match
 from feature_core.reference import evaluate
@@ -40,6 +42,8 @@ def make_events(rng: random.Random, users, items, start: int, end: int, n: int) 
         }
         if kind == "purchase":
             event["amount"] = round(rng.uniform(1, 300), 2)
+        if kind == "add_to_cart":  # the shop's rule: an add-to-cart has the item's price
+            event["price"] = round(rng.uniform(1, 300), 2)
         events.append(event)
     return events
 
@@ -125,3 +129,35 @@ def test_training_set_at_t_equals_what_the_api_served_at_t(stack):
             )
             checked += 1
     assert checked == sum(len(v) for v in served.values()) > 0
+
+    # A service over users and items with derived features: what the API served for each
+    # (user, item) pair with its request context at as_of is the training row of that
+    # pair, time and context (the spine's candidate_category column).
+    pairs = [(user, item) for user in [*users, f"{prefix}-nobody"] for item in items[:2]]
+    context = [{"candidate_category": rng.choice(CATEGORIES)} for _ in pairs]
+    response = httpx.post(
+        f"{settings.api_url}/v1/features",
+        json={
+            "feature_service": "recommender",
+            "entities": [{"user_id": user, "item_id": item} for user, item in pairs],
+            "context": context,
+        },
+        headers=settings.api_headers,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    as_of, names = body["as_of"], [column_name(n) for n in body["feature_names"]]
+    assert "ranking__item_ctr_1d" in names
+    spine = [
+        (user, item, as_of, c["candidate_category"])
+        for (user, item), c in zip(pairs, context, strict=True)
+    ]
+    columns = ["user_id", "item_id", "timestamp", "candidate_category"]
+    rows = stack.training_set("recommender", spine, columns)
+    assert [(r["user_id"], r["item_id"]) for r in rows] == pairs
+    for row, vector in zip(rows, body["vectors"], strict=True):
+        for name, value in zip(names, vector["values"], strict=True):
+            got = row[name]
+            assert values_match(got, value), f"{row['user_id']}/{row['item_id']} {name}: {got!r}"
+    assert any(v is not None for vector in body["vectors"] for v in vector["values"])
