@@ -29,6 +29,8 @@ def make_event(
     }
     if amount is not None:
         event["amount"] = amount
+    if event_type == "add_to_cart":
+        event["price"] = 9.99  # the shop's rule: an add-to-cart carries the item's price
     return event
 
 
