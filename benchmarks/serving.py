@@ -127,6 +127,8 @@ def synthetic_events(rng: random.Random, user: str, now: int, n: int) -> list[di
         }
         if kind == "purchase":
             event["amount"] = round(rng.uniform(5, 200), 2)
+        if kind == "add_to_cart":
+            event["price"] = round(rng.uniform(5, 200), 2)
         events.append(event)
     return events
 

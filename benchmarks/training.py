@@ -53,6 +53,7 @@ def write_lake(uri: str, events: int, users: int, days: int, exponent: float, no
         times = now - rng.integers(1, days * DAY_MS, n)
         kinds = EVENT_TYPES[rng.choice(3, n, p=[0.7, 0.2, 0.1])]
         amounts = np.where(kinds == "purchase", np.round(rng.uniform(1, 300, n), 2), np.nan)
+        prices = np.where(kinds == "add_to_cart", np.round(rng.uniform(1, 300, n), 2), np.nan)
         user = zipf_ids(rng, n, users, exponent)
         item = zipf_ids(rng, n, 10_000, exponent)
         dates = (times // DAY_MS).astype("datetime64[D]").astype(str)
@@ -65,6 +66,7 @@ def write_lake(uri: str, events: int, users: int, days: int, exponent: float, no
                 "item_id": pa.array(np.char.add("i", item.astype(str))),
                 "category": pa.array(CATEGORIES[rng.integers(0, 20, n)]),
                 "amount": pa.array(amounts, pa.float64(), from_pandas=True),
+                "price": pa.array(prices, pa.float64(), from_pandas=True),
                 EVENT_DATE: pa.array(dates),
                 KAFKA_PARTITION: pa.array(np.full(n, -1, np.int32)),
                 KAFKA_OFFSET: pa.array(np.full(n, -1, np.int64)),
