@@ -108,6 +108,9 @@ class _WindowPlan(NamedTuple):
     lower: int | None
     empty: tuple[Any, ...]  # each feature's value when nothing is in the window
     gap_ms: int | None  # a session window's gap
+    # Its values move with the query time within a step (a session's end, decay): they
+    # are finalized again on every query, the others' kept from the memoized result.
+    moves: bool = False
 
 
 class _Memo:
@@ -208,6 +211,8 @@ class GroupMerger:
                 for _, finalize, get, single in features
             ),
             gap_ms=window.gap_ms,
+            moves=window.is_session
+            or any(f.aggregation.time_dependent for f in group.window_features[window]),
         )
 
     def _merged(
@@ -304,7 +309,7 @@ class GroupMerger:
                 if not self._time_dependent:
                     return memoized.result
                 # The same rows: only the values that move with t are finalized again.
-                return self._finalize(plans, memoized.rows, t)
+                return self._finalize(plans, memoized.rows, t, memoized.result)
             batch_parts = memoized.batch_parts
         floor = pointer.cutoff if pointer else None
         # Every window that starts before the cutoff reads the same tiles: select them once.
@@ -341,21 +346,31 @@ class GroupMerger:
         plans: tuple[_WindowPlan, ...],
         rows: Sequence[tuple[Sequence[Any] | None, bool]],
         t: int,
+        before: tuple[list[Any], list[ValueStatus]] | None = None,
     ) -> tuple[list[Any], list[ValueStatus]]:
         """Each window's merged row (``None``: nothing in it) finalized at ``t``: a
-        session whose newest event is its gap old or older has ended, and is empty."""
-        values: list[Any] = [None] * self.size
-        statuses = [ValueStatus.NO_DATA] * self.size
+        session whose newest event is its gap old or older has ended, and is empty.
+
+        ``before``: these rows finalized at an earlier time of the same plans; only the
+        windows that move with the query time are finalized again, the others' values
+        and statuses are copied from it (a session group's 7-day map is not rebuilt)."""
+        if before is None:
+            values: list[Any] = [None] * self.size
+            statuses = [ValueStatus.NO_DATA] * self.size
+        else:
+            values, statuses = before[0].copy(), before[1].copy()
         for plan, (row, stale) in zip(plans, rows, strict=True):
+            if before is not None and not plan.moves:
+                continue
             if row is not None and plan.gap_ms is not None:
                 assert self._session_times is not None
                 if t - row[self._session_times[1]] >= plan.gap_ms:
                     row = None
             if row is None:
+                status = ValueStatus.STALE_BATCH_VIEW if stale else ValueStatus.NO_DATA
                 for (position, _, _, _), value in zip(plan.features, plan.empty, strict=True):
                     values[position] = value
-                    if stale:
-                        statuses[position] = ValueStatus.STALE_BATCH_VIEW
+                    statuses[position] = status
                 continue
             status = ValueStatus.STALE_BATCH_VIEW if stale else ValueStatus.PRESENT
             for position, finalize, get, single in plan.features:
