@@ -420,7 +420,7 @@ def build_vectors(
         if speed_only:
             row_statuses = [ValueStatus.SPEED_ONLY] * len(row_statuses)
         if plan is not None:
-            row = [*row, *context_rows[i], as_of]
+            row = [*row, *(context_rows[i] if context_rows else ()), as_of]
             plan.compute(row)
             plan.statuses(row, row_statuses)
             values = list(cut(row))

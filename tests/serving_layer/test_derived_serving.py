@@ -276,3 +276,14 @@ def test_feast_endpoint_serves_derived_features_as_on_demand_features(
     )
     assert missing.status_code == 422
     assert "request data column(s) ['candidate_category']" in missing.json()["detail"]
+
+
+@pytest.mark.parametrize("client", [True], indirect=True)
+def test_derived_features_without_request_fields_need_no_context(client: TestClient) -> None:
+    response = client.post(
+        "/v1/features",
+        json={"features": ["pair:order_value", "pair:idle_s"], "entities": [KEYS["user_id"]]},
+    )
+    assert response.status_code == 200, response.text
+    values = response.json()["vectors"][0]["values"]
+    assert values[1] is not None and values[1] >= 0
