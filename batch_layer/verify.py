@@ -63,12 +63,21 @@ class ConsistencyReport(BaseModel):
 
 
 def _service_for(repo: FeatureRepo, entity: Entity) -> FeatureService:
-    """Every feature of every group of one entity, as an ad hoc service."""
+    """Every feature of every group of one entity, and every derived feature of it alone
+    that needs no request field (the query time is the API's ``as_of``), as an ad hoc
+    service. A derived feature over a request field has no value to check without a
+    request; one over several entity types is checked by the training-set tests."""
     features = [
         f.qualified_name
         for g in repo.groups
         if g.entity.join_keys == entity.join_keys
         for f in g.features
+    ]
+    features += [
+        name
+        for name, derived in repo.derived.items()
+        if not derived.request_fields
+        and all(repo.group(g).join_keys == entity.join_keys for g in derived.groups)
     ]
     return FeatureService(name=f"verify_{entity.name}", features=features)
 
@@ -235,9 +244,8 @@ def verify(
         for mismatch in found:
             counts[mismatch.feature] += 1
         examples.extend(found[: 20 - len(examples)])
-    by_feature = {
-        f.qualified_name: counts.get(f.qualified_name, 0) for g in repo.groups for f in g.features
-    }
+    checked = [name for entity in kinds.values() for name in _service_for(repo, entity).features]
+    by_feature = {name: counts.get(name, 0) for name in checked}
     return ConsistencyReport(
         delta_version=single_version(compared),
         delta_versions=compared,

@@ -34,12 +34,24 @@ def test_zero_mismatches_on_the_demo_and_a_metric(demo_result, stack, spark_fact
     repo = FeatureRepo.from_module("demo.feature_repo")  # the stack serves more workloads
     entities = demo_entities(demo_result)
     report = verify(spark_factory(settings), settings, repo, entities=entities, settle_s=2)
+    # Derived features of one entity type without request fields are checked too.
+    derived = {
+        name: {repo.group(g).entity.name for g in d.groups}.pop()
+        for name, d in repo.derived.items()
+        if not d.request_fields and len({repo.group(g).entity.name for g in d.groups}) == 1
+    }
+    assert "shopper:time_since_last_click" in derived and "ranking:item_ctr_7d" in derived
     per_entity = {
-        key: sum(len(g.features) for g in repo.groups if g.entity.name == key) for key in entities
+        key: sum(len(g.features) for g in repo.groups if g.entity.name == key)
+        + sum(1 for entity in derived.values() if entity == key)
+        for key in entities
     }
     assert report.values == sum(len(ids) * per_entity[k] for k, ids in entities.items())
     assert report.mismatches == 0, report.examples
-    assert set(report.by_feature) == {f.qualified_name for g in repo.groups for f in g.features}
+    assert set(report.by_feature) == {
+        f.qualified_name for g in repo.groups for f in g.features
+    } | set(derived)
+    assert "shopper:category_affinity_score" not in report.by_feature  # needs a request
     publish(settings, report)
     checked = f"lfp_consistency_values_checked {float(report.values)}"
 
