@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -328,18 +329,6 @@ def _strict(function: Callable[..., Any], args: Sequence[Evaluator]) -> Evaluato
             return function(x, y)
 
         return binary
-    if len(args) == 3:
-        a, b, c = args
-
-        def ternary(row: Row) -> Any:
-            x, y, z = a(row), b(row), c(row)
-            if x is UNDEFINED or y is UNDEFINED or z is UNDEFINED:
-                return UNDEFINED
-            if x is None or y is None or z is None:
-                return None
-            return function(x, y, z)
-
-        return ternary
 
     def many(row: Row) -> Any:
         values = [f(row) for f in args]
@@ -387,22 +376,57 @@ def _arith_type(symbol: str) -> Callable[[Sequence[ValueType]], ValueType]:
     return typing
 
 
+# The evaluators of the common operations below are written out (_strict's null handling
+# and _checked inlined, operator's C functions): a row computes each with one Python frame.
+_isfinite = math.isfinite
+_INT64_MIN, _INT64_MAX = INT64
+
+
 def _arith(function: Callable[[Any, Any], Any]) -> Callable[..., Evaluator]:
     def compile_(args: Sequence[Evaluator], types: Sequence[ValueType]) -> Evaluator:
-        return _strict(lambda x, y: _checked(function(x, y)), args)
+        a, b = args
+
+        def arith(row: Row) -> Any:
+            x, y = a(row), b(row)
+            if x is UNDEFINED or y is UNDEFINED:
+                return UNDEFINED
+            if x is None or y is None:
+                return None
+            value = function(x, y)
+            kind = type(value)
+            if kind is float:
+                return value if _isfinite(value) else UNDEFINED
+            if kind is int:
+                return value if _INT64_MIN <= value <= _INT64_MAX else UNDEFINED
+            return _checked(value)
+
+        return arith
 
     return compile_
 
 
-def _divide(x: Any, y: Any) -> Any:
-    if y == 0:
-        return UNDEFINED
-    return _checked(x / y)
+def _div(args: Sequence[Evaluator], types: Sequence[ValueType]) -> Evaluator:
+    a, b = args
+
+    def divide(row: Row) -> Any:  # division by zero is undefined
+        x, y = a(row), b(row)
+        if x is UNDEFINED or y is UNDEFINED:
+            return UNDEFINED
+        if x is None or y is None:
+            return None
+        if y == 0:
+            return UNDEFINED
+        value = x / y
+        if type(value) is float:
+            return value if _isfinite(value) else UNDEFINED
+        return _checked(value)
+
+    return divide
 
 
-ADD = Op("add", _arith_type("+"), _arith(lambda x, y: x + y), "+")
-SUB = Op("subtract", _arith_type("-"), _arith(lambda x, y: x - y), "-")
-MUL = Op("multiply", _arith_type("*"), _arith(lambda x, y: x * y), "*")
+ADD = Op("add", _arith_type("+"), _arith(operator.add), "+")
+SUB = Op("subtract", _arith_type("-"), _arith(operator.sub), "-")
+MUL = Op("multiply", _arith_type("*"), _arith(operator.mul), "*")
 
 
 def _div_type(types: Sequence[ValueType]) -> ValueType:
@@ -410,7 +434,7 @@ def _div_type(types: Sequence[ValueType]) -> ValueType:
     return FLOAT
 
 
-DIV = Op("divide", _div_type, lambda args, types: _strict(_divide, args), "/")
+DIV = Op("divide", _div_type, _div, "/")
 
 
 def _same_numeric(name: str) -> Callable[[Sequence[ValueType]], ValueType]:
@@ -435,10 +459,6 @@ ABS = Op(
 )
 
 
-def _log1p(x: float) -> Any:
-    return math.log1p(x) if x > -1 else UNDEFINED
-
-
 def _float_of_numbers(name: str) -> Callable[[Sequence[ValueType]], ValueType]:
     def typing(types: Sequence[ValueType]) -> ValueType:
         _need_numeric(name, types)
@@ -447,7 +467,20 @@ def _float_of_numbers(name: str) -> Callable[[Sequence[ValueType]], ValueType]:
     return typing
 
 
-LOG1P = Op("log1p", _float_of_numbers("log1p"), lambda args, types: _strict(_log1p, args))
+def _log1p_of(args: Sequence[Evaluator], types: Sequence[ValueType]) -> Evaluator:
+    (a,) = args
+    log1p_ = math.log1p
+
+    def log1p(row: Row) -> Any:  # undefined at -1 and below
+        x = a(row)
+        if x is None or x is UNDEFINED:
+            return x
+        return log1p_(x) if x > -1 else UNDEFINED
+
+    return log1p
+
+
+LOG1P = Op("log1p", _float_of_numbers("log1p"), _log1p_of)
 
 
 def _clip_type(types: Sequence[ValueType]) -> ValueType:
@@ -457,12 +490,18 @@ def _clip_type(types: Sequence[ValueType]) -> ValueType:
 
 def _clip(args: Sequence[Evaluator], types: Sequence[ValueType]) -> Evaluator:
     as_float = _numeric_result(types) == FLOAT
+    a, b, c = args
 
-    def clip_(x: Any, low: Any, high: Any) -> Any:
+    def clip_(row: Row) -> Any:  # _strict over the three
+        x, low, high = a(row), b(row), c(row)
+        if x is UNDEFINED or low is UNDEFINED or high is UNDEFINED:
+            return UNDEFINED
+        if x is None or low is None or high is None:
+            return None
         value = low if x < low else high if x > high else x
         return float(value) if as_float else value
 
-    return _strict(clip_, args)
+    return clip_
 
 
 CLIP = Op("clip", _clip_type, _clip)
@@ -490,12 +529,12 @@ def _compare(function: Callable[[Any, Any], bool]) -> Callable[..., Evaluator]:
     return lambda args, types: _strict(function, args)
 
 
-LT = Op("less", _comparison("<", True), _compare(lambda x, y: x < y), "<")
-LE = Op("less_or_equal", _comparison("<=", True), _compare(lambda x, y: x <= y), "<=")
-GT = Op("greater", _comparison(">", True), _compare(lambda x, y: x > y), ">")
-GE = Op("greater_or_equal", _comparison(">=", True), _compare(lambda x, y: x >= y), ">=")
-EQ = Op("eq", _comparison("eq", False), _compare(lambda x, y: x == y), "==")
-NE = Op("ne", _comparison("ne", False), _compare(lambda x, y: x != y), "!=")
+LT = Op("less", _comparison("<", True), _compare(operator.lt), "<")
+LE = Op("less_or_equal", _comparison("<=", True), _compare(operator.le), "<=")
+GT = Op("greater", _comparison(">", True), _compare(operator.gt), ">")
+GE = Op("greater_or_equal", _comparison(">=", True), _compare(operator.ge), ">=")
+EQ = Op("eq", _comparison("eq", False), _compare(operator.eq), "==")
+NE = Op("ne", _comparison("ne", False), _compare(operator.ne), "!=")
 
 
 def _booleans(name: str) -> Callable[[Sequence[ValueType]], ValueType]:
@@ -666,10 +705,22 @@ def _seconds_type(types: Sequence[ValueType]) -> ValueType:
     return FLOAT
 
 
+def _seconds_between(later: Evaluator, earlier: Evaluator) -> Evaluator:
+    def seconds(row: Row) -> Any:  # _strict over the two
+        x, y = later(row), earlier(row)
+        if x is UNDEFINED or y is UNDEFINED:
+            return UNDEFINED
+        if x is None or y is None:
+            return None
+        return (x - y) / 1000.0
+
+    return seconds
+
+
 SECONDS_BETWEEN = Op(
     "seconds_between",
     _seconds_type,
-    lambda args, types: _strict(lambda later, earlier: (later - earlier) / 1000.0, args),
+    lambda args, types: _seconds_between(*args),
 )
 
 
