@@ -44,6 +44,9 @@ def served_users(stack):
     for i, user in enumerate(users):
         for k in range(i + 2):
             events.append(make_event(user, t - (k + 1) * 1000, "view"))
+        # One event of each kind a user group filters on: every group has data.
+        events.append(make_event(user, t - 700, "click"))
+        events.append(make_event(user, t - 600, "add_to_cart"))
         events.append(make_event(user, t - 500, "purchase", amount=10.0 * (i + 1)))
     produce(stack.settings, events)
 
@@ -82,6 +85,8 @@ def test_service_vectors_equal_the_reference_in_service_order(stack, served_user
         "user_purchases",
         "user_browsing",
         "user_views",
+        "user_clicks",
+        "user_carts",
     }
     for vector in response.vectors[:-1]:
         own = [e for e in events if e["user_id"] == vector.entity_id]
@@ -104,7 +109,8 @@ def test_an_ad_hoc_feature_list_is_served_in_the_order_asked(stack, served_users
     assert body["feature_names"] == features
     assert body["feature_service"] is None
     assert [v["values"][0] for v in body["vectors"]] == [10.0, 20.0, 30.0]
-    assert [v["values"][1] for v in body["vectors"]] == [3, 4, 5]
+    # i + 2 views, a click, an add-to-cart and a purchase for user i.
+    assert [v["values"][1] for v in body["vectors"]] == [5, 6, 7]
 
 
 def test_the_group_endpoint_agrees_with_the_vector_endpoint(stack, served_users):
@@ -228,7 +234,7 @@ def test_feast_compatible_endpoint_answers_feast_shape_with_the_same_values(stac
                 "entities": ["u"],
             },
             422,
-            "different entities",
+            "the entity has join keys ['user_id', 'item_id']: give an object with each",
         ),
         (
             "/get-online-features",
