@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from feature_core.aggregations.counts_by import key_text
 from feature_core.sources import FIELD_TYPES
 from feature_core.statuses import ValueStatus
 
@@ -638,13 +639,6 @@ def _when(args: Sequence[Evaluator], types: Sequence[ValueType]) -> Evaluator:
 WHEN = Op("when", _when_type, _when)
 
 
-def _map_key(value: Any) -> str:
-    """A looked-up key as a map serves it (``count_by`` maps: see its ``key_text``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _lookup_type(types: Sequence[ValueType]) -> ValueType:
     mapping, key, default = types
     if mapping.shape != "map":
@@ -665,8 +659,8 @@ def _lookup(args: Sequence[Evaluator], types: Sequence[ValueType]) -> Evaluator:
             return UNDEFINED
         if values is None or wanted is None:
             return None
-        # A text key is looked up as it is (what _map_key gives it), without a call.
-        found = values.get(wanted if type(wanted) is str else _map_key(wanted))
+        # A text key is looked up as it is (what key_text gives it), without a call.
+        found = values.get(wanted if type(wanted) is str else key_text(wanted))
         value = default(row) if found is None else found
         return float(value) if as_float and type(value) is int else value  # null stays
 
