@@ -17,7 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from tenacity import retry, stop_after_delay, wait_exponential
 
+from batch_layer.corrections import CorrectionWriter
 from batch_layer.lake import append_with_offsets, committed_offsets, schema_problems
+from feature_core.definitions import FeatureGroup
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord, Record
 from online_store import STORE_ERRORS, open_store
@@ -58,8 +60,14 @@ class LakeIngest:
     """
 
     def __init__(
-        self, settings: Settings, sources: Sequence[EventSource], status_path: Path | None = None
+        self,
+        settings: Settings,
+        sources: Sequence[EventSource],
+        status_path: Path | None = None,
+        groups: Sequence[FeatureGroup] = (),
     ) -> None:
+        """``groups``: the feature groups served online, whose correction tiles of late
+        events each commit writes (:mod:`batch_layer.corrections`)."""
         if not sources:
             raise ValueError("lake ingest needs at least one source")
         self.settings = settings
@@ -73,6 +81,8 @@ class LakeIngest:
         self.assignment: list[TopicPartition] = []
         self._lag_reported = 0.0
         self._store = open_store(settings, timeout_s=1)
+        self.corrections = CorrectionWriter(settings, groups, self._store)
+        self._store_identity: str | None = None
         #: Options of the dead-letter producer (tests make it refuse, to exercise the spill).
         self.dead_letter_producer_options: dict[str, Any] = {}
 
@@ -162,6 +172,7 @@ class LakeIngest:
             self._write_status()
             self._report_lag(consumer, every_s=0)  # records waiting since the last process
             self.instances = TopicInstances(self.settings, self.topic_ids)
+            self._catch_up_corrections()
             while not self._stop.is_set() and not (until and until()):
                 self._one_batch(consumer, dlq)
                 self._report_lag(consumer)
@@ -190,6 +201,16 @@ class LakeIngest:
         except (KafkaError, *STORE_ERRORS) as error:
             log.debug("lag report skipped: %r", error)
         self._health.report(self.stats.lag, self.stats.last_commit_at)
+        self.corrections.retire()
+        identity = self._store.server_identity()
+        if identity is not None and identity != self._store_identity:
+            # A restarted Redis may have lost the last writes: check the written marks.
+            self._catch_up_corrections()
+            self._store_identity = identity
+
+    def _catch_up_corrections(self) -> None:
+        for source in self.sources.values():
+            self.corrections.catch_up(source)
 
     def _one_batch(self, consumer: KafkaConsumer, dlq: DeadLetters) -> None:
         deadline = time.monotonic() + self.settings.ingest_poll_ms / 1000
@@ -243,7 +264,7 @@ class LakeIngest:
         self.instances.check(now=True)
         for topic, offsets in next_offsets.items():
             source = self.sources[topic]
-            append_with_offsets(
+            version = append_with_offsets(
                 self.settings.table_uri(source.table_name),
                 source,
                 valid[topic],
@@ -251,6 +272,7 @@ class LakeIngest:
                 offsets,
                 self._dead_letter_offsets(source, settled),
             )
+            self.corrections.after_commit(source, version, (r for r, _, _ in valid[topic]))
             self.stats.events_written += len(valid[topic])
             self.stats.commits += 1
             self.stats.next_offsets.update(
@@ -310,6 +332,7 @@ class LakeIngest:
             next_offsets={_label(tp): o for tp, o in self.stats.next_offsets.items()},
             last_commit_at=self.stats.last_commit_at,
             lag=self.stats.lag,
+            late_events=asdict(self.corrections.stats),
         )
 
 
@@ -322,9 +345,12 @@ def _label(tp: TopicPartition) -> str:
 
 
 def run_forever(
-    settings: Settings, sources: Sequence[EventSource], status_path: Path | None = None
+    settings: Settings,
+    sources: Sequence[EventSource],
+    status_path: Path | None = None,
+    groups: Sequence[FeatureGroup] = (),
 ) -> None:
-    ingest = LakeIngest(settings, sources, status_path)
+    ingest = LakeIngest(settings, sources, status_path, groups)
     signal.signal(signal.SIGTERM, lambda *_: ingest.stop())
     signal.signal(signal.SIGINT, lambda *_: ingest.stop())
     ingest.run()

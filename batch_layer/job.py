@@ -19,7 +19,7 @@ import orjson
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.lake import files_matching, open_table
+from batch_layer.lake import commit_time_after, files_matching, open_table
 from feature_core.aggregations import Primitive, SparkColumns
 from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
 from feature_core.keys import entity_id
@@ -257,6 +257,25 @@ def run_batch(
         store.close()  # a failed attempt too: a retry opens its own
 
 
+def safe_cutoff(
+    settings: Settings,
+    cutoff_ms: int | None,
+    started_ms: int,
+    delta_versions: Mapping[str, int] | None = None,
+) -> int:
+    """The cutoff asked for, aligned, and never later than a lake commit this run does
+    not read: lake ingest writes correction tiles for a commit's records dated before
+    ``floor(commit time, 5 min)`` (:mod:`feature_core.corrections`), so a commit that
+    lands after the run read the lake is covered up to the run's start, and one after an
+    older pinned version up to that commit's time."""
+    cutoff = align_cutoff(min(cutoff_ms if cutoff_ms is not None else started_ms, started_ms))
+    for table, version in (delta_versions or {}).items():
+        landed = commit_time_after(settings.table_uri(table), version)
+        if landed is not None:
+            cutoff = min(cutoff, align_cutoff(landed))
+    return cutoff
+
+
 def _run_batch(
     spark: SparkSession,
     settings: Settings,
@@ -266,7 +285,7 @@ def _run_batch(
     delta_versions: dict[str, int] | None,
 ) -> BatchResult:
     started = time.time()
-    cutoff = align_cutoff(cutoff_ms if cutoff_ms is not None else int(started * 1000))
+    cutoff = safe_cutoff(settings, cutoff_ms, int(started * 1000), delta_versions)
     horizon = settings.batch_horizon_s * 1000
     version = store.next_version()
     snapshots: dict[str, DataFrame] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from pyarrow.fs import FileType
@@ -63,8 +64,9 @@ def append_with_offsets(
     topic_id: str,
     next_offsets: dict[int, int],
     dead_letters: tuple[str, str, Mapping[int, int]] | None = None,
-) -> None:
-    """Append records and record the partitions' next offsets in the same Delta commit.
+) -> int:
+    """Append records and record the partitions' next offsets in the same Delta commit;
+    returns the commit's version.
 
     The data and the offsets become visible atomically, so a crash either loses both
     (and the batch is re-read) or keeps both (and it is skipped): exactly once.
@@ -82,19 +84,83 @@ def append_with_offsets(
             Transaction(ingest_app_id(dlq_topic, dlq_id, partition), offset)
             for partition, offset in sorted(dlq_offsets.items())
         ]
-    _append(uri, records_to_arrow(source, rows), transactions)
+    token = uuid.uuid4().hex
+    _append(uri, records_to_arrow(source, rows), transactions, {INGEST_COMMIT: token})
+    return commit_version(uri, token)
 
 
-def _append(uri: str, data: pa.Table, transactions: list[Transaction] | None = None) -> None:
+#: Commit metadata naming a lake ingest commit (its value is unique to the commit).
+INGEST_COMMIT = "lfp_ingest_commit"
+
+
+def commit_version(uri: str, token: str) -> int:
+    """The version of the commit tagged ``token``: other writers (optimize, file loads)
+    may have committed since, so it is looked up, not assumed to be the latest."""
+    table = DeltaTable(uri)
+    for limit in (16, None):
+        for entry in table.history(limit):
+            if entry.get(INGEST_COMMIT) == token:
+                return int(entry["version"])
+    raise LookupError(f"no commit tagged {token} in {uri}")
+
+
+def ingest_commits_after(uri: str, version: int) -> list[int]:
+    """The versions after ``version`` that lake ingest committed (records from Kafka),
+    oldest first."""
+    table = open_table(uri)
+    if table is None or table.version() <= version:
+        return []
+    entries = table.history(table.version() - version)
+    return sorted(
+        int(e["version"]) for e in entries if INGEST_COMMIT in e and int(e["version"]) > version
+    )
+
+
+def commit_time_after(uri: str, version: int) -> int | None:
+    """When the commit after ``version`` was written (ms), if there is one."""
+    table = open_table(uri)
+    if table is None or table.version() <= version:
+        return None
+    for entry in table.history(table.version() - version):
+        if int(entry["version"]) == version + 1:
+            return int(entry["timestamp"])
+    return None
+
+
+def records_added(uri: str, source: EventSource, version: int) -> list[dict[str, Any]]:
+    """The records commit ``version`` appended (the files it added), as dicts of the
+    source's fields."""
+    added = set(DeltaTable(uri, version=version).file_uris())
+    if version > 0:
+        added -= set(DeltaTable(uri, version=version - 1).file_uris())
+    if not added:
+        return []
+    schema = pa.schema([f for f in source.lake_schema() if f.name in source.by_name])
+    # Read with the declared schema: a file written before a field was added reads null.
+    return ds.dataset(sorted(added), schema=schema, format="parquet").to_table().to_pylist()
+
+
+def _append(
+    uri: str,
+    data: pa.Table,
+    transactions: list[Transaction] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     # "merge": a field added to the source (nullable) adds its column in this commit;
     # old rows read null. Breaking changes never get here (see schema_problems).
+    properties = None
+    if transactions or metadata:
+        properties = CommitProperties(
+            app_transactions=transactions or None,
+            custom_metadata=dict(metadata) if metadata else None,
+        )
     write_deltalake(
         uri,
         data,
         mode="append",
         partition_by=[EVENT_DATE],
         schema_mode="merge",
-        commit_properties=CommitProperties(app_transactions=transactions) if transactions else None,
+        commit_properties=properties,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from feature_core.aggregations import IR
+from feature_core.corrections import Correction, uncovered
 from feature_core.definitions import FeatureGroup
 from feature_core.statuses import ValueStatus
 from feature_core.windows import COLLAPSED, FINEST_HOP_MS, Window, batch_layout, floor_to
@@ -107,6 +108,7 @@ class _WindowPlan(NamedTuple):
     # before it, or has no start).
     lower: int | None
     empty: tuple[Any, ...]  # each feature's value when nothing is in the window
+    start: int | None  # the window's start at the query time (None: unbounded, session)
     gap_ms: int | None  # a session window's gap
     # Its values move with the query time within a step (a session's end, decay): they
     # are finalized again on every query, the others' kept from the memoized result.
@@ -210,6 +212,7 @@ class GroupMerger:
                 finalize((get(identities),) if single else get(identities), t)
                 for _, finalize, get, single in features
             ),
+            start=start,
             gap_ms=window.gap_ms,
             moves=window.is_session
             or any(f.aggregation.time_dependent for f in group.window_features[window]),
@@ -231,15 +234,21 @@ class GroupMerger:
         batch: list[Sequence[Any]],
         tiles: list[tuple[int, Sequence[Any]]],
         gap_ms: int,
+        late: Sequence[Sequence[Any]] = (),
     ) -> list[Sequence[Any]]:
         """The rows of the entity's last session: walking back from the newest row, each
         older row joins while the gap from its last event to the next row's first is
         under ``gap_ms``. No row holds a gap inside (a tile is narrower than any gap; the
         batch row holds only the entity's last session), so this is the exact session.
-        Whether it has ended by the query time is :meth:`_finalize`'s to say."""
+        ``late``: correction tiles (before the cutoff), placed among the batch rows by
+        their first event. Whether it has ended by the query time is :meth:`_finalize`'s
+        to say."""
         assert self._session_times is not None
         first_at, last_at = self._session_times
-        rows = [*batch, *(p for _, p in sorted(tiles, key=itemgetter(0)))]
+        before: list[Sequence[Any]] = [*batch]
+        if late:
+            before = sorted([*before, *late], key=lambda row: row[first_at] or 0)
+        rows = [*before, *(p for _, p in sorted(tiles, key=itemgetter(0)))]
         chosen: list[Sequence[Any]] = []
         following: int | None = None  # first event time of the rows chosen so far
         for row in reversed(rows):
@@ -281,8 +290,12 @@ class GroupMerger:
         batch_doc: BatchDoc | None,
         speed_tiles: Mapping[int, Sequence[Any]],
         memo: dict[PlanKey, Any] | None = None,
+        corrections: Sequence[Correction] = (),
     ) -> tuple[list[Any], list[ValueStatus]]:
         """Values and statuses of the group's features, in ``group.features`` order.
+
+        ``corrections``: the entity's correction tiles (:mod:`feature_core.corrections`);
+        those of lake versions the batch view did not read are merged with its buckets.
 
         ``memo``: a dict kept with ``batch_doc`` by a caller that reads the same batch
         view again (batch views never change): each window's batch buckets are merged
@@ -293,6 +306,7 @@ class GroupMerger:
         """
         key = self.plan_key(pointer, t)
         plans = self._plans_at(key, pointer, t)
+        late = self._late(pointer, corrections, t) if corrections else ()
         memoized: _Memo | None = None
         if memo is None:
             batch_parts = self._batch_parts(plans, batch_doc, premerge=False)
@@ -303,6 +317,7 @@ class GroupMerger:
                 memoized = memo[key] = _Memo(self._batch_parts(plans, batch_doc, premerge=True))
             elif (
                 memoized.result is not None
+                and not late
                 and memoized.newest_tile < t
                 and (memoized.speed_tiles is speed_tiles or memoized.speed_tiles == speed_tiles)
             ):
@@ -324,22 +339,50 @@ class GroupMerger:
             # Stale only describes batch data that is there.
             stale = plan.stale and batch is not None
             parts: list[Sequence[Any]] = [*batch] if batch else []
+            if late and plan.reads_batch:
+                if plan.gap_ms is not None:
+                    late_parts = [p for _, p in late]
+                else:
+                    late_parts = [p for s, p in late if plan.start is None or s >= plan.start]
+            else:
+                late_parts = []
             if plan.gap_ms is not None:
-                parts = self._session(parts, tiles, plan.gap_ms)
+                parts = self._session(parts, tiles, plan.gap_ms, late_parts)
             elif since_floor:
                 lower = plan.lower
                 if lower is None:
                     parts.extend(since_floor)
                 else:
                     parts.extend([p for start, p in tiles if start >= lower])
+            if late_parts and plan.gap_ms is None:
+                parts.extend(late_parts)
             rows.append((self._merged(plan.columns, parts) if parts else None, stale))
         result = self._finalize(plans, rows, t)
-        if memoized is not None:
+        if memoized is not None and not late:
             newest = max(speed_tiles, default=0)
             if newest < t:
                 memoized.speed_tiles, memoized.newest_tile = speed_tiles, newest
                 memoized.rows, memoized.result = rows, result
         return result
+
+    def _late(
+        self, pointer: BatchPointer | None, corrections: Sequence[Correction], t: int
+    ) -> list[tuple[int, Sequence[Any]]]:
+        """The correction tiles the batch view lacks, before its cutoff and ``t``; none
+        without a view (the speed tiles then hold every event)."""
+        if pointer is None:
+            return []
+        versions = pointer.delta_versions
+        covered = (
+            pointer.delta_version
+            if versions is None
+            else versions.get(self.group.source.table_name)
+        )
+        return [
+            (start, p)
+            for start, _, p in uncovered(corrections, covered)
+            if start < pointer.cutoff and start < t
+        ]
 
     def _finalize(
         self,
@@ -399,6 +442,7 @@ def merge_group(
     batch_doc: BatchDoc | None,
     speed_tiles: Mapping[int, Sequence[Any]],
     memo: dict[PlanKey, Any] | None = None,
+    corrections: Sequence[Correction] = (),
 ) -> dict[str, MergedValue]:
     """Feature values of one entity at query time ``t``, by feature name.
 
@@ -408,7 +452,9 @@ def merge_group(
     serves the same batch view again. Views hold canonical partials (their writers
     normalize), so reads skip normalizing.
     """
-    values, statuses = group_merger(group).merge(t, pointer, batch_doc, speed_tiles, memo)
+    values, statuses = group_merger(group).merge(
+        t, pointer, batch_doc, speed_tiles, memo, corrections
+    )
     return {
         name: MergedValue(value, status)
         for name, value, status in zip(group.feature_names, values, statuses, strict=True)

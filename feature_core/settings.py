@@ -410,6 +410,14 @@ class Settings(BaseSettings):
     speed_allowed_lateness_s: int = Field(
         3600, ge=0, description="Events older than this (vs. processing time) skip the speed layer."
     )
+    late_events_max_age_s: int | None = Field(
+        None,
+        ge=0,
+        description="Late events (dated before the serving batch view's cutoff) older "
+        "than this are not corrected online (counted, and in the lake for the next batch "
+        "run); default: any age a window of their group still covers (lifetime and "
+        "session windows: any).",
+    )
     speed_tile_ttl_s: int = Field(
         3 * 86_400, ge=60, description="TTL of speed tiles in Redis; must exceed batch interval."
     )

@@ -595,7 +595,8 @@ def ingest_run(status_file: StatusFile = None) -> None:
 
     _setup_logging()
     settings = get_settings()
-    run_forever(settings, _repo(settings).sources, status_file)
+    repo = _repo(settings)
+    run_forever(settings, repo.sources, status_file, repo.groups)
 
 
 @dead_letters_app.command("spilled")

@@ -119,8 +119,10 @@ def redis_server_command(
         "",
         "--appendonly",
         "yes",
+        # Every acknowledged write on disk: a restart (kill -9 included) loses none, so
+        # nothing is recomputed after it (the speed job and lake ingest go on).
         "--appendfsync",
-        "everysec",
+        "always",
         "--dir",
         str(directory),
     ]

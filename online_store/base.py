@@ -76,6 +76,11 @@ class OnlineStore(ABC):
         writes). None when not reachable."""
 
     @abstractmethod
+    def keeps_acknowledged_writes(self) -> bool:
+        """Whether a restart of the server(s) keeps every write it acknowledged (Redis:
+        ``appendonly yes`` with ``appendfsync always``). False when unknown."""
+
+    @abstractmethod
     def tile_target(self) -> TileTarget:
         """Where the JVM tile sink writes."""
 
@@ -86,6 +91,32 @@ class OnlineStore(ABC):
     @abstractmethod
     def speed_epoch_kept(self) -> bool:
         """Whether the epoch is still there (gone: the store lost the job's writes)."""
+
+    @abstractmethod
+    def write_corrections(
+        self,
+        group: str,
+        table: str,
+        version: int,
+        tiles: Mapping[str, Mapping[tuple[int, int], Sequence[Any]]],
+        ttl_s: int,
+    ) -> int:
+        """Write the correction tiles of lake version ``version`` of ``table`` for
+        ``group`` (entity -> (tile start, width) -> partials,
+        :mod:`feature_core.corrections`) beside the entities' speed tiles, and index
+        their keys for :meth:`retire_corrections`. Returns the fields written."""
+
+    @abstractmethod
+    def retire_corrections(self, table: str, covered: int) -> int:
+        """Drop the correction tiles of ``table``'s versions ``<= covered`` (the serving
+        batch view read them); returns the fields dropped."""
+
+    @abstractmethod
+    def corrections_written(self, table: str) -> int | None:
+        """The last lake version of ``table`` whose correction tiles are all written."""
+
+    @abstractmethod
+    def set_corrections_written(self, table: str, version: int) -> None: ...
 
     @abstractmethod
     def set_speed_stats(self, counts: Mapping[str, int]) -> None:

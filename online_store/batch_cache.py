@@ -25,24 +25,43 @@ from typing import Any
 
 import orjson
 
+from feature_core.corrections import Correction
 from feature_core.merge import BatchDoc
 
 
-def parse_tiles(tiles_json: bytes, floor: int | None) -> dict[int, list[Any]]:
+def parse_tiles(
+    tiles_json: bytes, floor: int | None
+) -> tuple[dict[int, list[Any]], tuple[Correction, ...]]:
     """Speed tiles as the read script sends them (``[start, partials, start, ...]``),
     without those before ``floor`` (the batch cutoff): the batch view covers them, and
-    they stay in Redis only until their TTL."""
-    flat = iter(orjson.loads(tiles_json))
-    return {
-        start: p for start, p in zip(flat, flat, strict=True) if floor is None or start >= floor
-    }
+    they stay in Redis only until their TTL. Then the correction tiles among them
+    (fields ``[start, version]``, :mod:`feature_core.corrections`), if any."""
+    flat = orjson.loads(tiles_json)
+    pairs = iter(flat)
+    try:
+        tiles = {
+            start: p
+            for start, p in zip(pairs, pairs, strict=True)
+            if floor is None or start >= floor
+        }
+        return tiles, ()
+    except TypeError:  # a correction's field (a list) among them: the rare case
+        pass
+    pairs = iter(flat)
+    tiles, corrections = {}, []
+    for start, p in zip(pairs, pairs, strict=True):
+        if isinstance(start, list):
+            corrections.append((start[0], start[1], p))
+        elif floor is None or start >= floor:
+            tiles[start] = p
+    return tiles, tuple(corrections)
 
 
 class CachedBatchView:
     """One (group, entity) batch view, parsed, with the merge's memo of it and the last
     speed tiles read with it."""
 
-    __slots__ = ("_floor", "_tiles", "_tiles_json", "doc", "memo")
+    __slots__ = ("_floor", "_tiles", "_tiles_json", "corrections", "doc", "memo")
 
     def __init__(self, doc: BatchDoc | None) -> None:
         self.doc = doc
@@ -50,13 +69,14 @@ class CachedBatchView:
         self._tiles_json = b""
         self._floor: int | None = None
         self._tiles: dict[int, list[Any]] = {}
+        self.corrections: tuple[Correction, ...] = ()
 
     def tiles(self, tiles_json: bytes, floor: int | None) -> dict[int, list[Any]]:
         """The speed tiles of this entity: the last parsed ones if their JSON is the
         same (the common case, between two events of an entity), so the merge memo
-        finds the very same dict."""
+        finds the very same dict. Its correction tiles are then in ``corrections``."""
         if tiles_json != self._tiles_json or floor != self._floor:
-            self._tiles = parse_tiles(tiles_json, floor)
+            self._tiles, self.corrections = parse_tiles(tiles_json, floor)
             self._tiles_json, self._floor = tiles_json, floor
         return self._tiles
 

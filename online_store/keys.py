@@ -5,7 +5,9 @@ of every group, lives in one hash slot: a request reads one slot per entity):
 
 - ``{p}:bv:v{N}:{group}:{{entity}}``: JSON ``{window: {bucket: partials}}`` (batch IRs of
   batch view version N).
-- ``{p}:st:{group}:{{entity}}``: hash ``tile_start_ms -> partials`` (speed tiles, TTL).
+- ``{p}:st:{group}:{{entity}}``: hash ``tile_start_ms -> partials`` (speed tiles, TTL),
+  and ``[tile_start_ms,lake_version] -> partials`` (correction tiles of late events,
+  :mod:`feature_core.corrections`), in the same hash so one read returns both.
 
 Shared state, all under the hash tag ``{meta}`` (one slot: read together, and changed in
 one transaction where needed):
@@ -20,6 +22,10 @@ one transaction where needed):
 - ``{p}:{meta}:consumers``: each consumer's health record (:mod:`runtime.health`); the
   key expires ``FORGET_AFTER_S`` after the last write.
 - ``{p}:{meta}:verify:last``: the last consistency report.
+- ``{p}:{meta}:corrections:written``: per lake table, the last version whose correction
+  tiles lake ingest has written.
+- ``{p}:{meta}:corrections:keys:{table}``: sorted set of the speed tiles keys holding a
+  correction tile of ``table``, scored by the newest version written to each.
 
 ``{entity}`` is :func:`feature_core.keys.entity_id` of the join key values.
 """
@@ -69,6 +75,16 @@ class KeySpace:
     def speed_epoch(self) -> str:
         """Set by the speed job at start: gone means Redis lost what the job wrote."""
         return self._meta("speed:epoch")
+
+    @property
+    def corrections_written(self) -> str:
+        """Hash: lake table -> the last version whose correction tiles are written."""
+        return self._meta("corrections:written")
+
+    def corrections_index(self, table: str) -> str:
+        """Sorted set: speed tiles keys holding correction tiles of ``table``, by the
+        newest lake version written to each."""
+        return self._meta(f"corrections:keys:{table}")
 
     @property
     def speed_stats(self) -> str:

@@ -23,6 +23,8 @@ class EntityViews:
     speed_tiles: dict[int, list[Any]]
     # The merge's memo of this batch view, when the view is cached (see batch_cache).
     memo: dict[Any, Any] | None = field(default=None, compare=False)
+    # Correction tiles (feature_core.corrections): (tile start, lake version, partials).
+    corrections: tuple[tuple[int, int, Any], ...] = ()
 
 
 @dataclass(slots=True)

@@ -215,7 +215,7 @@ def feature_columns(served: ServedVectors) -> list[dict[str, Any]]:
     # An entity is found in a group when the group's views hold anything for it.
     found = [
         [
-            not (v.batch_doc is None and not v.speed_tiles)
+            not (v.batch_doc is None and not v.speed_tiles and not v.corrections)
             for v in snapshot.entities[i : i + n_groups]
         ]
         for i in range(0, len(snapshot.entities), n_groups)

@@ -449,7 +449,7 @@ def merged_row(
     statuses: list[ValueStatus] = []
     for merger, v in zip(mergers, views, strict=True):
         merged_values, merged_statuses = merger.merge(
-            as_of, pointer, v.batch_doc, v.speed_tiles, v.memo
+            as_of, pointer, v.batch_doc, v.speed_tiles, v.memo, v.corrections
         )
         values += merged_values
         statuses += merged_statuses

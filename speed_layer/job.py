@@ -346,11 +346,13 @@ def jvm_temp_dir(settings: Settings) -> Path | None:
 
 
 class RedisLoss:
-    """Tells whether Redis may have lost tiles the job wrote: it restarted (its run id
-    changed) or its data is gone (the epoch key the job set at start is missing).
+    """Tells whether Redis may have lost tiles the job wrote: its data is gone (the epoch
+    key the job set at start is missing), or it restarted (its run id changed) without
+    keeping every write it acknowledged.
 
-    A restarted Redis may miss tile writes (its append-only file is fsynced every second;
-    one that lost its data misses them all), and restored job state re-emits only the tiles
+    A restarted Redis that fsyncs its append-only file every second may miss the last
+    second's tile writes (``appendfsync always``, the stack's setting, misses none; one
+    that lost its data misses them all), and restored job state re-emits only the tiles
     that change after. So the job's checkpoints are only good for the Redis instance they
     were written to: the id seen is kept beside them (``redis-run-id``). The epoch key also
     says whether the tiles are complete (the API answers 503 while they are not)."""
@@ -372,14 +374,19 @@ class RedisLoss:
 
     def since_checkpoints(self) -> bool:
         """At start: the checkpoints were written to another Redis instance, or to one
-        that has lost its data since."""
+        that has lost its data since (a restart that kept every acknowledged write, as
+        with ``appendfsync always``, lost nothing)."""
         if self.current is None or not self.seen_file.exists():
             return False
         try:
             epoch_kept = self.store.speed_epoch_kept()
+            if not epoch_kept:
+                return True
+            if self.seen_file.read_text().strip() == self.current:
+                return False
+            return not self.store.keeps_acknowledged_writes()
         except STORE_ERRORS:
             return False
-        return self.seen_file.read_text().strip() != self.current or not epoch_kept
 
     def remember(self, complete: bool | None = None) -> None:
         """Record the Redis instance written to, and whether its tiles are complete."""
@@ -404,7 +411,18 @@ class RedisLoss:
             self.remember()
             return False
         try:
-            return now != self.current or not self.store.speed_epoch_kept()
+            if not self.store.speed_epoch_kept():
+                return True
+            if now == self.current:
+                return False
+            if self.store.keeps_acknowledged_writes():
+                # Restarted with every write it acknowledged; the sink sends again the
+                # ones it was not acknowledged: nothing to write again.
+                log.info("Redis restarted with every acknowledged write: tiles kept")
+                self.current = now
+                self.remember()
+                return False
+            return True
         except STORE_ERRORS:
             return False
 

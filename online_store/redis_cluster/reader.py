@@ -186,11 +186,11 @@ class RedisClusterViewReader(RedisStateReads):
                 if pointer_text is not None and caching:
                     entry = cache.put(pointer_text, group, entity, doc)
             if entry is None:
-                entities_views.append(EntityViews(doc, parse_tiles(tiles_json, floor)))
+                tiles, corrections = parse_tiles(tiles_json, floor)
+                entities_views.append(EntityViews(doc, tiles, None, corrections))
             else:
-                entities_views.append(
-                    EntityViews(entry.doc, entry.tiles(tiles_json, floor), entry.memo)
-                )
+                tiles = entry.tiles(tiles_json, floor)
+                entities_views.append(EntityViews(entry.doc, tiles, entry.memo, entry.corrections))
         return ViewsSnapshot(pointer, self._watermarks, entities_views, recomputing(epoch))
 
     async def _views_at(self, pointer: Any, views: list[tuple[str, str, Any]]) -> list[Any]:

@@ -14,7 +14,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from feature_core.credentials import redis_tls_options
 from feature_core.settings import Settings
 from online_store.base import TileTarget
-from online_store.redis_standalone.store import RedisStore
+from online_store.redis_standalone.store import RedisStore, fsyncs_each_write
 
 
 class RedisClusterStore(RedisStore):
@@ -37,6 +37,16 @@ class RedisClusterStore(RedisStore):
         if "run_id" in replies:  # a single master answered as one node
             return str(replies["run_id"])
         return ",".join(sorted(str(info["run_id"]) for info in replies.values()))
+
+    def keeps_acknowledged_writes(self) -> bool:
+        """Every master fsyncs each write."""
+        try:
+            replies = self.client.config_get("append*", target_nodes=RedisCluster.PRIMARIES)
+        except (RedisError, RedisClusterException):
+            return False
+        if "appendonly" in replies:  # a single master answered as one node
+            return fsyncs_each_write(replies)
+        return bool(replies) and all(fsyncs_each_write(r) for r in replies.values())
 
     def tile_target(self) -> TileTarget:
         return TileTarget(self.url, cluster=True)

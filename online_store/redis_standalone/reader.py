@@ -236,9 +236,9 @@ class RedisViewReader(RedisStateReads):
                 if pointer_text is not None and caching:
                     entry = cache.put(pointer_text, group, entity, doc)
             if entry is None:
-                entities_views.append(EntityViews(doc, parse_tiles(tiles_json, floor)))
+                tiles, corrections = parse_tiles(tiles_json, floor)
+                entities_views.append(EntityViews(doc, tiles, None, corrections))
             else:
-                entities_views.append(
-                    EntityViews(entry.doc, entry.tiles(tiles_json, floor), entry.memo)
-                )
+                tiles = entry.tiles(tiles_json, floor)
+                entities_views.append(EntityViews(entry.doc, tiles, entry.memo, entry.corrections))
         return ViewsSnapshot(pointer, watermarks, entities_views, recomputing(reply[2]))

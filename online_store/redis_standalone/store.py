@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import redis
 
+from feature_core import corrections
 from feature_core.credentials import redis_tls_options
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
@@ -142,6 +143,12 @@ class RedisStore(OnlineStore):
         except redis.RedisError:
             return None
 
+    def keeps_acknowledged_writes(self) -> bool:
+        try:
+            return fsyncs_each_write(self.client.config_get("append*"))
+        except redis.RedisError:  # CONFIG renamed or disabled (managed Redis): unknown
+            return False
+
     def tile_target(self) -> TileTarget:
         return TileTarget(self.url, cluster=False)
 
@@ -150,6 +157,62 @@ class RedisStore(OnlineStore):
 
     def speed_epoch_kept(self) -> bool:
         return bool(self.client.exists(self.keys.speed_epoch))
+
+    def write_corrections(
+        self,
+        group: str,
+        table: str,
+        version: int,
+        tiles: Mapping[str, Mapping[tuple[int, int], Sequence[Any]]],
+        ttl_s: int,
+    ) -> int:
+        written = 0
+        index = self.keys.corrections_index(table)
+        with self.client.pipeline(transaction=False) as pipe:
+            for entity, by_tile in tiles.items():
+                key = self.keys.speed_tiles(group, entity)
+                mapping = {
+                    corrections.field_name(start, version, width): orjson.dumps(partials)
+                    for (start, width), partials in by_tile.items()
+                }
+                written += len(mapping)
+                pipe.hset(key, mapping=mapping)
+                pipe.expire(key, ttl_s)
+            pipe.execute()
+        # The keys holding corrections, by the newest version each holds: retirement
+        # finds them there (one slot: {meta}).
+        members = {self.keys.speed_tiles(group, entity): version for entity in tiles}
+        for chunk in _chunks(list(members.items()), CHUNK):
+            self.client.zadd(index, dict(chunk), gt=True)
+        return written
+
+    def retire_corrections(self, table: str, covered: int) -> int:
+        index = self.keys.corrections_index(table)
+        retired = 0
+        while True:
+            keys = self.client.zrangebyscore(index, "-inf", covered, start=0, num=CHUNK)
+            if not keys:
+                return retired
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hkeys(key)
+                found = pipe.execute()
+            with self.client.pipeline(transaction=False) as pipe:
+                for key, fields in zip(keys, found, strict=True):
+                    doomed = [f for f in fields if _covered_correction(f, covered)]
+                    if doomed:
+                        pipe.hdel(key, *doomed)
+                        retired += len(doomed)
+                pipe.execute()
+            # A key written again meanwhile has a higher score now and stays indexed.
+            self.client.zremrangebyscore(index, "-inf", covered)
+
+    def corrections_written(self, table: str) -> int | None:
+        version = self.client.hget(self.keys.corrections_written, table)
+        return int(version) if version is not None else None
+
+    def set_corrections_written(self, table: str, version: int) -> None:
+        self.client.hset(self.keys.corrections_written, table, version)
 
     def set_speed_stats(self, counts: Mapping[str, int]) -> None:
         self.client.hset(self.keys.speed_stats, mapping=dict(counts))
@@ -207,6 +270,24 @@ class RedisStore(OnlineStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _covered_correction(field: bytes, covered: int) -> bool:
+    """Whether a speed tiles hash field is a correction tile of a version <= covered
+    (``[start,version,width]``)."""
+    if not field.startswith(b"["):
+        return False
+    return int(field.split(b",")[1]) <= covered
+
+
+def fsyncs_each_write(config: Mapping[str, Any]) -> bool:
+    """Whether a server's ``CONFIG GET append*`` reply makes each write durable."""
+    return config.get("appendonly") == "yes" and config.get("appendfsync") == "always"
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _glob_escaped(text: str) -> str:

@@ -54,5 +54,12 @@ def test_speed_tiles_are_parsed_again_only_when_their_json_or_the_floor_changes(
 
 
 def test_parse_tiles_pairs_starts_with_partials_from_the_cutoff_on():
-    assert parse_tiles(b"[]", 0) == {}
-    assert parse_tiles(b'[0,["a"],300,["b"],600,["c"]]', 300) == {300: ["b"], 600: ["c"]}
+    assert parse_tiles(b"[]", 0) == ({}, ())
+    assert parse_tiles(b'[0,["a"],300,["b"],600,["c"]]', 300) == ({300: ["b"], 600: ["c"]}, ())
+
+
+def test_parse_tiles_sets_correction_tiles_apart_whatever_their_start():
+    tiles = b'[0,["a"],[0,7],["late"],300,["b"],[300,9],["later"]]'
+    assert parse_tiles(tiles, 300) == ({300: ["b"]}, ((0, 7, ["late"]), (300, 9, ["later"])))
+    late = ((0, 7, ["late"]), (300, 9, ["later"]))
+    assert parse_tiles(tiles, None) == ({0: ["a"], 300: ["b"]}, late)

@@ -150,3 +150,39 @@ def test_consumer_health_records_are_read_as_published(backend):
             await reader.close()
 
     assert asyncio.run(read()) == {b"lake-ingest": b'{"at_ms": 1}'}
+
+
+def test_correction_tiles_come_back_beside_the_speed_tiles_until_retired(backend):
+    store = backend.store()
+    old, new = CUTOFF - DAY_MS, CUTOFF - SPEED_TILE_MS
+    store.write_corrections(
+        "g1", "events", 4, {"u1": {(old, DAY_MS): [1]}, "u3": {(old, DAY_MS): [4]}}, 600
+    )
+    store.write_corrections(
+        "g1", "events", 6, {"u1": {(new, SPEED_TILE_MS): [2]}, "u2": {(old, DAY_MS): [3]}}, 600
+    )
+    backend.direct.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps([9]))
+    pointer = BatchPointer(1, CUTOFF, DAY_MS, delta_versions={"events": 3})
+    backend.direct.set(KEYS.batch_pointer, orjson.dumps(pointer.to_json()))
+
+    first = _read(backend, [(("g1",), ["u1", "u2"])])
+    assert first.entities[0].speed_tiles == {CUTOFF: [9]}
+    assert sorted(first.entities[0].corrections) == [(old, 4, [1]), (new, 6, [2])]
+    assert first.entities[1].corrections == ((old, 6, [3]),)
+    assert 0 < backend.direct.ttl(KEYS.speed_tiles("g1", "u2")) <= 600
+
+    # A view that read version 4: the keys written up to it drop their corrections;
+    # u1, written at version 6 too, keeps its fields until a view reads 6.
+    assert store.retire_corrections("events", 4) == 1
+    second = _read(backend, [(("g1",), ["u1", "u2", "u3"])])
+    assert sorted(second.entities[0].corrections) == [(old, 4, [1]), (new, 6, [2])]
+    assert second.entities[1].corrections == ((old, 6, [3]),)
+    assert second.entities[2].corrections == ()
+    assert store.retire_corrections("events", 6) == 3
+    third = _read(backend, [(("g1",), ["u1", "u2"])])
+    assert [v.corrections for v in third.entities] == [(), ()]
+    assert third.entities[0].speed_tiles == {CUTOFF: [9]}
+    assert backend.direct.zcard(KEYS.corrections_index("events")) == 0
+    store.set_corrections_written("events", 6)
+    assert store.corrections_written("events") == 6
+    store.close()

@@ -1,0 +1,227 @@
+"""Correction tiles: over any interleaving of arrivals (late ones up to 35 days), lake
+commits, speed progress, batch runs and view switches, the served values equal the
+reference over exactly the events the layers hold: each counted once, none missed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feature_core import local_views
+from feature_core.corrections import (
+    correction_tiles,
+    field_name,
+    late_threshold,
+    reach,
+    tile_width,
+)
+from feature_core.merge import BatchPointer, ValueStatus, merge_group
+from feature_core.reference import evaluate
+from feature_core.windows import DAY_MS, HOUR_MS, MINUTE_MS, SPEED_TILE_MS, align_cutoff
+from tests.feature_core.test_merge import BASE, GROUP
+
+HORIZON = 2 * DAY_MS
+TABLE = GROUP.source.table_name
+ENTITIES = ("u", "v")
+
+
+@dataclass
+class Commit:
+    version: int
+    records: list[dict[str, Any]]
+    corrections: dict[str, list[tuple[int, int, list[Any]]]]
+
+
+@dataclass
+class World:
+    """The log, the lake's commits, the speed job's position and the batch views."""
+
+    clock: int = BASE
+    log: list[dict[str, Any]] = field(default_factory=list)
+    ingested: int = 0  # records of the log in the lake
+    processed: int = 0  # records of the log the speed job has written
+    commits: list[Commit] = field(default_factory=list)
+    runs: list[tuple[BatchPointer, dict[str, Any]]] = field(default_factory=list)
+    serving: tuple[BatchPointer, dict[str, Any]] | None = None
+
+    def arrive(self, lateness: int, entity: str, amount: float | None, item: str | None) -> None:
+        event_time = self.clock - 1 - lateness
+        record = {"user_id": entity, "event_time": event_time, "amount": amount, "item_id": item}
+        self.log.append(record)
+
+    def commit(self, upto: int) -> None:
+        """Lake ingest commits the next records; their corrections follow the commit."""
+        end = min(len(self.log), self.ingested + upto)
+        if end == self.ingested:
+            return
+        records = self.log[self.ingested : end]
+        self.ingested = end
+        version = len(self.commits) + 1
+        tiles, _, _ = correction_tiles(
+            GROUP, records, late_threshold(self.clock), reach(GROUP, self.clock), self.clock
+        )
+        by_entity = {
+            entity: [(start, version, p) for (start, _), p in by_tile.items()]
+            for entity, by_tile in tiles.items()
+        }
+        self.commits.append(Commit(version, records, by_entity))
+
+    def run(self, settle: int) -> None:
+        """A batch run reads the lake now (cutoff as the batch job clamps it)."""
+        cutoff = align_cutoff(min(self.clock - settle, self.clock))
+        version = len(self.commits)
+        read = [r for c in self.commits for r in c.records]
+        docs = {
+            entity: local_views.batch_doc(
+                GROUP, [r for r in read if r["user_id"] == entity], cutoff, HORIZON
+            )
+            for entity in ENTITIES
+        }
+        pointer = BatchPointer(
+            len(self.runs) + 1, cutoff, HORIZON, version, delta_versions={TABLE: version}
+        )
+        self.runs.append((pointer, docs))
+
+    def switch(self, which: int) -> None:
+        if not self.runs:
+            return
+        run = self.runs[which % len(self.runs)]
+        if self.serving is None or run[0].version > self.serving[0].version:
+            self.serving = run
+
+    def served(self, entity: str) -> dict[str, Any]:
+        pointer, docs = self.serving if self.serving else (None, {})
+        floor = pointer.cutoff if pointer else None
+        mine = [r for r in self.log[: self.processed] if r["user_id"] == entity]
+        tiles = local_views.speed_tiles(GROUP, mine, floor)
+        corrections = [c for commit in self.commits for c in commit.corrections.get(entity, [])]
+        return merge_group(
+            GROUP, self.clock, pointer, docs.get(entity), tiles, corrections=corrections
+        )
+
+    def held(self) -> list[dict[str, Any]]:
+        """What the layers hold: before the cutoff, what reached the lake (the view, or
+        corrections); from it on, what the speed job wrote."""
+        if self.serving is None:
+            return self.log[: self.processed]
+        cutoff = self.serving[0].cutoff
+        lake = [r for r in self.log[: self.ingested] if r["event_time"] < cutoff]
+        speed = [r for r in self.log[: self.processed] if r["event_time"] >= cutoff]
+        return lake + speed
+
+
+lateness = st.one_of(
+    st.integers(0, 10_000),  # fresh
+    st.integers(MINUTE_MS, 10 * MINUTE_MS),  # a phone in a tunnel
+    st.integers(HOUR_MS, 7 * DAY_MS),  # a partner's hourly or weekly upload
+    st.integers(7 * DAY_MS, 35 * DAY_MS),
+)
+steps = st.one_of(
+    st.tuples(
+        st.just("arrive"),
+        lateness,
+        st.sampled_from(ENTITIES),
+        st.one_of(st.none(), st.floats(0, 1000, allow_nan=False)),
+        st.one_of(st.none(), st.sampled_from(["i1", "i2", "i3"])),
+    ),
+    st.tuples(st.just("tick"), st.integers(1, 20 * MINUTE_MS)),
+    st.tuples(st.just("commit"), st.integers(1, 8)),
+    st.tuples(st.just("speed"), st.integers(1, 8)),
+    st.tuples(st.just("run"), st.integers(0, 6 * MINUTE_MS)),
+    st.tuples(st.just("switch"), st.integers(0, 5)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(steps, max_size=40))
+def test_every_event_is_served_once_whatever_the_interleaving(ops):
+    world = World()
+    for op, *args in ops:
+        if op == "arrive":
+            world.arrive(*args)
+        elif op == "tick":
+            world.clock += args[0]
+        elif op == "commit":
+            world.commit(args[0])
+        elif op == "speed":
+            world.processed = min(len(world.log), world.processed + args[0])
+        elif op == "run":
+            world.run(args[0])
+        else:
+            world.switch(args[0])
+        _assert_served_equals_reference(world)
+    # Once everything reached the lake and the speed job, every event is served.
+    world.commit(len(world.log))
+    world.processed = len(world.log)
+    assert sorted(map(id, world.held())) == sorted(map(id, world.log))
+    _assert_served_equals_reference(world)
+
+
+def _assert_served_equals_reference(world: World) -> None:
+    expected = evaluate(GROUP, world.held(), world.clock)
+    for entity in ENTITIES:
+        merged = world.served(entity)
+        want = expected.get(entity)
+        for feature in GROUP.features:
+            value = merged[feature.name]
+            assert value.status is not ValueStatus.STALE_BATCH_VIEW
+            if want is None:
+                assert value.status is ValueStatus.NO_DATA, feature.name
+                continue
+            expected_value = want[feature.name]
+            if isinstance(expected_value, float):
+                tolerance = 1e-9 * max(1.0, abs(expected_value))
+                assert abs(value.value - expected_value) <= tolerance, feature.name
+            else:
+                assert value.value == expected_value, (feature.name, value, expected_value)
+
+
+def test_a_correction_field_sorts_apart_from_speed_tiles():
+    assert field_name(1_700_000_100_000, 42, SPEED_TILE_MS) == "[1700000100000,42,300000]"
+
+
+def test_old_late_events_go_to_tiles_as_wide_as_their_windows_allow():
+    assert tile_width(GROUP, 10 * MINUTE_MS) == SPEED_TILE_MS  # a 5m window may hold it
+    assert tile_width(GROUP, 13 * HOUR_MS) == HOUR_MS  # 1d (hourly hop) may
+    assert tile_width(GROUP, 13 * DAY_MS) == DAY_MS  # 30d and lifetime: daily hop
+    now = BASE + 12 * HOUR_MS
+    records = [
+        {"user_id": "u", "event_time": now - d * DAY_MS - m * MINUTE_MS, "amount": 1.0}
+        for d in range(20, 30)
+        for m in range(0, 600, 7)
+    ]
+    tiles, late, _ = correction_tiles(GROUP, records, late_threshold(now), None, now)
+    assert late == len(records) and len(tiles["u"]) == 10  # one tile per day
+
+
+def test_only_records_before_the_commit_threshold_are_corrected():
+    now = BASE + 7 * SPEED_TILE_MS + 1234
+    records = [
+        {"user_id": "u", "event_time": now - 10, "amount": 1.0, "item_id": "i1"},
+        {"user_id": "u", "event_time": now - 2 * SPEED_TILE_MS, "amount": 2.0, "item_id": "i2"},
+        {"user_id": None, "event_time": now - 3 * SPEED_TILE_MS, "amount": 3.0, "item_id": "i3"},
+    ]
+    tiles, late, too_old = correction_tiles(GROUP, records, late_threshold(now))
+    assert late == 1 and too_old == 0
+    assert list(tiles) == ["u"]
+    assert list(tiles["u"]) == [(align_cutoff(now - 2 * SPEED_TILE_MS), SPEED_TILE_MS)]
+
+
+def test_events_older_than_every_window_are_counted_not_corrected():
+    from feature_core.definitions import Aggregation, FeatureGroup
+
+    short = FeatureGroup(
+        "short", GROUP.entity, GROUP.source, aggregations=[Aggregation("count", windows=["1h"])]
+    )
+    now = BASE
+    old = {"user_id": "u", "event_time": now - 2 * HOUR_MS, "amount": 1.0, "item_id": "i1"}
+    within = {"user_id": "u", "event_time": now - 30 * MINUTE_MS, "amount": 1.0, "item_id": "i1"}
+    _, late, too_old = correction_tiles(
+        short, [old, within], late_threshold(now), reach(short, now)
+    )
+    assert (late, too_old) == (1, 1)
+    assert reach(GROUP, now) is None  # a lifetime window: any age matters
+    assert reach(GROUP, now, max_age_ms=DAY_MS) == now - DAY_MS
