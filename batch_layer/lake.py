@@ -135,7 +135,7 @@ def records_added(uri: str, source: EventSource, version: int) -> list[dict[str,
         added -= set(DeltaTable(uri, version=version - 1).file_uris())
     if not added:
         return []
-    schema = pa.schema([f for f in source.lake_schema() if f.name in source.by_name])
+    schema = pa.schema([f for f in source.lake_schema if f.name in source.by_name])
     # Read with the declared schema: a file written before a field was added reads null.
     return ds.dataset(sorted(added), schema=schema, format="parquet").to_table().to_pylist()
 

@@ -46,7 +46,7 @@ def settled_cutoff(settings: Settings, now_ms: int | None = None) -> int:
 
 
 class ViewProblem(NamedTuple):
-    trigger: str  # the run's trigger: view-missing or definitions-changed
+    trigger: str  # the run's trigger: view-missing, definitions-changed or speed-gap
     reason: str
 
 
@@ -206,6 +206,17 @@ class BatchScheduler:
                 f"{', '.join(stale)} (the feature repo changed)"
             )
             return ViewProblem("definitions-changed", reason)
+        epoch = self.store.speed_epoch() or {}
+        gap = epoch.get("gap_before")
+        # Once a settled cutoff can pass the gap (tiles before it may miss events the
+        # broker lost; the lake has them), a run closes it.
+        if gap is not None and pointer.cutoff < gap <= settled_cutoff(self.settings):
+            reason = (
+                f"the speed tiles before {gap} may miss events the broker lost (the lake "
+                f"holds them) and batch view v{pointer.version} covers only up to "
+                f"{pointer.cutoff}"
+            )
+            return ViewProblem("speed-gap", reason)
         return None
 
     def view_serving(self) -> bool:

@@ -35,7 +35,7 @@ class RunRecord(BaseModel):
 
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     trigger: str = Field(
-        description="schedule, startup, manual, view-missing or definitions-changed."
+        description="schedule, startup, manual, view-missing, definitions-changed or speed-gap."
     )
     status: RunStatus = RunStatus.RUNNING
     started_at: float = Field(default_factory=time.time, description="Epoch seconds.")

@@ -89,6 +89,10 @@ class OnlineStore(ABC):
         """What the speed job knows at start: the server it writes to, tiles complete."""
 
     @abstractmethod
+    def speed_epoch(self) -> dict[str, Any] | None:
+        """The epoch the speed job set last, if the store still has it."""
+
+    @abstractmethod
     def speed_epoch_kept(self) -> bool:
         """Whether the epoch is still there (gone: the store lost the job's writes)."""
 

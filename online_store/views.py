@@ -35,12 +35,27 @@ class ViewsSnapshot:
     # The speed job is writing its tiles again from the topics' start (Redis lost them):
     # until it has caught up, they miss events.
     speed_recomputing: bool = False
+    # The speed job started over from topics that no longer hold every event its tiles
+    # had (the broker lost them): its tiles before this time (ms) may miss events the lake
+    # holds, until a batch view with a cutoff at or after it serves.
+    speed_gap_before: int | None = None
+
+    def speed_gap(self) -> int | None:
+        """The speed tiles' gap end, while the serving batch view does not cover it."""
+        gap = self.speed_gap_before
+        if gap is None or (self.pointer is not None and self.pointer.cutoff >= gap):
+            return None
+        return gap
 
 
 @lru_cache(maxsize=8)
-def recomputing(epoch: bytes | None) -> bool:
-    """Whether the speed job's epoch says it is writing every tile again."""
-    return epoch is not None and not orjson.loads(epoch).get("complete", True)
+def epoch_state(epoch: bytes | None) -> tuple[bool, int | None]:
+    """What the speed job's epoch says: whether it is writing every tile again, and the
+    end of a gap in its tiles (see ``ViewsSnapshot.speed_gap_before``)."""
+    if epoch is None:
+        return False, None
+    doc = orjson.loads(epoch)
+    return not doc.get("complete", True), doc.get("gap_before")
 
 
 @lru_cache(maxsize=8)

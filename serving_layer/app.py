@@ -33,7 +33,7 @@ from serving_layer import feast
 from serving_layer.deps import Metrics, Repo, Store
 from serving_layer.metrics import RequestTimer, ServingMetrics
 from serving_layer.models import BatchViewInfo, ErrorResponse, Readiness, error_responses
-from serving_layer.online import OnlineFeatures, stale_view_message
+from serving_layer.online import OnlineFeatures, speed_gap_message, stale_view_message
 from serving_layer.ops_cache import shared_per_interval, shared_result
 from serving_layer.responses import json_response
 from serving_layer.routes import add_v1_routes
@@ -210,13 +210,13 @@ def _ops_router() -> APIRouter:
         from the health records the consumers publish). Reports the batch view's age, the
         speed watermarks and each consumer's lag."""
         problems: list[str] = []
-        pointer, watermarks, age, recomputing = None, {}, None, False
+        pointer, watermarks, age, recomputing, gap = None, {}, None, False, None
         lags: list[TopicLag] = []
         health_records: dict[bytes, bytes] = {}
         try:
             snapshot = await store.read()
             pointer, watermarks = snapshot.pointer, snapshot.speed_watermarks
-            recomputing = snapshot.speed_recomputing
+            recomputing, gap = snapshot.speed_recomputing, snapshot.speed_gap()
             lags = await store.consumer_lag()
             health_records = await store.consumer_health()
             memory = await store.memory()
@@ -229,6 +229,8 @@ def _ops_router() -> APIRouter:
             problems.append("no batch view yet: run `lfp batch run` or wait for the scheduler")
         if recomputing:
             problems.append("the speed layer is writing its tiles again after Redis lost them")
+        if gap is not None:
+            problems.append(speed_gap_message(gap))
         if pointer is not None and (stale := pointer.stale_groups(repo.groups)):
             problems.append(stale_view_message(pointer, stale))
         if pointer is not None:

@@ -38,6 +38,7 @@ from pyflink.util.java_utils import add_jars_to_context_class_loader
 from feature_core.definitions import FeatureGroup, FeatureRepo
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, InvalidRecord
+from feature_core.windows import SPEED_TILE_MS, floor_to
 from online_store import STORE_ERRORS, open_store
 from online_store.base import OnlineStore
 from runtime import lag
@@ -361,6 +362,8 @@ class RedisLoss:
         self.store = open_store(settings, timeout_s=2)
         self.seen_file = checkpoint_dir / "redis-run-id"
         self.complete = True
+        self.topics: dict[str, str] = {}  # topic -> the instance the tiles come from
+        self.gap_before: int | None = None  # see start_over
         deadline = time.monotonic() + wait_s
         self.current = self.run_id()
         while self.current is None and time.monotonic() < deadline:
@@ -371,6 +374,39 @@ class RedisLoss:
 
     def run_id(self) -> str | None:
         return self.store.server_identity()
+
+    def start(self, topics: dict[str, str], now_ms: int, empty_state: bool) -> None:
+        """The job starts over ``topics`` (topic -> instance). From empty state, if the
+        tiles in Redis came from other instances of them (the broker lost its topics and
+        made them again), the new ones lack every event the old held: the tiles before
+        the end of the current tile may miss events the lake has, until a batch view with
+        a cutoff at or after it serves (the API answers 503 meanwhile; the scheduler runs
+        one as soon as its cutoff can pass it). A gap not yet closed is kept."""
+        self.topics = dict(topics)
+        try:
+            before = self.store.speed_epoch() or {}
+            pointer = self.store.pointer()
+        except STORE_ERRORS:
+            return
+        gap = before.get("gap_before")
+        covered = pointer.cutoff if pointer is not None else None
+        if gap is not None and (covered is None or covered < gap):
+            self.gap_before = int(gap)
+        old = before.get("topics") or {}
+        if empty_state and any(old.get(t, i) != i for t, i in topics.items()):
+            log.warning(
+                "topics %s are new instances: speed tiles may miss events the lake holds "
+                "until a batch run covers them",
+                sorted(t for t in topics if old.get(t, topics[t]) != topics[t]),
+            )
+            self.open_gap(now_ms)
+
+    def open_gap(self, now_ms: int) -> None:
+        """Mark the tiles before the end of the current tile as possibly missing events
+        (see :meth:`start`); the epoch says so at once if Redis answers."""
+        end = floor_to(now_ms, SPEED_TILE_MS) + SPEED_TILE_MS
+        self.gap_before = max(self.gap_before or 0, end)
+        self.remember()
 
     def since_checkpoints(self) -> bool:
         """At start: the checkpoints were written to another Redis instance, or to one
@@ -395,7 +431,12 @@ class RedisLoss:
         if self.current is None:
             return
         self.seen_file.write_text(self.current)
-        epoch = {"redis_run_id": self.current, "complete": self.complete}
+        epoch = {
+            "redis_run_id": self.current,
+            "complete": self.complete,
+            "topics": self.topics,
+            "gap_before": self.gap_before,
+        }
         try:
             self.store.set_speed_epoch(epoch)
         except STORE_ERRORS:
@@ -514,6 +555,7 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     restored = latest_checkpoint(checkpoint_dir)
     topics = list(instances)
     replay: Replay | None = None
+    redis_loss.start(instances, int(time.time() * 1000), empty_state=restored is None)
     if restored is None:
         # The job counts its records per status from zero: drop the counts of an earlier
         # job that Redis (persistent) still holds, or they would read as this job's.
@@ -550,7 +592,10 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
                 topic_instances.check()
             except TopicRecreated as error:
                 # A new fingerprint at the restart: empty state, the new topics' start.
+                # Until then this job may have read the new topics' records at its old
+                # offsets into its tiles: they are not complete from now on.
                 log.error("%s", error)
+                redis_loss.open_gap(int(time.time() * 1000))
                 client.cancel().result()
                 sys.exit(1)
             if redis_loss.lost_writes():

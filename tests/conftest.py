@@ -96,9 +96,12 @@ TEST_REPO = "tests.integration.both_workloads"
 
 
 @contextmanager
-def embedded_stack(tmp: Path, feature_repo: str = TEST_REPO) -> Iterator[Settings]:
+def embedded_stack(
+    tmp: Path, feature_repo: str = TEST_REPO, **overrides: str
+) -> Iterator[Settings]:
     """An embedded stack on free ports under ``tmp``, serving ``feature_repo``; its
-    settings are in the environment while it runs (the CLI and the services read them)."""
+    settings are in the environment while it runs (the CLI and the services read them).
+    ``overrides``: more settings, by environment variable name."""
     from infra import stack
 
     env = {
@@ -110,6 +113,7 @@ def embedded_stack(tmp: Path, feature_repo: str = TEST_REPO) -> Iterator[Setting
         "LFP_FEATURE_REPO": feature_repo,
         # The demo's recommender (tests/demo/test_run.py), asked for: none is by default.
         "LFP_API_ROUTERS": '["demo.recommendations:router"]',
+        **overrides,
     }
     with ExitStack() as running:
         try:

@@ -46,8 +46,8 @@ from online_store.views import (
     EntityViews,
     ViewsRequest,
     ViewsSnapshot,
+    epoch_state,
     pointer_of,
-    recomputing,
 )
 
 
@@ -191,7 +191,7 @@ class RedisClusterViewReader(RedisStateReads):
             else:
                 tiles = entry.tiles(tiles_json, floor)
                 entities_views.append(EntityViews(entry.doc, tiles, entry.memo, entry.corrections))
-        return ViewsSnapshot(pointer, self._watermarks, entities_views, recomputing(epoch))
+        return ViewsSnapshot(pointer, self._watermarks, entities_views, *epoch_state(epoch))
 
     async def _views_at(self, pointer: Any, views: list[tuple[str, str, Any]]) -> list[Any]:
         if pointer is None or not views:

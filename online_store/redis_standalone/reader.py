@@ -28,8 +28,8 @@ from online_store.views import (
     EntityViews,
     ViewsRequest,
     ViewsSnapshot,
+    epoch_state,
     pointer_of,
-    recomputing,
 )
 from runtime import lag
 from runtime.lag import TopicLag
@@ -241,4 +241,4 @@ class RedisViewReader(RedisStateReads):
             else:
                 tiles = entry.tiles(tiles_json, floor)
                 entities_views.append(EntityViews(entry.doc, tiles, entry.memo, entry.corrections))
-        return ViewsSnapshot(pointer, watermarks, entities_views, recomputing(reply[2]))
+        return ViewsSnapshot(pointer, watermarks, entities_views, *epoch_state(reply[2]))

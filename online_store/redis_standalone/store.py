@@ -155,6 +155,10 @@ class RedisStore(OnlineStore):
     def set_speed_epoch(self, epoch: Mapping[str, Any]) -> None:
         self.client.set(self.keys.speed_epoch, orjson.dumps(epoch))
 
+    def speed_epoch(self) -> dict[str, Any] | None:
+        raw = self.client.get(self.keys.speed_epoch)
+        return orjson.loads(raw) if raw is not None else None
+
     def speed_epoch_kept(self) -> bool:
         return bool(self.client.exists(self.keys.speed_epoch))
 
