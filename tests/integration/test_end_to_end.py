@@ -123,8 +123,8 @@ def test_speed_job_crash_restores_its_checkpoint_and_stays_exact(stack):
     prefix = f"speedcrash-{uuid.uuid4().hex[:8]}-"
     users = [f"{prefix}{i}" for i in range(4)]
     rng = random.Random(7)
-    # Events before the serving cutoff that arrive after its batch ran are, by design,
-    # invisible online until the next batch run; this test is about the speed layer.
+    # Events after the serving cutoff: this test is about the speed layer's state (late
+    # ones go to lake ingest's correction tiles, tests/integration/test_late_events.py).
     cutoff = get_features(settings, GROUP.name, users[0])["batch_cutoff"] or 0
     start = max(cutoff, now_ms() - 10 * MINUTE_MS)
     events = random_events(rng, users, start, max(now_ms() - 100, start + 1), 60)
