@@ -229,6 +229,26 @@ class GroupMerger:
             row[i] = merge_many([p[i] for p in parts])
         return row
 
+    def _extends_before(
+        self,
+        session: Sequence[Sequence[Any]],
+        batch: Sequence[Sequence[Any]],
+        late: Sequence[Sequence[Any]],
+    ) -> bool:
+        """Whether a correction tile in the session starts before the batch's session."""
+        if not late or not batch:
+            return False
+        assert self._session_times is not None
+        first_at = self._session_times[0]
+        kept = min((row[first_at] for row in batch if row[first_at] is not None), default=None)
+        if kept is None:
+            return False
+        late_ids = {id(row) for row in late}
+        return any(
+            id(row) in late_ids and row[first_at] is not None and row[first_at] < kept
+            for row in session
+        )
+
     def _session(
         self,
         batch: list[Sequence[Any]],
@@ -347,7 +367,12 @@ class GroupMerger:
             else:
                 late_parts = []
             if plan.gap_ms is not None:
-                parts = self._session(parts, tiles, plan.gap_ms, late_parts)
+                session = self._session(parts, tiles, plan.gap_ms, late_parts)
+                # A late event that joins the session before the batch row's first event
+                # may bridge it to sessions the view did not keep: not exact until the
+                # next batch run reads it.
+                stale = stale or self._extends_before(session, parts, late_parts)
+                parts = session
             elif since_floor:
                 lower = plan.lower
                 if lower is None:
