@@ -717,7 +717,11 @@ def _run_summary(record: Any) -> Table:
 @friendly_errors
 def batch_run(
     cutoff_ms: Annotated[
-        int | None, typer.Option(help="Cutoff B (epoch ms); default now - LFP_BATCH_SETTLE_S.")
+        int | None,
+        typer.Option(
+            help="Cutoff B (epoch ms), at most the run's start (late events need it); "
+            "default now - LFP_BATCH_SETTLE_S."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
 ) -> None:
