@@ -166,6 +166,7 @@ class BatchScheduler:
         else:
             record.status = RunStatus.SUCCEEDED
             record.error = None
+            record.cutoff = result.cutoff  # the job never passes the run's start
             record.delta_version = result.delta_version
             record.delta_versions = result.delta_versions
             record.rows_read = result.rows_read
