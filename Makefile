@@ -45,7 +45,7 @@ lint:  ## ruff lint and format check
 format:
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-bench-speed:  ## speed layer curve: freshness, sustained rate, lag, CPU per process (make up first; ARGS="--repo fraud")
+bench-speed:  ## speed layer curve: fresh and late events' freshness, sustained rate, lag, CPU (make up first; ARGS="--late-share 0.1 --rates 10000", "--repo fraud")
 	$(WORKLOAD) $(PY) -m benchmarks.speed $(ARGS)
 
 bench-training:  ## point-in-time training sets: (1M, 10M events) x (5k, 50k, 500k rows) vs the batch view (self-contained)

@@ -14,6 +14,19 @@ the same backlog the same way; the two alternate for ``--rounds`` rounds and the
 their medians is the one the speed layer is judged by; the best sustained live rate is
 printed as a ratio too (``--no-ceiling`` skips the backlog jobs).
 
+Late events (``--late-share``, e.g. ``make bench-speed ARGS="--late-share 0.1 --rates
+10000"``): that share of the load's events is dated in the past instead of as sent, by an
+age drawn log-uniformly between 1 minute and 7 days (as many events a minute to 10 minutes
+late as 1 to 10 hours or 17 hours to 7 days: recent stragglers and replays of old days
+alike). Those dated before the serving batch view's cutoff B are served through the
+correction tiles lake ingest writes after each Delta commit; the rest through the speed
+job. Whatever the share, every half second a *late probe* is produced too: an event of a
+fresh entity dated by the same draw (capped below the probe group's longest window, so
+that it stays in one), the API polled until it serves it; its produce -> visible
+p50/p95/p99 is printed beside the fresh probes', with the late probes sent, seen, and
+dated before B when sent. A late probe not served within ``--deadline`` seconds is
+listed. A batch view must serve (else nothing is late): the benchmark waits for one.
+
 ``--repo`` names the feature repo the stack serves (``demo`` or ``fraud``, or a module);
 start the stack with the same ``LFP_FEATURE_REPO``.
 """
@@ -22,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -38,6 +52,7 @@ import orjson
 import redis
 from confluent_kafka import Producer
 
+from feature_core.corrections import reach
 from feature_core.definitions import FeatureGroup, FeatureRepo
 from feature_core.settings import Settings, get_settings
 from feature_core.sources import EventSource
@@ -50,6 +65,19 @@ from speed_layer.job import build, jvm_temp_dir
 
 REPOS = {"demo": "demo.feature_repo", "fraud": "fraud.feature_repo"}
 POOL = 4000  # pre-drawn records per source; cycled, each dated when sent
+LATE_MIN_MS = 60_000  # late events' ages: log-uniform over [1 minute, 7 days]
+LATE_MAX_MS = 7 * 86_400_000
+
+
+@dataclass
+class Probes:
+    """One kind of probe's outcomes over a level."""
+
+    latencies: list[float] = field(default_factory=list)  # produce -> visible, seconds
+    before_latencies: list[float] = field(default_factory=list)  # those dated before B
+    sent: int = 0
+    before_cutoff: int = 0  # dated before the serving batch view's cutoff when sent
+    missed: list[tuple[float, bool]] = field(default_factory=list)  # (age s, before B)
 
 
 @dataclass
@@ -58,7 +86,10 @@ class Level:
     offered: float = 0.0
     sustained: float = 0.0  # the level's events over the time until all were processed
     drain_s: float = 0.0  # after the last event was sent, until the speed job had them all
-    latencies: list[float] = field(default_factory=list)
+    fresh: Probes = field(default_factory=Probes)
+    late: Probes = field(default_factory=Probes)
+    late_sent: int = 0  # load events dated in the past
+    corrected: int = 0  # late records lake ingest put in correction tiles (all groups)
     lags: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core
 
@@ -66,6 +97,27 @@ class Level:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+
+
+def percentiles(values: list[float], width: int, first: int | None = None) -> str:
+    """p50, p95 and p99 as columns of ``width`` (the first of ``first``)."""
+    p50, p95, p99 = (percentile(values, q) for q in (0.5, 0.95, 0.99))
+    return f"{p50:>{first or width}.2f} {p95:>{width}.2f} {p99:>{width}.2f}"
+
+
+def late_age_ms(rng: random.Random, low_ms: int = LATE_MIN_MS, high_ms: int = LATE_MAX_MS) -> int:
+    """A late event's age: log-uniform over [low_ms, high_ms]."""
+    return int(math.exp(rng.uniform(math.log(low_ms), math.log(high_ms))))
+
+
+def probe_max_age_ms(group: FeatureGroup, now_ms: int, max_age_s: int | None = None) -> int:
+    """The oldest a late probe of ``group`` may be dated: 7 days, or half the reach of the
+    group's longest window (or of the late events' max age) when that is shorter, so
+    that the probe is still in a window when it is served."""
+    oldest = reach(group, now_ms, None if max_age_s is None else max_age_s * 1000)
+    if oldest is None:
+        return LATE_MAX_MS
+    return max(LATE_MIN_MS, min(LATE_MAX_MS, (now_ms - oldest) // 2))
 
 
 # --- CPU of the stack's processes ----------------------------------------------------------
@@ -114,8 +166,11 @@ def produce_at(
     rate: int,
     seconds: float,
     stop: threading.Event,
-) -> tuple[int, float]:
-    """Sends about ``rate`` events a second, sources in turn; (sent, elapsed).
+    late_share: float = 0.0,
+    seed: int = 2,
+) -> tuple[int, float, int]:
+    """Sends about ``rate`` events a second, sources in turn, ``late_share`` of them
+    dated :func:`late_age_ms` in the past; (sent, elapsed, sent late).
 
     With confluent-kafka (librdkafka): kafka-python spends about 52 us of CPU per record
     here, so at 10k events/s the load generator alone would take half of one of the two
@@ -127,7 +182,8 @@ def produce_at(
             "acks": "all",
         }
     )
-    sent = 0
+    rng = random.Random(seed)
+    sent = late = 0
     start = time.monotonic()
     while not stop.is_set():
         elapsed = time.monotonic() - start
@@ -137,7 +193,11 @@ def produce_at(
         for _ in range(int(elapsed * rate) - sent):
             source, records = drawn[sent % len(drawn)]
             record = records[(sent // len(drawn)) % POOL]
-            record[source.event_time] = now
+            if late_share and rng.random() < late_share:
+                record[source.event_time] = now - late_age_ms(rng)
+                late += 1
+            else:
+                record[source.event_time] = now
             while True:
                 try:
                     out.produce(source.topic_name, orjson.dumps(record))
@@ -148,7 +208,7 @@ def produce_at(
         out.poll(0)
         time.sleep(0.002)
     out.flush(30)
-    return sent, time.monotonic() - start
+    return sent, time.monotonic() - start, late
 
 
 def probe_group(repo: FeatureRepo) -> FeatureGroup:
@@ -164,29 +224,59 @@ def probe_loop(
     group: FeatureGroup,
     template: dict,
     until: Callable[[], bool],
-    latencies: list[float],
+    probes: Probes,
+    age_ms: Callable[[], int] = lambda: 0,
+    deadline_s: float = 30.0,
+    every_s: float = 0.5,
 ) -> None:
-    """Every half second: a fresh entity's event, then poll the API until it is served."""
+    """Every ``every_s`` until ``until()``: a fresh entity's event dated ``age_ms()``
+    before now. Each is polled at the API (every 20 ms for its first 3 s, then every half
+    second, so that a slow one delays no other) until it is served (a value present: the
+    entity has no other event) or ``deadline_s`` passed (then it is listed as missed)."""
     out = producer(settings, linger_ms=0)
     api = httpx.Client(base_url=settings.api_url, timeout=5, headers=settings.api_headers)
+    store = open_store(settings)
     key = group.join_keys[0]
+    # entity -> (sent at, age, dated before the view's cutoff, next poll at)
+    pending: dict[str, tuple[float, int, bool, float]] = {}
+    next_send = time.monotonic()
     try:
-        while not until():
-            entity = f"probe-{uuid.uuid4().hex[:12]}"
-            record = {**template, key: entity, group.event_time: int(time.time() * 1000)}
-            started = time.monotonic()
-            out.send(group.source.topic_name, orjson.dumps(record))
-            out.flush()
-            while time.monotonic() - started < 30:
+        while pending or not until():
+            if not until() and time.monotonic() >= next_send:
+                entity = f"probe-{uuid.uuid4().hex[:12]}"
+                age = age_ms()
+                event_time = int(time.time() * 1000) - age
+                pointer = store.pointer() if age else None
+                before = pointer is not None and event_time < pointer.cutoff
+                record = {**template, key: entity, group.event_time: event_time}
+                started = time.monotonic()
+                out.send(group.source.topic_name, orjson.dumps(record))
+                out.flush()
+                pending[entity] = (started, age, before, started)
+                probes.sent += 1
+                probes.before_cutoff += before
+                next_send = started + every_s
+            for entity, (started, age, before, due) in list(pending.items()):
+                if time.monotonic() < due:
+                    continue
                 body = api.get(f"/v1/features/{group.name}/{entity}").json()
+                waited = time.monotonic() - started
                 if "present" in body.get("statuses", {}).values():
-                    latencies.append(time.monotonic() - started)
-                    break
-                time.sleep(0.02)
-            time.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
+                    probes.latencies.append(waited)
+                    if before:
+                        probes.before_latencies.append(waited)
+                    del pending[entity]
+                elif waited > deadline_s:
+                    probes.missed.append((age / 1000, before))
+                    del pending[entity]
+                else:
+                    again = time.monotonic() + (0.02 if waited < 3 else 0.5)
+                    pending[entity] = (started, age, before, again)
+            time.sleep(0.005)
     finally:
         out.close()
         api.close()
+        store.close()
 
 
 def processed(client: redis.Redis, keys: KeySpace) -> int:
@@ -202,7 +292,45 @@ def lags(client: redis.Redis, keys: KeySpace) -> dict[str, int]:
     return found
 
 
-def run_level(settings: Settings, repo: FeatureRepo, drawn, rate: int, seconds: float) -> Level:
+def corrected(settings: Settings) -> int:
+    """Late records lake ingest has put in correction tiles so far (its status file)."""
+    try:
+        status = json.loads((settings.data_dir / "run" / "lake-ingest.status.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(status.get("late_events", {}).get("records", 0))
+
+
+def wait_for_view(settings: Settings, timeout_s: float) -> None:
+    """Until a batch view serves (events are late only against one's cutoff)."""
+    store = open_store(settings)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while (pointer := store.pointer()) is None:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no batch view serving after {timeout_s:.0f} s")
+            time.sleep(2)
+        age_min = (time.time() * 1000 - pointer.cutoff) / 60_000
+        print(f"batch view v{pointer.version} serving, cutoff B = {age_min:.1f} min ago")
+        if age_min * 60 > settings.speed_allowed_lateness_s:
+            print(
+                f"  warning: B is older than the speed job's allowed lateness "
+                f"({settings.speed_allowed_lateness_s} s): events dated between B and that "
+                "lateness reach neither the speed tiles nor the correction tiles"
+            )
+    finally:
+        store.close()
+
+
+def run_level(
+    settings: Settings,
+    repo: FeatureRepo,
+    drawn,
+    rate: int,
+    seconds: float,
+    late_share: float = 0.0,
+    deadline_s: float = 30.0,
+) -> Level:
     level = Level(rate)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
     keys = KeySpace(settings.key_prefix)
@@ -210,16 +338,33 @@ def run_level(settings: Settings, repo: FeatureRepo, drawn, rate: int, seconds: 
     group = probe_group(repo)
     template = next(records[0] for source, records in drawn if source is group.source)
     done = threading.Event()
-    prober = threading.Thread(
-        target=probe_loop, args=(settings, group, template, done.is_set, level.latencies)
-    )
+    max_age = probe_max_age_ms(group, int(time.time() * 1000), settings.late_events_max_age_s)
+    rng = random.Random(rate)
+    probers = [
+        threading.Thread(
+            target=probe_loop,
+            args=(settings, group, template, done.is_set, level.fresh),
+            kwargs={"deadline_s": deadline_s},
+        ),
+        threading.Thread(
+            target=probe_loop,
+            args=(settings, group, template, done.is_set, level.late),
+            kwargs={
+                "age_ms": lambda: late_age_ms(rng, LATE_MIN_MS, max_age),
+                "deadline_s": deadline_s,
+            },
+        ),
+    ]
+    corrected0 = corrected(settings)
     ticks0, count0, t0 = cpu_ticks(groups), processed(client, keys), time.monotonic()
-    prober.start()
-    sent, elapsed = produce_at(settings, drawn, rate, seconds, threading.Event())
+    for prober in probers:
+        prober.start()
+    sent, elapsed, level.late_sent = produce_at(
+        settings, drawn, rate, seconds, threading.Event(), late_share
+    )
     done.set()
     ticks1, t1 = cpu_ticks(groups), time.monotonic()
     level.lags = lags(client, keys)
-    prober.join()
     # The probes' events count too: wait until the speed job has processed them all.
     deadline = time.monotonic() + 180
     while processed(client, keys) - count0 < sent and time.monotonic() < deadline:
@@ -231,10 +376,13 @@ def run_level(settings: Settings, repo: FeatureRepo, drawn, rate: int, seconds: 
     level.cpu = {
         name: (ticks1.get(name, 0) - ticks0.get(name, 0)) / hz / (t1 - t0) for name in ticks1
     }
+    for prober in probers:  # the last probes: served, or missed after the deadline
+        prober.join()
     # Let lake ingest catch up too before the next level, so levels do not overlap.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and any(v > 1000 for v in lags(client, keys).values()):
         time.sleep(1)
+    level.corrected = max(0, corrected(settings) - corrected0)  # 0 if ingest restarted
     client.close()
     return level
 
@@ -354,7 +502,21 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=2000, help="distinct values per key field")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the backlog jobs")
     parser.add_argument("--rounds", type=int, default=3, help="of the backlog jobs")
+    parser.add_argument(
+        "--late-share",
+        type=float,
+        default=0.0,
+        help="share of the load's events dated 1 min to 7 days in the past (e.g. 0.1)",
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=30.0, help="seconds a probe may take to be served"
+    )
+    parser.add_argument(
+        "--wait-view", type=float, default=600.0, help="seconds to wait for a batch view"
+    )
     args = parser.parse_args()
+    if not 0 <= args.late_share <= 1:
+        raise SystemExit("--late-share is a share: 0 to 1")
     settings = get_settings()
     module = REPOS.get(args.repo, args.repo) if args.repo else settings.feature_repo
     if module != settings.feature_repo:
@@ -364,31 +526,52 @@ def main() -> None:
         )
     repo = FeatureRepo.from_module(module)
     httpx.get(f"{settings.api_url}/healthz", timeout=5).raise_for_status()
+    wait_for_view(settings, args.wait_view)
     drawn = pools(repo, args.keys)
     print(
         f"repo {module}: {len(repo.sources)} sources, {len(repo.groups)} groups; "
-        f"{args.keys} values per key field; {args.seconds:.0f} s per rate"
+        f"{args.keys} values per key field; {args.seconds:.0f} s per rate; "
+        f"{100 * args.late_share:g}% of events late (1 min - 7 d, log-uniform)"
     )
     header = (
-        f"{'rate':>7} {'offered':>8} {'sustained':>9} {'drain s':>7} {'p50 s':>6} {'p95 s':>6} "
-        f"{'p99 s':>6} {'probes':>6}  lag when sent (records)     CPU (% of one core)"
+        f"{'rate':>7} {'offered':>8} {'sustained':>9} {'drain s':>7} "
+        f"{'p50 s':>6} {'p95 s':>6} {'p99 s':>6} {'seen':>5} | "
+        f"{'late p50':>8} {'p95':>5} {'p99':>5} {'sent':>4} {'seen':>4} {'<B':>4} {'<B p99':>6} | "
+        f"{'late ev':>7} {'corr.':>7}  lag when sent (records)     CPU (% of one core)"
     )
     print(header)
     best = 0.0
+    missed: list[tuple[int, str, Probes]] = []
     for rate in (int(r) for r in args.rates.split(",")):
-        level = run_level(settings, repo, drawn, rate, args.seconds)
+        level = run_level(settings, repo, drawn, rate, args.seconds, args.late_share, args.deadline)
         best = max(best, level.sustained)
         cpu = ", ".join(
             f"{name} {100 * share:.0f}"
             for name, share in sorted(level.cpu.items(), key=lambda kv: -kv[1])
             if share >= 0.01
         )
-        lat = level.latencies
+        fresh, late = level.fresh, level.late
         print(
             f"{rate:>7} {level.offered:>8,.0f} {level.sustained:>9,.0f} {level.drain_s:>7.1f} "
-            f"{percentile(lat, 0.5):>6.2f} {percentile(lat, 0.95):>6.2f} "
-            f"{percentile(lat, 0.99):>6.2f} {len(lat):>6}  "
+            f"{percentiles(fresh.latencies, 6)} {len(fresh.latencies):>5} | "
+            f"{percentiles(late.latencies, 5, first=8)} {late.sent:>4} "
+            f"{len(late.latencies):>4} {late.before_cutoff:>4} "
+            f"{percentile(late.before_latencies, 0.99):>6.2f} | "
+            f"{level.late_sent:>7,} {level.corrected:>7,}  "
             f"{json.dumps(level.lags):<27} {cpu}"
+        )
+        missed += [(rate, kind, p) for kind, p in (("fresh", fresh), ("late", late)) if p.missed]
+    print(
+        "  seen: probes served within the deadline; <B: late probes dated before the serving "
+        "view's cutoff when sent (served through correction tiles), <B p99: their p99;\n"
+        "  late ev: load events dated late; corr.: late records lake ingest put in correction "
+        "tiles (per group reading them)"
+    )
+    for rate, kind, probes in missed:
+        ages = ", ".join(f"{age:,.0f} s old{' (<B)' if b else ''}" for age, b in probes.missed)
+        print(
+            f"  {rate}/s: {len(probes.missed)} {kind} probes not served within "
+            f"{args.deadline:g} s" + (f": {ages}" if kind == "late" else "")
         )
     if not args.no_ceiling:
         # Both read the same backlog with the stack idle, in one JVM, alternating, so that
