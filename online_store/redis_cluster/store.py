@@ -18,6 +18,8 @@ from online_store.redis_standalone.store import RedisStore, fsyncs_each_write
 
 
 class RedisClusterStore(RedisStore):
+    scripted_corrections = False  # the tiles' hashes are in every slot
+
     @classmethod
     def from_settings(cls, settings: Settings, timeout_s: float | None = None) -> RedisClusterStore:
         client = RedisCluster.from_url(

@@ -44,13 +44,37 @@ end
 return #surplus
 """
 
+#: One commit's correction tiles (KEYS[1]: the index of the keys holding corrections;
+#: the rest: the entities' tile hashes; ARGV: TTL, version, then per key its field
+#: count and fields): each hash's fields set and its TTL renewed, and the key indexed by
+#: the newest version it holds (retirement finds the keys there). Three commands per key
+#: run here instead of being sent, parsed and answered one by one: half the client's
+#: time per commit.
+WRITE_CORRECTIONS = """
+local index, ttl, version, i = KEYS[1], ARGV[1], ARGV[2], 3
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[i])
+  redis.call('HSET', KEYS[k], unpack(ARGV, i + 1, i + 2 * n))
+  redis.call('EXPIRE', KEYS[k], ttl)
+  redis.call('ZADD', index, 'GT', version, KEYS[k])
+  i = i + 2 * n + 1
+end
+return #KEYS - 1
+"""
+
 #: Keys written or deleted per pipeline round trip.
 CHUNK = 1000
+#: Entities per call of a write script (each call blocks the server while it runs).
+SCRIPT_CHUNK = 500
 
 
 class RedisStore(OnlineStore):
     """Batch views as plain keys, one per (version, group, entity); speed tiles as one
     hash per (group, entity); shared state under the ``{meta}`` tag."""
+
+    #: Correction tiles written by one script call per chunk of entities
+    #: (WRITE_CORRECTIONS), which may touch keys of any slot: one server only.
+    scripted_corrections = True
 
     def __init__(self, client: Any, key_prefix: str, url: str) -> None:
         self.client = client
@@ -170,6 +194,37 @@ class RedisStore(OnlineStore):
         tiles: Mapping[str, Mapping[tuple[int, int], Sequence[Any]]],
         ttl_s: int,
     ) -> int:
+        if not self.scripted_corrections:
+            return self._write_corrections_pipelined(group, table, version, tiles, ttl_s)
+        written = 0
+        script = self.client.register_script(WRITE_CORRECTIONS)
+        with self.client.pipeline(transaction=False) as pipe:
+            for chunk in _chunks(list(tiles.items()), SCRIPT_CHUNK):
+                keys: list[str] = [self.keys.corrections_index(table)]
+                args: list[Any] = [ttl_s, version]
+                for entity, by_tile in chunk:
+                    keys.append(self.keys.speed_tiles(group, entity))
+                    args.append(len(by_tile))
+                    for (start, width), partials in by_tile.items():
+                        args += (
+                            corrections.field_name(start, version, width),
+                            orjson.dumps(partials),
+                        )
+                    written += len(by_tile)
+                script(keys=keys, args=args, client=pipe)
+            pipe.execute()
+        return written
+
+    def _write_corrections_pipelined(
+        self,
+        group: str,
+        table: str,
+        version: int,
+        tiles: Mapping[str, Mapping[tuple[int, int], Sequence[Any]]],
+        ttl_s: int,
+    ) -> int:
+        """:meth:`write_corrections` in commands, where a script may touch only keys of
+        one slot (a cluster)."""
         written = 0
         index = self.keys.corrections_index(table)
         with self.client.pipeline(transaction=False) as pipe:
@@ -192,11 +247,13 @@ class RedisStore(OnlineStore):
 
     def retire_corrections(self, table: str, covered: int) -> int:
         index = self.keys.corrections_index(table)
-        retired = 0
+        retired = start = 0
         while True:
-            keys = self.client.zrangebyscore(index, "-inf", covered, start=0, num=CHUNK)
+            # Every key up to ``covered``, page by page, before any leaves the index.
+            keys = self.client.zrangebyscore(index, "-inf", covered, start=start, num=CHUNK)
             if not keys:
-                return retired
+                break
+            start += len(keys)
             with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hkeys(key)
@@ -208,8 +265,9 @@ class RedisStore(OnlineStore):
                         pipe.hdel(key, *doomed)
                         retired += len(doomed)
                 pipe.execute()
-            # A key written again meanwhile has a higher score now and stays indexed.
-            self.client.zremrangebyscore(index, "-inf", covered)
+        # A key written again meanwhile has a higher score now and stays indexed.
+        self.client.zremrangebyscore(index, "-inf", covered)
+        return retired
 
     def corrections_written(self, table: str) -> int | None:
         version = self.client.hget(self.keys.corrections_written, table)

@@ -186,3 +186,30 @@ def test_correction_tiles_come_back_beside_the_speed_tiles_until_retired(backend
     store.set_corrections_written("events", 6)
     assert store.corrections_written("events") == 6
     store.close()
+
+
+def test_a_commit_of_many_entities_writes_every_correction_tile_and_indexes_its_keys(backend):
+    """More entities than one write script call takes, with one to three tiles each: all
+    fields set, TTLs renewed, and each key indexed by the newest version it holds."""
+    store = backend.store()
+    tiles = {
+        f"u{i}": {(CUTOFF - (j + 1) * DAY_MS, DAY_MS): [i, j] for j in range(1 + i % 3)}
+        for i in range(1234)
+    }
+    assert store.write_corrections("g1", "events", 7, tiles, 600) == 1234 * 2 - 1
+    # An older commit's tiles written again (a catch-up): the index keeps the newest.
+    assert store.write_corrections("g1", "events", 5, {"u1": {(CUTOFF, DAY_MS): [0]}}, 600) == 1
+    client = backend.direct
+    for entity in ("u0", "u1", "u2", "u500", "u1233"):
+        key = KEYS.speed_tiles("g1", entity)
+        fields = {k.decode(): orjson.loads(v) for k, v in client.hgetall(key).items()}
+        want = {f"[{start},7,{DAY_MS}]": p for (start, _), p in tiles[entity].items()}
+        if entity == "u1":
+            want[f"[{CUTOFF},5,{DAY_MS}]"] = [0]
+        assert fields == want
+        assert 0 < client.ttl(key) <= 600
+    index = KEYS.corrections_index("events")
+    assert client.zcard(index) == 1234
+    assert client.zscore(index, KEYS.speed_tiles("g1", "u1")) == 7
+    assert store.retire_corrections("events", 7) == 1234 * 2
+    store.close()
