@@ -5,6 +5,8 @@ feature_core/keys.py's entity_id does, byte for byte."""
 from __future__ import annotations
 
 import base64
+import socket
+import threading
 from collections.abc import Iterator
 
 import orjson
@@ -149,3 +151,70 @@ def test_writes_to_a_slot_being_migrated_follow_ask_to_the_importing_node(harnes
         for node in (source, target):
             node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
         redis_cluster.flush()
+
+
+class LoadingRedis:
+    """A stand-in for a Redis just restarted: it answers LOADING to its first ``loading``
+    commands (as Redis does until its append-only file is read), then +OK, or ``error``
+    to every command when one is given; ``taken`` lists the commands it accepted."""
+
+    def __init__(self, loading: int, error: bytes | None = None) -> None:
+        self.loading = loading
+        self.error = error
+        self.taken: list[list[bytes]] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._talk, args=(connection,), daemon=True).start()
+
+    def _talk(self, connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as stream:
+            while header := stream.readline():
+                args = []
+                for _ in range(int(header[1:])):
+                    size = int(stream.readline()[1:])
+                    args.append(stream.read(size + 2)[:-2])
+                if self.error is not None:
+                    reply = self.error
+                elif self.loading > 0:
+                    self.loading -= 1
+                    reply = b"-LOADING Redis is loading the dataset in memory\r\n"
+                else:
+                    self.taken.append(args)
+                    reply = b"+OK\r\n"
+                connection.sendall(reply)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_restarted_redis_still_loading_its_file_gets_the_writes_once_it_has(harness):
+    """LOADING is retried (the whole batch: every command is idempotent) until Redis takes
+    it: failing the sink made Flink restart the job from its last checkpoint, whose
+    replay wrote tiles older than Redis held."""
+    server = LoadingRedis(loading=6)
+    try:
+        commands = [["HSET", "lfp:st:g:{u1}", "0", "[1]"], ["EXPIRE", "lfp:st:g:{u1}", "60"]]
+        url = f"redis://127.0.0.1:{server.port}/0"
+        assert orjson.loads(ask(harness, ["write-one", url, commands, 10_000])) == "ok"
+        # Sent whole until every command was taken (Redis takes all once loaded).
+        assert server.taken[-2:] == [[part.encode() for part in c] for c in commands]
+    finally:
+        server.close()
+
+
+def test_an_error_reply_that_will_not_change_fails_the_write_at_once(harness):
+    server = LoadingRedis(loading=0, error=b"-ERR wrong number of arguments\r\n")
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        answer = orjson.loads(ask(harness, ["write-one", url, [["HSET", "k"]], 10_000]))
+        assert "wrong number of arguments" in answer
+    finally:
+        server.close()

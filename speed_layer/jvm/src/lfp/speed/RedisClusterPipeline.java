@@ -74,11 +74,15 @@ final class RedisClusterPipeline implements RedisCommands {
         queued.clear();
         return;
       } catch (RedisPipeline.RedisError error) {
-        if (!error.redirected() || System.currentTimeMillis() + backoffMs > deadline) {
+        boolean again = error.redirected() || error.retryable();
+        if (!again || System.currentTimeMillis() + backoffMs > deadline) {
           queued.clear();
           throw error;
         }
-        java.util.Arrays.fill(owner, null);
+        // A master loading its file after a restart answers LOADING: the same map, later.
+        if (error.redirected()) {
+          java.util.Arrays.fill(owner, null);
+        }
       } catch (IOException error) {
         java.util.Arrays.fill(owner, null);
         if (System.currentTimeMillis() + backoffMs > deadline) {

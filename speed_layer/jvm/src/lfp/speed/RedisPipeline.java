@@ -219,7 +219,11 @@ final class RedisPipeline implements RedisCommands {
   /**
    * Sends the queued commands and reads their replies; retried whole (after reconnecting)
    * until {@code giveUpMs} has passed, then the last error is thrown. Redis error replies
-   * are not retried: they say the command is wrong.
+   * are not retried (they say the command is wrong), except those of a server that cannot
+   * take commands yet ({@link RedisError#retryable}): a restarted Redis answers LOADING
+   * to every command until its append-only file is read. Failing the sink on it made
+   * Flink restart the job from its last checkpoint, and the replay upserted tiles older
+   * than Redis held (values served with events missing) until it caught up.
    */
   @Override
   public void sync(long giveUpMs) throws IOException, InterruptedException {
@@ -235,9 +239,14 @@ final class RedisPipeline implements RedisCommands {
         count = 0;
         return;
       } catch (RedisError error) {
-        commands.reset();
-        count = 0;
-        throw error;
+        if (!error.retryable() || System.currentTimeMillis() + backoffMs > deadline) {
+          commands.reset();
+          count = 0;
+          throw error;
+        }
+        // Every reply was read: the connection is in step; the batch is sent again whole.
+        Thread.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 2000);
       } catch (IOException error) {
         close();
         if (System.currentTimeMillis() + backoffMs > deadline) {
@@ -516,6 +525,14 @@ final class RedisPipeline implements RedisCommands {
     RedisError(String message) {
       super("Redis error: " + message);
       reply = message;
+    }
+
+    /**
+     * The server cannot take commands yet, and will: it is loading its data (LOADING,
+     * after a restart) or running a long script (BUSY). The same commands succeed later.
+     */
+    boolean retryable() {
+      return reply.startsWith("LOADING") || reply.startsWith("BUSY");
     }
 
     /** The cluster moved the key's slot (or is reconfiguring): ask again elsewhere. */

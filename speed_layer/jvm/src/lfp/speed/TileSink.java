@@ -359,8 +359,9 @@ public class TileSink implements Sink<Row> {
         string(json, endpointIdentification());
       } else if (kind.equals("authority")) {
         string(json, RedisClusterPipeline.inUrl(node.get(1).asText()));
-      } else if (kind.equals("write")) {
-        string(json, write(node.get(1).asText(), node.get(2), node.get(3).asLong()));
+      } else if (kind.equals("write") || kind.equals("write-one")) {
+        boolean cluster = kind.equals("write");
+        string(json, write(node.get(1).asText(), node.get(2), node.get(3).asLong(), cluster));
       } else {
         partial(json, kind, node.get(1).asInt(), raw(kind, node.get(2)));
       }
@@ -401,26 +402,27 @@ public class TileSink implements Sink<Row> {
     }
   }
 
-  /** Sends commands to a Redis Cluster as the sink does: "ok", or the error. */
+  /** Sends commands to one Redis server or a cluster as the sink does: "ok", or the error. */
   private static String write(
       String url,
       org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode commands,
-      long giveUpMs) {
-    RedisClusterPipeline cluster = new RedisClusterPipeline(url);
+      long giveUpMs,
+      boolean cluster) {
+    RedisCommands redis = RedisCommands.open(url, cluster);
     try {
       for (var command : commands) {
         String[] args = new String[command.size()];
         for (int i = 0; i < args.length; i++) {
           args[i] = command.get(i).asText();
         }
-        cluster.command(args);
+        redis.command(args);
       }
-      cluster.sync(giveUpMs);
+      redis.sync(giveUpMs);
       return "ok";
     } catch (IOException | InterruptedException error) {
       return error.getMessage();
     } finally {
-      cluster.close();
+      redis.close();
     }
   }
 
