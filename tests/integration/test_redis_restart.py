@@ -1,5 +1,7 @@
 """Redis killed (``kill -9``) under load: requests meanwhile get 503 or exact values, never
-zeros for entities with data; the speed job recomputes its tiles; the history stays."""
+zeros for entities with data; with every acknowledged write on disk (``appendfsync
+always``) the speed job goes on, nothing is recomputed; the history stays. Redis that lost
+everything: the view and every tile are written again."""
 
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ def users_served(settings, name: str, seed: int) -> tuple[list[str], list[dict],
 
 
 def test_redis_killed_under_load_converges_and_keeps_its_history(stack) -> None:
+    """Redis ``kill -9``ed and restarted from its append-only file, fsynced at every
+    write: it kept every write it acknowledged, so the speed job goes on (the same
+    process, no replay of the topics) and the values are exact again within seconds of
+    Redis answering; meanwhile only 503s or exact values, never no_data for a user with
+    events."""
     settings = stack.settings
     users, events, rng = users_served(settings, "rediskill", 11)
     url = f"{settings.api_url}/v1/features/{GROUP.name}"
@@ -45,10 +52,11 @@ def test_redis_killed_under_load_converges_and_keeps_its_history(stack) -> None:
     runs_before = httpx.get(runs_url, params={"limit": 50}, timeout=10).json()
     status_file = settings.data_dir / "run" / "speed-job.status.json"
 
-    def speed_job_pid() -> int | None:
-        return service_state(settings, "speed-job").get("pid")
+    def speed_job() -> dict:
+        return service_state(settings, "speed-job")
 
-    speed_pid = speed_job_pid()
+    speed_before = speed_job()
+    restored_before = json.loads(status_file.read_text())["restored_from"]
 
     # Steady load through the fault: events for the same users and reads of their features.
     stop = threading.Event()
@@ -79,6 +87,15 @@ def test_redis_killed_under_load_converges_and_keeps_its_history(stack) -> None:
             more.extend(batch)
             time.sleep(0.2)
 
+    def redis_answers() -> bool:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:  # refused, or still loading its file
+            return False
+        finally:
+            client.close()
+
     threads = [threading.Thread(target=read), threading.Thread(target=write)]
     for thread in threads:
         thread.start()
@@ -86,16 +103,10 @@ def test_redis_killed_under_load_converges_and_keeps_its_history(stack) -> None:
         time.sleep(2)
         killed_at = time.monotonic()
         stack.kill("redis")
+        wait_for(redis_answers, 60, "Redis answers again")
+        answered_at = time.monotonic()
         wait_for(lambda: stack.service_healthy("redis"), 60, "Redis restarted")
-        if stack.kind == "embedded":
-            # The job saw a new Redis instance and started over from the earliest offsets.
-            wait_for(
-                lambda: speed_job_pid() != speed_pid and stack.service_healthy("speed-job"),
-                240,
-                "the speed job restarted",
-            )
-            assert json.loads(status_file.read_text())["restored_from"] is None
-        time.sleep(3)
+        time.sleep(5)  # the speed job checks Redis every 2 s: give it time to (not) react
     finally:
         stop.set()
         for thread in threads:
@@ -107,12 +118,26 @@ def test_redis_killed_under_load_converges_and_keeps_its_history(stack) -> None:
         except httpx.HTTPStatusError:
             return False
 
-    wait_for(exact, 240, "served values equal the reference again")
+    wait_for(exact, 60, "served values equal the reference again")
     time_to_correct = time.monotonic() - killed_at
-    print(f"time to correct after kill -9 of Redis: {time_to_correct:.1f} s; requests {codes}")
+    print(
+        f"after kill -9 of Redis: answering in {answered_at - killed_at:.1f} s; values exact "
+        f"at the first check after the load, {time_to_correct:.1f} s after the kill; "
+        f"requests {codes}"
+    )
     assert not silently_wrong, silently_wrong[:2]
     assert set(codes) <= {200, 503}, codes  # 0: the API did not answer
     assert codes[200] > 0
+    if stack.kind == "embedded":
+        # Nothing lost, nothing recomputed: the same speed job process, not restarted,
+        # still running from the state it had (no replay from the earliest offsets).
+        speed_after = speed_job()
+        assert speed_after.get("pid") == speed_before.get("pid"), (speed_before, speed_after)
+        assert speed_after.get("restarts") == speed_before.get("restarts")
+        assert stack.service_healthy("speed-job")
+        status = json.loads(status_file.read_text())
+        assert status["restored_from"] == restored_before
+        assert status["tiles_complete"] is True
     runs_after = httpx.get(runs_url, params={"limit": 50}, timeout=10).json()
     assert {r["run_id"] for r in runs_before} <= {r["run_id"] for r in runs_after}
 
