@@ -13,7 +13,7 @@ WORKLOAD := $(if $(call set_here,LFP_FEATURE_REPO),,LFP_FEATURE_REPO=demo.featur
 	$(if $(call set_here,LFP_API_ROUTERS),,$(if $(filter-out demo.feature_repo,$(repo_here)),,\
 	LFP_API_ROUTERS='["demo.recommendations:router"]'))
 
-.PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-chaos bench-serving bench-serving-ir bench-cluster clean
+.PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-chaos bench-redis-loss bench-serving bench-serving-ir bench-cluster clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench-training:  ## point-in-time training sets: (1M, 10M events) x (5k, 50k, 50
 
 bench-chaos:  ## kill -9 each service in turn under load, on a stack of its own: loss, answers, time to correct
 	$(PY) -m benchmarks.chaos $(ARGS)
+
+bench-redis-loss:  ## kill -9 Redis with 1M, then 10M records in the topics, on a stack of its own: seconds until values are exact again
+	$(PY) -m benchmarks.redis_loss $(ARGS)
 
 bench-serving:  ## API throughput/latency vs a bare one-HGETALL endpoint (self-contained)
 	$(PY) -m benchmarks.serving $(ARGS)
