@@ -324,6 +324,7 @@ def _run_batch(
         int(time.time() * 1000),
         pinned,
         {g.name: g.view_fingerprint for g in repo.groups},
+        settings.speed_allowed_lateness_s * 1000,
     )
     replaced = store.switch(pointer)
     removed = 0

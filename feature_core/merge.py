@@ -50,6 +50,9 @@ class BatchPointer:
     delta_versions: Mapping[str, int | None] | None = None  # lake table -> version read
     # group -> FeatureGroup.view_fingerprint of the definitions the view was computed from
     view_fingerprints: Mapping[str, str] | None = None
+    # The speed job's allowed lateness when the view was written: events dated after the
+    # cutoff that arrive later than this are in no view until the next batch run.
+    speed_lateness_ms: int | None = None
 
     @classmethod
     def parse(cls, raw: str | bytes) -> BatchPointer:
@@ -66,6 +69,7 @@ class BatchPointer:
             data.get("created_at"),
             data.get("delta_versions"),
             data.get("view_fingerprints"),
+            data.get("speed_lateness_ms"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -77,6 +81,7 @@ class BatchPointer:
             "created_at": self.created_at,
             "delta_versions": self.delta_versions,
             "view_fingerprints": self.view_fingerprints,
+            "speed_lateness_ms": self.speed_lateness_ms,
         }
 
     def stale_groups(self, groups: Sequence[FeatureGroup]) -> list[str]:
@@ -113,6 +118,9 @@ class _WindowPlan(NamedTuple):
     # Its values move with the query time within a step (a session's end, decay): they
     # are finalized again on every query, the others' kept from the memoized result.
     moves: bool = False
+    # The window reaches back past the speed job's allowed lateness while the view is
+    # older than that: late events dated after the cutoff may be missing (stale).
+    behind: bool = False
 
 
 class _Memo:
@@ -216,6 +224,7 @@ class GroupMerger:
             gap_ms=window.gap_ms,
             moves=window.is_session
             or any(f.aggregation.time_dependent for f in group.window_features[window]),
+            behind=_behind(window, pointer, t),
         )
 
     def _merged(
@@ -357,7 +366,7 @@ class GroupMerger:
         rows: list[tuple[Sequence[Any] | None, bool]] = []
         for plan, batch in zip(plans, batch_parts, strict=True):
             # Stale only describes batch data that is there.
-            stale = plan.stale and batch is not None
+            stale = (plan.stale and batch is not None) or plan.behind
             parts: list[Sequence[Any]] = [*batch] if batch else []
             if late and plan.reads_batch:
                 if plan.gap_ms is not None:
@@ -445,6 +454,19 @@ class GroupMerger:
                 values[position] = finalize((get(row),) if single else get(row), t)
                 statuses[position] = status
         return values, statuses
+
+
+def _behind(window: Window, pointer: BatchPointer | None, t: int) -> bool:
+    """Whether events the window covers may be in neither view: dated after the cutoff
+    and older than the speed job's allowed lateness at some query time of ``t``'s step
+    (the speed job skips them; the next batch run reads them)."""
+    if pointer is None or pointer.speed_lateness_ms is None:
+        return False
+    skipped_before = floor_to(t, FINEST_HOP_MS) + FINEST_HOP_MS - pointer.speed_lateness_ms
+    if skipped_before <= pointer.cutoff:
+        return False
+    start = window.start(t)
+    return window.is_session or start is None or start < skipped_before
 
 
 _mergers: dict[int, GroupMerger] = {}

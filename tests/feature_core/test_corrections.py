@@ -270,3 +270,16 @@ def test_events_older_than_every_window_are_counted_not_corrected():
     assert (late, too_old) == (1, 1)
     assert reach(GROUP, now) is None  # a lifetime window: any age matters
     assert reach(GROUP, now, max_age_ms=DAY_MS) == now - DAY_MS
+
+
+def test_a_view_older_than_the_speed_jobs_lateness_marks_the_windows_reaching_back_stale():
+    """Events dated after the cutoff that arrive more than the allowed lateness late are in
+    no view (the speed job skips them): windows reaching back there are stale_batch_view."""
+    cutoff = BASE
+    pointer = BatchPointer(1, cutoff, HORIZON, speed_lateness_ms=HOUR_MS)
+    fresh = merge_group(GROUP, cutoff + 30 * MINUTE_MS, pointer, None, {})
+    assert {v.status for v in fresh.values()} == {ValueStatus.NO_DATA}
+    old = merge_group(GROUP, cutoff + 2 * HOUR_MS, pointer, None, {})
+    assert old["count_5m"].status is ValueStatus.NO_DATA  # starts after the skipped range
+    assert old["count_1d"].status is ValueStatus.STALE_BATCH_VIEW
+    assert old["count_lifetime"].status is ValueStatus.STALE_BATCH_VIEW
