@@ -20,7 +20,8 @@ from feature_core.statuses import ValueStatus
 from feature_core.windows import COLLAPSED, FINEST_HOP_MS, Window, batch_layout, floor_to
 
 BatchDoc = Mapping[str, Mapping[str, Sequence[Any]]]  # window -> bucket -> partials
-PlanKey = tuple[int | None, int | None, int]  # (cutoff, horizon, finest step)
+# (cutoff, horizon, finest step, speed gap end)
+PlanKey = tuple[int | None, int | None, int, int | None]
 
 
 def values_match(got: Any, want: Any, rel_tol: float = 1e-9) -> bool:
@@ -53,6 +54,9 @@ class BatchPointer:
     # The speed job's allowed lateness when the view was written: events dated after the
     # cutoff that arrive later than this are in no view until the next batch run.
     speed_lateness_ms: int | None = None
+    # Not stored: set by the reader while the speed tiles before this time may miss
+    # events the broker lost (see online_store.views.ViewsSnapshot.speed_gap_before).
+    speed_gap_before: int | None = None
 
     @classmethod
     def parse(cls, raw: str | bytes) -> BatchPointer:
@@ -163,8 +167,9 @@ class GroupMerger:
         """What the plans depend on. Window starts move in steps of their hop, a multiple
         of FINEST_HOP_MS: every t within one finest step shares the plans."""
         if pointer is None:
-            return None, None, floor_to(t, FINEST_HOP_MS)
-        return pointer.cutoff, pointer.horizon_ms, floor_to(t, FINEST_HOP_MS)
+            return None, None, floor_to(t, FINEST_HOP_MS), None
+        step = floor_to(t, FINEST_HOP_MS)
+        return pointer.cutoff, pointer.horizon_ms, step, pointer.speed_gap_before
 
     def _plans_at(
         self, key: PlanKey, pointer: BatchPointer | None, t: int
@@ -459,14 +464,18 @@ class GroupMerger:
 def _behind(window: Window, pointer: BatchPointer | None, t: int) -> bool:
     """Whether events the window covers may be in neither view: dated after the cutoff
     and older than the speed job's allowed lateness at some query time of ``t``'s step
-    (the speed job skips them; the next batch run reads them)."""
-    if pointer is None or pointer.speed_lateness_ms is None:
+    (the speed job skips them), or before the end of a gap in the speed tiles (the
+    broker lost events the lake holds). The next batch run reads them."""
+    if pointer is None:
         return False
-    skipped_before = floor_to(t, FINEST_HOP_MS) + FINEST_HOP_MS - pointer.speed_lateness_ms
-    if skipped_before <= pointer.cutoff:
+    suspect_before = pointer.speed_gap_before  # tiles the broker's loss left short
+    if pointer.speed_lateness_ms is not None:
+        skipped = floor_to(t, FINEST_HOP_MS) + FINEST_HOP_MS - pointer.speed_lateness_ms
+        suspect_before = max(suspect_before or skipped, skipped)
+    if suspect_before is None or suspect_before <= pointer.cutoff:
         return False
     start = window.start(t)
-    return window.is_session or start is None or start < skipped_before
+    return window.is_session or start is None or start < suspect_before
 
 
 _mergers: dict[int, GroupMerger] = {}

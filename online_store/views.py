@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -37,8 +37,15 @@ class ViewsSnapshot:
     speed_recomputing: bool = False
     # The speed job started over from topics that no longer hold every event its tiles
     # had (the broker lost them): its tiles before this time (ms) may miss events the lake
-    # holds, until a batch view with a cutoff at or after it serves.
+    # holds, until a batch view with a cutoff at or after it serves. Values of windows
+    # reaching before it are served as stale_batch_view meanwhile.
     speed_gap_before: int | None = None
+
+    def __post_init__(self) -> None:
+        # The merge marks the windows reaching into an open gap stale_batch_view.
+        gap = self.speed_gap()
+        if gap is not None and self.pointer is not None:
+            self.pointer = replace(self.pointer, speed_gap_before=gap)
 
     def speed_gap(self) -> int | None:
         """The speed tiles' gap end, while the serving batch view does not cover it."""

@@ -90,8 +90,6 @@ class OnlineFeatures:
                 "reads the topics from the start; `lfp status` shows its lag): retry in "
                 "a few seconds"
             )
-        if (gap := snapshot.speed_gap()) is not None:
-            raise SpeedRecomputing(speed_gap_message(gap))
         pointer = snapshot.pointer
         if pointer is None:
             if self.serve_speed_only:
@@ -195,10 +193,11 @@ def stale_view_message(pointer: BatchPointer, stale: Sequence[str]) -> str:
 
 
 def speed_gap_message(gap_before: int) -> str:
-    """Why values are not served while the speed tiles have a gap the lake fills."""
+    """Why values are stale while the speed tiles have a gap the lake fills."""
     at = time.strftime("%H:%M:%S", time.gmtime(gap_before / 1000))
     return (
         "the broker lost its topics and the speed layer started over from the new ones: "
-        f"its tiles before {at} UTC may miss events the lake holds, until a batch run with "
-        "a cutoff at or after that time serves (the scheduler starts one then)"
+        f"its tiles before {at} UTC may miss events the lake holds, so values of windows "
+        "reaching before then are stale_batch_view until a batch run with a cutoff at or "
+        "after that time serves (the scheduler starts one then)"
     )

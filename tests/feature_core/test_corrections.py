@@ -283,3 +283,15 @@ def test_a_view_older_than_the_speed_jobs_lateness_marks_the_windows_reaching_ba
     assert old["count_5m"].status is ValueStatus.NO_DATA  # starts after the skipped range
     assert old["count_1d"].status is ValueStatus.STALE_BATCH_VIEW
     assert old["count_lifetime"].status is ValueStatus.STALE_BATCH_VIEW
+
+
+def test_windows_reaching_into_a_gap_in_the_speed_tiles_are_stale():
+    pointer = BatchPointer(1, BASE, HORIZON, speed_gap_before=BASE + 10 * MINUTE_MS)
+    merged = merge_group(GROUP, BASE + 20 * MINUTE_MS, pointer, None, {})
+    assert merged["count_5m"].status is ValueStatus.NO_DATA  # starts after the gap
+    assert merged["count_1h"].status is ValueStatus.STALE_BATCH_VIEW
+    covered = BatchPointer(
+        2, BASE + 10 * MINUTE_MS, HORIZON, speed_gap_before=BASE + 10 * MINUTE_MS
+    )
+    merged = merge_group(GROUP, BASE + 20 * MINUTE_MS, covered, None, {})
+    assert merged["count_1h"].status is ValueStatus.NO_DATA

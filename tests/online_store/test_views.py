@@ -23,5 +23,11 @@ def test_a_gap_is_open_until_a_batch_view_with_a_cutoff_at_or_after_its_end_serv
 
     assert gap(None) == 600
     assert gap(300) == 600
+    # The pointer the merge reads carries it: windows reaching before it are stale.
+    open_gap = ViewsSnapshot(BatchPointer(1, 300, DAY_MS), {}, [], False, 600)
+    assert open_gap.pointer.speed_gap_before == 600
+    assert ViewsSnapshot(BatchPointer(1, 900, DAY_MS), {}, [], False, 600).pointer == (
+        BatchPointer(1, 900, DAY_MS)
+    )
     assert gap(600) is None and gap(900) is None
     assert ViewsSnapshot(None, {}, [], False, None).speed_gap() is None
