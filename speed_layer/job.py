@@ -571,7 +571,9 @@ def run(settings: Settings, repo: FeatureRepo, status_path: Path | None = None) 
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     state = "STARTING"
     watch = LagWatch(settings, topics, health=health)
-    topic_instances = TopicInstances(settings, instances)
+    # Checked on every loop: until it notices, a job over recreated topics reads their
+    # records at its old offsets into tiles served as complete.
+    topic_instances = TopicInstances(settings, instances, every_s=0)
     try:
         while not stop.wait(2):
             state = str(client.get_job_status().result())
