@@ -180,6 +180,25 @@ SESSIONS = FeatureGroup(
 )
 
 
+#: Windows that all hop by hours or days: the group that once got hour-wide correction
+#: tiles straddling the cutoff.
+COARSE = FeatureGroup(
+    "coarse",
+    GROUP.entity,
+    GROUP.source,
+    aggregations=[
+        Aggregation("count", windows=["1d", "30d", "lifetime"]),
+        Aggregation("sum", "amount", windows=["1d"]),
+    ],
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(steps, max_size=40))
+def test_coarse_windows_count_every_event_once_whatever_the_interleaving(ops):
+    _play(World(group=COARSE), ops)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(steps, max_size=40))
 def test_session_values_are_exact_or_marked_stale_whatever_the_interleaving(ops):
@@ -230,18 +249,12 @@ def test_a_correction_field_sorts_apart_from_speed_tiles():
     assert field_name(1_700_000_100_000, 42, SPEED_TILE_MS) == "[1700000100000,42,300000]"
 
 
-def test_old_late_events_go_to_tiles_as_wide_as_their_windows_allow():
-    assert tile_width(GROUP, 10 * MINUTE_MS) == SPEED_TILE_MS  # a 5m window may hold it
-    assert tile_width(GROUP, 13 * HOUR_MS) == HOUR_MS  # 1d (hourly hop) may
-    assert tile_width(GROUP, 13 * DAY_MS) == DAY_MS  # 30d and lifetime: daily hop
-    now = BASE + 12 * HOUR_MS
-    records = [
-        {"user_id": "u", "event_time": now - d * DAY_MS - m * MINUTE_MS, "amount": 1.0}
-        for d in range(20, 30)
-        for m in range(0, 600, 7)
-    ]
-    tiles, late, _ = correction_tiles(GROUP, records, late_threshold(now), None, now)
-    assert late == len(records) and len(tiles["u"]) == 10  # one tile per day
+def test_correction_tiles_are_five_minutes_wide_whatever_the_windows_hop():
+    """A wider tile starting before the (5-minute aligned) cutoff could hold events after
+    it, which the speed tiles count too."""
+    assert tile_width(GROUP, 10 * MINUTE_MS) == SPEED_TILE_MS
+    assert tile_width(COARSE, 10 * MINUTE_MS) == SPEED_TILE_MS
+    assert tile_width(COARSE, 13 * DAY_MS) == SPEED_TILE_MS
 
 
 def test_only_records_before_the_commit_threshold_are_corrected():
