@@ -80,6 +80,7 @@ class RedisStore(OnlineStore):
         self.client = client
         self.keys = KeySpace(key_prefix)
         self.url = url
+        self._write_corrections_script = client.register_script(WRITE_CORRECTIONS)
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout_s: float | None = None) -> RedisStore:
@@ -197,7 +198,7 @@ class RedisStore(OnlineStore):
         if not self.scripted_corrections:
             return self._write_corrections_pipelined(group, table, version, tiles, ttl_s)
         written = 0
-        script = self.client.register_script(WRITE_CORRECTIONS)
+        script = self._write_corrections_script
         with self.client.pipeline(transaction=False) as pipe:
             for chunk in _chunks(list(tiles.items()), SCRIPT_CHUNK):
                 keys: list[str] = [self.keys.corrections_index(table)]
