@@ -302,13 +302,27 @@ def corrected(settings: Settings) -> int:
 
 
 def wait_for_view(settings: Settings, timeout_s: float) -> None:
-    """Until a batch view serves (events are late only against one's cutoff)."""
+    """Until a batch view serves (events are late only against one's cutoff) and covers any
+    gap in the speed tiles: right after `make up` the embedded broker starts empty, and
+    until the scheduler's speed-gap run serves, values are stale_batch_view, not present."""
     store = open_store(settings)
     try:
         deadline = time.monotonic() + timeout_s
-        while (pointer := store.pointer()) is None:
+        told = False
+        while (pointer := store.pointer()) is None or (
+            (gap := (store.speed_epoch() or {}).get("gap_before")) is not None
+            and pointer.cutoff < gap
+        ):
             if time.monotonic() > deadline:
-                raise SystemExit(f"no batch view serving after {timeout_s:.0f} s")
+                raise SystemExit(
+                    f"no batch view serving after {timeout_s:.0f} s"
+                    if pointer is None
+                    else f"the speed tiles' gap is still open after {timeout_s:.0f} s: "
+                    "is the batch scheduler running (`make status`)?"
+                )
+            if pointer is not None and not told:
+                print("waiting for the scheduler's batch run to cover the speed tiles' gap")
+                told = True
             time.sleep(2)
         age_min = (time.time() * 1000 - pointer.cutoff) / 60_000
         print(f"batch view v{pointer.version} serving, cutoff B = {age_min:.1f} min ago")
@@ -512,7 +526,10 @@ def main() -> None:
         "--deadline", type=float, default=30.0, help="seconds a probe may take to be served"
     )
     parser.add_argument(
-        "--wait-view", type=float, default=600.0, help="seconds to wait for a batch view"
+        "--wait-view",
+        type=float,
+        default=600.0,
+        help="seconds to wait for a batch view covering any gap in the speed tiles",
     )
     args = parser.parse_args()
     if not 0 <= args.late_share <= 1:
