@@ -165,6 +165,16 @@ class OnlineStore(ABC):
         """The last consistency verification (JSON), for ``/metrics``."""
 
     @abstractmethod
+    def append_journal(self, kind: str, record: bytes, at_ms: int, keep: int) -> None:
+        """Add a record to an operations journal (:mod:`feature_core.journals`), keeping the
+        newest ``keep``. The record carries its own time: two records must differ."""
+
+    @abstractmethod
+    def journal(self, kind: str, since_ms: int = 0, limit: int = 1000) -> list[bytes]:
+        """The newest ``limit`` records of a journal dated at or after ``since_ms``,
+        oldest first."""
+
+    @abstractmethod
     def ping(self) -> bool: ...
 
     @abstractmethod
@@ -204,6 +214,11 @@ class ViewReader(ABC):
     @abstractmethod
     async def consistency_report(self) -> bytes | None:
         """The last consistency verification (JSON), if one was published."""
+
+    @abstractmethod
+    async def journal(self, kind: str, since_ms: int = 0, limit: int = 1000) -> list[bytes]:
+        """The newest ``limit`` records of an operations journal dated at or after
+        ``since_ms``, oldest first."""
 
     @abstractmethod
     async def ping(self) -> bool: ...

@@ -26,6 +26,9 @@ one transaction where needed):
   tiles lake ingest has written.
 - ``{p}:{meta}:corrections:keys:{table}``: sorted set of the speed tiles keys holding a
   correction tile of ``table``, scored by the newest version written to each.
+- ``{p}:{meta}:journal:{kind}``: sorted set of an operations journal's records (JSON, each
+  carrying its own time), scored by that time in ms, capped to the newest few thousand:
+  freshness samples, feature statistics, sampled verifications (:mod:`feature_core.journals`).
 
 ``{entity}`` is :func:`feature_core.keys.entity_id` of the join key values.
 """
@@ -85,6 +88,10 @@ class KeySpace:
         """Sorted set: speed tiles keys holding correction tiles of ``table``, by the
         newest lake version written to each."""
         return self._meta(f"corrections:keys:{table}")
+
+    def journal(self, kind: str) -> str:
+        """Sorted set: an operations journal's records (JSON), scored by their time (ms)."""
+        return self._meta(f"journal:{kind}")
 
     @property
     def speed_stats(self) -> str:

@@ -157,6 +157,13 @@ class RedisStateReads(ViewReader):
         async with self._connection():
             return await self.client.get(self.keys.consistency)
 
+    async def journal(self, kind: str, since_ms: int = 0, limit: int = 1000) -> list[bytes]:
+        async with self._connection():
+            newest = await self.client.zrevrangebyscore(
+                self.keys.journal(kind), "+inf", since_ms, start=0, num=limit
+            )
+        return newest[::-1]
+
     async def ping(self) -> bool:
         async with self._connection():
             return bool(await self.client.ping())

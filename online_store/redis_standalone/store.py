@@ -328,6 +328,19 @@ class RedisStore(OnlineStore):
     def publish_report(self, report: str) -> None:
         self.client.set(self.keys.consistency, report)
 
+    def append_journal(self, kind: str, record: bytes, at_ms: int, keep: int) -> None:
+        key = self.keys.journal(kind)
+        with self.client.pipeline(transaction=False) as pipe:  # cluster: no MULTI
+            pipe.zadd(key, {record: at_ms})
+            pipe.zremrangebyrank(key, 0, -keep - 1)
+            pipe.execute()
+
+    def journal(self, kind: str, since_ms: int = 0, limit: int = 1000) -> list[bytes]:
+        newest = self.client.zrevrangebyscore(
+            self.keys.journal(kind), "+inf", since_ms, start=0, num=limit
+        )
+        return newest[::-1]
+
     def ping(self) -> bool:
         return bool(self.client.ping())
 

@@ -3,6 +3,8 @@ switch that names the version it replaced, garbage collection, and the shared st
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -75,3 +77,23 @@ def test_shared_state_round_trips(backend) -> None:
     assert store.tile_target().cluster is (backend.name == "redis-cluster")
     assert store.ping()
     store.close()
+
+
+def test_journals_keep_the_newest_records_in_time_order(backend) -> None:
+    store = backend.store()
+    records = [orjson.dumps({"at_ms": at, "n": at % 7}) for at in range(1000, 1012)]
+    for at, record in zip(range(1000, 1012), records, strict=True):
+        store.append_journal("freshness", record, at, keep=10)
+    assert store.journal("freshness") == records[2:]  # capped, oldest first
+    assert store.journal("freshness", since_ms=1009) == records[9:]
+    assert store.journal("freshness", limit=3) == records[9:]  # the newest three
+    assert store.journal("verify") == []
+
+    async def read() -> tuple[list[bytes], list[bytes]]:
+        reader = backend.reader()
+        try:
+            return await reader.journal("freshness", 1005), await reader.journal("other")
+        finally:
+            await reader.close()
+
+    assert asyncio.run(read()) == (records[5:], [])
