@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feature_core.definitions import FeatureRepo
+from feature_core.runs import RunRecord, settled
 from feature_core.settings import Settings, get_settings
 from online_store import STORE_ERRORS, open_reader
 from online_store.memory import memory_problems
@@ -267,8 +268,8 @@ def _ops_router() -> APIRouter:
         request: Request, store: Store, repo: Repo, metrics: Metrics
     ) -> Response:
         """Prometheus metrics; what comes from Redis (feature freshness, lag, memory, the
-        last verify) is refreshed at most once per LFP_API_OPS_INTERVAL_S, the API's own
-        counters at every scrape."""
+        last verify, the batch run history) is refreshed at most once per
+        LFP_API_OPS_INTERVAL_S, the API's own counters at every scrape."""
 
         async def from_redis() -> None:
             try:
@@ -281,6 +282,12 @@ def _ops_router() -> APIRouter:
                 report = await store.consistency_report()
                 if report is not None:
                     metrics.observe_consistency(orjson.loads(report))
+                settings = request.app.state.settings
+                runs = await store.batch_runs(settings.batch_run_history)
+                metrics.observe_runs(
+                    settled(RunRecord.model_validate_json(run), settings.batch_run_lease_s)
+                    for run in runs
+                )
             except STORE_ERRORS:
                 metrics.redis_errors.inc()
 

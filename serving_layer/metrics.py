@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feature_core.merge import BatchPointer
+from feature_core.runs import RunRecord, RunStatus
 from online_store.batch_cache import BatchViewCache
 from online_store.memory import MemoryUse
 from runtime.lag import TopicLag
@@ -87,6 +88,16 @@ class ServingMetrics:
         # The store's cache, set at each app start-up; its collector is registered once.
         self.batch_cache: BatchViewCache | None = None
         self.registry.register(_BatchCacheCollector(self))
+        self.batch_runs_recorded = Gauge(
+            "lfp_batch_runs_recorded",
+            "Batch run records kept in the run history (LFP_BATCH_RUN_HISTORY), by status; "
+            "a running one whose lease ran out counts as abandoned.",
+            ["status"],
+            registry=self.registry,
+        )
+        # The newest finished run, exported by its collector (nothing before the first).
+        self.last_batch_run: RunRecord | None = None
+        self.registry.register(_LastBatchRunCollector(self))
 
     def watch_batch_cache(self, cache: BatchViewCache) -> None:
         """Export this batch view cache's counters (read at scrape time)."""
@@ -118,6 +129,20 @@ class ServingMetrics:
             if use.ratio is not None:
                 self.redis_memory.labels(use.node).set(use.ratio)
 
+    def observe_runs(self, records: Iterable[RunRecord]) -> None:
+        """Export the run history (records as :func:`feature_core.runs.settled` reads them):
+        counts by status, and the last finished run (the newest ``finished_at``)."""
+        counts = dict.fromkeys(RunStatus, 0)
+        last: RunRecord | None = None
+        for record in records:
+            counts[record.status] += 1
+            finished = record.status is not RunStatus.RUNNING and record.finished_at is not None
+            if finished and (last is None or record.finished_at > last.finished_at):
+                last = record
+        for status, count in counts.items():
+            self.batch_runs_recorded.labels(status.value).set(count)
+        self.last_batch_run = last
+
     def observe_consistency(self, report: Mapping[str, Any]) -> None:
         """Export a published consistency report (``batch_layer.verify``)."""
         for feature, count in report["by_feature"].items():
@@ -147,6 +172,50 @@ class _BatchCacheCollector(Collector):
         yield GaugeMetricFamily(
             "lfp_api_batch_cache_entries", "Batch views in the API's cache.", value=len(cache)
         )
+
+
+class _LastBatchRunCollector(Collector):
+    """The last finished batch run's figures; the families are listed (without samples)
+    before any run finished, so a dashboard never reads a 0 that no run produced."""
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        run = self.metrics.last_batch_run
+        families = [
+            (
+                "lfp_batch_last_run_duration_seconds",
+                "Wall time of the last finished batch run, trigger to switch or failure.",
+                None if run is None else run.duration_s,
+            ),
+            (
+                "lfp_batch_last_run_finished_timestamp_seconds",
+                "When the last finished batch run ended (epoch seconds).",
+                None if run is None else run.finished_at,
+            ),
+            (
+                "lfp_batch_last_run_succeeded",
+                "1 if the last finished batch run succeeded, 0 if it failed or was abandoned.",
+                None if run is None else float(run.status is RunStatus.SUCCEEDED),
+            ),
+            (
+                "lfp_batch_last_run_events_read",
+                "Lake events the last finished batch run read (none recorded: no sample).",
+                None if run is None else run.rows_read,
+            ),
+            (
+                "lfp_batch_last_run_entities_written",
+                "Entities whose views the last finished batch run wrote (none recorded: no "
+                "sample).",
+                None if run is None else run.entities_written,
+            ),
+        ]
+        for name, documentation, value in families:
+            family = GaugeMetricFamily(name, documentation)
+            if value is not None:
+                family.add_metric([], value)
+            yield family
 
 
 class RequestTimer:
