@@ -39,7 +39,13 @@ ENV_PREFIX = "LFP_"
 #: empty value: none). Not a setting itself: it picks where settings come from.
 ENV_FILE_VARIABLE = "LFP_ENV_FILE"
 COMPOSE_VARIABLES = frozenset(
-    {"LFP_REDIS_PASSWORD", "LFP_PUBLISH_HOST", "LFP_UID", "LFP_COMPOSE_DATA_DIR"}
+    {
+        "LFP_REDIS_PASSWORD",
+        "LFP_GRAFANA_ADMIN_PASSWORD",
+        "LFP_PUBLISH_HOST",
+        "LFP_UID",
+        "LFP_COMPOSE_DATA_DIR",
+    }
 )
 
 FEATURE_REPO_UNSET = (

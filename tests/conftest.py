@@ -176,7 +176,7 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
     # The tests reach Kafka and Redis from the host: the override publishes them (on
     # loopback). Compose has no default secrets: the session makes its own.
     files = ["docker-compose.yml", "docker-compose.expose.yml"]
-    for name in ("LFP_REDIS_PASSWORD", "LFP_API_TOKEN"):
+    for name in ("LFP_REDIS_PASSWORD", "LFP_API_TOKEN", "LFP_GRAFANA_ADMIN_PASSWORD"):
         os.environ.setdefault(name, secrets.token_hex(24))
     # /data is this directory: the image's user is this user (root: the image's default
     # uid, given the directory).

@@ -14,8 +14,9 @@ import pytest
 import typer
 import yaml
 
-from feature_core.settings import ENV_PREFIX, Settings
+from feature_core.settings import COMPOSE_VARIABLES, ENV_PREFIX, Settings
 from infra.cli import app
+from serving_layer.app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
@@ -27,7 +28,11 @@ EXPOSE = yaml.safe_load(EXPOSE_TEXT)
 PLATFORM = {n: s for n, s in SERVICES.items() if s.get("image") == "lambda-feature-platform:local"}
 CLI = typer.main.get_command(app)
 #: The secrets a user sets in .env: no default exists for them.
-SECRETS = {"LFP_REDIS_PASSWORD": "test-redis-password", "LFP_API_TOKEN": "test-api-token"}
+SECRETS = {
+    "LFP_REDIS_PASSWORD": "test-redis-password",
+    "LFP_API_TOKEN": "test-api-token",
+    "LFP_GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
+}
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
@@ -243,7 +248,7 @@ def test_every_published_port_is_on_loopback_unless_asked():
             assert _host_ip(entry) in LOOPBACK, f"{file}: {name} publishes {entry!r} widely"
             published.append(name)
         assert service.get("network_mode") != "host", f"{file}: {name} uses the host's network"
-    assert sorted(published) == ["api", "kafka", "redis"]
+    assert sorted(published) == ["api", "grafana", "kafka", "redis"]
     # A wider address only through LFP_PUBLISH_HOST, whose default is loopback.
     for text in (COMPOSE_TEXT, EXPOSE_TEXT):
         for line in text.splitlines():
@@ -257,7 +262,7 @@ def test_kafka_and_redis_are_not_published_without_the_expose_override():
         assert EXPOSE["services"][name]["ports"], name
     assert set(EXPOSE["services"]) == {"kafka", "redis"}
     published = {n for n, s in SERVICES.items() if s.get("ports")}
-    assert published == {"api"}
+    assert published == {"api", "grafana"}
 
 
 def test_no_secret_has_a_default_and_compose_says_how_to_set_it():
@@ -276,11 +281,13 @@ def test_no_secret_has_a_default_and_compose_says_how_to_set_it():
     for name in SECRETS:  # no value anywhere if one is unset
         with pytest.raises(AssertionError, match=f"{name} is required"):
             interpolate(f"${{{name}:?x}}", env={k: v for k, v in SECRETS.items() if k != name})
-    # Every secret-looking value (a password variable, a password in a URL) comes from one.
+    # Every secret-looking value (a password variable, a password in a URL) comes from one;
+    # a switch (GF_AUTH_ANONYMOUS_ENABLED: "false") is no secret.
     for file, name, service in _all_services():
         for key, value in (service.get("environment") or {}).items():
             password = urlparse(str(value)).password if "://" in str(value) else None
-            if _SECRET_NAME.search(key) or password:
+            switch = str(value).lower() in {"true", "false"}
+            if (_SECRET_NAME.search(key) and not switch) or password:
                 assert re.fullmatch(r".*\$\{[A-Z_]+:\?[^}]+\}.*", str(value)), (file, name, key)
     example = (ROOT / ".env.example").read_text()
     readme = (ROOT / "README.md").read_text()
@@ -383,16 +390,255 @@ def test_compose_itself_refuses_to_start_without_the_secrets_and_publishes_on_lo
             if s.get("ports")
         }
 
-    assert published() == {"api": [("127.0.0.1", "8000")]}
+    grafana = {"grafana": [("127.0.0.1", "3000")]}
+    assert published() == {"api": [("127.0.0.1", "8000")], **grafana}
     assert published("docker-compose.yml", "docker-compose.expose.yml") == {
         "api": [("127.0.0.1", "8000")],
         "kafka": [("127.0.0.1", "19092")],
         "redis": [("127.0.0.1", "16379")],
+        **grafana,
     }
-    assert published(LFP_PUBLISH_HOST="0.0.0.0") == {"api": [("0.0.0.0", "8000")]}
+    assert published(LFP_PUBLISH_HOST="0.0.0.0") == {
+        "api": [("0.0.0.0", "8000")],
+        "grafana": [("0.0.0.0", "3000")],
+    }
     # /data: the named volume by default, a bind mount of a directory when one is given.
     result = config({**SECRETS, "LFP_COMPOSE_DATA_DIR": str(tmp_path)})
     volumes = json.loads(result.stdout)["services"]["api"]["volumes"]
     assert [(v["type"], v["source"]) for v in volumes] == [("bind", str(tmp_path))]
     volumes = json.loads(config(SECRETS).stdout)["services"]["api"]["volumes"]
     assert [(v["type"], v["source"]) for v in volumes] == [("volume", "lfp-data")]
+
+
+# --- Prometheus and Grafana: wired, provisioned, and asking only for what exists ----------
+
+MONITORING = ("prometheus", "grafana")
+
+
+def _repo_mounts(name: str) -> dict[str, Path]:
+    """Container path -> repository path of a service's bind mounts of repository files."""
+    mounts = {}
+    for volume in SERVICES[name].get("volumes", []):
+        source, target, *_ = str(volume).split(":")
+        if source.startswith("./"):
+            mounts[target] = ROOT / source
+    return mounts
+
+
+def _in_repo(name: str, container_path: str) -> Path:
+    """The repository file a service sees at ``container_path`` (through its bind mounts)."""
+    for target, source in sorted(_repo_mounts(name).items(), key=lambda m: -len(m[0])):
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return source / container_path[len(target) :].lstrip("/")
+    raise AssertionError(f"{name} mounts nothing from the repository at {container_path}")
+
+
+def _prometheus_config() -> dict:
+    flags = dict(f.split("=", 1) for f in SERVICES["prometheus"]["command"] if "=" in f)
+    return yaml.safe_load(_in_repo("prometheus", flags["--config.file"]).read_text())
+
+
+def _grafana_datasources() -> list[dict]:
+    folder = _in_repo("grafana", "/etc/grafana/provisioning/datasources")
+    files = sorted(folder.glob("*.y*ml"))
+    assert files, "no datasource provisioned"
+    return [d for f in files for d in yaml.safe_load(f.read_text())["datasources"]]
+
+
+def _dashboards() -> dict[str, dict]:
+    """Every dashboard file Grafana's file providers read, by repository path."""
+    folder = _in_repo("grafana", "/etc/grafana/provisioning/dashboards")
+    dashboards = {}
+    for file in sorted(folder.glob("*.y*ml")):
+        for provider in yaml.safe_load(file.read_text())["providers"]:
+            assert provider["type"] == "file"
+            for path in sorted(_in_repo("grafana", provider["options"]["path"]).glob("*.json")):
+                dashboards[str(path.relative_to(ROOT))] = json.loads(path.read_text())
+    return dashboards
+
+
+def _panels(panels: list[dict]) -> list[dict]:
+    """Every panel, those inside collapsed rows too."""
+    return [q for p in panels for q in [p, *_panels(p.get("panels", []))]]
+
+
+def test_prometheus_and_grafana_are_pinned_official_images_that_restart_and_report_health():
+    for name, image in (("prometheus", "prom/prometheus:v"), ("grafana", "grafana/grafana:")):
+        service = SERVICES[name]
+        assert service["image"].startswith(image), name
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", service["image"].split(":")[1]), name
+        assert service["restart"] == "unless-stopped", name
+        check = service["healthcheck"]["test"]
+        assert check[0] == "CMD" and check[-1].startswith("http://127.0.0.1:"), name
+        assert {"interval", "timeout", "retries"} <= set(service["healthcheck"]), name
+        # Their data on named volumes the file declares; the repository's files read-only.
+        named = [v.split(":")[0] for v in service["volumes"] if not v.startswith("./")]
+        assert named == [f"{name}-data"] and f"{name}-data" in COMPOSE["volumes"], name
+        for volume in service["volumes"]:
+            if volume.startswith("./"):
+                assert volume.endswith(":ro"), volume
+                assert (ROOT / volume.split(":")[0]).is_dir(), f"{volume}: not in the repo"
+    # Prometheus starts once the API answers, Grafana once Prometheus does.
+    assert SERVICES["prometheus"]["depends_on"] == {"api": {"condition": "service_healthy"}}
+    assert SERVICES["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    # Prometheus is not published: Grafana reads it inside; Grafana only on loopback.
+    assert "ports" not in SERVICES["prometheus"]
+    assert [_host_ip(p) for p in SERVICES["grafana"]["ports"]] == ["127.0.0.1"]
+
+
+def test_prometheus_scrapes_the_api_service_on_its_port_and_nothing_else():
+    config = _prometheus_config()
+    api_port = SERVICES["api"]["environment"]["LFP_API_PORT"]
+    jobs = config["scrape_configs"]
+    assert [job["job_name"] for job in jobs] == ["lfp-api"]
+    targets = [t for job in jobs for group in job["static_configs"] for t in group["targets"]]
+    assert targets == [f"api:{api_port}"]
+    path = jobs[0].get("metrics_path", "/metrics")
+    paths = create_app(_app_settings()).openapi()["paths"]
+    assert path == "/metrics" and "get" in paths[path]
+    assert jobs[0].get("scheme", "http") == "http"  # the API serves plain HTTP inside
+    # It stores what it scrapes where its volume is.
+    flags = dict(f.split("=", 1) for f in SERVICES["prometheus"]["command"] if "=" in f)
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["prometheus"]["volumes"]}
+    assert volumes[flags["--storage.tsdb.path"]] == "prometheus-data"
+
+
+def test_grafana_asks_for_its_admin_password_and_lets_nobody_in_without_one():
+    env = SERVICES["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${LFP_GRAFANA_ADMIN_PASSWORD:?")
+    assert interpolate(env["GF_SECURITY_ADMIN_PASSWORD"]) == SECRETS["LFP_GRAFANA_ADMIN_PASSWORD"]
+    with pytest.raises(AssertionError, match="LFP_GRAFANA_ADMIN_PASSWORD is required"):
+        interpolate(env["GF_SECURITY_ADMIN_PASSWORD"], env={})
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    # Nothing fetched from the internet at start (the machine may have none).
+    assert env["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"
+    assert env["GF_ANALYTICS_CHECK_FOR_UPDATES"] == "false"
+    home = _in_repo("grafana", env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert home.is_file() and str(home.relative_to(ROOT)) in _dashboards()
+
+
+def test_every_compose_variable_is_a_setting_or_a_variable_the_settings_leave_to_compose():
+    # lfp reads the same .env (an unknown LFP_ name there is an error): each LFP_ variable
+    # Compose reads is a setting or one of feature_core.settings.COMPOSE_VARIABLES.
+    fields = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    fields.add("LFP_REDIS_MAXMEMORY")  # the setting LFP_REDIS_MAXMEMORY, given to redis-server
+    for text in (COMPOSE_TEXT, EXPOSE_TEXT):
+        for match in _VARIABLE.finditer(text):
+            name = match["name"]
+            if name.startswith(ENV_PREFIX):
+                assert name in fields | COMPOSE_VARIABLES, f"{name}: neither setting nor Compose's"
+
+
+def test_grafana_reads_the_prometheus_service_and_every_dashboard_panel_uses_it():
+    (source,) = _grafana_datasources()
+    assert source["type"] == "prometheus"
+    url = urlparse(source["url"])
+    assert url.hostname == "prometheus"
+    check = urlparse(SERVICES["prometheus"]["healthcheck"]["test"][-1])
+    assert url.port == check.port  # the port the service answers its healthcheck on
+    dashboards = _dashboards()
+    assert "infra/compose/grafana/dashboards/lfp.json" in dashboards
+    for path, dashboard in dashboards.items():
+        assert dashboard["uid"] and dashboard["title"], path
+        panels = _panels(dashboard["panels"])
+        ids = [p["id"] for p in panels]
+        assert len(ids) == len(set(ids)), f"{path}: panel ids repeat"
+        for panel in panels:
+            for target in [panel, *panel.get("targets", [])]:
+                if "datasource" in target:
+                    assert target["datasource"]["uid"] == source["uid"], (path, panel["title"])
+            if panel["type"] != "row":
+                assert panel.get("targets"), f"{path}: {panel['title']} queries nothing"
+
+
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
+_KEYWORDS |= {"group_left", "group_right", "inf", "nan"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects. Strings, label matchers, ranges,
+    grouping label lists, offsets and Grafana variables are left out first; then every
+    name not called as a function (``rate(``, ``sum by (..) (``) nor a keyword is one."""
+    text = _STRING.sub('""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers (and ${grafana_variables})
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
+    text = _GROUPING.sub(" ", text)
+    text = re.sub(r"\boffset\s+-?\w+|@\s*\S+|\$\w+", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", text):
+        called = re.match(r"\s*\(", text[match.end() :])
+        if not called and match[0].lower() not in _KEYWORDS:
+            names.add(match[0])
+    return names
+
+
+def test_the_metric_name_reader_finds_selectors_and_nothing_else():
+    assert promql_metric_names(
+        "histogram_quantile(0.99, sum by (endpoint, le) "
+        '(rate(a_bucket{status=~"5..", x="rate(b)"}[$__rate_interval])))'
+    ) == {"a_bucket"}
+    assert promql_metric_names("time() - b_seconds") == {"b_seconds"}
+    assert promql_metric_names(
+        "sum(rate(c_total[5m])) by (job) / on (job) group_left (x) d offset 5m"
+    ) == {"c_total", "d"}
+    assert promql_metric_names("x and y or z unless w > bool 1e3") == {"x", "y", "z", "w"}
+    assert promql_metric_names("max_over_time(up[1h:1m]) @ end()") == {"up"}
+    assert promql_metric_names('{__name__="lfp_x"}') == set()
+
+
+def _app_settings() -> Settings:
+    return Settings(
+        _env_file=None,
+        feature_repo="demo.feature_repo",
+        api_routers=[],
+        redis_url="redis://127.0.0.1:1/0",  # never connected: the app is not started
+        redis_password_file=os.devnull,
+    )
+
+
+_SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+}
+
+
+def exported_series_names() -> set[str]:
+    """The series names the API's /metrics can expose: each metric family its registry
+    holds, with the suffixes of its type."""
+    registry = create_app(_app_settings()).state.metrics.registry
+    return {
+        family.name + suffix
+        for family in registry.collect()
+        for suffix in _SERIES_SUFFIXES.get(family.type, ("",))
+    }
+
+
+def test_every_dashboard_query_names_only_metrics_the_api_exports():
+    exported = exported_series_names()
+    assert {"lfp_api_request_duration_seconds_bucket", "lfp_api_redis_errors_total"} <= exported
+    used = set()
+    for path, dashboard in _dashboards().items():
+        for panel in _panels(dashboard["panels"]):
+            for target in panel.get("targets", []):
+                names = promql_metric_names(target["expr"])
+                where = f"{path}: {panel['title']!r} {target['expr']!r}"
+                assert names, f"{where} names no metric"
+                assert names <= exported, f"{where}: not exported: {sorted(names - exported)}"
+                used |= names
+    # The panels the dashboard must have: freshness, lag, request rate and latency, batch
+    # runs, verify mismatches, Redis memory.
+    assert {
+        "lfp_feature_freshness_seconds",
+        "lfp_consumer_lag_records",
+        "lfp_api_request_duration_seconds_count",
+        "lfp_api_request_duration_seconds_bucket",
+        "lfp_batch_last_run_duration_seconds",
+        "lfp_consistency_mismatches",
+        "lfp_redis_memory_used_ratio",
+    } <= used
