@@ -156,18 +156,18 @@ def test_every_writer_store_has_a_bounded_timeout_by_default(redis_process):
 
 
 def test_stack_status_prints_the_batch_run_in_progress_and_its_age(tmp_path):
-    from infra.cli import _current_batch_run
+    from infra.cli.stack import current_batch_run
     from infra.stack import Paths
 
     settings = Settings(_env_file=None, data_dir=tmp_path)
     status = Paths(tmp_path).status_file("batch-scheduler")
     status.parent.mkdir(parents=True)
-    assert _current_batch_run(settings) is None  # no scheduler
+    assert current_batch_run(settings) is None  # no scheduler
     status.write_text(json.dumps({"heartbeat": time.time(), "current_run": None}))
-    assert _current_batch_run(settings) is None  # idle
+    assert current_batch_run(settings) is None  # idle
     run = {"run_id": "abc", "trigger": "schedule", "started_at": 1.0, "age_s": 4321.5}
     status.write_text(json.dumps({"current_run": {**run, "attempts": 2, "error": "[x] slow"}}))
-    line = _current_batch_run(settings)
+    line = current_batch_run(settings)
     assert line == "batch run abc (schedule) running for 4322 s, attempt 2; last error: [x] slow"
 
 

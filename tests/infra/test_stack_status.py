@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from infra.cli import _lag_lines, _status_table
+from infra.cli.stack import lag_lines, status_table
 
 #: The session stack's services and topics (the demo and the fraud example at once).
 SERVICES = [
@@ -32,8 +32,8 @@ def test_a_consumer_that_is_not_consuming_is_marked_and_the_table_fits_80_column
     }
     problems = {"lake-ingest": "lake-ingest is crash-looping: it restarted 4 times ..."}
     console = Console(width=80, record=True, color_system=None, soft_wrap=True)
-    console.print(_status_table(state, lags, problems))
-    for line in _lag_lines(lags):  # as `stack status` prints them
+    console.print(status_table(state, lags, problems))
+    for line in lag_lines(lags):  # as `stack status` prints them
         console.print(line, soft_wrap=False, markup=False, highlight=False)
     text = console.export_text()
     assert all(len(line) <= 80 for line in text.splitlines()), text

@@ -1,0 +1,91 @@
+"""``lfp lake``: each source's Delta table (loading history, optimizing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from feature_core.settings import get_settings
+from infra.cli.common import SourceOption, console, friendly_errors, load_repo, pick_source
+from runtime.progress import advancer, progress_bars
+
+app = typer.Typer(no_args_is_help=True, help="The lake: each source's Delta table.")
+
+
+@app.command("load")
+@friendly_errors
+def lake_load(
+    files: Annotated[list[Path], typer.Argument(help="JSON Lines (.jsonl), CSV or Parquet.")],
+    source: SourceOption = None,
+    chunk: Annotated[int, typer.Option(help="Records per Delta commit.")] = 50_000,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            help="The file is new content, though a file at its path was loaded before: "
+            "load it whole instead of refusing it as an edit."
+        ),
+    ] = False,
+) -> None:
+    """Load history into a source's lake table: each record validated as ingest does,
+    good ones appended in bounded commits, rejects (unreadable or oversized records too)
+    written beside the file with their line and reason. Loading the same content again
+    appends nothing; a load cut short, or a file that grew, resumes where it stopped."""
+    import csv
+
+    from batch_layer.load import count_records, load_file
+
+    settings = get_settings()
+    chosen = pick_source(settings, source)
+    for path in files:
+        if not path.exists():
+            raise RuntimeError(f"{path} not found")
+    for path in files:
+        try:
+            with progress_bars(console) as progress:
+                label = f"{path.name} -> {chosen.table_name}"
+                result = load_file(
+                    settings,
+                    chosen,
+                    path,
+                    chunk,
+                    advancer(progress, label, count_records(path)),
+                    fresh=fresh,
+                )
+        except (ValueError, UnicodeDecodeError, csv.Error, OSError) as error:
+            raise RuntimeError(f"{path}: cannot load it: {error}") from None
+        note = f", {result.skipped} loaded before" if result.skipped else ""
+        rejects = f" (see {result.rejects_path})" if result.rejects_path else ""
+        console.print(
+            f"{path}: {result.records} records, {result.appended} appended, "
+            f"{result.rejected} rejected{rejects}{note}; {result.commits} commits"
+        )
+        for line in result.first_rejects:
+            console.print(f"  rejected: {line}", markup=False)
+
+
+@app.command("optimize")
+@friendly_errors
+def lake_optimize(
+    table: Annotated[
+        list[str] | None, typer.Option(help="Lake table to optimize (repeat); default: all.")
+    ] = None,
+) -> None:
+    """Cluster each lake table by its entities' join keys (Z-order, per date partition
+    with more than one file and new files since the last run) and delete files
+    unreferenced for LFP_LAKE_RETENTION_HOURS. The scheduler runs this on
+    LFP_LAKE_OPTIMIZE_SCHEDULE."""
+    from batch_layer.lake import optimize_lake
+
+    settings = get_settings()
+    with console.status("optimizing the lake"):
+        done = optimize_lake(settings, load_repo(settings), table)
+    if not done:
+        console.print("no lake table yet: nothing to optimize")
+    for result in done:
+        console.print(
+            f"{result.table}: by {', '.join(result.columns)}; {result.partitions} partitions "
+            f"rewritten, {result.files_before} -> {result.files_after} files, "
+            f"{result.vacuumed} old files deleted, {result.seconds:.1f} s"
+        )
