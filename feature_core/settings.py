@@ -327,6 +327,19 @@ class Settings(BaseSettings):
         description="A running batch run refreshes its record at least every third of this; "
         "one not refreshed for this long (its scheduler was killed) reads as abandoned.",
     )
+    feature_stats_sample: int = Field(
+        20_000,
+        ge=0,
+        description="Entities per group (training set rows) whose feature values a batch run "
+        "(training set build) summarizes into the feature statistics journal, a uniform "
+        "sample; 0 records no statistics.",
+    )
+    drift_psi_threshold: float = Field(
+        0.2,
+        gt=0,
+        description="A feature whose PSI against the previous run or its training set is "
+        "over this is flagged as drifting (lfp_feature_drift_flagged).",
+    )
     spark_master: str = Field(
         "local[2]",
         description="Spark master URL: local[N] in this process, or spark://host:port for a "
