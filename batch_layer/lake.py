@@ -283,9 +283,10 @@ def files_matching(table: DeltaTable, values: Mapping[str, Sequence[Any]]) -> li
     kept = {p for p, k in zip(actions.column("path").to_pylist(), keep, strict=True) if k}
     uris = table.file_uris()
     by_path = {}
+    depths = {path.count("/") + 1 for path in kept}  # once: per file it cost O(files²)
     for uri in uris:
         # A data file's path in the log is relative to the table: its last segments.
-        for depth in {path.count("/") + 1 for path in kept}:
+        for depth in depths:
             relative = "/".join(uri.split("/")[-depth:])
             if relative in kept:
                 by_path[relative] = uri

@@ -18,6 +18,7 @@ from online_store.keys import KeySpace
 from online_store.memory import MemoryUse
 from online_store.views import ViewsRequest, ViewsSnapshot
 from runtime.lag import TopicLag
+from runtime.lag import parse as parse_lag
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,10 @@ class OnlineStore(ABC):
     @abstractmethod
     def publish_lag(self, consumer: str, lag: Mapping[str, int]) -> None:
         """A consumer's records behind, per topic, stamped now."""
+
+    def consumer_lag(self) -> list[TopicLag]:
+        """Each consumer's lag per topic, as last published (fresh ones only)."""
+        return parse_lag(self.client.hgetall(self.keys.consumer_lag))
 
     @abstractmethod
     def publish_health(self, consumer: str, record: bytes) -> None:

@@ -52,6 +52,8 @@ def test_shared_state_round_trips(backend) -> None:
     assert store.recent_runs(10) == [b'{"run": 4}', b'{"run": 3}', b'{"run": 2}']
     store.publish_lag("lake-ingest", {"events": 7})
     assert b"lake-ingest|events" in backend.direct.hgetall(KEYS.consumer_lag)
+    [lag] = store.consumer_lag()
+    assert (lag.consumer, lag.topic, lag.behind) == ("lake-ingest", "events", 7)
     store.publish_health("lake-ingest", b'{"at_ms": 1}')
     store.publish_health("speed-job", b'{"at_ms": 2}')
     assert store.consumer_health() == {
