@@ -102,6 +102,16 @@ class MergedValue(NamedTuple):
     status: ValueStatus
 
 
+class WindowInputs(NamedTuple):
+    """The parts of an entity's views one window merged (:meth:`GroupMerger.inputs`)."""
+
+    window: str
+    batch_buckets: list[str]  # bucket start (ms) or "collapsed"
+    speed_tiles: list[int]  # tile starts (ms)
+    correction_tiles: list[tuple[int, int]]  # (tile start ms, lake version)
+    stale: bool  # before a session's bridging, which only the merge sees
+
+
 class _WindowPlan(NamedTuple):
     """What one window reads at one query time: fixed per (batch view, 5-minute step)."""
 
@@ -375,9 +385,9 @@ class GroupMerger:
             parts: list[Sequence[Any]] = [*batch] if batch else []
             if late and plan.reads_batch:
                 if plan.gap_ms is not None:
-                    late_parts = [p for _, p in late]
+                    late_parts = [p for _, _, p in late]
                 else:
-                    late_parts = [p for s, p in late if plan.start is None or s >= plan.start]
+                    late_parts = [p for s, _, p in late if plan.start is None or s >= plan.start]
             else:
                 late_parts = []
             if plan.gap_ms is not None:
@@ -406,7 +416,7 @@ class GroupMerger:
 
     def _late(
         self, pointer: BatchPointer | None, corrections: Sequence[Correction], t: int
-    ) -> list[tuple[int, Sequence[Any]]]:
+    ) -> list[Correction]:
         """The correction tiles the batch view lacks, before its cutoff and ``t``; none
         without a view (the speed tiles then hold every event)."""
         if pointer is None:
@@ -418,10 +428,47 @@ class GroupMerger:
             else versions.get(self.group.source.table_name)
         )
         return [
-            (start, p)
-            for start, _, p in uncovered(corrections, covered)
+            (start, version, p)
+            for start, version, p in uncovered(corrections, covered)
             if start < pointer.cutoff and start < t
         ]
+
+    def inputs(
+        self,
+        t: int,
+        pointer: BatchPointer | None,
+        batch_doc: BatchDoc | None,
+        speed_tiles: Mapping[int, Sequence[Any]],
+        corrections: Sequence[Correction] = (),
+    ) -> list[WindowInputs]:
+        """What each window merges at ``t``, by the rules :meth:`merge` applies: the batch
+        buckets, speed tiles and correction tiles (an operator's view of one entity's
+        provenance). A session window lists every tile it may chain, from which the
+        merge keeps the last session."""
+        plans = self._plans_at(self.plan_key(pointer, t), pointer, t)
+        late = self._late(pointer, corrections, t) if corrections else []
+        floor = pointer.cutoff if pointer else None
+        tiles = sorted(s for s in speed_tiles if s < t and (floor is None or s >= floor))
+        windows = []
+        for plan in plans:
+            buckets = (batch_doc or {}).get(plan.name) if plan.reads_batch else None
+            read = sorted(b for b in buckets or () if plan.buckets is None or b in plan.buckets)
+            session = plan.gap_ms is not None
+            lower = None if session else plan.lower
+            windows.append(
+                WindowInputs(
+                    window=plan.name,
+                    batch_buckets=read,
+                    speed_tiles=[s for s in tiles if lower is None or s >= lower],
+                    correction_tiles=sorted(
+                        (s, v)
+                        for s, v, _ in late
+                        if plan.reads_batch and (session or plan.start is None or s >= plan.start)
+                    ),
+                    stale=(plan.stale and bool(read)) or plan.behind,
+                )
+            )
+        return windows
 
     def _finalize(
         self,

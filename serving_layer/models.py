@@ -269,6 +269,29 @@ class GroupFeatures(BaseModel):
     statuses: dict[str, ValueStatus]
 
 
+class WindowProvenance(BaseModel):
+    """What one window of a group merged for the entity at ``as_of``."""
+
+    group: str
+    window: str
+    batch_buckets: list[str] = Field(
+        description="Batch view buckets read (bucket start in epoch ms, or 'collapsed')."
+    )
+    speed_tiles: list[int] = Field(description="Speed tiles merged (tile start, epoch ms).")
+    correction_tiles: list[tuple[int, int]] = Field(
+        description="Correction tiles of late events merged: (tile start ms, lake version)."
+    )
+    stale: bool = Field(description="Its values are served as stale_batch_view.")
+
+
+class Provenance(GroupFeatures):
+    """An entity's values in one group (or derived view) and where each came from."""
+
+    batch: BatchViewInfo | None = Field(description="The serving batch view, if any.")
+    speed_watermarks: dict[str, int] = Field(description="Per group, the speed watermark.")
+    windows: list[WindowProvenance]
+
+
 class FeatureInfo(BaseModel):
     name: str = Field(description="'group:feature', as used in requests.")
     function: str = Field(description="The aggregation, or 'derived' for a derived feature.")

@@ -29,15 +29,17 @@ from serving_layer.models import (
     FeaturesRequest,
     FeaturesResponse,
     GroupFeatures,
+    Provenance,
     error_responses,
 )
-from serving_layer.online import OnlineFeatures
+from serving_layer.online import OnlineFeatures, ServedVectors
 from serving_layer.responses import json_response
-from serving_layer.vectors import FeatureRef, RequestError
+from serving_layer.vectors import FeatureRef, RequestError, Selection
 
 FEATURES_ENDPOINT = "/v1/features"
 GROUP_ENDPOINT = "/v1/features/{group}/{entity_id}"
 GROUP_BY_KEYS_ENDPOINT = "/v1/features/{group}"
+PROVENANCE_ENDPOINT = "/v1/provenance/{group}"
 
 # The names a repo has are added to these in the schema by add_v1_routes.
 GroupName = Annotated[str, Path(description="A feature group.")]
@@ -92,25 +94,52 @@ async def get_group_features_by_keys(group: GroupName, request: Request) -> Resp
     query parameters (``?card_id=c1&merchant_id=m9``): any entity, composite or not."""
     online = online_of(request)
     # Any join key of the repo is checked as the schema documents it, the group's own used.
+    keys = _join_keys_of(online, request)
+    return await _group_features(online, group, keys, GROUP_BY_KEYS_ENDPOINT, request.query_params)
+
+
+async def get_provenance(group: GroupName, request: Request) -> Response:
+    """One entity's values in a feature group (or derived view), named by its join keys as
+    query parameters, with where each came from: the batch view (version, cutoff, Delta
+    versions), the speed watermarks, and per window the batch buckets, speed tiles and
+    correction tiles the merge combined. For operators (the console's entity lookup)."""
+    online = online_of(request)
+    keys = _join_keys_of(online, request)
+    served, body = await _serve_group(
+        online, group, keys, PROVENANCE_ENDPOINT, request.query_params
+    )
+    pointer, views = served.snapshot.pointer, served.snapshot.entities
+    mergers = served.selection.mergers_in_read_order
+    watermarks = served.snapshot.speed_watermarks
+    body["batch"] = pointer and BatchViewInfo.fields_of(pointer)
+    body["speed_watermarks"] = {
+        g: watermarks[g] for g in served.selection.group_names if g in watermarks
+    }
+    body["windows"] = [
+        {"group": merger.group.name, **window._asdict()}
+        for merger, view in zip(mergers, views, strict=True)
+        for window in merger.inputs(
+            served.as_of, pointer, view.batch_doc, view.speed_tiles, view.corrections
+        )
+    ]
+    return json_response(body)
+
+
+def _join_keys_of(online: OnlineFeatures, request: Request) -> dict[str, str]:
+    """The repo's join keys among the query parameters, each checked as the schema says."""
     kinds = online.repo.join_key_types
     keys = {k: v for k, v in request.query_params.items() if k in kinds}
     invalid = sorted(k for k, v in keys.items() if not 0 < len(v) <= MAX_KEY_LENGTH)
     if invalid:
         raise RequestError(f"join key values must be 1 to {MAX_KEY_LENGTH} characters: {invalid}")
-    return await _group_features(online, group, keys, GROUP_BY_KEYS_ENDPOINT, request.query_params)
+    return keys
 
 
-async def _group_features(
-    online: OnlineFeatures,
-    group: str,
-    keys: Mapping[str, str] | str,
-    endpoint: str,
-    parameters: Mapping[str, str],
-) -> Response:
-    """The vector of the group's features (one cached selection) for the entity these
-    join keys name (a one-key group's value, or a mapping of the group's join keys), in
-    the group endpoints' shape."""
-    selection = online.group_selection(group)
+def _entity_of(
+    selection: Selection, group: str, keys: Mapping[str, str] | str
+) -> str | Mapping[str, str]:
+    """The entity these join keys name for the group: a one-key group's value, or a
+    mapping of every one of its join keys."""
     join_keys = selection.join_keys
     if isinstance(keys, str):
         if len(join_keys) > 1:
@@ -124,6 +153,33 @@ async def _group_features(
         if missing:
             raise RequestError(f"{group} is keyed by {list(join_keys)}; missing {missing}")
         entity = {k: keys[k] for k in join_keys}
+    return entity
+
+
+async def _group_features(
+    online: OnlineFeatures,
+    group: str,
+    keys: Mapping[str, str] | str,
+    endpoint: str,
+    parameters: Mapping[str, str],
+) -> Response:
+    """The vector of the group's features (one cached selection) for the entity these
+    join keys name (a one-key group's value, or a mapping of the group's join keys), in
+    the group endpoints' shape."""
+    _, body = await _serve_group(online, group, keys, endpoint, parameters)
+    return json_response(body)
+
+
+async def _serve_group(
+    online: OnlineFeatures,
+    group: str,
+    keys: Mapping[str, str] | str,
+    endpoint: str,
+    parameters: Mapping[str, str],
+) -> tuple[ServedVectors, dict[str, Any]]:
+    """What the group endpoints serve, and the body they answer with."""
+    selection = online.group_selection(group)
+    entity = _entity_of(selection, group, keys)
     try:
         ids = selection.entity_ids([entity])
     except RequestError as error:
@@ -134,18 +190,16 @@ async def _group_features(
     (vector,) = served.vectors
     pointer = served.snapshot.pointer
     names = [ref.name for ref in selection.refs]
-    return json_response(
-        {
-            "group": group,
-            "entity_id": vector.entity_id,
-            "as_of": served.as_of,
-            "batch_cutoff": pointer and pointer.cutoff,
-            "batch_version": pointer and pointer.version,
-            "speed_watermark": served.snapshot.speed_watermarks.get(group),
-            "features": dict(zip(names, vector.values, strict=True)),
-            "statuses": dict(zip(names, vector.statuses, strict=True)),
-        }
-    )
+    return served, {
+        "group": group,
+        "entity_id": vector.entity_id,
+        "as_of": served.as_of,
+        "batch_cutoff": pointer and pointer.cutoff,
+        "batch_version": pointer and pointer.version,
+        "speed_watermark": served.snapshot.speed_watermarks.get(group),
+        "features": dict(zip(names, vector.values, strict=True)),
+        "statuses": dict(zip(names, vector.statuses, strict=True)),
+    }
 
 
 async def batch_runs(
@@ -263,6 +317,14 @@ def add_v1_routes(
         get_group_features_by_keys,
         GroupFeatures,
         (404, 422, 503),
+        openapi_extra={"parameters": [_enum("group", groups), *map(_join_key, join_keys)]},
+    )
+    add(
+        PROVENANCE_ENDPOINT,
+        get_provenance,
+        Provenance,
+        (404, 422, 503),
+        tags=("ops",),
         openapi_extra={"parameters": [_enum("group", groups), *map(_join_key, join_keys)]},
     )
     add("/v1/batch/runs", batch_runs, list[RunRecord], (422, 503), tags=("batch",))

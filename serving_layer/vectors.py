@@ -147,6 +147,11 @@ class Selection:
             for key_set in range(len(self.key_sets))
         )
 
+    @cached_property
+    def mergers_in_read_order(self) -> tuple[GroupMerger, ...]:
+        """The mergers in the order one entity's views are read (key set by key set)."""
+        return tuple(self.mergers[g] for groups in self._key_set_groups for g in groups)
+
     def entity_ids(self, entities: Sequence[str | int | Mapping[str, Any]]) -> EntityIds:
         """Each requested entity's id (:func:`feature_core.keys.entity_id`): a value is
         that of a one-key entity, an object must name every join key. Values are taken in

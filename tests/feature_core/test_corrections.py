@@ -19,7 +19,7 @@ from feature_core.corrections import (
     tile_width,
 )
 from feature_core.definitions import Aggregation, FeatureGroup
-from feature_core.merge import BatchPointer, ValueStatus, merge_group
+from feature_core.merge import BatchPointer, ValueStatus, group_merger, merge_group
 from feature_core.reference import evaluate
 from feature_core.windows import DAY_MS, HOUR_MS, MINUTE_MS, SPEED_TILE_MS, align_cutoff
 from tests.feature_core.test_merge import BASE, GROUP
@@ -221,6 +221,42 @@ def test_a_late_event_bridging_to_a_session_the_view_closed_is_marked_stale():
     world.run(0)  # the next view reads it: exact again
     world.switch(1)
     assert world.served("u")[SESSIONS.features[0].name].value == 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(steps, max_size=40), st.sampled_from([GROUP, COARSE, SESSIONS]))
+def test_the_inputs_each_window_lists_are_all_it_merges(ops, group):
+    """Merging only what ``inputs`` lists for a window gives that window's values, and a
+    window lists nothing outside its range: the console's provenance is the merge's."""
+    world = World(group=group)
+    _play(world, ops)
+    pointer, docs = world.serving if world.serving else (None, {})
+    merger = group_merger(group)
+    for entity in ENTITIES:
+        mine = [r for r in world.log if r["user_id"] == entity]
+        tiles = local_views.speed_tiles(group, mine, pointer.cutoff if pointer else None)
+        corrections = [c for commit in world.commits for c in commit.corrections.get(entity, [])]
+        doc = docs.get(entity)
+        served = merge_group(group, world.clock, pointer, doc, tiles, corrections=corrections)
+        for window in merger.inputs(world.clock, pointer, doc, tiles, corrections):
+            assert all(start < world.clock for start in window.speed_tiles)
+            listed = set(window.correction_tiles)
+            only = merge_group(
+                group,
+                world.clock,
+                pointer,
+                {window.window: {b: doc[window.window][b] for b in window.batch_buckets}}
+                if window.batch_buckets
+                else None,
+                {start: tiles[start] for start in window.speed_tiles},
+                corrections=[c for c in corrections if (c[0], c[1]) in listed],
+            )
+            for feature in group.window_features[_window(group, window.window)]:
+                assert only[feature.name] == served[feature.name], (window, feature.name)
+
+
+def _window(group: FeatureGroup, name: str) -> Any:
+    return next(w for w in group.window_features if w.name == name)
 
 
 def _assert_served_equals_reference(world: World) -> None:

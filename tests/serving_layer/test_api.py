@@ -120,6 +120,32 @@ def test_the_group_endpoint_agrees_with_the_vector_endpoint(stack, served_users)
     assert group["statuses"]["spend_7d"] == "present"
 
 
+def test_provenance_names_the_views_and_tiles_each_window_merged(stack, served_users):
+    users, events = served_users
+    api = stack.settings.api_url
+    body = httpx.get(f"{api}/v1/provenance/user_purchases", params={"user_id": users[2]}).json()
+    group = httpx.get(f"{api}/v1/features/user_purchases/{users[2]}").json()
+    assert body["features"] == group["features"] and body["statuses"] == group["statuses"]
+    readyz = httpx.get(f"{api}/readyz").json()
+    assert body["batch"] == readyz["batch"]
+    assert set(body["speed_watermarks"]) == {"user_purchases"}
+    windows = {w["window"]: w for w in body["windows"]}
+    assert windows and {w["group"] for w in body["windows"]} == {"user_purchases"}
+    purchase = next(e for e in events if e["user_id"] == users[2] and e.get("amount"))
+    tile = purchase["event_time"] - purchase["event_time"] % (5 * MINUTE_MS)
+    cutoff = body["batch"]["cutoff"] if body["batch"] else 0
+    for window in windows.values():
+        assert all(cutoff <= start < body["as_of"] for start in window["speed_tiles"])
+        assert tile in window["speed_tiles"], window  # every window holds the fresh purchase
+    unknown = httpx.get(
+        f"{api}/v1/provenance/card_merchant_history",
+        params={"card_id": "nobody", "merchant_id": "nowhere"},
+    ).json()
+    assert all(not w["speed_tiles"] and not w["batch_buckets"] for w in unknown["windows"])
+    missing = httpx.get(f"{api}/v1/provenance/card_merchant_history", params={"card_id": "c"})
+    assert missing.status_code == 422 and "missing ['merchant_id']" in missing.json()["detail"]
+
+
 def assert_feast_format(parsed: dict, join_key: str, entity_values: list, names: list[str]):
     """The checks of Feast's own feature server test, for several entities."""
     FeastResponse.model_validate(parsed)
