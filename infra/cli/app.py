@@ -9,10 +9,11 @@ import importlib
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+from rich.console import Console
+from rich.text import Text
 
 from feature_core.settings import Settings, get_settings
 from infra.cli import (
@@ -31,7 +32,11 @@ from infra.cli import (
     training,
 )
 from infra.cli.common import SourceOption, console, friendly_errors, load_repo, pick_source
+from infra.cli.tables import Column, count, print_table
 from runtime.progress import advancer, progress_bars
+
+if TYPE_CHECKING:
+    from batch_layer.verify import ConsistencyReport
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 for group, name in (
@@ -56,37 +61,47 @@ for group, name in (
 def doctor() -> None:
     """Check that Java 17 (with javac), redis-server, the broker binary and the engines are
     usable."""
-    problems: list[str] = []
+    checks: list[tuple[str, str | None, str]] = []  # (what, problem or None, what was found)
     java = shutil.which("java")
     if not java:
-        problems.append("java not found: install Java 17 (apt-get install openjdk-17-jdk-headless)")
+        problem = "java not found: install Java 17 (apt-get install openjdk-17-jdk-headless)"
+        checks.append(("java", problem, ""))
     else:
         out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-        if '"17' not in out and '"21' not in out:
-            problems.append(
-                f"Java 17 needed by Spark 4.1 and Flink 2.0, found: {out.splitlines()[0]}"
-            )
-    if not shutil.which("javac"):
-        problems.append(
-            "javac not found: the speed job compiles its aggregate functions with the JDK "
-            "(apt-get install openjdk-17-jdk-headless)"
-        )
-    if not shutil.which("redis-server"):
-        problems.append("redis-server not found: apt-get install redis-server")
+        found = (out.splitlines() or [""])[0]
+        wrong = '"17' not in out and '"21' not in out
+        problem = f"Java 17 needed by Spark 4.1 and Flink 2.0, found: {found}" if wrong else None
+        checks.append(("java", problem, found))
+    javac = shutil.which("javac")
+    problem = (
+        "javac not found: the speed job compiles its aggregate functions with the JDK "
+        "(apt-get install openjdk-17-jdk-headless)"
+    )
+    checks.append(("javac", None if javac else problem, javac or ""))
+    redis_server = shutil.which("redis-server")
+    problem = "redis-server not found: apt-get install redis-server"
+    checks.append(("redis-server", None if redis_server else problem, redis_server or ""))
     for module in ("pyspark", "pyflink", "deltalake", "kafka", "redis", "fastapi"):
         try:
-            __import__(module)
+            imported = __import__(module)
         except ImportError as error:
-            problems.append(f"python module {module} missing ({error}): run make install")
+            problem = f"python module {module} missing ({error}): run make install"
+            checks.append((module, problem, ""))
+        else:
+            checks.append((module, None, getattr(imported, "__version__", "importable")))
     try:
         from infra.broker import broker_binary
 
-        broker_binary()
+        checks.append(("broker binary", None, broker_binary()))
     except Exception as error:
-        problems.append(str(error))
-    for problem in problems:
-        console.print(f"[red]✗[/red] {problem}")
-    if problems:
+        checks.append(("broker binary", str(error), ""))
+    rows = [
+        [what, Text("✗", style="red") if problem else Text("✓", style="green"), problem or found]
+        for what, problem, found in checks
+    ]
+    columns = [Column("check"), Column("ok"), Column("found, or how to fix it", wrap=True)]
+    print_table(console, columns, rows)
+    if any(problem for _, problem, _ in checks):
         raise typer.Exit(1)
     console.print("[green]✓[/green] Java, redis-server, broker binary and engines are ready")
 
@@ -98,12 +113,16 @@ def config() -> None:
     from feature_core.settings import ENV_PREFIX
 
     settings = get_settings()
-    table = Table("environment variable", "value", "meaning")
-    for name, field in Settings.model_fields.items():
-        table.add_row(
-            f"{ENV_PREFIX}{name.upper()}", shown_setting(settings, name), field.description
-        )
-    console.print(table)
+    columns = [
+        Column("environment variable"),
+        Column("value", wrap=True, min_width=20),
+        Column("meaning", wrap=True, min_width=20),
+    ]
+    rows = [
+        [f"{ENV_PREFIX}{name.upper()}", shown_setting(settings, name), field.description or ""]
+        for name, field in Settings.model_fields.items()
+    ]
+    print_table(console, columns, rows)
 
 
 def shown_setting(settings: Settings, name: str) -> str:
@@ -223,21 +242,31 @@ def verify(
     finally:
         spark.stop()
     publish(settings, report)
-    table = Table(
-        "feature", "mismatches", title=f"consistency: lake ({report.delta_versions}) vs API"
-    )
-    for feature, count in report.by_feature.items():
-        table.add_row(feature, f"[red]{count}[/red]" if count else "0")
-    console.print(table)
-    for example in report.examples:
-        console.print(
-            f"  {example.feature} {example.entity_id}: served {example.served!r} "
-            f"({example.status}), lake says {example.expected!r}"
-        )
-    verdict = "[green]consistent[/green]" if report.passed else "[red]INCONSISTENT[/red]"
-    console.print(
-        f"{verdict}: {report.mismatches} of {report.values} values differ "
-        f"({report.entities} entities, tolerance {tolerance:g})"
-    )
+    print_report(console, report)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def print_report(out: Console, report: ConsistencyReport) -> None:
+    """A verification's mismatches per feature, the examples, the verdict."""
+    read = ", ".join(f"{table} v{v}" for table, v in sorted(report.delta_versions.items()))
+    out.print(f"consistency: lake ({read or 'no table'}) vs API", soft_wrap=False)
+    rows = [
+        [feature, Text(count(n), style="red") if n else "0"]
+        for feature, n in report.by_feature.items()
+    ]
+    print_table(out, [Column("feature"), Column("mismatches", justify="right")], rows)
+    for e in report.examples:  # a sentence each, wrapped at the width between words
+        out.print(
+            Text(
+                f"  {e.feature} {e.entity_id}: served {e.served!r} ({e.status}), "
+                f"lake says {e.expected!r}"
+            ),
+            soft_wrap=False,
+        )
+    verdict = "[green]consistent[/green]" if report.passed else "[red]INCONSISTENT[/red]"
+    out.print(
+        f"{verdict}: {count(report.mismatches)} of {count(report.values)} values differ "
+        f"({count(report.entities)} entities, tolerance {report.tolerance:g})",
+        soft_wrap=False,
+    )

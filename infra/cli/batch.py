@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich import box
-from rich.table import Table
+from rich.console import Console
+from rich.text import Text
 
+from feature_core.runs import RunRecord
 from feature_core.settings import get_settings
 from infra.cli.common import (
     StatusFile,
@@ -17,12 +18,23 @@ from infra.cli.common import (
     setup_logging,
     spark_task_bar,
 )
-from infra.cli.tables import iso, or_dash
+from infra.cli.tables import (
+    Column,
+    WideOption,
+    clipped,
+    compact_time,
+    count,
+    duration,
+    iso,
+    or_dash,
+    print_table,
+    short_ids,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Batch layer: recompute views from the lake.")
 
 
-def lake_versions(record: Any) -> str:
+def lake_versions(record: RunRecord) -> str:
     """The lake tables a run read, each with its Delta version (``table:vN``)."""
     versions = record.delta_versions or {}
     if not versions:
@@ -30,27 +42,27 @@ def lake_versions(record: Any) -> str:
     return " ".join(f"{t}:v{or_dash(v)}" for t, v in sorted(versions.items()))
 
 
-def run_summary(record: Any) -> Table:
-    table = Table("run", "value", title=f"batch run {record.run_id}", show_header=False)
+def run_summary(out: Console, record: RunRecord) -> None:
+    """One run's record, a line per field (`lfp batch run`)."""
     color = "green" if record.status == "succeeded" else "red"
     rows = {
-        "status": f"[{color}]{record.status}[/{color}]",
+        "status": Text(record.status, style=color),
         "trigger": record.trigger,
         "cutoff": f"{record.cutoff} ({iso(record.cutoff)})",
         "lake versions read": lake_versions(record),
-        "events read": str(record.rows_read),
-        "entities written": str(record.entities_written),
+        "events read": count(record.rows_read),
+        "entities written": count(record.entities_written),
         "view version": f"v{record.view_version}" + ("" if record.switched else " (not serving)"),
-        "old view keys removed": str(record.garbage_collected),
-        "Spark stages / tasks": f"{record.stages} / {record.tasks}",
+        "old view keys removed": count(record.garbage_collected),
+        "Spark stages / tasks": f"{count(record.stages)} / {count(record.tasks)}",
         "attempts": str(record.attempts),
-        "duration": f"{record.duration_s or 0:.1f} s",
+        "duration": duration(record.duration_s or 0),
     }
     if record.error:
         rows["error"] = record.error
-    for name, value in rows.items():
-        table.add_row(name, value)
-    return table
+    columns = [Column("run"), Column("value", wrap=True)]
+    lines = [[name, value] for name, value in rows.items()]
+    print_table(out, columns, lines, title=f"batch run {record.run_id}", show_header=False)
 
 
 @app.command("run")
@@ -82,7 +94,7 @@ def batch_run(
     if as_json:
         console.print_json(record.model_dump_json())
     else:
-        console.print(run_summary(record))
+        run_summary(console, record)
     if record.status != "succeeded":
         raise typer.Exit(1)
 
@@ -92,6 +104,7 @@ def batch_run(
 def batch_history(
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    wide: WideOption = False,
 ) -> None:
     """Recent batch runs: when, cutoff, Delta version, rows, entities, status, error."""
     from batch_layer.history import RUNS_TABLE, RunHistory
@@ -110,36 +123,55 @@ def batch_history(
     if not runs:
         console.print("no batch runs recorded yet (`lfp batch run`, or wait for the schedule)")
         return
-    table = Table(
-        caption="times in UTC", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
-    )
-    for name in ("run", "trigger", "status", "started", "took", "cutoff"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("lake versions", overflow="fold", min_width=12)
-    for name in ("events", "entities", "view"):
-        table.add_column(name, justify="right", no_wrap=True)
-    errors = any(run.error for run in runs)
-    if errors:
-        table.add_column("error", overflow="fold", min_width=20)
+    ids = short_ids((run.run_id for run in runs), wide)
+    tried = any(run.attempts > 1 for run in runs)
+    failed = any(run.error for run in runs)
+    columns = [
+        Column("run"),
+        Column("trigger"),
+        Column("status"),
+        Column("started", priority=60),
+        Column("took", justify="right"),
+        Column("cutoff", priority=20),
+        Column("lake versions", priority=10, wrap=True, min_width=12),
+        Column("events", priority=50, justify="right"),
+        Column("entities", priority=40, justify="right"),
+        *([Column("tries", priority=45, justify="right")] if tried else []),
+        Column("view", justify="right"),
+        *([Column("error", priority=55, wrap=True, min_width=40)] if failed else []),
+    ]
+    rows = []
     for run in runs:
         color = {"succeeded": "green", "failed": "red", "abandoned": "red"}.get(
             run.status, "yellow"
         )
-        tries = f" ({run.attempts} tries)" if run.attempts > 1 else ""
-        table.add_row(
-            run.run_id,
-            run.trigger,
-            f"[{color}]{run.status}[/{color}]{tries}",
-            iso(int(run.started_at * 1000), "%m-%d %H:%M"),
-            f"{run.duration_s:.0f} s" if run.duration_s is not None else "-",
-            iso(run.cutoff, "%m-%d %H:%M"),
-            lake_versions(run),
-            or_dash(run.rows_read),
-            or_dash(run.entities_written),
-            f"v{run.view_version}" if run.view_version else "-",
-            *([(run.error or "")[:200]] if errors else []),
+        rows.append(
+            [
+                ids[run.run_id],
+                run.trigger,
+                Text(run.status, style=color),
+                compact_time(run.started_at * 1000),
+                duration(run.duration_s),
+                compact_time(run.cutoff),
+                lake_versions(run),
+                count(run.rows_read),
+                count(run.entities_written),
+                *([str(run.attempts)] if tried else []),
+                f"v{run.view_version}" if run.view_version else "-",
+                *([_error_text(run.error, wide)] if failed else []),
+            ]
         )
-    console.print(table)
+    hidden = print_table(console, columns, rows, wide=wide, caption="times in UTC")
+    if "error" in hidden:  # under the table, as wide as the terminal
+        for run in runs:
+            if run.error:
+                line = Text(f"{ids[run.run_id]} {run.status}: ", style="bold")
+                console.print(line + _error_text(run.error, wide), soft_wrap=False)
+
+
+def _error_text(error: str | None, wide: bool) -> str:
+    """A run's error: its first 200 characters unless ``--wide`` (`--json`: all)."""
+    return clipped(error or "", 200, wide)
 
 
 @app.command("schedule")

@@ -9,7 +9,8 @@ import typer
 
 from feature_core.settings import get_settings
 from infra.cli.common import console, friendly_errors, setup_logging
-from infra.cli.stack import status_table
+from infra.cli.stack import print_status
+from infra.cli.tables import WideOption
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,7 +29,7 @@ def cluster_up() -> None:
     settings = get_settings()
     with console.status("starting the cluster (Spark and Flink take a minute)..."):
         state = cluster.up(settings)
-    console.print(status_table(state))
+    print_status(console, state, wide_hint="lfp cluster status --wide")
     console.print("Run the stack on it (then `make up`):")
     for name, value in cluster.cluster_settings(settings).items():
         console.print(f"  export {name}={value}")
@@ -46,7 +47,7 @@ def cluster_down() -> None:
 
 @app.command("status")
 @friendly_errors
-def cluster_status() -> None:
+def cluster_status(wide: WideOption = False) -> None:
     """Each part of the local cluster: state, pid, port."""
     from infra import cluster
     from infra.stack import running_supervisor
@@ -56,7 +57,7 @@ def cluster_status() -> None:
     if not state or running_supervisor(cluster.cluster_paths(settings)) is None:
         console.print("no cluster running (start it with `lfp cluster up`)")
         raise typer.Exit(1)
-    console.print(status_table(state))
+    print_status(console, state, wide=wide, wide_hint="lfp cluster status --wide")
 
 
 @app.command("supervise", hidden=True)

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
 from feature_core.settings import get_settings
 from infra.cli.common import console, friendly_errors
-from infra.cli.tables import iso
+from infra.cli.tables import Column, WideOption, clipped, count, iso, print_table
 
 app = typer.Typer(
     no_args_is_help=True, help="Dead letters the dead-letter topics did not take (spilled)."
@@ -23,13 +21,13 @@ def dead_letters_spilled(
     as_json: Annotated[
         bool, typer.Option("--json", help="Every envelope in full, as JSON lines.")
     ] = False,
+    wide: WideOption = False,
 ) -> None:
     """Rejected records whose dead letter the broker refused or did not acknowledge in
     time: lake ingest spilled them to <data_dir>/dead-letters/ instead (oldest first)."""
     import sys
 
     import orjson
-    from rich.text import Text
 
     from runtime.dead_letters import read_spilled, spill_dir
 
@@ -42,25 +40,25 @@ def dead_letters_spilled(
     if not letters:
         console.print(f"no spilled dead letters in {spill_dir(settings.data_dir)}")
         return
-    table = Table(
-        caption="times in UTC; --json: every field",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    table.add_column("spilled", no_wrap=True)
-    table.add_column("record", overflow="fold", min_width=12)
-    table.add_column("bytes", justify="right", no_wrap=True)
-    table.add_column("reason", overflow="fold", min_width=12)
-    table.add_column("send error", overflow="fold", min_width=10)
+    columns = [
+        Column("spilled", priority=30),
+        Column("record"),
+        Column("bytes", priority=10, justify="right"),
+        Column("reason", wrap=True, min_width=16),
+        Column("send error", priority=20, wrap=True, min_width=24),
+    ]
+    rows = []
     for letter in letters:
-        size = "-" if letter.get("size") is None else f"{letter['size']:,}"
-        table.add_row(  # Text: a record's reason is data, never rich markup
-            iso(letter.get("spilled_at"), "%m-%d %H:%M:%S"),
-            Text(f"{letter.get('topic')}:{letter.get('partition')}@{letter.get('offset')}"),
-            size + (" cut" if letter.get("truncated") else ""),
-            Text(str(letter.get("reason", ""))[:120]),
-            Text(str(letter.get("send_error", ""))[:80]),
+        size = count(letter.get("size")) + (" cut" if letter.get("truncated") else "")
+        reason, send_error = str(letter.get("reason", "")), str(letter.get("send_error", ""))
+        rows.append(
+            [
+                iso(letter.get("spilled_at"), "%m-%d %H:%M:%S"),
+                f"{letter.get('topic')}:{letter.get('partition')}@{letter.get('offset')}",
+                size,
+                clipped(reason, 120, wide),
+                clipped(send_error, 80, wide),
+            ]
         )
-    console.print(table, highlight=False)
+    print_table(console, columns, rows, wide=wide, caption="times in UTC; --json: every field")
     console.print(f"{len(letters)} spilled, in {spill_dir(settings.data_dir)}", highlight=False)

@@ -6,13 +6,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import get_settings
 from infra.cli.common import console, friendly_errors, load_repo
+from infra.cli.tables import Column, WideOption, print_table
 
 app = typer.Typer(no_args_is_help=True, help="Inspect feature definitions.")
 
@@ -126,33 +125,47 @@ def _describe_derived(repo: FeatureRepo, view: str, description: str) -> None:
 
 @app.command("list")
 @friendly_errors
-def features_list() -> None:
+def features_list(wide: WideOption = False) -> None:
     """List every feature with its group, aggregation and window."""
-    table = Table("group", "entity", "feature", "aggregation", "column", "window", "hop")
-    for group in load_repo(get_settings()).groups:
-        for f in group.features:
-            table.add_row(
-                group.name,
-                group.entity.key_label,
-                f.name,
-                f.aggregation.name,
-                f.column or "*",
-                f.window.name,
-                f"{f.window.hop_ms // 60000}m",
-            )
-    console.print(table)
+    columns = [
+        Column("group"),
+        Column("entity", priority=20, wrap=True),
+        Column("feature"),
+        Column("aggregation", priority=60),
+        Column("column", priority=30),
+        Column("window", priority=50),
+        Column("hop", priority=10, justify="right"),
+    ]
+    rows = [
+        [
+            group.name,
+            group.entity.key_label,
+            f.name,
+            f.aggregation.name,
+            f.column or "*",
+            f.window.name,
+            f"{f.window.hop_ms // 60000:,}m",
+        ]
+        for group in load_repo(get_settings()).groups
+        for f in group.features
+    ]
+    print_table(console, columns, rows, wide=wide)
 
 
 @app.command("sources")
 @friendly_errors
 def features_sources() -> None:
     """List every declared source with its topic, lake table and fields."""
+    columns = [Column("field"), Column("type"), Column("required")]
+    columns.append(Column("constraints", wrap=True))
     for source in load_repo(get_settings()).sources:
         console.print(
-            f"[bold]{source.name}[/bold]: topic {source.topic_name}, dead letters "
-            f"{source.dlq_topic}, lake table {source.table_name}, event time {source.event_time}"
+            f"[bold]{escape(source.name)}[/bold]: topic {source.topic_name}, dead letters "
+            f"{source.dlq_topic}, lake table {source.table_name}, event time {source.event_time}",
+            soft_wrap=False,  # names only, no path: wrapped at the width, between words
+            highlight=False,
         )
-        table = Table("field", "type", "required", "constraints", box=box.SIMPLE)
+        rows = []
         for f in source.fields:
             constraints = [
                 text
@@ -165,5 +178,6 @@ def features_sources() -> None:
                 )
                 if present
             ]
-            table.add_row(f.name, f.type, "yes" if f.required else "", ", ".join(constraints))
-        console.print(table)
+            rows.append([f.name, f.type, "yes" if f.required else "", ", ".join(constraints)])
+        print_table(console, columns, rows)
+        console.print()

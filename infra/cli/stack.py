@@ -7,45 +7,60 @@ import time
 from collections.abc import Iterable
 
 import typer
-from rich.table import Table
+from rich.console import Console
+from rich.text import Text
 
 from feature_core.settings import Settings, get_settings
 from infra.cli.common import console, friendly_errors, load_repo, setup_logging
+from infra.cli.tables import Column, WideOption, count, print_table
 
 app = typer.Typer(no_args_is_help=True, help="Run the embedded local stack.")
 
 
-def status_table(
+def print_status(
+    out: Console,
     state: dict,
     lags: dict[str, dict[str, int]] | None = None,
     problems: dict[str, str] | None = None,
-) -> Table:
+    wide: bool = False,
+    wide_hint: str = "lfp stack status --wide",
+) -> None:
     """The services; ``lags``: records behind per topic, by service (the table shows their
-    sum, :func:`_lag_lines` each topic's); ``problems``: why a consumer is not consuming
-    (its state is marked, red, with "!")."""
-    table = Table("service", "state", "pid", "port", "restarts", "records behind")
+    sum, :func:`lag_lines` each topic's; no column without them); ``problems``: why a
+    consumer is not consuming (its state is marked, red, with "!")."""
+    columns = [
+        Column("service"),
+        Column("state"),
+        Column("pid", priority=10, justify="right"),
+        Column("port", priority=20, justify="right"),
+        Column("restarts", priority=30, justify="right"),
+        *([Column("records behind", priority=40, justify="right")] if lags is not None else []),
+    ]
+    rows = []
     for name, info in state["services"].items():
         color = {"healthy": "green", "done": "green", "failed": "red"}.get(info["state"], "yellow")
         mark = ""
         if name in (problems or {}):
             color, mark = "red", " !"
         behind = (lags or {}).get(name)
-        table.add_row(
-            name,
-            f"[{color}]{info['state']}{mark}[/{color}]",
-            str(info.get("pid") or "-"),
-            str(info.get("port") or "-"),
-            str(info.get("restarts", 0)),
-            str(sum(behind.values())) if behind else "",
+        rows.append(
+            [
+                name,
+                Text(f"{info['state']}{mark}", style=color),
+                str(info.get("pid") or "-"),
+                str(info.get("port") or "-"),
+                str(info.get("restarts", 0)),
+                *([count(sum(behind.values())) if behind else ""] if lags is not None else []),
+            ]
         )
-    return table
+    print_table(out, columns, rows, wide=wide, wide_hint=wide_hint)
 
 
 def lag_lines(lags: dict[str, dict[str, int]]) -> list[str]:
     """Each consumer's records behind per topic, one line each (under the table: topic
     names are too long for a cell at 80 columns)."""
     return [
-        f"{name} behind: " + ", ".join(f"{topic} {n}" for topic, n in sorted(behind.items()))
+        f"{name} behind: " + "; ".join(f"{topic} {n:,}" for topic, n in sorted(behind.items()))
         for name, behind in lags.items()
         if behind
     ]
@@ -104,7 +119,7 @@ def stack_up() -> None:
     load_repo(settings)  # no or a broken LFP_FEATURE_REPO: one line now, not crash-looping services
     with console.status("starting the stack (the speed job takes a minute)..."):
         state = stack.up(settings)
-    console.print(status_table(state))
+    print_status(console, state)
     console.print(f"API: {settings.api_url}/docs   logs: {settings.data_dir.resolve() / 'logs'}")
 
 
@@ -120,7 +135,7 @@ def stack_down() -> None:
 
 @app.command("status")
 @friendly_errors
-def stack_status() -> None:
+def stack_status(wide: WideOption = False) -> None:
     """Each service's state, pid and port, how far lake ingest and the speed job are
     behind on each topic, and why a consumer is not consuming (as /readyz says)."""
     from infra import stack
@@ -135,13 +150,13 @@ def stack_status() -> None:
     for name, behind in published.items():
         if name in state["services"] and behind:
             lags.setdefault(name, behind)  # a restarting service has no status file yet
-    console.print(status_table(state, lags, problems))
+    print_status(console, state, lags, problems, wide)
     for line in lag_lines(lags):
         console.print(line, soft_wrap=False, markup=False, highlight=False)
     for why in problems.values():
         console.print(f"[red]![/red] {why}", soft_wrap=False)  # wrapped at the width
     if (running := current_batch_run(settings)) is not None:
-        console.print(running, markup=False, highlight=False)
+        console.print(running, soft_wrap=False, markup=False, highlight=False)
 
 
 def current_batch_run(settings: Settings) -> str | None:

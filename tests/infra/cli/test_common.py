@@ -1,4 +1,5 @@
-"""The CLI answers operational failures with one actionable line, never a traceback."""
+"""The CLI answers operational failures with one actionable line, never a traceback
+(infra.cli.common.friendly_errors, load_repo)."""
 
 import socket
 
@@ -15,20 +16,6 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def test_status_without_a_stack_says_how_to_start_one(tmp_path, monkeypatch):
-    monkeypatch.setenv("LFP_DATA_DIR", str(tmp_path))
-    result = runner.invoke(app, ["stack", "status"])
-    assert result.exit_code == 1
-    assert "no stack running (start it with `make up`)" in result.output
-    assert "error" not in result.output
-
-
-def test_down_without_a_stack_is_harmless(tmp_path, monkeypatch):
-    monkeypatch.setenv("LFP_DATA_DIR", str(tmp_path))
-    result = runner.invoke(app, ["stack", "down"])
-    assert result.exit_code == 0 and "no stack was running" in result.output
 
 
 def test_generate_with_no_broker_explains_the_fix(monkeypatch):
@@ -62,8 +49,9 @@ def test_a_command_needing_the_feature_repo_says_how_to_set_it(monkeypatch, tmp_
     assert result.output.strip() == f"error: {FEATURE_REPO_UNSET}"  # one line, no traceback
 
 
-def test_validate_and_list_show_the_demo_features(monkeypatch):
-    monkeypatch.setenv("LFP_FEATURE_REPO", "demo.feature_repo")
-    assert runner.invoke(app, ["features", "validate"]).exit_code == 0
-    listed = runner.invoke(app, ["features", "list"], env={"COLUMNS": "200"})
-    assert "purchase_amount_sum_1h" in listed.output
+def test_redis_unreachable_is_one_line_naming_the_fix(monkeypatch):
+    monkeypatch.setenv("LFP_REDIS_URL", f"redis://127.0.0.1:{_closed_port()}/0")
+    result = runner.invoke(app, ["batch", "history"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: Redis unreachable") and "make up" in result.output
+    assert "Traceback" not in result.output
