@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
-from pyarrow.fs import FileType
+from pyarrow.fs import FileSystem, FileType
 
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
@@ -293,6 +293,18 @@ def files_matching(table: DeltaTable, values: Mapping[str, Sequence[Any]]) -> li
     if len(by_path) != len(kept):
         return uris
     return sorted(by_path.values())
+
+
+def parquet_dataset(files: Sequence[str], schema: pa.Schema | None = None) -> ds.Dataset:
+    """Data files of a table (``DeltaTable.file_uris``: local paths or URIs) as one
+    pyarrow dataset, read through pyarrow's own filesystem for their scheme. Lighter than
+    ``DeltaTable.to_pyarrow_dataset``, which builds a statistics expression per file
+    (150 MB and seconds for a table of 4,000 files) and reads through Python: for a
+    reader that picked its files already (:func:`files_matching`, a random few).
+    ``schema``: the columns read (a column a file lacks reads null)."""
+    filesystem = FileSystem.from_uri(files[0])[0] if files else None
+    paths = [FileSystem.from_uri(f)[1] for f in files]
+    return ds.dataset(paths, schema=schema, format="parquet", filesystem=filesystem)
 
 
 @dataclass(frozen=True)

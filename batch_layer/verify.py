@@ -11,35 +11,34 @@ after ``settle_s``; only what persists is reported.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import orjson
 from pydantic import BaseModel, Field
 from pyspark.sql import SparkSession
 
+from batch_layer.consistency import (
+    EntityKey,
+    Mismatch,
+    compare,
+    entity_kinds,
+    sample_keys,
+    served_values,
+)
 from batch_layer.job import single_version
 from batch_layer.lake import open_table
 from batch_layer.training import build_training_set
 from feature_core.definitions import Entity, FeatureRepo, FeatureService
+from feature_core.journals import Journal
 from feature_core.keys import entity_id
-from feature_core.merge import values_match
 from feature_core.settings import Settings
 from feature_core.sources import quoted
 from online_store import open_store
 
 log = logging.getLogger(__name__)
-
-
-class Mismatch(BaseModel):
-    feature: str
-    entity_id: str
-    served: Any
-    expected: Any
-    status: str
 
 
 class ConsistencyReport(BaseModel):
@@ -82,64 +81,13 @@ def _service_for(repo: FeatureRepo, entity: Entity) -> FeatureService:
     return FeatureService(name=f"verify_{entity.name}", features=features)
 
 
-EntityKey = tuple[str, ...]  # join key values, in the entity's order
-
-
 def sample_entities(
     settings: Settings, repo: FeatureRepo, entity: Entity, sample: int, seed: int
 ) -> list[EntityKey]:
     """A seeded random sample of the entities present in the lake, in any table a group
-    of theirs reads.
-
-    Drawn from the key columns of randomly chosen data files, read until there are four
-    candidates per entity wanted, so the cost follows the sample, not the lake. An
-    entity's chance grows with the number of files holding its events: active entities
-    come up more often than in a uniform draw over all of them."""
-    keys = list(entity.join_keys)
-    tables = sorted(
-        {g.source.table_name for g in repo.groups if g.entity.join_keys == entity.join_keys}
-    )
-    fragments = []
-    for table_name in tables:
-        table = open_table(settings.table_uri(table_name))
-        if table is not None:
-            fragments.extend(table.to_pyarrow_dataset().get_fragments())
-    rng = random.Random(seed)
-    rng.shuffle(fragments)
-    found: set[EntityKey] = set()
-    for fragment in fragments:
-        if len(found) >= 4 * sample:
-            break
-        present = fragment.to_table(columns=keys).drop_null()
-        columns = [present.column(k).to_pylist() for k in keys]
-        found.update(tuple(str(v) for v in values) for values in zip(*columns, strict=True))
-    return rng.sample(sorted(found), min(sample, len(found)))
-
-
-def _served(
-    settings: Settings, entity: Entity, service: FeatureService, keys: Sequence[EntityKey]
-) -> tuple[int, dict[str, dict[str, tuple[Any, str]]]]:
-    response = httpx.post(
-        f"{settings.api_url}/v1/features",
-        json={
-            "features": list(service.features),
-            "entities": [dict(zip(entity.join_keys, k, strict=True)) for k in keys],
-        },
-        headers=settings.api_headers,
-        timeout=30,
-    )
-    if response.status_code != 200:
-        raise RuntimeError(f"the API answered {response.status_code}: {response.text[:300]}")
-    body = response.json()
-    names = body["feature_names"]
-    served = {
-        entity_id(k): {
-            name: (value, status)
-            for name, value, status in zip(names, vector["values"], vector["statuses"], strict=True)
-        }
-        for k, vector in zip(keys, body["vectors"], strict=True)
-    }
-    return body["as_of"], served
+    of theirs reads (:func:`batch_layer.consistency.sample_keys`)."""
+    tables = {g.source.table_name for g in repo.groups if g.entity.join_keys == entity.join_keys}
+    return sample_keys(settings, tables, entity.join_keys, sample, seed)
 
 
 def _recomputed(
@@ -165,28 +113,6 @@ def _recomputed(
     }
 
 
-def _compare(
-    served: dict[str, dict[str, tuple[Any, str]]],
-    expected: dict[str, dict[str, Any]],
-    tolerance: float,
-) -> list[Mismatch]:
-    found = []
-    for entity, features in served.items():
-        for name, (value, status) in features.items():
-            want = expected[entity][name]
-            if not values_match(value, want, tolerance):
-                found.append(
-                    Mismatch(
-                        feature=name,
-                        entity_id=entity,
-                        served=value,
-                        expected=want,
-                        status=status,
-                    )
-                )
-    return found
-
-
 def verify(
     spark: SparkSession,
     settings: Settings,
@@ -200,7 +126,7 @@ def verify(
     """Check ``sample`` random entities of each entity type, or the ``entities`` given
     (by entity name: join key values, a tuple per entity with several join keys)."""
     compared: dict[str, int] = {}  # lake table -> the Delta version of the last recompute
-    kinds = {g.entity.join_keys: g.entity for g in repo.groups}
+    kinds = entity_kinds(repo)
     counts = Counter[str]()
     examples: list[Mismatch] = []
     checked_entities = checked_values = 0
@@ -217,7 +143,7 @@ def verify(
         found: list[Mismatch] = []
         pending = list(ids)
         for attempt in range(2):
-            as_of, served = _served(settings, entity, service, pending)
+            as_of, served = served_values(settings, entity, service.features, pending)
             versions = {}
             for table_name in sorted(tables):
                 table = open_table(settings.table_uri(table_name))
@@ -227,7 +153,7 @@ def verify(
                 spark, settings, repo, service, join_keys, pending, as_of, versions
             )
             compared.update(versions)
-            found = _compare(served, expected, tolerance)
+            found = compare(served, expected, tolerance)
             if not found or attempt == 1:
                 break
             wrong = {m.entity_id for m in found}
@@ -259,9 +185,13 @@ def verify(
 
 
 def publish(settings: Settings, report: ConsistencyReport) -> None:
-    """Store the report where the API's ``/metrics`` reads it."""
+    """Store the report where the API's ``/metrics`` reads it, and add it to the verify
+    journal (the console shows the reports over time)."""
     store = open_store(settings)
     try:
         store.publish_report(report.model_dump_json())
+        at_ms = int(report.checked_at * 1000)
+        record = orjson.dumps({"at_ms": at_ms, **report.model_dump(mode="json")})
+        store.append_journal(Journal.VERIFY, record, at_ms, Journal.VERIFY.keep)
     finally:
         store.close()

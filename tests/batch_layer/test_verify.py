@@ -139,3 +139,35 @@ def test_the_sample_comes_from_the_lake_is_seeded_and_reads_few_files(tmp_path) 
     assert len({k[0].split("-")[0] for k in drawn}) == 1
     everyone = sample_entities(settings, repo, user, 5000, seed=1)
     assert len(everyone) == 40 * 50 == len(set(everyone))
+
+
+def test_a_published_report_is_the_last_one_and_joins_the_verify_journal(redis_process) -> None:
+    from batch_layer.verify import ConsistencyReport
+    from feature_core.journals import Journal
+    from online_store import open_store
+
+    settings = Settings(
+        _env_file=None,
+        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
+        redis_password_file=os.devnull,
+    )
+    reports = [
+        ConsistencyReport(
+            checked_at=1_700_000_000.5 + n,
+            delta_version=n,
+            tolerance=1e-9,
+            entities=4,
+            values=40,
+            mismatches=n,
+            by_feature={"g:f": n},
+            examples=[],
+        )
+        for n in range(2)
+    ]
+    for report in reports:
+        publish(settings, report)
+    store = open_store(settings)
+    assert orjson.loads(store.client.get(KeySpace("lfp").consistency))["mismatches"] == 1
+    journal = [orjson.loads(r) for r in store.journal(Journal.VERIFY)]
+    assert [r["at_ms"] for r in journal] == [1_700_000_000_500, 1_700_000_001_500]
+    assert journal[1] == {"at_ms": 1_700_000_001_500, **reports[1].model_dump(mode="json")}
