@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the platform needs on a Debian/Ubuntu machine:
-#   system: Java 17 JDK (Spark, Flink; javac for the speed job's functions), redis-server (embedded stack), wrk and valgrind (serving benchmarks)
+#   system: Java 17 JDK (Spark, Flink; javac for the speed job's functions), redis-server (embedded stack), wrk and valgrind (serving benchmarks), chromium (the console's browser tests)
 #   python: a virtual environment in .venv with the package and its dev tools; Feast in .venv-feast
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +21,9 @@ fi
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # the HTTP load generator of make bench-serving
 command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)  # make bench-serving-ir counts with it
+# The console's browser tests (tests/serving_layer/console) drive Debian's Chromium with
+# Playwright; fonts so pages and screenshots render text.
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium fonts-dejavu-core)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
