@@ -31,6 +31,7 @@ from online_store.memory import memory_problems
 from runtime.health import HealthLimits, judge_all
 from runtime.lag import TopicLag
 from serving_layer import feast
+from serving_layer.console import add_console
 from serving_layer.deps import Metrics, Repo, Store
 from serving_layer.metrics import RequestTimer, ServingMetrics
 from serving_layer.models import BatchViewInfo, ErrorResponse, Readiness, error_responses
@@ -330,6 +331,7 @@ def create_app(settings: Settings | None = None, repo: FeatureRepo | None = None
     app.include_router(feast.router, dependencies=auth, responses=error_responses(*feast_errors))
     app.include_router(feast.health_router)
     app.include_router(_ops_router())
+    add_console(app)  # the operator console at /console: its own login (same token)
     for spec in settings.api_routers:
         app.include_router(
             _load_router(spec), dependencies=auth, responses=error_responses(*auth_errors)
