@@ -7,8 +7,11 @@ Served in process by the same code as ``/v1`` (no HTTP hop, the same merge)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -19,6 +22,7 @@ from serving_layer.console.lineage import feature_href
 from serving_layer.console.render import page
 from serving_layer.models import MAX_KEY_LENGTH
 from serving_layer.online import OnlineFeatures
+from serving_layer.routes import get_provenance
 from serving_layer.vectors import NotServing, RequestError
 
 router = APIRouter(include_in_schema=False)
@@ -40,34 +44,46 @@ def lookup_targets(repo: FeatureRepo, keys: dict[str, str], chosen: str) -> list
     return names
 
 
-async def serve_one(online: OnlineFeatures, name: str, keys: dict[str, str]) -> dict[str, Any]:
-    """One group's values for the entity, in the shape of ``/v1/features/{group}``, with
-    the provenance the serving code reports; a problem (unknown group, missing key, no
-    batch view) is the group's ``error``."""
+async def provenance(app: Any, group: str, keys: Mapping[str, str]) -> dict[str, Any]:
+    """What ``GET /v1/provenance/{group}?<join keys>`` answers, from its own handler
+    called in process (no HTTP hop; the same checks, merge and body)."""
+    scope = {
+        "type": "http",
+        "app": app,
+        "method": "GET",
+        "path": f"/v1/provenance/{group}",
+        "query_string": urlencode(keys).encode(),
+        "headers": [],
+    }
+    response = await get_provenance(group, Request(scope))
+    return orjson.loads(response.body)
+
+
+async def serve_one(app: Any, name: str, keys: dict[str, str]) -> dict[str, Any]:
+    """One group's values for the entity and their provenance (the body of
+    ``/v1/provenance/{group}``, rows in the group's feature order); a problem (missing
+    key, no batch view) is the group's ``error``."""
     found: dict[str, Any] = {"group": name, "error": None}
+    online: OnlineFeatures = app.state.online
     try:
         selection = online.group_selection(name)
-        missing = [k for k in selection.join_keys if not keys.get(k)]
-        if missing:
-            raise RequestError(f"{name} is keyed by {list(selection.join_keys)}; missing {missing}")
-        entity = {k: keys[k] for k in selection.join_keys}
-        ids = selection.entity_ids([entity])
-        served = await online.serve(selection, ids, LOOKUP_ENDPOINT)
+        wanted = {k: keys[k] for k in selection.join_keys if keys.get(k)}
+        body = await provenance(app, name, wanted)
     except (RequestError, NotServing) as error:
         found["error"] = str(error)
         return found
-    (vector,) = served.vectors
-    pointer = served.snapshot.pointer
+    names = [ref.name for ref in selection.refs]
     found.update(
-        entity_id=vector.entity_id,
-        as_of=served.as_of,
-        join_keys=list(selection.join_keys),
+        body,
         rows=[
-            {"name": ref.name, "href": feature_href(ref.qualified_name), "value": v, "status": s}
-            for ref, v, s in zip(selection.refs, vector.values, vector.statuses, strict=True)
+            {
+                "name": n,
+                "href": feature_href(ref.qualified_name),
+                "value": body["features"][n],
+                "status": body["statuses"][n],
+            }
+            for n, ref in zip(names, selection.refs, strict=True)
         ],
-        batch=pointer,
-        speed_watermarks=served.speed_watermarks,
     )
     return found
 
@@ -100,7 +116,7 @@ async def lookup(request: Request, _: LoggedIn, group: str = "") -> Response:
                 + ", ".join(sorted(keys))
                 + " alone: give every join key of a group, or pick one"
             )
-        results = [await serve_one(online, name, keys) for name in targets]
+        results = [await serve_one(request.app, name, keys) for name in targets]
     context = {
         "join_keys": join_keys,
         "keys": keys,

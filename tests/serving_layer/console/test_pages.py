@@ -5,6 +5,7 @@ figures handed to Plotly.js)."""
 from __future__ import annotations
 
 import html
+import re
 import time
 
 import pytest
@@ -227,6 +228,12 @@ def test_entity_lookup_serves_what_v1_serves(client, store):
         shown = html.unescape(row[row.index("<code>") + 6 : row.index("</code>")])
         assert shown == json_text(value), name
         assert f'status-{v1["statuses"][name]}"' in row[: row.index("</tr>")]
+    # The provenance part is /v1/provenance's: the batch view and every window's inputs.
+    provenance = client.get("/v1/provenance/user_purchases", params={"user_id": "u-lookup"})
+    body = provenance.json()
+    assert f"v{body['batch']['version']}, cutoff" in section
+    windows = section[section.index('<table class="windows">') :]
+    assert [w["window"] for w in body["windows"]] == re.findall(r"<tr><td>([^<]+)</td>", windows)
     # Every group keyed by user_id alone is shown; the card groups are not.
     assert 'id="result-user_activity"' in page and 'id="result-card_spend"' not in page
     one = client.get("/console/lookup", params={"user_id": "u1", "group": "user_clicks"}).text
