@@ -24,6 +24,7 @@ from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponent
 from batch_layer.history import RUNS_TABLE, RunHistory
 from batch_layer.job import run_batch
 from batch_layer.lake import optimize_lake
+from batch_layer.monitor import Monitor
 from batch_layer.progress import ProgressSnapshot, SparkProgress
 from feature_core.definitions import FeatureRepo
 from feature_core.runs import RunRecord, RunStatus, this_process
@@ -74,6 +75,7 @@ class BatchScheduler:
         self.last: RunRecord | None = None
         self.current: RunRecord | None = None
         self._running = threading.Lock()
+        self.monitor = Monitor(settings, repo, self.store)
 
     def run_once(self, trigger: str = "manual", cutoff_ms: int | None = None) -> RunRecord | None:
         """One run, or None if another is still going (the trigger is skipped)."""
@@ -268,7 +270,9 @@ class BatchScheduler:
             log.exception("lake optimization failed; the next scheduled one tries again")
 
     def schedule(self, scheduler: BaseScheduler, run_now: bool = False) -> None:
-        """Add the cron job (and, if asked, an immediate run) to an APScheduler scheduler."""
+        """Add the cron job (and, if asked, an immediate run), the lake optimization, the
+        view watch and the monitor's jobs (:mod:`batch_layer.monitor`) to an APScheduler
+        scheduler."""
         trigger = CronTrigger.from_crontab(self.settings.batch_schedule, timezone="UTC")
         scheduler.add_job(
             self.run_once, trigger, args=["schedule"], max_instances=1, coalesce=True, id="batch"
@@ -290,6 +294,7 @@ class BatchScheduler:
             coalesce=True,
             id="view-watch",
         )
+        self.monitor.schedule(scheduler)
 
     def start_background(self) -> BackgroundScheduler:
         """The schedule in a background thread (tests, embedding); stop with ``shutdown()``."""

@@ -327,6 +327,38 @@ class Settings(BaseSettings):
         description="A running batch run refreshes its record at least every third of this; "
         "one not refreshed for this long (its scheduler was killed) reads as abandoned.",
     )
+    monitor_interval_s: int = Field(
+        15,
+        ge=0,
+        description="How often the scheduler records a freshness sample (batch view age, "
+        "speed watermark ages, consumer lag) in the freshness journal; 0: never.",
+    )
+    sampled_verify_interval_s: int = Field(
+        300,
+        ge=0,
+        description="How often the scheduler runs a sampled verification (a few entities' "
+        "served values against the reference evaluator over their lake events, no Spark); "
+        "0: never.",
+    )
+    sampled_verify_entities: int = Field(
+        20,
+        ge=1,
+        description="Random entities a sampled verification draws per entity type and lake "
+        "table (the groups of one entity type reading one table share them).",
+    )
+    sampled_verify_settle_s: float = Field(
+        10.0,
+        ge=0,
+        description="A sampled verification checks mismatching entities once more after "
+        "this long (an event can reach the API before the lake, or the reverse).",
+    )
+    sampled_verify_max_events: int = Field(
+        200_000,
+        ge=1,
+        description="Most lake events a sampled verification recomputes (spread evenly over "
+        "the entity types); beyond it the entities with the most events are left out of that "
+        "check (counted as skipped).",
+    )
     feature_stats_sample: int = Field(
         20_000,
         ge=0,
