@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feature_core.definitions import FeatureRepo
+from feature_core.journals import Journal
 from feature_core.runs import RunRecord, settled
 from feature_core.settings import Settings, get_settings
 from online_store import STORE_ERRORS, open_reader
@@ -269,8 +270,8 @@ def _ops_router() -> APIRouter:
         request: Request, store: Store, repo: Repo, metrics: Metrics
     ) -> Response:
         """Prometheus metrics; what comes from Redis (feature freshness, lag, memory, the
-        last verify, the batch run history) is refreshed at most once per
-        LFP_API_OPS_INTERVAL_S, the API's own counters at every scrape."""
+        last verify and sampled verification, the batch run history) is refreshed at most
+        once per LFP_API_OPS_INTERVAL_S, the API's own counters at every scrape."""
 
         async def from_redis() -> None:
             try:
@@ -283,6 +284,9 @@ def _ops_router() -> APIRouter:
                 report = await store.consistency_report()
                 if report is not None:
                     metrics.observe_consistency(orjson.loads(report))
+                sampled = await store.journal(Journal.SAMPLED_VERIFY, limit=1)
+                if sampled:
+                    metrics.observe_sampled_check(orjson.loads(sampled[-1]))
                 settings = request.app.state.settings
                 runs = await store.batch_runs(settings.batch_run_history)
                 metrics.observe_runs(

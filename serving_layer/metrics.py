@@ -98,6 +98,9 @@ class ServingMetrics:
         # The newest finished run, exported by its collector (nothing before the first).
         self.last_batch_run: RunRecord | None = None
         self.registry.register(_LastBatchRunCollector(self))
+        # The scheduler's newest sampled verification (batch_layer.monitor), if any.
+        self.sampled_check: Mapping[str, Any] | None = None
+        self.registry.register(_SampledCheckCollector(self))
 
     def watch_batch_cache(self, cache: BatchViewCache) -> None:
         """Export this batch view cache's counters (read at scrape time)."""
@@ -150,6 +153,10 @@ class ServingMetrics:
         self.consistency_values.set(report["values"])
         self.consistency_checked_at.set(report["checked_at"])
 
+    def observe_sampled_check(self, record: Mapping[str, Any]) -> None:
+        """Export the newest sampled verification (a ``Journal.SAMPLED_VERIFY`` record)."""
+        self.sampled_check = record
+
 
 class _BatchCacheCollector(Collector):
     def __init__(self, metrics: ServingMetrics) -> None:
@@ -172,6 +179,40 @@ class _BatchCacheCollector(Collector):
         yield GaugeMetricFamily(
             "lfp_api_batch_cache_entries", "Batch views in the API's cache.", value=len(cache)
         )
+
+
+class _SampledCheckCollector(Collector):
+    """The scheduler's newest sampled verification; the families are listed (without
+    samples) before the first, so a dashboard never reads a 0 that no check produced."""
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        check = self.metrics.sampled_check
+        families = [
+            (
+                "lfp_consistency_sample_mismatches",
+                "Values that differed, after a re-check, between the API and the reference "
+                "evaluator over the lake in the scheduler's newest sampled verification.",
+                None if check is None else check["mismatches"],
+            ),
+            (
+                "lfp_consistency_sample_values_checked",
+                "Values the newest sampled verification compared.",
+                None if check is None else check["values"],
+            ),
+            (
+                "lfp_consistency_sample_timestamp_seconds",
+                "When the newest sampled verification started (epoch seconds).",
+                None if check is None else check["at_ms"] / 1000,
+            ),
+        ]
+        for name, documentation, value in families:
+            family = GaugeMetricFamily(name, documentation)
+            if value is not None:
+                family.add_metric([], value)
+            yield family
 
 
 class _LastBatchRunCollector(Collector):

@@ -190,6 +190,14 @@ def _settings_of(name: str, monkeypatch) -> Settings:
     return Settings(_env_file=None)
 
 
+def test_the_scheduler_reads_the_api_service_with_its_token(monkeypatch):
+    """The sampled verification (batch_layer.monitor) asks the API as its clients do."""
+    api = _settings_of("api", monkeypatch)
+    scheduler = _settings_of("batch-scheduler", monkeypatch)
+    assert scheduler.api_url == f"http://api:{api.api_port}"
+    assert scheduler.api_headers == api.api_headers != {}
+
+
 def test_the_layers_run_on_the_composed_spark_and_flink_clusters(monkeypatch):
     parts = {"spark-master", "spark-worker", "flink-jobmanager", "flink-taskmanager"}
     assert parts <= set(PLATFORM)
@@ -632,7 +640,7 @@ def test_every_dashboard_query_names_only_metrics_the_api_exports():
                 assert names <= exported, f"{where}: not exported: {sorted(names - exported)}"
                 used |= names
     # The panels the dashboard must have: freshness, lag, request rate and latency, batch
-    # runs, verify mismatches, Redis memory.
+    # runs, verify and sampled verification mismatches, Redis memory.
     assert {
         "lfp_feature_freshness_seconds",
         "lfp_consumer_lag_records",
@@ -640,5 +648,6 @@ def test_every_dashboard_query_names_only_metrics_the_api_exports():
         "lfp_api_request_duration_seconds_bucket",
         "lfp_batch_last_run_duration_seconds",
         "lfp_consistency_mismatches",
+        "lfp_consistency_sample_mismatches",
         "lfp_redis_memory_used_ratio",
     } <= used
