@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from serving_layer.console import auth, catalog, dead_letters, lookup, operations
+from serving_layer.console import auth, catalog, dead_letters, drift, lookup, operations
 from serving_layer.console.render import PLOTLY_PATH, STATIC_DIR
 
 
@@ -39,7 +39,7 @@ def add_console(app: FastAPI) -> None:
     """Mount the console's pages, static files and login on ``app``."""
     app.state.console_rejects = dead_letters.RejectsCache()
     app.add_exception_handler(auth.LoginRequired, auth.login_redirect)  # type: ignore[arg-type]
-    for module in (auth, catalog, operations, dead_letters, lookup):
+    for module in (auth, catalog, operations, dead_letters, drift, lookup):
         app.include_router(module.router)
     app.add_api_route(PLOTLY_PATH, serve_plotly, include_in_schema=False)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")

@@ -35,6 +35,7 @@ NAVIGATION = (
     ("/console/runs", "Batch runs"),
     ("/console/consistency", "Consistency"),
     ("/console/dead-letters", "Dead letters"),
+    ("/console/drift", "Statistics & drift"),
     ("/console/lookup", "Entity lookup"),
 )
 

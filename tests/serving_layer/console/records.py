@@ -145,3 +145,51 @@ def publish_verify(store: OnlineStore, report: Mapping[str, Any]) -> None:
     """As `lfp verify` does: the last report, and the report in the verify journal."""
     store.publish_report(orjson.dumps(report).decode())
     append(store, Journal.VERIFY, {"at_ms": int(report["checked_at"] * 1000), **report})
+
+
+def feature_stats_runs(
+    store: OnlineStore, shift_at: int = 3, runs: int = 5, threshold: float = 0.2
+) -> list[Any]:
+    """Batch runs' feature statistics as the batch job records them (feature_core.stats
+    over sampled values, PSI against the previous run's record): user_purchases:spend_7d
+    moves from ~10 to ~50 at run ``shift_at``; user_browsing:last_item_1h stays put."""
+    import random
+
+    from feature_core.stats import Drift, RunFeatureStats, feature_stats, psi
+
+    rng = random.Random(7)
+    records: list[RunFeatureStats] = []
+    start = now_ms() - runs * 3_600_000
+    for i in range(runs):
+        centre = 50.0 if i >= shift_at else 10.0
+        spend = [rng.gauss(centre, 2.0) for _ in range(400)] + [None] * 40
+        items = [rng.choice(["i1", "i2", "i3"]) for _ in range(440)]
+        statuses = ["present"] * 400 + ["no_data"] * 40
+        values = {"user_purchases:spend_7d": spend, "user_browsing:last_item_1h": items}
+        kinds = {
+            "user_purchases:spend_7d": ("numeric", None),
+            "user_browsing:last_item_1h": ("categorical", "values"),
+        }
+        stats = {ref: feature_stats(v, statuses, *kinds[ref]) for ref, v in values.items()}
+        previous = records[-1] if records else None
+        drift = {
+            ref: Drift(previous_run=psi(previous.features[ref], v) if previous else None)
+            for ref, v in values.items()
+        }
+        record = RunFeatureStats(
+            at_ms=start + i * 3_600_000,
+            run_id=f"run{i:02d}",
+            view_version=i + 1,
+            cutoff=start + i * 3_600_000 - 60_000,
+            entities={"user_purchases": 440, "user_browsing": 440},
+            sampled={"user_purchases": 440, "user_browsing": 440},
+            features=stats,
+            drift=drift,
+            threshold=threshold,
+            previous_run_id=previous.run_id if previous else None,
+        )
+        store.append_journal(
+            str(Journal.FEATURE_STATS), record.model_dump_json().encode(), record.at_ms, 500
+        )
+        records.append(record)
+    return records

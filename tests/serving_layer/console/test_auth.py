@@ -25,6 +25,7 @@ PAGES = [
     "/console/consistency",
     "/console/dead-letters",
     "/console/lookup",
+    "/console/drift",
     "/console/features/user_activity/event_count_1h",
 ]
 

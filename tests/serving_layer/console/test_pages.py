@@ -24,6 +24,8 @@ PAGES = [
     "/console/consistency",
     "/console/dead-letters",
     "/console/lookup",
+    "/console/drift",
+    "/console/drift/user_purchases/spend_7d",
     "/console/features/user_activity/event_count_1h",
 ]
 
