@@ -102,26 +102,6 @@ def freshness_sample(store: OnlineStore, groups: Sequence[str], at_ms: int) -> F
 # --- sampled verification -----------------------------------------------------------
 
 
-class SampledMismatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    feature: str
-    entity: str
-    served: Any
-    expected: Any
-    status: str = Field(description="The served value's status.")
-
-    @classmethod
-    def of(cls, mismatch: Mismatch) -> SampledMismatch:
-        return cls(
-            feature=mismatch.feature,
-            entity=mismatch.entity_id,
-            served=mismatch.served,
-            expected=mismatch.expected,
-            status=mismatch.status,
-        )
-
-
 class SampledVerification(BaseModel):
     """One sampled verification (a ``Journal.SAMPLED_VERIFY`` record)."""
 
@@ -132,9 +112,11 @@ class SampledVerification(BaseModel):
     values: int = Field(description="Values compared (entities x their groups' features).")
     mismatches: int = Field(description="Values still different after the re-check.")
     by_feature: dict[str, int] = Field(description="Mismatches per group:feature (none: absent).")
-    examples: list[SampledMismatch] = Field(description=f"Up to {EXAMPLES} mismatched values.")
+    examples: list[Mismatch] = Field(
+        description=f"Up to {EXAMPLES} mismatched values, as `lfp verify` reports them."
+    )
     duration_s: float
-    events: int = Field(description="Lake events read and recomputed (first pass).")
+    events: int = Field(description="Lake events of the sampled entities read (first pass).")
     skipped: int = Field(
         0, description="Entities left out: their events would pass LFP_SAMPLED_VERIFY_MAX_EVENTS."
     )
@@ -297,7 +279,7 @@ def sampled_verification(
     started, at_ms = time.monotonic(), now_ms()
     entities = values = events = skipped = 0
     counts = Counter[str]()
-    examples: list[SampledMismatch] = []
+    examples: list[Mismatch] = []
     versions: dict[str, int] = {}
     kinds = [e for e in entity_kinds(repo).values() if sample.get(e.name)]
     share = max_events // max(len(kinds), 1)  # the budget, spread over the entity types
@@ -324,7 +306,7 @@ def sampled_verification(
         entities += len(checked)
         values += len(checked) * len(check.features)
         counts.update(m.feature for m in found)
-        examples.extend(SampledMismatch.of(m) for m in found[: EXAMPLES - len(examples)])
+        examples.extend(found[: EXAMPLES - len(examples)])
     return SampledVerification(
         at_ms=at_ms,
         entities=entities,

@@ -28,10 +28,11 @@ DEMO = FeatureRepo.from_module("demo.feature_repo")
 def test_the_scheduler_records_freshness_samples(demo_result, stack) -> None:
     settings = stack.settings
     store = open_store(settings)
-    since = int(time.time() * 1000)
-    # The stack's scheduler samples every LFP_MONITOR_INTERVAL_S (15 s by default).
+    # The stack's scheduler samples every LFP_MONITOR_INTERVAL_S (15 s by default): one
+    # of the last 20 s shows it running.
+    since = int(time.time() * 1000) - 20_000
     records = wait_for(
-        lambda: store.journal(Journal.FRESHNESS, since_ms=since), 40, "a new freshness sample"
+        lambda: store.journal(Journal.FRESHNESS, since_ms=since), 40, "a recent freshness sample"
     )
     sample = orjson.loads(records[-1])
     pointer = store.pointer()
@@ -79,7 +80,7 @@ def test_a_correct_stack_is_consistent_and_a_wrong_served_value_is_caught(
             client.hset(key, tile, original)
     assert wrong.by_feature.get("user_activity:event_count_lifetime") == 1, wrong
     example = next(e for e in wrong.examples if e.feature == "user_activity:event_count_lifetime")
-    assert example.entity == user and example.served == example.expected + 7
+    assert example.entity_id == user and example.served == example.expected + 7
     # A budget of half the users' events leaves the busiest out and says so.
     users = {"user": sample["user"]}
     read = sampled_verification(settings, DEMO, users, 0, max_events=200_000).events

@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from batch_layer.monitor import SampledMismatch, SampledVerification
+from batch_layer.consistency import Mismatch
+from batch_layer.monitor import SampledVerification
 from feature_core.journals import Journal
 from feature_core.settings import Settings
 from online_store import open_store
@@ -33,7 +34,7 @@ def exported(text: str) -> tuple[set[str], dict[str, float]]:
 
 def check(at_ms: int, values: int, mismatches: int) -> SampledVerification:
     examples = [
-        SampledMismatch(feature="g:f", entity="u1", served=3, expected=2, status="present")
+        Mismatch(feature="g:f", entity_id="u1", served=3, expected=2, status="present")
     ] * min(mismatches, 5)
     return SampledVerification(
         at_ms=at_ms,
