@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ import orjson
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from batch_layer.feature_stats import EntitySampler, previous_run, record_run_stats
 from batch_layer.lake import commit_time_after, files_matching, open_table
 from feature_core.aggregations import Primitive, SparkColumns
 from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
@@ -203,6 +205,17 @@ def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: i
     )
 
 
+def view_doc(buckets, primitives, columns) -> dict[str, dict[str, list]]:
+    """An entity's batch view (window -> bucket -> partials) from its row of
+    :func:`group_irs` (``buckets``), as the batch job writes it."""
+    doc: dict[str, dict[str, list]] = {}
+    for item in buckets:
+        partials = [to_partial(p, raw) for p, raw in zip(primitives, item["partials"], strict=True)]
+        window = item["window"]
+        doc.setdefault(window, {})[item["bucket"]] = batch_partials(partials, columns[window])
+    return doc
+
+
 def _write_partition(
     rows,
     settings: Settings,
@@ -212,19 +225,17 @@ def _write_partition(
     primitives,
     columns,
     counter,
+    sampler: EntitySampler | None = None,
 ):
+    taken = sampler.task() if sampler is not None else None
+
     def views():
         for row in rows:
-            doc: dict[str, dict[str, list]] = {}
-            for item in row["buckets"]:
-                partials = [
-                    to_partial(p, raw) for p, raw in zip(primitives, item["partials"], strict=True)
-                ]
-                window = item["window"]
-                doc.setdefault(window, {})[item["bucket"]] = batch_partials(
-                    partials, columns[window]
-                )
-            yield entity_id([row[f"__k{i}"] for i in range(join_keys)]), orjson.dumps(doc)
+            doc = view_doc(row["buckets"], primitives, columns)
+            entity = entity_id([row[f"__k{i}"] for i in range(join_keys)])
+            if taken is not None:
+                taken.offer(entity, doc)
+            yield entity, orjson.dumps(doc)
 
     # A paused Redis fails this task after LFP_BATCH_REDIS_TIMEOUT_S with one clear line
     # (found again in the driver's error by run_batch) instead of hanging the run.
@@ -234,6 +245,8 @@ def _write_partition(
             store.write_views(version, group, views(), counter.add)
         finally:
             store.close()
+    if taken is not None:
+        taken.publish()
 
 
 def run_batch(
@@ -242,17 +255,20 @@ def run_batch(
     repo: FeatureRepo,
     cutoff_ms: int | None = None,
     delta_versions: dict[str, int] | None = None,
+    run_id: str | None = None,
 ) -> BatchResult:
     """Recompute every feature group up to ``cutoff_ms`` and switch serving to it.
 
     Each group reads its own source's table, pinned at ``delta_versions[table]`` (the
     latest version when absent). A Redis that does not answer within
     ``LFP_BATCH_REDIS_TIMEOUT_S`` (here or in an executor) fails it with
-    :class:`~online_store.timeouts.StoreTimeoutError`, one line naming Redis and the setting."""
+    :class:`~online_store.timeouts.StoreTimeoutError`, one line naming Redis and the setting.
+    A view that serves gets its feature statistics recorded (:mod:`batch_layer.feature_stats`,
+    under ``run_id``); their failure is logged, never the run's."""
     store = open_store(settings)
     try:
         with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
-            return _run_batch(spark, settings, repo, store, cutoff_ms, delta_versions)
+            return _run_batch(spark, settings, repo, store, cutoff_ms, delta_versions, run_id)
     finally:
         store.close()  # a failed attempt too: a retry opens its own
 
@@ -283,6 +299,7 @@ def _run_batch(
     store: OnlineStore,
     cutoff_ms: int | None,
     delta_versions: dict[str, int] | None,
+    run_id: str | None = None,
 ) -> BatchResult:
     started = time.time()
     cutoff = safe_cutoff(settings, cutoff_ms, int(started * 1000), delta_versions)
@@ -300,7 +317,12 @@ def _run_batch(
         rows_read += frame.count()
         snapshots[source.name] = frame
     written = spark.sparkContext.accumulator(0)
+    samplers = _samplers(
+        spark, settings, store, repo.groups, snapshots, BatchPointer(version, cutoff, horizon)
+    )
+    entities: dict[str, int] = {}
     for group in repo.groups:
+        before = written.value
         irs = group_irs(snapshots[group.source.name], group, cutoff, horizon)
         irs.foreachPartition(
             functools.partial(
@@ -312,10 +334,10 @@ def _run_batch(
                 primitives=group.primitives,
                 columns=group.batch_columns,
                 counter=written,
+                sampler=samplers.get(group.name),
             )
         )
-    for frame in snapshots.values():
-        frame.unpersist()
+        entities[group.name] = written.value - before
     pointer = BatchPointer(
         version,
         cutoff,
@@ -336,6 +358,10 @@ def _run_batch(
         removed = store.collect_garbage(min(keep_from, replaced) if replaced else keep_from)
     else:
         log.warning("batch view v%s superseded by a newer run; not switching", version)
+    for frame in snapshots.values():
+        frame.unpersist()
+    if replaced is not None and samplers:
+        _record_feature_stats(settings, repo, store, pointer, samplers, entities, run_id)
     return BatchResult(
         version,
         cutoff,
@@ -346,4 +372,104 @@ def _run_batch(
         time.time(),
         replaced is not None,
         removed,
+    )
+
+
+def _entity_estimates(
+    groups: Sequence[FeatureGroup], snapshots: Mapping[str, DataFrame], cutoff: int, horizon: int
+) -> dict[str, int]:
+    """About how many entities each group's view will hold (HyperLogLog, 2% relative
+    standard deviation): those with an event one of its windows keeps. One pass over
+    each source's cached snapshot, for every group reading it."""
+    by_source: dict[str, list[FeatureGroup]] = {}
+    for group in groups:
+        by_source.setdefault(group.source.name, []).append(group)
+    found: dict[str, int] = {}
+    for source, members in by_source.items():
+        columns = []
+        for i, group in enumerate(members):
+            kept = [
+                f"({bucket_sql(w, cutoff, horizon, group.event_time)}) IS NOT NULL"
+                for w in group.windows
+                if not w.is_session
+            ]
+            # An entity's last session always holds its newest event.
+            sessions = any(w.is_session for w in group.windows)
+            in_view = F.expr("TRUE" if sessions or not kept else " OR ".join(kept))
+            keys = [F.col(k) for k in group.join_keys]
+            present = functools.reduce(
+                operator.and_, [k.isNotNull() for k in keys], filter_column(group) & in_view
+            )
+            entity = F.xxhash64(*(k.cast("string") for k in keys))
+            columns.append(F.approx_count_distinct(F.when(present, entity), 0.02).alias(f"g{i}"))
+        row = snapshots[source].agg(*columns).first()
+        assert row is not None
+        found.update({group.name: int(row[f"g{i}"]) for i, group in enumerate(members)})
+    return found
+
+
+def _samplers(
+    spark: SparkSession,
+    settings: Settings,
+    store: OnlineStore,
+    groups: Sequence[FeatureGroup],
+    snapshots: Mapping[str, DataFrame],
+    pointer: BatchPointer,
+) -> dict[str, EntitySampler]:
+    """Each group's sampler of its entities' served values, for the feature statistics
+    (:mod:`batch_layer.feature_stats`); none when they are off or cannot be set up (the
+    run goes on without them). The entities of each group's view are taken to be as
+    many as in the previous run's record (a Spark job estimates those it lacks)."""
+    sample = settings.feature_stats_sample
+    if not sample:
+        return {}
+    try:
+        previous = previous_run(store)
+        estimates = dict(previous.entities) if previous is not None else {}
+        missing = [g for g in groups if g.name not in estimates]
+        if missing:
+            estimates |= _entity_estimates(missing, snapshots, pointer.cutoff, pointer.horizon_ms)
+        return {
+            g.name: EntitySampler.create(spark.sparkContext, g, pointer, sample, estimates[g.name])
+            for g in groups
+        }
+    except Exception:
+        log.exception("feature statistics off for batch view v%s: no sample", pointer.version)
+        return {}
+
+
+def _record_feature_stats(
+    settings: Settings,
+    repo: FeatureRepo,
+    store: OnlineStore,
+    pointer: BatchPointer,
+    samplers: Mapping[str, EntitySampler],
+    entities: Mapping[str, int],
+    run_id: str | None,
+) -> None:
+    """The served view's feature statistics over each group's sample, recorded in the
+    journal. A failure is logged: the view already serves, and statistics must not undo
+    a run."""
+    started = time.monotonic()
+    try:
+        groups = [(g, entities[g.name], samplers[g.name].sample()) for g in repo.groups]
+        record = record_run_stats(store, settings, pointer, run_id, groups)
+    except Exception:
+        log.exception(
+            "feature statistics of batch view v%s not recorded; the view serves all the same",
+            pointer.version,
+        )
+        return
+    flagged = record.flagged()
+    log.info(
+        "feature statistics of batch view v%s: %d features over %d sampled entities "
+        "(summarized in %.1f s); drifting (PSI > %s) against the previous run: %s, the "
+        "training sets: %s",
+        pointer.version,
+        len(record.features),
+        sum(record.sampled.values()),
+        time.monotonic() - started,
+        record.threshold,
+        ", ".join(flagged["previous_run"]) or "none",
+        ", ".join(flagged["training"]) or "none",
     )

@@ -160,7 +160,9 @@ class BatchScheduler:
                     record.attempts = attempt.retry_state.attempt_number
                     group = f"{record.run_id}-{record.attempts}"
                     with SparkProgress(self.spark, group, show) as progress:
-                        result = run_batch(self.spark, self.settings, self.repo, cutoff)
+                        result = run_batch(
+                            self.spark, self.settings, self.repo, cutoff, run_id=record.run_id
+                        )
         except Exception as error:
             record.status = RunStatus.FAILED
             record.error = f"{type(error).__name__}: {error}"

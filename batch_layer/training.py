@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
+from batch_layer.feature_stats import record_training_stats, sampled_rows, sampled_table
 from batch_layer.job import filter_column, read_snapshot
 from batch_layer.lake import open_table
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo, FeatureService
@@ -38,8 +40,13 @@ from feature_core.derived import DerivedPlan, RequestField, ValueType
 from feature_core.settings import Settings
 from feature_core.sources import FIELD_TYPES, EventSource, FieldType, quoted
 from feature_core.sweep import group_values
+from online_store import open_store
+
+log = logging.getLogger(__name__)
 
 ROW_ID = "__row_id"
+#: Metadata key marking a training set's feature columns: reference, type name, shape.
+FEATURE_COLUMN = "lfp_feature"
 EVENT_TIME = "__t"
 QUERY_TIME = "__ts"
 
@@ -302,9 +309,33 @@ def build_training_set(
         default = service.defaults.get(reference)
         if default is not None:
             column = F.coalesce(column, F.lit(default))
-        ordered.append(column.alias(column_name(reference)))
+        type_name, shape = _reference_type(repo, wanted, reference)
+        marked = {"reference": reference, "type": type_name, "shape": shape}
+        ordered.append(column.alias(column_name(reference), metadata={FEATURE_COLUMN: marked}))
     originals = [c for c in spine.columns if c != ROW_ID]
     return result.orderBy(ROW_ID).select(*originals, *ordered)
+
+
+def _reference_type(repo: FeatureRepo, wanted: _Features, reference: str) -> tuple[str, str]:
+    """A listed feature's declared value type: field type name and shape."""
+    if reference in wanted.value_types:
+        value_type = wanted.value_types[reference]
+        return value_type.name, value_type.shape
+    group_name, _, name = reference.partition(":")
+    group = repo.group(group_name)
+    feature = next(f for f in group.features if f.name == name)
+    return feature.value_type(group.source)
+
+
+def feature_columns(frame: DataFrame) -> dict[str, tuple[str, str, str]]:
+    """A training set's feature columns, as :func:`build_training_set` marks them:
+    column -> (feature reference, declared type name, shape)."""
+    found = {}
+    for field_ in frame.schema.fields:
+        marked = field_.metadata.get(FEATURE_COLUMN)
+        if marked:
+            found[field_.name] = (marked["reference"], marked["type"], marked["shape"])
+    return found
 
 
 def _snapshot_key(group: FeatureGroup, entities: Collection[Sequence[str]] | None) -> Any:
@@ -619,15 +650,63 @@ def lake_versions(
     return versions
 
 
-def write_training_set(frame: DataFrame, path: str, output_format: str = "parquet") -> int:
-    """Parquet through Spark, or a Delta table through delta-rs; the rows written."""
+def write_training_set(
+    frame: DataFrame,
+    path: str,
+    output_format: str = "parquet",
+    settings: Settings | None = None,
+    service: str | None = None,
+) -> int:
+    """Parquet through Spark, or a Delta table through delta-rs; the rows written.
+
+    With ``settings``, the statistics of the feature columns (those
+    :func:`build_training_set` marks) over a sample of the rows written are recorded in
+    the online store's Journal.TRAINING_STATS: the baseline batch runs measure drift
+    against (see :mod:`batch_layer.feature_stats`). Their failure is logged, never the
+    build's."""
     if output_format == "parquet":
         frame.write.mode("overwrite").parquet(path)
-        return frame.sparkSession.read.parquet(path).count()
+        written = frame.sparkSession.read.parquet(path)
+        rows = written.count()
+        if settings is not None and settings.feature_stats_sample:
+            _record_stats(settings, frame, path, rows, service, written=written)
+        return rows
     if output_format == "delta":
         from deltalake import write_deltalake
 
         table = frame.toArrow()
         write_deltalake(path, table, mode="overwrite")
+        if settings is not None and settings.feature_stats_sample:
+            _record_stats(settings, frame, path, table.num_rows, service, table=table)
         return table.num_rows
     raise ValueError(f"unknown output format {output_format!r}: use parquet or delta")
+
+
+def _record_stats(
+    settings: Settings,
+    frame: DataFrame,
+    path: str,
+    rows: int,
+    service: str | None,
+    written: DataFrame | None = None,
+    table: pa.Table | None = None,
+) -> None:
+    """Record the statistics of a training set written at ``path`` (read back from
+    ``written``, or the Arrow ``table`` written) in Journal.TRAINING_STATS."""
+    columns = feature_columns(frame)
+    if not columns:
+        return
+    sample = settings.feature_stats_sample
+    try:
+        if table is not None:
+            data = sampled_table(table, list(columns), sample)
+        else:
+            assert written is not None
+            data = sampled_rows(written, list(columns), sample, rows)
+        store = open_store(settings)
+        try:
+            record_training_stats(store, data, columns, path, rows, service)
+        finally:
+            store.close()
+    except Exception:
+        log.exception("statistics of the training set %s not recorded; it is written", path)
