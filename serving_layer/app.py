@@ -270,8 +270,9 @@ def _ops_router() -> APIRouter:
         request: Request, store: Store, repo: Repo, metrics: Metrics
     ) -> Response:
         """Prometheus metrics; what comes from Redis (feature freshness, lag, memory, the
-        last verify and sampled verification, the batch run history) is refreshed at most
-        once per LFP_API_OPS_INTERVAL_S, the API's own counters at every scrape."""
+        last verify and sampled verification, the batch run history, the newest feature
+        statistics and drift) is refreshed at most once per LFP_API_OPS_INTERVAL_S, the
+        API's own counters at every scrape."""
 
         async def from_redis() -> None:
             try:
@@ -288,6 +289,10 @@ def _ops_router() -> APIRouter:
                 if sampled:
                     metrics.observe_sampled_check(orjson.loads(sampled[-1]))
                 settings = request.app.state.settings
+                metrics.observe_feature_stats(
+                    await store.journal(Journal.FEATURE_STATS, limit=1),
+                    settings.drift_psi_threshold,
+                )
                 runs = await store.batch_runs(settings.batch_run_history)
                 metrics.observe_runs(
                     settled(RunRecord.model_validate_json(run), settings.batch_run_lease_s)

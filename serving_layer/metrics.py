@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feature_core.merge import BatchPointer
 from feature_core.runs import RunRecord, RunStatus
+from feature_core.stats import DEFAULT_PSI_THRESHOLD, RunFeatureStats
 from online_store.batch_cache import BatchViewCache
 from online_store.memory import MemoryUse
 from runtime.lag import TopicLag
@@ -101,6 +102,10 @@ class ServingMetrics:
         # The scheduler's newest sampled verification (batch_layer.monitor), if any.
         self.sampled_check: Mapping[str, Any] | None = None
         self.registry.register(_SampledCheckCollector(self))
+        # The newest batch run's feature statistics (batch_layer.feature_stats), if any.
+        self.feature_stats: RunFeatureStats | None = None
+        self.drift_threshold = DEFAULT_PSI_THRESHOLD
+        self.registry.register(_FeatureStatsCollector(self))
 
     def watch_batch_cache(self, cache: BatchViewCache) -> None:
         """Export this batch view cache's counters (read at scrape time)."""
@@ -156,6 +161,18 @@ class ServingMetrics:
     def observe_sampled_check(self, record: Mapping[str, Any]) -> None:
         """Export the newest sampled verification (a ``Journal.SAMPLED_VERIFY`` record)."""
         self.sampled_check = record
+
+    def observe_feature_stats(self, newest: list[bytes], threshold: float) -> None:
+        """Export the newest batch run's feature statistics (``Journal.FEATURE_STATS``,
+        its newest record or none), drift flagged over ``threshold``. A record this
+        release cannot read leaves the last one exported."""
+        self.drift_threshold = threshold
+        if not newest:
+            return
+        try:
+            self.feature_stats = RunFeatureStats.model_validate_json(newest[-1])
+        except ValueError:
+            return
 
 
 class _BatchCacheCollector(Collector):
@@ -213,6 +230,62 @@ class _SampledCheckCollector(Collector):
             if value is not None:
                 family.add_metric([], value)
             yield family
+
+
+class _FeatureStatsCollector(Collector):
+    """The newest batch run's feature statistics and drift, per feature (the families
+    are listed without samples before the first record)."""
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        record = self.metrics.feature_stats
+        threshold = self.metrics.drift_threshold
+        baseline = ["group", "feature", "baseline"]
+        psi = GaugeMetricFamily(
+            "lfp_feature_drift_psi",
+            "PSI of a feature's values served at the newest batch run's cutoff against "
+            "the previous run's (baseline previous_run) or its newest training set's "
+            "(baseline training).",
+            labels=baseline,
+        )
+        flagged = GaugeMetricFamily(
+            "lfp_feature_drift_flagged",
+            "1 when lfp_feature_drift_psi is over LFP_DRIFT_PSI_THRESHOLD, else 0.",
+            labels=baseline,
+        )
+        nulls = GaugeMetricFamily(
+            "lfp_feature_null_rate",
+            "Share of the newest batch run's sampled entities whose value is null.",
+            labels=["group", "feature"],
+        )
+        no_data = GaugeMetricFamily(
+            "lfp_feature_no_data_rate",
+            "Share of the newest batch run's sampled entities whose value has status no_data.",
+            labels=["group", "feature"],
+        )
+        at = GaugeMetricFamily(
+            "lfp_feature_stats_timestamp_seconds",
+            "When the newest batch run's feature statistics were recorded (epoch seconds).",
+        )
+        if record is not None:
+            at.add_metric([], record.at_ms / 1000)
+            for reference, stats in record.features.items():
+                group, _, feature = reference.partition(":")
+                nulls.add_metric([group, feature], stats.null_rate)
+                if stats.no_data_rate is not None:
+                    no_data.add_metric([group, feature], stats.no_data_rate)
+            for reference, drift in record.drift.items():
+                group, _, feature = reference.partition(":")
+                for name, value in (
+                    ("previous_run", drift.previous_run),
+                    ("training", drift.training),
+                ):
+                    if value is not None:
+                        psi.add_metric([group, feature, name], value)
+                        flagged.add_metric([group, feature, name], float(value > threshold))
+        yield from (psi, flagged, nulls, no_data, at)
 
 
 class _LastBatchRunCollector(Collector):

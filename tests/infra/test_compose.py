@@ -640,8 +640,9 @@ def test_every_dashboard_query_names_only_metrics_the_api_exports():
                 assert names <= exported, f"{where}: not exported: {sorted(names - exported)}"
                 used |= names
     # The panels the dashboard must have: freshness, lag, request rate and latency, batch
-    # runs, verify and sampled verification mismatches, Redis memory.
+    # runs, verify and sampled verification mismatches, feature drift, Redis memory.
     assert {
+        "lfp_feature_drift_psi",
         "lfp_feature_freshness_seconds",
         "lfp_consumer_lag_records",
         "lfp_api_request_duration_seconds_count",
