@@ -158,11 +158,15 @@ async def run_detail(request: Request, run_id: str, _: LoggedIn) -> Response:
     return page(request, "run_missing.html", {"run_id": run_id[:100]}, status_code=404)
 
 
-def _features(repo: FeatureRepo) -> list[str]:
-    return [
-        *(f.qualified_name for g in repo.groups for f in g.features),
-        *repo.derived,
-    ]
+def verified_features(repo: FeatureRepo) -> tuple[list[str], list[str]]:
+    """The features `lfp verify` compares (every group's, and derived features of one
+    entity type needing no request field: batch_layer.verify), and those it cannot."""
+    checked = [f.qualified_name for g in repo.groups for f in g.features]
+    unchecked = []
+    for name, derived in repo.derived.items():
+        keys = {repo.group(g).join_keys for g in derived.groups}
+        (checked if not derived.request_fields and len(keys) == 1 else unchecked).append(name)
+    return checked, unchecked
 
 
 @router.get("/console/consistency")
@@ -173,10 +177,11 @@ async def consistency(request: Request, _: LoggedIn) -> Response:
     repo: FeatureRepo = request.app.state.repo
     store = request.app.state.store
     report = loads_object(await store.consistency_report())
-    per_feature = []
+    per_feature: list[dict[str, Any]] = []
+    unchecked: list[str] = []
     if report is not None:
         counts = mapping(report.get("by_feature"))
-        names = _features(repo)
+        names, unchecked = verified_features(repo)
         per_feature = [
             {"name": n, "href": feature_href(n), "mismatches": counts.get(n, 0)} for n in names
         ]
@@ -212,6 +217,7 @@ async def consistency(request: Request, _: LoggedIn) -> Response:
     context = {
         "report": report,
         "per_feature": per_feature,
+        "unchecked": [{"name": n, "href": feature_href(n)} for n in unchecked],
         "examples": _examples(report),
         "verifies": len(verifies),
         "verify_figure": verify_figure,

@@ -209,6 +209,11 @@ def test_consistency_shows_the_last_verify_per_feature_and_plots_both_checks(cli
     ) in page
     assert 'user_activity:event_count_1h</a></td><td class="num">2' not in page  # older report
     assert "features without a mismatch" in page
+    # shopper:category_affinity_score reads a request field: verify cannot compare it.
+    unchecked = page[page.index('id="unchecked-features"') :]
+    unchecked = unchecked[: unchecked.index("</details>")]
+    assert ">shopper:category_affinity_score</a>" in unchecked
+    assert ">shopper:lifetime_value</a>" not in unchecked
     plots = figures(page)
     verify = {t["name"]: t["y"] for t in plots["verify-plot"]["data"]}
     assert verify["mismatches"] == [2, 3]
