@@ -120,6 +120,7 @@ class EntitySampler:
     keep: int
     found: Accumulator
     failures: Accumulator
+    seconds: Accumulator  # task time spent sampling (hashing, merging), summed
 
     @classmethod
     def create(
@@ -132,7 +133,9 @@ class EntitySampler:
     ) -> EntitySampler:
         found = spark_context.accumulator([], _SampleParam())
         failures = spark_context.accumulator([], _SampleParam())
-        return cls(group, pointer, priority_bound(keep, estimate), keep, found, failures)
+        seconds = spark_context.accumulator(0.0)
+        bound = priority_bound(keep, estimate)
+        return cls(group, pointer, bound, keep, found, failures, seconds)
 
     def task(self) -> _TaskSample:
         return _TaskSample(self)
@@ -152,11 +155,17 @@ class _TaskSample:
         self.sampler = sampler
         self.heap: list[tuple[int, str, list[Any], list[str]]] = []  # max-heap on the hash
         self.failure: str | None = None
+        self.seconds = 0.0
 
     def offer(self, entity: str, doc: BatchDoc) -> None:
-        sampler = self.sampler
         if self.failure is not None:
             return
+        started = time.perf_counter()
+        self._offer(entity, doc)
+        self.seconds += time.perf_counter() - started
+
+    def _offer(self, entity: str, doc: BatchDoc) -> None:
+        sampler = self.sampler
         priority = entity_priority(entity)
         if sampler.bound is not None and priority >= sampler.bound:
             return
@@ -172,6 +181,7 @@ class _TaskSample:
             heapq.heappop(self.heap)
 
     def publish(self) -> None:
+        self.sampler.seconds.add(self.seconds)
         if self.failure is not None:
             self.sampler.failures.add([self.failure])
         else:

@@ -428,7 +428,13 @@ def _samplers(
         estimates = dict(previous.entities) if previous is not None else {}
         missing = [g for g in groups if g.name not in estimates]
         if missing:
+            started = time.monotonic()
             estimates |= _entity_estimates(missing, snapshots, pointer.cutoff, pointer.horizon_ms)
+            log.info(
+                "entities of %d groups estimated for the feature statistics' sample in %.1f s",
+                len(missing),
+                time.monotonic() - started,
+            )
         return {
             g.name: EntitySampler.create(spark.sparkContext, g, pointer, sample, estimates[g.name])
             for g in groups
@@ -463,11 +469,12 @@ def _record_feature_stats(
     flagged = record.flagged()
     log.info(
         "feature statistics of batch view v%s: %d features over %d sampled entities "
-        "(summarized in %.1f s); drifting (PSI > %s) against the previous run: %s, the "
-        "training sets: %s",
+        "(sampled in %.1f s of task time, summarized in %.1f s); drifting (PSI > %s) "
+        "against the previous run: %s, the training sets: %s",
         pointer.version,
         len(record.features),
         sum(record.sampled.values()),
+        sum(s.seconds.value for s in samplers.values()),
         time.monotonic() - started,
         record.threshold,
         ", ".join(flagged["previous_run"]) or "none",
