@@ -105,9 +105,18 @@ async def get_provenance(group: GroupName, request: Request) -> Response:
     correction tiles the merge combined. For operators (the console's entity lookup)."""
     online = online_of(request)
     keys = _join_keys_of(online, request)
-    served, body = await _serve_group(
-        online, group, keys, PROVENANCE_ENDPOINT, request.query_params
-    )
+    return json_response(await provenance(online, group, keys, request.query_params))
+
+
+async def provenance(
+    online: OnlineFeatures,
+    group: str,
+    keys: Mapping[str, str],
+    parameters: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The body of ``GET /v1/provenance/{group}`` (``parameters``: the request fields a
+    derived view needs)."""
+    served, body = await _serve_group(online, group, keys, PROVENANCE_ENDPOINT, parameters or {})
     pointer, views = served.snapshot.pointer, served.snapshot.entities
     mergers = served.selection.mergers_in_read_order
     watermarks = served.snapshot.speed_watermarks
@@ -122,7 +131,7 @@ async def get_provenance(group: GroupName, request: Request) -> Response:
             served.as_of, pointer, view.batch_doc, view.speed_tiles, view.corrections
         )
     ]
-    return json_response(body)
+    return body
 
 
 def _join_keys_of(online: OnlineFeatures, request: Request) -> dict[str, str]:

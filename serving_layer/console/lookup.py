@@ -7,11 +7,8 @@ Served in process by the same code as ``/v1`` (no HTTP hop, the same merge)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -22,7 +19,7 @@ from serving_layer.console.lineage import feature_href
 from serving_layer.console.render import page
 from serving_layer.models import MAX_KEY_LENGTH
 from serving_layer.online import OnlineFeatures
-from serving_layer.routes import get_provenance
+from serving_layer.routes import provenance
 from serving_layer.vectors import NotServing, RequestError
 
 router = APIRouter(include_in_schema=False)
@@ -44,21 +41,6 @@ def lookup_targets(repo: FeatureRepo, keys: dict[str, str], chosen: str) -> list
     return names
 
 
-async def provenance(app: Any, group: str, keys: Mapping[str, str]) -> dict[str, Any]:
-    """What ``GET /v1/provenance/{group}?<join keys>`` answers, from its own handler
-    called in process (no HTTP hop; the same checks, merge and body)."""
-    scope = {
-        "type": "http",
-        "app": app,
-        "method": "GET",
-        "path": f"/v1/provenance/{group}",
-        "query_string": urlencode(keys).encode(),
-        "headers": [],
-    }
-    response = await get_provenance(group, Request(scope))
-    return orjson.loads(response.body)
-
-
 async def serve_one(app: Any, name: str, keys: dict[str, str]) -> dict[str, Any]:
     """One group's values for the entity and their provenance (the body of
     ``/v1/provenance/{group}``, rows in the group's feature order); a problem (missing
@@ -68,7 +50,7 @@ async def serve_one(app: Any, name: str, keys: dict[str, str]) -> dict[str, Any]
     try:
         selection = online.group_selection(name)
         wanted = {k: keys[k] for k in selection.join_keys if keys.get(k)}
-        body = await provenance(app, name, wanted)
+        body = await provenance(online, name, wanted)
     except (RequestError, NotServing) as error:
         found["error"] = str(error)
         return found
