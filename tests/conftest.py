@@ -40,6 +40,17 @@ os.environ.setdefault("LFP_REDIS_PASSWORD_FILE", os.devnull)
 _SUITE_SETTINGS = {k: v for k, v in os.environ.items() if k.startswith("LFP_")}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A terminated run (``timeout``, CI's cancel) stops as Ctrl-C does: the session
+    fixtures' teardown then stops the stacks, instead of leaving their supervisors
+    (detached, as ``make up``'s must be) running with every service."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @pytest.fixture(autouse=True)
 def _no_stack_settings_outside_stack_tests(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
