@@ -190,15 +190,19 @@ class _TaskSample:
 
 def group_stats(
     group: FeatureGroup, sampled: Sequence[Sampled]
-) -> dict[str, tuple[FeatureStats, list[Any]]]:
+) -> dict[str, tuple[FeatureStats, list[Any] | None]]:
     """Per ``group:feature`` reference, its statistics over the sampled entities and the
-    values they summarize (for drift)."""
-    found = {}
+    values they summarize, for drift. A time (a last event's, say) moves forward with
+    every run by nature, so times are not compared (None): their statistics, null and
+    no-data rates still show a broken upstream."""
+    found: dict[str, tuple[FeatureStats, list[Any] | None]] = {}
     for i, feature in enumerate(group.features):
         values = [entity[2][i] for entity in sampled]
         statuses = [entity[3][i] for entity in sampled]
-        kind, of = declared_kind(*feature.value_type(group.source))
-        found[f"{group.name}:{feature.name}"] = (feature_stats(values, statuses, kind, of), values)
+        type_name, shape = feature.value_type(group.source)
+        stats = feature_stats(values, statuses, *declared_kind(type_name, shape))
+        compared = None if type_name == "timestamp" else values
+        found[f"{group.name}:{feature.name}"] = (stats, compared)
     return found
 
 
@@ -233,7 +237,7 @@ def run_record(
     run_id: str | None,
     entities: Mapping[str, int],
     sampled: Mapping[str, int],
-    summarized: Mapping[str, tuple[FeatureStats, list[Any]]],
+    summarized: Mapping[str, tuple[FeatureStats, list[Any] | None]],
 ) -> RunFeatureStats:
     """The run's record, with each feature's drift against the previous run's record and
     its newest training set record (from the current values themselves: exact)."""
@@ -242,6 +246,9 @@ def run_record(
     drift: dict[str, Drift] = {}
     training_sets: dict[str, str] = {}
     for reference, (_, values) in summarized.items():
+        if values is None:
+            drift[reference] = Drift()
+            continue
         before = previous.features.get(reference) if previous is not None else None
         baseline = trained.get(reference)
         if baseline is not None:
@@ -278,7 +285,7 @@ def record_run_stats(
 ) -> RunFeatureStats:
     """Summarize each group's sampled entities (group, entities in its view, the
     sample), compare with the baselines and append the record to Journal.FEATURE_STATS."""
-    summarized: dict[str, tuple[FeatureStats, list[Any]]] = {}
+    summarized: dict[str, tuple[FeatureStats, list[Any] | None]] = {}
     for group, _, sampled in groups:
         summarized.update(group_stats(group, sampled))
     record = run_record(

@@ -17,7 +17,13 @@ from feature_core.journals import Journal
 from feature_core.reference import evaluate
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, Field
-from feature_core.stats import RunFeatureStats, TrainingFeatureStats, declared_kind, feature_stats
+from feature_core.stats import (
+    Drift,
+    RunFeatureStats,
+    TrainingFeatureStats,
+    declared_kind,
+    feature_stats,
+)
 from feature_core.statuses import ValueStatus
 from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
 from online_store import open_store
@@ -43,6 +49,7 @@ GROUP = FeatureGroup(
         Aggregation("mean", "amount", windows=["1d", "lifetime"]),
         Aggregation("count_by", "color", windows=["lifetime"], max_keys=10),
         Aggregation("last", "color", windows=["1d"]),
+        Aggregation("max", "t", windows=["lifetime"]),  # a time: not compared
     ],
 )
 REPO = FeatureRepo([GROUP], [FeatureService("s", [f"g:{f.name}" for f in GROUP.features])])
@@ -164,7 +171,7 @@ def test_a_batch_run_records_the_served_values_statistics_and_flags_drift(
     assert again.previous_run_id == "first"
     assert again.training_sets["g:amount_mean_lifetime"] == "/models/t1"
     assert {r: (d.previous_run, d.training) for r, d in again.drift.items()} == {
-        r: (0.0, 0.0) for r in record.features
+        r: (None, None) if r == "g:t_max_lifetime" else (0.0, 0.0) for r in record.features
     }
     assert again.flagged() == {"previous_run": [], "training": []}
 
@@ -182,6 +189,9 @@ def test_a_batch_run_records_the_served_values_statistics_and_flags_drift(
         assert reference in flagged["previous_run"], (reference, moved.drift[reference])
         assert reference in flagged["training"], (reference, moved.drift[reference])
     assert moved.drift["g:amount_mean_1d"].previous_run > 1.0
+    # Times move forward with every run: summarized, never compared.
+    assert moved.features["g:t_max_lifetime"].mean > record.features["g:t_max_lifetime"].mean
+    assert moved.drift["g:t_max_lifetime"] == Drift(previous_run=None, training=None)
 
     # A statistics failure (the journal's key holds something else) leaves the run
     # switched and says so in the log.
