@@ -100,7 +100,9 @@ def training_set_build(
                 timestamp_column,
                 versions,
             )
-            rows = write_training_set(result, str(output), output_format)
+            rows = write_training_set(
+                result, str(output), output_format, settings, service=feature_service.name
+            )
     except ValueError as error:
         raise RuntimeError(str(error)) from None
     except Exception as error:

@@ -9,9 +9,12 @@ from batch_layer.lake import append_with_offsets, optimize_table
 from batch_layer.training import build_training_set
 from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo, FeatureService
+from feature_core.journals import Journal
 from feature_core.reference import evaluate
 from feature_core.settings import Settings
+from feature_core.stats import TrainingFeatureStats
 from feature_core.windows import DAY_MS, HOUR_MS
+from online_store import open_store
 
 pytestmark = pytest.mark.spark
 
@@ -112,10 +115,13 @@ def test_training_sets_write_parquet_or_delta(spark_factory, tmp_path, output_fo
         write_training_set(frame, str(tmp_path / "x"), "csv")
 
 
-def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path) -> None:
+def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(
+    tmp_path, redis_process
+) -> None:
     """`lfp training-set build` in its own process (it stops its Spark session): rows,
-    features, time and the lake version it read; a spine without the entity column is
-    one line saying so, not a traceback."""
+    features, time and the lake version it read, and the training set's statistics in the
+    online store (the drift baseline); a spine without the entity column is one line
+    saying so, not a traceback."""
     import json
     import os
     import subprocess
@@ -138,6 +144,8 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
         "LFP_LAKE_URI": str(tmp_path / "lake"),
         "LFP_FEATURE_REPO": "demo.feature_repo",
         "COLUMNS": "80",  # the summary's path stays one piece however narrow the terminal
+        "LFP_REDIS_URL": f"redis://127.0.0.1:{redis_process.port}/0",
+        "LFP_REDIS_PASSWORD_FILE": os.devnull,
     }
 
     def build(*extra: str, service: str = "ranking_features") -> subprocess.CompletedProcess:
@@ -150,6 +158,13 @@ def test_the_cli_shows_progress_and_ends_with_a_summary_of_what_it_read(tmp_path
     n = len(FeatureRepo.from_module("demo.feature_repo").service("ranking_features").features)
     assert f"wrote 3 rows x {n} features" in done.stdout
     assert "lake read: raw_events v0" in done.stdout
+    store = open_store(
+        Settings(_env_file=None, redis_url=env["LFP_REDIS_URL"], redis_password_file=os.devnull)
+    )
+    (recorded,) = store.journal(Journal.TRAINING_STATS)
+    baseline = TrainingFeatureStats.model_validate_json(recorded)
+    assert baseline.service == "ranking_features" and baseline.rows == 3
+    assert len(baseline.features) == n
 
     # A service over users and items with derived features: the item's key from a column
     # of another name (KEY=COLUMN), the request field from the column named as it.
