@@ -3,7 +3,6 @@ status, read from a private redis-server the run history writes to (as the sched
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -18,6 +17,7 @@ from online_store import open_store
 from serving_layer.app import create_app
 from serving_layer.metrics import ServingMetrics
 from tests.conftest import wait_for
+from tests.serving_layer.conftest import private_redis_settings
 
 LAST_RUN = (
     "lfp_batch_last_run_duration_seconds",
@@ -96,14 +96,8 @@ def test_the_last_finished_run_is_the_newest_to_end_and_statuses_are_counted():
 
 @pytest.fixture
 def settings(redis_process) -> Settings:
-    return Settings(
-        _env_file=None,
-        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
-        feature_repo="demo.feature_repo",
-        api_routers=[],
-        api_ops_interval_s=0.2,
-        batch_run_lease_s=60.0,
-        redis_password_file=os.devnull,  # the test's own Redis has none
+    return private_redis_settings(
+        redis_process.port, api_ops_interval_s=0.2, batch_run_lease_s=60.0
     )
 
 

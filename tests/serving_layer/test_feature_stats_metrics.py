@@ -3,7 +3,6 @@ redis-server's journal as the batch job writes it (batch_layer.feature_stats).""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
@@ -18,6 +17,7 @@ from feature_core.statuses import ValueStatus
 from online_store import open_store
 from serving_layer.app import create_app
 from tests.conftest import wait_for
+from tests.serving_layer.conftest import private_redis_settings
 
 FAMILIES = {
     "lfp_feature_drift_psi",
@@ -71,14 +71,8 @@ def run(at_ms: int, shift: float, baseline: RunFeatureStats | None) -> RunFeatur
 
 @pytest.fixture
 def settings(redis_process) -> Settings:
-    return Settings(
-        _env_file=None,
-        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
-        feature_repo="demo.feature_repo",
-        api_routers=[],
-        api_ops_interval_s=0.2,
-        drift_psi_threshold=0.25,
-        redis_password_file=os.devnull,  # the test's own Redis has none
+    return private_redis_settings(
+        redis_process.port, api_ops_interval_s=0.2, drift_psi_threshold=0.25
     )
 
 

@@ -3,16 +3,14 @@ and a metric; a private redis-server is filled, so the shared stack is never tou
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from feature_core.settings import Settings
 from online_store.memory import MemoryUse, memory_problems, memory_uses
 from serving_layer.app import create_app
 from tests.conftest import wait_for
+from tests.serving_layer.conftest import private_redis_settings
 
 
 def test_a_server_past_the_ratio_is_a_problem_naming_the_fix():
@@ -34,13 +32,7 @@ def test_info_replies_of_one_server_or_of_each_cluster_node():
 
 @pytest.fixture
 def api(redis_process) -> TestClient:
-    settings = Settings(
-        _env_file=None,
-        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
-        feature_repo="demo.feature_repo",
-        api_routers=[],
-        redis_password_file=os.devnull,  # the test's own Redis has none
-    )
+    settings = private_redis_settings(redis_process.port)
     with TestClient(create_app(settings)) as client:
         yield client
 

@@ -3,7 +3,6 @@ redis-server's journal as the scheduler writes it (batch_layer.monitor)."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import orjson
@@ -18,6 +17,7 @@ from feature_core.settings import Settings
 from online_store import open_store
 from serving_layer.app import create_app
 from tests.conftest import wait_for
+from tests.serving_layer.conftest import private_redis_settings
 
 FAMILIES = {
     "lfp_consistency_sample_mismatches",
@@ -51,14 +51,7 @@ def check(at_ms: int, values: int, mismatches: int) -> SampledVerification:
 
 @pytest.fixture
 def settings(redis_process) -> Settings:
-    return Settings(
-        _env_file=None,
-        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
-        feature_repo="demo.feature_repo",
-        api_routers=[],
-        api_ops_interval_s=0.2,
-        redis_password_file=os.devnull,  # the test's own Redis has none
-    )
+    return private_redis_settings(redis_process.port, api_ops_interval_s=0.2)
 
 
 def test_metrics_export_the_newest_sampled_check(settings) -> None:
