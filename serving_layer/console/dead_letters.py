@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -83,12 +84,28 @@ class SourceRejects:
     problem: str | None = None
 
 
+#: A field's rejected value at the start of one problem of a reason (``amount: -3.0 is
+#: below the minimum 0``): the value as the source's checks quote it (``repr``).
+_QUOTED_VALUE = re.compile(
+    r"""(?:^|(?<=; ))(?P<field>[^:;'"]+): """
+    r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|-?(?:\d+(?:\.\d*)?(?:e[+-]?\d+)?|inf)"""
+    r"""|nan|True|False|None)(?= )"""
+)
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without the rejected values it quotes: records that failed the same checks
+    with different values count as one reason, not one each."""
+    return _QUOTED_VALUE.sub(r"\g<field>: <value>", reason)
+
+
 def count_reasons(letters: Iterable[dict[str, Any]]) -> list[Reason]:
-    """Rejects counted by reason, the most frequent first, each with its newest record."""
+    """Rejects counted by reason (the values they quote left out), the most frequent first,
+    each with its newest record."""
     found: dict[str, Reason] = {}
     for letter in letters:
         reason = letter.get("reason")
-        key = reason if isinstance(reason, str) else "(no reason given)"
+        key = reason_kind(reason) if isinstance(reason, str) else "(no reason given)"
         found.setdefault(key, Reason(key)).add(letter)
     return sorted(found.values(), key=lambda r: (-r.count, r.reason))
 
