@@ -38,6 +38,7 @@ async def serve_plotly(request: Request) -> Response:
 def add_console(app: FastAPI) -> None:
     """Mount the console's pages, static files and login on ``app``."""
     app.state.console_rejects = dead_letters.RejectsCache()
+    app.state.console_logins = auth.LoginThrottle()
     app.add_exception_handler(auth.LoginRequired, auth.login_redirect)  # type: ignore[arg-type]
     for module in (auth, catalog, operations, dead_letters, drift, lookup):
         app.include_router(module.router)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
+from collections import OrderedDict, deque
 from typing import Annotated
 from urllib.parse import parse_qsl, quote
 
@@ -31,6 +33,43 @@ COOKIE_PATH = "/console"
 SESSION_S = 12 * 3600
 #: A login form's body is one token and one path: anything longer is refused unread.
 MAX_FORM_BYTES = 8192
+#: Wrong tokens one client address may post per window before it must wait (guessing).
+LOGIN_FAILURES = 10
+LOGIN_WINDOW_S = 60.0
+
+
+class LoginThrottle:
+    """Failed logins per client address over the last window: past the limit, the address
+    waits until its oldest failure ages out (answered 429, the token not even compared).
+    Bounded: the addresses seen least recently are forgotten past ``addresses``. Behind a
+    proxy every client shares its address, so a guesser there slows everyone's login."""
+
+    def __init__(
+        self,
+        limit: int = LOGIN_FAILURES,
+        window_s: float = LOGIN_WINDOW_S,
+        addresses: int = 10_000,
+    ) -> None:
+        self.limit, self.window_s, self.addresses = limit, window_s, addresses
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def wait_s(self, address: str, now: float) -> float:
+        """Seconds this address must wait before its next try (0: it may try now)."""
+        failures = self._failures.get(address)
+        if failures is None:
+            return 0.0
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        if len(failures) < self.limit:
+            return 0.0
+        return failures[0] + self.window_s - now
+
+    def failed(self, address: str, now: float) -> None:
+        failures = self._failures.pop(address, None) or deque(maxlen=self.limit)
+        failures.append(now)
+        self._failures[address] = failures  # now the most recent
+        while len(self._failures) > self.addresses:
+            self._failures.popitem(last=False)
 
 
 class LoginRequired(Exception):
@@ -134,8 +173,17 @@ async def login(request: Request) -> Response:
     next_path = safe_next(form.get("next"))
     if token is None:
         return RedirectResponse(next_path, status_code=303)
+    throttle: LoginThrottle = request.app.state.console_logins
+    address, now = request.client.host if request.client else "", time.monotonic()
+    if wait_s := throttle.wait_s(address, now):
+        seconds = math.ceil(wait_s)
+        error = f"too many wrong tokens from your address: try again in {seconds} s"
+        response = page(request, "login.html", {"next": next_path, "error": error}, 429)
+        response.headers["Retry-After"] = str(seconds)
+        return response
     given = form.get("token", "")
     if not given or not secrets.compare_digest(given.encode(), token.encode()):
+        throttle.failed(address, now)
         error = "wrong token" if given else "no token given"
         return page(request, "login.html", {"next": next_path, "error": error}, 401)
     expires = int(time.time()) + SESSION_S

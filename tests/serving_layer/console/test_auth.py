@@ -13,7 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving_layer.app import create_app
-from serving_layer.console.auth import COOKIE, safe_next, session_value, valid_session
+from serving_layer.console.auth import (
+    COOKIE,
+    LOGIN_FAILURES,
+    LOGIN_WINDOW_S,
+    LoginThrottle,
+    safe_next,
+    session_value,
+    valid_session,
+)
 from tests.serving_layer.console.conftest import console_settings
 
 TOKEN = "s3cret-console-token-of-this-test"
@@ -56,6 +64,28 @@ def test_a_wrong_token_is_a_401_page_that_says_so(guarded):
     empty = guarded.post("/console/login", data={"token": ""})
     assert empty.status_code == 401 and "no token given" in empty.text
     assert guarded.get("/console/runs").status_code == 303
+
+
+def test_guessing_tokens_is_slowed_to_a_few_tries_a_minute_per_address(guarded):
+    for _ in range(LOGIN_FAILURES):
+        assert guarded.post("/console/login", data={"token": "guess"}).status_code == 401
+    held = guarded.post("/console/login", data={"token": TOKEN})  # even the right one
+    assert held.status_code == 429 and COOKIE not in held.headers.get("set-cookie", "")
+    assert 0 < int(held.headers["retry-after"]) <= LOGIN_WINDOW_S
+    assert "too many wrong tokens from your address: try again in" in held.text
+
+
+def test_the_throttle_lets_an_address_try_again_as_its_failures_age_out():
+    throttle = LoginThrottle(limit=3, window_s=60.0, addresses=2)
+    for at in (0.0, 10.0, 20.0):
+        assert throttle.wait_s("a", at) == 0
+        throttle.failed("a", at)
+    assert throttle.wait_s("a", 30.0) == 30.0  # until the first failure is a minute old
+    assert throttle.wait_s("a", 60.0) == 0  # one aged out: one more try
+    assert throttle.wait_s("b", 30.0) == 0  # another address is not held
+    throttle.failed("b", 30.0)
+    throttle.failed("c", 31.0)  # past two addresses the least recent is forgotten
+    assert throttle.wait_s("a", 40.0) == 0
 
 
 def test_logging_in_sets_a_strict_http_only_cookie_and_logging_out_ends_it(guarded):
