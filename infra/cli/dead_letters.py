@@ -43,9 +43,9 @@ def dead_letters_spilled(
     columns = [
         Column("spilled", priority=30),
         Column("record"),
-        Column("bytes", priority=10, justify="right"),
+        Column("bytes", priority=25, justify="right"),
         Column("reason", wrap=True, min_width=16),
-        Column("send error", priority=20, wrap=True, min_width=24),
+        Column("send error", priority=20, wrap=True, min_width=16),
     ]
     rows = []
     for letter in letters:
