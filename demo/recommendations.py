@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path as FilePath
 from typing import Annotated
 
@@ -148,6 +148,13 @@ def _check_versions(model: RankingModel, online: OnlineFeatures) -> None:
             )
 
 
+def chunked(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    """``items`` in order, in parts of at most ``size`` (none when there are none)."""
+    if size < 1:
+        raise ValueError(f"part size must be at least 1, got {size}")
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def _user_positions(selection: Selection, online: OnlineFeatures) -> list[int]:
     """Positions of the vector's features that read user features only: whether any has
     data says whether the user is known."""
@@ -173,17 +180,30 @@ async def recommend(
     """The ``k`` candidates the user is most likely to click, scored on fresh vectors."""
     model = await _model_cache(request).get()
     _check_versions(model, online)
+    if not model.candidates:
+        raise HTTPException(
+            503, "the ranking model has no candidate items: retrain with `lfp demo train`"
+        )
     selection = online.selection(SERVICE)
-    pairs = selection.entity_ids([{"user_id": user_id, "item_id": i} for i in model.candidates])
-    context = [{CONTEXT_FIELD: model.catalog[i]} for i in model.candidates]
-    served = await online.serve(selection, pairs, ENDPOINT, context=context)
-    scored = model.score(
-        [(i, v.values) for i, v in zip(model.candidates, served.vectors, strict=True)]
-    )[:k]
+    # Candidates in parts of at most LFP_API_MAX_ENTITIES pairs (the cap each part is held
+    # to), read in one round trip: every vector from the same views.
+    parts = [
+        (
+            selection,
+            selection.entity_ids([{"user_id": user_id, "item_id": i} for i in items]),
+            [{CONTEXT_FIELD: model.catalog[i]} for i in items],
+        )
+        for items in chunked(model.candidates, online.max_entities)
+    ]
+    served_parts = await online.serve_together(parts, ENDPOINT)
+    vectors = [vector for part in served_parts for vector in part.vectors]
+    pairs = zip(model.candidates, vectors, strict=True)
+    scored = model.score([(item, vector.values) for item, vector in pairs])[:k]
+    served = served_parts[0]
     user_positions = _user_positions(selection, online)
     known_user = any(
         vector.statuses[i] is not ValueStatus.NO_DATA
-        for vector in served.vectors[:1]
+        for vector in vectors[:1]
         for i in user_positions
     )
     return Recommendations(

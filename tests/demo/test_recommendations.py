@@ -1,18 +1,23 @@
-"""The recommendations router's model handling (no stack: loading touches no Redis)."""
+"""The recommendations router's model handling (no stack: loading touches no Redis), and
+its requests for more candidates than one request may name (a private redis-server)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
 from pathlib import Path
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from demo.generator import CATEGORIES
 from demo.ranking import METADATA_FILE, SERVICE, ModelFileError, RankingModel
+from demo.recommendations import chunked
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
 from serving_layer.app import create_app
@@ -141,3 +146,54 @@ def test_a_model_without_a_recorded_hash_is_refused(tmp_path: Path) -> None:
     _point_at(tmp_path, saved.estimator_file, sha256="")
     with pytest.raises(ModelFileError, match="records no sha256"):
         RankingModel.load(tmp_path)
+
+
+def test_candidates_are_split_in_order_into_parts_of_at_most_the_size() -> None:
+    items = [f"i{n}" for n in range(23)]
+    parts = chunked(items, 10)
+    assert [len(p) for p in parts] == [10, 10, 3]
+    assert [i for p in parts for i in p] == items
+    assert chunked(items, 23) == [items] and chunked([], 10) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        chunked(items, 0)
+
+
+def test_more_candidates_than_the_entity_cap_are_all_scored_in_one_request(
+    tmp_path: Path, redis_process
+) -> None:
+    """The model's candidates outnumber LFP_API_MAX_ENTITIES: the endpoint serves them in
+    parts under the cap (one part over it would be a 422) and scores every one."""
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    features = list(repo.service(SERVICE).features)
+    rows = [[float(i % 7)] * len(features) for i in range(40)]
+    catalog = {f"it{n}": CATEGORIES[n % len(CATEGORIES)] for n in range(25)}
+    RankingModel(
+        HistGradientBoostingClassifier(max_iter=5).fit(rows, [i % 2 for i in range(40)]),
+        {SERVICE: repo.service_version(SERVICE)},
+        features,
+        catalog,
+        sorted(catalog),
+    ).save(tmp_path)
+    settings = _settings(tmp_path).model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{redis_process.port}/0",
+            "redis_password_file": Path(os.devnull),
+            "api_max_entities": 10,
+            "api_serve_speed_only": True,  # no batch run in this Redis
+        }
+    )
+    with TestClient(create_app(settings)) as api:
+        response = api.get("/v1/recommendations/u1", params={"k": 100})
+        too_many = api.post(
+            "/v1/features",
+            json={
+                "feature_service": SERVICE,
+                "entities": [{"user_id": "u1", "item_id": i} for i in sorted(catalog)[:11]],
+                "context": {"candidate_category": "toys"},
+            },
+        )
+    assert too_many.status_code == 422 and "LFP_API_MAX_ENTITIES" in too_many.text
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert sorted(item["item_id"] for item in items) == sorted(catalog)
+    assert all(item["category"] == catalog[item["item_id"]] for item in items)
