@@ -4,6 +4,7 @@ master dataset. Tables are laid out by :mod:`feature_core.sources` (its ``lake_s
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import os
 import tempfile
@@ -11,15 +12,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from pyarrow.fs import FileSystem, FileType
+from pydantic import BaseModel, ConfigDict
 
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
@@ -502,3 +507,306 @@ def count_rows(uri: str) -> int:
     """Rows in the latest version of a Delta table (0 if it does not exist yet)."""
     table = open_table(uri)
     return 0 if table is None else table.to_pyarrow_dataset().count_rows()
+
+
+# What changed in a table between two versions (incremental batch runs) ------------------
+
+#: How many commit files of a table are read at once (object stores: one request each).
+_LOG_READERS = 8
+
+
+class ChangedFile(BaseModel):
+    """A data file an ``add`` action put into a table, as its log describes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str  # relative to the table, decoded
+    event_date: str | None
+    size: int
+    rows: int | None
+    min_time: int | None  # of the event-time column (None: no statistics)
+    max_time: int | None
+    version: int  # the commit that added it
+
+
+class RemovedFile(BaseModel):
+    """A data file a ``dataChange`` remove took out of a table: rows were deleted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    event_date: str | None
+    size: int | None
+    version: int
+
+
+class LakeChanges(BaseModel):
+    """The rows a table gained and lost in the versions ``(since, until]``, by file.
+
+    ``added`` are the files of version ``until`` that hold only rows appended in the range
+    (new files, or a rewrite of nothing but new files); every other file of ``until`` holds
+    only rows of ``since``, except in ``mixed_dates``, where a rewrite (``optimize``) put
+    new rows into the same files as older ones: those dates are read whole."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table_id: str
+    since: int
+    until: int
+    added: tuple[ChangedFile, ...]
+    mixed_dates: tuple[str, ...]
+    removed: tuple[RemovedFile, ...]
+    rewrites: int  # commits in the range that only rearranged data (dataChange false)
+
+    @property
+    def append_only(self) -> bool:
+        """No row of ``since`` was deleted: every state of ``until`` is one of ``since``
+        plus the appended rows."""
+        return not self.removed
+
+
+def table_id_tag(table_id: str) -> int:
+    """A table id (a UUID) as a non-negative 63-bit number, to be recorded as a Delta app
+    transaction version next to the state that read the table."""
+    return int.from_bytes(hashlib.sha256(table_id.encode()).digest()[:8], "big") >> 1
+
+
+def _commit_actions(filesystem: FileSystem, log: str, version: int) -> list[dict] | None:
+    try:
+        with filesystem.open_input_stream(f"{log}/{version:020d}.json") as stream:
+            text = stream.read().decode()
+    except FileNotFoundError:
+        return None
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _time_stats(stats: str | None, time_column: str) -> tuple[int | None, int | None, int | None]:
+    """(rows, min, max of the time column) of an add action's statistics."""
+    if not stats:
+        return None, None, None
+    doc = json.loads(stats)
+    low = doc.get("minValues", {}).get(time_column)
+    high = doc.get("maxValues", {}).get(time_column)
+    rows = doc.get("numRecords")
+    return (
+        None if rows is None else int(rows),
+        None if low is None else int(low),
+        None if high is None else int(high),
+    )
+
+
+def lake_changes(
+    uri: str,
+    since: int,
+    until: int,
+    *,
+    time_column: str = "event_time",
+    expected_tag: int | None = None,
+) -> LakeChanges | None:
+    """What the commits ``(since, until]`` of a table changed, read from their JSON
+    commit files (through pyarrow's filesystem: local paths and object stores alike).
+
+    Actions with ``dataChange: false`` only rearrange rows (``optimize``, Z-order) and add
+    nothing: they only move new rows between files, which ``added``/``mixed_dates`` follow.
+    None when it cannot be told: a commit file is gone (the log was cleaned up), the table
+    was recreated (another table id in the range, or not the ``expected_tag`` recorded
+    with the state that read ``since``), or ``until`` is not a version of the table. The
+    caller then recomputes from the whole table."""
+    if until < since:
+        return None
+    try:
+        table_id = DeltaTable(uri, version=until).metadata().id
+    except (DeltaError, OSError, ValueError):
+        return None
+    if expected_tag is not None and table_id_tag(table_id) != expected_tag:
+        return None
+    filesystem, root = FileSystem.from_uri(uri)
+    log = f"{root.rstrip('/')}/_delta_log"
+    versions = range(since + 1, until + 1)
+    with ThreadPoolExecutor(_LOG_READERS) as pool:
+        commits = list(pool.map(lambda v: _commit_actions(filesystem, log, v), versions))
+    # Files added in the range still in the table, by path: True when they hold new rows
+    # only, False when a rewrite mixed new rows with older ones. Any other file holds old
+    # rows only.
+    live: dict[str, tuple[bool, ChangedFile]] = {}
+    removed: list[RemovedFile] = []
+    rewrites = 0
+    for version, actions in zip(versions, commits, strict=True):
+        if actions is None:
+            return None
+        # Per partition of this commit, what the files a rewrite removed held: new rows
+        # only (True), new and old rows (False), old rows only (None).
+        rewritten: dict[str | None, set[bool | None]] = {}
+        rearranged = False
+        for action in actions:
+            if "metaData" in action and action["metaData"].get("id") != table_id:
+                return None
+            if "remove" in action:
+                remove = action["remove"]
+                path = unquote(remove["path"])
+                date = (remove.get("partitionValues") or {}).get(EVENT_DATE)
+                was = live.pop(path, None)
+                if remove.get("dataChange", True):
+                    removed.append(
+                        RemovedFile(
+                            path=path, event_date=date, size=remove.get("size"), version=version
+                        )
+                    )
+                else:
+                    rearranged = True
+                    rewritten.setdefault(date, set()).add(None if was is None else was[0])
+        for action in actions:
+            if "add" not in action:
+                continue
+            add = action["add"]
+            path = unquote(add["path"])
+            date = (add.get("partitionValues") or {}).get(EVENT_DATE)
+            rows, low, high = _time_stats(add.get("stats"), time_column)
+            info = ChangedFile(
+                path=path,
+                event_date=date,
+                size=int(add["size"]),
+                rows=rows,
+                min_time=low,
+                max_time=high,
+                version=version,
+            )
+            if add.get("dataChange", True):
+                live[path] = (True, info)
+                continue
+            rearranged = True
+            inputs = rewritten.get(date)
+            if inputs is None:
+                # Re-added without a remove in its partition: a file already in the table.
+                continue
+            if inputs == {None}:
+                continue  # a rewrite of old rows only
+            live[path] = (inputs == {True}, info)
+        rewrites += rearranged
+    mixed = {info.event_date for new_only, info in live.values() if not new_only}
+    if None in mixed:
+        return None  # an unpartitioned table: a mixed file cannot be narrowed to a date
+    return LakeChanges(
+        table_id=table_id,
+        since=since,
+        until=until,
+        added=tuple(
+            sorted(
+                (
+                    info
+                    for new_only, info in live.values()
+                    if new_only and info.event_date not in mixed
+                ),
+                key=lambda f: (f.version, f.path),
+            )
+        ),
+        mixed_dates=tuple(sorted(d for d in mixed if d is not None)),
+        removed=tuple(removed),
+        rewrites=rewrites,
+    )
+
+
+class DeltaFiles(BaseModel):
+    """The files a run reads for the rows a table gained between two states ``(since,
+    start)`` and ``(until, end)`` (version, time cutoff): the new files' rows before
+    ``end``, the older files' rows in ``[start, end)``, and every row before ``end`` of the
+    ``whole_dates`` (where new and older rows share files). The sets are disjoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    new: tuple[str, ...]  # URIs
+    band: tuple[str, ...]
+    whole: tuple[str, ...]
+    whole_dates: tuple[str, ...]
+    bytes: int
+
+    @property
+    def files(self) -> int:
+        return len(self.new) + len(self.band) + len(self.whole)
+
+
+def _overlaps(low: int | None, high: int | None, start: int, end: int) -> bool:
+    """May a file whose times span ``[low, high]`` (None: unknown) hold one in
+    ``[start, end)``?"""
+    return (low is None or low < end) and (high is None or high >= start)
+
+
+def _date_span(date: str | None) -> tuple[int | None, int | None]:
+    if date is None:
+        return None, None
+    try:
+        day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        return None, None
+    first = int(day.timestamp() * 1000)
+    return first, first + 86_400_000 - 1
+
+
+def _uris(table: DeltaTable, paths: Collection[str]) -> dict[str, str]:
+    """The URIs of data files named by their (decoded) paths relative to the table."""
+    depths = {path.count("/") + 1 for path in paths}
+    found: dict[str, str] = {}
+    for uri in table.file_uris():
+        for depth in depths:
+            relative = unquote("/".join(uri.split("/")[-depth:]))
+            if relative in paths:
+                found[relative] = uri
+    missing = set(paths) - set(found)
+    if missing:
+        raise LookupError(f"{len(missing)} data file(s) not in the table, e.g. {min(missing)}")
+    return found
+
+
+def delta_files(
+    table: DeltaTable,
+    changes: LakeChanges,
+    start_ms: int,
+    end_ms: int,
+    *,
+    time_column: str = "event_time",
+) -> DeltaFiles:
+    """Which files of ``table`` (at version ``changes.until``) hold the rows with time
+    before ``end_ms`` that a state covering ``changes.since`` and times before
+    ``start_ms`` lacks: the added files with a row before ``end_ms``, the other files
+    that may hold a row in ``[start_ms, end_ms)`` (by Delta statistics and partition
+    date), and every file of a mixed date. The caller still filters rows by time."""
+    if table.version() != changes.until:
+        raise ValueError(f"table at version {table.version()}, changes up to {changes.until}")
+    actions = pa.table(table.get_add_actions(flatten=True))
+    paths = [unquote(p) for p in actions.column("path").to_pylist()]
+    sizes = actions.column("size_bytes").to_pylist()
+    columns = actions.column_names
+
+    def column(name: str) -> list[Any]:
+        return actions.column(name).to_pylist() if name in columns else [None] * len(paths)
+
+    dates = column(f"partition.{EVENT_DATE}")
+    lows = column(f"min.{time_column}")
+    highs = column(f"max.{time_column}")
+    added = {f.path for f in changes.added}
+    mixed = set(changes.mixed_dates)
+    new: list[str] = []
+    band: list[str] = []
+    whole: list[str] = []
+    size = 0
+    for path, nbytes, date, low, high in zip(paths, sizes, dates, lows, highs, strict=True):
+        first, last = _date_span(date)
+        if date in mixed:
+            chosen = whole if _overlaps(low, high, -(2**63), end_ms) else None
+        elif path in added:
+            chosen = new if _overlaps(low, high, -(2**63), end_ms) else None
+        elif _overlaps(low, high, start_ms, end_ms) and _overlaps(first, last, start_ms, end_ms):
+            chosen = band
+        else:
+            chosen = None
+        if chosen is not None:
+            chosen.append(path)
+            size += int(nbytes)
+    uris = _uris(table, [*new, *band, *whole])
+    return DeltaFiles(
+        new=tuple(sorted(uris[p] for p in new)),
+        band=tuple(sorted(uris[p] for p in band)),
+        whole=tuple(sorted(uris[p] for p in whole)),
+        whole_dates=tuple(sorted(mixed)),
+        bytes=size,
+    )

@@ -2,24 +2,33 @@
 file skipping by statistics, and clustering by entity keys."""
 
 import json
+import random
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from deltalake import DeltaTable
 
 from batch_layer.lake import (
+    LakeChanges,
     OptimizeMark,
     append_with_offsets,
     committed_offsets,
     count_rows,
+    delta_files,
     files_matching,
+    lake_changes,
     optimize_lake,
     optimize_table,
+    parquet_dataset,
+    table_id_tag,
 )
 from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
+from feature_core.sources import event_date
 
 
 def _event(i: int):
@@ -229,3 +238,200 @@ def test_a_commit_landing_right_after_the_rewrite_still_counts_as_new(tmp_path, 
     assert second is not None and second.partitions == 1
     days = _files_by_day(uri)
     assert days[day0] == clustered[day0] and len(days[day1]) == 1
+
+
+# lake_changes / delta_files: what a table gained between two states ---------------------
+
+DAY = 86_400_000
+T0 = 1_700_006_400_000  # 2023-11-15T00:00:00Z
+
+
+class _Lake:
+    """A source table under test plus every event ever appended, by id."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.times: dict[str, int] = {}
+        self.next_id = 0
+        self.offset = 0
+
+    def append(self, times: list[int], files: int = 1) -> int:
+        """Append events at ``times`` in ``files`` ingest commits (with offsets); returns
+        the table's version after them."""
+        for part in range(files):
+            records = []
+            for t in times[part::files]:
+                event_id = f"e{self.next_id}"
+                self.next_id += 1
+                self.times[event_id] = t
+                raw = {"event_id": event_id, "user_id": "u", "event_type": "view", "event_time": t}
+                records.append((shop.parse(json.dumps(raw)), 0, self.offset))
+                self.offset += 1
+            append_with_offsets(self.uri, shop, records, "id", {0: self.offset})
+        return DeltaTable(self.uri).version()
+
+    def ids(self, version: int, before: int) -> set[str]:
+        table = DeltaTable(self.uri, version=version).to_pyarrow_table(
+            columns=["event_id", "event_time"]
+        )
+        rows = zip(*(table.column(c).to_pylist() for c in ("event_id", "event_time")), strict=True)
+        return {e for e, t in rows if t < before}
+
+
+def _ids(files: tuple[str, ...], start: int, end: int) -> list[str]:
+    if not files:
+        return []
+    table = parquet_dataset(files).to_table(columns=["event_id", "event_time"])
+    rows = zip(*(table.column(c).to_pylist() for c in ("event_id", "event_time")), strict=True)
+    return [e for e, t in rows if start <= t < end]
+
+
+def _check_delta(lake: _Lake, since: int, start: int, until: int, end: int) -> LakeChanges:
+    """The files chosen hold exactly the events of (until, < end) missing from
+    (since, < start), each once; mixed dates are read whole."""
+    changes = lake_changes(lake.uri, since, until)
+    assert changes is not None and changes.append_only
+    files = delta_files(DeltaTable(lake.uri, version=until), changes, start, end)
+    got = _ids(files.new, -(2**63), end) + _ids(files.band, start, end)
+    whole = _ids(files.whole, -(2**63), end)
+    assert len(got) == len(set(got)) and len(whole) == len(set(whole))
+    whole_dates = set(files.whole_dates)
+    after = lake.ids(until, end)
+    before = lake.ids(since, start) if since >= 0 else set()
+    outside = {e for e in after if event_date(lake.times[e]) not in whole_dates}
+    assert set(got) == outside - before
+    assert set(whole) == after - outside
+    assert files.bytes > 0 or files.files == 0
+    return changes
+
+
+def test_changes_of_appends_are_their_new_files_and_the_band_of_older_ones(tmp_path):
+    lake = _Lake(str(tmp_path / "raw"))
+    v0 = lake.append([T0 + 1000 * i for i in range(10)])  # times T0 .. T0 + 9 s
+    b0 = T0 + 4500  # the state covers events before it: 5 of them
+    v1 = lake.append([T0 + 20_000, T0 + 30_000, T0 + DAY + 5], files=2)  # today, tomorrow
+    changes = _check_delta(lake, v0, b0, v1, T0 + DAY + 10)
+    found = [(f.version, f.event_date, f.rows, f.min_time, f.max_time) for f in changes.added]
+    assert sorted(found) == [
+        (v0 + 1, "2023-11-15", 1, T0 + 20_000, T0 + 20_000),
+        (v0 + 1, "2023-11-16", 1, T0 + DAY + 5, T0 + DAY + 5),
+        (v0 + 2, "2023-11-15", 1, T0 + 30_000, T0 + 30_000),
+    ]
+    assert changes.rewrites == 0 and changes.mixed_dates == ()
+    # A cutoff before some new events: they wait for a later run (the band of that one).
+    _check_delta(lake, v0, b0, v1, T0 + 25_000)
+    _check_delta(lake, v0, b0, v1, b0)  # the cutoff did not move: only new files' rows
+    # Nothing new, the cutoff moves: the band alone.
+    assert lake_changes(lake.uri, v1, v1) == LakeChanges(
+        table_id=DeltaTable(lake.uri).metadata().id,
+        since=v1,
+        until=v1,
+        added=(),
+        mixed_dates=(),
+        removed=(),
+        rewrites=0,
+    )
+    _check_delta(lake, v1, T0 + DAY, v1, T0 + DAY + 6)
+
+
+def test_commits_with_only_offsets_add_nothing(tmp_path):
+    lake = _Lake(str(tmp_path / "raw"))
+    v0 = lake.append([T0, T0 + 1])
+    append_with_offsets(lake.uri, shop, [], "id", {0: 99})  # rejects only: offsets move
+    v1 = DeltaTable(lake.uri).version()
+    assert v1 == v0 + 1
+    changes = _check_delta(lake, v0, T0 + 1, v1, T0 + 2)
+    assert changes.added == ()
+
+
+def test_late_events_are_new_files_in_old_date_partitions(tmp_path):
+    lake = _Lake(str(tmp_path / "raw"))
+    v0 = lake.append([T0 + i for i in range(5)] + [T0 + 3 * DAY + i for i in range(5)])
+    b0 = T0 + 3 * DAY + 3
+    v1 = lake.append([T0 - 20 * DAY + 7, T0 + 2 * DAY])  # 20 days late, and the day before
+    changes = _check_delta(lake, v0, b0, v1, T0 + 3 * DAY + 100)
+    assert {f.event_date for f in changes.added} == {"2023-10-26", "2023-11-17"}
+
+
+def test_a_rewrite_of_old_files_adds_nothing_and_of_new_ones_keeps_them_new(tmp_path):
+    lake = _Lake(str(tmp_path / "raw"))
+    v0 = lake.append([T0 + i for i in range(20)], files=3)  # three files on one day
+    result = optimize_table(lake.uri, ["user_id"], row_group_rows=100, retention_hours=1000)
+    assert result is not None and result.partitions == 1
+    v1 = DeltaTable(lake.uri).version()
+    changes = _check_delta(lake, v0, T0 + 10, v1, T0 + 15)
+    assert (changes.added, changes.rewrites, changes.mixed_dates) == ((), 1, ())
+    # Two new files on a new day, rewritten together: one new file, not mixed.
+    lake.append([T0 + DAY + i for i in range(20)], files=2)
+    optimize_table(lake.uri, ["user_id"], 100, 1000, since=result.mark)
+    v2 = DeltaTable(lake.uri).version()
+    changes = _check_delta(lake, v1, T0 + 15, v2, T0 + DAY + 30)
+    assert (len(changes.added), changes.rewrites, changes.mixed_dates) == (1, 1, ())
+    assert changes.added[0].version == v2  # the rewrite's file
+
+
+def test_a_rewrite_mixing_new_and_old_rows_makes_their_date_read_whole(tmp_path):
+    lake = _Lake(str(tmp_path / "raw"))
+    v0 = lake.append([T0 + i for i in range(10)] + [T0 + DAY + i for i in range(10)], files=2)
+    lake.append([T0 + 50, T0 + DAY + 50])  # new rows in both days
+    result = optimize_table(lake.uri, ["user_id"], 100, 1000)  # both days: 3 files each
+    assert result is not None and result.partitions == 2
+    lake.append([T0 + 60])  # a new file after the rewrite, in a mixed date
+    v1 = lake.append([T0 + 2 * DAY])  # and one in an untouched date
+    changes = _check_delta(lake, v0, T0 + DAY + 5, v1, T0 + 2 * DAY + 1)
+    assert changes.mixed_dates == ("2023-11-15", "2023-11-16")
+    assert [f.event_date for f in changes.added] == ["2023-11-17"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_appends_and_rewrites_give_exactly_the_missing_rows(tmp_path, seed):
+    rng = random.Random(seed)
+    lake = _Lake(str(tmp_path / "raw"))
+    states = [(lake.append([T0 + rng.randrange(3 * DAY) for _ in range(5)]), T0)]
+    mark = None
+    for _ in range(8):
+        if rng.random() < 0.3:
+            done = optimize_table(lake.uri, ["user_id"], 100, 1000, since=mark)
+            mark = None if done is None else done.mark
+        else:
+            late = [T0 + rng.randrange(4 * DAY) for _ in range(rng.randrange(1, 6))]
+            lake.append(late, files=rng.randrange(1, 3))
+        version = DeltaTable(lake.uri).version()
+        cutoff = states[-1][1] + rng.randrange(DAY)
+        for since, start in rng.sample(states, min(2, len(states))):
+            _check_delta(lake, since, start, version, max(cutoff, start))
+        states.append((version, cutoff))
+
+
+def test_a_dataChange_remove_is_reported(tmp_path):
+    lake = _Lake(str(tmp_path / "raw"))
+    v0 = lake.append([T0 + i for i in range(10)])
+    DeltaTable(lake.uri).delete("event_time < 1700006400003")  # a hand-run delete
+    v1 = lake.append([T0 + 20])
+    changes = lake_changes(lake.uri, v0, v1)
+    assert changes is not None and not changes.append_only
+    assert [r.version for r in changes.removed] == [v0 + 1]
+    assert changes.removed[0].event_date == "2023-11-15"
+
+
+def test_a_cleaned_up_log_or_a_recreated_table_cannot_be_followed(tmp_path):
+    lake = _Lake(str(tmp_path / "raw"))
+    v0 = lake.append([T0])
+    lake.append([T0 + 1])
+    lake.append([T0 + 2])
+    table = DeltaTable(lake.uri)
+    tag = table_id_tag(table.metadata().id)
+    assert lake_changes(lake.uri, v0, v0 + 2, expected_tag=tag) is not None
+    assert lake_changes(lake.uri, v0, v0 + 3) is None  # not a version yet
+    assert lake_changes(lake.uri, v0 + 2, v0) is None
+    table.create_checkpoint()
+    (tmp_path / "raw" / "_delta_log" / f"{v0 + 1:020d}.json").unlink()
+    assert lake_changes(lake.uri, v0 + 1, v0 + 2) is not None
+    assert lake_changes(lake.uri, v0, v0 + 2) is None
+
+    shutil.rmtree(tmp_path / "raw")
+    again = _Lake(lake.uri)
+    for i in range(4):
+        again.append([T0 + i])
+    assert lake_changes(lake.uri, v0, v0 + 2) is not None  # the new table's own commits
+    assert lake_changes(lake.uri, v0, v0 + 2, expected_tag=tag) is None
