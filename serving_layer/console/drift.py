@@ -2,10 +2,13 @@
 (count, no-data and null rates, mean, quantiles, top values) and their PSI against the
 previous run and the newest training set (:mod:`feature_core.stats`), from the
 FEATURE_STATS and TRAINING_STATS journals. Features over the run's threshold are flagged;
-PSI is plotted over runs, for the most drifted features and per feature."""
+PSI is plotted over runs, for the most drifted features and per feature, by each run's start
+(several runs may share a cutoff: a rerun, a run started by hand), its cutoff in the hover
+text."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,21 +16,26 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from feature_core.journals import Journal
+from feature_core.runs import RunRecord
 from feature_core.stats import FeatureStats, RunFeatureStats, TrainingFeatureStats
 from serving_layer.console import plots
 from serving_layer.console.auth import LoggedIn
 from serving_layer.console.data import store_guard
 from serving_layer.console.lineage import feature_href
-from serving_layer.console.render import page
+from serving_layer.console.render import page, utc_time
 
 router = APIRouter(include_in_schema=False)
 
 #: Batch runs' records read (the journal keeps 500).
 RUNS_READ = 200
+#: Batch run records read for the runs' start times (the scheduler keeps 500).
+RUN_RECORDS_READ = 500
 #: Training sets' records read.
 TRAINING_READ = 50
 #: Features drawn in the overview's PSI plot: the most drifted.
 PLOTTED = 8
+#: The x axis of plots over runs: runs may share a cutoff, never a start.
+RUN_AXIS = "batch run started (UTC)"
 #: The quantiles shown in the overview table.
 SHOWN_QUANTILES = ("0.5", "0.99")
 
@@ -67,15 +75,56 @@ def feature_row(reference: str, stats: FeatureStats, run: RunFeatureStats) -> di
     }
 
 
-def psi_series(
-    runs: list[RunFeatureStats], reference: str, baseline: str
-) -> list[tuple[float, float | None]]:
-    points = []
-    for run in runs:
+async def run_starts(store: Any) -> dict[str, float]:
+    """Batch run id -> when it started (epoch ms), from the run records (one of another
+    version of the platform is left out)."""
+    starts = {}
+    for raw in await store.batch_runs(RUN_RECORDS_READ):
+        try:
+            record = RunRecord.model_validate_json(raw)
+        except ValueError:
+            continue
+        starts[record.run_id] = record.started_at * 1000
+    return starts
+
+
+def run_time(run: RunFeatureStats, starts: Mapping[str, float]) -> float:
+    """Where a run is plotted: when it started, or, without its run record (trimmed, or
+    a run with no id), when its statistics were recorded, near its end."""
+    if run.run_id is not None and run.run_id in starts:
+        return starts[run.run_id]
+    return run.at_ms
+
+
+def run_series(
+    name: str,
+    runs: list[RunFeatureStats],
+    starts: Mapping[str, float],
+    value: Callable[[RunFeatureStats], float | None],
+    gaps: bool = False,
+    **style: Any,
+) -> dict[str, Any]:
+    """One line of ``value`` over runs by their start; a run without a value is left out
+    (with ``gaps``, a gap). Each point's hover text names the run's cutoff and view."""
+    points = [(run_time(run, starts), value(run), run) for run in runs]
+    kept = sorted((p for p in points if gaps or p[1] is not None), key=lambda p: p[0])
+    trace = plots.time_series(name, [(at, v) for at, v, _ in kept], **style)
+    trace["text"] = [
+        f"cutoff {utc_time(run.cutoff)} UTC, batch view v{run.view_version}"
+        + (f", run {run.run_id}" if run.run_id else "")
+        for _, _, run in kept
+    ]
+    return trace
+
+
+def psi_of(reference: str, baseline: str) -> Callable[[RunFeatureStats], float | None]:
+    """A run's PSI of ``reference`` against ``baseline`` (previous_run or training)."""
+
+    def value(run: RunFeatureStats) -> float | None:
         drift = run.drift.get(reference)
-        if drift is not None and getattr(drift, baseline) is not None:
-            points.append((run.cutoff, getattr(drift, baseline)))
-    return points
+        return getattr(drift, baseline) if drift is not None else None
+
+    return value
 
 
 def threshold_line(layout: dict[str, Any], threshold: float) -> dict[str, Any]:
@@ -102,6 +151,7 @@ async def drift(request: Request, _: LoggedIn, q: str = "") -> Response:
     store = request.app.state.store
     runs = await _records(store, Journal.FEATURE_STATS, RUNS_READ, RunFeatureStats)
     trainings = await _records(store, Journal.TRAINING_STATS, TRAINING_READ, TrainingFeatureStats)
+    starts = await run_starts(store)
     latest = runs[-1] if runs else None
     query = q.strip().lower()[:200]
     rows = []
@@ -121,11 +171,11 @@ async def drift(request: Request, _: LoggedIn, q: str = "") -> Response:
                     worst[reference] = max(worst.get(reference, 0.0), *values)
         plotted = sorted(worst, key=lambda r: -worst[r])[:PLOTTED]
         traces = [
-            plots.time_series(reference, psi_series(runs, reference, "previous_run"))
+            run_series(reference, runs, starts, psi_of(reference, "previous_run"))
             for reference in plotted
         ]
         layout = plots.layout(
-            "PSI against the previous run (most drifted features)", "PSI", "batch cutoff (UTC)"
+            "PSI against the previous run (most drifted features)", "PSI", RUN_AXIS
         )
         figure = plots.figure(traces, threshold_line(layout, latest.threshold))
     context = {
@@ -155,37 +205,42 @@ async def feature_drift(request: Request, view: str, name: str, _: LoggedIn) -> 
     latest = runs[-1] if runs else None
     psi_figure = rates_figure = None
     if latest is not None:
-        layout = plots.layout(f"PSI of {reference}", "PSI", "batch cutoff (UTC)")
+        starts = await run_starts(store)
+        layout = plots.layout(f"PSI of {reference}", "PSI", RUN_AXIS)
         psi_figure = plots.figure(
             [
-                plots.time_series(
-                    "against the previous run", psi_series(runs, reference, "previous_run")
+                run_series(
+                    "against the previous run", runs, starts, psi_of(reference, "previous_run")
                 ),
-                plots.time_series(
-                    "against the training set", psi_series(runs, reference, "training")
-                ),
+                run_series("against the training set", runs, starts, psi_of(reference, "training")),
             ],
             threshold_line(layout, latest.threshold),
         )
+
+        def stat(name: str) -> Callable[[RunFeatureStats], float | None]:
+            return lambda run: getattr(run.features[reference], name)
+
         rates_figure = plots.figure(
             [
-                plots.time_series(
-                    "null rate", [(r.cutoff, r.features[reference].null_rate) for r in runs]
-                ),
-                plots.time_series(
-                    "no-data rate",
-                    [(r.cutoff, r.features[reference].no_data_rate) for r in runs],
-                ),
+                run_series("null rate", runs, starts, stat("null_rate"), gaps=True),
+                run_series("no-data rate", runs, starts, stat("no_data_rate"), gaps=True),
             ],
-            plots.layout(f"Null and no-data rates of {reference}", "share", "batch cutoff (UTC)"),
+            plots.layout(f"Null and no-data rates of {reference}", "share", RUN_AXIS),
         )
-        means = [(r.cutoff, r.features[reference].mean) for r in runs]
-        if any(mean is not None for _, mean in means):
+        if any(run.features[reference].mean is not None for run in runs):
             rates_figure = rates_figure and {
                 **rates_figure,
                 "data": [
                     *rates_figure["data"],
-                    plots.time_series("mean", means, yaxis="y2", line={"dash": "dot"}),
+                    run_series(
+                        "mean",
+                        runs,
+                        starts,
+                        stat("mean"),
+                        gaps=True,
+                        yaxis="y2",
+                        line={"dash": "dot"},
+                    ),
                 ],
                 "layout": {
                     **rates_figure["layout"],

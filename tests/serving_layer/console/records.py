@@ -148,11 +148,19 @@ def publish_verify(store: OnlineStore, report: Mapping[str, Any]) -> None:
 
 
 def feature_stats_runs(
-    store: OnlineStore, shift_at: int = 3, runs: int = 5, threshold: float = 0.2
+    store: OnlineStore,
+    shift_at: int = 3,
+    runs: int = 5,
+    threshold: float = 0.2,
+    cutoffs: Sequence[int] | None = None,
+    run_records: bool = True,
 ) -> list[Any]:
     """Batch runs' feature statistics as the batch job records them (feature_core.stats
     over sampled values, PSI against the previous run's record): user_purchases:spend_7d
-    moves from ~10 to ~50 at run ``shift_at``; user_browsing:last_item_1h stays put."""
+    moves from ~10 to ~50 at run ``shift_at``; user_browsing:last_item_1h stays put.
+    Runs are an hour apart, each recorded 10 minutes after it started; ``cutoffs``, one a
+    run, replace a minute before its record (several runs may share one). With
+    ``run_records``, each run's record (its start) is saved as the scheduler saves it."""
     import random
 
     from feature_core.stats import Drift, RunFeatureStats, feature_stats, psi
@@ -180,7 +188,7 @@ def feature_stats_runs(
             at_ms=start + i * 3_600_000,
             run_id=f"run{i:02d}",
             view_version=i + 1,
-            cutoff=start + i * 3_600_000 - 60_000,
+            cutoff=cutoffs[i] if cutoffs is not None else start + i * 3_600_000 - 60_000,
             entities={"user_purchases": 440, "user_browsing": 440},
             sampled={"user_purchases": 440, "user_browsing": 440},
             features=stats,
@@ -192,4 +200,26 @@ def feature_stats_runs(
             str(Journal.FEATURE_STATS), record.model_dump_json().encode(), record.at_ms, 500
         )
         records.append(record)
+    if run_records:
+        save_runs(
+            store,
+            [
+                RunRecord(
+                    run_id=r.run_id,
+                    trigger="schedule",
+                    status=RunStatus.SUCCEEDED,
+                    started_at=run_started_ms(r) / 1000,
+                    finished_at=(r.at_ms + 5_000) / 1000,
+                    cutoff=r.cutoff,
+                    view_version=r.view_version,
+                    switched=True,
+                )
+                for r in records
+            ],
+        )
     return records
+
+
+def run_started_ms(record: Any) -> int:
+    """When :func:`feature_stats_runs` says the run of a statistics record started."""
+    return record.at_ms - 600_000

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving_layer.console.render import plot_time
+from feature_core.journals import Journal
+from serving_layer.console.render import plot_time, utc_time
 from tests.serving_layer.console import records
 from tests.serving_layer.console.conftest import figures
 
@@ -42,7 +43,7 @@ def test_a_shifted_feature_is_flagged_and_its_psi_plotted(client, store):
     traces = {t["name"]: t for t in psi_plot["data"]}
     assert set(traces) == {"user_purchases:spend_7d", "user_browsing:last_item_1h"}
     spend_trace = traces["user_purchases:spend_7d"]
-    assert spend_trace["x"] == [plot_time(r.cutoff) for r in runs[1:]]
+    assert spend_trace["x"] == [plot_time(records.run_started_ms(r)) for r in runs[1:]]
     assert spend_trace["y"] == pytest.approx(
         [r.drift["user_purchases:spend_7d"].previous_run for r in runs[1:]]
     )
@@ -72,3 +73,38 @@ def test_the_run_that_shifted_is_flagged_when_newest(client, store):
         [r.features["user_purchases:spend_7d"].null_rate for r in runs]
     )
     assert rates["mean"][-1] == pytest.approx(runs[-1].features["user_purchases:spend_7d"].mean)
+
+
+def test_runs_sharing_a_cutoff_are_plotted_by_their_start_with_the_cutoff_in_the_hover(
+    client, store
+):
+    """Reruns at one cutoff: each is a point of its own at its start, in start order, its
+    cutoff in the hover text; a run whose run record is gone sits at its record's time."""
+    cutoff = records.now_ms() - 6 * 3_600_000
+    runs = records.feature_stats_runs(store, shift_at=2, runs=4, cutoffs=[cutoff] * 4)
+    # A later rerun at the same cutoff whose run record was trimmed: its record's time.
+    orphan = runs[-1].model_copy(
+        update={"run_id": "trimmed", "view_version": 9, "at_ms": runs[-1].at_ms + 1_800_000}
+    )
+    store.append_journal(
+        str(Journal.FEATURE_STATS), orphan.model_dump_json().encode(), orphan.at_ms, 500
+    )
+    starts = [plot_time(records.run_started_ms(r)) for r in runs] + [plot_time(orphan.at_ms)]
+    hovers = [
+        f"cutoff {utc_time(cutoff)} UTC, batch view v{r.view_version}, run {r.run_id}"
+        for r in [*runs, orphan]
+    ]
+
+    (psi_plot,) = figures(client.get("/console/drift").text).values()
+    assert psi_plot["layout"]["xaxis"]["title"]["text"] == "batch run started (UTC)"
+    spend = next(t for t in psi_plot["data"] if t["name"] == "user_purchases:spend_7d")
+    assert spend["x"] == starts[1:] and spend["text"] == hovers[1:]  # the first has no PSI
+    assert len(set(spend["x"])) == 4
+
+    one = figures(client.get("/console/drift/user_purchases/spend_7d").text)
+    psi = {t["name"]: t for t in one["feature-psi-plot"]["data"]}
+    assert psi["against the previous run"]["x"] == starts[1:]
+    rates = {t["name"]: t for t in one["rates-plot"]["data"]}
+    for name in ("null rate", "no-data rate", "mean"):
+        assert rates[name]["x"] == starts and rates[name]["text"] == hovers, name
+    assert rates["mean"]["y"][-1] == pytest.approx(orphan.features["user_purchases:spend_7d"].mean)
