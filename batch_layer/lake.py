@@ -516,7 +516,7 @@ _LOG_READERS = 8
 
 
 class ChangedFile(BaseModel):
-    """A data file an ``add`` action put into a table, as its log describes it."""
+    """A data file a ``dataChange`` add put into a table, as its log describes it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -527,6 +527,9 @@ class ChangedFile(BaseModel):
     min_time: int | None  # of the event-time column (None: no statistics)
     max_time: int | None
     version: int  # the commit that added it
+    #: A later rewrite in the range (optimize) moved its rows into other files: it is no
+    #: longer in the table at ``until``, but still in storage until vacuumed.
+    moved: bool
 
 
 class RemovedFile(BaseModel):
@@ -541,12 +544,10 @@ class RemovedFile(BaseModel):
 
 
 class LakeChanges(BaseModel):
-    """The rows a table gained and lost in the versions ``(since, until]``, by file.
-
-    ``added`` are the files of version ``until`` that hold only rows appended in the range
-    (new files, or a rewrite of nothing but new files); every other file of ``until`` holds
-    only rows of ``since``, except in ``mixed_dates``, where a rewrite (``optimize``) put
-    new rows into the same files as older ones: those dates are read whole."""
+    """The rows a table gained and lost in the versions ``(since, until]``, by file:
+    ``added`` holds exactly the rows appended (late ones too, in old date partitions),
+    ``removed`` the files whose rows were deleted. ``moved`` names every file a rewrite
+    (``dataChange: false``) took out in the range: its rows are in other files now."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -554,9 +555,9 @@ class LakeChanges(BaseModel):
     since: int
     until: int
     added: tuple[ChangedFile, ...]
-    mixed_dates: tuple[str, ...]
     removed: tuple[RemovedFile, ...]
-    rewrites: int  # commits in the range that only rearranged data (dataChange false)
+    moved: tuple[str, ...]
+    rewrites: int  # commits in the range that only rearranged rows
 
     @property
     def append_only(self) -> bool:
@@ -585,8 +586,8 @@ def _time_stats(stats: str | None, time_column: str) -> tuple[int | None, int | 
     if not stats:
         return None, None, None
     doc = json.loads(stats)
-    low = doc.get("minValues", {}).get(time_column)
-    high = doc.get("maxValues", {}).get(time_column)
+    low = (doc.get("minValues") or {}).get(time_column)
+    high = (doc.get("maxValues") or {}).get(time_column)
     rows = doc.get("numRecords")
     return (
         None if rows is None else int(rows),
@@ -606,11 +607,11 @@ def lake_changes(
     """What the commits ``(since, until]`` of a table changed, read from their JSON
     commit files (through pyarrow's filesystem: local paths and object stores alike).
 
-    Actions with ``dataChange: false`` only rearrange rows (``optimize``, Z-order) and add
-    nothing: they only move new rows between files, which ``added``/``mixed_dates`` follow.
-    None when it cannot be told: a commit file is gone (the log was cleaned up), the table
-    was recreated (another table id in the range, or not the ``expected_tag`` recorded
-    with the state that read ``since``), or ``until`` is not a version of the table. The
+    Actions with ``dataChange: false`` only rearrange rows (``optimize``, Z-order): they
+    add no rows, and the files they remove are listed in ``moved``. None when it cannot
+    be told: a commit file is gone (the log was cleaned up), the table was recreated
+    (another table id in the range, or not the ``expected_tag`` recorded with the state
+    that read ``since``: :func:`table_id_tag`), or ``until`` is not a version of it. The
     caller then recomputes from the whole table."""
     if until < since:
         return None
@@ -625,104 +626,78 @@ def lake_changes(
     versions = range(since + 1, until + 1)
     with ThreadPoolExecutor(_LOG_READERS) as pool:
         commits = list(pool.map(lambda v: _commit_actions(filesystem, log, v), versions))
-    # Files added in the range still in the table, by path: True when they hold new rows
-    # only, False when a rewrite mixed new rows with older ones. Any other file holds old
-    # rows only.
-    live: dict[str, tuple[bool, ChangedFile]] = {}
+    added: dict[str, ChangedFile] = {}
     removed: list[RemovedFile] = []
+    moved: list[str] = []
     rewrites = 0
     for version, actions in zip(versions, commits, strict=True):
         if actions is None:
             return None
-        # Per partition of this commit, what the files a rewrite removed held: new rows
-        # only (True), new and old rows (False), old rows only (None).
-        rewritten: dict[str | None, set[bool | None]] = {}
         rearranged = False
         for action in actions:
             if "metaData" in action and action["metaData"].get("id") != table_id:
                 return None
-            if "remove" in action:
+            if "add" in action and action["add"].get("dataChange", True):
+                add = action["add"]
+                rows, low, high = _time_stats(add.get("stats"), time_column)
+                path = unquote(add["path"])
+                added[path] = ChangedFile(
+                    path=path,
+                    event_date=(add.get("partitionValues") or {}).get(EVENT_DATE),
+                    size=int(add["size"]),
+                    rows=rows,
+                    min_time=low,
+                    max_time=high,
+                    version=version,
+                    moved=False,
+                )
+            elif "add" in action:
+                rearranged = True
+            elif "remove" in action:
                 remove = action["remove"]
                 path = unquote(remove["path"])
-                date = (remove.get("partitionValues") or {}).get(EVENT_DATE)
-                was = live.pop(path, None)
                 if remove.get("dataChange", True):
                     removed.append(
                         RemovedFile(
-                            path=path, event_date=date, size=remove.get("size"), version=version
+                            path=path,
+                            event_date=(remove.get("partitionValues") or {}).get(EVENT_DATE),
+                            size=remove.get("size"),
+                            version=version,
                         )
                     )
                 else:
                     rearranged = True
-                    rewritten.setdefault(date, set()).add(None if was is None else was[0])
-        for action in actions:
-            if "add" not in action:
-                continue
-            add = action["add"]
-            path = unquote(add["path"])
-            date = (add.get("partitionValues") or {}).get(EVENT_DATE)
-            rows, low, high = _time_stats(add.get("stats"), time_column)
-            info = ChangedFile(
-                path=path,
-                event_date=date,
-                size=int(add["size"]),
-                rows=rows,
-                min_time=low,
-                max_time=high,
-                version=version,
-            )
-            if add.get("dataChange", True):
-                live[path] = (True, info)
-                continue
-            rearranged = True
-            inputs = rewritten.get(date)
-            if inputs is None:
-                # Re-added without a remove in its partition: a file already in the table.
-                continue
-            if inputs == {None}:
-                continue  # a rewrite of old rows only
-            live[path] = (inputs == {True}, info)
+                    moved.append(path)
+                    if path in added:
+                        added[path] = added[path].model_copy(update={"moved": True})
         rewrites += rearranged
-    mixed = {info.event_date for new_only, info in live.values() if not new_only}
-    if None in mixed:
-        return None  # an unpartitioned table: a mixed file cannot be narrowed to a date
     return LakeChanges(
         table_id=table_id,
         since=since,
         until=until,
-        added=tuple(
-            sorted(
-                (
-                    info
-                    for new_only, info in live.values()
-                    if new_only and info.event_date not in mixed
-                ),
-                key=lambda f: (f.version, f.path),
-            )
-        ),
-        mixed_dates=tuple(sorted(d for d in mixed if d is not None)),
+        added=tuple(sorted(added.values(), key=lambda f: (f.version, f.path))),
         removed=tuple(removed),
+        moved=tuple(moved),
         rewrites=rewrites,
     )
 
 
 class DeltaFiles(BaseModel):
     """The files a run reads for the rows a table gained between two states ``(since,
-    start)`` and ``(until, end)`` (version, time cutoff): the new files' rows before
-    ``end``, the older files' rows in ``[start, end)``, and every row before ``end`` of the
-    ``whole_dates`` (where new and older rows share files). The sets are disjoint."""
+    start)`` and ``(until, end)`` (version, time cutoff): the rows before ``end`` of the
+    files appended since, and the rows in ``[start, end)`` of the files of ``since`` (the
+    band). The two sets of files are disjoint, and so are their rows: a rewrite in between
+    moves rows, so the band is read from the old version's files, never the new one's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     new: tuple[str, ...]  # URIs
     band: tuple[str, ...]
-    whole: tuple[str, ...]
-    whole_dates: tuple[str, ...]
     bytes: int
 
     @property
     def files(self) -> int:
-        return len(self.new) + len(self.band) + len(self.whole)
+        return len(self.new) + len(self.band)
 
 
 def _overlaps(low: int | None, high: int | None, start: int, end: int) -> bool:
@@ -742,71 +717,77 @@ def _date_span(date: str | None) -> tuple[int | None, int | None]:
     return first, first + 86_400_000 - 1
 
 
-def _uris(table: DeltaTable, paths: Collection[str]) -> dict[str, str]:
-    """The URIs of data files named by their (decoded) paths relative to the table."""
-    depths = {path.count("/") + 1 for path in paths}
-    found: dict[str, str] = {}
-    for uri in table.file_uris():
-        for depth in depths:
-            relative = unquote("/".join(uri.split("/")[-depth:]))
-            if relative in paths:
-                found[relative] = uri
-    missing = set(paths) - set(found)
-    if missing:
-        raise LookupError(f"{len(missing)} data file(s) not in the table, e.g. {min(missing)}")
-    return found
+def data_file_uri(table_uri: str, path: str) -> str:
+    """The URI of a data file from its table's URI (or local path) and its decoded path
+    relative to the table, in the form ``DeltaTable.file_uris`` gives (local files as
+    plain paths)."""
+    root = table_uri.rstrip("/")
+    if root.startswith("file://"):
+        root = unquote(root[len("file://") :])
+    elif "://" not in root:
+        root = os.path.abspath(root)
+    return f"{root}/{path}"
 
 
 def delta_files(
-    table: DeltaTable,
+    uri: str,
     changes: LakeChanges,
     start_ms: int,
     end_ms: int,
     *,
     time_column: str = "event_time",
-) -> DeltaFiles:
-    """Which files of ``table`` (at version ``changes.until``) hold the rows with time
-    before ``end_ms`` that a state covering ``changes.since`` and times before
-    ``start_ms`` lacks: the added files with a row before ``end_ms``, the other files
-    that may hold a row in ``[start_ms, end_ms)`` (by Delta statistics and partition
-    date), and every file of a mixed date. The caller still filters rows by time."""
-    if table.version() != changes.until:
-        raise ValueError(f"table at version {table.version()}, changes up to {changes.until}")
-    actions = pa.table(table.get_add_actions(flatten=True))
-    paths = [unquote(p) for p in actions.column("path").to_pylist()]
-    sizes = actions.column("size_bytes").to_pylist()
-    columns = actions.column_names
-
-    def column(name: str) -> list[Any]:
-        return actions.column(name).to_pylist() if name in columns else [None] * len(paths)
-
-    dates = column(f"partition.{EVENT_DATE}")
-    lows = column(f"min.{time_column}")
-    highs = column(f"max.{time_column}")
-    added = {f.path for f in changes.added}
-    mixed = set(changes.mixed_dates)
-    new: list[str] = []
+) -> DeltaFiles | None:
+    """Which files hold the rows with time before ``end_ms`` that a state covering version
+    ``changes.since`` and the times before ``start_ms`` lacks: the files added since with
+    a row before ``end_ms``, and the files of ``since`` that may hold a row in
+    ``[start_ms, end_ms)`` (by Delta statistics and partition date). The caller still
+    filters the rows by time. None when a file moved by a rewrite since was vacuumed
+    already (or ``since`` cannot be loaded): recompute from the whole table."""
+    if not changes.append_only:
+        raise ValueError("rows were deleted: the changes are not the new rows alone")
+    new = [
+        f.path
+        for f in changes.added
+        if _overlaps(f.min_time, f.max_time, -(2**63), end_ms)
+        and _overlaps(*_date_span(f.event_date), -(2**63), end_ms)
+    ]
+    chosen = set(new)
+    size = sum(f.size for f in changes.added if f.path in chosen)
     band: list[str] = []
-    whole: list[str] = []
-    size = 0
-    for path, nbytes, date, low, high in zip(paths, sizes, dates, lows, highs, strict=True):
-        first, last = _date_span(date)
-        if date in mixed:
-            chosen = whole if _overlaps(low, high, -(2**63), end_ms) else None
-        elif path in added:
-            chosen = new if _overlaps(low, high, -(2**63), end_ms) else None
-        elif _overlaps(low, high, start_ms, end_ms) and _overlaps(first, last, start_ms, end_ms):
-            chosen = band
-        else:
-            chosen = None
-        if chosen is not None:
-            chosen.append(path)
-            size += int(nbytes)
-    uris = _uris(table, [*new, *band, *whole])
+    if changes.since >= 0:
+        try:
+            old = DeltaTable(uri, version=changes.since)
+        except (DeltaError, OSError, ValueError):
+            return None
+        actions = pa.table(old.get_add_actions(flatten=True))
+
+        def column(name: str) -> list[Any]:
+            if name in actions.column_names:
+                return actions.column(name).to_pylist()
+            return [None] * actions.num_rows
+
+        for path, nbytes, date, low, high in zip(
+            actions.column("path").to_pylist(),
+            actions.column("size_bytes").to_pylist(),
+            column(f"partition.{EVENT_DATE}"),
+            column(f"min.{time_column}"),
+            column(f"max.{time_column}"),
+            strict=True,
+        ):
+            if _overlaps(low, high, start_ms, end_ms) and _overlaps(
+                *_date_span(date), start_ms, end_ms
+            ):
+                band.append(unquote(path))
+                size += int(nbytes)
+    uris = {path: data_file_uri(uri, path) for path in [*new, *band]}
+    gone = set(changes.moved) & set(uris)
+    if gone:
+        filesystem, _ = FileSystem.from_uri(uris[min(gone)])
+        paths = [FileSystem.from_uri(uris[p])[1] for p in sorted(gone)]
+        if any(i.type == FileType.NotFound for i in filesystem.get_file_info(paths)):
+            return None
     return DeltaFiles(
         new=tuple(sorted(uris[p] for p in new)),
         band=tuple(sorted(uris[p] for p in band)),
-        whole=tuple(sorted(uris[p] for p in whole)),
-        whole_dates=tuple(sorted(mixed)),
         bytes=size,
     )

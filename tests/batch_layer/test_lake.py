@@ -28,7 +28,6 @@ from batch_layer.lake import (
 from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo
 from feature_core.settings import Settings
-from feature_core.sources import event_date
 
 
 def _event(i: int):
@@ -288,19 +287,15 @@ def _ids(files: tuple[str, ...], start: int, end: int) -> list[str]:
 
 def _check_delta(lake: _Lake, since: int, start: int, until: int, end: int) -> LakeChanges:
     """The files chosen hold exactly the events of (until, < end) missing from
-    (since, < start), each once; mixed dates are read whole."""
+    (since, < start), each once."""
     changes = lake_changes(lake.uri, since, until)
     assert changes is not None and changes.append_only
-    files = delta_files(DeltaTable(lake.uri, version=until), changes, start, end)
+    files = delta_files(lake.uri, changes, start, end)
+    assert files is not None
     got = _ids(files.new, -(2**63), end) + _ids(files.band, start, end)
-    whole = _ids(files.whole, -(2**63), end)
-    assert len(got) == len(set(got)) and len(whole) == len(set(whole))
-    whole_dates = set(files.whole_dates)
-    after = lake.ids(until, end)
+    assert len(got) == len(set(got))
     before = lake.ids(since, start) if since >= 0 else set()
-    outside = {e for e in after if event_date(lake.times[e]) not in whole_dates}
-    assert set(got) == outside - before
-    assert set(whole) == after - outside
+    assert set(got) == lake.ids(until, end) - before
     assert files.bytes > 0 or files.files == 0
     return changes
 
@@ -317,7 +312,7 @@ def test_changes_of_appends_are_their_new_files_and_the_band_of_older_ones(tmp_p
         (v0 + 1, "2023-11-16", 1, T0 + DAY + 5, T0 + DAY + 5),
         (v0 + 2, "2023-11-15", 1, T0 + 30_000, T0 + 30_000),
     ]
-    assert changes.rewrites == 0 and changes.mixed_dates == ()
+    assert changes.rewrites == 0 and changes.moved == ()
     # A cutoff before some new events: they wait for a later run (the band of that one).
     _check_delta(lake, v0, b0, v1, T0 + 25_000)
     _check_delta(lake, v0, b0, v1, b0)  # the cutoff did not move: only new files' rows
@@ -327,8 +322,8 @@ def test_changes_of_appends_are_their_new_files_and_the_band_of_older_ones(tmp_p
         since=v1,
         until=v1,
         added=(),
-        mixed_dates=(),
         removed=(),
+        moved=(),
         rewrites=0,
     )
     _check_delta(lake, v1, T0 + DAY, v1, T0 + DAY + 6)
@@ -353,34 +348,41 @@ def test_late_events_are_new_files_in_old_date_partitions(tmp_path):
     assert {f.event_date for f in changes.added} == {"2023-10-26", "2023-11-17"}
 
 
-def test_a_rewrite_of_old_files_adds_nothing_and_of_new_ones_keeps_them_new(tmp_path):
+def test_a_rewrite_adds_nothing_and_new_rows_it_moved_are_read_from_their_first_file(tmp_path):
     lake = _Lake(str(tmp_path / "raw"))
     v0 = lake.append([T0 + i for i in range(20)], files=3)  # three files on one day
     result = optimize_table(lake.uri, ["user_id"], row_group_rows=100, retention_hours=1000)
     assert result is not None and result.partitions == 1
     v1 = DeltaTable(lake.uri).version()
     changes = _check_delta(lake, v0, T0 + 10, v1, T0 + 15)
-    assert (changes.added, changes.rewrites, changes.mixed_dates) == ((), 1, ())
-    # Two new files on a new day, rewritten together: one new file, not mixed.
-    lake.append([T0 + DAY + i for i in range(20)], files=2)
+    assert (changes.added, changes.rewrites, len(changes.moved)) == ((), 1, 3)
+    # New rows on both days, then rewritten together with the old ones: the new files
+    # are gone from the table but still in storage, the band comes from the old files.
+    lake.append([T0 + 50, T0 + DAY + 50])
+    lake.append([T0 + DAY + 51])
     optimize_table(lake.uri, ["user_id"], 100, 1000, since=result.mark)
-    v2 = DeltaTable(lake.uri).version()
-    changes = _check_delta(lake, v1, T0 + 15, v2, T0 + DAY + 30)
-    assert (len(changes.added), changes.rewrites, changes.mixed_dates) == (1, 1, ())
-    assert changes.added[0].version == v2  # the rewrite's file
+    v2 = lake.append([T0 + 60])  # and a file after the rewrite
+    changes = _check_delta(lake, v1, T0 + 15, v2, T0 + DAY + 60)
+    assert [(f.event_date, f.moved) for f in changes.added] == [
+        ("2023-11-15", True),
+        ("2023-11-16", True),
+        ("2023-11-16", True),
+        ("2023-11-15", False),
+    ]
+    assert changes.rewrites == 1
 
 
-def test_a_rewrite_mixing_new_and_old_rows_makes_their_date_read_whole(tmp_path):
+def test_new_rows_a_rewrite_moved_and_vacuumed_cannot_be_read_incrementally(tmp_path):
     lake = _Lake(str(tmp_path / "raw"))
-    v0 = lake.append([T0 + i for i in range(10)] + [T0 + DAY + i for i in range(10)], files=2)
-    lake.append([T0 + 50, T0 + DAY + 50])  # new rows in both days
-    result = optimize_table(lake.uri, ["user_id"], 100, 1000)  # both days: 3 files each
-    assert result is not None and result.partitions == 2
-    lake.append([T0 + 60])  # a new file after the rewrite, in a mixed date
-    v1 = lake.append([T0 + 2 * DAY])  # and one in an untouched date
-    changes = _check_delta(lake, v0, T0 + DAY + 5, v1, T0 + 2 * DAY + 1)
-    assert changes.mixed_dates == ("2023-11-15", "2023-11-16")
-    assert [f.event_date for f in changes.added] == ["2023-11-17"]
+    v0 = lake.append([T0 + i for i in range(10)])
+    lake.append([T0 + 20])
+    optimize_table(lake.uri, ["user_id"], 100, retention_hours=0)  # vacuums at once
+    v1 = lake.append([T0 + 30])
+    changes = lake_changes(lake.uri, v0, v1)
+    assert changes is not None and [f.moved for f in changes.added] == [True, False]
+    assert delta_files(lake.uri, changes, T0 + 5, T0 + 40) is None
+    # A state after the rewrite reads on: its files are all there.
+    _check_delta(lake, v1 - 1, T0 + 5, v1, T0 + 40)
 
 
 @pytest.mark.parametrize("seed", range(4))
