@@ -1,0 +1,302 @@
+"""The tile table's commit path: Spark-written partition files committed by delta-rs in one
+transaction with every group's state, read back as written; replaced partitions' files
+removed; a commit against a version others moved past fails."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError
+
+from batch_layer.tiles import (
+    DATA_SCHEMA,
+    GroupCommit,
+    GroupState,
+    LakeState,
+    StaleTilesError,
+    TileState,
+    commit_tiles,
+    last_commit,
+    read_state,
+    read_tiles,
+    read_tiles_arrow,
+    spec_tag,
+    tile_files,
+    write_staged,
+)
+from feature_core.settings import Settings
+
+pytestmark = pytest.mark.spark
+
+DAY = 86_400_000
+D0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+GROUPS = {"clicks": ["raw_events"], "sessions": ["raw_events", "orders"]}
+
+
+def _tile(group: str, entity: str, start: int, series: str = "1d", **extra) -> dict:
+    date = f"2024-01-{1 + (start - D0) // DAY:02d}"
+    row = {f.name: None for f in DATA_SCHEMA}
+    row.update(
+        group=group,
+        tile_date=date,
+        series=series,
+        entity=entity,
+        keys=[entity, "k2"],
+        start=start,
+        partials=json.dumps([start % 97, [entity]]),
+        events=start % 5 + 1,
+    )
+    row.update(extra)
+    return row
+
+
+def _state(view: int, cutoff: int, lake_version: int, spec: str = "spec-1") -> GroupState:
+    return GroupState(
+        lakes={"raw_events": LakeState(version=lake_version, table_tag=11)},
+        cutoff_ms=cutoff,
+        view_version=view,
+        spec_tag=spec_tag(spec),
+    )
+
+
+def _sessions_state(view: int, cutoff: int) -> GroupState:
+    state = _state(view, cutoff, 4)
+    lakes = {**state.lakes, "orders": LakeState(version=2, table_tag=12)}
+    return state.model_copy(update={"lakes": lakes})
+
+
+def _stage(spark, uri: str, rows: list[dict], run: str) -> str:
+    frame = spark.createDataFrame(
+        [tuple(r[c] for c in _COLUMNS) for r in rows],
+        "`group` STRING, tile_date STRING, series STRING, entity STRING, keys ARRAY<STRING>, "
+        "start BIGINT, partials STRING, events BIGINT, first_ms BIGINT, last_ms BIGINT, "
+        "frag_start_ms BIGINT, has_gap BOOLEAN",
+    )
+    return write_staged(frame, uri, run)
+
+
+_COLUMNS = ["group", "tile_date", *DATA_SCHEMA.names]
+
+
+def _key(row: dict) -> tuple:
+    return tuple(json.dumps(row[c]) for c in _COLUMNS)
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    return sorted(table.select(_COLUMNS).to_pylist(), key=_key)
+
+
+def _log(uri: str, version: int) -> list[dict]:
+    text = (Path(uri) / "_delta_log" / f"{version:020d}.json").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+FIRST = [
+    _tile("clicks", "u1", D0),
+    _tile("clicks", "u2", D0, series="1h"),
+    _tile("clicks", "u1", D0 + DAY),
+    _tile("sessions", "u1", D0, series="s30m", first_ms=D0 + 5, last_ms=D0 + 9, has_gap=True),
+    _tile("sessions", "u3", D0, series="5m", frag_start_ms=D0 + 1),
+]
+
+
+def _first_run(spark, uri: str) -> TileState:
+    start = read_state(uri, GROUPS)
+    assert start == TileState(version=None, table_id=None, view_version=None, groups={})
+    staged = _stage(spark, uri, FIRST, "run-1")
+    done = commit_tiles(
+        uri,
+        start,
+        staged,
+        {
+            "clicks": GroupCommit(
+                state=_state(1, D0 + DAY + 60_000, 4), spec="spec-1", mode="full"
+            ),
+            "sessions": GroupCommit(
+                state=_sessions_state(1, D0 + DAY + 60_000), spec="spec-1", mode="full"
+            ),
+        },
+        run_id="run-1",
+        view_version=1,
+        pointer='{"version": 1}',
+        metadata={"lfp.tiles.rows": 5},
+    )
+    assert (done.version, done.files_added, done.files_removed) == (0, 3, 0)
+    assert (done.rows_added, done.partitions_written) == (5, 3)
+    return read_state(uri, GROUPS)
+
+
+def test_staged_tiles_read_back_as_written_with_every_groups_state(spark_factory, tmp_path):
+    spark = spark_factory(Settings(_env_file=None))
+    uri = str(tmp_path / "_lfp_tiles")
+    state = _first_run(spark, uri)
+
+    assert state.version == 0 and state.view_version == 1
+    assert state.groups == {
+        "clicks": _state(1, D0 + DAY + 60_000, 4),
+        "sessions": _sessions_state(1, D0 + DAY + 60_000),
+    }
+    # A group reading a table it did not read then has no state to go on.
+    assert read_state(uri, {"clicks": ["raw_events", "orders"]}).groups == {}
+    expected = sorted(FIRST, key=_key)
+    assert _rows(read_tiles_arrow(uri)) == expected
+    assert _rows(DeltaTable(uri).to_pyarrow_table()) == expected  # delta-rs reads them too
+    frame = read_tiles(spark, uri, 0)
+    assert sorted((r.asDict() for r in frame.collect()), key=_key) == expected
+    only = read_tiles(spark, uri, partitions=[("clicks", "2024-01-02")])
+    assert [(r.group, r.tile_date, r.entity) for r in only.collect()] == [
+        ("clicks", "2024-01-02", "u1")
+    ]
+
+    record = last_commit(uri)
+    assert record is not None
+    assert (record.version, record.run, record.view_version) == (0, "run-1", 1)
+    assert json.loads(record.pointer) == {"version": 1}
+    assert record.specs == {"clicks": "spec-1", "sessions": "spec-1"}
+    assert record.modes == {"clicks": "full", "sessions": "full"}
+    assert record.metadata == {"lfp.tiles.rows": 5}
+    # Each add carries statistics read from its Parquet footer.
+    adds = [a["add"] for a in _log(uri, 0) if "add" in a]
+    assert len(adds) == 3 and all(a["dataChange"] for a in adds)
+    by_partition = {
+        (a["partitionValues"]["group"], a["partitionValues"]["tile_date"]): a for a in adds
+    }
+    stats = json.loads(by_partition[("clicks", "2024-01-01")]["stats"])
+    assert stats["numRecords"] == 2
+    assert (stats["minValues"]["start"], stats["maxValues"]["start"]) == (D0, D0)
+    assert (stats["minValues"]["entity"], stats["maxValues"]["entity"]) == ("u1", "u2")
+    assert stats["nullCount"]["has_gap"] == 2
+
+
+def test_a_run_replaces_the_partitions_it_wrote_and_keeps_the_others(spark_factory, tmp_path):
+    spark = spark_factory(Settings(_env_file=None))
+    uri = str(tmp_path / "_lfp_tiles")
+    state = _first_run(spark, uri)
+    before = {(f.group, f.tile_date): f.path for f in tile_files(uri)}
+
+    merged = [_tile("clicks", "u1", D0, events=9), _tile("clicks", "u4", D0 + 2 * DAY)]
+    staged = _stage(spark, uri, merged, "run-2")
+    clicks = _state(2, D0 + 2 * DAY + 60_000, 6)
+    done = commit_tiles(
+        uri,
+        state,
+        staged,
+        {"clicks": GroupCommit(state=clicks, spec="spec-1", mode="incremental")},
+        run_id="run-2",
+        view_version=2,
+        pointer='{"version": 2}',
+    )
+    assert (done.version, done.files_added, done.files_removed) == (1, 2, 1)
+    removes = [a["remove"] for a in _log(uri, 1) if "remove" in a]
+    assert [(r["path"], r["dataChange"]) for r in removes] == [
+        (before[("clicks", "2024-01-01")], True)
+    ]
+    after = read_state(uri, GROUPS)
+    assert after.view_version == 2
+    assert after.groups["clicks"] == clicks
+    assert after.groups["sessions"] == state.groups["sessions"]  # untouched
+    expected = sorted(
+        [*(r for r in FIRST if (r["group"], r["tile_date"]) != ("clicks", "2024-01-01")), *merged],
+        key=_key,
+    )
+    assert _rows(read_tiles_arrow(uri)) == expected
+    assert _rows(read_tiles_arrow(uri, 0)) == sorted(FIRST, key=_key)  # time travel
+
+    # A rebuild of one group and a dropped date of another, with no new files for it.
+    rebuilt = [_tile("sessions", "u9", D0 + DAY, series="s30m", first_ms=D0 + DAY)]
+    staged = _stage(spark, uri, rebuilt, "run-3")
+    sessions = _sessions_state(3, D0 + 3 * DAY).model_copy(update={"spec_tag": spec_tag("spec-2")})
+    done = commit_tiles(
+        uri,
+        after,
+        staged,
+        {
+            "sessions": GroupCommit(
+                state=sessions, spec="spec-2", mode="rebuild", replace_all=True
+            ),
+            "clicks": GroupCommit(
+                state=_state(3, D0 + 3 * DAY, 7),
+                spec="spec-1",
+                mode="incremental",
+                drop_dates=("2024-01-01",),
+            ),
+        },
+        run_id="run-3",
+        view_version=3,
+        pointer='{"version": 3}',
+    )
+    assert (done.files_added, done.files_removed) == (1, 2)
+    keep = [r for r in expected if r["group"] == "clicks" and r["tile_date"] != "2024-01-01"]
+    assert _rows(read_tiles_arrow(uri)) == sorted([*keep, *rebuilt], key=_key)
+    assert read_state(uri, GROUPS).groups["sessions"] == sessions
+    record = last_commit(uri)
+    assert record is not None and record.modes == {"sessions": "rebuild", "clicks": "incremental"}
+
+
+def test_a_commit_against_a_version_others_moved_past_fails(spark_factory, tmp_path):
+    spark = spark_factory(Settings(_env_file=None))
+    uri = str(tmp_path / "_lfp_tiles")
+    state = _first_run(spark, uri)
+    # Two runs read the same state; the first commits.
+    mine = _stage(spark, uri, [_tile("clicks", "u5", D0 + 3 * DAY)], "run-a")
+    commit_tiles(
+        uri,
+        state,
+        mine,
+        {
+            "clicks": GroupCommit(
+                state=_state(2, D0 + 4 * DAY, 5), spec="spec-1", mode="incremental"
+            )
+        },
+        run_id="run-a",
+        view_version=2,
+        pointer="{}",
+    )
+    after = read_state(uri, GROUPS)
+    rows = _rows(read_tiles_arrow(uri))
+    # The second touches another group and removes nothing: it still conflicts.
+    with pytest.raises(CommitFailedError):
+        commit_tiles(
+            uri,
+            state,
+            None,
+            {
+                "sessions": GroupCommit(
+                    state=_sessions_state(2, D0 + 4 * DAY), spec="spec-1", mode="incremental"
+                )
+            },
+            run_id="run-b",
+            view_version=2,
+            pointer="{}",
+        )
+    # And one replacing a partition the first replaced too.
+    theirs = _stage(spark, uri, [_tile("clicks", "u6", D0)], "run-c")
+    with pytest.raises(CommitFailedError):
+        commit_tiles(
+            uri,
+            state,
+            theirs,
+            {
+                "clicks": GroupCommit(
+                    state=_state(2, D0 + 4 * DAY, 5), spec="spec-1", mode="incremental"
+                )
+            },
+            run_id="run-c",
+            view_version=2,
+            pointer="{}",
+        )
+    assert read_state(uri, GROUPS) == after
+    assert _rows(read_tiles_arrow(uri)) == rows
+    # A run that saw no table cannot create it over one made meanwhile.
+    with pytest.raises(StaleTilesError):
+        commit_tiles(
+            uri,
+            TileState(version=None, table_id=None, view_version=None, groups={}),
+            None,
+            {},
+            run_id="run-d",
+            view_version=2,
+            pointer="{}",
+        )
