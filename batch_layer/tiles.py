@@ -14,8 +14,10 @@ retried or crashed run never applies its events twice.
 
 Every commit also sets the app transaction :data:`VIEW_APP` to the run's view version: two
 runs that read the same table version conflict on it (Delta's optimistic concurrency),
-whichever groups they touch. Files of a run that never committed are unreferenced, and
-vacuum deletes them once past retention (their directory has no leading underscore).
+whichever groups they touch. Files of a run that never committed are never referenced: a
+*full* vacuum (``DeltaTable.vacuum(full=True)``; the default one deletes only files a
+commit removed) deletes them once past retention (their directory has no leading
+underscore), so its retention must outlast a run.
 """
 
 from __future__ import annotations
@@ -248,7 +250,20 @@ def write_staged(frame: DataFrame, uri: str, run_id: str) -> str:
         .partitionBy(*PARTITIONS)
         .parquet(data_file_uri(uri, staged))
     )
+    _tidy(uri, staged)
     return staged
+
+
+def _tidy(uri: str, staged: str) -> None:
+    """Delete the side files Spark leaves beside the data (``_SUCCESS``, local checksum
+    ``.crc`` files): vacuum skips names starting with ``_`` or ``.``, so nothing else would
+    ever delete them."""
+    filesystem, base = FileSystem.from_uri(data_file_uri(uri, staged))
+    for info in filesystem.get_file_info(FileSelector(base, recursive=True)):
+        if info.type == FileType.File and (
+            info.base_name == "_SUCCESS" or info.base_name.endswith(".crc")
+        ):
+            filesystem.delete_file(info.path)
 
 
 class StagedFile(BaseModel):

@@ -74,7 +74,10 @@ def _stage(spark, uri: str, rows: list[dict], run: str) -> str:
         "start BIGINT, partials STRING, events BIGINT, first_ms BIGINT, last_ms BIGINT, "
         "frag_start_ms BIGINT, has_gap BOOLEAN",
     )
-    return write_staged(frame, uri, run)
+    staged = write_staged(frame, uri, run)
+    written = [p.name for p in (Path(uri) / staged).rglob("*") if p.is_file()]
+    assert written and all(n.startswith("part-") and n.endswith(".parquet") for n in written)
+    return staged
 
 
 _COLUMNS = ["group", "tile_date", *DATA_SCHEMA.names]
@@ -300,3 +303,15 @@ def test_a_commit_against_a_version_others_moved_past_fails(spark_factory, tmp_p
             view_version=2,
             pointer="{}",
         )
+    # The failed run's files were never referenced: a full vacuum deletes them (the
+    # default one deletes only files a commit removed), and nothing the table holds.
+    orphan = {str(p) for p in (Path(uri) / theirs).rglob("*.parquet")}
+    assert len(orphan) == 1
+    table = DeltaTable(uri)
+    assert not orphan & set(table.vacuum(retention_hours=0, enforce_retention_duration=False))
+    deleted = table.vacuum(
+        retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True
+    )
+    assert {str(Path(uri) / p) for p in deleted} == orphan
+    assert not any(Path(p).exists() for p in orphan)
+    assert _rows(read_tiles_arrow(uri)) == rows
