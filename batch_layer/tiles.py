@@ -126,7 +126,7 @@ class GroupState(BaseModel):
     spec_tag: int
 
 
-class TileState(BaseModel):
+class TileTableState(BaseModel):
     """The tile table at one version: the groups with a complete recorded state."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -151,14 +151,14 @@ def _group_transactions(group: str, state: GroupState) -> list[Transaction]:
 
 def read_state(
     uri: str, groups: Mapping[str, Collection[str]], version: int | None = None
-) -> TileState:
+) -> TileTableState:
     """The recorded state of each of ``groups`` (group -> the source tables it reads) at
     ``version`` (latest when None). A group is left out unless every part of its state is
     recorded (never committed, or it reads a table it did not read then)."""
     try:
         table = DeltaTable(uri, version=version)
     except TableNotFoundError:
-        return TileState(version=None, table_id=None, view_version=None, groups={})
+        return TileTableState(version=None, table_id=None, view_version=None, groups={})
     states: dict[str, GroupState] = {}
     for group, tables in groups.items():
         values = {
@@ -175,7 +175,7 @@ def read_state(
         if cutoff is None or view is None or spec is None or len(lakes) != len(set(tables)):
             continue
         states[group] = GroupState(lakes=lakes, cutoff_ms=cutoff, view_version=view, spec_tag=spec)
-    return TileState(
+    return TileTableState(
         version=table.version(),
         table_id=table.metadata().id,
         view_version=table.transaction_version(VIEW_APP),
@@ -389,7 +389,7 @@ class StaleTilesError(RuntimeError):
 
 def commit_tiles(
     uri: str,
-    read: TileState,
+    read: TileTableState,
     staged: str | None,
     groups: Mapping[str, GroupCommit],
     *,

@@ -16,7 +16,7 @@ from batch_layer.tiles import (
     GroupState,
     LakeState,
     StaleTilesError,
-    TileState,
+    TileTableState,
     commit_tiles,
     last_commit,
     read_state,
@@ -105,9 +105,9 @@ FIRST = [
 ]
 
 
-def _first_run(spark, uri: str) -> TileState:
+def _first_run(spark, uri: str) -> TileTableState:
     start = read_state(uri, GROUPS)
-    assert start == TileState(version=None, table_id=None, view_version=None, groups={})
+    assert start == TileTableState(version=None, table_id=None, view_version=None, groups={})
     staged = _stage(spark, uri, FIRST, "run-1")
     done = commit_tiles(
         uri,
@@ -296,7 +296,7 @@ def test_a_commit_against_a_version_others_moved_past_fails(spark_factory, tmp_p
     with pytest.raises(StaleTilesError):
         commit_tiles(
             uri,
-            TileState(version=None, table_id=None, view_version=None, groups={}),
+            TileTableState(version=None, table_id=None, view_version=None, groups={}),
             None,
             {},
             run_id="run-d",
