@@ -45,33 +45,42 @@ def zipf_ids(rng: np.random.Generator, n: int, universe: int, exponent: float) -
     return (rng.zipf(exponent, n) - 1) % universe
 
 
+def shop_table(
+    rng: np.random.Generator, first_id: int, times: np.ndarray, users: int, exponent: float
+) -> pa.Table:
+    """Shop events at ``times`` (ids from ``e{first_id}``), in the lake's columns; records
+    written straight to the lake carry no Kafka position (partition and offset -1)."""
+    n = len(times)
+    kinds = EVENT_TYPES[rng.choice(3, n, p=[0.7, 0.2, 0.1])]
+    amounts = np.where(kinds == "purchase", np.round(rng.uniform(1, 300, n), 2), np.nan)
+    prices = np.where(kinds == "add_to_cart", np.round(rng.uniform(1, 300, n), 2), np.nan)
+    user = zipf_ids(rng, n, users, exponent)
+    item = zipf_ids(rng, n, 10_000, exponent)
+    dates = (times // DAY_MS).astype("datetime64[D]").astype(str)
+    return pa.table(
+        {
+            "event_id": pa.array([f"e{first_id + i}" for i in range(n)]),
+            "user_id": pa.array(np.char.add("u", user.astype(str))),
+            "event_type": pa.array(kinds),
+            "event_time": pa.array(times, pa.int64()),
+            "item_id": pa.array(np.char.add("i", item.astype(str))),
+            "category": pa.array(CATEGORIES[rng.integers(0, 20, n)]),
+            "amount": pa.array(amounts, pa.float64(), from_pandas=True),
+            "price": pa.array(prices, pa.float64(), from_pandas=True),
+            EVENT_DATE: pa.array(dates),
+            KAFKA_PARTITION: pa.array(np.full(n, -1, np.int32)),
+            KAFKA_OFFSET: pa.array(np.full(n, -1, np.int64)),
+        }
+    )
+
+
 def write_lake(uri: str, events: int, users: int, days: int, exponent: float, now: int) -> None:
     rng = np.random.default_rng(7)
     chunk = 1_000_000
     for start in range(0, events, chunk):
         n = min(chunk, events - start)
         times = now - rng.integers(1, days * DAY_MS, n)
-        kinds = EVENT_TYPES[rng.choice(3, n, p=[0.7, 0.2, 0.1])]
-        amounts = np.where(kinds == "purchase", np.round(rng.uniform(1, 300, n), 2), np.nan)
-        prices = np.where(kinds == "add_to_cart", np.round(rng.uniform(1, 300, n), 2), np.nan)
-        user = zipf_ids(rng, n, users, exponent)
-        item = zipf_ids(rng, n, 10_000, exponent)
-        dates = (times // DAY_MS).astype("datetime64[D]").astype(str)
-        table = pa.table(
-            {
-                "event_id": pa.array([f"e{start + i}" for i in range(n)]),
-                "user_id": pa.array(np.char.add("u", user.astype(str))),
-                "event_type": pa.array(kinds),
-                "event_time": pa.array(times, pa.int64()),
-                "item_id": pa.array(np.char.add("i", item.astype(str))),
-                "category": pa.array(CATEGORIES[rng.integers(0, 20, n)]),
-                "amount": pa.array(amounts, pa.float64(), from_pandas=True),
-                "price": pa.array(prices, pa.float64(), from_pandas=True),
-                EVENT_DATE: pa.array(dates),
-                KAFKA_PARTITION: pa.array(np.full(n, -1, np.int32)),
-                KAFKA_OFFSET: pa.array(np.full(n, -1, np.int64)),
-            }
-        )
+        table = shop_table(rng, start, times, users, exponent)
         write_deltalake(uri, table, mode="append", partition_by=[EVENT_DATE])
 
 
