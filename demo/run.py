@@ -153,7 +153,7 @@ def run_demo(
     """
     from batch_layer.scheduler import BatchScheduler
     from batch_layer.spark import spark_session
-    from demo.train import TrainingConfig, train_model
+    from demo.train import TrainingConfig, holdout_report, train_model, training_set_path
     from feature_core.definitions import FeatureRepo
 
     config = config or DemoConfig()
@@ -180,7 +180,12 @@ def run_demo(
             if run is None or run.status != "succeeded":
                 raise RuntimeError(f"the batch run failed: {run.error if run else 'busy'}")
             task = progress.add_task("training the ranking model on PIT vectors", total=None)
-            training = TrainingConfig(examples=config.training_examples, seed=config.shop.seed)
+            training = TrainingConfig(
+                examples=config.training_examples,
+                seed=config.shop.seed,
+                user_prefix=config.shop.user_prefix,
+                item_prefix=config.shop.item_prefix,
+            )
             model = train_model(spark, settings, repo, cutoff, training)
             model.save(settings.models_path)
             progress.update(task, total=1, completed=1)
@@ -191,13 +196,11 @@ def run_demo(
         f"batch view v{run.view_version}: cutoff {run.cutoff}, Delta v{run.delta_version}, "
         f"{run.rows_read} events, {run.entities_written} entities, {run.duration_s:.0f} s"
     )
-    auc = model.metrics.get("holdout_auc", float("nan"))
-    raw_auc = model.metrics.get("holdout_auc_raw", float("nan"))
     console.print(
         f"model: {model.training_rows} PIT examples, trained on "
         + ", ".join(f"{name} {version}" for name, version in model.services.items())
-        + f"\n  holdout AUC {auc:.3f} with the derived features, {raw_auc:.3f} on the raw "
-        "aggregates alone (same examples and split)"
+        + f"\n  {holdout_report(model.metrics, model.training_rows)}"
+        + f"\n  training set (the drift baseline): {training_set_path(settings)}"
     )
 
     with progress_bars(console) as progress:

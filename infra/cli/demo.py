@@ -45,7 +45,7 @@ def demo_train(
 ) -> None:
     """Retrain the ranking model on PIT vectors from the lake; the API picks it up."""
     from batch_layer.spark import spark_session
-    from demo.train import TrainingConfig, train_model
+    from demo.train import TrainingConfig, holdout_report, train_model, training_set_path
 
     settings = get_settings()
     spark = spark_session(settings, "lfp-demo-train")
@@ -56,4 +56,8 @@ def demo_train(
     finally:
         spark.stop()
     path = model.save(settings.models_path)
-    console.print(f"model saved to {path}: {model.training_rows} examples, {model.metrics}")
+    console.print(
+        f"model saved to {path}: {model.training_rows} examples; "
+        f"{holdout_report(model.metrics, model.training_rows)}; training set (the drift "
+        f"baseline) in {training_set_path(settings)}"
+    )
