@@ -13,7 +13,7 @@ WORKLOAD := $(if $(call set_here,LFP_FEATURE_REPO),,LFP_FEATURE_REPO=demo.featur
 	$(if $(call set_here,LFP_API_ROUTERS),,$(if $(filter-out demo.feature_repo,$(repo_here)),,\
 	LFP_API_ROUTERS='["demo.recommendations:router"]'))
 
-.PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-chaos bench-redis-loss bench-serving bench-serving-ir bench-cluster clean
+.PHONY: help install up down status demo test test-unit lint format bench-speed bench-training bench-batch bench-chaos bench-redis-loss bench-serving bench-serving-ir bench-cluster clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench-speed:  ## speed layer curve: fresh and late events' freshness, sustained 
 
 bench-training:  ## point-in-time training sets: (1M, 10M events) x (5k, 50k, 500k rows) vs the batch view (self-contained)
 	$(PY) -m benchmarks.training $(ARGS)
+
+bench-batch:  ## batch runs on 10M/100M-event lakes: full (vs DuckDB), no new events, 1% appended (self-contained; ARGS="--events 10000000 --rounds 3")
+	$(PY) -m benchmarks.batch $(ARGS)
 
 bench-chaos:  ## kill -9 each service in turn under load, on a stack of its own: loss, answers, time to correct
 	$(PY) -m benchmarks.chaos $(ARGS)
