@@ -13,7 +13,7 @@ import logging
 import operator
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.feature_stats import EntitySampler, previous_run, record_run_stats
-from batch_layer.lake import commit_time_after, files_matching, open_table
+from batch_layer.lake import commit_time_after, files_bytes, files_matching, open_table
 from feature_core.aggregations import Primitive, SparkColumns
 from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
 from feature_core.keys import entity_id
@@ -36,8 +36,17 @@ from online_store.timeouts import explain_timeouts
 log = logging.getLogger(__name__)
 
 
+#: The modes a caller may ask :func:`run_batch` for (None: each group's own): ``full``
+#: recomputes every group from the raw events (`lfp batch run --full`), ``reassemble``
+#: every view from stored tiles (operators: `--reassemble`).
+REQUESTED_MODES = ("full", "reassemble")
+
+
 @dataclass(frozen=True)
 class BatchResult:
+    """What a run did. The figures after ``garbage_collected`` are recorded with the run
+    (:class:`feature_core.runs.RunRecord`, same names); None: this run cannot tell."""
+
     version: int
     cutoff: int
     delta_versions: dict[str, int | None]  # lake table -> version read
@@ -47,6 +56,16 @@ class BatchResult:
     finished_at: float
     switched: bool = True
     garbage_collected: int = 0
+    mode: str = "full"  # incremental, full or mixed
+    group_modes: dict[str, str] = field(default_factory=dict)  # group -> its mode
+    mode_reasons: dict[str, str] = field(default_factory=dict)  # group -> why not incremental
+    lake_files_read: int | None = None
+    lake_bytes_read: int | None = None
+    new_events: int | None = None
+    tiles_written: int | None = None
+    entities_changed: dict[str, int] | None = None  # data / edge -> entities
+    keys_written: int | None = None
+    keys_deleted: int | None = None
 
     @property
     def delta_version(self) -> int | None:
@@ -61,6 +80,16 @@ def single_version(versions: dict[str, int | None]) -> int | None:
     return next(iter(versions.values())) if len(versions) == 1 else None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A pinned read of a source's lake table and what it reads (for the run record)."""
+
+    frame: DataFrame
+    version: int | None  # None: no table yet
+    files: int
+    bytes: int | None  # None: a file's size is not in the Delta log
+
+
 def read_snapshot(
     spark: SparkSession,
     settings: Settings,
@@ -72,14 +101,27 @@ def read_snapshot(
     read with the schema its declaration compiles to: a field added later reads null in
     older files. ``where`` (column -> values) skips the files whose Delta statistics hold
     none of a column's values; it does not filter rows."""
+    snapshot = pinned_snapshot(spark, settings, source, version, where)
+    return snapshot.frame, snapshot.version
+
+
+def pinned_snapshot(
+    spark: SparkSession,
+    settings: Settings,
+    source: EventSource,
+    version: int | None = None,
+    where: Mapping[str, Sequence[Any]] | None = None,
+) -> Snapshot:
+    """:func:`read_snapshot` with the number of data files read and their bytes."""
     schema = source.spark_ddl()
     table = open_table(settings.table_uri(source.table_name), version)
     if table is None:
-        return spark.createDataFrame([], schema), None
+        return Snapshot(spark.createDataFrame([], schema), None, 0, 0)
     files = table.file_uris() if where is None else files_matching(table, where)
     if not files:
-        return spark.createDataFrame([], schema), table.version()
-    return spark.read.schema(schema).parquet(*files), table.version()
+        return Snapshot(spark.createDataFrame([], schema), table.version(), 0, 0)
+    frame = spark.read.schema(schema).parquet(*files)
+    return Snapshot(frame, table.version(), len(files), files_bytes(table, files))
 
 
 def session_start_column(window: Window) -> str:
@@ -256,6 +298,7 @@ def run_batch(
     cutoff_ms: int | None = None,
     delta_versions: dict[str, int] | None = None,
     run_id: str | None = None,
+    mode: str | None = None,
 ) -> BatchResult:
     """Recompute every feature group up to ``cutoff_ms`` and switch serving to it.
 
@@ -264,11 +307,17 @@ def run_batch(
     ``LFP_BATCH_REDIS_TIMEOUT_S`` (here or in an executor) fails it with
     :class:`~online_store.timeouts.StoreTimeoutError`, one line naming Redis and the setting.
     A view that serves gets its feature statistics recorded (:mod:`batch_layer.feature_stats`,
-    under ``run_id``); their failure is logged, never the run's."""
+    under ``run_id``); their failure is logged, never the run's.
+
+    ``mode`` is one of :data:`REQUESTED_MODES`, or None. This job keeps no tiles yet: every
+    run recomputes every group from the raw events, and its result says so (mode ``full``,
+    with each group's reason)."""
+    if mode is not None and mode not in REQUESTED_MODES:
+        raise ValueError(f"unknown batch run mode {mode!r}: one of {', '.join(REQUESTED_MODES)}")
     store = open_store(settings)
     try:
         with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
-            return _run_batch(spark, settings, repo, store, cutoff_ms, delta_versions, run_id)
+            return _run_batch(spark, settings, repo, store, cutoff_ms, delta_versions, run_id, mode)
     finally:
         store.close()  # a failed attempt too: a retry opens its own
 
@@ -300,6 +349,7 @@ def _run_batch(
     cutoff_ms: int | None,
     delta_versions: dict[str, int] | None,
     run_id: str | None = None,
+    mode: str | None = None,
 ) -> BatchResult:
     started = time.time()
     cutoff = safe_cutoff(settings, cutoff_ms, int(started * 1000), delta_versions)
@@ -308,12 +358,17 @@ def _run_batch(
     snapshots: dict[str, DataFrame] = {}
     pinned: dict[str, int | None] = {}
     rows_read = 0
+    files_read = 0
+    bytes_read: int | None = 0
     for source in {g.source.name: g.source for g in repo.groups}.values():
         table = source.table_name
-        frame, pinned[table] = read_snapshot(
-            spark, settings, source, (delta_versions or {}).get(table)
+        snapshot = pinned_snapshot(spark, settings, source, (delta_versions or {}).get(table))
+        pinned[table] = snapshot.version
+        files_read += snapshot.files
+        bytes_read = (
+            None if bytes_read is None or snapshot.bytes is None else (bytes_read + snapshot.bytes)
         )
-        frame = frame.where(f"{quoted(source.event_time)} < {cutoff}").cache()
+        frame = snapshot.frame.where(f"{quoted(source.event_time)} < {cutoff}").cache()
         rows_read += frame.count()
         snapshots[source.name] = frame
     written = spark.sparkContext.accumulator(0)
@@ -372,7 +427,22 @@ def _run_batch(
         time.time(),
         replaced is not None,
         removed,
+        mode="full",
+        group_modes={g.name: "full" for g in repo.groups},
+        mode_reasons={g.name: full_run_reason(mode) for g in repo.groups},
+        lake_files_read=files_read,
+        lake_bytes_read=bytes_read,
     )
+
+
+def full_run_reason(requested: str | None) -> str:
+    """Why a run recomputed a group from the raw events: asked to, or no stored tiles
+    to run from (this job keeps none yet)."""
+    if requested == "full":
+        return "--full"
+    if requested == "reassemble":
+        return "--reassemble, but no stored tiles: recomputed from the raw events"
+    return "no stored tiles: recomputed from the raw events"
 
 
 def _entity_estimates(

@@ -300,6 +300,30 @@ def files_matching(table: DeltaTable, values: Mapping[str, Sequence[Any]]) -> li
     return sorted(by_path.values())
 
 
+def files_bytes(table: DeltaTable, uris: Iterable[str]) -> int | None:
+    """The bytes of ``uris`` (some of ``table.file_uris()``) by the sizes in the Delta log,
+    for run records; None when one cannot be matched to the log's paths (never a guess)."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    sizes = {
+        unquote(path): int(size)
+        for path, size in zip(
+            actions.column("path").to_pylist(),
+            actions.column("size_bytes").to_pylist(),
+            strict=True,
+        )
+    }
+    depths = {path.count("/") + 1 for path in sizes}
+    total = 0
+    for uri in uris:
+        # A data file's path in the log is relative to the table: its last segments.
+        segments = unquote(uri).split("/")
+        found = [sizes[p] for d in depths if (p := "/".join(segments[-d:])) in sizes]
+        if not found:
+            return None
+        total += found[0]
+    return total
+
+
 def parquet_dataset(files: Sequence[str], schema: pa.Schema | None = None) -> ds.Dataset:
     """Data files of a table (``DeltaTable.file_uris``: local paths or URIs) as one
     pyarrow dataset, read through pyarrow's own filesystem for their scheme. Lighter than

@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential
 
 from batch_layer.history import RUNS_TABLE, RunHistory
-from batch_layer.job import run_batch
+from batch_layer.job import REQUESTED_MODES, run_batch
 from batch_layer.lake import optimize_lake
 from batch_layer.monitor import Monitor
 from batch_layer.progress import ProgressSnapshot, SparkProgress
@@ -34,6 +34,21 @@ from online_store import STORE_ERRORS, open_store
 from runtime.status import write_status
 
 log = logging.getLogger(__name__)
+
+#: What a run did, by :class:`~batch_layer.job.BatchResult` and
+#: :class:`~feature_core.runs.RunRecord` alike (same names): copied to the record as is.
+RUN_FIGURES = (
+    "mode",
+    "group_modes",
+    "mode_reasons",
+    "lake_files_read",
+    "lake_bytes_read",
+    "new_events",
+    "tiles_written",
+    "entities_changed",
+    "keys_written",
+    "keys_deleted",
+)
 
 
 def settled_cutoff(settings: Settings, now_ms: int | None = None) -> int:
@@ -77,17 +92,23 @@ class BatchScheduler:
         self._running = threading.Lock()
         self.monitor = Monitor(settings, repo, self.store)
 
-    def run_once(self, trigger: str = "manual", cutoff_ms: int | None = None) -> RunRecord | None:
-        """One run, or None if another is still going (the trigger is skipped)."""
+    def run_once(
+        self, trigger: str = "manual", cutoff_ms: int | None = None, mode: str | None = None
+    ) -> RunRecord | None:
+        """One run, or None if another is still going (the trigger is skipped). ``mode``:
+        one the run is asked for (:data:`batch_layer.job.REQUESTED_MODES`), None for the
+        job's choice per group."""
+        if mode is not None and mode not in REQUESTED_MODES:  # not worth a retry
+            raise ValueError(f"unknown batch run mode {mode!r}: one of {REQUESTED_MODES}")
         if not self._running.acquire(blocking=False):
             log.warning("a batch run is still in progress; skipping the %s trigger", trigger)
             return None
         try:
-            return self._run(trigger, cutoff_ms)
+            return self._run(trigger, cutoff_ms, mode)
         finally:
             self._running.release()
 
-    def _run(self, trigger: str, cutoff_ms: int | None) -> RunRecord:
+    def _run(self, trigger: str, cutoff_ms: int | None, mode: str | None = None) -> RunRecord:
         cutoff = align_cutoff(cutoff_ms) if cutoff_ms is not None else settled_cutoff(self.settings)
         record = RunRecord(trigger=trigger, cutoff=cutoff, owner=this_process())
         record.renewed_at = record.started_at
@@ -99,7 +120,7 @@ class BatchScheduler:
             threading.Thread(
                 target=self._renew, args=(record, renewing), name="batch-run-lease", daemon=True
             ).start()
-            return self._attempts(record, cutoff)
+            return self._attempts(record, cutoff, mode)
         finally:
             renewing.set()
             self.current = None
@@ -126,7 +147,7 @@ class BatchScheduler:
             "error": record.error,
         }
 
-    def _attempts(self, record: RunRecord, cutoff: int) -> RunRecord:
+    def _attempts(self, record: RunRecord, cutoff: int, mode: str | None = None) -> RunRecord:
         """Run the job with retries (a Redis timeout included) and record how it ended."""
 
         def show(snapshot: ProgressSnapshot) -> None:
@@ -161,7 +182,12 @@ class BatchScheduler:
                     group = f"{record.run_id}-{record.attempts}"
                     with SparkProgress(self.spark, group, show) as progress:
                         result = run_batch(
-                            self.spark, self.settings, self.repo, cutoff, run_id=record.run_id
+                            self.spark,
+                            self.settings,
+                            self.repo,
+                            cutoff,
+                            run_id=record.run_id,
+                            mode=mode,
                         )
         except Exception as error:
             record.status = RunStatus.FAILED
@@ -178,6 +204,8 @@ class BatchScheduler:
             record.view_version = result.version
             record.switched = result.switched
             record.garbage_collected = result.garbage_collected
+            for name in RUN_FIGURES:
+                setattr(record, name, getattr(result, name))
         if progress is not None:
             record.stages = progress.last.stages_done
             record.tasks = progress.last.tasks_done
@@ -185,10 +213,12 @@ class BatchScheduler:
         self.history.save(record)
         self.last = record
         log.info(
-            "batch run %s %s in %.1f s: view v%s, %s rows, %s entities, %s old keys removed",
+            "batch run %s %s in %.1f s (mode %s): view v%s, %s rows, %s entities, "
+            "%s old keys removed",
             record.run_id,
             record.status.value,
             record.duration_s or 0.0,
+            record.mode or "-",
             record.view_version,
             record.rows_read,
             record.entities_written,

@@ -47,8 +47,38 @@ class RunRecord(BaseModel):
     delta_versions: dict[str, int | None] | None = Field(
         None, description="Lake table -> Delta version read."
     )
-    rows_read: int | None = None
-    entities_written: int | None = None
+    rows_read: int | None = Field(
+        None,
+        description="Events the run aggregated (the new ones and their band in an "
+        "incremental run; the whole snapshot before the cutoff when a group was rebuilt).",
+    )
+    entities_written: int | None = Field(None, description="Documents written.")
+    mode: str | None = Field(
+        None,
+        description="incremental, full or mixed (groups in different modes); unset in records "
+        "of releases before run modes, which recomputed every group.",
+    )
+    group_modes: dict[str, str] | None = Field(
+        None, description="Feature group -> incremental, reassemble, rebuild or full."
+    )
+    mode_reasons: dict[str, str] | None = Field(
+        None, description="Feature group -> why it was not incremental."
+    )
+    lake_files_read: int | None = Field(None, description="Lake data files read.")
+    lake_bytes_read: int | None = Field(None, description="Bytes of those files.")
+    new_events: int | None = Field(
+        None, description="Events in files added since the state the run started from."
+    )
+    tiles_written: int | None = Field(None, description="Tile rows written to the lake.")
+    entities_changed: dict[str, int] | None = Field(
+        None,
+        description="Entities whose document can have changed, by cause: data (new events) "
+        "and edge (a window edge moved past their tiles).",
+    )
+    keys_written: int | None = Field(None, description="Redis keys written.")
+    keys_deleted: int | None = Field(
+        None, description="Redis keys deleted or tombstoned (entities that left the view)."
+    )
     view_version: int | None = Field(None, description="Batch view version written.")
     switched: bool | None = Field(None, description="Whether serving moved to this view.")
     garbage_collected: int | None = Field(None, description="Old view keys deleted after.")

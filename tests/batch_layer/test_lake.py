@@ -18,6 +18,7 @@ from batch_layer.lake import (
     committed_offsets,
     count_rows,
     delta_files,
+    files_bytes,
     files_matching,
     lake_changes,
     optimize_lake,
@@ -78,6 +79,24 @@ def test_files_are_skipped_by_their_key_statistics(tmp_path):
     assert {low, high} == set(table.file_uris())
     assert files_matching(table, {"user_id": ["u4"]}) == []
     assert files_matching(table, {"user_id": ["u0"]}) == []
+
+
+def test_files_bytes_are_the_sizes_of_the_files_on_disk(tmp_path):
+    """What a run records as the lake bytes it read: the Delta log's sizes, which are the
+    files' own (date-partitioned paths matched to the URIs a reader gets)."""
+    uri = str(tmp_path / "raw")
+    for n, day in enumerate([0, 1, 0]):
+        records = [(_shop_event(10 * n + i, f"u{i}", day), 0, 10 * n + i) for i in range(5)]
+        append_with_offsets(uri, shop, records, "id", {0: 10 * n + 5})
+    table = DeltaTable(uri)
+    uris = table.file_uris()
+    assert len(uris) == 3 and all("event_date=" in u for u in uris)
+    on_disk = {u: Path(u).stat().st_size for u in uris}
+    assert files_bytes(table, uris) == sum(on_disk.values()) > 0
+    assert files_bytes(table, uris[:1]) == on_disk[uris[0]]
+    assert files_bytes(table, []) == 0
+    # A file the log does not name has no size to add: unknown, not a guess.
+    assert files_bytes(table, [*uris, str(tmp_path / "elsewhere.parquet")]) is None
 
 
 def test_optimize_clusters_crowded_partitions_keeps_every_row_and_removes_old_files(tmp_path):

@@ -16,13 +16,18 @@ import httpx
 import orjson
 import pytest
 import redis
+from deltalake import DeltaTable
 from typer.testing import CliRunner
 
 from batch_layer.history import RunHistory
+from batch_layer.lake import append_with_offsets
 from batch_layer.scheduler import BatchScheduler
-from feature_core.definitions import FeatureRepo
+from feature_core.definitions import Aggregation, Entity, FeatureGroup, FeatureRepo
 from feature_core.merge import values_match
 from feature_core.runs import RunStatus
+from feature_core.settings import Settings
+from feature_core.sources import EventSource, Field
+from feature_core.windows import HOUR_MS, align_cutoff
 from infra.cli import app
 from online_store import open_store
 from online_store.keys import KeySpace
@@ -310,3 +315,67 @@ def test_a_run_killed_while_writing_its_view_leaves_the_old_view_and_the_next_ru
     result = stack.run_batch(int(time.time() * 1000))
     assert result["switched"] and result["version"] > killed_version
     assert pointer(settings)["version"] == result["version"]
+
+
+READINGS = EventSource(
+    "readings",
+    event_time="t",
+    fields=[
+        Field("user", "string", required=True),
+        Field("t", "timestamp", required=True),
+        Field("amount", "float"),
+    ],
+)
+READINGS_GROUP = FeatureGroup(
+    "g", Entity("user", "user"), READINGS, [Aggregation("sum", "amount", windows=["1d"])]
+)
+
+
+def test_a_run_records_its_mode_and_the_lake_files_it_read(
+    spark_factory, redis_process, tmp_path
+) -> None:
+    """Without the stack: two lake commits, then a run asked for --full and a default one.
+    The job keeps no tiles yet, so both recompute everything and their records say so,
+    each with its reason, and count the snapshot's files and bytes (the files on disk)."""
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        lake_uri=str(tmp_path / "lake"),
+        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
+        redis_password_file=os.devnull,
+    )
+    cutoff = align_cutoff(int(time.time() * 1000) - 2 * HOUR_MS)
+    uri = settings.table_uri(READINGS.table_name)
+    for commit in range(2):
+        events = [
+            {"user": f"u{i % 7}", "t": cutoff - 1 - i * 60_000, "amount": float(i)}
+            for i in range(commit * 20, commit * 20 + 20)
+        ]
+        rows = [(READINGS.parse(orjson.dumps(e)), 0, commit * 20 + i) for i, e in enumerate(events)]
+        append_with_offsets(uri, READINGS, rows, "t", {0: commit * 20 + 20})
+    files = DeltaTable(uri).file_uris()
+    on_disk = sum(Path(f).stat().st_size for f in files)
+    repo = FeatureRepo([READINGS_GROUP], [])
+    batch = BatchScheduler(spark_factory(settings), settings, repo)
+
+    with pytest.raises(ValueError, match="unknown batch run mode 'incremental'"):
+        batch.run_once("manual", cutoff, mode="incremental")  # not one a caller asks for
+    asked = batch.run_once("manual", cutoff, mode="full")
+    default = batch.run_once("schedule", cutoff)
+    assert asked is not None and default is not None
+    reasons = {
+        asked.run_id: "--full",
+        default.run_id: "no stored tiles: recomputed from the raw events",
+    }
+    stored = {r.run_id: r for r in RunHistory(open_store(settings)).recent(10)}
+    for record in (asked, default, stored[asked.run_id], stored[default.run_id]):
+        assert record.status == RunStatus.SUCCEEDED, record.error
+        assert record.mode == "full" and record.group_modes == {"g": "full"}
+        assert record.mode_reasons == {"g": reasons[record.run_id]}
+        assert record.rows_read == 40 and record.entities_written == 7
+        assert record.lake_files_read == len(files) == 2
+        assert record.lake_bytes_read == on_disk > 0
+        # What this job cannot tell is not recorded: no tiles, no key counts yet.
+        for unknown in ("new_events", "tiles_written", "entities_changed", "keys_written"):
+            assert getattr(record, unknown) is None, unknown
+        assert record.keys_deleted is None
