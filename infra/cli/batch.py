@@ -24,6 +24,7 @@ from infra.cli.tables import (
     clipped,
     compact_time,
     count,
+    data_size,
     duration,
     iso,
     or_dash,
@@ -42,16 +43,76 @@ def lake_versions(record: RunRecord) -> str:
     return " ".join(f"{t}:v{or_dash(v)}" for t, v in sorted(versions.items()))
 
 
+#: A run's mode as the history table shows it.
+SHORT_MODES = {"incremental": "incr", "full": "full", "mixed": "mixed"}
+
+
+def run_mode(record: RunRecord) -> str:
+    """``incr``, ``full`` or ``mixed``, with ``*`` when a group was rebuilt from the raw
+    events in a run that was not full; ``-`` in records from before run modes."""
+    if record.mode is None:
+        return "-"
+    rebuilt = record.mode != "full" and "rebuild" in (record.group_modes or {}).values()
+    return SHORT_MODES.get(record.mode, record.mode) + ("*" if rebuilt else "")
+
+
+def group_modes(record: RunRecord) -> str:
+    """Each group's mode and why it was not incremental, groups in the same mode and
+    for the same reason together (``full (--full): every group``)."""
+    modes = record.group_modes or {}
+    if not modes:
+        return "-"
+    together: dict[tuple[str, str | None], list[str]] = {}
+    for group, mode in sorted(modes.items()):
+        together.setdefault((mode, (record.mode_reasons or {}).get(group)), []).append(group)
+    parts = []
+    for (mode, reason), groups in together.items():
+        which = "every group" if len(together) == 1 else ", ".join(groups)
+        parts.append(f"{mode} ({reason}): {which}" if reason else f"{mode}: {which}")
+    return "; ".join(parts)
+
+
+def lake_read(record: RunRecord, long: bool = False) -> str:
+    """The lake data a run read: ``48 MB/63`` (bytes/files), ``48 MB in 63 files`` when
+    ``long``; ``-`` when not recorded."""
+    if record.lake_bytes_read is None and record.lake_files_read is None:
+        return "-"
+    size, files = data_size(record.lake_bytes_read), count(record.lake_files_read)
+    return f"{size} in {files} files" if long else f"{size}/{files}"
+
+
+def keys_changed(record: RunRecord, separator: str = "/") -> str:
+    """Redis keys a run wrote and deleted: ``1,204/3``; ``-`` when not recorded."""
+    if record.keys_written is None and record.keys_deleted is None:
+        return "-"
+    return f"{count(record.keys_written)}{separator}{count(record.keys_deleted)}"
+
+
+def entities_changed(record: RunRecord) -> str:
+    """The entities a run's view could change, by cause: ``1,200 data, 56 edge``."""
+    changed = record.entities_changed
+    if changed is None:
+        return "-"
+    return ", ".join(f"{count(n)} {cause}" for cause, n in sorted(changed.items())) or "0"
+
+
 def run_summary(out: Console, record: RunRecord) -> None:
     """One run's record, a line per field (`lfp batch run`)."""
     color = "green" if record.status == "succeeded" else "red"
     rows = {
         "status": Text(record.status, style=color),
         "trigger": record.trigger,
+        "mode": record.mode or "-",
+        "group modes": group_modes(record),
         "cutoff": f"{record.cutoff} ({iso(record.cutoff)})",
         "lake versions read": lake_versions(record),
+        "lake data read": lake_read(record, long=True),
+        "new events": count(record.new_events),
         "events read": count(record.rows_read),
+        "tiles written": count(record.tiles_written),
+        "entities changed": entities_changed(record),
         "entities written": count(record.entities_written),
+        "keys written / deleted": keys_changed(record, " / "),
         "view version": f"v{record.view_version}" + ("" if record.switched else " (not serving)"),
         "old view keys removed": count(record.garbage_collected),
         "Spark stages / tasks": f"{count(record.stages)} / {count(record.tasks)}",
@@ -76,18 +137,33 @@ def batch_run(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Recompute every group from the raw events in the lake."),
+    ] = False,
+    reassemble: Annotated[
+        bool,
+        typer.Option(
+            "--reassemble",
+            help="Operators: rewrite every view from the lake's stored tiles, reading no raw "
+            "events (after restoring Redis, say); while no tiles are stored, a full recompute.",
+        ),
+    ] = False,
 ) -> None:
-    """Recompute all batch views once (with retries), switch serving, record the run."""
+    """Recompute the batch views once (with retries), switch serving, record the run."""
     from batch_layer.scheduler import BatchScheduler
     from batch_layer.spark import spark_session
 
+    if full and reassemble:
+        raise typer.BadParameter("--full and --reassemble are two different runs: pick one")
+    mode = "full" if full else "reassemble" if reassemble else None
     settings = get_settings()
     repo = load_repo(settings)
     spark = spark_session(settings)
     try:
         with spark_task_bar() as show:
             scheduler = BatchScheduler(spark, settings, repo, lambda _, snapshot: show(snapshot))
-            record = scheduler.run_once("manual", cutoff_ms)
+            record = scheduler.run_once("manual", cutoff_ms, mode)
     finally:
         spark.stop()
     assert record is not None  # a fresh scheduler holds no lock
@@ -106,7 +182,7 @@ def batch_history(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
     wide: WideOption = False,
 ) -> None:
-    """Recent batch runs: when, cutoff, Delta version, rows, entities, status, error."""
+    """Recent batch runs: when, mode, lake data read, events, entities, keys, status, error."""
     from batch_layer.history import RUNS_TABLE, RunHistory
     from online_store import open_store
 
@@ -132,13 +208,19 @@ def batch_history(
         Column("status"),
         Column("started", priority=60),
         Column("took", justify="right"),
+        Column("mode", priority=65),
         Column("cutoff", priority=20),
         Column("lake versions", priority=10, wrap=True, min_width=12),
+        Column("read", priority=52, justify="right"),
         Column("events", priority=50, justify="right"),
+        Column("tiles", priority=38, justify="right"),
         Column("entities", priority=40, justify="right"),
+        Column("keys", priority=42, justify="right"),
         *([Column("tries", priority=45, justify="right")] if tried else []),
         Column("view", justify="right"),
         *([Column("error", priority=55, wrap=True, min_width=40)] if failed else []),
+        Column("group modes", priority=0, wrap=True, min_width=24),
+        Column("changed", priority=0, justify="right"),
     ]
     rows = []
     for run in runs:
@@ -152,13 +234,19 @@ def batch_history(
                 Text(run.status, style=color),
                 compact_time(run.started_at * 1000),
                 duration(run.duration_s),
+                run_mode(run),
                 compact_time(run.cutoff),
                 lake_versions(run),
+                lake_read(run),
                 count(run.rows_read),
+                count(run.tiles_written),
                 count(run.entities_written),
+                keys_changed(run),
                 *([str(run.attempts)] if tried else []),
                 f"v{run.view_version}" if run.view_version else "-",
                 *([_error_text(run.error, wide)] if failed else []),
+                group_modes(run),
+                entities_changed(run),
             ]
         )
     hidden = print_table(console, columns, rows, wide=wide, caption="times in UTC")

@@ -249,5 +249,20 @@ def count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def data_size(size: int | None) -> str:
+    """Bytes in decimal units as the tables show them: ``512 B``, ``4.8 MB``, ``48 MB``;
+    ``-`` when unknown."""
+    if size is None:
+        return "-"
+    value, unit = float(size), "B"
+    for bigger in ("kB", "MB", "GB", "TB"):
+        if value < 999.5:
+            break
+        value, unit = value / 1000, bigger
+    if unit == "B":
+        return f"{size} B"
+    return f"{value:.1f} {unit}" if value < 9.95 else f"{value:,.0f} {unit}"
+
+
 def or_dash(value: int | None) -> str:
     return "-" if value is None else str(value)

@@ -34,6 +34,49 @@ IDS = [
 ]
 
 
+#: What the succeeded runs did, by trigger: an incremental run, a mixed one with a group
+#: rebuilt, a full one; the view-missing run's record is from before run modes (none).
+FIGURES = {
+    "schedule": {
+        "mode": "incremental",
+        "group_modes": {"user_activity": "incremental", "item_popularity": "incremental"},
+        "mode_reasons": {},
+        "lake_files_read": 63,
+        "lake_bytes_read": 48_123_456,
+        "new_events": 10_000,
+        "tiles_written": 5_120,
+        "entities_changed": {"data": 1_200, "edge": 56},
+        "keys_written": 12_000,
+        "keys_deleted": 3,
+    },
+    "definitions-changed": {
+        "mode": "mixed",
+        "group_modes": {
+            "user_activity": "incremental",
+            "item_popularity": "incremental",
+            "user_purchases": "rebuild",
+        },
+        "mode_reasons": {"user_purchases": "tile columns changed"},
+        "lake_files_read": 1_204,
+        "lake_bytes_read": 1_234_567_890,
+        "new_events": 2_000,
+        "tiles_written": 246_912,
+        "entities_changed": {"data": 2_400, "edge": 112},
+        "keys_written": 24_000,
+        "keys_deleted": 6,
+    },
+    "speed-gap": {
+        "mode": "full",
+        "group_modes": {"user_activity": "full", "item_popularity": "full"},
+        "mode_reasons": {"user_activity": "--full", "item_popularity": "--full"},
+        "lake_files_read": 3,
+        "lake_bytes_read": 999,
+    },
+}
+#: The history's mode column, by trigger (failed and running runs have none).
+MODES = {"schedule": "incr", "definitions-changed": "mixed*", "speed-gap": "full"}
+
+
 def _records(now: float) -> list[RunRecord]:
     """Six finished runs, one per trigger (two failed, one retried), and one running."""
     records = []
@@ -42,6 +85,7 @@ def _records(now: float) -> list[RunRecord]:
         started = now - 3600 * (i + 1)
         records.append(
             RunRecord(
+                **FIGURES.get(trigger, {}),
                 run_id=IDS[i],
                 trigger=trigger,
                 status=RunStatus.FAILED if failed else RunStatus.SUCCEEDED,
@@ -99,6 +143,7 @@ def test_history_at_80_columns_shows_every_run_whole_with_its_key_columns(runs):
         if run.duration_s is not None:
             assert f"{run.duration_s:,.0f}" in row, row
         assert (f"v{run.view_version}" if run.view_version else "-") == row[-1], row
+        assert (MODES[run.trigger] if run.mode else "-") == row[-2], row  # kept at 80
     assert len(set(shown.values())) == len(runs)  # ...to prefixes that stay unique
     assert shown["3fa2b1c0d11e"] == "3fa2b1c0"  # two ids share 7 characters: one more
     # The columns left out are named, with the option that shows them; the errors of
@@ -135,6 +180,18 @@ def test_history_wide_shows_full_ids_and_every_column(runs):
             assert f"{run.rows_read:,}" in row and f"{run.entities_written:,}" in row
     assert "3" in row_of(out, runs[2].run_id).split()  # its tries
     assert "raw_events:v14" in out and "card_transactions:v3" in out
+    for column in ("mode", "read", "tiles", "keys", "group modes", "changed"):
+        assert column in header, out
+    incremental = row_of(out, runs[1].run_id)
+    assert "48 MB/63" in incremental and "1,200 data, 56 edge" in incremental
+    assert {"incr", "5,120", "12,000/3", "incremental:"} <= set(incremental.split())
+    mixed = row_of(out, runs[2].run_id)
+    assert "1.2 GB/1,204" in mixed and "2,400 data, 112 edge" in mixed
+    assert {"mixed*", "246,912", "24,000/6"} <= set(mixed.split())
+    full = row_of(out, runs[4].run_id)
+    assert "999 B/3" in full and "full (--full):" in full  # unknown figures: "-"
+    # A record from before run modes: mode, read, tiles, keys, group modes, changed.
+    assert row_of(out, runs[5].run_id).split().count("-") == 6
 
 
 def test_history_as_json_is_every_record_unchanged(runs):
@@ -159,3 +216,44 @@ def test_a_run_summary_fits_80_columns_with_its_error_whole():
     flat = " ".join(out.split())
     assert "status failed" in flat and "trigger manual" in flat and "duration 243 s" in flat
     assert "".join(f"error {ERROR}".split()) in "".join(out.split())  # all of it, in order
+
+
+def test_a_run_summary_prints_its_mode_and_what_it_read_and_wrote_one_per_line():
+    records = _records(time.time())
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    run_summary(console, records[2])  # mixed, a group rebuilt
+    out = console.file.getvalue()
+    assert_readable(out)
+    flat = " ".join(out.split())
+    for line in (
+        "mode mixed",
+        "group modes incremental: item_popularity, user_activity; rebuild (tile columns "
+        "changed): user_purchases",
+        "lake data read 1.2 GB in 1,204 files",
+        "new events 2,000",
+        "tiles written 246,912",
+        "entities changed 2,400 data, 112 edge",
+        "keys written / deleted 24,000 / 6",
+    ):
+        assert line in flat, out
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    run_summary(console, records[5])  # from before run modes: each figure "-"
+    lines = [" ".join(line.split()) for line in console.file.getvalue().splitlines()]
+    for name in (
+        "mode",
+        "group modes",
+        "lake data read",
+        "new events",
+        "tiles written",
+        "entities changed",
+        "keys written / deleted",
+    ):
+        assert f"{name} -" in lines, lines
+
+
+def test_batch_run_takes_full_or_reassemble_never_both():
+    result = lfp("batch", "run", "--help")
+    assert result.exit_code == 0 and "--full" in result.output and "--reassemble" in result.output
+    both = lfp("batch", "run", "--full", "--reassemble")
+    assert both.exit_code == 2, both.output  # refused before Spark or Redis start
+    assert "pick one" in " ".join(both.output.split())

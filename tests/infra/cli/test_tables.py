@@ -13,6 +13,7 @@ from infra.cli.tables import (
     Column,
     compact_time,
     count,
+    data_size,
     duration,
     fit_table,
     print_table,
@@ -128,6 +129,20 @@ def test_times_durations_and_counts_are_compact():
     assert duration(123.4) == "123 s" and duration(4.25) == "4.2 s" and duration(None) == "-"
     assert duration(12_345.6) == "12,346 s"
     assert count(1_234_567) == "1,234,567" and count(None) == "-" and count(0) == "0"
+
+
+def test_data_sizes_are_decimal_with_two_significant_digits_under_ten():
+    assert [data_size(n) for n in (None, 0, 999, 1_000, 9_949, 9_950)] == [
+        "-",
+        "0 B",
+        "999 B",
+        "1.0 kB",
+        "9.9 kB",
+        "10 kB",
+    ]
+    assert data_size(48_123_456) == "48 MB" and data_size(999_499) == "999 kB"
+    assert data_size(999_500) == "1.0 MB"  # never "1,000 kB"
+    assert data_size(1_234_567_890) == "1.2 GB" and data_size(12 * 10**15) == "12,000 TB"
 
 
 def test_a_caption_longer_than_the_width_wraps_at_it():
