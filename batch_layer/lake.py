@@ -11,7 +11,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -362,9 +362,11 @@ class Optimized:
     partitions: int
     files_before: int
     files_after: int
+    bytes_after: int  # the table's data files after it
     vacuumed: int
     seconds: float
     mark: OptimizeMark
+    notes: tuple[str, ...] = ()  # what it left undone, and why
 
 
 def _paths(table: DeltaTable) -> set[str]:
@@ -472,6 +474,9 @@ def optimize_table(
         partitions=len(crowded),
         files_before=actions.num_rows,
         files_after=len(table.file_uris()),
+        bytes_after=sum(
+            int(s) for s in pa.table(table.get_add_actions()).column("size_bytes").to_pylist()
+        ),
         vacuumed=len(present),
         seconds=time.monotonic() - started,
         mark=OptimizeMark(table.metadata().id, read_version, rewrite_version),
@@ -479,20 +484,34 @@ def optimize_table(
 
 
 def optimize_lake(
-    settings: Settings, repo: FeatureRepo, tables: Collection[str] | None = None
+    settings: Settings,
+    repo: FeatureRepo,
+    tables: Collection[str] | None = None,
+    *,
+    compact_tiles: bool = True,
+    runs_in_progress: Callable[[], Sequence[float] | None] | None = None,
 ) -> list[Optimized]:
     """Optimize every lake table the repo's groups read (or the ``tables`` named), each
     clustered by the join keys of the entities read from it. Where each run left each
     table is kept in ``<data_dir>/lake-optimized.json``, so the next run rewrites only
-    partitions with new files (without it, every crowded partition is rewritten)."""
+    partitions with new files (without it, every crowded partition is rewritten).
+
+    Then the tile table, last (:func:`batch_layer.tile_ops.optimize_tiles`): compacted
+    unless ``compact_tiles`` is False (a run in progress), and vacuumed past the start of
+    the runs in progress (``runs_in_progress``; default: read from the run history)."""
+    from batch_layer.tile_ops import optimize_tiles
+    from batch_layer.tile_ops import runs_in_progress as runs_in_history
+    from batch_layer.tiles import TILES_TABLE
+
     columns: dict[str, list[str]] = {}
     for group in repo.groups:
         keys = columns.setdefault(group.source.table_name, [])
         keys.extend(k for k in group.join_keys if k not in keys)
-    unknown = set(tables or ()) - set(columns)
+    unknown = set(tables or ()) - set(columns) - {TILES_TABLE}
     if unknown:
         raise ValueError(
-            f"no source writes lake table(s) {sorted(unknown)}; known: {sorted(columns)}"
+            f"no source writes lake table(s) {sorted(unknown)}; known: "
+            f"{sorted([*columns, TILES_TABLE])}"
         )
     marks_path = settings.data_dir / "lake-optimized.json"
     try:
@@ -515,6 +534,14 @@ def optimize_lake(
             done.append(result)
             marks[uri] = result.mark.to_json()
             _write_atomically(marks_path, json.dumps(marks, indent=1))
+    tiles_uri = settings.table_uri(TILES_TABLE)
+    if (not tables or TILES_TABLE in tables) and DeltaTable.is_deltatable(tiles_uri):
+        started = (runs_in_progress or (lambda: runs_in_history(settings)))()
+        result = optimize_tiles(
+            tiles_uri, settings.lake_retention_hours, started, compact=compact_tiles
+        )
+        if result is not None:
+            done.append(result)
     return done
 
 

@@ -284,20 +284,26 @@ class BatchScheduler:
         return self.run_once(problem.trigger)
 
     def optimize_lake(self) -> None:
-        """Cluster the lake by entity keys (see :func:`batch_layer.lake.optimize_table`);
-        a failure is logged and the next tick tries again: the lake stays as it was."""
+        """Cluster the lake by entity keys (see :func:`batch_layer.lake.optimize_table`)
+        and compact the tile table; a failure is logged and the next tick tries again: the
+        lake stays as it was. While a run of this scheduler goes, the tile table is only
+        vacuumed: the run read it before, and its commit would fail on a compaction."""
         try:
-            for result in optimize_lake(self.settings, self.repo):
+            compact_tiles = not self._running.locked()
+            for result in optimize_lake(self.settings, self.repo, compact_tiles=compact_tiles):
                 log.info(
-                    "lake %s optimized: %d partitions, %d -> %d files, %d old files deleted "
-                    "in %.1f s",
+                    "lake %s optimized: %d partitions, %d -> %d files (%d bytes), %d old "
+                    "files deleted in %.1f s",
                     result.table,
                     result.partitions,
                     result.files_before,
                     result.files_after,
+                    result.bytes_after,
                     result.vacuumed,
                     result.seconds,
                 )
+                for note in result.notes:
+                    log.info("lake %s: %s", result.table, note)
         except Exception:
             log.exception("lake optimization failed; the next scheduled one tries again")
 

@@ -1,0 +1,357 @@
+"""Operations on the tile table ``_lfp_tiles`` (design of issue 32, sections 1.1 and 4.6):
+compaction and vacuum on the lake's optimize schedule, and the dates retention drops.
+
+**Compaction.** A partition ``(group, tile_date)`` normally holds one file: a run writes one
+per partition it touches and its commit removes the partition's old ones. One holding more
+(a run staged it in parts) is rewritten as one file, its rows sorted as a run sorts them
+(series, entity, start), not Z-ordered by entity: readers read a partition whole
+(:func:`batch_layer.tiles.read_tiles` by partition), so an order across entities buys
+nothing. On 4 dates of 3 files of 50,000 rows each (medians of 3, 2 shared cores), this
+took 0.81 s for 10.8 MB, delta-rs's ``optimize.compact`` 0.74 s for 12.0 MB and its
+``z_order(["entity"])`` 1.57 s for 11.3 MB. It is done here rather than by delta-rs's
+``optimize``, whose commit carries no app transaction: see :func:`_compact` for why the
+commit needs one. Its actions are ``dataChange: false`` and the groups' recorded state
+(:func:`batch_layer.tiles.read_state`) is unchanged; :func:`batch_layer.tiles.last_commit`
+skips it.
+
+**Vacuum** is *full*: besides the files a commit removed, it deletes files no commit ever
+referenced, i.e. a failed run's staged files (:mod:`batch_layer.tiles`), each once its
+modification time is older than the retention. A run still going has staged files that no
+commit references *yet*; they are never older than its start, so the retention is
+stretched past the start of every run the run history shows in progress
+(:func:`runs_in_progress`; a run that started after it was read wrote its files after
+that, well within the retention, at least an hour). When the history cannot be read,
+only the default vacuum runs (files a commit removed), which never touches staged files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake.transaction import AddAction, RemoveAction
+from pyarrow.fs import FileSystem, FileType
+
+from batch_layer.lake import (
+    _OPTIMIZE_TAG,
+    Optimized,
+    OptimizeMark,
+    _commit_tagged,
+    data_file_uri,
+    open_table,
+)
+from batch_layer.tiles import (
+    DATA_SCHEMA,
+    GROUP,
+    PARTITIONS,
+    RUNS_DIR,
+    TILE_DATE,
+    TILE_SCHEMA,
+    VIEW_APP,
+    TileFile,
+    TileTableState,
+    staged_files,
+    tile_files,
+)
+from feature_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+#: Run records read to find the runs in progress (the newest: a run in progress is one
+#: of the last few started).
+_RECENT_RUNS = 50
+
+
+def table_size(uri: str, version: int | None = None) -> tuple[int, int] | None:
+    """(data files, bytes) of a Delta table's version (latest when None); None: no table."""
+    table = open_table(uri, version)
+    if table is None:
+        return None
+    sizes = pa.table(table.get_add_actions(flatten=True)).column("size_bytes").to_pylist()
+    return len(sizes), sum(int(s) for s in sizes)
+
+
+def runs_in_progress(settings: Settings) -> list[float] | None:
+    """Start times (epoch s) of the batch runs the run history shows as still running
+    (a run whose lease ran out reads as abandoned); None when the history cannot be read
+    (the online store unreachable)."""
+    from batch_layer.history import RUNS_TABLE, RunHistory
+    from feature_core.runs import RunStatus
+    from online_store import STORE_ERRORS, open_store
+
+    try:
+        store = open_store(settings, timeout_s=2)
+        try:
+            history = RunHistory(
+                store,
+                settings.batch_run_history,
+                settings.table_uri(RUNS_TABLE),
+                settings.batch_run_lease_s,
+            )
+            runs = history.recent(_RECENT_RUNS)
+        finally:
+            store.close()
+    except (*STORE_ERRORS, OSError) as error:
+        log.info("run history unreadable (%r): the tile table's full vacuum waits", error)
+        return None
+    return [r.started_at for r in runs if r.status is RunStatus.RUNNING]
+
+
+def vacuum_retention_hours(
+    retention_hours: int, runs_started: Sequence[float], now: float | None = None
+) -> int:
+    """The full vacuum's retention: ``retention_hours``, stretched to an hour past the
+    start of the oldest run in progress (its staged files are not older than that)."""
+    now = time.time() if now is None else now
+    if not runs_started:
+        return retention_hours
+    running_hours = math.ceil(max(0.0, now - min(runs_started)) / 3600) + 1
+    return max(retention_hours, running_hours)
+
+
+def _crowded(table: DeltaTable) -> dict[str, list[str]]:
+    """Group -> its dates whose partition holds more than one file."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return {}
+    counts: dict[tuple[str, str], int] = {}
+    for group, date in zip(
+        actions.column(f"partition.{GROUP}").to_pylist(),
+        actions.column(f"partition.{TILE_DATE}").to_pylist(),
+        strict=True,
+    ):
+        counts[(group, date)] = counts.get((group, date), 0) + 1
+    crowded: dict[str, list[str]] = {}
+    for (group, date), files in sorted(counts.items()):
+        if files > 1:
+            crowded.setdefault(group, []).append(date)
+    return crowded
+
+
+def _compact(uri: str, table: DeltaTable, crowded: Mapping[str, Sequence[str]]) -> int:
+    """Rewrite each crowded partition as one file (rows sorted as a run writes them) in one
+    commit against the version read, its actions ``dataChange: false``, recording
+    :data:`VIEW_APP` again at its value: a run that read an older version then fails its
+    commit on it (delta-rs 1.6.6 lets a write that removes files a compaction removed
+    through otherwise, and its own ``optimize`` records no app transaction), and so does
+    this commit if a run committed first. Returns the commit's version."""
+    read_version = table.version()
+    wanted = {(group, date) for group, dates in crowded.items() for date in dates}
+    files = tile_files(uri, read_version, partitions=wanted)
+    staged = f"{RUNS_DIR}/compaction-{uuid.uuid4().hex[:12]}"
+    by_partition: dict[tuple[str, str], list[TileFile]] = {}
+    for f in files:
+        by_partition.setdefault((f.group, f.tile_date), []).append(f)
+    for (group, date), parts in sorted(by_partition.items()):
+        filesystem = FileSystem.from_uri(parts[0].uri)[0]
+        rows = ds.dataset(
+            [FileSystem.from_uri(f.uri)[1] for f in parts],
+            schema=DATA_SCHEMA,
+            format="parquet",
+            filesystem=filesystem,
+        ).to_table()
+        rows = rows.sort_by(
+            [("series", "ascending"), ("entity", "ascending"), ("start", "ascending")]
+        )
+        target = data_file_uri(
+            uri, f"{staged}/{GROUP}={group}/{TILE_DATE}={date}/part-00000.parquet"
+        )
+        out_fs, path = FileSystem.from_uri(target)
+        out_fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with out_fs.open_output_stream(path) as out:
+            pq.write_table(rows, out, compression="zstd")
+    now = int(time.time() * 1000)
+    adds = [
+        AddAction(
+            path=f.path,
+            size=f.size,
+            partition_values={GROUP: f.group, TILE_DATE: f.tile_date},
+            modification_time=f.modification_time,
+            data_change=False,
+            stats=f.stats,
+        )
+        for f in staged_files(uri, staged)
+    ]
+    removes = [
+        RemoveAction(
+            path=f.path,
+            data_change=False,
+            deletion_timestamp=now,
+            size=f.size,
+            partition_values={GROUP: f.group, TILE_DATE: f.tile_date},
+        )
+        for f in files
+    ]
+    view = table.transaction_version(VIEW_APP)
+    tag = uuid.uuid4().hex
+    table.create_write_transaction(
+        [*adds, *removes],
+        mode="append",
+        schema=TILE_SCHEMA,
+        partition_by=list(PARTITIONS),
+        commit_properties=CommitProperties(
+            custom_metadata={_OPTIMIZE_TAG: tag},
+            app_transactions=None if view is None else [Transaction(VIEW_APP, view)],
+        ),
+    )
+    version = _commit_tagged(DeltaTable(uri), read_version, tag)
+    if version is None:
+        raise LookupError(f"no compaction commit tagged {tag} in {uri}")
+    return version
+
+
+def optimize_tiles(
+    uri: str,
+    retention_hours: int,
+    runs_started: Sequence[float] | None,
+    *,
+    compact: bool = True,
+) -> Optimized | None:
+    """Compact every tile partition holding more than one file (one commit per group),
+    then vacuum: fully (never-referenced files too) when ``runs_started`` (the starts of
+    the runs in progress, :func:`runs_in_progress`) is known, else only files a commit
+    removed. ``compact=False``: vacuum only (a run in progress would conflict with the
+    rewrite). None when there is no tile table."""
+    started = time.monotonic()
+    table = open_table(uri)
+    if table is None:
+        return None
+    read_version = table.version()
+    files_before = len(table.file_uris())
+    crowded = _crowded(table) if compact else {}
+    rewrite_version = _compact(uri, table, crowded) if crowded else None
+    table.update_incremental()  # its own commit, and a run's since
+    notes = []
+    if runs_started is None:
+        notes.append("run history unreadable: only files a commit removed were vacuumed")
+        hours = retention_hours
+    else:
+        hours = vacuum_retention_hours(retention_hours, runs_started)
+        if hours > retention_hours:
+            notes.append(f"a run in progress: files kept for {hours} h, not {retention_hours} h")
+    full = runs_started is not None
+    expired = table.vacuum(
+        retention_hours=hours, dry_run=True, enforce_retention_duration=False, full=full
+    )
+    filesystem, root = FileSystem.from_uri(uri)
+    paths = [f"{root.rstrip('/')}/{p}" for p in expired]
+    present = [i for i in filesystem.get_file_info(paths) if i.type != FileType.NotFound]
+    table.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False, full=full)
+    size = table_size(uri)
+    files_after, bytes_after = size if size is not None else (0, 0)
+    return Optimized(
+        table=uri,
+        columns=(),
+        partitions=sum(len(d) for d in crowded.values()),
+        files_before=files_before,
+        files_after=files_after,
+        bytes_after=bytes_after,
+        vacuumed=len(present),
+        seconds=time.monotonic() - started,
+        mark=OptimizeMark(table.metadata().id, read_version, rewrite_version),
+        notes=tuple(notes),
+    )
+
+
+# Retention drops ------------------------------------------------------------------------
+
+
+def _day_start(date: str) -> int | None:
+    try:
+        day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(day.timestamp() * 1000)
+
+
+def expired_dates(
+    partitions: Mapping[tuple[str, str], Collection[str] | None],
+    floors: Mapping[str, Mapping[str, int | None]],
+    written: Collection[tuple[str, str]] = (),
+) -> dict[str, tuple[str, ...]]:
+    """Group -> the dates whose partition holds only expired rows, to drop in a run's
+    commit (:class:`batch_layer.tiles.GroupCommit` ``drop_dates``).
+
+    ``partitions``: (group, tile_date) -> the series its rows may be of (None: unknown).
+    ``floors``: group -> series -> the oldest tile start kept
+    (``feature_core.tiles.retention_floor``; None: all kept). A partition holds the tiles
+    starting on its date, so a series' rows in it are expired when the next day starts at
+    or before the floor. A date is dropped only when every series in it is expired: not
+    for a group without floors, a series without one (or unknown), an unknown set of
+    series, a date that is not one, or a partition the run ``written``."""
+    skip = set(written)
+    dropped: dict[str, list[str]] = {}
+    for (group, date), series in sorted(partitions.items()):
+        kept = floors.get(group)
+        day = _day_start(date)
+        if kept is None or series is None or not series or day is None or (group, date) in skip:
+            continue
+        floor = [kept.get(s) for s in series]
+        if all(f is not None and day + DAY_MS <= f for f in floor):
+            dropped.setdefault(group, []).append(date)
+    return {group: tuple(dates) for group, dates in dropped.items()}
+
+
+def partition_series(
+    uri: str, version: int | None, series: Mapping[str, Collection[str]]
+) -> dict[tuple[str, str], frozenset[str] | None]:
+    """(group, tile_date) -> the series each partition of the ``series`` groups may hold
+    (group -> its series), from the min/max of ``series`` in the Delta statistics of its
+    files: those of the group's series in each file's range. None (unknown) for a
+    partition with a file without statistics, or whose range ends in a series the group
+    does not have."""
+    table = open_table(uri, version)
+    if table is None:
+        return {}
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return {}
+
+    def column(name: str) -> list[str | None]:
+        if name in actions.column_names:
+            return actions.column(name).to_pylist()
+        return [None] * actions.num_rows
+
+    found: dict[tuple[str, str], set[str] | None] = {}
+    for group, date, low, high in zip(
+        column(f"partition.{GROUP}"),
+        column(f"partition.{TILE_DATE}"),
+        column("min.series"),
+        column("max.series"),
+        strict=True,
+    ):
+        if group not in series or group is None or date is None:
+            continue
+        known = set(series[group])
+        key = (group, date)
+        if low is None or high is None or low not in known or high not in known:
+            found[key] = None
+        elif key not in found or found[key] is not None:
+            span = {s for s in known if low <= s <= high}
+            found[key] = (found.get(key) or set()) | span
+    return {k: None if v is None else frozenset(v) for k, v in found.items()}
+
+
+def retention_drops(
+    uri: str,
+    read: TileTableState,
+    floors: Mapping[str, Mapping[str, int | None]],
+    written: Iterable[tuple[str, str]] = (),
+) -> dict[str, tuple[str, ...]]:
+    """Group -> the dates a run's commit drops: the partitions of the tile table at the
+    version the run read holding only series rows older than ``floors`` (group -> series
+    -> ``feature_core.tiles.retention_floor(group, the run's cutoff)``), except those it
+    ``written`` anew."""
+    if read.version is None:
+        return {}
+    series = {group: list(kept) for group, kept in floors.items()}
+    return expired_dates(partition_series(uri, read.version, series), floors, tuple(written))
