@@ -9,6 +9,7 @@ import typer
 
 from feature_core.settings import get_settings
 from infra.cli.common import SourceOption, console, friendly_errors, load_repo, pick_source
+from infra.cli.tables import Column, WideOption, count, data_size, duration, print_table
 from runtime.progress import advancer, progress_bars
 
 app = typer.Typer(no_args_is_help=True, help="The lake: each source's Delta table.")
@@ -69,13 +70,19 @@ def lake_load(
 @friendly_errors
 def lake_optimize(
     table: Annotated[
-        list[str] | None, typer.Option(help="Lake table to optimize (repeat); default: all.")
+        list[str] | None,
+        typer.Option(
+            help="Lake table to optimize (repeat; _lfp_tiles: the tile table); default: all."
+        ),
     ] = None,
+    wide: WideOption = False,
 ) -> None:
     """Cluster each lake table by its entities' join keys (Z-order, per date partition
     with more than one file and new files since the last run) and delete files
-    unreferenced for LFP_LAKE_RETENTION_HOURS. The scheduler runs this on
-    LFP_LAKE_OPTIMIZE_SCHEDULE."""
+    unreferenced for LFP_LAKE_RETENTION_HOURS; then compact the tile table (_lfp_tiles:
+    one file per partition) and delete its replaced files, and the files of runs that
+    never committed, as long unreferenced. Prints each table's size after. The scheduler
+    runs this on LFP_LAKE_OPTIMIZE_SCHEDULE."""
     from batch_layer.lake import optimize_lake
 
     settings = get_settings()
@@ -83,9 +90,36 @@ def lake_optimize(
         done = optimize_lake(settings, load_repo(settings), table)
     if not done:
         console.print("no lake table yet: nothing to optimize")
+        return
+    columns = [
+        Column("table"),
+        Column("clustered by", priority=10, wrap=True, min_width=10),
+        Column("rewritten", priority=30, justify="right"),
+        Column("files", justify="right"),
+        Column("size", justify="right"),
+        Column("deleted", priority=40, justify="right"),
+        Column("took", priority=20, justify="right"),
+    ]
+    rows = [
+        [
+            result.table.rstrip("/").rsplit("/", 1)[-1],
+            ", ".join(result.columns) or "(compacted)",
+            count(result.partitions),
+            f"{count(result.files_before)} -> {count(result.files_after)}",
+            data_size(result.bytes_after),
+            count(result.vacuumed),
+            duration(result.seconds),
+        ]
+        for result in done
+    ]
+    print_table(
+        console,
+        columns,
+        rows,
+        wide=wide,
+        caption="rewritten: partitions; deleted: old files; lake: " + settings.lake_root,
+    )
     for result in done:
-        console.print(
-            f"{result.table}: by {', '.join(result.columns)}; {result.partitions} partitions "
-            f"rewritten, {result.files_before} -> {result.files_after} files, "
-            f"{result.vacuumed} old files deleted, {result.seconds:.1f} s"
-        )
+        name = result.table.rstrip("/").rsplit("/", 1)[-1]
+        for note in result.notes:
+            console.print(f"{name}: {note}", markup=False, highlight=False)
