@@ -408,7 +408,9 @@ class Settings(BaseSettings):
         168,
         ge=1,
         description="Data files replaced by an optimization are deleted after this long; "
-        "a training set or batch run pinned at an older lake version needs them until then.",
+        "a training set or batch run pinned at an older lake version needs them until then. "
+        "In the tile table, also files a run replaced and those of runs that never committed "
+        "(kept longer while a run is in progress).",
     )
     load_max_record_bytes: int = Field(
         128 * 1024,
