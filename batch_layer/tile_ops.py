@@ -22,6 +22,7 @@ stretched past the start of every run the run history shows in progress
 (:func:`runs_in_progress`; a run that started after it was read wrote its files after
 that, well within the retention, at least an hour). When the history cannot be read,
 only the default vacuum runs (files a commit removed), which never touches staged files.
+On a local lake the run directories a full vacuum emptied are deleted too.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.transaction import AddAction, RemoveAction
-from pyarrow.fs import FileSystem, FileType
+from pyarrow.fs import FileSelector, FileSystem, FileType, LocalFileSystem
 
 from batch_layer.lake import (
     _OPTIMIZE_TAG,
@@ -209,6 +210,30 @@ def _compact(uri: str, table: DeltaTable, crowded: Mapping[str, Sequence[str]]) 
     return version
 
 
+def _prune_run_dirs(uri: str, hours: int) -> int:
+    """Delete the run directories (``runs/<run>-<nonce>``) the vacuum emptied, on a local
+    lake (object stores keep no directories): those holding no file and not created or
+    changed within ``hours``, so a run that just began writing keeps its own. Returns how
+    many."""
+    filesystem, root = FileSystem.from_uri(uri)
+    if not isinstance(filesystem, LocalFileSystem):
+        return 0
+    cutoff = time.time() - hours * 3600
+    runs = FileSelector(f"{root.rstrip('/')}/{RUNS_DIR}", allow_not_found=True)
+    pruned = 0
+    for run in filesystem.get_file_info(runs):
+        if run.type != FileType.Directory or run.mtime is None:
+            continue
+        if run.mtime.timestamp() >= cutoff:
+            continue
+        inside = filesystem.get_file_info(FileSelector(run.path, recursive=True))
+        if any(i.type != FileType.Directory for i in inside):
+            continue
+        filesystem.delete_dir(run.path)
+        pruned += 1
+    return pruned
+
+
 def optimize_tiles(
     uri: str,
     retention_hours: int,
@@ -246,6 +271,8 @@ def optimize_tiles(
     paths = [f"{root.rstrip('/')}/{p}" for p in expired]
     present = [i for i in filesystem.get_file_info(paths) if i.type != FileType.NotFound]
     table.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False, full=full)
+    if full:
+        _prune_run_dirs(uri, hours)
     size = table_size(uri)
     files_after, bytes_after = size if size is not None else (0, 0)
     return Optimized(

@@ -230,7 +230,7 @@ def test_full_vacuum_deletes_a_failed_runs_files_but_not_a_running_runs(tmp_path
     uri = str(tmp_path / TILES_TABLE)
     read = crowded_tile_table(uri)
     failed = _stage(uri, {("clicks", _date(D0)): [[_tile("u7", D0)]]}, "failed")
-    _age(_parquet(Path(uri) / failed), hours=3)
+    _age([*_parquet(Path(uri) / failed), Path(uri) / failed], hours=3)
     running = _stage(uri, {("clicks", _date(D0 + 2 * DAY)): [[_tile("u8", D0 + 2 * DAY)]]}, "r")
     _age(_parquet(Path(uri) / running), hours=3)  # staged 3 h ago by a run begun 4.5 h ago
 
@@ -258,7 +258,7 @@ def test_full_vacuum_deletes_a_failed_runs_files_but_not_a_running_runs(tmp_path
     fresh = _stage(uri, {("clicks", _date(D0)): [[_tile("u6", D0)]]}, "just-now")
     result = optimize_tiles(uri, retention_hours=1, runs_started=[], compact=False)
     assert result is not None and result.vacuumed == 1 and result.notes == ()
-    assert not _parquet(Path(uri) / failed)
+    assert not (Path(uri) / failed).exists()  # its emptied directories too
     assert _parquet(Path(uri) / fresh)  # younger than the retention
     assert {f.uri for f in tile_files(uri)} == committed
     assert all(Path(u).exists() for u in committed)
