@@ -217,6 +217,42 @@ def batch_layout(window: Window, cutoff: int, horizon_ms: int) -> BatchLayout:
     return BatchLayout(cutoff, tail_start, max(collapsed_start, tail_start))
 
 
+@dataclass(frozen=True)
+class EdgeBands:
+    """What moving a window's batch cutoff from ``B0`` to ``B1`` moves, as half-open
+    ``(start, end)`` ranges of event time (empty: ``start >= end``)."""
+
+    leaving: tuple[int, int]  # tail tiles that drop out: [ts(B0), ts(B1))
+    crossing: tuple[int, int]  # events that leave the collapsed IR for tail tiles
+    entering: tuple[int, int]  # events newly before the cutoff: [B0, B1)
+
+    def touches(self, start: int) -> bool:
+        """Whether a tile of the window's hop starting at ``start`` lies in a moved band
+        (leaving or crossing): its entity's batch document changes with the cutoff."""
+        return self.leaving[0] <= start < self.leaving[1] or (
+            self.crossing[0] <= start < self.crossing[1]
+        )
+
+
+def edge_bands(window: Window, before: int, after: int, horizon_ms: int) -> EdgeBands:
+    """The bands a batch cutoff move from ``before`` to ``after`` sweeps for ``window``
+    (both cutoffs under the same horizon). Lifetime and session windows have no edges:
+    their documents change only with new events."""
+    if after < before:
+        raise ValueError(f"a batch cutoff only moves forward ({before} -> {after})")
+    if window.length_ms is None:
+        return EdgeBands((before, before), (before, before), (before, after))
+    old = batch_layout(window, before, horizon_ms)
+    new = batch_layout(window, after, horizon_ms)
+    assert old.tail_start is not None and new.tail_start is not None
+    assert old.collapsed_start is not None and new.collapsed_start is not None
+    return EdgeBands(
+        (old.tail_start, new.tail_start),
+        (old.collapsed_start, new.collapsed_start),
+        (before, after),
+    )
+
+
 def speed_tile_start(event_time: int, produced_at: int | None) -> int:
     """The speed tile key of an event (see the module docstring): its 5-minute tile, or
     its exact time if it is dated after ``produced_at``."""
