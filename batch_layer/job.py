@@ -262,6 +262,7 @@ def _write_partition(
     rows,
     settings: Settings,
     version: int,
+    serving: int,
     group: str,
     join_keys: int,
     primitives,
@@ -284,7 +285,7 @@ def _write_partition(
     with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
         store = open_store(settings)
         try:
-            store.write_views(version, group, views(), counter.add)
+            store.write_views(version, serving, group, views(), counter.add)
         finally:
             store.close()
     if taken is not None:
@@ -355,6 +356,12 @@ def _run_batch(
     cutoff = safe_cutoff(settings, cutoff_ms, int(started * 1000), delta_versions)
     horizon = settings.batch_horizon_s * 1000
     version = store.next_version()
+    # Runs share the documents' keys: once this one began, an older one writes nothing
+    # more and never switches.
+    serving = store.begin_views(version)
+    if serving is None:
+        log.warning("batch view v%s superseded by a newer run before it began", version)
+        return BatchResult(version, cutoff, {}, 0, 0, started, time.time(), False)
     snapshots: dict[str, DataFrame] = {}
     pinned: dict[str, int | None] = {}
     rows_read = 0
@@ -384,6 +391,7 @@ def _run_batch(
                 _write_partition,
                 settings=settings,
                 version=version,
+                serving=serving,
                 group=group.name,
                 join_keys=len(group.join_keys),
                 primitives=group.primitives,
@@ -393,6 +401,9 @@ def _run_batch(
             )
         )
         entities[group.name] = written.value - before
+    # Every entity of every group is written: a document older than this run is one
+    # that left the view (or a group that left the repo).
+    swept = store.sweep_views(version, serving)
     pointer = BatchPointer(
         version,
         cutoff,
@@ -406,11 +417,23 @@ def _run_batch(
     replaced = store.switch(pointer)
     removed = 0
     if replaced is not None:
-        log.info("batch view v%s serving (cutoff %s, lake versions %s)", version, cutoff, pinned)
-        # The version replaced stays: a reader may have read the pointer naming it just
-        # before the switch (on Redis Cluster, views are read after the pointer).
-        keep_from = version - settings.batch_keep_versions + 1
-        removed = store.collect_garbage(min(keep_from, replaced) if replaced else keep_from)
+        log.info(
+            "batch view v%s serving (cutoff %s, lake versions %s, %s entities removed)",
+            version,
+            cutoff,
+            pinned,
+            swept,
+        )
+        # On Redis Cluster the version replaced stays readable (with 2 or more versions
+        # kept): a reader may have read the pointer naming it just before the switch, and
+        # reads the documents after it. One server reads both in one atomic script: no
+        # reader needs a previous document once the pointer moved.
+        keep_from = version
+        if not store.atomic_reads:
+            keep_from = version - settings.batch_keep_versions + 1
+            if replaced and settings.batch_keep_versions > 1:
+                keep_from = min(keep_from, replaced)
+        removed = store.clean_views(keep_from)
     else:
         log.warning("batch view v%s superseded by a newer run; not switching", version)
     for frame in snapshots.values():

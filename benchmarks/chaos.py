@@ -55,7 +55,7 @@ from feature_core.settings import Settings
 from feature_core.sources import EventSource
 from feature_core.synthetic import random_record
 from infra import stack
-from online_store.keys import KeySpace
+from online_store.keys import KeySpace, doc_version
 from runtime.dead_letters import read_spilled
 from runtime.kafka import consumer as kafka_consumer
 from runtime.kafka import producer
@@ -252,12 +252,12 @@ def wait(condition: Any, timeout_s: float, interval_s: float = 0.5) -> bool:
 
 
 def view_being_written(client: redis.Redis, keys: KeySpace) -> bool:
-    """A batch run took a version newer than the served one and wrote keys of it."""
+    """A batch run took a version newer than the served one and wrote documents of it."""
     seq = int(client.get(keys.batch_seq) or 0)
     if seq <= pointer_version(client, keys):
         return False
-    _, found = client.scan(0, match=f"{keys.batch_view_root}{seq}:*", count=10_000)
-    return bool(found)
+    _, found = client.scan(0, match=f"{keys.batch_doc_root}*", count=10_000)
+    return any(doc_version(doc) == seq for doc in client.mget(found) if doc) if found else False
 
 
 @dataclass

@@ -57,7 +57,7 @@ from feature_core.local_views import batch_doc, speed_tiles
 from feature_core.merge import BatchPointer
 from feature_core.settings import get_settings
 from feature_core.windows import DAY_MS, MINUTE_MS, align_cutoff
-from online_store.keys import KeySpace
+from online_store.keys import KeySpace, stamped
 from online_store.redis_standalone.reader import RedisViewReader
 from online_store.views import EntityViews, ViewsSnapshot
 from serving_layer.vectors import build_vectors, select
@@ -160,7 +160,7 @@ def load_views(
         for group in selection.groups:
             doc = batch_doc(group, user_events, cutoff, DAY_MS)
             if doc:
-                pipe.set(keys.batch_view(1, group.name, user), orjson.dumps(doc))
+                pipe.set(keys.batch_doc(group.name, user), stamped(1, orjson.dumps(doc)))
             key = keys.speed_tiles(group.name, user)
 
             def hash_of(group_events: list[dict]) -> dict[str, bytes]:

@@ -57,6 +57,9 @@ class BatchPointer:
     # Not stored: set by the reader while the speed tiles before this time may miss
     # events the broker lost (see online_store.views.ViewsSnapshot.speed_gap_before).
     speed_gap_before: int | None = None
+    # The key layout of the view's documents (online_store.keys.LAYOUT); a pointer
+    # written before layouts were named has none and reads as 1 (one key per version).
+    layout: int = 2
 
     @classmethod
     def parse(cls, raw: str | bytes) -> BatchPointer:
@@ -74,6 +77,7 @@ class BatchPointer:
             data.get("delta_versions"),
             data.get("view_fingerprints"),
             data.get("speed_lateness_ms"),
+            layout=int(data.get("layout", 1)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -86,6 +90,7 @@ class BatchPointer:
             "delta_versions": self.delta_versions,
             "view_fingerprints": self.view_fingerprints,
             "speed_lateness_ms": self.speed_lateness_ms,
+            "layout": self.layout,
         }
 
     def stale_groups(self, groups: Sequence[FeatureGroup]) -> list[str]:

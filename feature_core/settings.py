@@ -305,7 +305,14 @@ class Settings(BaseSettings):
     batch_retry_backoff_s: float = Field(
         30.0, gt=0, description="First retry delay; doubles per retry (at most 5 minutes)."
     )
-    batch_keep_versions: int = Field(2, ge=1, description="Batch view versions kept in Redis.")
+    batch_keep_versions: int = Field(
+        2,
+        ge=1,
+        description="Batch view versions readable on Redis Cluster: 2 keeps what the "
+        "replaced version showed for each entity a run rewrote (a reader may read it just "
+        "after a switch); 1 unlinks those previous documents at the switch. One Redis "
+        "server reads atomically and always unlinks them at the switch.",
+    )
     batch_redis_timeout_s: float = Field(
         30.0,
         gt=0,

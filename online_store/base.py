@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from feature_core.merge import BatchPointer
 from online_store.batch_cache import BatchViewCache
@@ -19,6 +19,14 @@ from online_store.memory import MemoryUse
 from online_store.views import ViewsRequest, ViewsSnapshot
 from runtime.lag import TopicLag
 from runtime.lag import parse as parse_lag
+
+
+class ViewChanges(NamedTuple):
+    """Entities a write made appear or disappear, relative to what the serving version
+    shows (a retried run counts the same)."""
+
+    created: int = 0
+    deleted: int = 0
 
 
 @dataclass(frozen=True)
@@ -31,41 +39,68 @@ class TileTarget:
 
 
 class OnlineStore(ABC):
-    """Batch views (versioned, switched by one pointer), speed tiles and shared state.
+    """Batch views (one document per entity stamped with its version, switched by one
+    pointer, :mod:`online_store.keys`), speed tiles and shared state.
 
     ``client`` is the backend's client for the shared state (run history, lag, stats):
     single-key commands, or keys sharing the ``{meta}`` hash tag."""
 
     keys: KeySpace
     client: Any
+    #: Whether a reader reads the pointer and the documents atomically (one server's
+    #: script): then no reader needs a previous document once the pointer moved.
+    atomic_reads: bool = True
 
     @abstractmethod
     def next_version(self) -> int:
         """A new batch view version, never handed out before."""
 
     @abstractmethod
+    def begin_views(self, version: int) -> int | None:
+        """Mark ``version`` as the one being written, before any of its documents: the
+        version serving now (0: none of this layout), or None when a newer run began or
+        serves already (this one must write nothing)."""
+
+    @abstractmethod
     def write_views(
         self,
         version: int,
+        serving: int,
         group: str,
         views: Iterable[tuple[str, bytes]],
         written: Callable[[int], None] | None = None,
-    ) -> None:
-        """Write (entity id, view JSON) pairs of one group's batch view ``version``;
-        ``written(n)`` after each chunk reaches the store."""
+    ) -> ViewChanges | None:
+        """Write (entity id, view JSON) pairs of one group as batch view ``version``'s
+        documents, keeping the documents version ``serving`` shows for its readers;
+        ``written(n)`` after each chunk reaches the store. None once a newer run began
+        (nothing more is written)."""
+
+    @abstractmethod
+    def read_base(
+        self, serving: int, group: str, entities: Sequence[str]
+    ) -> dict[str, dict[str, Any] | None]:
+        """Each entity's document as version ``serving`` shows it (None: none), without
+        its stamp: what an incremental run starts from, whatever a run that did not
+        switch left in the current documents."""
+
+    @abstractmethod
+    def sweep_views(self, version: int, serving: int) -> int:
+        """After a full run wrote every entity: tombstone each document older than
+        ``version`` (entities that left the view); the tombstones written."""
 
     @abstractmethod
     def switch(self, pointer: BatchPointer) -> int | None:
-        """Serve ``pointer``'s version if it is newer than the one serving: the version it
-        replaced (0 when none served), or None when a newer one serves (no switch)."""
+        """Serve ``pointer``'s version if it is newer than the one serving and no newer run
+        began: the version it replaced (0 when none served), or None (no switch)."""
 
     @abstractmethod
     def pointer(self) -> BatchPointer | None:
         """The batch view serving now, if any."""
 
     @abstractmethod
-    def collect_garbage(self, keep_from: int) -> int:
-        """Delete the batch views of versions older than ``keep_from``; keys deleted."""
+    def clean_views(self, keep_from: int) -> int:
+        """Unlink what only readers of versions older than ``keep_from`` can read (previous
+        documents, tombstones, layout 1 keys); keys unlinked."""
 
     @abstractmethod
     def watermarks(self, groups: Sequence[str]) -> dict[str, int | None]:

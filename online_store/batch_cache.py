@@ -1,7 +1,8 @@
 """Batch views of recently served entities, kept in the API process.
 
-A batch view never changes once its pointer is published: a batch run writes a new
-version and flips the pointer. So a read may skip every view the process already holds
+A batch view never changes once its pointer is published: a batch run writes documents
+stamped with a new version (the serving version's stay readable beside them) and flips
+the pointer. So a read may skip every view the process already holds
 for the serving pointer, once the read has seen that the pointer is still the one they
 were read under (in the same atomic script on one server; in the same pipeline on Redis
 Cluster). Speed tiles are always read from Redis, so values stay exactly as fresh as

@@ -3,8 +3,12 @@
 Per entity (the hash tag is the entity id, so every view of one entity, batch and speed,
 of every group, lives in one hash slot: a request reads one slot per entity):
 
-- ``{p}:bv:v{N}:{group}:{{entity}}``: JSON ``{window: {bucket: partials}}`` (batch IRs of
-  batch view version N).
+- ``{p}:bc:{group}:{{entity}}``: the entity's current batch document, JSON stamped with
+  the version that wrote it: ``{"@v":N,window: {bucket: partials}}`` (``@v`` is never a
+  window name). ``{"@v":N}`` alone is a tombstone: version N removed the entity.
+- ``{p}:bp:{group}:{{entity}}``: its previous document, copied there by the run that
+  rewrote ``bc`` while an older version served; readers at a pointer older than ``bc``'s
+  version read this one instead (see :func:`stamped`). Unlinked once no reader can need it.
 - ``{p}:st:{group}:{{entity}}``: hash ``tile_start_ms -> partials`` (speed tiles, TTL),
   and ``[tile_start_ms,lake_version] -> partials`` (correction tiles of late events,
   :mod:`feature_core.corrections`), in the same hash so one read returns both.
@@ -15,6 +19,10 @@ one transaction where needed):
 - ``{p}:{meta}:batch:pointer``: JSON of the serving batch view (version, cutoff, ...).
   Set only after every key of that version is written, so readers never see a part.
 - ``{p}:{meta}:batch:seq``: counter allocating batch view versions.
+- ``{p}:{meta}:batch:writing``: the newest version a run began writing; an older run
+  neither writes nor switches once a newer one began (they share ``bc`` keys).
+- ``{p}:{meta}:batch:previous``: sorted set of the ``{group}:{{entity}}`` suffixes whose
+  ``bp`` key may exist, scored by the version that last rewrote their ``bc``.
 - ``{p}:{meta}:batch:runs`` / ``...:runs:index``: batch run records, and their index.
 - ``{p}:{meta}:speed:watermark``: per group, the latest event time (ms) written.
 - ``{p}:{meta}:speed:epoch``, ``...:speed:stats``: the speed job's start, its counters.
@@ -31,6 +39,10 @@ one transaction where needed):
   freshness samples, feature statistics, sampled verifications (:mod:`feature_core.journals`).
 
 ``{entity}`` is :func:`feature_core.keys.entity_id` of the join key values.
+
+Layout 1 (releases before the pointer carried ``"layout": 2``) kept one key per version,
+``{p}:bv:v{N}:{group}:{{entity}}``; readers still read it under such a pointer, and the
+first run of layout 2 unlinks it (:attr:`KeySpace.legacy_view_root`).
 """
 
 from __future__ import annotations
@@ -38,6 +50,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 META_TAG = "{meta}"
+
+#: The pointer's ``layout`` of the documents described here (absent: 1, ``bv:v{N}`` keys).
+LAYOUT = 2
+
+
+def stamped(version: int, doc: bytes) -> bytes:
+    """A document (JSON object) as stored: its version first, so the read script finds it
+    with one anchored match. An empty document stamps to a tombstone (reads as none)."""
+    head = b'{"@v":%d' % version
+    return head + b"}" if doc == b"{}" else head + b"," + doc[1:]
+
+
+def tombstone(version: int) -> bytes:
+    return b'{"@v":%d}' % version
+
+
+def doc_version(raw: bytes) -> int:
+    """The version stamped on a stored document."""
+    end = raw.find(b",", 6)
+    return int(raw[6 : end if end > 0 else -1])
+
+
+def is_tombstone(raw: bytes) -> bool:
+    return raw.find(b",") < 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +90,17 @@ class KeySpace:
     @property
     def batch_seq(self) -> str:
         return self._meta("batch:seq")
+
+    @property
+    def batch_writing(self) -> str:
+        """The newest batch view version a run began writing."""
+        return self._meta("batch:writing")
+
+    @property
+    def batch_previous_index(self) -> str:
+        """Sorted set: ``{group}:{{entity}}`` suffixes whose ``bp`` key may exist, by the
+        version that last rewrote their ``bc``."""
+        return self._meta("batch:previous")
 
     @property
     def batch_runs(self) -> str:
@@ -108,17 +155,32 @@ class KeySpace:
         return self._meta("consumers")
 
     @property
-    def batch_view_root(self) -> str:
-        """Every batch view key starts with this, followed by its version number."""
+    def batch_doc_root(self) -> str:
+        """Every current batch document key starts with this, then ``{group}:{{entity}}``."""
+        return f"{self.prefix}:bc:"
+
+    @property
+    def batch_previous_root(self) -> str:
+        return f"{self.prefix}:bp:"
+
+    @staticmethod
+    def batch_suffix(group: str, entity: str) -> str:
+        """What follows either root in a (group, entity)'s batch keys."""
+        return f"{group}:{{{entity}}}"
+
+    def batch_doc(self, group: str, entity: str) -> str:
+        return f"{self.batch_doc_root}{group}:{{{entity}}}"
+
+    def batch_previous(self, group: str, entity: str) -> str:
+        return f"{self.batch_previous_root}{group}:{{{entity}}}"
+
+    @property
+    def legacy_view_root(self) -> str:
+        """Layout 1's batch view keys: this, their version, ``:{group}:{{entity}}``."""
         return f"{self.prefix}:bv:v"
 
-    def batch_view_affixes(self, version: int, group: str) -> tuple[str, str]:
-        """What goes before and after the entity id in a batch view key."""
-        return f"{self.batch_view_root}{version}:{group}:{{", "}"
-
-    def batch_view(self, version: int, group: str, entity: str) -> str:
-        before, after = self.batch_view_affixes(version, group)
-        return f"{before}{entity}{after}"
+    def legacy_view(self, version: int, group: str, entity: str) -> str:
+        return f"{self.legacy_view_root}{version}:{group}:{{{entity}}}"
 
     @property
     def speed_tiles_root(self) -> str:

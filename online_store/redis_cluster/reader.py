@@ -6,14 +6,17 @@ one server. A request still never mixes batch view versions:
 
 - The pointer, the watermarks and the speed epoch share the ``{meta}`` slot; every view
   of one entity (batch and speed, every group) shares the entity's slot. The pipeline
-  reads the pointer together with the views of the version the reader last saw.
-- If the pointer read is that version's, those views are the serving version's: its
-  keys were all written before the pointer named it. If it moved, the views are read
-  again at the new version (a second round trip, once per switch).
-- A version's keys are deleted only after a later version replaced the one that
+  reads the pointer together with the entities' current documents (``bc``,
+  :mod:`online_store.keys`), each stamped with the version that wrote it.
+- If the pointer read is the one the reader last saw, no switch came between: a
+  document newer than the pointer belongs to a run not switched yet, and its previous
+  document (``bp``, a second round trip only while a run writes) is the pointer's. If
+  it moved, the documents are read again after it (a second round trip, once per
+  switch): the run wrote them all before it switched.
+- A previous document is unlinked only after a later version replaced the one that
   replaced it (:meth:`online_store.base.OnlineStore.switch` returns the replaced version
-  and the batch job keeps it): a request reads its views within its Redis timeout of
-  reading the pointer, far less than a batch run.
+  and the batch job keeps its readers' documents): a request reads its views within its
+  Redis timeout of reading the pointer, far less than a batch run.
 - Watermarks and tiles are read in the same round trip, from different masters at once:
   unlike on one server, a watermark read may be newer than a tile read with it. The tile
   sink writes a group's watermark only after every master acknowledged its tiles, so
@@ -36,10 +39,11 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from feature_core.credentials import redis_tls_options
+from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from online_store import STORE_ERRORS
 from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
-from online_store.keys import KeySpace
+from online_store.keys import LAYOUT, KeySpace, doc_version, is_tombstone
 from online_store.memory import MemoryUse, memory_uses
 from online_store.redis_standalone.reader import RedisStateReads
 from online_store.views import (
@@ -133,7 +137,7 @@ class RedisClusterViewReader(RedisStateReads):
         cache = self.batch_cache
         caching = cache.max_entries > 0
         guess = self._last_pointer
-        guessed_version = pointer_of(guess).version if guess else None
+        guessed = pointer_of(guess) if guess else None
         views_read: list[tuple[str, str, CachedBatchView | None]] = []
         pipe = self.client.pipeline()
         pipe.get(self.keys.batch_pointer)
@@ -146,8 +150,8 @@ class RedisClusterViewReader(RedisStateReads):
                     if held is not None and cache.pointer_text != guess:
                         held = None
                     views_read.append((group, entity, held))
-                    if held is None and guessed_version is not None:
-                        pipe.get(self.keys.batch_view(guessed_version, group, entity))
+                    if held is None and guessed is not None:
+                        pipe.get(self._doc_key(guessed, group, entity))
                     pipe.hgetall(self.keys.speed_tiles(group, entity))
         try:
             replies: list[Any] = await pipe.execute()
@@ -166,7 +170,7 @@ class RedisClusterViewReader(RedisStateReads):
         tiles: list[bytes] = []
         at = 3
         for _, _, held in views_read:
-            if held is None and guessed_version is not None:
+            if held is None and guessed is not None:
                 docs.append(replies[at])
                 at += 1
             else:
@@ -178,6 +182,8 @@ class RedisClusterViewReader(RedisStateReads):
             # not, belong to another version than the pointer's.
             views_read = [(group, entity, None) for group, entity, _ in views_read]
             docs = await self._views_at(pointer, views_read)
+        elif pointer is not None and pointer.layout == LAYOUT:
+            docs = await self._as_of(pointer.version, views_read, docs)
         entities_views = []
         for (group, entity, held), doc, tiles_json in zip(views_read, docs, tiles, strict=True):
             entry: CachedBatchView | None = held
@@ -193,12 +199,44 @@ class RedisClusterViewReader(RedisStateReads):
                 entities_views.append(EntityViews(entry.doc, tiles, entry.memo, entry.corrections))
         return ViewsSnapshot(pointer, self._watermarks, entities_views, *epoch_state(epoch))
 
-    async def _views_at(self, pointer: Any, views: list[tuple[str, str, Any]]) -> list[Any]:
+    def _doc_key(self, pointer: BatchPointer, group: str, entity: str) -> str:
+        """The key of a (group, entity)'s document under ``pointer``'s layout."""
+        if pointer.layout == LAYOUT:
+            return self.keys.batch_doc(group, entity)
+        return self.keys.legacy_view(pointer.version, group, entity)
+
+    async def _views_at(
+        self, pointer: BatchPointer | None, views: list[tuple[str, str, Any]]
+    ) -> list[Any]:
+        """Every view's document as ``pointer``'s version shows it, read after it."""
         if pointer is None or not views:
             return [None] * len(views)
+        docs = await self._get([self._doc_key(pointer, g, e) for g, e, _ in views])
+        if pointer.layout != LAYOUT:
+            return docs
+        return await self._as_of(pointer.version, views, docs)
+
+    async def _as_of(
+        self, version: int, views: list[tuple[str, str, Any]], docs: list[Any]
+    ) -> list[Any]:
+        """Documents read from ``bc`` keys as ``version`` shows them: one written by a
+        run newer than it (not switched yet) gives way to the previous document (a second
+        round trip, only while such a run writes); a tombstone, or a previous document
+        newer still, is none."""
+        newer = [i for i, doc in enumerate(docs) if doc is not None and doc_version(doc) > version]
+        if newer:
+            docs = list(docs)
+            previous = await self._get(
+                [self.keys.batch_previous(views[i][0], views[i][1]) for i in newer]
+            )
+            for i, doc in zip(newer, previous, strict=True):
+                docs[i] = doc if doc is not None and doc_version(doc) <= version else None
+        return [None if doc is None or is_tombstone(doc) else doc for doc in docs]
+
+    async def _get(self, keys: list[str]) -> list[Any]:
         pipe = self.client.pipeline()
-        for group, entity, _ in views:
-            pipe.get(self.keys.batch_view(pointer.version, group, entity))
+        for key in keys:
+            pipe.get(key)
         try:
             return list(await pipe.execute())
         except STORE_ERRORS:
@@ -207,4 +245,8 @@ class RedisClusterViewReader(RedisStateReads):
 
 
 def _parsed(doc: bytes | None) -> Any:
-    return orjson.loads(doc) if doc is not None else None
+    if doc is None:
+        return None
+    parsed = orjson.loads(doc)
+    parsed.pop("@v", None)  # the stored version: not a window
+    return parsed

@@ -19,6 +19,8 @@ from online_store.redis_standalone.store import RedisStore, fsyncs_each_write
 
 class RedisClusterStore(RedisStore):
     scripted_corrections = False  # the tiles' hashes are in every slot
+    multi_slot_scripts = False  # batch documents too
+    atomic_reads = False  # the pointer and the documents are read from different masters
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout_s: float | None = None) -> RedisClusterStore:

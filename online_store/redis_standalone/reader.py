@@ -22,7 +22,7 @@ from feature_core.credentials import redis_tls_options
 from feature_core.settings import Settings
 from online_store.base import ViewReader
 from online_store.batch_cache import BatchViewCache, CachedBatchView, parse_tiles
-from online_store.keys import KeySpace
+from online_store.keys import LAYOUT, KeySpace
 from online_store.memory import MemoryUse, memory_uses
 from online_store.views import (
     EntityViews,
@@ -46,16 +46,25 @@ from runtime.lag import TopicLag
 # within each part) its batch view (1 if held, nil if none) and its speed tiles as one
 # JSON array of tile start, partials, tile start, ...; the client parses those only
 # when they changed (see RedisViewReader.read).
+#
+# A batch document (online_store.keys) starts with the version that wrote it: one newer
+# than the pointer's belongs to a run not switched yet, and the previous document (bp)
+# is the one this version shows. A tombstone, or a previous document newer still, reads
+# as none. A pointer of layout 1 names one key per version instead. The held version is
+# sent negated for a layout 1 pointer.
 _READ_SCRIPT = """
-local pointer_key, watermark_key, speed_epoch_key, view_root, tiles_root = %s, %s, %s, %s, %s
+local pointer_key, watermark_key, speed_epoch_key, doc_root, previous_root, legacy_root,
+      tiles_root = %s, %s, %s, %s, %s, %s, %s
 local request = cjson.decode(ARGV[1])
 local pointer = redis.call('GET', pointer_key)
 local held = pointer and pointer == request[1]
-local version = nil
+local version, legacy = nil, false
 if held then
-  version = request[2]
+  version = tonumber(request[2])
+  if version < 0 then version, legacy = -version, true end
 elseif pointer then
-  version = cjson.decode(pointer)['version']
+  local decoded = cjson.decode(pointer)
+  version, legacy = tonumber(decoded['version']), decoded['layout'] ~= 2
 end
 local reply = {held and 1 or pointer, redis.call('HGETALL', watermark_key),
                redis.call('GET', speed_epoch_key)}
@@ -68,8 +77,18 @@ for _, part in ipairs(request[3]) do
       local suffix = group .. ':{' .. entity .. '}'
       if held and string.byte(flags, k) == 49 then
         reply[n + 1] = 1
+      elseif not version then
+        reply[n + 1] = false
+      elseif legacy then
+        reply[n + 1] = redis.call('GET', legacy_root .. version .. ':' .. suffix)
       else
-        reply[n + 1] = version and redis.call('GET', view_root .. version .. ':' .. suffix) or false
+        local doc = redis.call('GET', doc_root .. suffix)
+        if doc and tonumber(string.match(doc, '^{"@v":(%%d+)')) > version then
+          doc = redis.call('GET', previous_root .. suffix)
+          if doc and tonumber(string.match(doc, '^{"@v":(%%d+)')) > version then doc = false end
+        end
+        if doc and not string.find(doc, ',', 1, true) then doc = false end
+        reply[n + 1] = doc
       end
       local tiles = redis.call('HGETALL', tiles_root .. suffix)
       reply[n + 2] = '[' .. table.concat(tiles, ',') .. ']'
@@ -94,7 +113,9 @@ def _read_script(keys: KeySpace) -> str:
         keys.batch_pointer,
         keys.speed_watermark,
         keys.speed_epoch,
-        keys.batch_view_root,
+        keys.batch_doc_root,
+        keys.batch_previous_root,
+        keys.legacy_view_root,
         keys.speed_tiles_root,
     )
     return _READ_SCRIPT % tuple(_lua_string(name) for name in names)
@@ -216,7 +237,10 @@ class RedisViewReader(RedisStateReads):
                     flags.append("1" if held else "0")
             wanted.append((groups, entities, "".join(flags)))
         held_pointer = cache.pointer_text
-        held_version = str(pointer_of(held_pointer).version) if held_pointer else ""
+        held_version = ""
+        if held_pointer:
+            held_at = pointer_of(held_pointer)
+            held_version = str(held_at.version if held_at.layout == LAYOUT else -held_at.version)
         try:
             reply = await self._run_read_script(orjson.dumps((held_pointer, held_version, wanted)))
         except RedisError:
@@ -239,7 +263,9 @@ class RedisViewReader(RedisStateReads):
                 assert held is not None
                 entry = held
             else:
-                doc = orjson.loads(doc) if doc is not None else None
+                if doc is not None:
+                    doc = orjson.loads(doc)
+                    doc.pop("@v", None)  # the stored version: not a window
                 if pointer_text is not None and caching:
                     entry = cache.put(pointer_text, group, entity, doc)
             if entry is None:

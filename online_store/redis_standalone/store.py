@@ -14,20 +14,126 @@ from feature_core import corrections
 from feature_core.credentials import redis_tls_options
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
-from online_store.base import OnlineStore, TileTarget
-from online_store.keys import KeySpace
+from online_store.base import OnlineStore, TileTarget, ViewChanges
+from online_store.keys import KeySpace, doc_version, is_tombstone, stamped
 from runtime import health
 
-#: Serve a version only if it is newer than the serving one: a slow older run never
-#: replaces a newer view. Returns the version replaced (0: none served), -1: not newer.
+#: Begin writing version ARGV[1] (KEYS: the writing marker, the pointer): refused (-1)
+#: when a newer run began or serves; else the version serving (0: none of layout 2,
+#: whose readers read no ``bc`` document).
+BEGIN_VIEWS = """
+local n = tonumber(ARGV[1])
+local marker = redis.call('GET', KEYS[1])
+if marker and tonumber(marker) > n then return -1 end
+local current = redis.call('GET', KEYS[2])
+local serving = 0
+if current then
+  local pointer = cjson.decode(current)
+  if tonumber(pointer['version']) >= n then return -1 end
+  if pointer['layout'] == 2 then serving = tonumber(pointer['version']) end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return serving
+"""
+
+#: Serve a version only if it is newer than the serving one and no newer run began
+#: writing (runs share the documents' keys): a slow older run never replaces a newer
+#: view (the marker stays: a run still writing after an older one began is refused by
+#: it). KEYS: the pointer, the writing marker. Returns the version replaced (0: none
+#: served), -1: not switched.
 SWITCH_IF_NEWER = """
 local current = redis.call('GET', KEYS[1])
 local serving = 0
 if current then serving = tonumber(cjson.decode(current)['version']) end
-if serving >= tonumber(ARGV[2]) then return -1 end
+local n = tonumber(ARGV[2])
+if serving >= n then return -1 end
+local marker = redis.call('GET', KEYS[2])
+if marker and tonumber(marker) > n then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 return serving
 """
+
+# What the document scripts share: a stored document's version, whether it is live (a
+# tombstone has no comma), and one (group, entity)'s write.
+_DOC_FUNCTIONS = """
+local function version_of(raw)
+  return tonumber(string.match(raw, '^{"@v":(%d+)'))
+end
+local function live(raw)
+  return raw and string.find(raw, ',', 1, true) ~= nil
+end
+-- Write version n's document (doc; '' tombstones an older live one) while version s
+-- serves: the document s shows moves to bp first, unless bc is a leftover of a run that
+-- never switched (newer than s: bp holds it already). Returns the change in live
+-- entities as s sees them, and whether bp may now be set (the caller indexes it).
+local function write_doc(bc, bp, doc, n, s)
+  local cur = redis.call('GET', bc)
+  if not cur then
+    if doc == '' then return 0, false end
+    redis.call('UNLINK', bp)
+    redis.call('SET', bc, doc)
+    return live(doc) and 1 or 0, false
+  end
+  local v = version_of(cur)
+  if v > n then return 0, false end
+  if doc == '' then
+    if v >= n or not live(cur) then return 0, false end
+    doc = '{"@v":' .. n .. '}'
+  end
+  local visible = cur
+  if v <= s then redis.call('SET', bp, cur) else visible = redis.call('GET', bp) end
+  redis.call('SET', bc, doc)
+  return (live(doc) and 1 or 0) - (live(visible) and 1 or 0), true
+end
+-- Unlink bp (and a tombstone bc) when no reader at version f or later needs them.
+local function clean_doc(bc, bp, f)
+  local cur = redis.call('GET', bc)
+  if cur and version_of(cur) > f then return 0 end
+  local removed = redis.call('UNLINK', bp)
+  if cur and not live(cur) then removed = removed + redis.call('UNLINK', bc) end
+  return removed
+end
+"""
+
+#: One chunk of documents on one server. KEYS: the writing marker, the previous-copies
+#: index, then (bc, bp) per entity. ARGV: version, serving version, length of the bc
+#: root, then one document per entity. Nothing is written once a newer run began
+#: (nil reply); else the sum of created and of deleted entities.
+WRITE_VIEWS = (
+    _DOC_FUNCTIONS
+    + """
+local n, s, root = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local marker = redis.call('GET', KEYS[1])
+if marker and tonumber(marker) > n then return false end
+local created, deleted = 0, 0
+for i = 3, #KEYS, 2 do
+  local code, kept = write_doc(KEYS[i], KEYS[i + 1], ARGV[(i - 3) / 2 + 4], n, s)
+  if code > 0 then created = created + 1 elseif code < 0 then deleted = deleted + 1 end
+  if kept then redis.call('ZADD', KEYS[2], 'GT', n, string.sub(KEYS[i], root + 1)) end
+end
+return {created, deleted}
+"""
+)
+
+#: One entity's document (KEYS: bc, bp; ARGV: version, serving version, document): the
+#: Redis Cluster form, where a script reaches one slot. Returns {change, kept}.
+WRITE_VIEW = (
+    _DOC_FUNCTIONS
+    + """
+local code, kept = write_doc(KEYS[1], KEYS[2], ARGV[3], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return {code, kept and 1 or 0}
+"""
+)
+
+#: Clean (bc, bp) pairs (KEYS) for readers at version ARGV[1] or later: keys unlinked.
+CLEAN_PREVIOUS = (
+    _DOC_FUNCTIONS
+    + """
+local removed, f = 0, tonumber(ARGV[1])
+for i = 1, #KEYS, 2 do removed = removed + clean_doc(KEYS[i], KEYS[i + 1], f) end
+return removed
+"""
+)
 
 #: Record runs and keep the newest ARGV[1] of them (the hash and its index, one slot).
 SAVE_RUNS = """
@@ -69,18 +175,26 @@ SCRIPT_CHUNK = 500
 
 
 class RedisStore(OnlineStore):
-    """Batch views as plain keys, one per (version, group, entity); speed tiles as one
-    hash per (group, entity); shared state under the ``{meta}`` tag."""
+    """Batch views as one document per (group, entity) stamped with its version, and its
+    previous document while readers may need it; speed tiles as one hash per (group,
+    entity); shared state under the ``{meta}`` tag."""
 
     #: Correction tiles written by one script call per chunk of entities
     #: (WRITE_CORRECTIONS), which may touch keys of any slot: one server only.
     scripted_corrections = True
+    #: Batch documents written and cleaned by one script call per chunk of entities,
+    #: which may touch keys of any slot: one server only.
+    multi_slot_scripts = True
 
     def __init__(self, client: Any, key_prefix: str, url: str) -> None:
         self.client = client
         self.keys = KeySpace(key_prefix)
         self.url = url
         self._write_corrections_script = client.register_script(WRITE_CORRECTIONS)
+        self._write_views_script = client.register_script(WRITE_VIEWS)
+        self._clean_script = client.register_script(CLEAN_PREVIOUS)
+        # Whether the last sweep met layout 1 keys (clean_views then unlinks the old ones).
+        self._legacy_seen = True
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout_s: float | None = None) -> RedisStore:
@@ -96,35 +210,126 @@ class RedisStore(OnlineStore):
     def next_version(self) -> int:
         return int(self.client.incr(self.keys.batch_seq))
 
+    def begin_views(self, version: int) -> int | None:
+        serving = int(
+            self.client.eval(
+                BEGIN_VIEWS, 2, self.keys.batch_writing, self.keys.batch_pointer, version
+            )
+        )
+        return None if serving < 0 else serving
+
     def write_views(
         self,
         version: int,
+        serving: int,
         group: str,
         views: Iterable[tuple[str, bytes]],
         written: Callable[[int], None] | None = None,
-    ) -> None:
-        before, after = self.keys.batch_view_affixes(version, group)
-        pipe = self.client.pipeline(transaction=False)
-        pending = 0
+    ) -> ViewChanges | None:
+        created = deleted = 0
+        chunk: list[tuple[str, bytes]] = []
         for entity, doc in views:
-            pipe.set(f"{before}{entity}{after}", doc)
-            pending += 1
-            if pending >= CHUNK:
-                pipe.execute()
+            chunk.append((self.keys.batch_suffix(group, entity), stamped(version, doc)))
+            if len(chunk) >= SCRIPT_CHUNK:
+                changes = self._write_docs(version, serving, chunk)
+                if changes is None:
+                    return None
+                created, deleted = created + changes.created, deleted + changes.deleted
                 if written is not None:
-                    written(pending)
-                pending = 0
-        if pending:
-            pipe.execute()
+                    written(len(chunk))
+                chunk = []
+        if chunk:
+            changes = self._write_docs(version, serving, chunk)
+            if changes is None:
+                return None
+            created, deleted = created + changes.created, deleted + changes.deleted
             if written is not None:
-                written(pending)
+                written(len(chunk))
+        return ViewChanges(created, deleted)
+
+    def _write_docs(
+        self, version: int, serving: int, docs: Sequence[tuple[str, bytes]]
+    ) -> ViewChanges | None:
+        """One chunk of (key suffix, stored document; b"" tombstones an older one)."""
+        if not self.multi_slot_scripts:
+            return self._write_docs_per_slot(version, serving, docs)
+        keys = [self.keys.batch_writing, self.keys.batch_previous_index]
+        args: list[Any] = [version, serving, len(self.keys.batch_doc_root)]
+        for suffix, doc in docs:
+            keys += (self.keys.batch_doc_root + suffix, self.keys.batch_previous_root + suffix)
+            args.append(doc)
+        reply = self._write_views_script(keys=keys, args=args)
+        return None if reply is None else ViewChanges(int(reply[0]), int(reply[1]))
+
+    def _write_docs_per_slot(
+        self, version: int, serving: int, docs: Sequence[tuple[str, bytes]]
+    ) -> ViewChanges | None:
+        """:meth:`_write_docs` where a script reaches one slot: the marker is checked per
+        chunk, each entity's keys are written by one script call, the index after."""
+        marker = self.client.get(self.keys.batch_writing)
+        if marker is not None and int(marker) > version:
+            return None
+        with self.client.pipeline(transaction=False) as pipe:
+            for suffix, doc in docs:
+                bc, bp = self.keys.batch_doc_root + suffix, self.keys.batch_previous_root + suffix
+                # EVAL, not EVALSHA: redis-py's cluster pipeline refuses the latter.
+                pipe.execute_command("EVAL", WRITE_VIEW, 2, bc, bp, version, serving, doc)
+            replies = pipe.execute()
+        kept = {suffix: version for (suffix, _), (_, k) in zip(docs, replies, strict=True) if k}
+        if kept:
+            self.client.zadd(self.keys.batch_previous_index, kept, gt=True)
+        created = sum(1 for code, _ in replies if code > 0)
+        deleted = sum(1 for code, _ in replies if code < 0)
+        return ViewChanges(created, deleted)
+
+    def read_base(
+        self, serving: int, group: str, entities: Sequence[str]
+    ) -> dict[str, dict[str, Any] | None]:
+        docs: dict[str, bytes | None] = {}
+        for chunk in _chunks(list(entities), CHUNK):
+            with self.client.pipeline(transaction=False) as pipe:
+                for entity in chunk:
+                    pipe.get(self.keys.batch_doc(group, entity))
+                docs.update(zip(chunk, pipe.execute(), strict=True))
+        newer = [e for e, doc in docs.items() if doc is not None and doc_version(doc) > serving]
+        for chunk in _chunks(newer, CHUNK):  # a run that did not switch wrote these
+            with self.client.pipeline(transaction=False) as pipe:
+                for entity in chunk:
+                    pipe.get(self.keys.batch_previous(group, entity))
+                for entity, doc in zip(chunk, pipe.execute(), strict=True):
+                    docs[entity] = doc if doc is not None and doc_version(doc) <= serving else None
+        return {entity: _unstamped(doc) for entity, doc in docs.items()}
+
+    def sweep_views(self, version: int, serving: int) -> int:
+        swept = 0
+        root = self.keys.batch_doc_root
+        legacy_root = self.keys.legacy_view_root.encode()
+        self._legacy_seen = False
+        chunk: list[tuple[str, bytes]] = []
+        pattern = f"{_glob_escaped(self.keys.prefix)}:b[cv]:*"
+        for key in self.client.scan_iter(match=pattern, count=CHUNK):
+            if key.startswith(legacy_root):
+                self._legacy_seen = True
+                continue
+            chunk.append((key.decode()[len(root) :], b""))
+            if len(chunk) >= SCRIPT_CHUNK:
+                changes = self._write_docs(version, serving, chunk)
+                if changes is None:
+                    return swept
+                swept += changes.deleted
+                chunk = []
+        if chunk:
+            changes = self._write_docs(version, serving, chunk)
+            swept += changes.deleted if changes is not None else 0
+        return swept
 
     def switch(self, pointer: BatchPointer) -> int | None:
         replaced = int(
             self.client.eval(
                 SWITCH_IF_NEWER,
-                1,
+                2,
                 self.keys.batch_pointer,
+                self.keys.batch_writing,
                 orjson.dumps(pointer.to_json()),
                 pointer.version,
             )
@@ -135,9 +340,41 @@ class RedisStore(OnlineStore):
         raw = self.client.get(self.keys.batch_pointer)
         return BatchPointer.parse(raw) if raw is not None else None
 
-    def collect_garbage(self, keep_from: int) -> int:
+    def clean_views(self, keep_from: int) -> int:
+        index = self.keys.batch_previous_index
+        removed = start = 0
+        while True:
+            # Every suffix rewritten up to ``keep_from``, page by page.
+            suffixes = self.client.zrangebyscore(index, "-inf", keep_from, start=start, num=CHUNK)
+            if not suffixes:
+                break
+            start += len(suffixes)
+            removed += self._clean_docs([s.decode() for s in suffixes], keep_from)
+        # A suffix rewritten meanwhile has a higher score now and stays indexed.
+        self.client.zremrangebyscore(index, "-inf", keep_from)
+        if self._legacy_seen:
+            removed += self._clean_legacy(keep_from)
+        return removed
+
+    def _clean_docs(self, suffixes: list[str], keep_from: int) -> int:
+        pairs = [
+            (self.keys.batch_doc_root + s, self.keys.batch_previous_root + s) for s in suffixes
+        ]
+        if self.multi_slot_scripts:
+            removed = 0
+            for chunk in _chunks(pairs, SCRIPT_CHUNK):
+                keys = [key for pair in chunk for key in pair]
+                removed += int(self._clean_script(keys=keys, args=[keep_from]))
+            return removed
+        with self.client.pipeline(transaction=False) as pipe:
+            for bc, bp in pairs:
+                pipe.execute_command("EVAL", CLEAN_PREVIOUS, 2, bc, bp, keep_from)
+            return sum(int(n) for n in pipe.execute())
+
+    def _clean_legacy(self, keep_from: int) -> int:
+        """Layout 1's keys of versions older than ``keep_from`` (one key per version)."""
         removed = 0
-        prefix = self.keys.batch_view_root
+        prefix = self.keys.legacy_view_root
         doomed: list[bytes] = []
         for key in self.client.scan_iter(match=f"{_glob_escaped(prefix)}*", count=CHUNK):
             version_text = key.decode()[len(prefix) :].split(":", 1)[0]
@@ -346,6 +583,15 @@ class RedisStore(OnlineStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _unstamped(doc: bytes | None) -> dict[str, Any] | None:
+    """A stored document without its version (None for a tombstone)."""
+    if doc is None or is_tombstone(doc):
+        return None
+    parsed = orjson.loads(doc)
+    del parsed["@v"]
+    return parsed
 
 
 def _covered_correction(field: bytes, covered: int) -> bool:

@@ -30,7 +30,7 @@ from feature_core.sources import EventSource, Field
 from feature_core.windows import HOUR_MS, align_cutoff
 from infra.cli import app
 from online_store import open_store
-from online_store.keys import KeySpace
+from online_store.keys import KeySpace, doc_version
 from tests.conftest import DEMO_SHOP_PREFIX, wait_for
 from tests.integration.helpers import wait_in_lake
 
@@ -285,11 +285,8 @@ def test_a_run_killed_while_writing_its_view_leaves_the_old_view_and_the_next_ru
         """The version a run is writing, once some of its keys are in Redis."""
         seq = int(client.get(keys.batch_seq) or 0)
         if seq > before["version"]:
-            return (
-                seq
-                if client.exists(keys.batch_view(seq, first.name, demo_result["user"]))
-                else None
-            )
+            doc = client.get(keys.batch_doc(first.name, demo_result["user"]))
+            return seq if doc is not None and doc_version(doc) == seq else None
         time.sleep(0.005)
         return None
 

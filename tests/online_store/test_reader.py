@@ -10,13 +10,18 @@ import pytest
 
 from feature_core.merge import BatchPointer
 from feature_core.windows import DAY_MS, SPEED_TILE_MS
-from online_store.keys import KeySpace
+from online_store.keys import KeySpace, stamped, tombstone
 from online_store.views import EntityViews, ViewsRequest, ViewsSnapshot
 
 pytestmark = pytest.mark.integration
 
 KEYS = KeySpace("lfp")
 CUTOFF = 20_000 * DAY_MS
+
+
+def _set_doc(client, version: int, group: str, entity: str, doc: object) -> None:
+    """A (group, entity)'s batch document as a run of ``version`` leaves it."""
+    client.set(KEYS.batch_doc(group, entity), stamped(version, orjson.dumps(doc)))
 
 
 def _read(backend, parts: list[ViewsRequest]) -> ViewsSnapshot:
@@ -36,8 +41,8 @@ def test_views_come_back_entity_major_per_part_with_pointer_and_watermarks(backe
     client.hset(KEYS.speed_watermark, mapping={"g1": CUTOFF + 5, "g2": CUTOFF + 7})
     for group, entity in [("g1", "u1"), ("g2", "u1"), ("g1", "u2"), ("h", "i1")]:
         doc = {"lifetime": {"c": [f"{group}/{entity}"]}}
-        client.set(KEYS.batch_view(3, group, entity), orjson.dumps(doc))
-        client.set(KEYS.batch_view(2, group, entity), orjson.dumps({"old": "version"}))
+        _set_doc(client, 3, group, entity, doc)
+        client.set(KEYS.batch_previous(group, entity), stamped(2, orjson.dumps({"old": "version"})))
         client.hset(KEYS.speed_tiles(group, entity), str(CUTOFF), orjson.dumps([entity]))
     # A tile from before the cutoff, still in Redis until its TTL: the batch view has it.
     client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF - SPEED_TILE_MS), orjson.dumps(["x"]))
@@ -68,7 +73,7 @@ def test_cached_batch_views_are_not_read_again_until_the_pointer_moves(backend):
     never does) still reads as cached, while speed tiles are always read fresh."""
     client = backend.direct
     client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
-    client.set(KEYS.batch_view(3, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["v3"]}}))
+    _set_doc(client, 3, "g1", "u1", {"lifetime": {"c": ["v3"]}})
     client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps(["t1"]))
     parts: list[ViewsRequest] = [(("g1",), ["u1", "unknown"])]
 
@@ -79,7 +84,9 @@ def test_cached_batch_views_are_not_read_again_until_the_pointer_moves(backend):
             assert [v.batch_doc for v in first.entities] == [{"lifetime": {"c": ["v3"]}}, None]
             assert len(store.batch_cache) == 2
 
-            client.set(KEYS.batch_view(3, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["x"]}}))
+            client.set(
+                KEYS.batch_doc("g1", "u1"), stamped(3, orjson.dumps({"lifetime": {"c": ["x"]}}))
+            )
             client.hset(KEYS.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps(["t2"]))
             second = await store.read(parts)
             assert second.entities[0].batch_doc == {"lifetime": {"c": ["v3"]}}
@@ -87,7 +94,9 @@ def test_cached_batch_views_are_not_read_again_until_the_pointer_moves(backend):
             assert second.entities[0].memo is first.entities[0].memo  # kept with the view
             assert store.batch_cache.hits == 2
 
-            client.set(KEYS.batch_view(4, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["v4"]}}))
+            client.set(
+                KEYS.batch_doc("g1", "u1"), stamped(4, orjson.dumps({"lifetime": {"c": ["v4"]}}))
+            )
             client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(4, CUTOFF, DAY_MS).to_json()))
             third = await store.read(parts)
             assert third.pointer is not None and third.pointer.version == 4
@@ -110,7 +119,9 @@ def test_a_burst_above_the_connection_limit_waits_instead_of_failing(backend):
     client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
     entities = [f"u{n}" for n in range(30)]
     for entity in entities:
-        client.set(KEYS.batch_view(3, "g1", entity), orjson.dumps({"lifetime": {"c": [entity]}}))
+        client.set(
+            KEYS.batch_doc("g1", entity), stamped(3, orjson.dumps({"lifetime": {"c": [entity]}}))
+        )
         client.hset(KEYS.speed_tiles("g1", entity), str(CUTOFF), orjson.dumps([entity]))
     # Generous wait: 130 reads queue for 2 connections on a machine that may be busy.
     settings = backend.settings.model_copy(
@@ -213,3 +224,40 @@ def test_a_commit_of_many_entities_writes_every_correction_tile_and_indexes_its_
     assert client.zscore(index, KEYS.speed_tiles("g1", "u1")) == 7
     assert store.retire_corrections("events", 7) == 1234 * 2
     store.close()
+
+
+def test_a_document_newer_than_the_pointer_reads_as_its_previous_one(backend):
+    """A run not switched yet rewrote u1 (its previous document kept), created u2 and
+    tombstoned u3: readers at the pointer see the pointer's documents; after the switch,
+    the run's. A pointer of layout 1 reads its one-key-per-version documents."""
+    client = backend.direct
+    client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
+    _set_doc(client, 4, "g1", "u1", {"lifetime": {"c": ["v4"]}})
+    client.set(KEYS.batch_previous("g1", "u1"), stamped(3, b'{"lifetime":{"c":["v3"]}}'))
+    _set_doc(client, 4, "g1", "u2", {"lifetime": {"c": ["new"]}})
+    client.set(KEYS.batch_doc("g1", "u3"), tombstone(4))
+    client.set(KEYS.batch_previous("g1", "u3"), stamped(2, b'{"lifetime":{"c":["v2"]}}'))
+    _set_doc(client, 2, "g1", "u4", {"lifetime": {"c": ["v2"]}})
+    parts: list[ViewsRequest] = [(("g1",), ["u1", "u2", "u3", "u4"])]
+
+    def served(snapshot: ViewsSnapshot) -> list[object]:
+        return [v.batch_doc and v.batch_doc["lifetime"]["c"][0] for v in snapshot.entities]
+
+    async def scenario() -> None:
+        reader = backend.reader(batch_cache_entries=10)
+        try:
+            assert served(await reader.read(parts)) == ["v3", None, "v2", "v2"]
+            pointer = BatchPointer(4, CUTOFF, DAY_MS)
+            client.set(KEYS.batch_pointer, orjson.dumps(pointer.to_json()))
+            assert served(await reader.read(parts)) == ["v4", "new", None, "v2"]
+            assert served(await reader.read(parts)) == ["v4", "new", None, "v2"]  # cached
+            legacy = {**BatchPointer(1, CUTOFF, DAY_MS).to_json()}
+            del legacy["layout"]
+            client.set(KEYS.batch_pointer, orjson.dumps(legacy))
+            client.set(KEYS.legacy_view(1, "g1", "u1"), b'{"lifetime":{"c":["old"]}}')
+            assert served(await reader.read(parts)) == ["old", None, None, None]
+            assert served(await reader.read(parts)) == ["old", None, None, None]
+        finally:
+            await reader.close()
+
+    asyncio.run(scenario())

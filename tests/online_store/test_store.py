@@ -1,5 +1,6 @@
 """Both backends' stores: versions, view writes spread over the keyspace, a forward-only
-switch that names the version it replaced, garbage collection, and the shared state."""
+switch that names the version it replaced, previous documents cleaned, and the shared
+state."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from feature_core.merge import BatchPointer
 from feature_core.windows import DAY_MS
-from online_store.keys import KeySpace
+from online_store.base import ViewChanges
+from online_store.keys import KeySpace, stamped, tombstone
 from runtime.health import FORGET_AFTER_S
 
 pytestmark = pytest.mark.integration
@@ -19,28 +21,40 @@ KEYS = KeySpace("lfp")
 CUTOFF = 20_000 * DAY_MS
 
 
-def test_views_switch_forward_only_and_old_versions_are_collected(backend) -> None:
-    store = backend.store()
-    versions = [store.next_version() for _ in range(3)]
-    assert versions == [1, 2, 3]
+def test_views_switch_forward_only_and_previous_documents_are_cleaned(backend) -> None:
+    store, direct = backend.store(), backend.direct
+    first = store.next_version()
+    assert store.begin_views(first) == 0  # none serving
     written: list[int] = []
-    for version in versions:
-        views = ((f"u{i}", orjson.dumps({"v": version})) for i in range(2500))
-        store.write_views(version, "g1", views, written.append)
-    assert written == [1000, 1000, 500] * 3
+    views = [(f"u{i}", orjson.dumps({"v": first})) for i in range(2500)]
+    assert store.write_views(first, 0, "g1", views, written.append) == ViewChanges(2500, 0)
+    assert written == [500] * 5
     assert store.pointer() is None
-    assert store.switch(BatchPointer(2, CUTOFF, DAY_MS)) == 0  # none served before
-    assert store.switch(BatchPointer(1, CUTOFF, DAY_MS)) is None  # older: no switch
-    assert store.switch(BatchPointer(3, CUTOFF, DAY_MS)) == 2
-    assert store.pointer() == BatchPointer(3, CUTOFF, DAY_MS)
-    assert orjson.loads(backend.direct.get(KEYS.batch_view(3, "g1", "u7"))) == {"v": 3}
-    assert store.collect_garbage(keep_from=2) == 2500
-    assert backend.direct.get(KEYS.batch_view(1, "g1", "u7")) is None
-    assert backend.direct.get(KEYS.batch_view(2, "g1", "u7")) is not None
+    assert store.switch(BatchPointer(first, CUTOFF, DAY_MS)) == 0  # none served before
+    older, newer = store.next_version(), store.next_version()
+    assert store.begin_views(newer) == first
+    assert store.begin_views(older) is None  # a newer run began: this one must not write
+    assert store.write_views(older, first, "g1", [("u7", b'{"v": 0}')]) is None
+    views = [(f"u{i}", orjson.dumps({"v": newer})) for i in range(2000)]
+    assert store.write_views(newer, first, "g1", views) == ViewChanges(0, 0)
+    assert store.sweep_views(newer, first) == 500  # u2000..u2499 left the view
+    assert store.switch(BatchPointer(older, CUTOFF, DAY_MS)) is None  # older: no switch
+    assert store.switch(BatchPointer(newer, CUTOFF, DAY_MS)) == first
+    assert store.pointer() == BatchPointer(newer, CUTOFF, DAY_MS)
+    assert direct.get(KEYS.batch_doc("g1", "u7")) == stamped(newer, orjson.dumps({"v": newer}))
+    assert direct.get(KEYS.batch_previous("g1", "u7")) == stamped(first, b'{"v":1}')
+    assert direct.get(KEYS.batch_doc("g1", "u2400")) == tombstone(newer)
     if backend.name == "redis-cluster":  # a view's keys spread over every master
-        nodes = backend.direct.get_primaries()
-        per_node = [backend.direct.dbsize(target_nodes=node) for node in nodes]
+        nodes = direct.get_primaries()
+        per_node = [direct.dbsize(target_nodes=node) for node in nodes]
         assert len(per_node) == 3 and all(n > 1000 for n in per_node), per_node
+    # Readers of the version replaced keep its documents; then nothing is left of it.
+    assert store.clean_views(keep_from=first) == 0
+    assert store.clean_views(keep_from=newer) == 2500 + 500  # previous docs, tombstones
+    assert direct.get(KEYS.batch_previous("g1", "u7")) is None
+    assert direct.get(KEYS.batch_doc("g1", "u2400")) is None
+    assert direct.get(KEYS.batch_doc("g1", "u7")) == stamped(newer, orjson.dumps({"v": newer}))
+    assert direct.zcard(KEYS.batch_previous_index) == 0
     store.close()
 
 

@@ -17,6 +17,7 @@ from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
 from online_store.keys import KeySpace
+from online_store.redis_standalone.store import RedisStore
 from serving_layer.app import create_app
 from tests.conftest import wait_for
 
@@ -42,7 +43,10 @@ def _write_version(client: redis.Redis, version: int, user: str, count: int, cut
         for i in range(count)
     ]
     doc = batch_doc(GROUP, events, cutoff, DAY_MS)
-    client.set(KEYS.batch_view(version, GROUP.name, user), orjson.dumps(doc))
+    # As the batch job writes it while the version before serves (that one's document
+    # is kept for readers until the switch).
+    store = RedisStore(client, KEYS.prefix, "")
+    assert store.write_views(version, version - 1, GROUP.name, [(user, orjson.dumps(doc))])
 
 
 def _switch(client: redis.Redis, version: int, cutoff: int) -> None:

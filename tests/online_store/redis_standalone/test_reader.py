@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS
-from online_store.keys import KeySpace
+from online_store.keys import KeySpace, stamped
 from online_store.redis_standalone.reader import RedisViewReader, connect
 from online_store.views import EntityViews, ViewsRequest, ViewsSnapshot
 
@@ -38,7 +38,7 @@ def _read(port: int, parts: list[ViewsRequest]) -> ViewsSnapshot:
 def test_a_redis_error_empties_the_batch_cache(redis_process):
     client = redis.Redis(host="127.0.0.1", port=redis_process.port)
     client.set(KEYS.batch_pointer, orjson.dumps(BatchPointer(3, CUTOFF, DAY_MS).to_json()))
-    client.set(KEYS.batch_view(3, "g1", "u1"), orjson.dumps({"lifetime": {"c": ["v3"]}}))
+    client.set(KEYS.batch_doc("g1", "u1"), stamped(3, orjson.dumps({"lifetime": {"c": ["v3"]}})))
 
     async def scenario() -> None:
         aclient = aioredis.Redis(host="127.0.0.1", port=redis_process.port)
@@ -99,7 +99,7 @@ def test_any_key_prefix_is_safe_in_the_read_script(redis_process):
     keys = KeySpace(prefix)
     client = redis.Redis(host="127.0.0.1", port=redis_process.port)
     client.set(keys.batch_pointer, orjson.dumps(BatchPointer(1, CUTOFF, DAY_MS).to_json()))
-    client.set(keys.batch_view(1, "g1", "u1"), orjson.dumps({"lifetime": {"c": [7]}}))
+    client.set(keys.batch_doc("g1", "u1"), stamped(1, orjson.dumps({"lifetime": {"c": [7]}})))
     client.hset(keys.speed_tiles("g1", "u1"), str(CUTOFF), orjson.dumps([1]))
 
     async def read() -> ViewsSnapshot:
