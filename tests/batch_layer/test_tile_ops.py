@@ -55,6 +55,7 @@ from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo
 from feature_core.runs import RunRecord, RunStatus
 from feature_core.settings import Settings
+from feature_core.tiles import retention_floor, tile_series
 from online_store import open_store
 
 DAY = 86_400_000
@@ -422,6 +423,32 @@ def test_retention_drops_read_the_series_of_each_partition_from_the_log(tmp_path
     _commit(uri, read, None, "run-2", 2, clicks={"drop_dates": drops["clicks"]})
     left = {(f.group, f.tile_date) for f in tile_files(uri)}
     assert left == set(files) - {("clicks", _date(D0))}
+
+
+def test_retention_drops_follow_the_groups_retention_floors(tmp_path):
+    """With ``feature_core.tiles.retention_floor``: a group without lifetime or session
+    windows drops the dates before the floor of its longest-kept series; a session group
+    keeps every date (its session-day rows are kept for good)."""
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    cutoff = D0 + 29 * DAY + 5 * 3_600_000
+    hops = next(g for g in repo.groups if None not in retention_floor(g, cutoff).values())
+    sessions = next(g for g in repo.groups if any(w.is_session for w in g.windows))
+    uri = str(tmp_path / TILES_TABLE)
+    dates = range(30)
+    files = {
+        (g.name, _date(D0 + i * DAY)): [[_tile("u", D0 + i * DAY, s) for s in tile_series(g)]]
+        for g in (hops, sessions)
+        for i in dates
+    }
+    groups = {g.name: ["raw_events"] for g in (hops, sessions)}
+    read = read_state(uri, groups)
+    _commit(uri, read, _stage(uri, files, "run-1"), "run-1", 1, **{g: {} for g in groups})
+    floors = {g.name: retention_floor(g, cutoff) for g in (hops, sessions)}
+    drops = retention_drops(uri, read_state(uri, groups), floors)
+    kept_from = min(floors[hops.name].values())  # type: ignore[type-var]
+    expected = tuple(_date(D0 + i * DAY) for i in dates if D0 + (i + 1) * DAY <= kept_from)
+    assert expected and len(expected) < len(dates)
+    assert drops == {hops.name: expected}
 
 
 @pytest.mark.spark
