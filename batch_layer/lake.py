@@ -496,10 +496,11 @@ def optimize_lake(
     table is kept in ``<data_dir>/lake-optimized.json``, so the next run rewrites only
     partitions with new files (without it, every crowded partition is rewritten).
 
-    Then the tile table, last (:func:`batch_layer.tile_ops.optimize_tiles`): compacted
-    unless ``compact_tiles`` is False (a run in progress), and vacuumed past the start of
-    the runs in progress (``runs_in_progress``; default: read from the run history)."""
-    from batch_layer.tile_ops import optimize_tiles
+    Then the tile table, last (:func:`batch_layer.tile_ops.optimize_tiles`): compacted,
+    and rid of the tiles past each group's retention at its recorded cutoff, unless
+    ``compact_tiles`` is False (a run in progress), and vacuumed past the start of the
+    runs in progress (``runs_in_progress``; default: read from the run history)."""
+    from batch_layer.tile_ops import optimize_tiles, recorded_floors
     from batch_layer.tile_ops import runs_in_progress as runs_in_history
     from batch_layer.tiles import TILES_TABLE
 
@@ -538,7 +539,11 @@ def optimize_lake(
     if (not tables or TILES_TABLE in tables) and DeltaTable.is_deltatable(tiles_uri):
         started = (runs_in_progress or (lambda: runs_in_history(settings)))()
         result = optimize_tiles(
-            tiles_uri, settings.lake_retention_hours, started, compact=compact_tiles
+            tiles_uri,
+            settings.lake_retention_hours,
+            started,
+            compact=compact_tiles,
+            floors=recorded_floors(tiles_uri, repo.groups),
         )
         if result is not None:
             done.append(result)

@@ -14,6 +14,14 @@ commit needs one. Its actions are ``dataChange: false`` and the groups' recorded
 (:func:`batch_layer.tiles.read_state`) is unchanged; :func:`batch_layer.tiles.last_commit`
 skips it.
 
+**Retention.** A run's commit drops the dates whose every series is past its floor
+(:func:`retention_drops`, for ``drop_dates``). Most dates also hold a series kept for good
+(``1d`` under a lifetime window, session-day rows): 6 of the demo's 8 groups never drop a
+date, and would keep their ``5m`` and ``1h`` rows of all history. So the same rewrite also
+takes out, per partition, the rows of series past their floor at the cutoff the group's
+state records (:func:`recorded_floors`; floors only grow with the cutoff, so no later state
+reads them); that commit is a data change.
+
 **Vacuum** is *full*: besides the files a commit removed, it deletes files no commit ever
 referenced, i.e. a failed run's staged files (:mod:`batch_layer.tiles`), each once its
 modification time is older than the retention. A run still going has staged files that no
@@ -33,8 +41,10 @@ import time
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction
@@ -59,10 +69,14 @@ from batch_layer.tiles import (
     VIEW_APP,
     TileFile,
     TileTableState,
+    read_state,
+    spec_tag,
     staged_files,
     tile_files,
 )
+from feature_core.definitions import FeatureGroup
 from feature_core.settings import Settings
+from feature_core.tiles import retention_floor, tile_spec_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -138,20 +152,31 @@ def _crowded(table: DeltaTable) -> dict[str, list[str]]:
     return crowded
 
 
-def _compact(uri: str, table: DeltaTable, crowded: Mapping[str, Sequence[str]]) -> int:
-    """Rewrite each crowded partition as one file (rows sorted as a run writes them) in one
-    commit against the version read, its actions ``dataChange: false``, recording
-    :data:`VIEW_APP` again at its value: a run that read an older version then fails its
-    commit on it (delta-rs 1.6.6 lets a write that removes files a compaction removed
-    through otherwise, and its own ``optimize`` records no app transaction), and so does
-    this commit if a run committed first. Returns the commit's version."""
+class Rewrite(NamedTuple):
+    """One rewrite commit: its version, partitions rewritten and expired rows dropped."""
+
+    version: int
+    partitions: int
+    rows_dropped: int
+
+
+def _rewrite(
+    uri: str, table: DeltaTable, partitions: Mapping[tuple[str, str], Collection[str]]
+) -> Rewrite:
+    """Rewrite each of ``partitions`` ((group, tile_date) -> the series whose rows to drop:
+    expired ones) as one file, rows sorted as a run writes them (none: the partition goes),
+    in one commit against the version read, recording :data:`VIEW_APP` again at its value:
+    a run that read an older version then fails its commit on it (delta-rs 1.6.6 lets a
+    write that removes files a compaction removed through otherwise, and its own
+    ``optimize`` records no app transaction), and so does this commit if a run committed
+    first. Its actions are ``dataChange: false`` unless it dropped rows."""
     read_version = table.version()
-    wanted = {(group, date) for group, dates in crowded.items() for date in dates}
-    files = tile_files(uri, read_version, partitions=wanted)
+    files = tile_files(uri, read_version, partitions=set(partitions))
     staged = f"{RUNS_DIR}/compaction-{uuid.uuid4().hex[:12]}"
     by_partition: dict[tuple[str, str], list[TileFile]] = {}
     for f in files:
         by_partition.setdefault((f.group, f.tile_date), []).append(f)
+    dropped = 0
     for (group, date), parts in sorted(by_partition.items()):
         filesystem = FileSystem.from_uri(parts[0].uri)[0]
         rows = ds.dataset(
@@ -160,16 +185,20 @@ def _compact(uri: str, table: DeltaTable, crowded: Mapping[str, Sequence[str]]) 
             format="parquet",
             filesystem=filesystem,
         ).to_table()
-        rows = rows.sort_by(
-            [("series", "ascending"), ("entity", "ascending"), ("start", "ascending")]
-        )
-        target = data_file_uri(
-            uri, f"{staged}/{GROUP}={group}/{TILE_DATE}={date}/part-00000.parquet"
-        )
-        out_fs, path = FileSystem.from_uri(target)
+        expired = sorted(partitions[(group, date)])
+        if expired:
+            kept = rows.filter(pc.invert(pc.is_in(rows.column("series"), pa.array(expired))))
+            dropped += rows.num_rows - kept.num_rows
+            rows = kept
+        if rows.num_rows == 0:
+            continue
+        rows = rows.sort_by([(c, "ascending") for c in ("series", "entity", "start")])
+        directory = f"{staged}/{GROUP}={group}/{TILE_DATE}={date}"
+        out_fs, path = FileSystem.from_uri(data_file_uri(uri, f"{directory}/part-00000.parquet"))
         out_fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with out_fs.open_output_stream(path) as out:
             pq.write_table(rows, out, compression="zstd")
+    changed = dropped > 0
     now = int(time.time() * 1000)
     adds = [
         AddAction(
@@ -177,7 +206,7 @@ def _compact(uri: str, table: DeltaTable, crowded: Mapping[str, Sequence[str]]) 
             size=f.size,
             partition_values={GROUP: f.group, TILE_DATE: f.tile_date},
             modification_time=f.modification_time,
-            data_change=False,
+            data_change=changed,
             stats=f.stats,
         )
         for f in staged_files(uri, staged)
@@ -185,7 +214,7 @@ def _compact(uri: str, table: DeltaTable, crowded: Mapping[str, Sequence[str]]) 
     removes = [
         RemoveAction(
             path=f.path,
-            data_change=False,
+            data_change=changed,
             deletion_timestamp=now,
             size=f.size,
             partition_values={GROUP: f.group, TILE_DATE: f.tile_date},
@@ -207,7 +236,7 @@ def _compact(uri: str, table: DeltaTable, crowded: Mapping[str, Sequence[str]]) 
     version = _commit_tagged(DeltaTable(uri), read_version, tag)
     if version is None:
         raise LookupError(f"no compaction commit tagged {tag} in {uri}")
-    return version
+    return Rewrite(version, len(by_partition), dropped)
 
 
 def _prune_run_dirs(uri: str, hours: int) -> int:
@@ -240,22 +269,37 @@ def optimize_tiles(
     runs_started: Sequence[float] | None,
     *,
     compact: bool = True,
+    floors: Mapping[str, Mapping[str, int | None]] | None = None,
 ) -> Optimized | None:
-    """Compact every tile partition holding more than one file (one commit per group),
+    """Rewrite every tile partition holding more than one file, or rows of a series past
+    its retention floor (``floors``: group -> series -> the oldest tile start its recorded
+    state keeps, :func:`recorded_floors`), as one file without those rows, in one commit;
     then vacuum: fully (never-referenced files too) when ``runs_started`` (the starts of
     the runs in progress, :func:`runs_in_progress`) is known, else only files a commit
     removed. ``compact=False``: vacuum only (a run in progress would conflict with the
-    rewrite). None when there is no tile table."""
+    rewrite). None when there is no tile table.
+
+    Dropping whole dates in a run's commit (:func:`retention_drops`) cannot expire the
+    ``5m`` and ``1h`` rows of a date that also holds rows kept for good (``1d`` under a
+    lifetime window, session-day rows): this does."""
     started = time.monotonic()
     table = open_table(uri)
     if table is None:
         return None
     read_version = table.version()
     files_before = len(table.file_uris())
-    crowded = _crowded(table) if compact else {}
-    rewrite_version = _compact(uri, table, crowded) if crowded else None
+    rewrite: dict[tuple[str, str], frozenset[str]] = {}
+    if compact:
+        for group, dates in _crowded(table).items():
+            rewrite.update({(group, date): frozenset() for date in dates})
+        if floors:
+            present = partition_series(uri, read_version, {g: list(f) for g, f in floors.items()})
+            rewrite.update(expired_series(present, floors))
+    done = _rewrite(uri, table, rewrite) if rewrite else None
     table.update_incremental()  # its own commit, and a run's since
     notes = []
+    if done is not None and done.rows_dropped:
+        notes.append(f"{done.rows_dropped:,} tiles past their series' retention dropped")
     if runs_started is None:
         notes.append("run history unreadable: only files a commit removed were vacuumed")
         hours = retention_hours
@@ -278,13 +322,13 @@ def optimize_tiles(
     return Optimized(
         table=uri,
         columns=(),
-        partitions=sum(len(d) for d in crowded.values()),
+        partitions=0 if done is None else done.partitions,
         files_before=files_before,
         files_after=files_after,
         bytes_after=bytes_after,
         vacuumed=len(present),
         seconds=time.monotonic() - started,
-        mark=OptimizeMark(table.metadata().id, read_version, rewrite_version),
+        mark=OptimizeMark(table.metadata().id, read_version, done and done.version),
         notes=tuple(notes),
     )
 
@@ -298,6 +342,33 @@ def _day_start(date: str) -> int | None:
     except ValueError:
         return None
     return int(day.timestamp() * 1000)
+
+
+def _expired(date: str, series: Collection[str], kept: Mapping[str, int | None]) -> set[str]:
+    """Which of ``series`` have every row of the partition dated ``date`` before their
+    floor (tiles start on the partition's date: the next day starts at or before it)."""
+    day = _day_start(date)
+    if day is None:
+        return set()
+    return {s for s in series if (f := kept.get(s)) is not None and day + DAY_MS <= f}
+
+
+def expired_series(
+    partitions: Mapping[tuple[str, str], Collection[str] | None],
+    floors: Mapping[str, Mapping[str, int | None]],
+) -> dict[tuple[str, str], frozenset[str]]:
+    """(group, tile_date) -> the series whose rows in that partition are all past their
+    floor (partitions with none are left out). ``partitions`` and ``floors`` as
+    :func:`expired_dates` takes them; an unknown set of series expires nothing."""
+    found = {}
+    for (group, date), series in partitions.items():
+        kept = floors.get(group)
+        if kept is None or not series:
+            continue
+        expired = _expired(date, series, kept)
+        if expired:
+            found[(group, date)] = frozenset(expired)
+    return found
 
 
 def expired_dates(
@@ -317,13 +388,8 @@ def expired_dates(
     series, a date that is not one, or a partition the run ``written``."""
     skip = set(written)
     dropped: dict[str, list[str]] = {}
-    for (group, date), series in sorted(partitions.items()):
-        kept = floors.get(group)
-        day = _day_start(date)
-        if kept is None or series is None or not series or day is None or (group, date) in skip:
-            continue
-        floor = [kept.get(s) for s in series]
-        if all(f is not None and day + DAY_MS <= f for f in floor):
+    for (group, date), expired in sorted(expired_series(partitions, floors).items()):
+        if expired == set(partitions[(group, date)] or ()) and (group, date) not in skip:
             dropped.setdefault(group, []).append(date)
     return {group: tuple(dates) for group, dates in dropped.items()}
 
@@ -382,3 +448,18 @@ def retention_drops(
         return {}
     series = {group: list(kept) for group, kept in floors.items()}
     return expired_dates(partition_series(uri, read.version, series), floors, tuple(written))
+
+
+def recorded_floors(uri: str, groups: Iterable[FeatureGroup]) -> dict[str, dict[str, int | None]]:
+    """Group -> its series' retention floors at the cutoff its recorded state covers, for
+    the ``groups`` whose stored tiles were built under their current tile spec (others'
+    tiles are rebuilt by their next run, and left alone). Floors grow with the cutoff, so
+    a later state reads no row older than them."""
+    groups = list(groups)
+    state = read_state(uri, {g.name: [g.source.table_name] for g in groups})
+    floors = {}
+    for group in groups:
+        recorded = state.groups.get(group.name)
+        if recorded is not None and recorded.spec_tag == spec_tag(tile_spec_fingerprint(group)):
+            floors[group.name] = retention_floor(group, recorded.cutoff_ms)
+    return floors

@@ -22,10 +22,12 @@ from deltalake.exceptions import CommitFailedError
 
 from batch_layer.lake import append_with_offsets, optimize_lake
 from batch_layer.tile_ops import (
-    _compact,
+    _rewrite,
     expired_dates,
+    expired_series,
     optimize_tiles,
     partition_series,
+    recorded_floors,
     retention_drops,
     runs_in_progress,
     table_size,
@@ -55,7 +57,7 @@ from demo.feature_repo import events as shop
 from feature_core.definitions import FeatureRepo
 from feature_core.runs import RunRecord, RunStatus
 from feature_core.settings import Settings
-from feature_core.tiles import retention_floor, tile_series
+from feature_core.tiles import retention_floor, tile_series, tile_spec_fingerprint
 from online_store import open_store
 
 DAY = 86_400_000
@@ -212,7 +214,7 @@ def test_a_run_that_read_before_the_compaction_cannot_bring_old_files_back(tmp_p
     _commit(uri, read_state(uri, GROUPS), None, "run-4", 4, orders={"drop_dates": (day,)})
     dropped = read_state(uri, GROUPS)
     with pytest.raises(CommitFailedError):
-        _compact(uri, stale, {"orders": [day]})
+        _rewrite(uri, stale, {("orders", day): frozenset()})
     assert read_state(uri, GROUPS) == dropped
     assert not tile_files(uri, partitions=[("orders", day)])
 
@@ -449,6 +451,81 @@ def test_retention_drops_follow_the_groups_retention_floors(tmp_path):
     expected = tuple(_date(D0 + i * DAY) for i in dates if D0 + (i + 1) * DAY <= kept_from)
     assert expected and len(expected) < len(dates)
     assert drops == {hops.name: expected}
+
+
+def test_optimize_drops_the_rows_of_expired_series_from_dates_it_must_keep(tmp_path):
+    """A lifetime window keeps ``1d`` tiles for good, so no date of its group is ever
+    dropped whole; its ``5m`` and ``1h`` rows past their floors go in the optimize's
+    rewrite, which leaves the recorded state as it was."""
+    uri = str(tmp_path / TILES_TABLE)
+    days = [D0 + i * DAY for i in range(6)]
+    files = {
+        ("clicks", _date(day)): [[_tile(e, day + h, s) for e in ("u1", "u2") for s, h in SERIES]]
+        for day in days
+    }
+    files[("orders", _date(days[0]))] = [[_tile("o1", days[0], "1h")]]
+    read = read_state(uri, GROUPS)
+    _commit(uri, read, _stage(uri, files, "run-1"), "run-1", 1, clicks={}, orders={})
+    before = read_state(uri, GROUPS)
+    floors = {
+        "clicks": {"1d": None, "1h": days[3], "5m": days[5]},
+        "orders": {"1d": days[1], "1h": days[1]},
+    }
+    assert expired_series({("clicks", _date(days[2])): {"1d", "1h", "5m"}}, floors) == {
+        ("clicks", _date(days[2])): frozenset({"1h", "5m"})
+    }
+    rows = read_tiles_arrow(uri).to_pylist()
+
+    result = optimize_tiles(uri, retention_hours=168, runs_started=[], floors=floors)
+    assert result is not None and result.partitions == 5 + 1
+    expected = [
+        r
+        for r in rows
+        if (f := floors[r["group"]][r["series"]]) is None or r["start"] >= f - f % DAY
+    ]
+    dropped = len(rows) - len(expected)
+    assert dropped == 2 * (3 + 5) + 1  # 1h of 3 days and 5m of 5, for 2 entities; orders'
+    assert result.notes == (f"{dropped:,} tiles past their series' retention dropped",)
+    assert sorted(read_tiles_arrow(uri).to_pylist(), key=_sort_key) == sorted(
+        expected, key=_sort_key
+    )
+    assert not tile_files(uri, groups=["orders"])  # every row expired: the date went
+    after = read_state(uri, GROUPS)
+    assert after.model_copy(update={"version": before.version}) == before
+    actions = _log(uri, after.version)  # type: ignore[arg-type]
+    changes = [a.get("add", a.get("remove")) for a in actions if "add" in a or "remove" in a]
+    assert changes and all(c["dataChange"] for c in changes)  # rows went: a data change
+    # Nothing left to drop.
+    again = optimize_tiles(uri, retention_hours=168, runs_started=[], floors=floors)
+    assert again is not None and again.partitions == 0 and again.notes == ()
+
+
+SERIES = (("1d", 0), ("1h", 3_600_000), ("5m", 300_000))
+
+
+def _sort_key(row: dict) -> tuple:
+    return row["group"], row["tile_date"], row["series"], row["entity"], row["start"]
+
+
+def test_recorded_floors_are_those_of_each_groups_recorded_cutoff_under_its_spec(tmp_path):
+    repo = FeatureRepo.from_module("demo.feature_repo")
+    current, stale, absent = repo.groups[:3]
+    uri = str(tmp_path / TILES_TABLE)
+    cutoff = D0 + 40 * DAY + 7 * 3_600_000
+    commits = {}
+    for group, spec in ((current, tile_spec_fingerprint(current)), (stale, "older-spec")):
+        state = GroupState(
+            lakes={group.source.table_name: LakeState(version=3, table_tag=7)},
+            cutoff_ms=cutoff,
+            view_version=1,
+            spec_tag=spec_tag(spec),
+        )
+        commits[group.name] = GroupCommit(state=state, spec=spec, mode="full")
+    empty = TileTableState(version=None, table_id=None, view_version=None, groups={})
+    commit_tiles(uri, empty, None, commits, run_id="r", view_version=1, pointer="{}")
+    assert recorded_floors(uri, [current, stale, absent]) == {
+        current.name: retention_floor(current, cutoff)
+    }
 
 
 @pytest.mark.spark
