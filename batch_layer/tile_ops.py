@@ -293,8 +293,8 @@ def optimize_tiles(
         for group, dates in _crowded(table).items():
             rewrite.update({(group, date): frozenset() for date in dates})
         if floors:
-            present = partition_series(uri, read_version, {g: list(f) for g, f in floors.items()})
-            rewrite.update(expired_series(present, floors))
+            series = {group: list(kept) for group, kept in floors.items()}
+            rewrite.update(expired_series(partition_series(uri, read_version, series), floors))
     done = _rewrite(uri, table, rewrite) if rewrite else None
     table.update_incremental()  # its own commit, and a run's since
     notes = []
@@ -328,7 +328,9 @@ def optimize_tiles(
         bytes_after=bytes_after,
         vacuumed=len(present),
         seconds=time.monotonic() - started,
-        mark=OptimizeMark(table.metadata().id, read_version, done and done.version),
+        mark=OptimizeMark(
+            table.metadata().id, read_version, None if done is None else done.version
+        ),
         notes=tuple(notes),
     )
 
