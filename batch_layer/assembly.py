@@ -1,0 +1,309 @@
+"""A group's batch documents assembled from its tiles in Spark, one entity per Arrow
+group: the engine side of :mod:`feature_core.tiles`, whose functions every task calls.
+
+A *rebuild* (no stored tiles, a changed tile spec, ``--full``) tiles every event of the
+snapshot (:func:`batch_layer.event_tiles.event_tiles`), then per entity derives every
+day's session-day rows from its ``5m`` tiles, drops what retention no longer keeps and
+assembles the document at the cutoff. The task returns the entity's tile rows to store
+and one document row (series :data:`DOC_SERIES`), so the tiles are read and decoded once
+for both.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
+from feature_core.aggregations import normalize
+from feature_core.definitions import FeatureGroup
+from feature_core.sources import event_date
+from feature_core.tiles import (
+    SESSION_SERIES_PREFIX,
+    SessionDay,
+    advance_doc,
+    assemble_doc,
+    hop_series,
+    merge_tile_rows,
+    retention_floor,
+    session_day,
+    session_series,
+    tile_pieces,
+)
+from feature_core.windows import DAY_MS, FINEST_HOP_MS, edge_bands, floor_to
+
+#: The series of the row carrying an entity's document (never a tile series).
+DOC_SERIES = "@doc"
+_SESSION_COLUMNS = ("first_ms", "last_ms", "frag_start_ms", "has_gap")
+
+
+def rebuild(tiles: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
+    """Per entity of ``tiles`` (every event's hop tiles before ``cutoff``): the tile rows
+    to store (session-day rows added, expired rows dropped) and its document row."""
+    return tiles.groupBy("entity").applyInArrow(
+        _rebuild_entity(group, cutoff, horizon_ms), TILE_DDL
+    )
+
+
+def _rebuild_entity(
+    group: FeatureGroup, cutoff: int, horizon_ms: int
+) -> Callable[[pa.Table], pa.Table]:
+    gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
+    floors = retention_floor(group, cutoff)
+    fine = hop_series(FINEST_HOP_MS)
+
+    def assemble(table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        entity, keys = rows[0]["entity"], rows[0]["keys"]
+        tiles: dict[str, dict[int, Any]] = defaultdict(dict)
+        counts: dict[tuple[str, int], int] = {}
+        for row in rows:
+            tiles[row["series"]][row["start"]] = list(
+                normalize(group.primitives, orjson.loads(row["partials"]))
+            )
+            counts[(row["series"], row["start"])] = row["events"]
+        if gaps:
+            by_day: dict[int, dict[int, Any]] = defaultdict(dict)
+            for start, partials in tiles.get(fine, {}).items():
+                by_day[floor_to(start, DAY_MS)][start] = partials
+            for gap in gaps:
+                days = tiles[session_series(gap)]
+                for day, day_tiles in by_day.items():
+                    found = session_day(group, gap, tile_pieces(group, day_tiles))
+                    if found is not None:
+                        days[day] = found
+        kept = {
+            series: {
+                start: value
+                for start, value in by_start.items()
+                if floors.get(series) is None or start >= floors[series]  # type: ignore[operator]
+            }
+            for series, by_start in tiles.items()
+        }
+        doc = assemble_doc(group, kept, cutoff, horizon_ms)
+        out = _Rows(group.name, entity, keys)
+        for series, by_start in kept.items():
+            for start, value in by_start.items():
+                out.tile(series, start, value, counts.get((series, start)))
+        out.doc(doc)
+        return out.table()
+
+    return assemble
+
+
+class _Rows:
+    """The output rows of one entity's task, in the tile table's shape."""
+
+    def __init__(self, group: str, entity: str, keys: list[str]) -> None:
+        self.group, self.entity, self.keys = group, entity, keys
+        self.columns: dict[str, list[Any]] = {name: [] for name in TILE_SCHEMA.names}
+
+    def _append(self, series: str, start: int, date: str, partials: str, **extra: Any) -> None:
+        columns = self.columns
+        columns[GROUP].append(self.group)
+        columns[TILE_DATE].append(date)
+        columns["series"].append(series)
+        columns["entity"].append(self.entity)
+        columns["keys"].append(self.keys)
+        columns["start"].append(start)
+        columns["partials"].append(partials)
+        columns["events"].append(extra.get("events"))
+        for name in _SESSION_COLUMNS:
+            columns[name].append(extra.get(name))
+
+    def tile(self, series: str, start: int, value: Any, events: int | None) -> None:
+        if series.startswith(SESSION_SERIES_PREFIX):
+            assert isinstance(value, SessionDay)
+            self._append(
+                series,
+                start,
+                event_date(start),
+                orjson.dumps(value.partials).decode(),
+                first_ms=value.first_ms,
+                last_ms=value.last_ms,
+                frag_start_ms=value.frag_start_ms,
+                has_gap=value.has_gap,
+            )
+        else:
+            partials = orjson.dumps(value).decode()
+            self._append(series, start, event_date(start), partials, events=events)
+
+    def doc(self, doc: dict) -> None:
+        self._append(DOC_SERIES, 0, "", orjson.dumps(doc).decode())
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pydict(self.columns, schema=TILE_SCHEMA)
+
+
+def documents(rows: Iterator[Any]) -> Iterator[tuple[str, bytes]]:
+    """(entity, document JSON) of the document rows among ``rows`` (empty documents
+    left out: an entity with nothing in any window has no view)."""
+    for row in rows:
+        if row["series"] == DOC_SERIES and row["partials"] != "{}":
+            yield row["entity"], row["partials"].encode()
+
+
+# --- advancing a group from its stored tiles --------------------------------------------
+
+#: Reads the documents the serving view shows for entities (None: none), in a task.
+BaseReader = Callable[[list[str]], Mapping[str, Mapping[str, Any] | None]]
+
+
+def touched_dates(delta_tiles: DataFrame) -> list[str]:
+    """The tile dates the new events' tiles fall on: the partitions a run rewrites."""
+    return sorted(r[0] for r in delta_tiles.select(TILE_DATE).distinct().collect())
+
+
+def edge_condition(group: FeatureGroup, before: int, after: int, horizon_ms: int) -> str:
+    """SQL over tile rows: a tile of a sliding window's hop series in a band the cutoff
+    move sweeps (``EdgeBands.touches``); its entity's document changes with the cutoff."""
+    terms = []
+    for window in group.windows:
+        if window.length_ms is None:
+            continue
+        bands = edge_bands(window, before, after, horizon_ms)
+        ranges = " OR ".join(
+            f"(start >= {low} AND start < {high})"
+            for low, high in (bands.leaving, bands.crossing)
+            if low < high
+        )
+        if ranges:
+            terms.append(f"(series = '{hop_series(window.hop_ms)}' AND ({ranges}))")
+    return " OR ".join(terms) or "FALSE"
+
+
+def retention_condition(group: FeatureGroup, cutoff: int) -> str:
+    """SQL over tile rows: kept by the state at ``cutoff`` (``retention_floor``)."""
+    floors = retention_floor(group, cutoff)
+    kept = [
+        f"(series = '{series}' AND start >= {floor})"
+        for series, floor in floors.items()
+        if floor is not None
+    ]
+    unbounded = [f"'{series}'" for series, floor in floors.items() if floor is None]
+    if unbounded:
+        kept.append(f"series IN ({', '.join(unbounded)})")
+    return " OR ".join(kept) or "FALSE"
+
+
+def advance(
+    stored: DataFrame,
+    delta_tiles: DataFrame,
+    group: FeatureGroup,
+    before: int,
+    after: int,
+    horizon_ms: int,
+    base: BaseReader,
+    dates: Sequence[str],
+) -> DataFrame:
+    """A group's state moved from cutoff ``before`` to ``after``: ``stored`` is its tile
+    rows (every date) at ``before``, ``delta_tiles`` the tiles of the events the new state
+    adds (late ones included), ``dates`` the dates those fall on (:func:`touched_dates`).
+
+    The entities with new tiles or a tile an edge moved past get their tiles merged and
+    their document advanced from the one ``base`` reads (:func:`advance_doc`). The result
+    holds their document rows and every tile row the new state keeps on ``dates``: the
+    rows of those partitions as the commit rewrites them (untouched entities' rows as
+    they were). Session groups need the ``5m`` tiles of every day an event falls on: a
+    caller rebuilds when new events are older than those (see :func:`fine_floor`)."""
+    flagged = delta_tiles.withColumn("__delta", F.lit(True))
+    candidates = (
+        delta_tiles.select("entity")
+        .union(
+            stored.unionByName(delta_tiles)
+            .where(edge_condition(group, before, after, horizon_ms))
+            .select("entity")
+        )
+        .distinct()
+    )
+    mine = stored.join(candidates, "entity", "left_semi").withColumn("__delta", F.lit(False))
+    rows = mine.unionByName(flagged)
+    structs = F.collect_list(F.struct(*[c for c in rows.columns if c not in (GROUP, "entity")]))
+    per_entity = rows.groupBy("entity").agg(F.first("keys").alias("keys"), structs.alias("rows"))
+    task = _advance_entities(group, before, after, horizon_ms, base, tuple(dates))
+    changed = per_entity.mapInArrow(task, TILE_DDL)
+    kept = stored.where(F.col(TILE_DATE).isin(list(dates))).where(retention_condition(group, after))
+    untouched = kept.join(candidates, "entity", "left_anti")
+    return changed.unionByName(untouched)
+
+
+def fine_floor(group: FeatureGroup, before: int) -> int | None:
+    """The oldest event time whose day still has its ``5m`` tiles in the state at
+    ``before``, for a group with session windows (None: no sessions). An incremental run
+    with new events before it rebuilds the group: their days' session rows cannot be
+    derived from tiles."""
+    if not any(w.gap_ms is not None for w in group.windows):
+        return None
+    return retention_floor(group, before)[hop_series(FINEST_HOP_MS)]
+
+
+def _advance_entities(
+    group: FeatureGroup,
+    before: int,
+    after: int,
+    horizon_ms: int,
+    base: BaseReader,
+    dates: tuple[str, ...],
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
+    floors = retention_floor(group, after)
+    fine = hop_series(FINEST_HOP_MS)
+    rewritten = set(dates)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            entities = batch.to_pylist()
+            docs = base([e["entity"] for e in entities])
+            tables = [_advance_one(e, docs.get(e["entity"])) for e in entities]
+            if tables:
+                yield from pa.concat_tables(tables).to_batches()
+
+    def _advance_one(entity: Mapping[str, Any], base_doc: Mapping[str, Any] | None) -> pa.Table:
+        tiles: dict[str, dict[int, Any]] = defaultdict(dict)
+        delta: dict[str, dict[int, Any]] = defaultdict(dict)
+        counts: dict[tuple[str, int], int] = defaultdict(int)
+        for row in entity["rows"]:
+            series, start = row["series"], row["start"]
+            partials = list(normalize(group.primitives, orjson.loads(row["partials"])))
+            if series.startswith(SESSION_SERIES_PREFIX):
+                tiles[series][start] = SessionDay(
+                    row["first_ms"], row["last_ms"], row["frag_start_ms"], row["has_gap"], partials
+                )
+                continue
+            if row["__delta"]:
+                delta[series][start] = partials
+            old = tiles[series].get(start)
+            tiles[series][start] = merge_tile_rows(group, [old, partials])
+            counts[(series, start)] += row["events"] or 0
+        days = {floor_to(s, DAY_MS) for s in delta.get(fine, {})}
+        for gap in gaps:
+            rows = tiles[session_series(gap)]
+            for day in days:
+                day_tiles = {s: p for s, p in tiles[fine].items() if day <= s < day + DAY_MS}
+                found = session_day(group, gap, tile_pieces(group, day_tiles))
+                if found is not None:
+                    rows[day] = found
+        kept = {
+            series: {
+                start: value
+                for start, value in by_start.items()
+                if floors.get(series) is None or start >= floors[series]  # type: ignore[operator]
+            }
+            for series, by_start in tiles.items()
+        }
+        doc = advance_doc(group, base_doc, kept, delta, before, after, horizon_ms)
+        out = _Rows(group.name, entity["entity"], entity["keys"])
+        for series, by_start in kept.items():
+            for start, value in by_start.items():
+                if event_date(start) in rewritten:
+                    out.tile(series, start, value, counts.get((series, start)))
+        out.doc(doc)
+        return out.table()
+
+    return run

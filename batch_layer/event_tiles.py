@@ -1,0 +1,96 @@
+"""A group's hop tiles computed from raw events in Spark: the engine form of
+:func:`feature_core.tiles.event_tiles`, in the row shape of the tile table
+(:data:`batch_layer.tiles.TILE_DDL`).
+
+One aggregation per hop series (``5m``, ``1h``, ``1d``), however many windows read it: a
+window is assembled from stored tiles later (:func:`feature_core.tiles.assemble_doc`), so
+the raw events are grouped once per tile width, not once per window. Each tile column's
+partial comes from its primitive's Spark SQL (the same as the batch job's buckets, with the
+tile's end as the decay anchor) and is turned into the canonical JSON the Python model and
+the speed layer share by the primitive's ``from_spark``, in an Arrow map over the
+aggregated rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import orjson
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from batch_layer.job import BUCKET_END, filter_column, key_columns, partial_sql
+from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
+from feature_core.aggregations import Primitive
+from feature_core.definitions import FeatureGroup
+from feature_core.keys import entity_id
+from feature_core.sources import event_date, quoted
+from feature_core.tiles import hop_series, hop_widths
+
+
+def event_tiles(events: DataFrame, group: FeatureGroup, cutoff: int) -> DataFrame:
+    """Every hop series' tiles of ``events`` before ``cutoff`` that the group reads (its
+    filters passed, every join key present): one row per (series, entity, tile start)
+    holding the canonical partials of every tile column as JSON and the event count."""
+    time = quoted(group.event_time)
+    keys = [f"__k{i}" for i in range(len(group.join_keys))]
+    present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+    selected = (
+        events.where(f"{time} < {cutoff}")
+        .where(filter_column(group))
+        .selectExpr("*", *key_columns(group))
+        .where(present)
+    )
+    partials = [
+        F.expr(partial_sql(c, group.event_time)).alias(f"p{i}")
+        for i, c in enumerate(group.tile_columns)
+    ]
+    frames = []
+    for width in hop_widths(group):
+        start = f"({time} DIV {width}) * {width}"
+        tiled = selected.withColumn("__start", F.expr(start)).withColumn(
+            BUCKET_END, F.expr(f"__start + {width}")
+        )
+        frames.append(
+            tiled.groupBy(*keys, "__start")
+            .agg(F.struct(*partials).alias("partials"), F.count(F.lit(1)).alias("events"))
+            .select(
+                F.lit(hop_series(width)).alias("series"),
+                F.array(*keys).alias("keys"),
+                F.col("__start").alias("start"),
+                "partials",
+                "events",
+            )
+        )
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    convert = _canonical(group.name, group.primitives)
+    return union.mapInArrow(convert, TILE_DDL)
+
+
+def _canonical(group: str, primitives: Sequence[Primitive]):
+    """The Arrow map turning Spark's raw aggregates into tile rows (executed on the
+    executors: it closes over picklable values only)."""
+
+    def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            rows = batch.to_pylist()
+            out: dict[str, list] = {name: [] for name in TILE_SCHEMA.names}
+            for row in rows:
+                raw = row["partials"]
+                partials = [p.from_spark(raw[f"p{i}"]) for i, p in enumerate(primitives)]
+                out[GROUP].append(group)
+                out[TILE_DATE].append(event_date(row["start"]))  # as sources date events
+                out["series"].append(row["series"])
+                out["entity"].append(entity_id(row["keys"]))
+                out["keys"].append(row["keys"])
+                out["start"].append(row["start"])
+                out["partials"].append(orjson.dumps(partials).decode())
+                out["events"].append(row["events"])
+                for name in ("first_ms", "last_ms", "frag_start_ms", "has_gap"):
+                    out[name].append(None)
+            yield pa.RecordBatch.from_pydict(out, schema=TILE_SCHEMA)
+
+    return convert
