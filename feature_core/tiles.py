@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -506,7 +506,7 @@ class LocalLake:
         self.commits.append(LakeCommit(tuple(added), tuple(removed), False))
         return self.version
 
-    def delete(self, keep: Any) -> int:
+    def delete(self, keep: Callable[[Mapping[str, Any]], bool]) -> int:
         """A hand-run delete: rewrites every file without the rows ``keep`` rejects
         (``dataChange`` true removes: no incremental run can follow it)."""
         added, removed = [], []
