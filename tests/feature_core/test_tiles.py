@@ -436,3 +436,23 @@ def test_a_delete_in_the_lake_makes_the_next_run_rebuild():
     runs = store.run(lake, BASE + FINEST_HOP_MS)
     assert runs["sliding"].mode == "rebuild"
     assert store.doc(SLIDING, "a") == {}
+
+
+def test_a_long_step_finds_crossers_below_the_new_retention_floor():
+    """A step longer than the retention's one-day slack: the crossing band of a 7-day
+    window (H = 5 minutes: no tails, the collapsed part starts at the window's start)
+    lies partly below the new state's 1h floor. The entity's tile there must still make
+    it a crosser (design: crossers are found before the run drops retired dates)."""
+    group = catalog.group(["7d"], [Aggregation("count", name="rows")])
+    lake = LocalLake("t")
+    old_event = BASE - 6 * DAY_MS - 7 * HOUR_MS - 55 * MINUTE_MS
+    lake.append([{"k": "e", "t": old_event}, {"k": "e", "t": BASE + HOUR_MS}])
+    store = LocalTileStore([group], FINEST_HOP_MS)
+    before, after = BASE + 16 * HOUR_MS + 5 * MINUTE_MS, BASE + 3 * DAY_MS + 10 * HOUR_MS
+    store.run(lake, before)
+    assert store.doc(group, "e") == {"7d": {"c": [2]}}
+    assert retention_floor(group, after)["1h"] > floor_to(old_event, HOUR_MS)
+    runs = store.run(lake, after)
+    assert runs["g"].edge == {"e"}
+    assert store.doc(group, "e") == {"7d": {"c": [1]}}
+    assert store.entity_tiles(group, "e")["1h"] == {BASE + HOUR_MS: [1]}  # then dropped
