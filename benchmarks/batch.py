@@ -495,7 +495,9 @@ def duckdb_tiles(
     out.mkdir(parents=True)
     columns = ", ".join(dq(f.name) for f in source.lake_schema if f.name in source.by_name)
     started = time.monotonic()
-    con = duckdb.connect(config={"threads": threads, "memory_limit": memory})
+    con = duckdb.connect(
+        config={"threads": threads, "memory_limit": memory, "preserve_insertion_order": False}
+    )
     try:
         con.execute(f"SET temp_directory = '{out / 'tmp'}'")
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
@@ -574,6 +576,7 @@ class Bench:
         self.full_accepts = "full" in inspect.signature(run_batch).parameters
         self.breakdowns: dict[int, tuple[float, list[JobTime]]] = {}
         self.last_jobs: tuple[float, list[JobTime]] = (0.0, [])
+        self.cells: list[Cell] = []
 
     def close(self) -> None:
         self.redis.close()
@@ -611,7 +614,9 @@ class Bench:
             lake_files=size.files,
         )
 
-    def lake(self, events: int, work: Path) -> list[Cell]:
+    def lake(self, events: int, work: Path) -> None:
+        """The cells of one lake size, each added to ``self.cells`` once complete (a
+        later failure keeps them). DuckDB goes first: it is quick, and fails fast."""
         args = self.args
         spec = LakeSpec(events, args.users, args.zipf, args.days)
         cached = cached_lake(args.cache_dir, spec, Path(os.environ.get("TMPDIR", "/tmp")))
@@ -632,20 +637,8 @@ class Bench:
         if needed > int(time.time() * 1000):
             raise SystemExit("bench-batch: the lake is too recent for this many rounds' cutoffs")
 
-        full = Cell(events, CELL_FULL, args.rounds)
-        jobs = []
-        for _ in range(full_rounds):
-            full.rounds.append(self.run(cutoff, uri, full=True))
-            jobs.append(self.last_jobs)
-            self._progress(full)
-        # The breakdown of the round nearest the median.
-        self.breakdowns[events] = min(jobs, key=lambda j: abs(j[0] - full.median_s))
-        if full_rounds < args.rounds:
-            full.note = f"{full_rounds} of {args.rounds} rounds (a lake of {events:,} events)"
-
         duck = Cell(events, CELL_DUCKDB, args.rounds)
-        snapshot = DeltaTable(uri)
-        files = snapshot.file_uris()
+        files = DeltaTable(uri).file_uris()
         size = lake_size(uri)
         for _ in range(args.rounds):
             found = duckdb_tiles(
@@ -655,7 +648,7 @@ class Bench:
                 cutoff,
                 horizon,
                 args.duckdb_threads,
-                args.duckdb_memory or self.settings.spark_driver_memory.upper() + "B",
+                args.duckdb_memory,
                 work / "duckdb",
             )
             duck.rounds.append(
@@ -676,11 +669,24 @@ class Bench:
             self._progress(duck)
         shutil.rmtree(work / "duckdb", ignore_errors=True)
 
+        full = Cell(events, CELL_FULL, args.rounds)
+        jobs = []
+        for _ in range(full_rounds):
+            full.rounds.append(self.run(cutoff, uri, full=True))
+            jobs.append(self.last_jobs)
+            self._progress(full)
+        # The breakdown of the round nearest the median.
+        self.breakdowns[events] = min(jobs, key=lambda j: abs(j[0] - full.median_s))
+        if full_rounds < args.rounds:
+            full.note = f"{full_rounds} of {args.rounds} rounds (a lake of {events:,} events)"
+        self.cells += [full, duck]
+
         unchanged = Cell(events, CELL_NO_NEW, args.rounds)
         for _ in range(args.rounds):
             cutoff += STEP_MS
             unchanged.rounds.append(self.run(cutoff, uri))
             self._progress(unchanged)
+        self.cells.append(unchanged)
 
         appended = Cell(events, CELL_APPENDED, args.rounds)
         appender = Appender(uri, spec, self.settings.ingest_max_records, events)
@@ -694,7 +700,7 @@ class Bench:
             f"{max(1, events // 100):,} events per round in {appender.commits // args.rounds} "
             f"commits of {self.settings.ingest_max_records:,}"
         )
-        return [full, duck, unchanged, appended]
+        self.cells.append(appended)
 
     @staticmethod
     def _progress(cell: Cell) -> None:
@@ -832,7 +838,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--duckdb-threads", type=int, default=2)
     parser.add_argument(
-        "--duckdb-memory", default="", help="DuckDB's memory_limit (default: the Spark driver's)"
+        "--duckdb-memory",
+        default="8GB",
+        help="DuckDB's memory_limit (its list aggregates over the hottest users exceed 2GB at "
+        "10M events)",
     )
     parser.add_argument("--json", type=Path, help="also write the cells here")
     args = parser.parse_args(argv)
@@ -847,9 +856,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     repo = FeatureRepo.from_module("demo.feature_repo")
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     work = args.cache_dir / f"work-{os.getpid()}"
-    cells: list[Cell] = []
     started = time.monotonic()
     load_before = load_average()
+    bench: Bench | None = None
     try:
         with private_redis() as port:
             settings = Settings(
@@ -867,27 +876,34 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"{args.days} days; Spark {settings.spark_master}, driver "
                     f"{settings.spark_driver_memory}; feature statistics sample "
                     f"{settings.feature_stats_sample:,}; DuckDB {_duckdb_version()} "
-                    f"{args.duckdb_threads} threads; load average {load_before}",
+                    f"{args.duckdb_threads} threads, {args.duckdb_memory}; load average "
+                    f"{load_before}",
                     flush=True,
                 )
                 for events in sizes:
-                    cells += bench.lake(events, work)
+                    bench.lake(events, work)
             finally:
                 bench.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if bench is not None and bench.cells:  # what completed, also when a later cell failed
+            report(bench, args, load_before, started)
+
+
+def report(bench: Bench, args: argparse.Namespace, load_before: str, started: float) -> None:
     print()
-    print(table(cells))
+    print(table(bench.cells))
     for events, (seconds, jobs) in bench.breakdowns.items():
         print()
         print(breakdown(events, seconds, jobs))
     print()
     print(
         f"load average (1, 5, 15 min) {load_before} at the start, {load_average()} at the "
-        f"end; {time.monotonic() - started:.0f} s in all; {os.cpu_count()} cores"
+        f"end; {time.monotonic() - started:.0f} s in all; {os.cpu_count()} cores",
+        flush=True,
     )
     if args.json:
-        args.json.write_text(json.dumps([c.to_json() for c in cells], indent=1))
+        args.json.write_text(json.dumps([c.to_json() for c in bench.cells], indent=1))
 
 
 def _duckdb_version() -> str:
