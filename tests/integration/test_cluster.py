@@ -38,7 +38,7 @@ from infra.stack import (
     service_state,
     temporary_stack,
 )
-from tests.conftest import wait_for
+from tests.conftest import batch_view_serving, wait_for
 from tests.integration.helpers import get_features, make_event, produce, wait_in_lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -92,6 +92,12 @@ def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             "LFP_API_ROUTERS": "[]",
         }
         with temporary_stack(root / "stack", env) as stack_settings:
+            # As on the session stack, the tests start after the stack's startup batch run
+            # switched its view in: a run that begins later stops an earlier one's writes
+            # (they share the view's keys), so one overlapping the test's run would win.
+            wait_for(
+                lambda: batch_view_serving(stack_settings), 300, "the startup batch run's view"
+            )
             yield stack_settings
     finally:
         cluster.down(settings)
