@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from feature_core.merge import BatchPointer
 from feature_core.windows import DAY_MS
-from online_store.keys import KeySpace, doc_version, is_tombstone
+from online_store.keys import KeySpace, doc_version, is_tombstone, stamped
 from online_store.redis_standalone.reader import RedisViewReader
 from online_store.redis_standalone.store import RedisStore
 
@@ -199,3 +199,26 @@ def test_read_base_gives_what_the_serving_version_shows(redis_process) -> None:
         "u1": {"lifetime": {"c": [dead, "u1"]}},
         "u2": None,
     }
+
+
+def test_the_first_run_of_layout_2_takes_over_from_a_layout_1_view(redis_process) -> None:
+    """A pointer written before layouts were named serves its bv:v{N} keys until a run of
+    layout 2 switches; that run's clean unlinks them."""
+    client = redis.Redis(port=redis_process.port)
+    client.flushall()
+    legacy = {"version": 4, "cutoff": CUTOFF, "horizon_ms": DAY_MS}  # no "layout"
+    client.set(KEYS.batch_pointer, orjson.dumps(legacy))
+    client.set(KEYS.batch_seq, 4)
+    for version in (3, 4):
+        for entity in ("u1", "u2"):
+            client.set(KEYS.legacy_view(version, GROUP, entity), _doc(version, entity))
+    store = RedisStore(client, KEYS.prefix, "")
+    assert store.pointer() == BatchPointer(4, CUTOFF, DAY_MS, layout=1)
+    version = store.next_version()
+    assert store.begin_views(version) == 0  # no document of layout 2 is visible yet
+    store.write_views(version, 0, GROUP, [("u1", _doc(version, "u1"))])
+    assert store.sweep_views(version, 0) == 0
+    assert store.switch(BatchPointer(version, CUTOFF, DAY_MS)) == 4
+    assert store.clean_views(keep_from=version) == 4
+    assert client.keys(f"{KEYS.legacy_view_root}*") == []
+    assert client.get(KEYS.batch_doc(GROUP, "u1")) == stamped(version, _doc(version, "u1"))
