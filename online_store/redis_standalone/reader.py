@@ -83,11 +83,18 @@ for _, part in ipairs(request[3]) do
         reply[n + 1] = redis.call('GET', legacy_root .. version .. ':' .. suffix)
       else
         local doc = redis.call('GET', doc_root .. suffix)
-        if doc and tonumber(string.match(doc, '^{"@v":(%%d+)')) > version then
-          doc = redis.call('GET', previous_root .. suffix)
-          if doc and tonumber(string.match(doc, '^{"@v":(%%d+)')) > version then doc = false end
+        if doc then
+          -- One match: the version, and what follows it ('}' only in a tombstone).
+          local v, after = string.match(doc, '^{"@v":(%%d+)(.)')
+          if tonumber(v) > version then
+            doc = redis.call('GET', previous_root .. suffix)
+            if doc then
+              v, after = string.match(doc, '^{"@v":(%%d+)(.)')
+              if tonumber(v) > version then doc = false end
+            end
+          end
+          if after == '}' then doc = false end
         end
-        if doc and not string.find(doc, ',', 1, true) then doc = false end
         reply[n + 1] = doc
       end
       local tiles = redis.call('HGETALL', tiles_root .. suffix)
