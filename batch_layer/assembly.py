@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
 from feature_core.aggregations import normalize
 from feature_core.definitions import FeatureGroup
+from feature_core.settings import Settings
 from feature_core.sources import event_date
 from feature_core.tiles import (
     SESSION_SERIES_PREFIX,
@@ -37,6 +38,8 @@ from feature_core.tiles import (
     tile_pieces,
 )
 from feature_core.windows import DAY_MS, FINEST_HOP_MS, edge_bands, floor_to
+from online_store import open_store
+from online_store.timeouts import explain_timeouts
 
 #: The series of the row carrying an entity's document (never a tile series).
 DOC_SERIES = "@doc"
@@ -297,7 +300,10 @@ def _advance_entities(
             }
             for series, by_start in tiles.items()
         }
-        doc = advance_doc(group, base_doc, kept, delta, before, after, horizon_ms)
+        # On the tiles before their retention drop: a step longer than the retention's
+        # slack sweeps a crossing band below the new floor, and its tiles still make the
+        # entity a crosser (assembly reads nothing below the floors otherwise).
+        doc = advance_doc(group, base_doc, tiles, delta, before, after, horizon_ms)
         out = _Rows(group.name, entity["entity"], entity["keys"])
         for series, by_start in kept.items():
             for start, value in by_start.items():
@@ -307,3 +313,19 @@ def _advance_entities(
         return out.table()
 
     return run
+
+
+class BaseDocuments:
+    """Reads, in a task, the documents the serving view shows: what an incremental run
+    advances (a picklable :data:`BaseReader`)."""
+
+    def __init__(self, settings: Settings, serving: int, group: str) -> None:
+        self.settings, self.serving, self.group = settings, serving, group
+
+    def __call__(self, entities: list[str]) -> Mapping[str, Mapping[str, Any] | None]:
+        with explain_timeouts(self.settings.redis_url, self.settings.batch_redis_timeout_s):
+            store = open_store(self.settings)
+            try:
+                return store.read_base(self.serving, self.group, entities)
+            finally:
+                store.close()

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from batch_layer.job import BUCKET_END, filter_column, key_columns, partial_sql
+from batch_layer.columns import BUCKET_END, filter_column, key_columns, partial_sql
 from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
 from feature_core.aggregations import Primitive
 from feature_core.definitions import FeatureGroup

@@ -1,9 +1,13 @@
-"""The batch job: pinned Delta snapshot -> per-entity IRs for event time < B -> Redis.
+"""The batch job: pinned Delta snapshots -> each group's tiles and documents for event
+time < B -> the tile table and Redis.
 
-Compiled from the feature definitions: each window contributes one bucketing expression
-(collapsed part or hop tile, see :mod:`feature_core.windows`) and each tile column one
-primitive SQL aggregate. The new view is written under a fresh version and the serving
-pointer flips only after every key is written; a crash leaves the old view serving.
+Each group is advanced from its stored tiles (only the events added since the last run,
+only the documents whose values can change) or rebuilt from every event, as
+:mod:`batch_layer.tile_runs` decides; :mod:`batch_layer.event_tiles` and
+:mod:`batch_layer.assembly` compute it. Documents are written under a fresh version
+(the serving one's kept for its readers), the tiles and every group's new state are
+committed in one Delta transaction, and then the serving pointer flips; a crash anywhere
+leaves the old view serving.
 """
 
 from __future__ import annotations
@@ -12,22 +16,58 @@ import functools
 import logging
 import operator
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.feature_stats import EntitySampler, previous_run, record_run_stats
-from batch_layer.lake import commit_time_after, files_bytes, files_matching, open_table
-from feature_core.aggregations import Primitive, SparkColumns
-from feature_core.definitions import FeatureGroup, FeatureRepo, TileColumn, batch_partials
-from feature_core.keys import entity_id
+from batch_layer.assembly import DOC_SERIES, BaseDocuments, advance, rebuild, touched_dates
+from batch_layer.columns import filter_column
+from batch_layer.event_tiles import event_tiles
+from batch_layer.feature_stats import (
+    EntitySampler,
+    entity_priority,
+    previous_run,
+    record_run_stats,
+)
+from batch_layer.lake import (
+    DeltaFiles,
+    commit_time_after,
+    files_bytes,
+    files_matching,
+    open_table,
+)
+from batch_layer.tile_runs import (
+    REBUILD,
+    GroupPlan,
+    RunContext,
+    lake_state,
+    new_events,
+    plan_group,
+    pointer_json,
+    run_mode,
+)
+from batch_layer.tiles import (
+    GroupCommit,
+    GroupState,
+    TileCommit,
+    TileTableState,
+    commit_tiles,
+    read_state,
+    read_tiles,
+    spec_tag,
+    tiles_uri,
+    write_staged,
+)
+from feature_core.definitions import FeatureGroup, FeatureRepo
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, quoted
+from feature_core.stats import RunFeatureStats
+from feature_core.tiles import tile_spec_fingerprint
 from feature_core.windows import COLLAPSED, Window, align_cutoff, batch_layout
 from online_store import open_store
 from online_store.base import OnlineStore
@@ -129,24 +169,6 @@ def session_start_column(window: Window) -> str:
     return f"__session_{window.gap_ms}"
 
 
-def with_session_starts(events: DataFrame, group: FeatureGroup) -> DataFrame:
-    """``events`` with, per session window, the first event time of each entity's last
-    session: the latest event that follows a gap of at least the window's gap."""
-    time = quoted(group.event_time)
-    entity = ", ".join(quoted(k) for k in group.join_keys)
-    for window in group.windows:
-        if not window.is_session:
-            continue
-        previous = f"LAG({time}) OVER (PARTITION BY {entity} ORDER BY {time})"
-        gap = f"{time} - {previous} >= {window.gap_ms}"
-        opens = f"CASE WHEN {previous} IS NULL OR {gap} THEN {time} END"
-        events = events.withColumn("__opens", F.expr(opens)).withColumn(
-            session_start_column(window),
-            F.expr(f"MAX(__opens) OVER (PARTITION BY {entity})"),
-        )
-    return events.drop("__opens") if "__opens" in events.columns else events
-
-
 def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -> str:
     """SQL labelling an event with its batch bucket (see ``BatchLayout.bucket``); a
     session window keeps only the entity's last session, collapsed."""
@@ -166,130 +188,145 @@ def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -
     )
 
 
-#: The column holding each event's batch bucket's end (every event of it is before).
-BUCKET_END = "__bucket_end"
-
-
-def bucket_end_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -> str:
-    """SQL of the end of an event's batch bucket: the cutoff for the collapsed part, the
-    tile's end for a tail tile (decayed partials are rebased to it)."""
-    layout = batch_layout(window, cutoff, horizon_ms)
-    if window.is_session or layout.collapsed_start is None:
-        return str(cutoff)
-    time_column, hop = quoted(time_column), window.hop_ms
-    return (
-        f"CASE WHEN {time_column} >= {layout.collapsed_start} THEN {cutoff} "
-        f"ELSE ({time_column} DIV {hop}) * {hop} + {hop} END"
-    )
-
-
-def partial_sql(column: TileColumn, time_column: str) -> str:
-    """Spark SQL computing one tile column's partial (raw form; see :func:`to_partial`)."""
-    value = quoted(column.column) if column.column else None
-    return column.primitive.spark_sql(SparkColumns(value, quoted(time_column), BUCKET_END))
-
-
-def to_partial(primitive: Primitive, raw: Any) -> Any:
-    """Spark's raw aggregate -> the algebra's partial (reduced by the shared code)."""
-    return primitive.from_spark(raw)
-
-
-def filter_column(group: FeatureGroup) -> Column:
-    """The group's filter as a Spark column. Values go in as literals through the API, not
-    as SQL text: Spark's parser reads backslashes in string literals as escapes, Flink's
-    and Python's do not."""
-    condition = F.lit(True)
-    for flt in group.filters:
-        condition &= F.col(flt.column).isin(list(flt.values))
-    return condition
-
-
-def key_columns(group: FeatureGroup) -> list[str]:
-    """SQL of the group's join keys as text, one per key (``k0``, ``k1``, ...)."""
-    return [f"CAST({quoted(k)} AS STRING) AS __k{i}" for i, k in enumerate(group.join_keys)]
-
-
-def group_irs(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
-    """One row per entity: its keys ``__k0..``, ``buckets`` = [(window, bucket, partials)]."""
-    time_column = group.event_time
-    keys = [f"__k{i}" for i in range(len(group.join_keys))]
-    selected = with_session_starts(
-        events.where(f"{quoted(time_column)} < {cutoff}").where(filter_column(group)), group
-    )
-    partial_columns = [
-        F.expr(partial_sql(c, time_column)).alias(f"p{i}") for i, c in enumerate(group.tile_columns)
-    ]
-    present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
-    per_window = []
-    for window in group.windows:
-        bucketed = selected.selectExpr(
-            "*",
-            *key_columns(group),
-            f"{bucket_sql(window, cutoff, horizon_ms, time_column)} AS __bucket",
-            f"{bucket_end_sql(window, cutoff, horizon_ms, time_column)} AS {BUCKET_END}",
-        ).where(f"__bucket IS NOT NULL AND {present}")
-        aggregated = bucketed.groupBy(*keys, "__bucket").agg(
-            F.struct(*partial_columns).alias("partials")
-        )
-        per_window.append(
-            aggregated.select(
-                *keys,
-                F.lit(window.name).alias("window"),
-                F.col("__bucket").alias("bucket"),
-                "partials",
-            )
-        )
-    union = per_window[0]
-    for frame in per_window[1:]:
-        union = union.unionByName(frame)
-    return union.groupBy(*keys).agg(
-        F.collect_list(F.struct("window", "bucket", "partials")).alias("buckets")
-    )
-
-
-def view_doc(buckets, primitives, columns) -> dict[str, dict[str, list]]:
-    """An entity's batch view (window -> bucket -> partials) from its row of
-    :func:`group_irs` (``buckets``), as the batch job writes it."""
-    doc: dict[str, dict[str, list]] = {}
-    for item in buckets:
-        partials = [to_partial(p, raw) for p, raw in zip(primitives, item["partials"], strict=True)]
-        window = item["window"]
-        doc.setdefault(window, {})[item["bucket"]] = batch_partials(partials, columns[window])
-    return doc
-
-
-def _write_partition(
+def _write_documents(
     rows,
     settings: Settings,
     version: int,
     serving: int,
     group: str,
-    join_keys: int,
-    primitives,
-    columns,
-    counter,
+    tombstones: bool,
+    counters,
     sampler: EntitySampler | None = None,
 ):
+    """Write a task's document rows (:data:`~batch_layer.assembly.DOC_SERIES`) of one
+    group. An empty document is a tombstone in an incremental run (the entity left the
+    view) and skipped in a rebuild (the sweep removes what was not written)."""
+    written, created, deleted = counters
     taken = sampler.task() if sampler is not None else None
 
     def views():
         for row in rows:
-            doc = view_doc(row["buckets"], primitives, columns)
-            entity = entity_id([row[f"__k{i}"] for i in range(join_keys)])
-            if taken is not None:
-                taken.offer(entity, doc)
-            yield entity, orjson.dumps(doc)
+            raw = row["partials"]
+            if raw == "{}" and not tombstones:
+                continue
+            if taken is not None and raw != "{}":
+                taken.offer(row["entity"], orjson.loads(raw))
+            yield row["entity"], raw.encode()
 
     # A paused Redis fails this task after LFP_BATCH_REDIS_TIMEOUT_S with one clear line
     # (found again in the driver's error by run_batch) instead of hanging the run.
     with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
         store = open_store(settings)
         try:
-            store.write_views(version, serving, group, views(), counter.add)
+            changes = store.write_views(version, serving, group, views(), written.add)
         finally:
             store.close()
+    if changes is not None:
+        created.add(changes.created)
+        deleted.add(changes.deleted)
     if taken is not None:
         taken.publish()
+
+
+def _sample_documents(
+    rows, settings: Settings, version: int, group: str, sampler, counter=None
+) -> None:
+    """Offer the sample the documents version ``version`` shows for a task's entities
+    whose hash makes them candidates (an incremental run writes only some documents).
+    With ``counter``, every entity's document is read, and those present counted."""
+    taken = sampler.task()
+    bound = sampler.bound
+    candidates = [r["entity"] for r in rows]
+    if bound is not None and counter is None:
+        candidates = [e for e in candidates if entity_priority(e) < bound]
+    with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
+        store = open_store(settings)
+        try:
+            docs = store.read_base(version, group, candidates)
+        finally:
+            store.close()
+    present = {entity: doc for entity, doc in docs.items() if doc}
+    for entity, doc in present.items():
+        taken.offer(entity, doc)
+    taken.publish()
+    if counter is not None:
+        counter.add(len(present))
+
+
+def _swept_groups(repo: FeatureRepo, plans: Mapping[str, GroupPlan]) -> Collection[str] | None:
+    """The groups whose documents a run sweeps: every group's (and those of groups that
+    left the repo) when every group was rebuilt, else the rebuilt ones'."""
+    rebuilt = [g.name for g in repo.groups if plans[g.name].mode == REBUILD]
+    return None if len(rebuilt) == len(repo.groups) else rebuilt
+
+
+def _commit_tiles(
+    uri: str,
+    read: TileTableState,
+    outputs: Sequence[DataFrame],
+    commits: Mapping[str, GroupCommit],
+    run_id: str,
+    pointer: BatchPointer,
+) -> TileCommit | None:
+    """Stage every group's new tile rows and commit them with each group's new state in
+    one transaction (None: no group has a lake table to record)."""
+    if not commits:
+        return None
+    union = outputs[0]
+    for frame in outputs[1:]:
+        union = union.unionByName(frame)
+    staged = write_staged(union, uri, run_id)
+    return commit_tiles(
+        uri,
+        read,
+        staged,
+        commits,
+        run_id=run_id,
+        view_version=pointer.version,
+        pointer=pointer_json(pointer),
+    )
+
+
+class _Reads:
+    """A run's lake reads, each once (cached until :meth:`release`), with what they
+    read for the run record."""
+
+    def __init__(
+        self, spark: SparkSession, settings: Settings, pinned: Mapping[str, int | None], cutoff: int
+    ) -> None:
+        self.spark, self.settings, self.pinned, self.cutoff = spark, settings, pinned, cutoff
+        self.rows = 0
+        self.files = 0
+        self.bytes: int | None = 0
+        self._frames: dict[Any, DataFrame] = {}
+
+    def _count(self, frame: DataFrame, files: int, size: int | None) -> DataFrame:
+        frame = frame.cache()
+        self.rows += frame.count()
+        self.files += files
+        self.bytes = None if self.bytes is None or size is None else self.bytes + size
+        return frame
+
+    def snapshot(self, source: EventSource) -> DataFrame:
+        """Every event of the source's table before the cutoff."""
+        if source.name not in self._frames:
+            version = self.pinned.get(source.table_name)
+            snapshot = pinned_snapshot(self.spark, self.settings, source, version)
+            frame = snapshot.frame.where(f"{quoted(source.event_time)} < {self.cutoff}")
+            self._frames[source.name] = self._count(frame, snapshot.files, snapshot.bytes)
+        return self._frames[source.name]
+
+    def new_events(self, source: EventSource, files: DeltaFiles, before: int) -> DataFrame:
+        """The events the state at ``before`` lacks (see :func:`tile_runs.new_events`)."""
+        key = (source.name, before, files.new, files.band)
+        if key not in self._frames:
+            frame = new_events(self.spark, source, files, before, self.cutoff)
+            self._frames[key] = self._count(frame, files.files, files.bytes)
+        return self._frames[key]
+
+    def release(self) -> None:
+        for frame in self._frames.values():
+            frame.unpersist()
 
 
 def run_batch(
@@ -362,48 +399,107 @@ def _run_batch(
     if serving is None:
         log.warning("batch view v%s superseded by a newer run before it began", version)
         return BatchResult(version, cutoff, {}, 0, 0, started, time.time(), False)
-    snapshots: dict[str, DataFrame] = {}
     pinned: dict[str, int | None] = {}
-    rows_read = 0
-    files_read = 0
-    bytes_read: int | None = 0
     for source in {g.source.name: g.source for g in repo.groups}.values():
-        table = source.table_name
-        snapshot = pinned_snapshot(spark, settings, source, (delta_versions or {}).get(table))
-        pinned[table] = snapshot.version
-        files_read += snapshot.files
-        bytes_read = (
-            None if bytes_read is None or snapshot.bytes is None else (bytes_read + snapshot.bytes)
+        table = open_table(
+            settings.table_uri(source.table_name), (delta_versions or {}).get(source.table_name)
         )
-        frame = snapshot.frame.where(f"{quoted(source.event_time)} < {cutoff}").cache()
-        rows_read += frame.count()
-        snapshots[source.name] = frame
+        pinned[source.table_name] = None if table is None else table.version()
+    uri = tiles_uri(settings)
+    tile_state = read_state(uri, {g.name: [g.source.table_name] for g in repo.groups})
+    context = RunContext(
+        mode,
+        settings.batch_incremental,
+        tile_state,
+        store.pointer(),
+        version,
+        serving,
+        cutoff,
+        horizon,
+        pinned,
+    )
+    plans = {g.name: plan_group(settings, g, context) for g in repo.groups}
+    reads = _Reads(spark, settings, pinned, cutoff)
     written = spark.sparkContext.accumulator(0)
-    samplers = _samplers(
-        spark, settings, store, repo.groups, snapshots, BatchPointer(version, cutoff, horizon)
+    created = spark.sparkContext.accumulator(0)
+    deleted = spark.sparkContext.accumulator(0)
+    samplers, previous = _samplers(
+        spark, settings, store, repo.groups, reads, BatchPointer(version, cutoff, horizon)
     )
     entities: dict[str, int] = {}
+    outputs: list[DataFrame] = []
+    commits: dict[str, GroupCommit] = {}
     for group in repo.groups:
-        before = written.value
-        irs = group_irs(snapshots[group.source.name], group, cutoff, horizon)
-        irs.foreachPartition(
+        plan = plans[group.name]
+        before = (written.value, created.value, deleted.value)
+        if plan.mode == REBUILD:
+            tiles = event_tiles(reads.snapshot(group.source), group, cutoff)
+            out = rebuild(tiles, group, cutoff, horizon)
+        else:
+            assert plan.state is not None and plan.files is not None
+            events = reads.new_events(group.source, plan.files, plan.state.cutoff_ms)
+            delta = event_tiles(events, group, cutoff).persist()
+            dates = touched_dates(delta)
+            stored = read_tiles(spark, uri, tile_state.version, groups=[group.name])
+            base = BaseDocuments(settings, serving, group.name)
+            out = advance(stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, dates)
+        out = out.persist()
+        out.where(F.col("series") == DOC_SERIES).foreachPartition(
             functools.partial(
-                _write_partition,
+                _write_documents,
                 settings=settings,
                 version=version,
                 serving=serving,
                 group=group.name,
-                join_keys=len(group.join_keys),
-                primitives=group.primitives,
-                columns=group.batch_columns,
-                counter=written,
-                sampler=samplers.get(group.name),
+                tombstones=plan.mode != REBUILD,
+                counters=(written, created, deleted),
+                sampler=samplers.get(group.name) if plan.mode == REBUILD else None,
             )
         )
-        entities[group.name] = written.value - before
-    # Every entity of every group is written: a document older than this run is one
-    # that left the view (or a group that left the repo).
-    swept = store.sweep_views(version, serving)
+        tiles_out = out.where(F.col("series") != DOC_SERIES)
+        outputs.append(tiles_out)
+        if plan.mode == REBUILD:
+            entities[group.name] = written.value - before[0]
+        elif previous is not None and group.name in previous.entities:
+            changes = created.value - before[1] - (deleted.value - before[2])
+            entities[group.name] = previous.entities[group.name] + changes
+        sampler = samplers.get(group.name)
+        if plan.mode != REBUILD and sampler is not None:
+            # The served documents of the sample's entities: the group's entities are
+            # those with tiles (the stored ones and those this run wrote). Without the
+            # previous count, every document is read to count them.
+            counter = None if group.name in entities else spark.sparkContext.accumulator(0)
+            stored_entities = read_tiles(spark, uri, tile_state.version, groups=[group.name])
+            known = stored_entities.select("entity").union(tiles_out.select("entity"))
+            known.distinct().foreachPartition(
+                functools.partial(
+                    _sample_documents,
+                    settings=settings,
+                    version=version,
+                    group=group.name,
+                    sampler=sampler,
+                    counter=counter,
+                )
+            )
+            if counter is not None:
+                entities[group.name] = counter.value
+        lake = lake_state(settings, group, pinned.get(group.source.table_name))
+        if lake is not None:
+            spec = tile_spec_fingerprint(group)
+            commits[group.name] = GroupCommit(
+                state=GroupState(
+                    lakes={group.source.table_name: lake},
+                    cutoff_ms=cutoff,
+                    view_version=version,
+                    spec_tag=spec_tag(spec),
+                ),
+                spec=spec,
+                mode=plan.mode,
+                replace_all=plan.mode == REBUILD,
+            )
+    # Documents of entities that left a rebuilt group's view (or of a group that left
+    # the repo) are swept; an incremental group's untouched documents stay as they are.
+    swept = store.sweep_views(version, serving, _swept_groups(repo, plans))
     pointer = BatchPointer(
         version,
         cutoff,
@@ -414,6 +510,7 @@ def _run_batch(
         {g.name: g.view_fingerprint for g in repo.groups},
         settings.speed_allowed_lateness_s * 1000,
     )
+    committed = _commit_tiles(uri, tile_state, outputs, commits, run_id or f"v{version}", pointer)
     replaced = store.switch(pointer)
     removed = 0
     if replaced is not None:
@@ -436,36 +533,31 @@ def _run_batch(
         removed = store.clean_views(keep_from)
     else:
         log.warning("batch view v%s superseded by a newer run; not switching", version)
-    for frame in snapshots.values():
+    for frame in outputs:
         frame.unpersist()
-    if replaced is not None and samplers:
+    reads.release()
+    if replaced is not None and samplers and len(entities) == len(repo.groups):
         _record_feature_stats(settings, repo, store, pointer, samplers, entities, run_id)
+    modes = [plans[g.name].mode for g in repo.groups]
     return BatchResult(
         version,
         cutoff,
         pinned,
-        rows_read,
+        reads.rows,
         written.value,
         started,
         time.time(),
         replaced is not None,
         removed,
-        mode="full",
-        group_modes={g.name: "full" for g in repo.groups},
-        mode_reasons={g.name: full_run_reason(mode) for g in repo.groups},
-        lake_files_read=files_read,
-        lake_bytes_read=bytes_read,
+        mode=run_mode(modes),
+        group_modes={g.name: plans[g.name].mode for g in repo.groups},
+        mode_reasons={g.name: r for g in repo.groups if (r := plans[g.name].reason) is not None},
+        lake_files_read=reads.files,
+        lake_bytes_read=reads.bytes,
+        tiles_written=committed.rows_added if committed is not None else None,
+        keys_written=written.value,
+        keys_deleted=deleted.value + swept,
     )
-
-
-def full_run_reason(requested: str | None) -> str:
-    """Why a run recomputed a group from the raw events: asked to, or no stored tiles
-    to run from (this job keeps none yet)."""
-    if requested == "full":
-        return "--full"
-    if requested == "reassemble":
-        return "--reassemble, but no stored tiles: recomputed from the raw events"
-    return "no stored tiles: recomputed from the raw events"
 
 
 def _entity_estimates(
@@ -506,22 +598,25 @@ def _samplers(
     settings: Settings,
     store: OnlineStore,
     groups: Sequence[FeatureGroup],
-    snapshots: Mapping[str, DataFrame],
+    reads: _Reads,
     pointer: BatchPointer,
-) -> dict[str, EntitySampler]:
+) -> tuple[dict[str, EntitySampler], RunFeatureStats | None]:
     """Each group's sampler of its entities' served values, for the feature statistics
-    (:mod:`batch_layer.feature_stats`); none when they are off or cannot be set up (the
-    run goes on without them). The entities of each group's view are taken to be as
-    many as in the previous run's record (a Spark job estimates those it lacks)."""
+    (:mod:`batch_layer.feature_stats`), and the previous run's statistics; none when they
+    are off or cannot be set up (the run goes on without them). The entities of each
+    group's view are taken to be as many as in the previous run's record (a Spark job
+    estimates those it lacks, over the snapshot)."""
     sample = settings.feature_stats_sample
     if not sample:
-        return {}
+        return {}, None
+    previous = None
     try:
         previous = previous_run(store)
         estimates = dict(previous.entities) if previous is not None else {}
         missing = [g for g in groups if g.name not in estimates]
         if missing:
             started = time.monotonic()
+            snapshots = {g.source.name: reads.snapshot(g.source) for g in missing}
             estimates |= _entity_estimates(missing, snapshots, pointer.cutoff, pointer.horizon_ms)
             log.info(
                 "entities of %d groups estimated for the feature statistics' sample in %.1f s",
@@ -531,10 +626,10 @@ def _samplers(
         return {
             g.name: EntitySampler.create(spark.sparkContext, g, pointer, sample, estimates[g.name])
             for g in groups
-        }
+        }, previous
     except Exception:
         log.exception("feature statistics off for batch view v%s: no sample", pointer.version)
-        return {}
+        return {}, previous
 
 
 def _record_feature_stats(

@@ -32,8 +32,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
+from batch_layer.columns import filter_column
 from batch_layer.feature_stats import record_training_stats, sampled_rows, sampled_table
-from batch_layer.job import filter_column, read_snapshot
+from batch_layer.job import read_snapshot
 from batch_layer.lake import open_table
 from feature_core.definitions import Feature, FeatureGroup, FeatureRepo, FeatureService
 from feature_core.derived import DerivedPlan, RequestField, ValueType

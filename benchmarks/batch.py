@@ -573,7 +573,6 @@ class Bench:
         self.repo = repo
         self.spark = spark_session(settings, "lfp-bench-batch")
         self.redis = Redis.from_url(settings.redis_url, socket_timeout=30)
-        self.full_accepts = "full" in inspect.signature(run_batch).parameters
         self.breakdowns: dict[int, tuple[float, list[JobTime]]] = {}
         self.last_jobs: tuple[float, list[JobTime]] = (0.0, [])
         self.cells: list[Cell] = []
@@ -587,7 +586,7 @@ class Bench:
         context = self.spark.sparkContext
         group = job_group or f"bench-{uuid.uuid4().hex[:8]}"
         context.setJobGroup(group, "bench-batch run")
-        extra = {"full": True} if full and self.full_accepts else {}
+        extra = {"mode": "full"} if full else {}
         started_ms = time.time() * 1000
         started = time.monotonic()
         try:

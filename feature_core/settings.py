@@ -305,6 +305,13 @@ class Settings(BaseSettings):
     batch_retry_backoff_s: float = Field(
         30.0, gt=0, description="First retry delay; doubles per retry (at most 5 minutes)."
     )
+    batch_incremental: bool = Field(
+        True,
+        description="Batch runs advance each group from its stored tiles (_lfp_tiles): "
+        "they read only the events added since the last run and rewrite only the "
+        "documents whose values can change. false: every run rebuilds every group from "
+        "all history (as `lfp batch run --full`).",
+    )
     batch_keep_versions: int = Field(
         2,
         ge=1,

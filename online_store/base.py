@@ -8,7 +8,7 @@ sink runs in the JVM and gets its target from :meth:`OnlineStore.tile_target`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -84,9 +84,10 @@ class OnlineStore(ABC):
         switch left in the current documents."""
 
     @abstractmethod
-    def sweep_views(self, version: int, serving: int) -> int:
-        """After a full run wrote every entity: tombstone each document older than
-        ``version`` (entities that left the view); the tombstones written."""
+    def sweep_views(self, version: int, serving: int, groups: Collection[str] | None = None) -> int:
+        """After a run wrote every entity of ``groups`` (None: of every group, and groups
+        that left the repo): tombstone each of their documents older than ``version``
+        (entities that left the view); the tombstones written."""
 
     @abstractmethod
     def switch(self, pointer: BatchPointer) -> int | None:

@@ -4,7 +4,7 @@ and shared state, written and read with redis-py."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -300,14 +300,21 @@ class RedisStore(OnlineStore):
                     docs[entity] = doc if doc is not None and doc_version(doc) <= serving else None
         return {entity: _unstamped(doc) for entity, doc in docs.items()}
 
-    def sweep_views(self, version: int, serving: int) -> int:
+    def sweep_views(self, version: int, serving: int, groups: Collection[str] | None = None) -> int:
         swept = 0
         root = self.keys.batch_doc_root
         legacy_root = self.keys.legacy_view_root.encode()
-        self._legacy_seen = False
         chunk: list[tuple[str, bytes]] = []
-        pattern = f"{_glob_escaped(self.keys.prefix)}:b[cv]:*"
-        for key in self.client.scan_iter(match=pattern, count=CHUNK):
+        prefix = _glob_escaped(self.keys.prefix)
+        # A full sweep finds layout 1 keys again; a partial one follows runs that did
+        # (tiles, and so partial sweeps, came with layout 2, after a full sweep).
+        self._legacy_seen = False
+        if groups is None:
+            patterns = [f"{prefix}:b[cv]:*"]
+        else:
+            patterns = [f"{prefix}:bc:{_glob_escaped(g)}:*" for g in sorted(groups)]
+        keys = (k for p in patterns for k in self.client.scan_iter(match=p, count=CHUNK))
+        for key in keys:
             if key.startswith(legacy_root):
                 self._legacy_seen = True
                 continue

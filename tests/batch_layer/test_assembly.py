@@ -102,8 +102,15 @@ def _tile_rows(rows) -> dict:
     return {(r["series"], r["entity"], r["start"]): r for r in rows if r["series"] != DOC_SERIES}
 
 
-@pytest.mark.parametrize("step", [25 * 60_000, 26 * HOUR_MS + 5 * 60_000])
-def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step) -> None:
+@pytest.mark.parametrize(
+    ("step", "horizon"),
+    [
+        (25 * 60_000, DAY_MS),
+        (26 * HOUR_MS + 5 * 60_000, DAY_MS),
+        (3 * DAY_MS + 10 * HOUR_MS, 5 * 60_000),  # crossers below the new retention floor
+    ],
+)
+def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step, horizon) -> None:
     """A rebuild at B0, then events appended (late ones into earlier days, ones after B0
     already in the lake) and the state advanced to B1: every entity's document (advanced,
     or left as it was) equals the contract's at B1, only entities with new events or a
@@ -130,7 +137,7 @@ def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step) -> None:
     def frame(events):
         return spark.createDataFrame([tuple(e[n] for n in names) for e in events], ddl)
 
-    first = rebuild(event_tiles(frame(old), group, before), group, before, DAY_MS).collect()
+    first = rebuild(event_tiles(frame(old), group, before), group, before, horizon).collect()
     docs = {e: orjson.loads(d) for e, d in documents(iter(first))}
     stored = spark.createDataFrame(
         [r for r in first if r["series"] != DOC_SERIES], schema=_tile_ddl()
@@ -138,13 +145,13 @@ def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step) -> None:
     delta_events = [e for e in new if e["t"] < after] + [e for e in old if before <= e["t"] < after]
     delta = event_tiles(frame(delta_events), group, after).cache()
     dates = touched_dates(delta)
-    out = advance(stored, delta, group, before, after, DAY_MS, _Docs(docs), dates).collect()
+    out = advance(stored, delta, group, before, after, horizon, _Docs(docs), dates).collect()
     advanced = {e: orjson.loads(d) for e, d in documents(iter(out))}
     written = {r["entity"] for r in out if r["series"] == DOC_SERIES}
 
     lake = LocalLake(group.event_time)
     lake.append(old)
-    model = LocalTileStore([group], DAY_MS)
+    model = LocalTileStore([group], horizon)
     model.run(lake, before)
     lake.append(new)
     runs = model.run(lake, after)
@@ -152,7 +159,7 @@ def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step) -> None:
 
     events = old + new
     for entity in {e["k"] for e in events}:
-        want = local_views.batch_doc(group, [e for e in events if e["k"] == entity], after, DAY_MS)
+        want = local_views.batch_doc(group, [e for e in events if e["k"] == entity], after, horizon)
         have = advanced[entity] if entity in written else docs.get(entity, {})
         assert close(have, want), entity
 

@@ -152,7 +152,10 @@ def test_run_history_from_the_cli_and_the_api(demo_result, stack) -> None:
         # an empty lake, read none.
         versions = run["delta_versions"] or {}
         assert any(v is not None for v in versions.values()) or run["rows_read"] == 0, run
-    assert any(r["rows_read"] and (r["delta_versions"] or {}).get("raw_events") for r in done)
+    assert any(r["rows_read"] and (r["delta_versions"] or {}).get("raw_events") for r in done), [
+        (r["trigger"], r["status"], r["mode"], r["rows_read"], r["delta_versions"], r["error"])
+        for r in runs
+    ]
     assert (
         httpx.get(f"{stack.settings.api_url}/v1/batch/runs", params={"limit": 0}).status_code == 422
     )
@@ -332,8 +335,9 @@ def test_a_run_records_its_mode_and_the_lake_files_it_read(
     spark_factory, redis_process, tmp_path
 ) -> None:
     """Without the stack: two lake commits, then a run asked for --full and a default one.
-    The job keeps no tiles yet, so both recompute everything and their records say so,
-    each with its reason, and count the snapshot's files and bytes (the files on disk)."""
+    The first rebuilds from every event (and says why), counting the snapshot's files and
+    bytes (the files on disk); the second runs from the tiles the first stored, and reads
+    and writes nothing (nothing arrived, the cutoff did not move)."""
     settings = Settings(
         _env_file=None,
         data_dir=tmp_path,
@@ -360,19 +364,25 @@ def test_a_run_records_its_mode_and_the_lake_files_it_read(
     asked = batch.run_once("manual", cutoff, mode="full")
     default = batch.run_once("schedule", cutoff)
     assert asked is not None and default is not None
-    reasons = {
-        asked.run_id: "--full",
-        default.run_id: "no stored tiles: recomputed from the raw events",
-    }
     stored = {r.run_id: r for r in RunHistory(open_store(settings)).recent(10)}
-    for record in (asked, default, stored[asked.run_id], stored[default.run_id]):
+    for record in (asked, stored[asked.run_id]):
+        # Rebuilt from every event of the lake, as asked.
         assert record.status == RunStatus.SUCCEEDED, record.error
-        assert record.mode == "full" and record.group_modes == {"g": "full"}
-        assert record.mode_reasons == {"g": reasons[record.run_id]}
+        assert record.mode == "full" and record.group_modes == {"g": "rebuild"}
+        assert record.mode_reasons == {"g": "--full"}
         assert record.rows_read == 40 and record.entities_written == 7
         assert record.lake_files_read == len(files) == 2
         assert record.lake_bytes_read == on_disk > 0
-        # What this job cannot tell is not recorded: no tiles, no key counts yet.
-        for unknown in ("new_events", "tiles_written", "entities_changed", "keys_written"):
+        assert record.tiles_written and record.keys_written == 7 and record.keys_deleted == 0
+    for record in (default, stored[default.run_id]):
+        # From the tiles the first run stored: nothing new in the lake, the same cutoff.
+        assert record.status == RunStatus.SUCCEEDED, record.error
+        assert record.mode == "incremental" and record.group_modes == {"g": "incremental"}
+        assert record.mode_reasons == {}
+        assert record.rows_read == 0 and record.entities_written == 0
+        assert record.lake_files_read == 0 and record.lake_bytes_read == 0
+        assert record.tiles_written == 0 and record.keys_written == 0
+    for record in (asked, default):
+        # What this job cannot tell yet is not recorded.
+        for unknown in ("new_events", "entities_changed"):
             assert getattr(record, unknown) is None, unknown
-        assert record.keys_deleted is None

@@ -1,0 +1,174 @@
+"""What a batch run does per feature group: advance its stored tiles and documents
+incrementally where the stored state allows it, else rebuild them from the raw events
+(design of issue 32, section 4.2).
+
+A group runs **incrementally** when its tiles in ``_lfp_tiles`` were built under its
+current tile spec, the serving view is the one built from them by the run just before
+this one, its definitions and horizon are those of the serving view, the lake only grew
+since (its Delta log says which files are new), and no new event of a session group falls
+before the ``5m`` tiles kept. It then reads only the new events (the files added since,
+and the rows of older files between the two cutoffs), rewrites the tile partitions those
+touch and the documents of the entities whose served values can change. Otherwise it is
+**rebuilt**: every tile and document from the snapshot, its old documents swept. The
+reason is recorded with the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from batch_layer.assembly import fine_floor
+from batch_layer.lake import (
+    DeltaFiles,
+    data_file_uri,
+    delta_files,
+    lake_changes,
+    open_table,
+    table_id_tag,
+)
+from batch_layer.tiles import GroupState, LakeState, TileTableState, spec_tag
+from feature_core.definitions import FeatureGroup
+from feature_core.merge import BatchPointer
+from feature_core.settings import Settings
+from feature_core.sources import EventSource, quoted
+from feature_core.tiles import tile_spec_fingerprint
+
+INCREMENTAL = "incremental"
+REBUILD = "rebuild"
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """How one group runs, why it is not incremental (None: it is), and for an
+    incremental run the state it starts from and the files holding its new events."""
+
+    mode: str
+    reason: str | None = None
+    state: GroupState | None = None
+    files: DeltaFiles | None = None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every group's plan is decided against."""
+
+    requested: str | None  # "full", "reassemble" or None
+    incremental: bool  # LFP_BATCH_INCREMENTAL
+    tiles: TileTableState
+    pointer: BatchPointer | None  # the serving view
+    version: int  # this run's view version
+    serving: int  # the serving view's version (0: none)
+    cutoff: int
+    horizon_ms: int
+    pinned: Mapping[str, int | None]  # lake table -> version this run reads
+
+
+def plan_group(settings: Settings, group: FeatureGroup, run: RunContext) -> GroupPlan:
+    """Incremental, or rebuild with the first reason that rules it out."""
+    if run.requested == "full":
+        return GroupPlan(REBUILD, "--full")
+    if run.requested == "reassemble":
+        return GroupPlan(REBUILD, "--reassemble: rebuilt from the raw events")
+    if not run.incremental:
+        return GroupPlan(REBUILD, "LFP_BATCH_INCREMENTAL=false")
+    state = run.tiles.groups.get(group.name)
+    if state is None:
+        return GroupPlan(REBUILD, "no stored tiles")
+    if state.spec_tag != spec_tag(tile_spec_fingerprint(group)):
+        return GroupPlan(REBUILD, "tile spec changed (columns, keys, filters or series)")
+    pointer = run.pointer
+    if pointer is None or pointer.version != state.view_version:
+        serving = "none" if pointer is None else f"v{pointer.version}"
+        return GroupPlan(
+            REBUILD, f"the serving view ({serving}) is not the tiles' v{state.view_version}"
+        )
+    if run.version != run.serving + 1:
+        return GroupPlan(REBUILD, f"a run after v{run.serving} did not finish")
+    fingerprints = pointer.view_fingerprints or {}
+    if fingerprints.get(group.name) != group.view_fingerprint:
+        return GroupPlan(REBUILD, "feature definitions changed")
+    if pointer.horizon_ms != run.horizon_ms:
+        return GroupPlan(REBUILD, "LFP_BATCH_HORIZON_S changed")
+    if run.cutoff < state.cutoff_ms:
+        return GroupPlan(REBUILD, "cutoff before the stored tiles' cutoff")
+    table = group.source.table_name
+    stored, reading = state.lakes.get(table), run.pinned.get(table)
+    if stored is None or reading is None:
+        return GroupPlan(REBUILD, f"no lake version of {table} recorded or read")
+    if reading < stored.version:
+        return GroupPlan(REBUILD, f"{table} v{reading} is older than the tiles' v{stored.version}")
+    uri = settings.table_uri(table)
+    changes = lake_changes(
+        uri,
+        stored.version,
+        reading,
+        time_column=group.source.event_time,
+        expected_tag=stored.table_tag,
+    )
+    if changes is None:
+        return GroupPlan(REBUILD, f"{table}'s log since v{stored.version} is gone or recreated")
+    if not changes.append_only:
+        return GroupPlan(REBUILD, f"rows were deleted from {table}")
+    files = delta_files(
+        uri, changes, state.cutoff_ms, run.cutoff, time_column=group.source.event_time
+    )
+    if files is None:
+        return GroupPlan(REBUILD, f"a file of {table} rewritten since v{stored.version} is gone")
+    floor = fine_floor(group, state.cutoff_ms)
+    if floor is not None:
+        new = set(files.new)
+        oldest = [f.min_time for f in changes.added if data_file_uri(uri, f.path) in new]
+        if any(t is None or t < floor for t in oldest):
+            return GroupPlan(REBUILD, "new events older than the 5m tiles kept (sessions)")
+    return GroupPlan(INCREMENTAL, None, state, files)
+
+
+def new_events(
+    spark: SparkSession, source: EventSource, files: DeltaFiles, before: int, after: int
+) -> DataFrame:
+    """The events a state at ``after`` adds to one at ``before``: rows of the files
+    added since dated before ``after``, and rows of the older files in ``[before, after)``."""
+    time = quoted(source.event_time)
+    schema = source.spark_ddl()
+    frames = []
+    if files.new:
+        frames.append(spark.read.schema(schema).parquet(*files.new).where(f"{time} < {after}"))
+    if files.band:
+        band = spark.read.schema(schema).parquet(*files.band)
+        frames.append(band.where(f"{time} >= {before} AND {time} < {after}"))
+    if not frames:
+        return spark.createDataFrame([], schema)
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    return union
+
+
+def lake_state(settings: Settings, group: FeatureGroup, version: int | None) -> LakeState | None:
+    """What the new tiles of ``group`` cover of its source table (None: no table)."""
+    if version is None:
+        return None
+    table = open_table(settings.table_uri(group.source.table_name), version)
+    if table is None:
+        return None
+    return LakeState(version=version, table_tag=table_id_tag(table.metadata().id))
+
+
+def run_mode(modes: Sequence[str]) -> str:
+    """The run's mode from its groups': incremental, full, or mixed."""
+    if modes and all(m == INCREMENTAL for m in modes):
+        return INCREMENTAL
+    if all(m == REBUILD for m in modes):
+        return "full"
+    return "mixed"
+
+
+def pointer_json(pointer: BatchPointer) -> str:
+    """The pointer as the tile commit records it (for a roll-forward)."""
+    data: dict[str, Any] = pointer.to_json()
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)

@@ -1,0 +1,137 @@
+"""Batch runs over a real delta-rs lake into a real Redis: the first run builds the tiles,
+later ones advance them (new events, late ones into earlier days, cutoffs across hour and
+day edges, a compaction of the lake in between), and every served document equals the
+shared contract's (feature_core.local_views) over all the lake's events, as a full run's
+does. Runs that cannot be incremental say why."""
+
+import os
+import random
+import time
+
+import orjson
+import pytest
+
+from batch_layer.job import run_batch
+from batch_layer.lake import append_with_offsets
+from feature_core import local_views
+from feature_core.definitions import FeatureRepo, FeatureService
+from feature_core.settings import Settings
+from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
+from online_store import open_store
+
+pytestmark = pytest.mark.spark
+
+WINDOWS = ["5m", "1h", "1d", "7d", "lifetime", "session:30m"]
+
+
+def _settings(redis_process, tmp_path, **overrides) -> Settings:
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        lake_uri=str(tmp_path / "lake"),
+        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
+        redis_password_file=os.devnull,
+        feature_stats_sample=0,
+        **overrides,
+    )
+
+
+def _events(rng: random.Random, start: int, end: int, count: int) -> list[dict]:
+    from tests.feature_core.aggregations import catalog
+
+    users = ["hot"] * 8 + [f"u{i}" for i in range(25)]
+    return [
+        {
+            "k": rng.choice(users),
+            "t": rng.randrange(start, end),
+            "x": rng.choice([None, rng.uniform(-50, 50)]),
+            "n": rng.choice([None, rng.randrange(-5, 6)]),
+            "s": rng.choice([None, *catalog.LABELS]),
+            "b": rng.choice([None, True, False]),
+            "c": rng.choice([None, "red", "green", "blue"]),
+        }
+        for _ in range(count)
+    ]
+
+
+class _Lake:
+    def __init__(self, settings: Settings) -> None:
+        from tests.feature_core.aggregations import catalog
+
+        self.settings, self.source = settings, catalog.SOURCE
+        self.events: list[dict] = []
+
+    def append(self, events: list[dict]) -> None:
+        offset = len(self.events)
+        rows = [(self.source.parse(orjson.dumps(e)), 0, offset + i) for i, e in enumerate(events)]
+        uri = self.settings.table_uri(self.source.table_name)
+        append_with_offsets(uri, self.source, rows, "t", {0: offset})
+        self.events.extend(events)
+
+
+def _served(settings: Settings, group, entities) -> dict:
+    store = open_store(settings)
+    try:
+        pointer = store.pointer()
+        assert pointer is not None
+        return store.read_base(pointer.version, group.name, sorted(entities))
+    finally:
+        store.close()
+
+
+def _check(settings: Settings, group, events: list[dict], cutoff: int) -> None:
+    from tests.feature_core.aggregations.catalog import close
+
+    served = _served(settings, group, {e["k"] for e in events})
+    for entity, doc in served.items():
+        mine = [e for e in events if e["k"] == entity]
+        want = local_views.batch_doc(group, mine, cutoff, settings.batch_horizon_s * 1000)
+        assert close(doc or {}, want), (entity, doc, want)
+
+
+def test_incremental_runs_serve_what_a_full_run_does(spark_factory, redis_process, tmp_path):
+    from tests.feature_core.aggregations import catalog
+
+    group = catalog.group(WINDOWS)
+    repo = FeatureRepo([group], [FeatureService("s", [f"g:{f.name}" for f in group.features])])
+    settings = _settings(redis_process, tmp_path)
+    spark = spark_factory(settings)
+    rng = random.Random(17)
+    now = align_cutoff(int(time.time() * 1000))
+    cutoff = now - 3 * DAY_MS + 23 * HOUR_MS + 35 * 60_000
+    lake = _Lake(settings)
+    lake.append(_events(rng, cutoff - 20 * DAY_MS, cutoff + 2 * HOUR_MS, 600))
+
+    first = run_batch(spark, settings, repo, cutoff)
+    assert first.mode == "full" and first.mode_reasons == {"g": "no stored tiles"}
+    _check(settings, group, lake.events, cutoff)
+
+    steps = [25 * 60_000, 40 * 60_000, 26 * HOUR_MS, 5 * 60_000]
+    for i, step in enumerate(steps):
+        cutoff += step
+        fresh = _events(rng, cutoff - HOUR_MS, cutoff + HOUR_MS, 80)
+        late = _events(rng, cutoff - DAY_MS, cutoff - 2 * HOUR_MS, 10)
+        lake.append(fresh + late)
+        result = run_batch(spark, settings, repo, cutoff)
+        assert result.mode == "incremental", (i, result.mode_reasons)
+        assert result.rows_read < len(lake.events) / 3, result
+        assert result.tiles_written and result.keys_written is not None
+        _check(settings, group, lake.events, cutoff)
+
+    full = run_batch(spark, settings, repo, cutoff + 5 * 60_000, mode="full")
+    assert full.mode == "full" and full.mode_reasons == {"g": "--full"}
+    _check(settings, group, lake.events, cutoff + 5 * 60_000)
+
+    quiet = run_batch(spark, settings, repo, cutoff + 10 * 60_000)
+    assert quiet.mode == "incremental"
+    assert quiet.keys_written is not None and quiet.keys_written < full.keys_written
+    _check(settings, group, lake.events, cutoff + 10 * 60_000)
+
+    changed = catalog.group(["5m", "1h", "1d", "30d", "lifetime", "session:30m"])
+    changed_repo = FeatureRepo(
+        [changed], [FeatureService("s", [f"g:{f.name}" for f in changed.features])]
+    )
+    redefined = run_batch(spark, settings, changed_repo, cutoff + 15 * 60_000)
+    assert redefined.mode == "full"
+    assert "changed" in redefined.mode_reasons["g"], redefined.mode_reasons
+    _check(settings, changed, lake.events, cutoff + 15 * 60_000)
