@@ -152,10 +152,9 @@ def test_run_history_from_the_cli_and_the_api(demo_result, stack) -> None:
         # an empty lake, read none.
         versions = run["delta_versions"] or {}
         assert any(v is not None for v in versions.values()) or run["rows_read"] == 0, run
-    assert any(r["rows_read"] and (r["delta_versions"] or {}).get("raw_events") for r in done), [
-        (r["trigger"], r["status"], r["mode"], r["rows_read"], r["delta_versions"], r["error"])
-        for r in runs
-    ]
+    # (Version 0 is a version: the demo's history can be the table's first commit.)
+    read = [r for r in done if (r["delta_versions"] or {}).get("raw_events") is not None]
+    assert any(r["rows_read"] for r in read), runs
     assert (
         httpx.get(f"{stack.settings.api_url}/v1/batch/runs", params={"limit": 0}).status_code == 422
     )
