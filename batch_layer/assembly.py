@@ -81,14 +81,7 @@ def _rebuild_entity(
                     found = session_day(group, gap, tile_pieces(group, day_tiles))
                     if found is not None:
                         days[day] = found
-        kept = {
-            series: {
-                start: value
-                for start, value in by_start.items()
-                if floors.get(series) is None or start >= floors[series]  # type: ignore[operator]
-            }
-            for series, by_start in tiles.items()
-        }
+        kept = _retained(tiles, floors)
         doc = assemble_doc(group, kept, cutoff, horizon_ms)
         out = _Rows(group.name, entity, keys)
         for series, by_start in kept.items():
@@ -98,6 +91,17 @@ def _rebuild_entity(
         return out.table()
 
     return assemble
+
+
+def _retained(
+    tiles: Mapping[str, Mapping[int, Any]], floors: Mapping[str, int | None]
+) -> dict[str, dict[int, Any]]:
+    """The tiles a state keeps: each series' from its retention floor on."""
+    kept: dict[str, dict[int, Any]] = {}
+    for series, by_start in tiles.items():
+        floor = floors.get(series)
+        kept[series] = {s: v for s, v in by_start.items() if floor is None or s >= floor}
+    return kept
 
 
 class _Rows:
@@ -292,14 +296,7 @@ def _advance_entities(
                 found = session_day(group, gap, tile_pieces(group, day_tiles))
                 if found is not None:
                     rows[day] = found
-        kept = {
-            series: {
-                start: value
-                for start, value in by_start.items()
-                if floors.get(series) is None or start >= floors[series]  # type: ignore[operator]
-            }
-            for series, by_start in tiles.items()
-        }
+        kept = _retained(tiles, floors)
         # On the tiles before their retention drop: a step longer than the retention's
         # slack sweeps a crossing band below the new floor, and its tiles still make the
         # entity a crosser (assembly reads nothing below the floors otherwise).

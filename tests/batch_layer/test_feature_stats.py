@@ -1,7 +1,6 @@
 """Feature statistics recorded by batch runs and training set builds, and their drift."""
 
 import logging
-import os
 import random
 import time
 
@@ -27,6 +26,7 @@ from feature_core.stats import (
 from feature_core.statuses import ValueStatus
 from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
 from online_store import open_store
+from tests.batch_layer.helpers import lake_settings
 
 pytestmark = pytest.mark.spark
 
@@ -111,22 +111,10 @@ def _records(settings: Settings, kind: Journal) -> list[bytes]:
         store.close()
 
 
-def _lake_settings(redis_process, tmp_path, **overrides) -> Settings:
-    """A lake under the test's directory and the test's own Redis (no password)."""
-    return Settings(
-        _env_file=None,
-        data_dir=tmp_path,
-        lake_uri=str(tmp_path / "lake"),
-        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
-        redis_password_file=os.devnull,
-        **overrides,
-    )
-
-
 def test_a_batch_run_records_the_served_values_statistics_and_flags_drift(
     spark_factory, redis_process, tmp_path, caplog
 ):
-    settings = _lake_settings(redis_process, tmp_path)
+    settings = lake_settings(redis_process, tmp_path)
     spark = spark_factory(settings)
     cutoff = align_cutoff(int(time.time() * 1000) - 2 * HOUR_MS)
     rng = random.Random(31)
@@ -228,7 +216,7 @@ def test_a_sample_is_the_entities_with_the_smallest_hashes(spark_factory, redis_
     """LFP_FEATURE_STATS_SAMPLE entities of more: the record summarizes exactly the
     entities with the smallest keyed hashes of their ids, as computed from the events."""
     sample = 40
-    settings = _lake_settings(redis_process, tmp_path, feature_stats_sample=sample)
+    settings = lake_settings(redis_process, tmp_path, feature_stats_sample=sample)
     cutoff = align_cutoff(int(time.time() * 1000) - 2 * HOUR_MS)
     events = _events(random.Random(8), cutoff, 50.0, ["red", "green", "blue"])
     _append(settings, events, 0)
@@ -261,7 +249,7 @@ def test_a_training_set_build_records_its_features_statistics(
 ):
     from batch_layer.training import build_training_set, feature_columns, write_training_set
 
-    settings = _lake_settings(redis_process, tmp_path, feature_stats_sample=50)
+    settings = lake_settings(redis_process, tmp_path, feature_stats_sample=50)
     spark = spark_factory(settings)
     cutoff = 20_000 * DAY_MS
     events = _events(random.Random(5), cutoff, 50.0, ["red", "green"])

@@ -4,7 +4,6 @@ day edges, a compaction of the lake in between), and every served document equal
 shared contract's (feature_core.local_views) over all the lake's events, as a full run's
 does. Runs that cannot be incremental say why."""
 
-import os
 import random
 import time
 
@@ -18,22 +17,11 @@ from feature_core.definitions import FeatureRepo, FeatureService
 from feature_core.settings import Settings
 from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
 from online_store import open_store
+from tests.batch_layer.helpers import lake_settings
 
 pytestmark = pytest.mark.spark
 
 WINDOWS = ["5m", "1h", "1d", "7d", "lifetime", "session:30m"]
-
-
-def _settings(redis_process, tmp_path, **overrides) -> Settings:
-    return Settings(
-        _env_file=None,
-        data_dir=tmp_path,
-        lake_uri=str(tmp_path / "lake"),
-        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
-        redis_password_file=os.devnull,
-        feature_stats_sample=0,
-        **overrides,
-    )
 
 
 def _events(rng: random.Random, start: int, end: int, count: int) -> list[dict]:
@@ -94,7 +82,7 @@ def test_incremental_runs_serve_what_a_full_run_does(spark_factory, redis_proces
 
     group = catalog.group(WINDOWS)
     repo = FeatureRepo([group], [FeatureService("s", [f"g:{f.name}" for f in group.features])])
-    settings = _settings(redis_process, tmp_path)
+    settings = lake_settings(redis_process, tmp_path, feature_stats_sample=0)
     spark = spark_factory(settings)
     rng = random.Random(17)
     now = align_cutoff(int(time.time() * 1000))
