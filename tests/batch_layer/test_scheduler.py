@@ -267,9 +267,10 @@ def test_run_history_survives_losing_redis(demo_result, stack) -> None:
 def test_a_run_killed_while_writing_its_view_leaves_the_old_view_and_the_next_run_completes(
     demo_result, stack
 ) -> None:
-    """``kill -9`` of a batch run (the CLI's: the same job as the scheduler's) once keys of
-    its new view version are in Redis: the pointer, and so every answer, stays on the old
-    view; the next run switches to a newer version."""
+    """``kill -9`` of a batch run (the CLI's, ``--full``: the same job as the scheduler's,
+    writing every entity) once keys of its new view version are in Redis: the pointer, and
+    so every answer, stays on the old view; the next run rebuilds (it cannot trust what
+    the killed run left) and switches to a newer version."""
     settings = stack.settings
     client = redis.Redis.from_url(settings.redis_url)
     keys = KeySpace(settings.key_prefix)
@@ -295,7 +296,7 @@ def test_a_run_killed_while_writing_its_view_leaves_the_old_view_and_the_next_ru
     killed_version = None
     for _ in range(3):  # a run may write its (small) view between two looks: try again
         run = subprocess.Popen(
-            [sys.executable, "-m", "infra", "batch", "run"],
+            [sys.executable, "-m", "infra", "batch", "run", "--full"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -313,6 +314,7 @@ def test_a_run_killed_while_writing_its_view_leaves_the_old_view_and_the_next_ru
     assert served["batch"]["version"] == served_before["batch"]["version"] == before["version"]
     result = stack.run_batch(int(time.time() * 1000))
     assert result["switched"] and result["version"] > killed_version
+    assert result["mode"] == "full", result["mode_reasons"]
     assert pointer(settings)["version"] == result["version"]
 
 
