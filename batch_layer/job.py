@@ -1,13 +1,14 @@
 """The batch job: pinned Delta snapshots -> each group's tiles and documents for event
 time < B -> the tile table and Redis.
 
-Each group is advanced from its stored tiles (only the events added since the last run,
-only the documents whose values can change) or rebuilt from every event, as
-:mod:`batch_layer.tile_runs` decides; :mod:`batch_layer.event_tiles` and
-:mod:`batch_layer.assembly` compute it. Documents are written under a fresh version
-(the serving one's kept for its readers), the tiles and every group's new state are
-committed in one Delta transaction, and then the serving pointer flips; a crash anywhere
-leaves the old view serving.
+With ``LFP_BATCH_INCREMENTAL``, each group is advanced from its stored tiles (only the
+events added since the last run, only the documents whose values can change) or rebuilt
+from every event, as :mod:`batch_layer.tile_runs` decides; :mod:`batch_layer.event_tiles`
+and :mod:`batch_layer.assembly` compute it. Without, every group is recomputed window by
+window (:mod:`batch_layer.window_views`) and no tiles are kept. Documents are written
+under a fresh version (the serving one's kept for its readers), the tiles and every
+group's new state are committed in one Delta transaction, and then the serving pointer
+flips; a crash anywhere leaves the old view serving.
 """
 
 from __future__ import annotations
@@ -62,13 +63,14 @@ from batch_layer.tiles import (
     tiles_uri,
     write_staged,
 )
+from batch_layer.window_views import bucket_sql, group_irs, write_partition
 from feature_core.definitions import FeatureGroup, FeatureRepo
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, quoted
 from feature_core.stats import RunFeatureStats
 from feature_core.tiles import tile_spec_fingerprint
-from feature_core.windows import COLLAPSED, Window, align_cutoff, batch_layout
+from feature_core.windows import align_cutoff
 from online_store import open_store
 from online_store.base import OnlineStore
 from online_store.timeouts import explain_timeouts
@@ -162,30 +164,6 @@ def pinned_snapshot(
         return Snapshot(spark.createDataFrame([], schema), table.version(), 0, 0)
     frame = spark.read.schema(schema).parquet(*files)
     return Snapshot(frame, table.version(), len(files), files_bytes(table, files))
-
-
-def session_start_column(window: Window) -> str:
-    """The column holding each event's entity's current session start (at the cutoff)."""
-    return f"__session_{window.gap_ms}"
-
-
-def bucket_sql(window: Window, cutoff: int, horizon_ms: int, time_column: str) -> str:
-    """SQL labelling an event with its batch bucket (see ``BatchLayout.bucket``); a
-    session window keeps only the entity's last session, collapsed."""
-    time_column = quoted(time_column)
-    layout = batch_layout(window, cutoff, horizon_ms)
-    beyond = f"WHEN {time_column} >= {cutoff} THEN NULL"
-    if window.is_session:
-        start = session_start_column(window)
-        return f"CASE {beyond} WHEN {time_column} >= {start} THEN '{COLLAPSED}' END"
-    if layout.tail_start is None:
-        return f"CASE {beyond} ELSE '{COLLAPSED}' END"
-    hop = window.hop_ms
-    return (
-        f"CASE {beyond} WHEN {time_column} < {layout.tail_start} THEN NULL "
-        f"WHEN {time_column} >= {layout.collapsed_start} THEN '{COLLAPSED}' "
-        f"ELSE CAST(({time_column} DIV {hop}) * {hop} AS STRING) END"
-    )
 
 
 def _write_documents(
@@ -432,6 +410,24 @@ def _run_batch(
     for group in repo.groups:
         plan = plans[group.name]
         before = (written.value, created.value, deleted.value)
+        if plan.mode == REBUILD and not settings.batch_incremental:
+            # No tiles kept: one aggregation per window, cheaper than a tile rebuild.
+            group_irs(reads.snapshot(group.source), group, cutoff, horizon).foreachPartition(
+                functools.partial(
+                    write_partition,
+                    settings=settings,
+                    version=version,
+                    serving=serving,
+                    group=group.name,
+                    join_keys=len(group.join_keys),
+                    primitives=group.primitives,
+                    columns=group.batch_columns,
+                    counters=(written, created, deleted),
+                    sampler=samplers.get(group.name),
+                )
+            )
+            entities[group.name] = written.value - before[0]
+            continue
         if plan.mode == REBUILD:
             tiles = event_tiles(reads.snapshot(group.source), group, cutoff)
             out = rebuild(tiles, group, cutoff, horizon)

@@ -820,6 +820,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--no-tiles",
+        action="store_true",
+        help="runs as with LFP_BATCH_INCREMENTAL=false: window by window, no tiles kept",
+    )
+    parser.add_argument(
         "--full-rounds",
         type=int,
         default=0,
@@ -867,6 +872,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 redis_url=f"redis://127.0.0.1:{port}/0",
                 redis_password_file=os.devnull,
                 feature_repo="demo.feature_repo",
+                batch_incremental=not args.no_tiles,
             )
             bench = Bench(args, settings, repo)
             try:

@@ -306,11 +306,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="First retry delay; doubles per retry (at most 5 minutes)."
     )
     batch_incremental: bool = Field(
-        True,
-        description="Batch runs advance each group from its stored tiles (_lfp_tiles): "
-        "they read only the events added since the last run and rewrite only the "
-        "documents whose values can change. false: every run rebuilds every group from "
-        "all history (as `lfp batch run --full`).",
+        False,
+        description="true: batch runs keep tiles (_lfp_tiles) and advance each group from "
+        "them, reading only the events added since the last run and rewriting only the "
+        "documents whose values can change; their first run, and any rebuild, costs "
+        "several times a full recompute (measured in the README). false: every run "
+        "recomputes all history window by window, keeping no tiles.",
     )
     batch_keep_versions: int = Field(
         2,

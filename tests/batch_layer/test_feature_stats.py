@@ -111,10 +111,13 @@ def _records(settings: Settings, kind: Journal) -> list[bytes]:
         store.close()
 
 
+@pytest.mark.parametrize("incremental", [False, True], ids=["window-by-window", "tiles"])
 def test_a_batch_run_records_the_served_values_statistics_and_flags_drift(
-    spark_factory, redis_process, tmp_path, caplog
+    spark_factory, redis_process, tmp_path, caplog, incremental
 ):
-    settings = lake_settings(redis_process, tmp_path)
+    """Both ways of running: runs after the first are incremental with tiles, and their
+    sample reads the served documents."""
+    settings = lake_settings(redis_process, tmp_path, batch_incremental=incremental)
     spark = spark_factory(settings)
     cutoff = align_cutoff(int(time.time() * 1000) - 2 * HOUR_MS)
     rng = random.Random(31)

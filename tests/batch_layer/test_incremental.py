@@ -82,7 +82,9 @@ def test_incremental_runs_serve_what_a_full_run_does(spark_factory, redis_proces
 
     group = catalog.group(WINDOWS)
     repo = FeatureRepo([group], [FeatureService("s", [f"g:{f.name}" for f in group.features])])
-    settings = lake_settings(redis_process, tmp_path, feature_stats_sample=0)
+    settings = lake_settings(
+        redis_process, tmp_path, feature_stats_sample=0, batch_incremental=True
+    )
     spark = spark_factory(settings)
     rng = random.Random(17)
     now = align_cutoff(int(time.time() * 1000))

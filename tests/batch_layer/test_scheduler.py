@@ -25,12 +25,12 @@ from batch_layer.scheduler import BatchScheduler
 from feature_core.definitions import Aggregation, Entity, FeatureGroup, FeatureRepo
 from feature_core.merge import values_match
 from feature_core.runs import RunStatus
-from feature_core.settings import Settings
 from feature_core.sources import EventSource, Field
 from feature_core.windows import HOUR_MS, align_cutoff
 from infra.cli import app
 from online_store import open_store
 from online_store.keys import KeySpace, doc_version
+from tests.batch_layer.helpers import lake_settings
 from tests.conftest import DEMO_SHOP_PREFIX, wait_for
 from tests.integration.helpers import wait_in_lake
 
@@ -335,17 +335,12 @@ READINGS_GROUP = FeatureGroup(
 def test_a_run_records_its_mode_and_the_lake_files_it_read(
     spark_factory, redis_process, tmp_path
 ) -> None:
-    """Without the stack: two lake commits, then a run asked for --full and a default one.
-    The first rebuilds from every event (and says why), counting the snapshot's files and
-    bytes (the files on disk); the second runs from the tiles the first stored, and reads
-    and writes nothing (nothing arrived, the cutoff did not move)."""
-    settings = Settings(
-        _env_file=None,
-        data_dir=tmp_path,
-        lake_uri=str(tmp_path / "lake"),
-        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
-        redis_password_file=os.devnull,
-    )
+    """Without the stack, incremental runs on: two lake commits, then a run asked for
+    --full and a default one. The first rebuilds from every event (and says why), counting
+    the snapshot's files and bytes (the files on disk); the second runs from the tiles the
+    first stored, and reads and writes nothing (nothing arrived, the cutoff did not move).
+    Then, with incremental runs off, a run recomputes everything and says why."""
+    settings = lake_settings(redis_process, tmp_path, batch_incremental=True)
     cutoff = align_cutoff(int(time.time() * 1000) - 2 * HOUR_MS)
     uri = settings.table_uri(READINGS.table_name)
     for commit in range(2):
@@ -387,3 +382,9 @@ def test_a_run_records_its_mode_and_the_lake_files_it_read(
         # What this job cannot tell yet is not recorded.
         for unknown in ("new_events", "entities_changed"):
             assert getattr(record, unknown) is None, unknown
+    off = lake_settings(redis_process, tmp_path, batch_incremental=False)
+    plain = BatchScheduler(spark_factory(off), off, repo).run_once("schedule", cutoff)
+    assert plain is not None and plain.status == RunStatus.SUCCEEDED, plain
+    assert plain.mode == "full" and plain.group_modes == {"g": "rebuild"}
+    assert plain.mode_reasons == {"g": "LFP_BATCH_INCREMENTAL=false"}
+    assert plain.rows_read == 40 and plain.entities_written == 7 and plain.tiles_written is None
