@@ -20,6 +20,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from batch_layer.task_store import task_store
 from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
 from feature_core.aggregations import normalize
 from feature_core.definitions import FeatureGroup
@@ -38,8 +39,6 @@ from feature_core.tiles import (
     tile_pieces,
 )
 from feature_core.windows import DAY_MS, FINEST_HOP_MS, edge_bands, floor_to
-from online_store import open_store
-from online_store.timeouts import explain_timeouts
 
 #: The series of the row carrying an entity's document (never a tile series).
 DOC_SERIES = "@doc"
@@ -320,9 +319,5 @@ class BaseDocuments:
         self.settings, self.serving, self.group = settings, serving, group
 
     def __call__(self, entities: list[str]) -> Mapping[str, Mapping[str, Any] | None]:
-        with explain_timeouts(self.settings.redis_url, self.settings.batch_redis_timeout_s):
-            store = open_store(self.settings)
-            try:
-                return store.read_base(self.serving, self.group, entities)
-            finally:
-                store.close()
+        with task_store(self.settings) as store:
+            return store.read_base(self.serving, self.group, entities)

@@ -41,6 +41,7 @@ from batch_layer.lake import (
     files_matching,
     open_table,
 )
+from batch_layer.task_store import task_store, write_task_views
 from batch_layer.tile_runs import (
     REBUILD,
     GroupPlan,
@@ -179,7 +180,6 @@ def _write_documents(
     """Write a task's document rows (:data:`~batch_layer.assembly.DOC_SERIES`) of one
     group. An empty document is a tombstone in an incremental run (the entity left the
     view) and skipped in a rebuild (the sweep removes what was not written)."""
-    written, created, deleted = counters
     taken = sampler.task() if sampler is not None else None
 
     def views():
@@ -191,17 +191,7 @@ def _write_documents(
                 taken.offer(row["entity"], orjson.loads(raw))
             yield row["entity"], raw.encode()
 
-    # A paused Redis fails this task after LFP_BATCH_REDIS_TIMEOUT_S with one clear line
-    # (found again in the driver's error by run_batch) instead of hanging the run.
-    with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
-        store = open_store(settings)
-        try:
-            changes = store.write_views(version, serving, group, views(), written.add)
-        finally:
-            store.close()
-    if changes is not None:
-        created.add(changes.created)
-        deleted.add(changes.deleted)
+    write_task_views(settings, version, serving, group, views(), counters)
     if taken is not None:
         taken.publish()
 
@@ -217,12 +207,8 @@ def _sample_documents(
     candidates = [r["entity"] for r in rows]
     if bound is not None and counter is None:
         candidates = [e for e in candidates if entity_priority(e) < bound]
-    with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
-        store = open_store(settings)
-        try:
-            docs = store.read_base(version, group, candidates)
-        finally:
-            store.close()
+    with task_store(settings) as store:
+        docs = store.read_base(version, group, candidates)
     present = {entity: doc for entity, doc in docs.items() if doc}
     for entity, doc in present.items():
         taken.offer(entity, doc)

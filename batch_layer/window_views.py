@@ -14,13 +14,12 @@ from pyspark.sql import functions as F
 
 from batch_layer.columns import BUCKET_END, filter_column, key_columns, partial_sql
 from batch_layer.feature_stats import EntitySampler
+from batch_layer.task_store import write_task_views
 from feature_core.definitions import FeatureGroup, batch_partials
 from feature_core.keys import entity_id
 from feature_core.settings import Settings
 from feature_core.sources import quoted
 from feature_core.windows import COLLAPSED, Window, batch_layout
-from online_store import open_store
-from online_store.timeouts import explain_timeouts
 
 
 def session_start_column(window: Window) -> str:
@@ -140,7 +139,6 @@ def write_partition(
     sampler: EntitySampler | None = None,
 ) -> None:
     """Write a task's rows of :func:`group_irs` as one group's documents."""
-    written, created, deleted = counters
     taken = sampler.task() if sampler is not None else None
 
     def views():
@@ -151,16 +149,6 @@ def write_partition(
                 taken.offer(entity, doc)
             yield entity, orjson.dumps(doc)
 
-    # A paused Redis fails this task after LFP_BATCH_REDIS_TIMEOUT_S with one clear line
-    # (found again in the driver's error by run_batch) instead of hanging the run.
-    with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
-        store = open_store(settings)
-        try:
-            changes = store.write_views(version, serving, group, views(), written.add)
-        finally:
-            store.close()
-    if changes is not None:
-        created.add(changes.created)
-        deleted.add(changes.deleted)
+    write_task_views(settings, version, serving, group, views(), counters)
     if taken is not None:
         taken.publish()
