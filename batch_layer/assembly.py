@@ -1,11 +1,11 @@
-"""A group's batch documents assembled from its tiles in Spark, one entity per Arrow
-group: the engine side of :mod:`feature_core.tiles`, whose functions every task calls.
+"""A group's batch documents assembled from its tiles in Spark: the engine side of
+:mod:`feature_core.tiles`, whose functions every task calls per entity.
 
 A *rebuild* (no stored tiles, a changed tile spec, ``--full``) tiles every event of the
-snapshot (:func:`batch_layer.event_tiles.event_tiles`), then per entity derives every
+snapshot (:func:`batch_layer.event_tiles.raw_tiles`), then per entity derives every
 day's session-day rows from its ``5m`` tiles, drops what retention no longer keeps and
-assembles the document at the cutoff. The task returns the entity's tile rows to store
-and one document row (series :data:`DOC_SERIES`), so the tiles are read and decoded once
+assembles the document at the cutoff. A task returns its entities' tile rows to store
+and one document row each (series :data:`DOC_SERIES`), so the tiles are converted once
 for both.
 """
 
@@ -20,10 +20,12 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from batch_layer.event_tiles import canonical_partials, raw_tiles
 from batch_layer.task_store import task_store
 from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
 from feature_core.aggregations import normalize
 from feature_core.definitions import FeatureGroup
+from feature_core.keys import entity_id
 from feature_core.settings import Settings
 from feature_core.sources import event_date
 from feature_core.tiles import (
@@ -45,30 +47,37 @@ DOC_SERIES = "@doc"
 _SESSION_COLUMNS = ("first_ms", "last_ms", "frag_start_ms", "has_gap")
 
 
-def rebuild(tiles: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
-    """Per entity of ``tiles`` (every event's hop tiles before ``cutoff``): the tile rows
-    to store (session-day rows added, expired rows dropped) and its document row."""
-    return tiles.groupBy("entity").applyInArrow(
-        _rebuild_entity(group, cutoff, horizon_ms), TILE_DDL
-    )
+def rebuild(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
+    """Per entity of ``events`` (the group's source rows): the tile rows the state at
+    ``cutoff`` stores (session-day rows added, expired rows dropped) and its document row.
+
+    Spark aggregates the tiles (:func:`~batch_layer.event_tiles.raw_tiles`, series a
+    session window does not need skipped below their retention floor); they reach Python
+    once, sorted by entity in each partition, so one task call converts, assembles and
+    writes a whole partition's entities (a call per entity costs more than its work)."""
+    floors = retention_floor(group, cutoff)
+    if any(w.gap_ms is not None for w in group.windows):
+        # Session-day rows of every day come from its 5m tiles.
+        floors = {s: f for s, f in floors.items() if s != hop_series(FINEST_HOP_MS)}
+    tiles = raw_tiles(events, group, cutoff, floors)
+    ordered = tiles.repartition("keys").sortWithinPartitions("keys", "series", "start")
+    return ordered.mapInArrow(_rebuild_partition(group, cutoff, horizon_ms), TILE_DDL)
 
 
-def _rebuild_entity(
+def _rebuild_partition(
     group: FeatureGroup, cutoff: int, horizon_ms: int
-) -> Callable[[pa.Table], pa.Table]:
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
     floors = retention_floor(group, cutoff)
     fine = hop_series(FINEST_HOP_MS)
+    primitives = group.primitives
 
-    def assemble(table: pa.Table) -> pa.Table:
-        rows = table.to_pylist()
-        entity, keys = rows[0]["entity"], rows[0]["keys"]
+    def assemble(keys: list[str], rows: list[dict[str, Any]], out: _Rows) -> None:
         tiles: dict[str, dict[int, Any]] = defaultdict(dict)
         counts: dict[tuple[str, int], int] = {}
         for row in rows:
-            tiles[row["series"]][row["start"]] = list(
-                normalize(group.primitives, orjson.loads(row["partials"]))
-            )
+            partials = canonical_partials(primitives, row["partials"])
+            tiles[row["series"]][row["start"]] = list(normalize(primitives, partials))
             counts[(row["series"], row["start"])] = row["events"]
         if gaps:
             by_day: dict[int, dict[int, Any]] = defaultdict(dict)
@@ -82,14 +91,33 @@ def _rebuild_entity(
                         days[day] = found
         kept = _retained(tiles, floors)
         doc = assemble_doc(group, kept, cutoff, horizon_ms)
-        out = _Rows(group.name, entity, keys)
+        entity = entity_id(keys)
         for series, by_start in kept.items():
             for start, value in by_start.items():
-                out.tile(series, start, value, counts.get((series, start)))
-        out.doc(doc)
-        return out.table()
+                out.tile(entity, keys, series, start, value, counts.get((series, start)))
+        out.doc(entity, keys, doc)
 
-    return assemble
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        keys: list[str] | None = None
+        rows: list[dict[str, Any]] = []
+        for batch in batches:
+            out = _Rows(group.name)
+            for row in batch.to_pylist():
+                if row["keys"] != keys:
+                    if rows:
+                        assert keys is not None
+                        assemble(keys, rows, out)
+                    keys, rows = row["keys"], []
+                rows.append(row)
+            if out.rows:
+                yield out.batch()
+        if rows:  # the partition's last entity
+            assert keys is not None
+            out = _Rows(group.name)
+            assemble(keys, rows, out)
+            yield out.batch()
+
+    return run
 
 
 def _retained(
@@ -104,32 +132,54 @@ def _retained(
 
 
 class _Rows:
-    """The output rows of one entity's task, in the tile table's shape."""
+    """Output rows of a task (one or more entities), in the tile table's shape."""
 
-    def __init__(self, group: str, entity: str, keys: list[str]) -> None:
-        self.group, self.entity, self.keys = group, entity, keys
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.rows = 0
         self.columns: dict[str, list[Any]] = {name: [] for name in TILE_SCHEMA.names}
 
-    def _append(self, series: str, start: int, date: str, partials: str, **extra: Any) -> None:
+    def _append(
+        self,
+        entity: str,
+        keys: list[str],
+        series: str,
+        start: int,
+        date: str,
+        partials: str,
+        **extra: Any,
+    ) -> None:
         columns = self.columns
         columns[GROUP].append(self.group)
         columns[TILE_DATE].append(date)
         columns["series"].append(series)
-        columns["entity"].append(self.entity)
-        columns["keys"].append(self.keys)
+        columns["entity"].append(entity)
+        columns["keys"].append(keys)
         columns["start"].append(start)
         columns["partials"].append(partials)
         columns["events"].append(extra.get("events"))
         for name in _SESSION_COLUMNS:
             columns[name].append(extra.get(name))
+        self.rows += 1
 
-    def tile(self, series: str, start: int, value: Any, events: int | None) -> None:
+    def tile(
+        self,
+        entity: str,
+        keys: list[str],
+        series: str,
+        start: int,
+        value: Any,
+        events: int | None,
+    ) -> None:
+        date = event_date(start)
         if series.startswith(SESSION_SERIES_PREFIX):
             assert isinstance(value, SessionDay)
             self._append(
+                entity,
+                keys,
                 series,
                 start,
-                event_date(start),
+                date,
                 orjson.dumps(value.partials).decode(),
                 first_ms=value.first_ms,
                 last_ms=value.last_ms,
@@ -138,13 +188,13 @@ class _Rows:
             )
         else:
             partials = orjson.dumps(value).decode()
-            self._append(series, start, event_date(start), partials, events=events)
+            self._append(entity, keys, series, start, date, partials, events=events)
 
-    def doc(self, doc: dict) -> None:
-        self._append(DOC_SERIES, 0, "", orjson.dumps(doc).decode())
+    def doc(self, entity: str, keys: list[str], doc: dict) -> None:
+        self._append(entity, keys, DOC_SERIES, 0, "", orjson.dumps(doc).decode())
 
-    def table(self) -> pa.Table:
-        return pa.Table.from_pydict(self.columns, schema=TILE_SCHEMA)
+    def batch(self) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pydict(self.columns, schema=TILE_SCHEMA)
 
 
 def documents(rows: Iterator[Any]) -> Iterator[tuple[str, bytes]]:
@@ -266,11 +316,15 @@ def _advance_entities(
         for batch in batches:
             entities = batch.to_pylist()
             docs = base([e["entity"] for e in entities])
-            tables = [_advance_one(e, docs.get(e["entity"])) for e in entities]
-            if tables:
-                yield from pa.concat_tables(tables).to_batches()
+            out = _Rows(group.name)
+            for entity in entities:
+                _advance_one(entity, docs.get(entity["entity"]), out)
+            if out.rows:
+                yield out.batch()
 
-    def _advance_one(entity: Mapping[str, Any], base_doc: Mapping[str, Any] | None) -> pa.Table:
+    def _advance_one(
+        entity: Mapping[str, Any], base_doc: Mapping[str, Any] | None, out: _Rows
+    ) -> None:
         tiles: dict[str, dict[int, Any]] = defaultdict(dict)
         delta: dict[str, dict[int, Any]] = defaultdict(dict)
         counts: dict[tuple[str, int], int] = defaultdict(int)
@@ -300,13 +354,12 @@ def _advance_entities(
         # slack sweeps a crossing band below the new floor, and its tiles still make the
         # entity a crosser (assembly reads nothing below the floors otherwise).
         doc = advance_doc(group, base_doc, tiles, delta, before, after, horizon_ms)
-        out = _Rows(group.name, entity["entity"], entity["keys"])
+        name, keys = entity["entity"], entity["keys"]
         for series, by_start in kept.items():
             for start, value in by_start.items():
                 if event_date(start) in rewritten:
-                    out.tile(series, start, value, counts.get((series, start)))
-        out.doc(doc)
-        return out.table()
+                    out.tile(name, keys, series, start, value, counts.get((series, start)))
+        out.doc(name, keys, doc)
 
     return run
 

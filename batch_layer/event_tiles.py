@@ -13,7 +13,8 @@ aggregated rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -29,10 +30,18 @@ from feature_core.sources import event_date, quoted
 from feature_core.tiles import hop_series, hop_widths
 
 
-def event_tiles(events: DataFrame, group: FeatureGroup, cutoff: int) -> DataFrame:
+def raw_tiles(
+    events: DataFrame,
+    group: FeatureGroup,
+    cutoff: int,
+    floors: Mapping[str, int | None] | None = None,
+) -> DataFrame:
     """Every hop series' tiles of ``events`` before ``cutoff`` that the group reads (its
-    filters passed, every join key present): one row per (series, entity, tile start)
-    holding the canonical partials of every tile column as JSON and the event count."""
+    filters passed, every join key present), as Spark aggregates them: one row per
+    (series, keys, tile start) with each tile column's raw partial in the struct
+    ``partials`` (``p0``, ``p1``, ... for the primitives' ``from_spark``) and the event
+    count. With ``floors`` (per series, :func:`feature_core.tiles.retention_floor`),
+    tiles starting before their series' floor are not computed."""
     time = quoted(group.event_time)
     keys = [f"__k{i}" for i in range(len(group.join_keys))]
     present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
@@ -48,15 +57,17 @@ def event_tiles(events: DataFrame, group: FeatureGroup, cutoff: int) -> DataFram
     ]
     frames = []
     for width in hop_widths(group):
-        start = f"({time} DIV {width}) * {width}"
-        tiled = selected.withColumn("__start", F.expr(start)).withColumn(
-            BUCKET_END, F.expr(f"__start + {width}")
-        )
+        series = hop_series(width)
+        tiled = selected.withColumn("__start", F.expr(f"({time} DIV {width}) * {width}"))
+        floor = (floors or {}).get(series)
+        if floor is not None:
+            tiled = tiled.where(F.col("__start") >= floor)
         frames.append(
-            tiled.groupBy(*keys, "__start")
+            tiled.withColumn(BUCKET_END, F.expr(f"__start + {width}"))
+            .groupBy(*keys, "__start")
             .agg(F.struct(*partials).alias("partials"), F.count(F.lit(1)).alias("events"))
             .select(
-                F.lit(hop_series(width)).alias("series"),
+                F.lit(series).alias("series"),
                 F.array(*keys).alias("keys"),
                 F.col("__start").alias("start"),
                 "partials",
@@ -66,8 +77,19 @@ def event_tiles(events: DataFrame, group: FeatureGroup, cutoff: int) -> DataFram
     union = frames[0]
     for frame in frames[1:]:
         union = union.unionByName(frame)
+    return union
+
+
+def event_tiles(events: DataFrame, group: FeatureGroup, cutoff: int) -> DataFrame:
+    """:func:`raw_tiles` in the tile table's row shape: each tile's partials as the
+    canonical JSON the Python model and the speed layer share."""
     convert = _canonical(group.name, group.primitives)
-    return union.mapInArrow(convert, TILE_DDL)
+    return raw_tiles(events, group, cutoff).mapInArrow(convert, TILE_DDL)
+
+
+def canonical_partials(primitives: Sequence[Primitive], raw: Mapping[str, Any]) -> list[Any]:
+    """A :func:`raw_tiles` row's ``partials`` struct as canonical partials."""
+    return [p.from_spark(raw[f"p{i}"]) for i, p in enumerate(primitives)]
 
 
 def _canonical(group: str, primitives: Sequence[Primitive]):
@@ -80,7 +102,7 @@ def _canonical(group: str, primitives: Sequence[Primitive]):
             out: dict[str, list] = {name: [] for name in TILE_SCHEMA.names}
             for row in rows:
                 raw = row["partials"]
-                partials = [p.from_spark(raw[f"p{i}"]) for i, p in enumerate(primitives)]
+                partials = canonical_partials(primitives, raw)
                 out[GROUP].append(group)
                 out[TILE_DATE].append(event_date(row["start"]))  # as sources date events
                 out["series"].append(row["series"])

@@ -415,8 +415,7 @@ def _run_batch(
             entities[group.name] = written.value - before[0]
             continue
         if plan.mode == REBUILD:
-            tiles = event_tiles(reads.snapshot(group.source), group, cutoff)
-            out = rebuild(tiles, group, cutoff, horizon)
+            out = rebuild(reads.snapshot(group.source), group, cutoff, horizon)
         else:
             assert plan.state is not None and plan.files is not None
             events = reads.new_events(group.source, plan.files, plan.state.cutoff_ms)

@@ -58,7 +58,7 @@ def test_rebuild_equals_the_contract_and_the_model(spark_factory) -> None:
     cutoff = 19_000 * DAY_MS + 13 * HOUR_MS + 25 * 60_000
     rows = _events(catalog, cutoff, 600, seed=5)
     frame = spark.createDataFrame(rows, catalog.SOURCE.spark_ddl())
-    out = rebuild(event_tiles(frame, group, cutoff), group, cutoff, DAY_MS).collect()
+    out = rebuild(frame, group, cutoff, DAY_MS).collect()
 
     names = [*catalog.SOURCE.columns, "kafka_partition", "kafka_offset"]
     events = [dict(zip(names, raw, strict=True)) for raw in rows]
@@ -137,7 +137,7 @@ def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step, horizon)
     def frame(events):
         return spark.createDataFrame([tuple(e[n] for n in names) for e in events], ddl)
 
-    first = rebuild(event_tiles(frame(old), group, before), group, before, horizon).collect()
+    first = rebuild(frame(old), group, before, horizon).collect()
     docs = {e: orjson.loads(d) for e, d in documents(iter(first))}
     stored = spark.createDataFrame(
         [r for r in first if r["series"] != DOC_SERIES], schema=_tile_ddl()
