@@ -1,6 +1,8 @@
 """Runs in Feast's own environment (.venv-feast), not ours: drives the real Feast SDK.
 
-Reads one JSON command on stdin and prints one JSON answer:
+Reads JSON commands on stdin, one a line, and answers each with one JSON line on stdout
+(one process for a whole test module: importing Feast takes seconds of CPU, paid once; a
+command that raises is answered ``{"exception": traceback}`` and the next one is read):
 - ``{"repo": dir, "read": [case, ...]}``: each case is a ``/get-online-features`` body;
   the SDK's ``get_online_features(...).to_dict()`` for it (a feature service by name),
   with the entity rows given row by row as SDK users do, or ``{"error": ...}``;
@@ -17,7 +19,9 @@ Reads one JSON command on stdin and prints one JSON answer:
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 
 import pandas as pd
 from feast import FeatureStore
@@ -71,28 +75,39 @@ def write(store: FeatureStore, view: str, time_field: str, rows: list[dict]) -> 
     store.write_to_online_store(view, frame)
 
 
-def main() -> None:
-    command = json.load(sys.stdin)
+def handle(command: dict) -> object:
+    """One command's answer (a new FeatureStore each time, as a fresh process had)."""
     store = FeatureStore(repo_path=command["repo"])
     if "read" in command:
-        answer = [read(store, case) for case in command["read"]]
-    elif "serve" in command:
-        answer = [
+        return [read(store, case) for case in command["read"]]
+    if "serve" in command:
+        return [
             convert_response_to_dict(online_features(store, case).proto)
             for case in command["serve"]
         ]
-    elif "decode" in command:
-        answer = decode(command["decode"])
-    elif "dtypes" in command:
-        answer = {
+    if "decode" in command:
+        return decode(command["decode"])
+    if "dtypes" in command:
+        return {
             view.name: {field.name: str(field.dtype) for field in view.features}
             for view in store.list_feature_views()
         }
-    else:
-        for one in command["write"]:
-            write(store, one["view"], one["time_field"], one["rows"])
-        answer = {"written": sum(len(one["rows"]) for one in command["write"])}
-    json.dump(answer, sys.stdout, default=str)
+    for one in command["write"]:
+        write(store, one["view"], one["time_field"], one["rows"])
+    return {"written": sum(len(one["rows"]) for one in command["write"])}
+
+
+def main() -> None:
+    # Answers go to the real stdout alone: anything Feast prints goes to stderr.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        try:
+            answer = handle(json.loads(line))
+        except Exception:  # reported to the test, which fails with it
+            answer = {"exception": traceback.format_exc()}
+        answers.write(json.dumps(answer, default=str) + "\n")
+        answers.flush()
 
 
 if __name__ == "__main__":

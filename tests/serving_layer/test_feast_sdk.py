@@ -18,15 +18,18 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import redis
 
 from feature_core.definitions import Aggregation, Feature, FeatureGroup, FeatureRepo
 from feature_core.merge import ValueStatus
@@ -70,12 +73,60 @@ def feast_cli(python: Path, repo_dir: Path, *args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def drive(python: Path, command: dict) -> Any:
-    done = subprocess.run(
-        [str(python), str(DRIVER)], input=json.dumps(command), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+class FeastDriver:
+    """feast_driver.py in Feast's environment, one process for the module: importing
+    Feast costs seconds of CPU, which a process per command paid each time (a minute per
+    test). Each command still opens the repo's FeatureStore afresh."""
+
+    def __init__(self, python: Path, log: Path) -> None:
+        self.log = log
+        with log.open("wb") as err:
+            self.process = subprocess.Popen(
+                [str(python), str(DRIVER)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+
+    def __call__(self, command: dict, timeout_s: float = 180.0) -> Any:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(json.dumps(command) + "\n")
+        stdin.flush()
+        ready, _, _ = select.select([stdout], [], [], timeout_s)
+        if not ready:
+            pytest.fail(f"the Feast driver gave no answer in {timeout_s:.0f} s: {self.tail()}")
+        line = stdout.readline()
+        assert line, f"the Feast driver exited ({self.process.poll()}): {self.tail()}"
+        answer = json.loads(line)
+        assert not (isinstance(answer, dict) and "exception" in answer), answer["exception"]
+        return answer
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def feast_driver(
+    feast_python: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FeastDriver]:
+    driver = FeastDriver(feast_python, tmp_path_factory.mktemp("feast-driver") / "stderr.log")
+    yield driver
+    driver.close()
+
+
+def drive(driver: FeastDriver, command: dict) -> Any:
+    return driver(command)
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +317,9 @@ def expected_from_v1(stack, repo: FeatureRepo, case: dict[str, Any]) -> dict[str
     return expected
 
 
-def test_the_feast_sdk_reads_the_same_values_as_v1(stack, known, feast_python, tmp_path) -> None:
+def test_the_feast_sdk_reads_the_same_values_as_v1(
+    stack, known, feast_python, feast_driver, tmp_path
+) -> None:
     settings = stack.settings
     repo = FeatureRepo.from_module(settings.feature_repo)
     remote = tmp_path / "remote"
@@ -279,7 +332,7 @@ def test_the_feast_sdk_reads_the_same_values_as_v1(stack, known, feast_python, t
         for _ in range(3):  # values may move between the reads (a window boundary)
             start = time.monotonic()
             before = expected_from_v1(stack, repo, case)
-            (answer,) = drive(feast_python, {"repo": str(remote), "read": [case]})
+            (answer,) = drive(feast_driver, {"repo": str(remote), "read": [case]})
             after = expected_from_v1(stack, repo, case)
             elapsed_ms = (time.monotonic() - start) * 1000
             if steady(before, moving) == steady(after, moving):
@@ -338,7 +391,7 @@ def assert_same_values(
 
 
 def test_feast_serve_answers_the_same_json(
-    stack, known, feast_python, redis_process, tmp_path
+    stack, known, feast_python, feast_driver, redis_process, tmp_path
 ) -> None:
     settings = stack.settings
     api = settings.api_url
@@ -355,6 +408,7 @@ def test_feast_serve_answers_the_same_json(
         stderr=subprocess.DEVNULL,
     )
     feast_url = f"http://127.0.0.1:{port}"
+    feast_online = redis.Redis(host="127.0.0.1", port=redis_process.port, socket_timeout=10)
     try:
         wait_for(lambda: _healthy(feast_url), 120, "feast serve")
         for case in cases(known):
@@ -362,7 +416,10 @@ def test_feast_serve_answers_the_same_json(
             for _ in range(3):
                 start = time.monotonic()
                 ours = httpx.post(f"{api}/get-online-features", json=case, timeout=10).json()
-                materialize(feast_python, native, repo, api, case)
+                # Feast keeps a stored row over one with the same event timestamp: what an
+                # earlier case wrote would stay (a decayed value read further back).
+                feast_online.flushall()
+                materialize(feast_driver, native, repo, api, case)
                 theirs = httpx.post(f"{feast_url}/get-online-features", json=case, timeout=30)
                 assert theirs.status_code == 200, theirs.text
                 again = httpx.post(f"{api}/get-online-features", json=case, timeout=10).json()
@@ -383,7 +440,7 @@ def _healthy(url: str) -> bool:
 
 
 def materialize(
-    python: Path, native: Path, repo: FeatureRepo, api: str, case: dict[str, Any]
+    driver: FeastDriver, native: Path, repo: FeatureRepo, api: str, case: dict[str, Any]
 ) -> None:
     """Write what the API serves for the case's entities into Feast's online store, one
     row per (group, found entity), stamped with the API's event timestamp."""
@@ -409,7 +466,7 @@ def materialize(
             rows.append(row)
         if rows:
             writes.append({"view": name, "time_field": group.event_time, "rows": rows})
-    drive(python, {"repo": str(native), "write": writes})
+    drive(driver, {"repo": str(native), "write": writes})
 
 
 def by_name(answer: dict) -> dict[str, Any]:
@@ -485,14 +542,14 @@ def typed_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def test_every_kinds_values_read_as_their_feast_dtype(feast_python, tmp_path) -> None:
+def test_every_kinds_values_read_as_their_feast_dtype(feast_python, feast_driver, tmp_path) -> None:
     group: FeatureGroup = KINDS_GROUP
     repo = FeatureRepo((group,))
     feast_repo = tmp_path / "kinds"
     export(repo, "catalog", feast_repo, "lfp", {"type": "sqlite", "path": "data/online.db"})
     feast_cli(feast_python, feast_repo, "apply")
     dtypes = {f.name: feast_dtype(f, group) for f in group.features}
-    assert drive(feast_python, {"repo": str(feast_repo), "dtypes": True}) == {group.name: dtypes}
+    assert drive(feast_driver, {"repo": str(feast_repo), "dtypes": True}) == {group.name: dtypes}
     assert {"Map", "Array(Bool)", "Array(Float64)", "Array(Int64)", "Float64"} <= set(
         dtypes.values()
     )
@@ -528,7 +585,7 @@ def test_every_kinds_values_read_as_their_feast_dtype(feast_python, tmp_path) ->
     for name in dtypes:
         assert any(v is not None for v in ours[name]["values"]), f"{name}: no value to read"
 
-    sdk = drive(feast_python, {"repo": str(feast_repo), "decode": response})
+    sdk = drive(feast_driver, {"repo": str(feast_repo), "decode": response})
     assert "error" not in sdk, sdk
     for name, dtype in dtypes.items():
         values = ours[name]["values"]
@@ -549,11 +606,11 @@ def test_every_kinds_values_read_as_their_feast_dtype(feast_python, tmp_path) ->
         for i, thing in enumerate(things)
     ]
     drive(
-        feast_python,
+        feast_driver,
         {"repo": str(feast_repo), "write": [{"view": group.name, "time_field": "t", "rows": rows}]},
     )
     case = {"features": [f"{group.name}:{n}" for n in dtypes], "entities": {"k": things}}
-    (served,) = drive(feast_python, {"repo": str(feast_repo), "serve": [case]})
+    (served,) = drive(feast_driver, {"repo": str(feast_repo), "serve": [case]})
     theirs = dict(zip(served["metadata"]["feature_names"], served["results"], strict=True))
     for name in dtypes:
         assert typed_json(theirs[name]["values"]) == typed_json(ours[name]["values"]), name
