@@ -1,6 +1,8 @@
-"""Training the demo model: the shop's own catalog and candidates out of a lake shared with
-other workloads, a holdout AUC that is measured or says why not, and the training set
-written with its statistics recorded as the drift baseline."""
+"""Training the demo model: the shop's own examples, catalog and candidates out of a lake
+shared with other workloads (whose ids may start as the shop's do), features from before
+each example's time and none a proxy of its label, a holdout AUC that is measured or says
+why not, and the training set written with its statistics recorded as the drift
+baseline."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import random
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from batch_layer.lake import append_backfill
+from batch_layer.training import column_name
 from demo.feature_repo import events as shop_events
 from demo.generator import CATEGORIES, Shop, ShopConfig, encode
 from demo.ranking import BASELINE_SERVICE, SERVICE
@@ -18,6 +22,7 @@ from demo.train import (
     TrainingConfig,
     holdout_report,
     rank_candidates,
+    shop_only,
     train_model,
     training_service,
     training_set_path,
@@ -26,6 +31,7 @@ from feature_core.definitions import FeatureRepo
 from feature_core.journals import Journal
 from feature_core.settings import Settings
 from feature_core.stats import TrainingFeatureStats
+from feature_core.synthetic import random_record
 from feature_core.windows import DAY_MS, align_cutoff
 from online_store import open_store
 
@@ -99,22 +105,52 @@ def _foreign_events(start: int, end: int, count: int) -> list[dict]:
     ]
 
 
+def _generated_events(start: int, end: int, count: int) -> list:
+    """Schema-random events of the shop's source, as `lfp generate` and the benchmarks
+    write them (feature_core.synthetic): ids ``user_id_N`` and ``item_id_N``, which start
+    with the shop's default prefixes ``user_`` and ``item_``."""
+    rng = random.Random(11)
+    return [random_record(shop_events, rng, rng.randrange(start, end)) for _ in range(count)]
+
+
+@pytest.mark.spark
+def test_the_shop_s_ids_are_its_prefix_and_a_number_not_any_id_the_prefix_starts(
+    spark_factory, tmp_path: Path
+) -> None:
+    spark = spark_factory(Settings(_env_file=None, data_dir=tmp_path))  # type: ignore[call-arg]
+    pairs = [
+        ("user_0", "item_0"),
+        ("user_17", "item_299"),
+        ("user_id_17", "item_4"),  # a generated user: not the shop's
+        ("user_3", "item_id_4"),  # a generated item
+        ("user_", "item_1"),  # no number
+        ("user_1a", "item_1"),
+        ("xuser_1", "item_1"),
+    ]
+    frame = spark.createDataFrame(pairs, "user_id string, item_id string")
+    kept = {(r["user_id"], r["item_id"]) for r in shop_only(frame, TrainingConfig()).collect()}
+    assert kept == {("user_0", "item_0"), ("user_17", "item_299")}
+
+
 @pytest.mark.spark
 def test_the_model_trains_on_the_shop_alone_and_records_its_training_set(
     spark_factory, redis_process, tmp_path: Path
 ) -> None:
     settings = _settings(redis_process, tmp_path)
     spark = spark_factory(settings)
-    shop = Shop(ShopConfig(users=40, items=80, seed=5, user_prefix="sh_u", item_prefix="sh_i"))
+    # The default prefixes, which generated events' ids start with too.
+    shop = Shop(ShopConfig(users=40, items=80, seed=5))
     cutoff = align_cutoff(20_000 * DAY_MS)
     history = shop.history(3000, cutoff - 3 * DAY_MS, cutoff - DAY_MS // 2)
     foreign = _foreign_events(cutoff - DAY_MS // 2, cutoff - 3_600_000, 2500)
+    # More generated views than the shop's, as in a lake benchmarks filled: taken for the
+    # shop's, they were most examples, all unclicked (a holdout AUC of 0.97 here).
+    generated = _generated_events(cutoff - 3 * DAY_MS, cutoff - 3_600_000, 40_000)
     uri = settings.table_uri(shop_events.table_name)
-    append_backfill(uri, shop_events, (shop_events.parse(encode(e)) for e in history + foreign))
+    records = [shop_events.parse(encode(e)) for e in history + foreign]
+    append_backfill(uri, shop_events, records + generated)
     repo = FeatureRepo.from_module("demo.feature_repo")
-    config = TrainingConfig(
-        examples=400, candidates_per_category=3, seed=5, user_prefix="sh_u", item_prefix="sh_i"
-    )
+    config = TrainingConfig(examples=400, candidates_per_category=3, seed=5)
 
     model = train_model(spark, settings, repo, cutoff, config)
 
@@ -123,7 +159,7 @@ def test_the_model_trains_on_the_shop_alone_and_records_its_training_set(
     assert set(model.catalog) == seen
     assert all(model.catalog[i] == shop.catalog[i] for i in seen)
     assert len(model.candidates) == 3 * len(CATEGORIES)
-    assert all(i.startswith("sh_i") for i in model.candidates)
+    assert set(model.candidates) <= seen
     # Examples: the shop's views alone, so the holdout is not the foreign views.
     assert 100 < model.training_rows <= 400
     assert model.metrics["holdout_examples"] == model.training_rows - int(
@@ -137,8 +173,27 @@ def test_the_model_trains_on_the_shop_alone_and_records_its_training_set(
     path = training_set_path(settings)
     written = spark.read.parquet(str(path))
     assert written.count() == model.training_rows
-    users = {row["user_id"] for row in written.select("user_id").distinct().collect()}
-    assert users <= {u.user_id for u in shop.users}
+    rows = written.collect()
+    assert {row["user_id"] for row in rows} <= {u.user_id for u in shop.users}
+    assert {row["item_id"] for row in rows} <= seen
+    # Every feature is as it was before the example's view: the user's last event and
+    # last click, as the features saw them, are earlier than the view.
+    for row in rows:
+        for seen_at in (
+            "user_browsing__last_event_time_lifetime",
+            "user_clicks__last_click_time_lifetime",
+        ):
+            assert row[seen_at] is None or row[seen_at] < row["timestamp"]
+    # No feature is a proxy of the label: none alone tells clicked views from the others
+    # (views of another workload's ids, never clicked, once made any count one).
+    labels = [row["label"] for row in rows]
+    assert 0 < sum(labels) < len(labels)
+    for name in model.features:
+        column = column_name(name)
+        present = [row[column] for row in rows if row[column] is not None]
+        below = min(present, default=0.0) - 1.0  # a missing value ranks below every other
+        auc = roc_auc_score(labels, [below if row[column] is None else row[column] for row in rows])
+        assert max(auc, 1 - auc) < 0.9, f"{name} alone separates the labels: AUC {auc:.3f}"
     store = open_store(settings)
     try:
         (raw,) = store.journal(Journal.TRAINING_STATS)
