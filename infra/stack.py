@@ -1,7 +1,8 @@
 """The embedded local stack: every service as a supervised local process, no Docker.
 
 ``lfp stack up`` spawns a detached supervisor (``lfp stack supervise``). It starts the
-services in dependency order, waits for each to be healthy, restarts any that exits
+services in dependency order, waits for each to be healthy (the speed job's Flink start
+overlaps the scheduler's and the API's, as in Compose), restarts any that exits
 (with backoff), logs each to ``<data_dir>/logs/<service>.log`` and keeps its view of
 the world in ``<data_dir>/run/stack.json``. ``lfp stack down`` signals the supervisor,
 which stops exactly the processes it started, in reverse order.
@@ -57,6 +58,9 @@ class Service:
     start_timeout_s: float = 60.0
     status_file: Path | None = None  # removed on (re)start, so stale health never counts
     one_shot: bool = False  # runs once to completion rather than staying up
+    #: No later service needs it healthy first (as in docker-compose.yml's depends_on): the
+    #: next ones start at once, and it is awaited (within its start timeout) after them.
+    overlaps: bool = False
 
 
 @dataclass
@@ -199,6 +203,7 @@ def services(settings: Settings) -> list[Service]:
             lambda: _fresh_status(paths.status_file("speed-job"), {"job_state": "RUNNING"}),
             start_timeout_s=180.0,
             status_file=paths.status_file("speed-job"),
+            overlaps=True,  # the scheduler and the API do not wait for Flink
         ),
         Service(
             "batch-scheduler",
@@ -254,8 +259,11 @@ class Supervisor:
         self._save()
         return proc
 
-    def _wait_healthy(self, service: Service, proc: subprocess.Popen) -> bool:
-        deadline = time.monotonic() + service.start_timeout_s
+    def _wait_healthy(
+        self, service: Service, proc: subprocess.Popen, deadline: float | None = None
+    ) -> bool:
+        if deadline is None:
+            deadline = time.monotonic() + service.start_timeout_s
         while time.monotonic() < deadline and not self.stopping:
             if service.one_shot:
                 if proc.poll() is not None:
@@ -268,15 +276,25 @@ class Supervisor:
         return False
 
     def start_all(self) -> bool:
+        """Each service once the one before is healthy, but those that overlap the next
+        ones (``Service.overlaps``), which are awaited at the end."""
+        overlapping: list[tuple[Service, subprocess.Popen, float]] = []
         for service in self.services:
             proc = self._spawn(service)
-            ok = self._wait_healthy(service, proc)
-            state = ("done" if service.one_shot else "healthy") if ok else "failed"
-            self.state[service.name]["state"] = state
-            self._save()
-            if not ok:
+            if service.overlaps:
+                overlapping.append((service, proc, time.monotonic() + service.start_timeout_s))
+            elif not self._started(service, proc):
                 return False
-        return True
+        return all(self._started(s, proc, deadline) for s, proc, deadline in overlapping)
+
+    def _started(
+        self, service: Service, proc: subprocess.Popen, deadline: float | None = None
+    ) -> bool:
+        ok = self._wait_healthy(service, proc, deadline)
+        state = ("done" if service.one_shot else "healthy") if ok else "failed"
+        self.state[service.name]["state"] = state
+        self._save()
+        return ok
 
     def watch(self) -> None:
         """Restart services that exit, with exponential backoff, until told to stop."""

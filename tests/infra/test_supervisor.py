@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import Paths, running_supervisor, start_supervisor
+from infra.stack import Paths, running_supervisor, start_supervisor, stop_supervisor
 
 PYTHON = sys.executable
 
@@ -87,3 +87,30 @@ def test_a_stack_trace_is_shown_with_the_cause_far_above_its_end(tmp_path) -> No
     message = str(error.value)
     assert "UnknownHostException: vm: Name or service not known" in message
     assert "Frame29" in message and "Frame5" not in message
+
+
+def test_an_overlapping_service_is_awaited_after_the_ones_started_next(tmp_path) -> None:
+    """``overlaps``: the next services start without waiting for it (here it becomes
+    healthy only once the next one has started); both end up healthy."""
+    marker = tmp_path / "second-started"
+    second = f"open({str(marker)!r}, 'w').close(); import time; time.sleep(60)"
+    services = f"""[
+        Service(
+            "first",
+            [PYTHON, "-c", "import time; time.sleep(60)"],
+            lambda: Path({str(marker)!r}).exists(),
+            start_timeout_s=30,
+            overlaps=True,
+        ),
+        Service("second", [PYTHON, "-c", {second!r}], lambda: True),
+    ]"""
+    paths = Paths(tmp_path / "root")
+    try:
+        state = _start(tmp_path, _supervisor_command(tmp_path, services))
+        assert {n: s["state"] for n, s in state["services"].items()} == {
+            "first": "healthy",
+            "second": "healthy",
+        }
+    finally:
+        stop_supervisor(paths)
+    assert running_supervisor(paths) is None
