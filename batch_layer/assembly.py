@@ -11,6 +11,7 @@ for both.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -171,7 +172,7 @@ class _Rows:
         value: Any,
         events: int | None,
     ) -> None:
-        date = event_date(start)
+        date = _tile_date(start // DAY_MS)
         if series.startswith(SESSION_SERIES_PREFIX):
             assert isinstance(value, SessionDay)
             self._append(
@@ -195,6 +196,12 @@ class _Rows:
 
     def batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pydict(self.columns, schema=TILE_SCHEMA)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tile_date(day: int) -> str:
+    """The date partition of a tile starting on ``day`` (days since the epoch)."""
+    return event_date(day * DAY_MS)
 
 
 def documents(rows: Iterator[Any]) -> Iterator[tuple[str, bytes]]:

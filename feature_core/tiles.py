@@ -24,6 +24,7 @@ property tests drive and the engine is held to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import defaultdict
@@ -78,6 +79,7 @@ def hop_widths(group: FeatureGroup) -> tuple[int, ...]:
     return tuple(sorted(widths))
 
 
+@functools.cache
 def hop_series(width_ms: int) -> str:
     return format_duration(width_ms)
 
@@ -317,23 +319,32 @@ def sawtooth(widths: Sequence[int], start: int, end: int) -> list[tuple[int, int
     tiles that hold no event at or after ``end`` (a state's cutoff): finest tiles up to
     the next hour, hours up to the next day, then days. ``start`` is aligned to the
     finest of ``widths``."""
+    return [(width, position) for width, _, position in _cover(tuple(widths), start, end)]
+
+
+@functools.lru_cache(maxsize=256)
+def _cover(widths: tuple[int, ...], start: int, end: int) -> tuple[tuple[int, str, int], ...]:
+    """:func:`sawtooth` with each tile's series name; every entity of a group assembled at
+    one cutoff asks for the same few covers."""
     if start >= end:
-        return []
+        return ()
     ordered = sorted(widths, reverse=True)
     assert start % ordered[-1] == 0, (start, ordered)
     cover = []
     position = start
     while position < end:
         width = next(w for w in ordered if position % w == 0)
-        cover.append((width, position))
+        cover.append((width, hop_series(width), position))
         position += width
-    return cover
+    return tuple(cover)
 
 
 def _covered(tiles: EntityTiles, widths: Sequence[int], start: int, end: int) -> list[Any]:
+    """The entity's tiles of the sawtooth cover of ``[start, end)``, in the cover's order."""
+    by_series = {series: tiles.get(series) or {} for series in map(hop_series, widths)}
     rows = []
-    for width, position in sawtooth(widths, start, end):
-        row = tiles.get(hop_series(width), {}).get(position)
+    for _, series, position in _cover(tuple(widths), start, end):
+        row = by_series[series].get(position)
         if row is not None:
             rows.append(row)
     return rows
@@ -362,14 +373,15 @@ def _tails(window: Window, tiles: EntityTiles, cutoff: int, horizon_ms: int) -> 
     }
 
 
-def _wider(group: FeatureGroup, window: Window) -> list[int]:
-    return [w for w in hop_widths(group) if w >= window.hop_ms]
+def _wider(widths: Sequence[int], window: Window) -> tuple[int, ...]:
+    return tuple(w for w in widths if w >= window.hop_ms)
 
 
 def assemble_doc(group: FeatureGroup, tiles: EntityTiles, cutoff: int, horizon_ms: int) -> Doc:
     """An entity's batch document at ``cutoff`` from the tiles of the state at
     ``cutoff`` alone: equal to ``local_views.batch_doc`` over the entity's events."""
     buckets: dict[Window, dict[str, Partials | None]] = {}
+    widths = hop_widths(group)
     for window in group.windows:
         if window.gap_ms is not None:
             buckets[window] = {COLLAPSED: last_session(group, window.gap_ms, tiles, cutoff)}
@@ -379,7 +391,7 @@ def assemble_doc(group: FeatureGroup, tiles: EntityTiles, cutoff: int, horizon_m
         else:
             layout = batch_layout(window, cutoff, horizon_ms)
             assert layout.collapsed_start is not None
-            rows = _covered(tiles, _wider(group, window), layout.collapsed_start, cutoff)
+            rows = _covered(tiles, _wider(widths, window), layout.collapsed_start, cutoff)
             buckets[window] = {
                 **_tails(window, tiles, cutoff, horizon_ms),
                 COLLAPSED: merge_tile_rows(group, rows),
@@ -419,6 +431,7 @@ def advance_doc(
     if base_doc is None:
         return assemble_doc(group, tiles, after, horizon_ms)
     buckets: dict[Window, dict[str, Partials | None]] = {}
+    all_widths = hop_widths(group)
     for window in group.windows:
         base = base_doc.get(window.name, {}).get(COLLAPSED)
         if window.gap_ms is not None:
@@ -431,7 +444,7 @@ def advance_doc(
             assert layout.collapsed_start is not None
             band = edge_bands(window, before, after, horizon_ms).crossing
             own = tiles.get(hop_series(window.hop_ms), {})
-            widths = _wider(group, window)
+            widths = _wider(all_widths, window)
             if any(band[0] <= start < band[1] for start in own):
                 rows = _covered(tiles, widths, layout.collapsed_start, after)
                 collapsed = merge_tile_rows(group, rows)
