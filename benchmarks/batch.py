@@ -573,7 +573,7 @@ class Bench:
         self.repo = repo
         self.spark = spark_session(settings, "lfp-bench-batch")
         self.redis = Redis.from_url(settings.redis_url, socket_timeout=30)
-        self.breakdowns: dict[int, tuple[float, list[JobTime]]] = {}
+        self.breakdowns: dict[tuple[int, str], tuple[float, list[JobTime]]] = {}
         self.last_jobs: tuple[float, list[JobTime]] = (0.0, [])
         self.cells: list[Cell] = []
 
@@ -674,32 +674,43 @@ class Bench:
             full.rounds.append(self.run(cutoff, uri, full=True))
             jobs.append(self.last_jobs)
             self._progress(full)
-        # The breakdown of the round nearest the median.
-        self.breakdowns[events] = min(jobs, key=lambda j: abs(j[0] - full.median_s))
+        self._breakdown(full, jobs)
         if full_rounds < args.rounds:
             full.note = f"{full_rounds} of {args.rounds} rounds (a lake of {events:,} events)"
         self.cells += [full, duck]
 
         unchanged = Cell(events, CELL_NO_NEW, args.rounds)
+        jobs = []
         for _ in range(args.rounds):
             cutoff += STEP_MS
             unchanged.rounds.append(self.run(cutoff, uri))
+            jobs.append(self.last_jobs)
             self._progress(unchanged)
+        self._breakdown(unchanged, jobs)
         self.cells.append(unchanged)
 
         appended = Cell(events, CELL_APPENDED, args.rounds)
         appender = Appender(uri, spec, self.settings.ingest_max_records, events)
         oldest = cached.now_ms - args.days * DAY_MS
+        jobs = []
         for _ in range(args.rounds):
             appender.append(max(1, events // 100), oldest, cutoff, cutoff + STEP_MS)
             cutoff += STEP_MS
             appended.rounds.append(self.run(cutoff, uri))
+            jobs.append(self.last_jobs)
             self._progress(appended)
+        self._breakdown(appended, jobs)
         appended.note = (
             f"{max(1, events // 100):,} events per round in {appender.commits // args.rounds} "
             f"commits of {self.settings.ingest_max_records:,}"
         )
         self.cells.append(appended)
+
+    def _breakdown(self, cell: Cell, jobs: list[tuple[float, list[JobTime]]]) -> None:
+        """Keep the Spark jobs of the cell's round nearest its median."""
+        self.breakdowns[(cell.events, cell.name)] = min(
+            jobs, key=lambda j: abs(j[0] - cell.median_s)
+        )
 
     @staticmethod
     def _progress(cell: Cell) -> None:
@@ -777,15 +788,15 @@ def by_action(jobs: Sequence[JobTime]) -> list[tuple[str, list[JobTime]]]:
     return actions
 
 
-def breakdown(events: int, seconds: float, jobs: Sequence[JobTime]) -> str:
-    """Where a full run's wall time goes: Spark jobs by the action (call site) that ran
-    them, in order, and the time outside any job."""
+def breakdown(events: int, cell: str, seconds: float, jobs: Sequence[JobTime]) -> str:
+    """Where a run's wall time goes: Spark jobs by the action (call site) that ran them,
+    in order, and the time outside any job."""
     by_site: dict[str, list[list[JobTime]]] = {}
     for site, members in by_action(jobs):
         by_site.setdefault(site, []).append(members)
     busy = busy_seconds(jobs)
     lines = [
-        f"where a full run of {events:,} events spends its {seconds:.1f} s (Spark jobs by "
+        f"where the run '{cell}' on {events:,} events spends its {seconds:.1f} s (Spark jobs by "
         "the action that ran them; task seconds are summed over the cores):",
         f"  {'action (call site)':<44} {'runs':>4} {'jobs':>4} {'wall s':>7} "
         f"{'map task s':>10} {'result task s':>13} {'input':>10} {'shuffle':>10}",
@@ -898,9 +909,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 def report(bench: Bench, args: argparse.Namespace, load_before: str, started: float) -> None:
     print()
     print(table(bench.cells))
-    for events, (seconds, jobs) in bench.breakdowns.items():
+    for (events, cell), (seconds, jobs) in bench.breakdowns.items():
         print()
-        print(breakdown(events, seconds, jobs))
+        print(breakdown(events, cell, seconds, jobs))
     print()
     print(
         f"load average (1, 5, 15 min) {load_before} at the start, {load_average()} at the "

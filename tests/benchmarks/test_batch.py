@@ -13,6 +13,9 @@ from deltalake import DeltaTable
 
 from batch_layer.lake import INGEST_COMMIT, ingest_commits_after
 from benchmarks.batch import (
+    CELL_APPENDED,
+    CELL_FULL,
+    CELL_NO_NEW,
     CELLS,
     Appender,
     JobTime,
@@ -115,7 +118,8 @@ def test_the_bench_at_toy_size_prints_every_cell(tmp_path: Path) -> None:
     for name in CELLS:
         assert f"20,000  {name}" in printed
     assert "full run / DuckDB:" in printed
-    assert "where a full run of 20,000 events spends" in printed
+    for name in (CELL_FULL, CELL_NO_NEW, CELL_APPENDED):
+        assert f"where the run '{name}' on 20,000 events spends" in printed
     assert "foreachPartition at batch_layer/job.py" in printed
     assert "load average" in printed
 
