@@ -237,6 +237,7 @@ def cluster_services(settings: Settings) -> list[Service]:
             _lfp("cluster", "run", "spark-worker"),
             lambda: spark_workers() >= 1,
             start_timeout_s=90.0,
+            overlaps=True,  # Flink's processes do not need it
         ),
         Service(
             "flink-jobmanager",

@@ -90,6 +90,8 @@ def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             "LFP_INGEST_POLL_MS": "200",
             "LFP_SPARK_EXECUTOR_MEMORY": "1g",
             "LFP_API_ROUTERS": "[]",
+            # No feature statistics: Spark jobs on the cluster no test here reads.
+            "LFP_FEATURE_STATS_SAMPLE": "0",
         }
         with temporary_stack(root / "stack", env) as stack_settings:
             # As on the session stack, the tests start after the stack's startup batch run
