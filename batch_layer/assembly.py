@@ -21,14 +21,15 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from batch_layer.event_tiles import canonical_partials, raw_tiles
+from batch_layer.columns import key_columns
+from batch_layer.event_tiles import canonical_partials, event_tiles, raw_tiles
 from batch_layer.task_store import task_store
 from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
 from feature_core.aggregations import normalize
 from feature_core.definitions import FeatureGroup
 from feature_core.keys import entity_id
 from feature_core.settings import Settings
-from feature_core.sources import event_date
+from feature_core.sources import event_date, quoted
 from feature_core.tiles import (
     SESSION_SERIES_PREFIX,
     SessionDay,
@@ -264,6 +265,7 @@ def advance(
     horizon_ms: int,
     base: BaseReader,
     dates: Sequence[str],
+    days: DataFrame | None = None,
 ) -> DataFrame:
     """A group's state moved from cutoff ``before`` to ``after``: ``stored`` is its tile
     rows (every date) at ``before``, ``delta_tiles`` the tiles of the events the new state
@@ -273,9 +275,15 @@ def advance(
     their document advanced from the one ``base`` reads (:func:`advance_doc`). The result
     holds their document rows and every tile row the new state keeps on ``dates``: the
     rows of those partitions as the commit rewrites them (untouched entities' rows as
-    they were). Session groups need the ``5m`` tiles of every day an event falls on: a
-    caller rebuilds when new events are older than those (see :func:`fine_floor`)."""
-    flagged = delta_tiles.withColumn("__delta", F.lit(True))
+    they were).
+
+    A session group derives the session-day rows of each day a new event falls on from
+    that day's ``5m`` tiles. The state at ``before`` keeps those from :func:`fine_floor`
+    on; for a day below it (a late event), ``days`` holds the source rows of the lake
+    snapshot on those dates (every event, not only the new ones), and the day's tiles are
+    computed from the entity's events of that day. They serve those session rows only:
+    they are not stored, and neither edges nor documents read them."""
+    flagged = delta_tiles.withColumn("__delta", F.lit(True)).withColumn("__day", F.lit(False))
     candidates = (
         delta_tiles.select("entity")
         .union(
@@ -285,8 +293,15 @@ def advance(
         )
         .distinct()
     )
-    mine = stored.join(candidates, "entity", "left_semi").withColumn("__delta", F.lit(False))
-    rows = mine.unionByName(flagged)
+    mine = stored.join(candidates, "entity", "left_semi")
+    rows = mine.withColumn("__delta", F.lit(False)).withColumn("__day", F.lit(False))
+    rows = rows.unionByName(flagged)
+    floor = fine_floor(group, before)
+    if floor is not None and days is not None:
+        day_tiles = _late_day_tiles(days, delta_tiles, group, floor, after)
+        rows = rows.unionByName(
+            day_tiles.withColumn("__delta", F.lit(False)).withColumn("__day", F.lit(True))
+        )
     structs = F.collect_list(F.struct(*[c for c in rows.columns if c not in (GROUP, "entity")]))
     per_entity = rows.groupBy("entity").agg(F.first("keys").alias("keys"), structs.alias("rows"))
     task = _advance_entities(group, before, after, horizon_ms, base, tuple(dates))
@@ -297,13 +312,37 @@ def advance(
 
 
 def fine_floor(group: FeatureGroup, before: int) -> int | None:
-    """The oldest event time whose day still has its ``5m`` tiles in the state at
-    ``before``, for a group with session windows (None: no sessions). An incremental run
-    with new events before it rebuilds the group: their days' session rows cannot be
-    derived from tiles."""
+    """The first day whose ``5m`` tiles the state at ``before`` keeps, for a group with
+    session windows (None: no sessions). The session-day rows of a day before it that
+    new events touch are derived from the day's events in the lake (see :func:`advance`)."""
     if not any(w.gap_ms is not None for w in group.windows):
         return None
     return retention_floor(group, before)[hop_series(FINEST_HOP_MS)]
+
+
+def _late_day_tiles(
+    days: DataFrame, delta_tiles: DataFrame, group: FeatureGroup, floor: int, after: int
+) -> DataFrame:
+    """The ``5m`` tiles of every event (of ``days``, the lake's rows) of each (entity,
+    day) before ``floor`` that a new event falls on: the entity's whole day, old events
+    and new, as :class:`feature_core.tiles.LocalTileStore` reads them from its lake."""
+    fine = hop_series(FINEST_HOP_MS)
+    day_of = f"(start DIV {DAY_MS}) * {DAY_MS}"
+    touched = (
+        delta_tiles.where((F.col("series") == fine) & (F.col("start") < floor))
+        .select(F.col("keys").alias("__keys"), F.expr(day_of).alias("__day_start"))
+        .distinct()
+    )
+    time = quoted(group.event_time)
+    keys = [F.col(f"__k{i}") for i in range(len(group.join_keys))]
+    events = (
+        days.selectExpr("*", *key_columns(group))
+        .withColumn("__keys", F.array(*keys))
+        .withColumn("__day_start", F.expr(f"({time} DIV {DAY_MS}) * {DAY_MS}"))
+        .join(touched, ["__keys", "__day_start"], "left_semi")
+        .select(*days.columns)
+    )
+    return event_tiles(events, group, after).where(F.col("series") == fine)
 
 
 def _advance_entities(
@@ -317,6 +356,7 @@ def _advance_entities(
     gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
     floors = retention_floor(group, after)
     fine = hop_series(FINEST_HOP_MS)
+    kept_from = fine_floor(group, before)
     rewritten = set(dates)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -334,10 +374,16 @@ def _advance_entities(
     ) -> None:
         tiles: dict[str, dict[int, Any]] = defaultdict(dict)
         delta: dict[str, dict[int, Any]] = defaultdict(dict)
+        # 5m tiles of all the events of days the state keeps none of (late events): for
+        # those days' session rows only.
+        day_tiles: dict[int, Any] = {}
         counts: dict[tuple[str, int], int] = defaultdict(int)
         for row in entity["rows"]:
             series, start = row["series"], row["start"]
             partials = list(normalize(group.primitives, orjson.loads(row["partials"])))
+            if row["__day"]:
+                day_tiles[start] = partials
+                continue
             if series.startswith(SESSION_SERIES_PREFIX):
                 tiles[series][start] = SessionDay(
                     row["first_ms"], row["last_ms"], row["frag_start_ms"], row["has_gap"], partials
@@ -349,13 +395,19 @@ def _advance_entities(
             tiles[series][start] = merge_tile_rows(group, [old, partials])
             counts[(series, start)] += row["events"] or 0
         days = {floor_to(s, DAY_MS) for s in delta.get(fine, {})}
-        for gap in gaps:
-            rows = tiles[session_series(gap)]
-            for day in days:
-                day_tiles = {s: p for s, p in tiles[fine].items() if day <= s < day + DAY_MS}
-                found = session_day(group, gap, tile_pieces(group, day_tiles))
+        for day in days if gaps else ():
+            source = tiles[fine] if kept_from is None or day >= kept_from else day_tiles
+            of_day = {s: p for s, p in source.items() if day <= s < day + DAY_MS}
+            if not of_day:
+                raise RuntimeError(
+                    f"{group.name}: no events of {event_date(day)} read for {entity['entity']}'s "
+                    "session rows (a day before the 5m tiles kept needs the lake's events)"
+                )
+            pieces = tile_pieces(group, of_day)
+            for gap in gaps:
+                found = session_day(group, gap, pieces)
                 if found is not None:
-                    rows[day] = found
+                    tiles[session_series(gap)][day] = found
         kept = _retained(tiles, floors)
         # On the tiles before their retention drop: a step longer than the retention's
         # slack sweeps a crossing band below the new floor, and its tiles still make the

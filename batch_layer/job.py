@@ -288,6 +288,11 @@ class _Reads:
             self._frames[key] = self._count(frame, files.files, files.bytes)
         return self._frames[key]
 
+    def days(self, source: EventSource, files: DeltaFiles) -> DataFrame:
+        """Every event before the cutoff in ``files`` (whole date partitions: the days
+        of late events a session group derives its session rows of, GroupPlan.days)."""
+        return self.new_events(source, files, self.cutoff)
+
     def release(self) -> None:
         for frame in self._frames.values():
             frame.unpersist()
@@ -423,7 +428,10 @@ def _run_batch(
             dates = touched_dates(delta)
             stored = read_tiles(spark, uri, tile_state.version, groups=[group.name])
             base = BaseDocuments(settings, serving, group.name)
-            out = advance(stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, dates)
+            days = None if plan.days is None else reads.days(group.source, plan.days)
+            out = advance(
+                stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, dates, days
+            )
         out = out.persist()
         out.where(F.col("series") == DOC_SERIES).foreachPartition(
             functools.partial(
@@ -450,8 +458,7 @@ def _run_batch(
             # those with tiles (the stored ones and those this run wrote). Without the
             # previous count, every document is read to count them.
             counter = None if group.name in entities else spark.sparkContext.accumulator(0)
-            stored_entities = read_tiles(spark, uri, tile_state.version, groups=[group.name])
-            known = stored_entities.select("entity").union(tiles_out.select("entity"))
+            known = stored.select("entity").union(tiles_out.select("entity"))
             known.distinct().foreachPartition(
                 functools.partial(
                     _sample_documents,

@@ -5,10 +5,12 @@ incrementally where the stored state allows it, else rebuild them from the raw e
 A group runs **incrementally** when its tiles in ``_lfp_tiles`` were built under its
 current tile spec, the serving view is the one built from them by the run just before
 this one, its definitions and horizon are those of the serving view, the lake only grew
-since (its Delta log says which files are new), and no new event of a session group falls
-before the ``5m`` tiles kept. It then reads only the new events (the files added since,
-and the rows of older files between the two cutoffs), rewrites the tile partitions those
-touch and the documents of the entities whose served values can change. Otherwise it is
+since (its Delta log says which files are new). It then reads only the new events (the
+files added since, and the rows of older files between the two cutoffs), rewrites the tile
+partitions those touch and the documents of the entities whose served values can change.
+A session group whose new events fall before the ``5m`` tiles it keeps also reads those
+events' date partitions: the session rows of their days come from all of the days'
+events, as the reference model's do. Otherwise it is
 **rebuilt**: every tile and document from the snapshot, its old documents swept. The
 reason is recorded with the run.
 """
@@ -19,12 +21,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from batch_layer.assembly import fine_floor
 from batch_layer.lake import (
     DeltaFiles,
+    LakeChanges,
     data_file_uri,
     delta_files,
     lake_changes,
@@ -35,7 +40,7 @@ from batch_layer.tiles import GroupState, LakeState, TileTableState, spec_tag
 from feature_core.definitions import FeatureGroup
 from feature_core.merge import BatchPointer
 from feature_core.settings import Settings
-from feature_core.sources import EventSource, quoted
+from feature_core.sources import EVENT_DATE, EventSource, quoted
 from feature_core.tiles import tile_spec_fingerprint
 
 INCREMENTAL = "incremental"
@@ -51,6 +56,9 @@ class GroupPlan:
     reason: str | None = None
     state: GroupState | None = None
     files: DeltaFiles | None = None
+    #: Session groups: every file of the dates new events fall on before the ``5m``
+    #: tiles kept (:func:`late_days`; None: no such event).
+    days: DeltaFiles | None = None
 
 
 @dataclass(frozen=True)
@@ -119,13 +127,52 @@ def plan_group(settings: Settings, group: FeatureGroup, run: RunContext) -> Grou
     )
     if files is None:
         return GroupPlan(REBUILD, f"a file of {table} rewritten since v{stored.version} is gone")
+    days = None
     floor = fine_floor(group, state.cutoff_ms)
     if floor is not None:
-        new = set(files.new)
-        oldest = [f.min_time for f in changes.added if data_file_uri(uri, f.path) in new]
-        if any(t is None or t < floor for t in oldest):
-            return GroupPlan(REBUILD, "new events older than the 5m tiles kept (sessions)")
-    return GroupPlan(INCREMENTAL, None, state, files)
+        days = late_days(uri, changes, files, floor, reading)
+    return GroupPlan(INCREMENTAL, None, state, files, days)
+
+
+def late_days(
+    uri: str, changes: LakeChanges, files: DeltaFiles, floor: int, version: int
+) -> DeltaFiles | None:
+    """The files of the table at ``version`` holding every event of the dates that new
+    events (of ``files.new``) fall on before ``floor``, the first day a session group's
+    state keeps ``5m`` tiles of (None: no such event). Those days' session rows are
+    derived from all of their events (:func:`batch_layer.assembly.advance`). By date
+    partition; a new file with no partition date makes it every file."""
+    new = set(files.new)
+    late = [
+        f
+        for f in changes.added
+        if data_file_uri(uri, f.path) in new and (f.min_time is None or f.min_time < floor)
+    ]
+    if not late:
+        return None
+    dates = {f.event_date for f in late}
+    table = open_table(uri, version)
+    if table is None:
+        raise ValueError(f"{uri} v{version} is gone: it was read a moment ago")
+    actions = pa.table(table.get_add_actions(flatten=True))
+    partition = f"partition.{EVENT_DATE}"
+    if partition in actions.column_names:
+        on = actions.column(partition).to_pylist()
+    else:
+        on = [None] * actions.num_rows
+    chosen = [
+        (data_file_uri(uri, unquote(path)), int(size))
+        for path, size, date in zip(
+            actions.column("path").to_pylist(),
+            actions.column("size_bytes").to_pylist(),
+            on,
+            strict=True,
+        )
+        if None in dates or date is None or date in dates
+    ]
+    return DeltaFiles(
+        new=tuple(sorted(u for u, _ in chosen)), band=(), bytes=sum(s for _, s in chosen)
+    )
 
 
 def new_events(

@@ -7,7 +7,14 @@ import random
 import orjson
 import pytest
 
-from batch_layer.assembly import DOC_SERIES, advance, documents, rebuild, touched_dates
+from batch_layer.assembly import (
+    DOC_SERIES,
+    advance,
+    documents,
+    fine_floor,
+    rebuild,
+    touched_dates,
+)
 from batch_layer.event_tiles import event_tiles
 from feature_core import local_views
 from feature_core.aggregations import normalize
@@ -103,18 +110,25 @@ def _tile_rows(rows) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("step", "horizon"),
+    ("step", "horizon", "weeks_late"),
     [
-        (25 * 60_000, DAY_MS),
-        (26 * HOUR_MS + 5 * 60_000, DAY_MS),
-        (3 * DAY_MS + 10 * HOUR_MS, 5 * 60_000),  # crossers below the new retention floor
+        (25 * 60_000, DAY_MS, 0),
+        (26 * HOUR_MS + 5 * 60_000, DAY_MS, 0),
+        (3 * DAY_MS + 10 * HOUR_MS, 5 * 60_000, 0),  # crossers below the new retention floor
+        (25 * 60_000, DAY_MS, 12),  # events on days whose 5m tiles the state dropped
+        (26 * HOUR_MS + 5 * 60_000, 5 * 60_000, 12),
     ],
 )
-def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step, horizon) -> None:
+def test_advance_equals_a_rebuild_and_the_contract(
+    spark_factory, step, horizon, weeks_late
+) -> None:
     """A rebuild at B0, then events appended (late ones into earlier days, ones after B0
     already in the lake) and the state advanced to B1: every entity's document (advanced,
     or left as it was) equals the contract's at B1, only entities with new events or a
-    moved edge are rewritten, and the stored tiles equal the model's after the same runs."""
+    moved edge are rewritten, and the stored tiles (session-day rows included) equal the
+    model's after the same runs. With ``weeks_late``, that many new events fall up to
+    three weeks back, on days the state keeps no ``5m`` tiles of: their session rows come
+    from the days' events in the lake."""
     from tests.feature_core.aggregations import catalog
     from tests.feature_core.aggregations.catalog import close
 
@@ -130,8 +144,16 @@ def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step, horizon)
         event = dict(zip(names, raw, strict=True))
         event["k"] = rng.choice(["hot", "u1", "fresh"])
         event["t"] = after - rng.randrange(0, min(DAY_MS, after - before + 3 * HOUR_MS))
+        if i < weeks_late and i % 2:  # within an hour of an old event of its entity
+            event["k"] = old[i]["k"]
+            event["t"] = min(old[i]["t"] + rng.randrange(-HOUR_MS, HOUR_MS), after - 1)
+        elif i < weeks_late:
+            event["t"] = before - rng.randrange(3 * DAY_MS, 21 * DAY_MS)
         event["kafka_offset"] = 10_000 + i
         new.append(event)
+    floor = fine_floor(group, before)
+    assert floor is not None
+    assert sum(e["t"] < floor for e in new) >= weeks_late // 2  # the even ones at least
     ddl = catalog.SOURCE.spark_ddl()
 
     def frame(events):
@@ -145,7 +167,10 @@ def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step, horizon)
     delta_events = [e for e in new if e["t"] < after] + [e for e in old if before <= e["t"] < after]
     delta = event_tiles(frame(delta_events), group, after).cache()
     dates = touched_dates(delta)
-    out = advance(stored, delta, group, before, after, horizon, _Docs(docs), dates).collect()
+    lake_rows = frame(old + new)  # the lake's snapshot: the late days' events are read
+    out = advance(
+        stored, delta, group, before, after, horizon, _Docs(docs), dates, lake_rows
+    ).collect()
     advanced = {e: orjson.loads(d) for e, d in documents(iter(out))}
     written = {r["entity"] for r in out if r["series"] == DOC_SERIES}
 
@@ -175,9 +200,15 @@ def test_advance_equals_a_rebuild_and_the_contract(spark_factory, step, horizon)
     assert {k for k, r in tiles.items() if r["tile_date"] in kept_dates} >= expected
     for key in expected:
         want = model.tiles[(group.name, key[0], key[1])][key[2]]
-        if not key[0].startswith(SESSION_SERIES_PREFIX):
-            have = normalize(group.primitives, orjson.loads(tiles[key]["partials"]))
-            assert close(list(have), list(normalize(group.primitives, orjson.loads(want)))), key
+        row = tiles[key]
+        have = list(normalize(group.primitives, orjson.loads(row["partials"])))
+        if key[0].startswith(SESSION_SERIES_PREFIX):
+            day = SessionDay.from_json(group, orjson.loads(want))
+            found = (row["first_ms"], row["last_ms"], row["frag_start_ms"], row["has_gap"])
+            assert found == (day.first_ms, day.last_ms, day.frag_start_ms, day.has_gap), key
+            assert close(have, day.partials), key
+        else:
+            assert close(have, list(normalize(group.primitives, orjson.loads(want)))), key
 
 
 class _Docs:

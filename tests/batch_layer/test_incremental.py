@@ -1,8 +1,8 @@
 """Batch runs over a real delta-rs lake into a real Redis: the first run builds the tiles,
-later ones advance them (new events, late ones into earlier days, cutoffs across hour and
-day edges, a compaction of the lake in between), and every served document equals the
-shared contract's (feature_core.local_views) over all the lake's events, as a full run's
-does. Runs that cannot be incremental say why."""
+later ones advance them (new events, late ones into earlier days and weeks back, before
+the 5m tiles a session group keeps, cutoffs across hour and day edges), and every served
+document equals the shared contract's (feature_core.local_views) over all the lake's
+events, as a full run's does. Runs that cannot be incremental say why."""
 
 import random
 import time
@@ -10,12 +10,13 @@ import time
 import orjson
 import pytest
 
+from batch_layer.assembly import fine_floor
 from batch_layer.job import run_batch
 from batch_layer.lake import append_with_offsets
 from feature_core import local_views
 from feature_core.definitions import FeatureRepo, FeatureService
 from feature_core.settings import Settings
-from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff
+from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff, floor_to
 from online_store import open_store
 from tests.batch_layer.helpers import lake_settings
 
@@ -90,7 +91,13 @@ def test_incremental_runs_serve_what_a_full_run_does(spark_factory, redis_proces
     now = align_cutoff(int(time.time() * 1000))
     cutoff = now - 3 * DAY_MS + 23 * HOUR_MS + 35 * 60_000
     lake = _Lake(settings)
-    lake.append(_events(rng, cutoff - 20 * DAY_MS, cutoff + 2 * HOUR_MS, 600))
+    # "idle" was last seen 10 days ago: its last session is on a day whose 5m tiles no
+    # state keeps, and late events extend it (one each run, within 30 minutes of it).
+    noon = floor_to(cutoff - 10 * DAY_MS, DAY_MS) + 12 * HOUR_MS
+    idle = [
+        {**e, "k": "idle", "t": noon + i * 10 * 60_000} for i, e in enumerate(_events(rng, 0, 1, 3))
+    ]
+    lake.append(_events(rng, cutoff - 20 * DAY_MS, cutoff + 2 * HOUR_MS, 600) + idle)
 
     first = run_batch(spark, settings, repo, cutoff)
     assert first.mode == "full" and first.mode_reasons == {"g": "no stored tiles"}
@@ -98,12 +105,18 @@ def test_incremental_runs_serve_what_a_full_run_does(spark_factory, redis_proces
 
     steps = [25 * 60_000, 40 * 60_000, 26 * HOUR_MS, 5 * 60_000]
     for i, step in enumerate(steps):
+        floor = fine_floor(group, cutoff)
         cutoff += step
         fresh = _events(rng, cutoff - HOUR_MS, cutoff + HOUR_MS, 80)
         late = _events(rng, cutoff - DAY_MS, cutoff - 2 * HOUR_MS, 10)
-        lake.append(fresh + late)
+        # Weeks late, some on days with old events of the same entity.
+        weeks = _events(rng, cutoff - 18 * DAY_MS, cutoff - 4 * DAY_MS, 2)
+        extends = {**_events(rng, 0, 1, 1)[0], "k": "idle", "t": noon + (3 + i) * 10 * 60_000}
+        assert floor is not None and extends["t"] < floor
+        lake.append(fresh + late + weeks + [extends])
         result = run_batch(spark, settings, repo, cutoff)
         assert result.mode == "incremental", (i, result.mode_reasons)
+        assert result.group_modes == {"g": "incremental"}
         assert result.rows_read < len(lake.events) / 3, result
         assert result.tiles_written and result.keys_written is not None
         _check(settings, group, lake.events, cutoff)
