@@ -264,8 +264,10 @@ class _Reads:
         self.bytes: int | None = 0
         self._frames: dict[Any, DataFrame] = {}
 
-    def _count(self, frame: DataFrame, files: int, size: int | None) -> DataFrame:
-        frame = frame.cache()
+    def _count(
+        self, frame: DataFrame, files: int, size: int | None, cache: bool = True
+    ) -> DataFrame:
+        frame = frame.cache() if cache else frame
         self.rows += frame.count()
         self.files += files
         self.bytes = None if self.bytes is None or size is None else self.bytes + size
@@ -290,8 +292,11 @@ class _Reads:
 
     def days(self, source: EventSource, files: DeltaFiles) -> DataFrame:
         """Every event before the cutoff in ``files`` (whole date partitions: the days
-        of late events a session group derives its session rows of, GroupPlan.days)."""
-        return self.new_events(source, files, self.cutoff)
+        of late events a session group derives its session rows of, GroupPlan.days).
+        Not cached: one group reads them once, by the columns its tiles need, and late
+        events spread over weeks make them many days (counting reads the time alone)."""
+        frame = new_events(self.spark, source, files, self.cutoff, self.cutoff)
+        return self._count(frame, files.files, files.bytes, cache=False)
 
     def release(self) -> None:
         for frame in self._frames.values():
