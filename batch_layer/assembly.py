@@ -263,7 +263,7 @@ def advance(
     before: int,
     after: int,
     horizon_ms: int,
-    base: BaseReader,
+    base: BaseReader | None,
     dates: Sequence[str],
     days: DataFrame | None = None,
 ) -> DataFrame:
@@ -272,10 +272,12 @@ def advance(
     adds (late ones included), ``dates`` the dates those fall on (:func:`touched_dates`).
 
     The entities with new tiles or a tile an edge moved past get their tiles merged and
-    their document advanced from the one ``base`` reads (:func:`advance_doc`). The result
-    holds their document rows and every tile row the new state keeps on ``dates``: the
-    rows of those partitions as the commit rewrites them (untouched entities' rows as
-    they were).
+    their document advanced from the one ``base`` reads (:func:`advance_doc`). With no
+    ``base`` (a reassembling run: the served documents cannot be trusted), every entity
+    of the group is a candidate and its document is assembled from its tiles alone. The
+    result holds the candidates' document rows and every tile row the new state keeps on
+    ``dates``: the rows of those partitions as the commit rewrites them (untouched
+    entities' rows as they were).
 
     A session group derives the session-day rows of each day a new event falls on from
     that day's ``5m`` tiles. The state at ``before`` keeps those from :func:`fine_floor`
@@ -284,16 +286,15 @@ def advance(
     computed from the entity's events of that day. They serve those session rows only:
     they are not stored, and neither edges nor documents read them."""
     flagged = delta_tiles.withColumn("__delta", F.lit(True)).withColumn("__day", F.lit(False))
-    candidates = (
-        delta_tiles.select("entity")
-        .union(
-            stored.unionByName(delta_tiles)
-            .where(edge_condition(group, before, after, horizon_ms))
-            .select("entity")
+    everyone = base is None
+    if everyone:
+        mine = stored
+    else:
+        edged = stored.unionByName(delta_tiles).where(
+            edge_condition(group, before, after, horizon_ms)
         )
-        .distinct()
-    )
-    mine = stored.join(candidates, "entity", "left_semi")
+        candidates = delta_tiles.select("entity").union(edged.select("entity")).distinct()
+        mine = stored.join(candidates, "entity", "left_semi")
     rows = mine.withColumn("__delta", F.lit(False)).withColumn("__day", F.lit(False))
     rows = rows.unionByName(flagged)
     floor = fine_floor(group, before)
@@ -306,6 +307,8 @@ def advance(
     per_entity = rows.groupBy("entity").agg(F.first("keys").alias("keys"), structs.alias("rows"))
     task = _advance_entities(group, before, after, horizon_ms, base, tuple(dates))
     changed = per_entity.mapInArrow(task, TILE_DDL)
+    if everyone:
+        return changed
     kept = stored.where(F.col(TILE_DATE).isin(list(dates))).where(retention_condition(group, after))
     untouched = kept.join(candidates, "entity", "left_anti")
     return changed.unionByName(untouched)
@@ -350,7 +353,7 @@ def _advance_entities(
     before: int,
     after: int,
     horizon_ms: int,
-    base: BaseReader,
+    base: BaseReader | None,
     dates: tuple[str, ...],
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
@@ -362,7 +365,7 @@ def _advance_entities(
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             entities = batch.to_pylist()
-            docs = base([e["entity"] for e in entities])
+            docs = {} if base is None else base([e["entity"] for e in entities])
             out = _Rows(group.name)
             for entity in entities:
                 _advance_one(entity, docs.get(entity["entity"]), out)

@@ -2,10 +2,12 @@
 time < B -> the tile table and Redis.
 
 With ``LFP_BATCH_INCREMENTAL``, each group is advanced from its stored tiles (only the
-events added since the last run, only the documents whose values can change) or rebuilt
-from every event, as :mod:`batch_layer.tile_runs` decides; :mod:`batch_layer.event_tiles`
-and :mod:`batch_layer.assembly` compute it. Without, every group is recomputed window by
-window (:mod:`batch_layer.window_views`) and no tiles are kept. Documents are written
+events added since the last run, only the documents whose values can change), reassembled
+(its tiles advanced the same way, every document assembled from them: the served ones
+cannot be advanced) or rebuilt from every event, as :mod:`batch_layer.tile_runs`
+decides; :mod:`batch_layer.event_tiles` and :mod:`batch_layer.assembly` compute it.
+Without, every group is recomputed window by window (:mod:`batch_layer.window_views`)
+and no tiles are kept. Documents are written
 under a fresh version (the serving one's kept for its readers), the tiles and every
 group's new state are committed in one Delta transaction, and then the serving pointer
 flips; a crash anywhere leaves the old view serving.
@@ -43,6 +45,8 @@ from batch_layer.lake import (
 )
 from batch_layer.task_store import task_store, write_task_views
 from batch_layer.tile_runs import (
+    INCREMENTAL,
+    REASSEMBLE,
     REBUILD,
     GroupPlan,
     RunContext,
@@ -81,7 +85,9 @@ log = logging.getLogger(__name__)
 
 #: The modes a caller may ask :func:`run_batch` for (None: each group's own): ``full``
 #: recomputes every group from the raw events (`lfp batch run --full`), ``reassemble``
-#: every view from stored tiles (operators: `--reassemble`).
+#: advances the stored tiles and assembles every document from them, reading no raw
+#: events before their cutoff (operators: `--reassemble`; groups without usable tiles
+#: are rebuilt).
 REQUESTED_MODES = ("full", "reassemble")
 
 
@@ -99,7 +105,7 @@ class BatchResult:
     finished_at: float
     switched: bool = True
     garbage_collected: int = 0
-    mode: str = "full"  # incremental, full or mixed
+    mode: str = "full"  # incremental, reassemble, full or mixed
     group_modes: dict[str, str] = field(default_factory=dict)  # group -> its mode
     mode_reasons: dict[str, str] = field(default_factory=dict)  # group -> why not incremental
     lake_files_read: int | None = None
@@ -179,7 +185,8 @@ def _write_documents(
 ):
     """Write a task's document rows (:data:`~batch_layer.assembly.DOC_SERIES`) of one
     group. An empty document is a tombstone in an incremental run (the entity left the
-    view) and skipped in a rebuild (the sweep removes what was not written)."""
+    view) and skipped when the run writes every document of the group (rebuilt or
+    reassembled: the sweep removes what was not written)."""
     taken = sampler.task() if sampler is not None else None
 
     def views():
@@ -218,10 +225,11 @@ def _sample_documents(
 
 
 def _swept_groups(repo: FeatureRepo, plans: Mapping[str, GroupPlan]) -> Collection[str] | None:
-    """The groups whose documents a run sweeps: every group's (and those of groups that
-    left the repo) when every group was rebuilt, else the rebuilt ones'."""
-    rebuilt = [g.name for g in repo.groups if plans[g.name].mode == REBUILD]
-    return None if len(rebuilt) == len(repo.groups) else rebuilt
+    """The groups whose documents a run sweeps: those it wrote every document of
+    (rebuilt or reassembled), or every group's and those of groups that left the repo
+    when it wrote all of them."""
+    rewritten = [g.name for g in repo.groups if plans[g.name].mode != INCREMENTAL]
+    return None if len(rewritten) == len(repo.groups) else rewritten
 
 
 def _commit_tiles(
@@ -321,9 +329,9 @@ def run_batch(
     A view that serves gets its feature statistics recorded (:mod:`batch_layer.feature_stats`,
     under ``run_id``); their failure is logged, never the run's.
 
-    ``mode`` is one of :data:`REQUESTED_MODES`, or None. This job keeps no tiles yet: every
-    run recomputes every group from the raw events, and its result says so (mode ``full``,
-    with each group's reason)."""
+    ``mode`` is one of :data:`REQUESTED_MODES`, or None (each group in the mode
+    :func:`~batch_layer.tile_runs.plan_group` picks); the result records each group's
+    mode and why it was not incremental."""
     if mode is not None and mode not in REQUESTED_MODES:
         raise ValueError(f"unknown batch run mode {mode!r}: one of {', '.join(REQUESTED_MODES)}")
     store = open_store(settings)
@@ -432,7 +440,8 @@ def _run_batch(
             delta = event_tiles(events, group, cutoff).persist()
             dates = touched_dates(delta)
             stored = read_tiles(spark, uri, tile_state.version, groups=[group.name])
-            base = BaseDocuments(settings, serving, group.name)
+            # Reassembling: no served document is read, every one comes from the tiles.
+            base = None if plan.mode == REASSEMBLE else BaseDocuments(settings, serving, group.name)
             days = None if plan.days is None else reads.days(group.source, plan.days)
             out = advance(
                 stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, dates, days
@@ -445,20 +454,20 @@ def _run_batch(
                 version=version,
                 serving=serving,
                 group=group.name,
-                tombstones=plan.mode != REBUILD,
+                tombstones=plan.mode == INCREMENTAL,
                 counters=(written, created, deleted),
-                sampler=samplers.get(group.name) if plan.mode == REBUILD else None,
+                sampler=samplers.get(group.name) if plan.mode != INCREMENTAL else None,
             )
         )
         tiles_out = out.where(F.col("series") != DOC_SERIES)
         outputs.append(tiles_out)
-        if plan.mode == REBUILD:
+        if plan.mode != INCREMENTAL:
             entities[group.name] = written.value - before[0]
         elif previous is not None and group.name in previous.entities:
             changes = created.value - before[1] - (deleted.value - before[2])
             entities[group.name] = previous.entities[group.name] + changes
         sampler = samplers.get(group.name)
-        if plan.mode != REBUILD and sampler is not None:
+        if plan.mode == INCREMENTAL and sampler is not None:
             # The served documents of the sample's entities: the group's entities are
             # those with tiles (the stored ones and those this run wrote). Without the
             # previous count, every document is read to count them.
@@ -490,8 +499,9 @@ def _run_batch(
                 mode=plan.mode,
                 replace_all=plan.mode == REBUILD,
             )
-    # Documents of entities that left a rebuilt group's view (or of a group that left
-    # the repo) are swept; an incremental group's untouched documents stay as they are.
+    # Documents of entities that left a rebuilt or reassembled group's view (or of a
+    # group that left the repo) are swept; an incremental group's untouched documents
+    # stay as they are.
     swept = store.sweep_views(version, serving, _swept_groups(repo, plans))
     pointer = BatchPointer(
         version,

@@ -10,9 +10,15 @@ files added since, and the rows of older files between the two cutoffs), rewrite
 partitions those touch and the documents of the entities whose served values can change.
 A session group whose new events fall before the ``5m`` tiles it keeps also reads those
 events' date partitions: the session rows of their days come from all of the days'
-events, as the reference model's do. Otherwise it is
-**rebuilt**: every tile and document from the snapshot, its old documents swept. The
-reason is recorded with the run.
+events, as the reference model's do.
+
+When the tiles are sound but the served documents cannot be advanced (no serving view,
+or not the one built from the tiles: Redis lost or restored its data; a later run did
+not finish; definitions or the horizon changed without changing the tile spec;
+``--reassemble``), it is **reassembled**: the tiles advance as in an incremental run (the
+same reads), and every entity's document is assembled from its tiles, the group's old
+documents swept. Otherwise it is **rebuilt**: every tile and document from the snapshot,
+its old documents swept. The reason is recorded with the run.
 """
 
 from __future__ import annotations
@@ -44,13 +50,15 @@ from feature_core.sources import EVENT_DATE, EventSource, quoted
 from feature_core.tiles import tile_spec_fingerprint
 
 INCREMENTAL = "incremental"
+#: Tiles advanced as incrementally, every document assembled from them (none advanced).
+REASSEMBLE = "reassemble"
 REBUILD = "rebuild"
 
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """How one group runs, why it is not incremental (None: it is), and for an
-    incremental run the state it starts from and the files holding its new events."""
+    """How one group runs, why it is not incremental (None: it is), and unless it is
+    rebuilt the state it starts from and the files holding its new events."""
 
     mode: str
     reason: str | None = None
@@ -77,11 +85,11 @@ class RunContext:
 
 
 def plan_group(settings: Settings, group: FeatureGroup, run: RunContext) -> GroupPlan:
-    """Incremental, or rebuild with the first reason that rules it out."""
+    """Incremental, reassemble or rebuild, with the first reason that rules out the
+    mode before it: the tiles are checked first (unusable: rebuild), then whether the
+    served documents can be advanced (not: reassemble)."""
     if run.requested == "full":
         return GroupPlan(REBUILD, "--full")
-    if run.requested == "reassemble":
-        return GroupPlan(REBUILD, "--reassemble: rebuilt from the raw events")
     if not run.incremental:
         return GroupPlan(REBUILD, "LFP_BATCH_INCREMENTAL=false")
     state = run.tiles.groups.get(group.name)
@@ -89,19 +97,6 @@ def plan_group(settings: Settings, group: FeatureGroup, run: RunContext) -> Grou
         return GroupPlan(REBUILD, "no stored tiles")
     if state.spec_tag != spec_tag(tile_spec_fingerprint(group)):
         return GroupPlan(REBUILD, "tile spec changed (columns, keys, filters or series)")
-    pointer = run.pointer
-    if pointer is None or pointer.version != state.view_version:
-        serving = "none" if pointer is None else f"v{pointer.version}"
-        return GroupPlan(
-            REBUILD, f"the serving view ({serving}) is not the tiles' v{state.view_version}"
-        )
-    if run.version != run.serving + 1:
-        return GroupPlan(REBUILD, f"a run after v{run.serving} did not finish")
-    fingerprints = pointer.view_fingerprints or {}
-    if fingerprints.get(group.name) != group.view_fingerprint:
-        return GroupPlan(REBUILD, "feature definitions changed")
-    if pointer.horizon_ms != run.horizon_ms:
-        return GroupPlan(REBUILD, "LFP_BATCH_HORIZON_S changed")
     if run.cutoff < state.cutoff_ms:
         return GroupPlan(REBUILD, "cutoff before the stored tiles' cutoff")
     table = group.source.table_name
@@ -131,7 +126,31 @@ def plan_group(settings: Settings, group: FeatureGroup, run: RunContext) -> Grou
     floor = fine_floor(group, state.cutoff_ms)
     if floor is not None:
         days = late_days(uri, changes, files, floor, reading)
-    return GroupPlan(INCREMENTAL, None, state, files, days)
+    reason = _not_advanceable(group, run, state)
+    return GroupPlan(INCREMENTAL if reason is None else REASSEMBLE, reason, state, files, days)
+
+
+def _not_advanceable(group: FeatureGroup, run: RunContext, state: GroupState) -> str | None:
+    """Why the served documents of ``group`` cannot be advanced, so every document is
+    reassembled from its tiles (None: they can)."""
+    if run.requested == "reassemble":
+        return "--reassemble"
+    pointer = run.pointer
+    if pointer is None:
+        return "serving view lost (Redis flushed or emptied)"
+    if pointer.version != state.view_version:
+        return (
+            f"the serving view v{pointer.version} is not the tiles' v{state.view_version} "
+            "(Redis restored?)"
+        )
+    if run.version != run.serving + 1:
+        return f"a run after v{run.serving} did not finish"
+    fingerprints = pointer.view_fingerprints or {}
+    if fingerprints.get(group.name) != group.view_fingerprint:
+        return "feature definitions changed (same tiles)"
+    if pointer.horizon_ms != run.horizon_ms:
+        return "LFP_BATCH_HORIZON_S changed"
+    return None
 
 
 def late_days(
@@ -207,11 +226,12 @@ def lake_state(settings: Settings, group: FeatureGroup, version: int | None) -> 
 
 
 def run_mode(modes: Sequence[str]) -> str:
-    """The run's mode from its groups': incremental, full, or mixed."""
-    if modes and all(m == INCREMENTAL for m in modes):
-        return INCREMENTAL
-    if all(m == REBUILD for m in modes):
+    """The run's mode from its groups': incremental, reassemble, full (every group
+    rebuilt, or none), or mixed (groups in different modes)."""
+    if not modes or all(m == REBUILD for m in modes):
         return "full"
+    if len(set(modes)) == 1:
+        return modes[0]
     return "mixed"
 
 

@@ -110,17 +110,20 @@ def _tile_rows(rows) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("step", "horizon", "weeks_late"),
+    ("step", "horizon", "weeks_late", "reassemble"),
     [
-        (25 * 60_000, DAY_MS, 0),
-        (26 * HOUR_MS + 5 * 60_000, DAY_MS, 0),
-        (3 * DAY_MS + 10 * HOUR_MS, 5 * 60_000, 0),  # crossers below the new retention floor
-        (25 * 60_000, DAY_MS, 12),  # events on days whose 5m tiles the state dropped
-        (26 * HOUR_MS + 5 * 60_000, 5 * 60_000, 12),
+        (25 * 60_000, DAY_MS, 0, False),
+        (26 * HOUR_MS + 5 * 60_000, DAY_MS, 0, False),
+        (3 * DAY_MS + 10 * HOUR_MS, 5 * 60_000, 0, False),  # crossers below the new floor
+        (25 * 60_000, DAY_MS, 12, False),  # events on days whose 5m tiles the state dropped
+        (26 * HOUR_MS + 5 * 60_000, 5 * 60_000, 12, False),
+        # No served documents: every entity's document from its tiles, the same tiles.
+        (26 * HOUR_MS + 5 * 60_000, DAY_MS, 12, True),
+        (3 * DAY_MS + 10 * HOUR_MS, 5 * 60_000, 0, True),
     ],
 )
 def test_advance_equals_a_rebuild_and_the_contract(
-    spark_factory, step, horizon, weeks_late
+    spark_factory, step, horizon, weeks_late, reassemble
 ) -> None:
     """A rebuild at B0, then events appended (late ones into earlier days, ones after B0
     already in the lake) and the state advanced to B1: every entity's document (advanced,
@@ -128,7 +131,8 @@ def test_advance_equals_a_rebuild_and_the_contract(
     moved edge are rewritten, and the stored tiles (session-day rows included) equal the
     model's after the same runs. With ``weeks_late``, that many new events fall up to
     three weeks back, on days the state keeps no ``5m`` tiles of: their session rows come
-    from the days' events in the lake."""
+    from the days' events in the lake. With ``reassemble`` (no base documents), every
+    entity is rewritten, its document assembled from its tiles."""
     from tests.feature_core.aggregations import catalog
     from tests.feature_core.aggregations.catalog import close
 
@@ -168,9 +172,8 @@ def test_advance_equals_a_rebuild_and_the_contract(
     delta = event_tiles(frame(delta_events), group, after).cache()
     dates = touched_dates(delta)
     lake_rows = frame(old + new)  # the lake's snapshot: the late days' events are read
-    out = advance(
-        stored, delta, group, before, after, horizon, _Docs(docs), dates, lake_rows
-    ).collect()
+    base = None if reassemble else _Docs(docs)
+    out = advance(stored, delta, group, before, after, horizon, base, dates, lake_rows).collect()
     advanced = {e: orjson.loads(d) for e, d in documents(iter(out))}
     written = {r["entity"] for r in out if r["series"] == DOC_SERIES}
 
@@ -180,7 +183,12 @@ def test_advance_equals_a_rebuild_and_the_contract(
     model.run(lake, before)
     lake.append(new)
     runs = model.run(lake, after)
-    assert written == runs[group.name].changed
+    if reassemble:
+        tiled = {r["entity"] for r in first if r["series"] != DOC_SERIES}
+        assert written == tiled | {r["entity"] for r in delta.select("entity").collect()}
+        assert written >= runs[group.name].changed
+    else:
+        assert written == runs[group.name].changed
 
     events = old + new
     for entity in {e["k"] for e in events}:

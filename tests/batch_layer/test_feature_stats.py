@@ -116,7 +116,7 @@ def test_a_batch_run_records_the_served_values_statistics_and_flags_drift(
     spark_factory, redis_process, tmp_path, caplog, incremental
 ):
     """Both ways of running: runs after the first are incremental with tiles, and their
-    sample reads the served documents."""
+    sample reads the served documents; a reassembling run samples what it writes."""
     settings = lake_settings(redis_process, tmp_path, batch_incremental=incremental)
     spark = spark_factory(settings)
     cutoff = align_cutoff(int(time.time() * 1000) - 2 * HOUR_MS)
@@ -163,9 +163,13 @@ def test_a_batch_run_records_the_served_values_statistics_and_flags_drift(
         Journal.TRAINING_STATS, training.model_dump_json().encode(), training.at_ms, 10
     )
     store.close()
-    run_batch(spark, settings, REPO, cutoff, run_id="again")
+    # With tiles, every document assembled from them (`--reassemble`).
+    mode = "reassemble" if incremental else None
+    rerun = run_batch(spark, settings, REPO, cutoff, run_id="again", mode=mode)
+    assert rerun.mode == ("reassemble" if incremental else "full")
     again = RunFeatureStats.model_validate_json(_records(settings, Journal.FEATURE_STATS)[-1])
     assert again.previous_run_id == "first"
+    assert again.entities == {"g": USERS} and again.sampled == {"g": USERS}
     assert again.training_sets["g:amount_mean_lifetime"] == "/models/t1"
     assert {r: (d.previous_run, d.training) for r, d in again.drift.items()} == {
         r: (None, None) if r == "g:t_max_lifetime" else (0.0, 0.0) for r in record.features

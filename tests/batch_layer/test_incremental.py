@@ -138,3 +138,77 @@ def test_incremental_runs_serve_what_a_full_run_does(spark_factory, redis_proces
     assert redefined.mode == "full"
     assert "changed" in redefined.mode_reasons["g"], redefined.mode_reasons
     _check(settings, changed, lake.events, cutoff + 15 * 60_000)
+
+
+def test_lost_or_untrusted_views_are_reassembled_from_the_tiles(
+    spark_factory, redis_process, tmp_path
+):
+    """Redis flushed after a run (its views lost, the tiles sound in the lake): the next
+    run reads only the new events, advances the tiles and writes every entity's document
+    from them; a run after one that did not finish, and `--reassemble`, do the same. The
+    run after is incremental again. Every served document equals the contract's."""
+    import redis
+
+    from tests.feature_core.aggregations import catalog
+
+    group = catalog.group(WINDOWS)
+    repo = FeatureRepo([group], [FeatureService("s", [f"g:{f.name}" for f in group.features])])
+    settings = lake_settings(
+        redis_process, tmp_path, feature_stats_sample=0, batch_incremental=True
+    )
+    spark = spark_factory(settings)
+    rng = random.Random(29)
+    # Hour and day edges at the same places whenever the test runs.
+    cutoff = floor_to(int(time.time() * 1000), DAY_MS) - 2 * DAY_MS + 7 * HOUR_MS + 5 * 60_000
+    lake = _Lake(settings)
+    lake.append(_events(rng, cutoff - 15 * DAY_MS, cutoff + HOUR_MS, 500))
+    first = run_batch(spark, settings, repo, cutoff)
+    assert first.group_modes == {"g": "rebuild"}
+    _check(settings, group, lake.events, cutoff)
+
+    def step(minutes: int) -> int:
+        moved = cutoff + minutes * 60_000
+        fresh = _events(rng, moved - HOUR_MS, moved + HOUR_MS, 60)
+        late = _events(rng, moved - 6 * DAY_MS, moved - 3 * HOUR_MS, 6)
+        lake.append(fresh + late)
+        return moved
+
+    client = redis.Redis(host="127.0.0.1", port=redis_process.port, socket_timeout=10)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    cutoff = step(25)
+    lost = run_batch(spark, settings, repo, cutoff)
+    assert lost.mode == "reassemble" and lost.group_modes == {"g": "reassemble"}
+    assert "view lost" in lost.mode_reasons["g"], lost.mode_reasons
+    assert lost.rows_read < len(lake.events) / 4, lost
+    everyone = {e["k"] for e in lake.events}
+    assert lost.entities_written == len(everyone) and lost.tiles_written
+    _check(settings, group, lake.events, cutoff)
+
+    # A run that began and never finished: its documents may be partly written.
+    store = open_store(settings)
+    try:
+        assert store.begin_views(store.next_version()) == lost.version
+    finally:
+        store.close()
+    cutoff = step(40)
+    unfinished = run_batch(spark, settings, repo, cutoff)
+    assert unfinished.group_modes == {"g": "reassemble"}
+    assert unfinished.mode_reasons == {"g": f"a run after v{lost.version} did not finish"}
+    assert unfinished.rows_read < len(lake.events) / 4
+    _check(settings, group, lake.events, cutoff)
+
+    cutoff = step(65)
+    asked = run_batch(spark, settings, repo, cutoff, mode="reassemble")
+    assert asked.mode == "reassemble" and asked.mode_reasons == {"g": "--reassemble"}
+    assert asked.rows_read < len(lake.events) / 4
+    assert asked.entities_written == len({e["k"] for e in lake.events})
+    _check(settings, group, lake.events, cutoff)
+
+    cutoff = step(30)
+    after = run_batch(spark, settings, repo, cutoff)
+    assert after.mode == "incremental" and not after.mode_reasons
+    assert after.entities_written < asked.entities_written
+    _check(settings, group, lake.events, cutoff)
