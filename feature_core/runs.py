@@ -55,8 +55,9 @@ class RunRecord(BaseModel):
     entities_written: int | None = Field(None, description="Documents written.")
     mode: str | None = Field(
         None,
-        description="incremental, full or mixed (groups in different modes); unset in records "
-        "of releases before run modes, which recomputed every group.",
+        description="incremental, reassemble (every group's documents assembled from its "
+        "stored tiles), full or mixed (groups in different modes); unset in records of "
+        "releases before run modes, which recomputed every group.",
     )
     group_modes: dict[str, str] | None = Field(
         None, description="Feature group -> incremental, reassemble, rebuild or full."

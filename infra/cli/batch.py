@@ -44,12 +44,13 @@ def lake_versions(record: RunRecord) -> str:
 
 
 #: A run's mode as the history table shows it.
-SHORT_MODES = {"incremental": "incr", "full": "full", "mixed": "mixed"}
+SHORT_MODES = {"incremental": "incr", "reassemble": "reasm", "full": "full", "mixed": "mixed"}
 
 
 def run_mode(record: RunRecord) -> str:
-    """``incr``, ``full`` or ``mixed``, with ``*`` when a group was rebuilt from the raw
-    events in a run that was not full; ``-`` in records from before run modes."""
+    """``incr``, ``reasm`` (every document assembled from the stored tiles), ``full`` or
+    ``mixed``, with ``*`` when a group was rebuilt from the raw events in a run that was
+    not full; ``-`` in records from before run modes."""
     if record.mode is None:
         return "-"
     rebuilt = record.mode != "full" and "rebuild" in (record.group_modes or {}).values()
@@ -145,8 +146,10 @@ def batch_run(
         bool,
         typer.Option(
             "--reassemble",
-            help="Operators: rewrite every view from the lake's stored tiles, reading no raw "
-            "events (after restoring Redis, say); while no tiles are stored, a full recompute.",
+            help="Operators: advance each group's stored tiles with the new events and "
+            "rewrite every one of its documents from them, reading no older raw events "
+            "(after restoring Redis, say); a group without usable tiles (none stored, "
+            "another tile spec, LFP_BATCH_INCREMENTAL=false) is recomputed from the raw events.",
         ),
     ] = False,
 ) -> None:

@@ -35,7 +35,8 @@ IDS = [
 
 
 #: What the succeeded runs did, by trigger: an incremental run, a mixed one with a group
-#: rebuilt, a full one; the view-missing run's record is from before run modes (none).
+#: reassembled and one rebuilt, a full one; the view-missing run's record is from before
+#: run modes (none).
 FIGURES = {
     "schedule": {
         "mode": "incremental",
@@ -53,10 +54,13 @@ FIGURES = {
         "mode": "mixed",
         "group_modes": {
             "user_activity": "incremental",
-            "item_popularity": "incremental",
+            "item_popularity": "reassemble",
             "user_purchases": "rebuild",
         },
-        "mode_reasons": {"user_purchases": "tile columns changed"},
+        "mode_reasons": {
+            "item_popularity": "feature definitions changed (same tiles)",
+            "user_purchases": "tile columns changed",
+        },
         "lake_files_read": 1_204,
         "lake_bytes_read": 1_234_567_890,
         "new_events": 2_000,
@@ -227,8 +231,9 @@ def test_a_run_summary_prints_its_mode_and_what_it_read_and_wrote_one_per_line()
     flat = " ".join(out.split())
     for line in (
         "mode mixed",
-        "group modes incremental: item_popularity, user_activity; rebuild (tile columns "
-        "changed): user_purchases",
+        "group modes reassemble (feature definitions changed (same tiles)): "
+        "item_popularity; incremental: user_activity; rebuild (tile columns changed): "
+        "user_purchases",
         "lake data read 1.2 GB in 1,204 files",
         "new events 2,000",
         "tiles written 246,912",
@@ -257,3 +262,16 @@ def test_batch_run_takes_full_or_reassemble_never_both():
     both = lfp("batch", "run", "--full", "--reassemble")
     assert both.exit_code == 2, both.output  # refused before Spark or Redis start
     assert "pick one" in " ".join(both.output.split())
+
+
+def test_history_mode_of_a_reassembling_run():
+    """Every group reassembled: ``reasm`` (no wider than ``mixed*``, the 80-column
+    history's mode column), starred when a group was rebuilt in the same run."""
+    from infra.cli.batch import run_mode
+
+    figures = {"run_id": IDS[0], "trigger": "view-missing", "started_at": time.time()}
+    groups = {"user_activity": "reassemble", "item_popularity": "reassemble"}
+    record = RunRecord(**figures, mode="reassemble", group_modes=groups)
+    assert run_mode(record) == "reasm"
+    groups = {"user_activity": "reassemble", "item_popularity": "rebuild"}
+    assert run_mode(RunRecord(**figures, mode="mixed", group_modes=groups)) == "mixed*"
