@@ -145,8 +145,9 @@ def test_lost_or_untrusted_views_are_reassembled_from_the_tiles(
 ):
     """Redis flushed after a run (its views lost, the tiles sound in the lake): the next
     run reads only the new events, advances the tiles and writes every entity's document
-    from them; a run after one that did not finish, and `--reassemble`, do the same. The
-    run after is incremental again. Every served document equals the contract's."""
+    from them; a run after one that did not finish, one with another horizon and
+    `--reassemble` do the same. The run after is incremental again. Every served document
+    equals the contract's."""
     import redis
 
     from tests.feature_core.aggregations import catalog
@@ -205,6 +206,13 @@ def test_lost_or_untrusted_views_are_reassembled_from_the_tiles(
     assert asked.mode == "reassemble" and asked.mode_reasons == {"g": "--reassemble"}
     assert asked.rows_read < len(lake.events) / 4
     assert asked.entities_written == len({e["k"] for e in lake.events})
+    _check(settings, group, lake.events, cutoff)
+
+    cutoff = step(20)
+    settings = settings.model_copy(update={"batch_horizon_s": 2 * settings.batch_horizon_s})
+    widened = run_batch(spark, settings, repo, cutoff)
+    assert widened.mode_reasons == {"g": "LFP_BATCH_HORIZON_S changed"}
+    assert widened.rows_read < len(lake.events) / 4
     _check(settings, group, lake.events, cutoff)
 
     cutoff = step(30)
