@@ -271,12 +271,15 @@ class _Reads:
         self.files = 0
         self.bytes: int | None = 0
         self._frames: dict[Any, DataFrame] = {}
+        self._rows_of: dict[int, int] = {}
 
     def _count(
         self, frame: DataFrame, files: int, size: int | None, cache: bool = True
     ) -> DataFrame:
         frame = frame.cache() if cache else frame
-        self.rows += frame.count()
+        rows = frame.count()
+        self._rows_of[id(frame)] = rows
+        self.rows += rows
         self.files += files
         self.bytes = None if self.bytes is None or size is None else self.bytes + size
         return frame
@@ -289,6 +292,10 @@ class _Reads:
             frame = snapshot.frame.where(f"{quoted(source.event_time)} < {self.cutoff}")
             self._frames[source.name] = self._count(frame, snapshot.files, snapshot.bytes)
         return self._frames[source.name]
+
+    def snapshot_rows(self, source: EventSource) -> int:
+        """How many events :meth:`snapshot` holds (counted when it was read)."""
+        return self._rows_of[id(self.snapshot(source))]
 
     def new_events(self, source: EventSource, files: DeltaFiles, before: int) -> DataFrame:
         """The events the state at ``before`` lacks (see :func:`tile_runs.new_events`)."""
@@ -617,6 +624,9 @@ def _samplers(
         previous = previous_run(store)
         estimates = dict(previous.entities) if previous is not None else {}
         missing = [g for g in groups if g.name not in estimates]
+        # An empty lake (a fresh stack's first run) holds no entity: no Spark job to say so.
+        estimates |= {g.name: 0 for g in missing if reads.snapshot_rows(g.source) == 0}
+        missing = [g for g in missing if g.name not in estimates]
         if missing:
             started = time.monotonic()
             snapshots = {g.source.name: reads.snapshot(g.source) for g in missing}

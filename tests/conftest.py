@@ -93,7 +93,9 @@ class StackHandle:
 
     kind: str
     settings: Settings
-    run_batch: Callable[[int], dict]
+    #: ``run_batch(cutoff_ms, incremental=None)``: one batch run; ``incremental`` sets
+    #: LFP_BATCH_INCREMENTAL for it (None: the stack's setting).
+    run_batch: Callable[..., dict]
     kill: Callable[[str], None]
     service_healthy: Callable[[str], bool]
     #: ``training_set(service, rows, columns=None)``: the training set of a spine of
@@ -144,12 +146,15 @@ def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[S
 def _embedded_handle(
     settings: Settings, spark_factory: Callable[[Settings], Any], stack: Any
 ) -> StackHandle:
-    def run_batch(cutoff_ms: int) -> dict:
+    def run_batch(cutoff_ms: int, incremental: bool | None = None) -> dict:
         from batch_layer.job import run_batch as run
 
         spark = spark_factory(settings)
+        run_settings = settings
+        if incremental is not None:
+            run_settings = settings.model_copy(update={"batch_incremental": incremental})
         return run(
-            spark, settings, FeatureRepo.from_module(settings.feature_repo), cutoff_ms
+            spark, run_settings, FeatureRepo.from_module(settings.feature_repo), cutoff_ms
         ).to_json()
 
     def kill(service: str) -> None:
@@ -219,12 +224,16 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
             cwd=ROOT,
         ).stdout
 
-    def run_batch(cutoff_ms: int) -> dict:
+    def run_batch(cutoff_ms: int, incremental: bool | None = None) -> dict:
         import json
 
+        env = []
+        if incremental is not None:
+            env = ["-e", f"LFP_BATCH_INCREMENTAL={str(incremental).lower()}"]
         out = docker_compose(
             "exec",
             "-T",
+            *env,
             "batch-scheduler",
             "lfp",
             "batch",

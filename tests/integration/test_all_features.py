@@ -64,7 +64,10 @@ def mismatches(settings, entities: dict[str, list[str]], events: list[dict]) -> 
     return problems
 
 
-def test_every_group_matches_the_reference_across_batch_runs(stack):
+@pytest.mark.parametrize("incremental", [False, True], ids=["window-by-window", "tiles"])
+def test_every_group_matches_the_reference_across_batch_runs(stack, incremental: bool):
+    """Both batch engines: window by window (every run from all history), and with tiles
+    (the first run rebuilds them, the second advances each group from them)."""
     settings = stack.settings
     rng = random.Random(1122)
     prefix, entities = entities_for("all", users=6, items=8)
@@ -77,7 +80,7 @@ def test_every_group_matches_the_reference_across_batch_runs(stack):
     events = history + recent
     produce(settings, events)
     wait_in_lake(settings, prefix, len(events))
-    assert stack.run_batch(first_cutoff)["switched"]
+    assert stack.run_batch(first_cutoff, incremental)["switched"]
 
     # Query time 1: right after the batch run, speed tiles cover [cutoff, now).
     wait_for(lambda: not mismatches(settings, entities, events), 180, "served == reference (1)")
@@ -91,8 +94,11 @@ def test_every_group_matches_the_reference_across_batch_runs(stack):
 
     # Query time 3: a new batch run lands with a later cutoff; values stay exact.
     wait_in_lake(settings, prefix, len(events))
-    second = stack.run_batch(align_cutoff(now_ms()))
+    second = stack.run_batch(align_cutoff(now_ms()), incremental)
     assert second["switched"] and second["cutoff"] > first_cutoff
+    shop = [g.name for g in REPO.groups]
+    want = "incremental" if incremental else "rebuild"
+    assert {g: second["group_modes"][g] for g in shop} == dict.fromkeys(shop, want)
     served = get_features(settings, "user_purchases", users[0])
     assert served["batch_cutoff"] == second["cutoff"]
     assert mismatches(settings, entities, events) == []
