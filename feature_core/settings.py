@@ -309,8 +309,8 @@ class Settings(BaseSettings):
         False,
         description="true: batch runs keep tiles (_lfp_tiles) and advance each group from "
         "them, reading only the events added since the last run and rewriting only the "
-        "documents whose values can change; their first run, and any rebuild, is much "
-        "slower than a full recompute today (make bench-batch). false: every run "
+        "documents whose values can change; today they cost more than a full recompute "
+        "when late events touch many dates (make bench-batch). false: every run "
         "recomputes all history window by window, keeping no tiles.",
     )
     batch_keep_versions: int = Field(
