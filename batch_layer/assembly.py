@@ -306,6 +306,10 @@ def advance(
     structs = F.collect_list(F.struct(*[c for c in rows.columns if c not in (GROUP, "entity")]))
     per_entity = rows.groupBy("entity").agg(F.first("keys").alias("keys"), structs.alias("rows"))
     task = _advance_entities(group, before, after, horizon_ms, base, tuple(dates))
+    if not everyone:
+        # The candidates are few; each shuffle partition would be a Python task (~0.3 s,
+        # and a Redis connection for the base documents) however few its entities.
+        per_entity = per_entity.coalesce(per_entity.sparkSession.sparkContext.defaultParallelism)
     changed = per_entity.mapInArrow(task, TILE_DDL)
     if everyone:
         return changed
@@ -345,7 +349,9 @@ def _late_day_tiles(
         .join(touched, ["__keys", "__day_start"], "left_semi")
         .select(*days.columns)
     )
-    return event_tiles(events, group, after).where(F.col("series") == fine)
+    # The 5m series alone: the days are most of the lake when late events spread over
+    # weeks, and every other series would scan them again to be dropped.
+    return event_tiles(events, group, after, only=fine)
 
 
 def _advance_entities(

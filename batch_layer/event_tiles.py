@@ -35,13 +35,15 @@ def raw_tiles(
     group: FeatureGroup,
     cutoff: int,
     floors: Mapping[str, int | None] | None = None,
+    only: str | None = None,
 ) -> DataFrame:
     """Every hop series' tiles of ``events`` before ``cutoff`` that the group reads (its
     filters passed, every join key present), as Spark aggregates them: one row per
     (series, keys, tile start) with each tile column's raw partial in the struct
     ``partials`` (``p0``, ``p1``, ... for the primitives' ``from_spark``) and the event
     count. With ``floors`` (per series, :func:`feature_core.tiles.retention_floor`),
-    tiles starting before their series' floor are not computed."""
+    tiles starting before their series' floor are not computed. With ``only``, that
+    series alone (each series scans ``events`` again)."""
     time = quoted(group.event_time)
     keys = [f"__k{i}" for i in range(len(group.join_keys))]
     present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
@@ -58,6 +60,8 @@ def raw_tiles(
     frames = []
     for width in hop_widths(group):
         series = hop_series(width)
+        if only is not None and series != only:
+            continue
         tiled = selected.withColumn("__start", F.expr(f"({time} DIV {width}) * {width}"))
         floor = (floors or {}).get(series)
         if floor is not None:
@@ -80,7 +84,9 @@ def raw_tiles(
     return union
 
 
-def event_tiles(events: DataFrame, group: FeatureGroup, cutoff: int) -> DataFrame:
+def event_tiles(
+    events: DataFrame, group: FeatureGroup, cutoff: int, only: str | None = None
+) -> DataFrame:
     """:func:`raw_tiles` in the tile table's row shape: each tile's partials as the
     canonical JSON the Python model and the speed layer share.
 
@@ -90,7 +96,7 @@ def event_tiles(events: DataFrame, group: FeatureGroup, cutoff: int) -> DataFram
     conversion runs in as many tasks as the session has cores (no shuffle: partitions
     merged as they are)."""
     convert = _canonical(group.name, group.primitives)
-    tiles = raw_tiles(events, group, cutoff)
+    tiles = raw_tiles(events, group, cutoff, only=only)
     cores = events.sparkSession.sparkContext.defaultParallelism
     return tiles.coalesce(cores).mapInArrow(convert, TILE_DDL)
 
