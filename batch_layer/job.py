@@ -271,18 +271,17 @@ class _Reads:
         self.files = 0
         self.bytes: int | None = 0
         self._frames: dict[Any, DataFrame] = {}
-        self._rows_of: dict[int, int] = {}
+        self._snapshot_rows: dict[str, int] = {}  # source -> rows of its snapshot
 
     def _count(
         self, frame: DataFrame, files: int, size: int | None, cache: bool = True
-    ) -> DataFrame:
+    ) -> tuple[DataFrame, int]:
         frame = frame.cache() if cache else frame
         rows = frame.count()
-        self._rows_of[id(frame)] = rows
         self.rows += rows
         self.files += files
         self.bytes = None if self.bytes is None or size is None else self.bytes + size
-        return frame
+        return frame, rows
 
     def snapshot(self, source: EventSource) -> DataFrame:
         """Every event of the source's table before the cutoff."""
@@ -290,19 +289,21 @@ class _Reads:
             version = self.pinned.get(source.table_name)
             snapshot = pinned_snapshot(self.spark, self.settings, source, version)
             frame = snapshot.frame.where(f"{quoted(source.event_time)} < {self.cutoff}")
-            self._frames[source.name] = self._count(frame, snapshot.files, snapshot.bytes)
+            counted, rows = self._count(frame, snapshot.files, snapshot.bytes)
+            self._frames[source.name], self._snapshot_rows[source.name] = counted, rows
         return self._frames[source.name]
 
     def snapshot_rows(self, source: EventSource) -> int:
         """How many events :meth:`snapshot` holds (counted when it was read)."""
-        return self._rows_of[id(self.snapshot(source))]
+        self.snapshot(source)
+        return self._snapshot_rows[source.name]
 
     def new_events(self, source: EventSource, files: DeltaFiles, before: int) -> DataFrame:
         """The events the state at ``before`` lacks (see :func:`tile_runs.new_events`)."""
         key = (source.name, before, files.new, files.band)
         if key not in self._frames:
             frame = new_events(self.spark, source, files, before, self.cutoff)
-            self._frames[key] = self._count(frame, files.files, files.bytes)
+            self._frames[key], _ = self._count(frame, files.files, files.bytes)
         return self._frames[key]
 
     def days(self, source: EventSource, files: DeltaFiles) -> DataFrame:
@@ -311,7 +312,7 @@ class _Reads:
         Not cached: one group reads them once, by the columns its tiles need, and late
         events spread over weeks make them many days (counting reads the time alone)."""
         frame = new_events(self.spark, source, files, self.cutoff, self.cutoff)
-        return self._count(frame, files.files, files.bytes, cache=False)
+        return self._count(frame, files.files, files.bytes, cache=False)[0]
 
     def release(self) -> None:
         for frame in self._frames.values():
