@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from batch_layer.columns import key_columns
 from batch_layer.event_tiles import canonical_partials, event_tiles, raw_tiles
 from batch_layer.task_store import task_store
-from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
+from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA, newest_rows
 from feature_core.aggregations import normalize
 from feature_core.definitions import FeatureGroup
 from feature_core.keys import entity_id
@@ -86,11 +86,13 @@ def _rebuild_partition(
             for start, partials in tiles.get(fine, {}).items():
                 by_day[floor_to(start, DAY_MS)][start] = partials
             for gap in gaps:
-                days = tiles[session_series(gap)]
+                series = session_series(gap)
+                days = tiles[series]
                 for day, day_tiles in by_day.items():
                     found = session_day(group, gap, tile_pieces(group, day_tiles))
                     if found is not None:
                         days[day] = found
+                        counts[(series, day)] = sum(counts[(fine, s)] for s in day_tiles)
         kept = _retained(tiles, floors)
         doc = assemble_doc(group, kept, cutoff, horizon_ms)
         entity = entity_id(keys)
@@ -183,6 +185,7 @@ class _Rows:
                 start,
                 date,
                 orjson.dumps(value.partials).decode(),
+                events=events,  # the day's: a later row of the day counts more
                 first_ms=value.first_ms,
                 last_ms=value.last_ms,
                 frag_start_ms=value.frag_start_ms,
@@ -219,11 +222,6 @@ def documents(rows: Iterator[Any]) -> Iterator[tuple[str, bytes]]:
 BaseReader = Callable[[list[str]], Mapping[str, Mapping[str, Any] | None]]
 
 
-def touched_dates(delta_tiles: DataFrame) -> list[str]:
-    """The tile dates the new events' tiles fall on: the partitions a run rewrites."""
-    return sorted(r[0] for r in delta_tiles.select(TILE_DATE).distinct().collect())
-
-
 def edge_condition(group: FeatureGroup, before: int, after: int, horizon_ms: int) -> str:
     """SQL over tile rows: a tile of a sliding window's hop series in a band the cutoff
     move sweeps (``EdgeBands.touches``); its entity's document changes with the cutoff."""
@@ -242,20 +240,6 @@ def edge_condition(group: FeatureGroup, before: int, after: int, horizon_ms: int
     return " OR ".join(terms) or "FALSE"
 
 
-def retention_condition(group: FeatureGroup, cutoff: int) -> str:
-    """SQL over tile rows: kept by the state at ``cutoff`` (``retention_floor``)."""
-    floors = retention_floor(group, cutoff)
-    kept = [
-        f"(series = '{series}' AND start >= {floor})"
-        for series, floor in floors.items()
-        if floor is not None
-    ]
-    unbounded = [f"'{series}'" for series, floor in floors.items() if floor is None]
-    if unbounded:
-        kept.append(f"series IN ({', '.join(unbounded)})")
-    return " OR ".join(kept) or "FALSE"
-
-
 def advance(
     stored: DataFrame,
     delta_tiles: DataFrame,
@@ -264,20 +248,19 @@ def advance(
     after: int,
     horizon_ms: int,
     base: BaseReader | None,
-    dates: Sequence[str],
     days: DataFrame | None = None,
 ) -> DataFrame:
     """A group's state moved from cutoff ``before`` to ``after``: ``stored`` is its tile
     rows (every date) at ``before``, ``delta_tiles`` the tiles of the events the new state
-    adds (late ones included), ``dates`` the dates those fall on (:func:`touched_dates`).
+    adds (late ones included).
 
     The entities with new tiles or a tile an edge moved past get their tiles merged and
     their document advanced from the one ``base`` reads (:func:`advance_doc`). With no
     ``base`` (a reassembling run: the served documents cannot be trusted), every entity
     of the group is a candidate and its document is assembled from its tiles alone. The
-    result holds the candidates' document rows and every tile row the new state keeps on
-    ``dates``: the rows of those partitions as the commit rewrites them (untouched
-    entities' rows as they were).
+    result holds the candidates' document rows and the tile rows the new events changed,
+    each merged with its stored row: the commit adds them beside the stored ones
+    (:mod:`batch_layer.tiles`, rows of one tile), so nothing else is rewritten.
 
     A session group derives the session-day rows of each day a new event falls on from
     that day's ``5m`` tiles. The state at ``before`` keeps those from :func:`fine_floor`
@@ -305,17 +288,12 @@ def advance(
         )
     structs = F.collect_list(F.struct(*[c for c in rows.columns if c not in (GROUP, "entity")]))
     per_entity = rows.groupBy("entity").agg(F.first("keys").alias("keys"), structs.alias("rows"))
-    task = _advance_entities(group, before, after, horizon_ms, base, tuple(dates))
+    task = _advance_entities(group, before, after, horizon_ms, base)
     if not everyone:
         # The candidates are few; each shuffle partition would be a Python task (~0.3 s,
         # and a Redis connection for the base documents) however few its entities.
         per_entity = per_entity.coalesce(per_entity.sparkSession.sparkContext.defaultParallelism)
-    changed = per_entity.mapInArrow(task, TILE_DDL)
-    if everyone:
-        return changed
-    kept = stored.where(F.col(TILE_DATE).isin(list(dates))).where(retention_condition(group, after))
-    untouched = kept.join(candidates, "entity", "left_anti")
-    return changed.unionByName(untouched)
+    return per_entity.mapInArrow(task, TILE_DDL)
 
 
 def fine_floor(group: FeatureGroup, before: int) -> int | None:
@@ -360,13 +338,12 @@ def _advance_entities(
     after: int,
     horizon_ms: int,
     base: BaseReader | None,
-    dates: tuple[str, ...],
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
     floors = retention_floor(group, after)
     fine = hop_series(FINEST_HOP_MS)
     kept_from = fine_floor(group, before)
-    rewritten = set(dates)
+    primitives = group.primitives
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -381,52 +358,65 @@ def _advance_entities(
     def _advance_one(
         entity: Mapping[str, Any], base_doc: Mapping[str, Any] | None, out: _Rows
     ) -> None:
+        stored: list[Mapping[str, Any]] = []
         tiles: dict[str, dict[int, Any]] = defaultdict(dict)
         delta: dict[str, dict[int, Any]] = defaultdict(dict)
         # 5m tiles of all the events of days the state keeps none of (late events): for
         # those days' session rows only.
         day_tiles: dict[int, Any] = {}
-        counts: dict[tuple[str, int], int] = defaultdict(int)
+        counts: dict[tuple[str, int], int] = {}
+        changed: set[tuple[str, int]] = set()
         for row in entity["rows"]:
-            series, start = row["series"], row["start"]
-            partials = list(normalize(group.primitives, orjson.loads(row["partials"])))
             if row["__day"]:
-                day_tiles[start] = partials
-                continue
+                day_tiles[row["start"]] = list(normalize(primitives, orjson.loads(row["partials"])))
+                counts[("__day", row["start"])] = row["events"] or 0
+            elif not row["__delta"]:
+                stored.append(row)
+        for (series, start), row in newest_rows(stored).items():
+            partials = list(normalize(primitives, orjson.loads(row["partials"])))
             if series.startswith(SESSION_SERIES_PREFIX):
-                tiles[series][start] = SessionDay(
+                partials = SessionDay(
                     row["first_ms"], row["last_ms"], row["frag_start_ms"], row["has_gap"], partials
                 )
+            tiles[series][start] = partials
+            counts[(series, start)] = row["events"] or 0
+        for row in entity["rows"]:
+            if not row["__delta"]:
                 continue
-            if row["__delta"]:
-                delta[series][start] = partials
-            old = tiles[series].get(start)
-            tiles[series][start] = merge_tile_rows(group, [old, partials])
-            counts[(series, start)] += row["events"] or 0
+            series, start = row["series"], row["start"]
+            partials = list(normalize(primitives, orjson.loads(row["partials"])))
+            delta[series][start] = partials
+            tiles[series][start] = merge_tile_rows(group, [tiles[series].get(start), partials])
+            counts[(series, start)] = counts.get((series, start), 0) + (row["events"] or 0)
+            changed.add((series, start))
         days = {floor_to(s, DAY_MS) for s in delta.get(fine, {})}
         for day in days if gaps else ():
-            source = tiles[fine] if kept_from is None or day >= kept_from else day_tiles
+            late = kept_from is not None and day < kept_from
+            source, counted = (day_tiles, "__day") if late else (tiles[fine], fine)
             of_day = {s: p for s, p in source.items() if day <= s < day + DAY_MS}
             if not of_day:
                 raise RuntimeError(
                     f"{group.name}: no events of {event_date(day)} read for {entity['entity']}'s "
                     "session rows (a day before the 5m tiles kept needs the lake's events)"
                 )
+            day_events = sum(counts.get((counted, s), 0) for s in of_day)
             pieces = tile_pieces(group, of_day)
             for gap in gaps:
                 found = session_day(group, gap, pieces)
                 if found is not None:
-                    tiles[session_series(gap)][day] = found
-        kept = _retained(tiles, floors)
+                    series = session_series(gap)
+                    tiles[series][day] = found
+                    counts[(series, day)] = day_events
+                    changed.add((series, day))
         # On the tiles before their retention drop: a step longer than the retention's
         # slack sweeps a crossing band below the new floor, and its tiles still make the
         # entity a crosser (assembly reads nothing below the floors otherwise).
         doc = advance_doc(group, base_doc, tiles, delta, before, after, horizon_ms)
         name, keys = entity["entity"], entity["keys"]
-        for series, by_start in kept.items():
-            for start, value in by_start.items():
-                if event_date(start) in rewritten:
-                    out.tile(name, keys, series, start, value, counts.get((series, start)))
+        for series, start in sorted(changed):
+            floor = floors.get(series)
+            if floor is None or start >= floor:
+                out.tile(name, keys, series, start, tiles[series][start], counts[(series, start)])
         out.doc(name, keys, doc)
 
     return run

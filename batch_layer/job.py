@@ -27,7 +27,7 @@ import orjson
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.assembly import DOC_SERIES, BaseDocuments, advance, rebuild, touched_dates
+from batch_layer.assembly import DOC_SERIES, BaseDocuments, advance, rebuild
 from batch_layer.columns import filter_column
 from batch_layer.event_tiles import event_tiles
 from batch_layer.feature_stats import (
@@ -44,6 +44,7 @@ from batch_layer.lake import (
     open_table,
 )
 from batch_layer.task_store import task_store, write_task_views
+from batch_layer.tile_ops import fold_run_files
 from batch_layer.tile_runs import (
     INCREMENTAL,
     REASSEMBLE,
@@ -446,14 +447,11 @@ def _run_batch(
             assert plan.state is not None and plan.files is not None
             events = reads.new_events(group.source, plan.files, plan.state.cutoff_ms)
             delta = event_tiles(events, group, cutoff).persist()
-            dates = touched_dates(delta)
             stored = read_tiles(spark, uri, tile_state.version, groups=[group.name])
             # Reassembling: no served document is read, every one comes from the tiles.
             base = None if plan.mode == REASSEMBLE else BaseDocuments(settings, serving, group.name)
             days = None if plan.days is None else reads.days(group.source, plan.days)
-            out = advance(
-                stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, dates, days
-            )
+            out = advance(stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, days)
         out = out.persist()
         docs = out.where(F.col("series") == DOC_SERIES)
         if plan.mode == INCREMENTAL:
@@ -553,6 +551,11 @@ def _run_batch(
     for frame in outputs:
         frame.unpersist()
     reads.release()
+    if committed is not None and any(p.mode != REBUILD for p in plans.values()):
+        # After the switch: readers of the tiles are the next runs, not the API.
+        folded = fold_run_files(uri)
+        if folded is not None:
+            log.info("tile table: runs' files of %s partitions folded", folded.partitions)
     if replaced is not None and samplers and len(entities) == len(repo.groups):
         _record_feature_stats(settings, repo, store, pointer, samplers, entities, run_id)
     modes = [plans[g.name].mode for g in repo.groups]

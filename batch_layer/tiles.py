@@ -7,10 +7,10 @@ collect on the driver on a full rebuild. So Spark writes a run's partition files
 Parquet under ``<table>/runs/<run>-<nonce>/group=…/tile_date=…/`` (:func:`write_staged`),
 and the driver commits them with delta-rs in **one** transaction (:func:`commit_tiles`):
 an ``add`` per file (statistics from its Parquet footer), a ``remove`` per file of every
-partition it replaces, and app transactions recording, per group, the source table
-versions (and table ids) and the cutoff the tiles cover and the batch view version built
-from them. A run's new state for every group is therefore atomic with its tiles, and a
-retried or crashed run never applies its events twice.
+partition a rebuild or retention replaces, and app transactions recording, per group, the
+source table versions (and table ids) and the cutoff the tiles cover and the batch view
+version built from them. A run's new state for every group is therefore atomic with its
+tiles, and a retried or crashed run never applies its events twice.
 
 Every commit also sets the app transaction :data:`VIEW_APP` to the run's view version: two
 runs that read the same table version conflict on it (Delta's optimistic concurrency),
@@ -18,6 +18,16 @@ whichever groups they touch. Files of a run that never committed are never refer
 *full* vacuum (``DeltaTable.vacuum(full=True)``; the default one deletes only files a
 commit removed) deletes them once past retention (their directory has no leading
 underscore), so its retention must outlast a run.
+
+**Rows of one tile.** An incremental run adds files beside a partition's files instead of
+rewriting the partition: it writes only the tiles its new events changed, each merged
+with the tile's stored row (and the session-day rows of the days they fall on). A tile
+may therefore have several rows, in different files; the one counting the most events
+(``events``; a session-day row counts its day's events) is the tile's value. Incremental
+runs need an append-only lake (deleted rows force a rebuild), so a tile recomputed later
+covers a superset of the events an older row covers: more events is newer, and equal
+counts are equal values. Readers pick per (series, entity, start)
+(:func:`newest_tiles`, :func:`newest_rows`); compaction keeps only those rows.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema, Transaction
@@ -234,6 +245,43 @@ def _record(entry: Mapping[str, Any]) -> CommitRecord:
 # Writing: Spark stages, the driver commits ------------------------------------------------
 
 
+def newest_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], Mapping[str, Any]]:
+    """(series, start) -> the row of each tile counting the most events, of one entity's
+    tile rows (see the module: rows of one tile)."""
+    newest: dict[tuple[str, int], Mapping[str, Any]] = {}
+    for row in rows:
+        key = (row["series"], row["start"])
+        held = newest.get(key)
+        if held is None or (row["events"] or 0) > (held["events"] or 0):
+            newest[key] = row
+    return newest
+
+
+def newest_tiles(rows: pa.Table) -> pa.Table:
+    """Tile rows (:data:`DATA_SCHEMA` columns, with or without the partition columns) with
+    only each tile's newest row: per (series, entity, start), the one counting the most
+    events. Sorted as a run writes them (series, entity, start)."""
+    if rows.num_rows == 0:
+        return rows
+    events = pc.fill_null(rows.column("events"), -1)
+    ordered = rows.append_column("__events", events).sort_by(
+        [
+            ("series", "ascending"),
+            ("entity", "ascending"),
+            ("start", "ascending"),
+            ("__events", "descending"),
+        ]
+    )
+    # A row is its tile's newest when its key differs from the row before it.
+    count = ordered.num_rows
+    differs = pa.array([False] * (count - 1), pa.bool_())
+    for name in ("series", "entity", "start"):
+        column = ordered.column(name).combine_chunks()
+        differs = pc.or_(differs, pc.not_equal(column.slice(1), column.slice(0, count - 1)))
+    newest = pa.concat_arrays([pa.array([True]), differs])
+    return ordered.filter(newest).drop_columns(["__events"])
+
+
 def write_staged(frame: DataFrame, uri: str, run_id: str) -> str:
     """Write a frame of tiles (:data:`TILE_DDL` columns) as Parquet partition files under
     the table, one file per ``(group, tile_date)``, sorted by series, entity and start
@@ -359,7 +407,7 @@ def staged_files(uri: str, staged: str) -> list[StagedFile]:
 
 class GroupCommit(BaseModel):
     """One group's part of a run's commit: its new state, and which of its partitions
-    are replaced beyond those the run wrote files for."""
+    are removed (the files the run wrote are added beside the others)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -403,8 +451,9 @@ def commit_tiles(
     ``read`` is the state the run started from (:func:`read_state`): the transaction is
     made against that version, so a commit by anyone else since fails it (Delta's
     conflict check on :data:`VIEW_APP` and on the removed files) instead of overwriting
-    it. Each partition the run wrote files for replaces that partition's current files;
-    ``groups`` may also replace a group whole or drop dates. The table is created by the
+    it. The run's files are added to their partitions (their rows are newer rows of the
+    tiles they hold: see the module); ``groups`` may replace a group whole (a rebuild)
+    or drop dates. The table is created by the
     first commit. ``metadata``: more commit metadata (counters), keys ``lfp.…``."""
     files = staged_files(uri, staged) if staged is not None else []
     strangers = {f.group for f in files} - set(groups)
@@ -447,8 +496,7 @@ def commit_tiles(
             raise StaleTilesError(f"{uri}: no tile table at version {read.version}") from missing
         if table.metadata().id != read.table_id:
             raise StaleTilesError(f"{uri}: the tile table was recreated since the run read it")
-        written = {(f.group, f.tile_date) for f in files}
-        removes = _removes(table, groups, written)
+        removes = _removes(table, groups)
         table.create_write_transaction(
             [*adds, *removes],
             mode="append",
@@ -466,20 +514,13 @@ def commit_tiles(
     )
 
 
-def _removes(
-    table: DeltaTable, groups: Mapping[str, GroupCommit], written: set[tuple[str, str]]
-) -> list[RemoveAction]:
-    """Remove actions for the current files of every partition replaced."""
+def _removes(table: DeltaTable, groups: Mapping[str, GroupCommit]) -> list[RemoveAction]:
+    """Remove actions for the current files of every group rebuilt and date dropped."""
     now = int(time.time() * 1000)
     removes = []
     for current in _current_files(table):
-        partition = (current.group, current.tile_date)
         commit = groups.get(current.group)
-        if (
-            partition in written
-            or (commit is not None and commit.replace_all)
-            or (commit is not None and current.tile_date in commit.drop_dates)
-        ):
+        if commit is not None and (commit.replace_all or current.tile_date in commit.drop_dates):
             removes.append(
                 RemoveAction(
                     path=current.path,
@@ -580,8 +621,8 @@ def read_tiles_arrow(
     groups: Collection[str] | None = None,
     partitions: Collection[tuple[str, str]] | None = None,
 ) -> pa.Table:
-    """Tile rows (:data:`TILE_SCHEMA`) of the partitions named, as Arrow (small reads: the
-    driver, tests)."""
+    """The newest row of each tile (:data:`TILE_SCHEMA`, :func:`newest_tiles`) of the
+    partitions named, as Arrow (small reads: the driver, tests)."""
     files = tile_files(uri, version, groups=groups, partitions=partitions)
     parts = []
     by_partition: dict[tuple[str, str], list[str]] = {}
@@ -591,7 +632,7 @@ def read_tiles_arrow(
         filesystem = FileSystem.from_uri(uris[0])[0]
         paths = [FileSystem.from_uri(u)[1] for u in uris]
         data = ds.dataset(paths, schema=DATA_SCHEMA, format="parquet", filesystem=filesystem)
-        table = data.to_table()
+        table = newest_tiles(data.to_table())
         table = table.add_column(0, TILE_DATE, pa.array([date] * table.num_rows, pa.string()))
         table = table.add_column(0, GROUP, pa.array([group] * table.num_rows, pa.string()))
         parts.append(table)
@@ -610,7 +651,8 @@ def read_tiles(
 ) -> DataFrame:
     """Tile rows (:data:`TILE_DDL`) of the partitions named, as a Spark frame read from
     the table's file list at ``version`` (delta-rs: there is no Delta reader in Spark). The
-    partition columns come from each file's path (group names are identifiers)."""
+    partition columns come from each file's path (group names are identifiers). Every row
+    of a tile is there: readers take the newest per entity (:func:`newest_rows`)."""
     files = tile_files(uri, version, groups=groups, partitions=partitions)
     if not files:
         return spark.createDataFrame([], TILE_DDL)

@@ -13,14 +13,19 @@ from batch_layer.assembly import (
     documents,
     fine_floor,
     rebuild,
-    touched_dates,
 )
 from batch_layer.event_tiles import event_tiles
 from feature_core import local_views
 from feature_core.aggregations import normalize
 from feature_core.settings import Settings
 from feature_core.sources import event_date
-from feature_core.tiles import SESSION_SERIES_PREFIX, LocalLake, LocalTileStore, SessionDay
+from feature_core.tiles import (
+    SESSION_SERIES_PREFIX,
+    LocalLake,
+    LocalTileStore,
+    SessionDay,
+    retention_floor,
+)
 from feature_core.windows import DAY_MS, HOUR_MS
 
 pytestmark = pytest.mark.spark
@@ -170,10 +175,9 @@ def test_advance_equals_a_rebuild_and_the_contract(
     )
     delta_events = [e for e in new if e["t"] < after] + [e for e in old if before <= e["t"] < after]
     delta = event_tiles(frame(delta_events), group, after).cache()
-    dates = touched_dates(delta)
     lake_rows = frame(old + new)  # the lake's snapshot: the late days' events are read
     base = None if reassemble else _Docs(docs)
-    out = advance(stored, delta, group, before, after, horizon, base, dates, lake_rows).collect()
+    out = advance(stored, delta, group, before, after, horizon, base, lake_rows).collect()
     advanced = {e: orjson.loads(d) for e, d in documents(iter(out))}
     written = {r["entity"] for r in out if r["series"] == DOC_SERIES}
 
@@ -196,9 +200,18 @@ def test_advance_equals_a_rebuild_and_the_contract(
         have = advanced[entity] if entity in written else docs.get(entity, {})
         assert close(have, want), entity
 
+    # The run adds only the tiles its events changed, each counting more events than
+    # the row it supersedes (what makes it the newest: batch_layer.tiles).
     tiles = _tile_rows(first)
-    tiles = {k: r for k, r in tiles.items() if r["tile_date"] not in dates}
-    tiles |= _tile_rows(out)
+    added = _tile_rows(out)
+    delta_keys = {(r["series"], r["entity"], r["start"]) for r in delta.collect()}
+    for key, row in added.items():
+        assert key in delta_keys or key[0].startswith(SESSION_SERIES_PREFIX), key
+        superseded = tiles[key]["events"] if key in tiles else 0
+        assert row["events"] > superseded, key
+    floors = retention_floor(group, after)
+    assert {k for k in delta_keys if k[2] >= (floors.get(k[0]) or 0)} <= set(added)
+    tiles |= added
     expected = {
         (series, entity, start)
         for (_, series, entity), by_start in model.tiles.items()

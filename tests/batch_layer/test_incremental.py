@@ -13,6 +13,7 @@ import pytest
 from batch_layer.assembly import fine_floor
 from batch_layer.job import run_batch
 from batch_layer.lake import append_with_offsets
+from batch_layer.tiles import tile_files, tiles_uri
 from feature_core import local_views
 from feature_core.definitions import FeatureRepo, FeatureService
 from feature_core.settings import Settings
@@ -114,11 +115,18 @@ def test_incremental_runs_serve_what_a_full_run_does(spark_factory, redis_proces
         extends = {**_events(rng, 0, 1, 1)[0], "k": "idle", "t": noon + (3 + i) * 10 * 60_000}
         assert floor is not None and extends["t"] < floor
         lake.append(fresh + late + weeks + [extends])
+        stored = {f.path for f in tile_files(tiles_uri(settings))}
         result = run_batch(spark, settings, repo, cutoff)
         assert result.mode == "incremental", (i, result.mode_reasons)
         assert result.group_modes == {"g": "incremental"}
         assert result.rows_read < len(lake.events) / 3, result
         assert result.tiles_written and result.keys_written is not None
+        # Only the tiles the new events changed are written, beside the stored files
+        # (none rewritten): a 5m, 1h and 1d tile and a session day per event at most.
+        assert stored <= {f.path for f in tile_files(tiles_uri(settings))}
+        arrived = [e for e in lake.events if cutoff - step <= e["t"] < cutoff]
+        arrived += [e for e in fresh + late + weeks + [extends] if e["t"] < cutoff - step]
+        assert result.tiles_written <= 4 * len(arrived), (result.tiles_written, len(arrived))
         _check(settings, group, lake.events, cutoff)
 
     full = run_batch(spark, settings, repo, cutoff + 5 * 60_000, mode="full")

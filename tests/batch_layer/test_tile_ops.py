@@ -22,9 +22,11 @@ from deltalake.exceptions import CommitFailedError
 
 from batch_layer.lake import append_with_offsets, optimize_lake
 from batch_layer.tile_ops import (
+    RUN_FILES_FOLDED,
     _rewrite,
     expired_dates,
     expired_series,
+    fold_run_files,
     optimize_tiles,
     partition_series,
     recorded_floors,
@@ -184,15 +186,20 @@ def test_compaction_keeps_every_row_and_the_recorded_state(tmp_path):
     assert again is not None and (again.partitions, again.files_after) == (0, 3)
     assert DeltaTable(uri).version() == after.version
 
-    # The next run commits on top of the compacted version and replaces a compacted date.
-    replaced = [_tile("u9", D0)]
-    staged = _stage(uri, {("clicks", _date(D0)): [replaced]}, "run-2")
+    # The next run commits on top of the compacted version: its file goes beside the
+    # compacted one.
+    compacted = read_tiles_arrow(uri, groups=["clicks"], partitions=[("clicks", _date(D0))])
+    added = [_tile("u9", D0)]
+    staged = _stage(uri, {("clicks", _date(D0)): [added]}, "run-2")
     done = _commit(uri, after, staged, "run-2", 2, clicks={})
-    assert (done.files_added, done.files_removed) == (1, 1)
+    assert (done.files_added, done.files_removed) == (1, 0)
     state = read_state(uri, GROUPS)
     assert state.groups["clicks"] == _state(2, 2) and state.groups["orders"] == _state(1, 1)
     kept = read_tiles_arrow(uri, groups=["clicks"], partitions=[("clicks", _date(D0))])
-    assert kept.drop(["group", "tile_date"]).to_pylist() == replaced
+    new = pa.Table.from_pylist(added, DATA_SCHEMA)
+    assert _rows(kept.drop(["group", "tile_date"])) == _rows(
+        compacted.drop(["group", "tile_date"])
+    ) + _rows(new)
 
 
 def test_a_run_that_read_before_the_compaction_cannot_bring_old_files_back(tmp_path):
@@ -227,6 +234,52 @@ def _age(paths, hours: float) -> None:
 
 def _parquet(directory: Path) -> set[str]:
     return {str(p) for p in directory.rglob("*.parquet")}
+
+
+def test_runs_files_are_folded_and_compaction_keeps_each_tiles_newest_row(tmp_path):
+    """Incremental runs add a file per partition they touch, each a newer row of a tile;
+    a partition holding RUN_FILES_FOLDED is folded to its largest file and one more,
+    and the optimize schedule's compaction to one: the newest rows read the same."""
+    uri = str(tmp_path / TILES_TABLE)
+    day = _date(D0)
+    base = [_tile(f"u{i}", D0) for i in range(20)]
+    read = read_state(uri, GROUPS)
+    staged = _stage(uri, {("clicks", day): [base], ("orders", day): [base]}, "run-1")
+    _commit(uri, read, staged, "run-1", 1, clicks={}, orders={})
+    for run in range(2, RUN_FILES_FOLDED + 1):
+        newer = {**_tile("u1", D0), "events": run, "partials": json.dumps([run])}
+        files = {("clicks", day): [[newer]]}
+        if run < RUN_FILES_FOLDED:  # orders stays one file short of a fold
+            files[("orders", day)] = [[newer]]
+        staged = _stage(uri, files, f"run-{run}")
+        _commit(uri, read_state(uri, GROUPS), staged, f"run-{run}", run, clicks={}, orders={})
+    counts = Counter((f.group, f.tile_date) for f in tile_files(uri))
+    assert counts == {("clicks", day): RUN_FILES_FOLDED, ("orders", day): RUN_FILES_FOLDED - 1}
+    newest = _rows(read_tiles_arrow(uri))
+    u1 = [r for r in read_tiles_arrow(uri, groups=["clicks"]).to_pylist() if r["entity"] == "u1"]
+    assert [r["events"] for r in u1] == [RUN_FILES_FOLDED]
+    state = read_state(uri, GROUPS)
+    largest = max(tile_files(uri, groups=["clicks"]), key=lambda f: f.size)
+
+    folded = fold_run_files(uri)
+    assert folded is not None and folded.partitions == 1
+    clicks = tile_files(uri, groups=["clicks"])
+    assert len(clicks) == 2 and largest.path in {f.path for f in clicks}
+    assert len(tile_files(uri, groups=["orders"])) == RUN_FILES_FOLDED - 1
+    assert _rows(read_tiles_arrow(uri)) == newest
+    assert read_state(uri, GROUPS).groups == state.groups
+    fold = next(f for f in clicks if f.path != largest.path)
+    assert pq.read_table(fold.uri).column("events").to_pylist() == [RUN_FILES_FOLDED]
+    assert fold_run_files(uri) is None
+
+    optimize_tiles(uri, retention_hours=168, runs_started=[])
+    assert Counter((f.group, f.tile_date) for f in tile_files(uri)) == {
+        ("clicks", day): 1,
+        ("orders", day): 1,
+    }
+    assert _rows(read_tiles_arrow(uri)) == newest
+    raw = DeltaTable(uri).to_pyarrow_table()
+    assert raw.num_rows == 2 * len(base)  # superseded rows gone
 
 
 def test_full_vacuum_deletes_a_failed_runs_files_but_not_a_running_runs(tmp_path):

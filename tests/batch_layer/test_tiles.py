@@ -9,6 +9,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_layer.tiles import (
     DATA_SCHEMA,
@@ -19,6 +21,8 @@ from batch_layer.tiles import (
     TileTableState,
     commit_tiles,
     last_commit,
+    newest_rows,
+    newest_tiles,
     read_state,
     read_tiles,
     read_tiles_arrow,
@@ -173,7 +177,9 @@ def test_staged_tiles_read_back_as_written_with_every_groups_state(spark_factory
     assert stats["nullCount"]["has_gap"] == 2
 
 
-def test_a_run_replaces_the_partitions_it_wrote_and_keeps_the_others(spark_factory, tmp_path):
+def test_a_run_adds_its_tiles_beside_the_stored_ones_and_the_newest_row_wins(
+    spark_factory, tmp_path
+):
     spark = spark_factory(Settings(_env_file=None))
     uri = str(tmp_path / "_lfp_tiles")
     state = _first_run(spark, uri)
@@ -191,19 +197,18 @@ def test_a_run_replaces_the_partitions_it_wrote_and_keeps_the_others(spark_facto
         view_version=2,
         pointer='{"version": 2}',
     )
-    assert (done.version, done.files_added, done.files_removed) == (1, 2, 1)
-    removes = [a["remove"] for a in _log(uri, 1) if "remove" in a]
-    assert [(r["path"], r["dataChange"]) for r in removes] == [
-        (before[("clicks", "2024-01-01")], True)
-    ]
+    assert (done.version, done.files_added, done.files_removed) == (1, 2, 0)
+    assert not [a for a in _log(uri, 1) if "remove" in a]
+    assert before[("clicks", "2024-01-01")] in {f.path for f in tile_files(uri)}
+    # The clicks u1 tile now has two rows: the one counting more events is read.
+    assert len(read_tiles(spark, uri, groups=["clicks"]).where("entity = 'u1'").collect()) == 3
     after = read_state(uri, GROUPS)
     assert after.view_version == 2
     assert after.groups["clicks"] == clicks
     assert after.groups["sessions"] == state.groups["sessions"]  # untouched
-    expected = sorted(
-        [*(r for r in FIRST if (r["group"], r["tile_date"]) != ("clicks", "2024-01-01")), *merged],
-        key=_key,
-    )
+    superseded = (FIRST[0]["group"], FIRST[0]["entity"], FIRST[0]["start"])
+    assert superseded == ("clicks", "u1", D0) and FIRST[0]["events"] < 9
+    expected = sorted([*FIRST[1:], *merged], key=_key)
     assert _rows(read_tiles_arrow(uri)) == expected
     assert _rows(read_tiles_arrow(uri, 0)) == sorted(FIRST, key=_key)  # time travel
 
@@ -230,7 +235,7 @@ def test_a_run_replaces_the_partitions_it_wrote_and_keeps_the_others(spark_facto
         view_version=3,
         pointer='{"version": 3}',
     )
-    assert (done.files_added, done.files_removed) == (1, 2)
+    assert (done.files_added, done.files_removed) == (1, 3)  # clicks' 2024-01-01: 2 files
     keep = [r for r in expected if r["group"] == "clicks" and r["tile_date"] != "2024-01-01"]
     assert _rows(read_tiles_arrow(uri)) == sorted([*keep, *rebuilt], key=_key)
     assert read_state(uri, GROUPS).groups["sessions"] == sessions
@@ -315,3 +320,41 @@ def test_a_commit_against_a_version_others_moved_past_fails(spark_factory, tmp_p
     assert {str(Path(uri) / p) for p in deleted} == orphan
     assert not any(Path(p).exists() for p in orphan)
     assert _rows(read_tiles_arrow(uri)) == rows
+
+
+_ROW_KEYS = st.tuples(
+    st.sampled_from(["1d", "1h", "s30m"]), st.sampled_from(["a", "b"]), st.integers(0, 3)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_ROW_KEYS, st.one_of(st.none(), st.integers(0, 6))), max_size=30))
+def test_the_newest_row_of_a_tile_is_the_one_counting_the_most_events(rows):
+    """``newest_tiles`` (Arrow, compaction) and ``newest_rows`` (a task's entity) keep the
+    same row per tile: the most events (none counts as none), whichever file order."""
+    table = pa.table(
+        {
+            "series": [k[0] for k, _ in rows],
+            "entity": [k[1] for k, _ in rows],
+            "start": pa.array([k[2] for k, _ in rows], pa.int64()),
+            "events": pa.array([e for _, e in rows], pa.int64()),
+            "partials": [str(i) for i in range(len(rows))],
+        }
+    )
+    kept = newest_tiles(table).to_pylist()
+    keys = [(r["series"], r["entity"], r["start"]) for r in kept]
+    assert keys == sorted(set(keys)) and len(keys) == len({k for k, _ in rows})
+    for row in kept:
+        key = (row["series"], row["entity"], row["start"])
+        most = max((e or 0) for k, e in rows if k == key)
+        assert (row["events"] or 0) == most
+    by_entity: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        by_entity.setdefault(row["entity"], []).append(row)
+    for entity, of_entity in by_entity.items():
+        picked = newest_rows(of_entity)
+        for (series, start), row in picked.items():
+            (same,) = [
+                r for r in kept if (r["series"], r["entity"], r["start"]) == (series, entity, start)
+            ]
+            assert (row["events"] or 0) == (same["events"] or 0)
