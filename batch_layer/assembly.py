@@ -222,6 +222,20 @@ def documents(rows: Iterator[Any]) -> Iterator[tuple[str, bytes]]:
 BaseReader = Callable[[list[str]], Mapping[str, Mapping[str, Any] | None]]
 
 
+def edge_dates(group: FeatureGroup, before: int, after: int, horizon_ms: int) -> list[str]:
+    """The tile dates holding every tile :func:`edge_condition` can select: the only
+    partitions a run reads to find the entities an edge moved past."""
+    dates: set[str] = set()
+    for window in group.windows:
+        if window.length_ms is None:
+            continue
+        bands = edge_bands(window, before, after, horizon_ms)
+        for low, high in (bands.leaving, bands.crossing):
+            for day in range(floor_to(low, DAY_MS), high, DAY_MS):
+                dates.add(_tile_date(day // DAY_MS))
+    return sorted(dates)
+
+
 def edge_condition(group: FeatureGroup, before: int, after: int, horizon_ms: int) -> str:
     """SQL over tile rows: a tile of a sliding window's hop series in a band the cutoff
     move sweeps (``EdgeBands.touches``); its entity's document changes with the cutoff."""
@@ -249,10 +263,12 @@ def advance(
     horizon_ms: int,
     base: BaseReader | None,
     days: DataFrame | None = None,
+    edge_rows: DataFrame | None = None,
 ) -> DataFrame:
     """A group's state moved from cutoff ``before`` to ``after``: ``stored`` is its tile
     rows (every date) at ``before``, ``delta_tiles`` the tiles of the events the new state
-    adds (late ones included).
+    adds (late ones included), ``edge_rows`` the stored rows the edges are looked for in
+    (those on :func:`edge_dates` suffice; None: ``stored``).
 
     The entities with new tiles or a tile an edge moved past get their tiles merged and
     their document advanced from the one ``base`` reads (:func:`advance_doc`). With no
@@ -273,11 +289,12 @@ def advance(
     if everyone:
         mine = stored
     else:
-        edged = stored.unionByName(delta_tiles).where(
-            edge_condition(group, before, after, horizon_ms)
-        )
+        edged = (stored if edge_rows is None else edge_rows).unionByName(delta_tiles)
+        edged = edged.where(edge_condition(group, before, after, horizon_ms))
         candidates = delta_tiles.select("entity").union(edged.select("entity")).distinct()
-        mine = stored.join(candidates, "entity", "left_semi")
+        # Broadcast: the candidates are the entities with new events or a moved edge, a
+        # few ids (MBs for a million); the stored tiles would be shuffled whole otherwise.
+        mine = stored.join(F.broadcast(candidates), "entity", "left_semi")
     rows = mine.withColumn("__delta", F.lit(False)).withColumn("__day", F.lit(False))
     rows = rows.unionByName(flagged)
     floor = fine_floor(group, before)
@@ -324,7 +341,9 @@ def _late_day_tiles(
         days.selectExpr("*", *key_columns(group))
         .withColumn("__keys", F.array(*keys))
         .withColumn("__day_start", F.expr(f"({time} DIV {DAY_MS}) * {DAY_MS}"))
-        .join(touched, ["__keys", "__day_start"], "left_semi")
+        # Broadcast: the touched (entity, day) pairs are few, the days' events many (a
+        # shuffle of every event of weeks of days otherwise).
+        .join(F.broadcast(touched), ["__keys", "__day_start"], "left_semi")
         .select(*days.columns)
     )
     # The 5m series alone: the days are most of the lake when late events spread over

@@ -3,9 +3,11 @@
 A batch run summarizes the values its view serves at its cutoff: for a uniform sample of
 at most ``LFP_FEATURE_STATS_SAMPLE`` entities per group, each entity's batch view merged
 and finalized at t = cutoff by the serving merge (:func:`feature_core.merge.group_merger`),
-statuses included. The sample is the entities with the smallest keyed hashes of their ids
+statuses included. The sample is the entities with the smallest hashes of their ids
 (:func:`entity_priority`): the same entities from run to run while they stay, so drift
-between runs shows the values moving, not the sample.
+between runs shows the values moving, not the sample. The hash is computed the same in
+Spark SQL (:func:`priority_below`), so the candidates of a run that writes only some
+documents are chosen without a Python task.
 
 It is taken while the views are written, in the same pass (:class:`EntitySampler`): the
 number of each group's entities in the previous run's record (or, without one, an
@@ -32,7 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyspark.accumulators import Accumulator, AccumulatorParam
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from feature_core.definitions import FeatureGroup
@@ -52,8 +54,8 @@ from online_store.base import OnlineStore
 
 log = logging.getLogger(__name__)
 
-#: Key of the sample's hash (any fixed value: the same entities run after run).
-SAMPLE_KEY = b"lfp-feature-stats"
+#: Prefix hashed with an entity's id (any fixed value: the same entities run after run).
+SAMPLE_PREFIX = "lfp-feature-stats:"
 #: Training set records read when looking for a feature's newest one.
 TRAINING_RECORDS_READ = 100
 
@@ -62,10 +64,21 @@ Sampled = tuple[int, str, list[Any], list[str]]
 
 
 def entity_priority(entity: str) -> int:
-    """An entity's place in the sample order: a keyed 64-bit hash of its id, the same in
-    every process and run."""
-    digest = hashlib.blake2b(entity.encode(), digest_size=8, key=SAMPLE_KEY).digest()
-    return int.from_bytes(digest, "big")
+    """An entity's place in the sample order: the first 8 bytes of the SHA-256 of its id
+    after :data:`SAMPLE_PREFIX`, the same in every process and run and in Spark SQL
+    (:func:`priority_below`)."""
+    digest = hashlib.sha256((SAMPLE_PREFIX + entity).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def priority_below(column: str, bound: int | None) -> Column:
+    """Spark SQL: the entity id in ``column`` has an :func:`entity_priority` under
+    ``bound`` (None: every entity), computed in the JVM (16 hex digits compare as the
+    number they spell)."""
+    if bound is None:
+        return F.lit(True)
+    digits = F.substring(F.sha2(F.concat(F.lit(SAMPLE_PREFIX), F.col(column)), 256), 1, 16)
+    return digits < F.lit(f"{bound:016x}")
 
 
 def sample_fraction(sample: int, population: int) -> float:

@@ -27,13 +27,13 @@ import orjson
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.assembly import DOC_SERIES, BaseDocuments, advance, rebuild
+from batch_layer.assembly import DOC_SERIES, BaseDocuments, advance, edge_dates, rebuild
 from batch_layer.columns import filter_column
 from batch_layer.event_tiles import event_tiles
 from batch_layer.feature_stats import (
     EntitySampler,
-    entity_priority,
     previous_run,
+    priority_below,
     record_run_stats,
 )
 from batch_layer.lake import (
@@ -204,25 +204,45 @@ def _write_documents(
         taken.publish()
 
 
-def _sample_documents(
-    rows, settings: Settings, version: int, group: str, sampler, counter=None
-) -> None:
-    """Offer the sample the documents version ``version`` shows for a task's entities
-    whose hash makes them candidates (an incremental run writes only some documents).
-    With ``counter``, every entity's document is read, and those present counted."""
+def _count_documents(rows, settings: Settings, version: int, group: str, sampler, counter) -> None:
+    """Read the documents version ``version`` shows for a task's entities: count those
+    present and offer them to the sample (an incremental run that does not know how
+    many entities its group's view holds)."""
     taken = sampler.task()
-    bound = sampler.bound
-    candidates = [r["entity"] for r in rows]
-    if bound is not None and counter is None:
-        candidates = [e for e in candidates if entity_priority(e) < bound]
     with task_store(settings) as store:
-        docs = store.read_base(version, group, candidates)
+        docs = store.read_base(version, group, [r["entity"] for r in rows])
     present = {entity: doc for entity, doc in docs.items() if doc}
     for entity, doc in present.items():
         taken.offer(entity, doc)
     taken.publish()
-    if counter is not None:
-        counter.add(len(present))
+    counter.add(len(present))
+
+
+def _sample_served(
+    store: OnlineStore, version: int, sampling: Sequence[tuple[str, EntitySampler, DataFrame]]
+) -> None:
+    """Offer each incremental group's sample (group, its sampler, the entities with
+    tiles) the documents version ``version`` shows for its candidates, read on the
+    driver. One Spark job picks every group's candidates by their hash, in the JVM: a
+    Python task per partition, each reading Redis, cost more than the reads."""
+    if not sampling:
+        return
+    frames = [
+        known.where(priority_below("entity", sampler.bound)).select(
+            F.lit(name).alias("sampled"), "entity"
+        )
+        for name, sampler, known in sampling
+    ]
+    union = functools.reduce(DataFrame.unionByName, frames)
+    candidates: dict[str, list[str]] = {name: [] for name, _, _ in sampling}
+    for row in union.distinct().collect():
+        candidates[row["sampled"]].append(row["entity"])
+    for name, sampler, _ in sampling:
+        taken = sampler.task()
+        for entity, doc in store.read_base(version, name, sorted(candidates[name])).items():
+            if doc:
+                taken.offer(entity, doc)
+        taken.publish()
 
 
 def _swept_groups(repo: FeatureRepo, plans: Mapping[str, GroupPlan]) -> Collection[str] | None:
@@ -311,9 +331,16 @@ class _Reads:
         """Every event before the cutoff in ``files`` (whole date partitions: the days
         of late events a session group derives its session rows of, GroupPlan.days).
         Not cached: one group reads them once, by the columns its tiles need, and late
-        events spread over weeks make them many days (counting reads the time alone)."""
+        events spread over weeks make them many days. Counted from the log's statistics
+        when it has them (the days are before the cutoff: every row is read), else by a
+        read of the time alone."""
         frame = new_events(self.spark, source, files, self.cutoff, self.cutoff)
-        return self._count(frame, files.files, files.bytes, cache=False)[0]
+        if files.rows is None:
+            return self._count(frame, files.files, files.bytes, cache=False)[0]
+        self.rows += files.rows
+        self.files += files.files
+        self.bytes = None if self.bytes is None else self.bytes + files.bytes
+        return frame
 
     def release(self) -> None:
         for frame in self._frames.values():
@@ -420,6 +447,7 @@ def _run_batch(
     entities: dict[str, int] = {}
     outputs: list[DataFrame] = []
     commits: dict[str, GroupCommit] = {}
+    sampling: list[tuple[str, EntitySampler, DataFrame]] = []
     for group in repo.groups:
         plan = plans[group.name]
         before = (written.value, created.value, deleted.value)
@@ -451,7 +479,13 @@ def _run_batch(
             # Reassembling: no served document is read, every one comes from the tiles.
             base = None if plan.mode == REASSEMBLE else BaseDocuments(settings, serving, group.name)
             days = None if plan.days is None else reads.days(group.source, plan.days)
-            out = advance(stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, days)
+            # Edges are found in the few dates their bands span, not in every stored tile.
+            dates = edge_dates(group, plan.state.cutoff_ms, cutoff, horizon)
+            banded = [(group.name, date) for date in dates]
+            edge_rows = read_tiles(spark, uri, tile_state.version, partitions=banded)
+            out = advance(
+                stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, days, edge_rows
+            )
         out = out.persist()
         docs = out.where(F.col("series") == DOC_SERIES)
         if plan.mode == INCREMENTAL:
@@ -481,21 +515,24 @@ def _run_batch(
         sampler = samplers.get(group.name)
         if plan.mode == INCREMENTAL and sampler is not None:
             # The served documents of the sample's entities: the group's entities are
-            # those with tiles (the stored ones and those this run wrote). Without the
-            # previous count, every document is read to count them.
-            counter = None if group.name in entities else spark.sparkContext.accumulator(0)
+            # those with tiles (the stored ones and those this run wrote), sampled with
+            # the other groups' after the loop. Without the previous count, every
+            # document is read to count them.
             known = stored.select("entity").union(tiles_out.select("entity"))
-            known.distinct().foreachPartition(
-                functools.partial(
-                    _sample_documents,
-                    settings=settings,
-                    version=version,
-                    group=group.name,
-                    sampler=sampler,
-                    counter=counter,
+            if group.name in entities:
+                sampling.append((group.name, sampler, known))
+            else:
+                counter = spark.sparkContext.accumulator(0)
+                known.distinct().foreachPartition(
+                    functools.partial(
+                        _count_documents,
+                        settings=settings,
+                        version=version,
+                        group=group.name,
+                        sampler=sampler,
+                        counter=counter,
+                    )
                 )
-            )
-            if counter is not None:
                 entities[group.name] = counter.value
         lake = lake_state(settings, group, pinned.get(group.source.table_name))
         if lake is not None:
@@ -511,6 +548,7 @@ def _run_batch(
                 mode=plan.mode,
                 replace_all=plan.mode == REBUILD,
             )
+    _sample_served(store, version, sampling)
     # Documents of entities that left a rebuilt or reassembled group's view (or of a
     # group that left the repo) are swept; an incremental group's untouched documents
     # stay as they are.

@@ -750,6 +750,7 @@ class DeltaFiles(BaseModel):
     new: tuple[str, ...]  # URIs
     band: tuple[str, ...]
     bytes: int
+    rows: int | None = None  # of the files, from the log's statistics (None: unknown)
 
     @property
     def files(self) -> int:

@@ -180,17 +180,24 @@ def late_days(
     else:
         on = [None] * actions.num_rows
     chosen = [
-        (data_file_uri(uri, unquote(path)), int(size))
-        for path, size, date in zip(
+        (data_file_uri(uri, unquote(path)), int(size), rows)
+        for path, size, rows, date in zip(
             actions.column("path").to_pylist(),
             actions.column("size_bytes").to_pylist(),
+            actions.column("num_records").to_pylist(),
             on,
             strict=True,
         )
         if None in dates or date is None or date in dates
     ]
+    counts = [rows for _, _, rows in chosen]
+    # Rows of days before the floor are all before the cutoff: read, every one.
+    dated = None not in dates and None not in on
     return DeltaFiles(
-        new=tuple(sorted(u for u, _ in chosen)), band=(), bytes=sum(s for _, s in chosen)
+        new=tuple(sorted(u for u, _, _ in chosen)),
+        band=(),
+        bytes=sum(s for _, s, _ in chosen),
+        rows=sum(counts) if dated and None not in counts else None,
     )
 
 

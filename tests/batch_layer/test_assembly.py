@@ -6,11 +6,14 @@ import random
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_layer.assembly import (
     DOC_SERIES,
     advance,
     documents,
+    edge_dates,
     fine_floor,
     rebuild,
 )
@@ -26,7 +29,7 @@ from feature_core.tiles import (
     SessionDay,
     retention_floor,
 )
-from feature_core.windows import DAY_MS, HOUR_MS
+from feature_core.windows import DAY_MS, HOUR_MS, align_cutoff, edge_bands
 
 pytestmark = pytest.mark.spark
 
@@ -246,3 +249,29 @@ def _tile_ddl() -> str:
     from batch_layer.tiles import TILE_DDL
 
     return TILE_DDL
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 400 * DAY_MS),
+    st.integers(0, 40 * DAY_MS),
+    st.sampled_from([5 * 60_000, HOUR_MS, DAY_MS, 7 * DAY_MS]),
+    st.lists(st.integers(-100 * DAY_MS, 2 * DAY_MS), max_size=40),
+)
+def test_edges_are_found_in_the_dates_edge_dates_names(offset, step, horizon, tiles):
+    """Every tile the edge condition selects starts on a date ``edge_dates`` names, so a
+    run reading only those partitions finds every entity an edge moved past."""
+    from tests.feature_core.aggregations import catalog
+
+    group = catalog.group(["5m", "1h", "1d", "7d", "30d", "90d", "lifetime"])
+    before = align_cutoff(19_000 * DAY_MS + offset)
+    after = align_cutoff(before + step)
+    dates = set(edge_dates(group, before, after, horizon))
+    for window in group.windows:
+        if window.length_ms is None:
+            continue
+        bands = edge_bands(window, before, after, horizon)
+        for low, high in (bands.leaving, bands.crossing):
+            starts = [low, high - 1, *(before + t for t in tiles)]
+            for start in (s for s in starts if low <= s < high):
+                assert event_date(start) in dates, (window, start)

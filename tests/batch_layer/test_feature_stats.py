@@ -8,7 +8,7 @@ import orjson
 import pytest
 import redis
 
-from batch_layer.feature_stats import entity_priority, priority_bound
+from batch_layer.feature_stats import entity_priority, priority_below, priority_bound
 from batch_layer.job import run_batch
 from batch_layer.lake import append_with_offsets
 from feature_core.definitions import Aggregation, Entity, FeatureGroup, FeatureRepo, FeatureService
@@ -223,24 +223,44 @@ def test_a_sample_is_the_entities_with_the_smallest_hashes(spark_factory, redis_
     """LFP_FEATURE_STATS_SAMPLE entities of more: the record summarizes exactly the
     entities with the smallest keyed hashes of their ids, as computed from the events."""
     sample = 40
-    settings = lake_settings(redis_process, tmp_path, feature_stats_sample=sample)
+    settings = lake_settings(
+        redis_process, tmp_path, feature_stats_sample=sample, batch_incremental=True
+    )
     cutoff = align_cutoff(int(time.time() * 1000) - 2 * HOUR_MS)
     events = _events(random.Random(8), cutoff, 50.0, ["red", "green", "blue"])
     _append(settings, events, 0)
-    run_batch(spark_factory(settings), settings, REPO, cutoff, run_id="sampled")
-    record = RunFeatureStats.model_validate_json(_records(settings, Journal.FEATURE_STATS)[-1])
-    assert record.entities == {"g": USERS} and record.sampled == {"g": sample}
-    chosen = set(sorted({e["user"] for e in events}, key=entity_priority)[:sample])
-    direct = _direct([e for e in events if e["user"] in chosen], cutoff)
-    for reference, (values, statuses) in direct.items():
-        got = record.features[reference]
-        want = feature_stats(values, statuses, got.kind, got.categories_of)
-        assert (got.count, got.null_rate, got.no_data_rate) == (
-            sample,
-            want.null_rate,
-            want.no_data_rate,
-        ), reference
-        assert got.top == want.top and got.edges == pytest.approx(want.edges), reference
+    spark = spark_factory(settings)
+    # The first run writes every document; the second only those an edge moved, and
+    # picks its sample's candidates in Spark SQL (the same hash): the same entities.
+    for run, at in (("sampled", cutoff), ("again", cutoff + 5 * 60_000)):
+        result = run_batch(spark, settings, REPO, at, run_id=run)
+        assert result.mode == ("full" if run == "sampled" else "incremental")
+        raw = _records(settings, Journal.FEATURE_STATS)[-1]
+        record = RunFeatureStats.model_validate_json(raw)
+        assert record.entities == {"g": USERS} and record.sampled == {"g": sample}
+        chosen = set(sorted({e["user"] for e in events}, key=entity_priority)[:sample])
+        direct = _direct([e for e in events if e["user"] in chosen], at)
+        for reference, (values, statuses) in direct.items():
+            got = record.features[reference]
+            want = feature_stats(values, statuses, got.kind, got.categories_of)
+            assert (got.count, got.null_rate, got.no_data_rate) == (
+                sample,
+                want.null_rate,
+                want.no_data_rate,
+            ), (run, reference)
+            assert got.top == want.top and got.edges == pytest.approx(want.edges), reference
+
+
+def test_spark_sql_orders_entities_as_the_sample_does(spark_factory):
+    """``priority_below`` (the JVM's SHA-256) picks exactly the ids whose
+    ``entity_priority`` is under the bound, whatever their characters."""
+    spark = spark_factory(Settings(_env_file=None))
+    ids = [f"e{i}" for i in range(2000)] + ["", "ü-ß", "用户:7", "a|b", "x" * 300]
+    frame = spark.createDataFrame([(i,) for i in ids], "entity STRING")
+    for bound in (None, 0, 2**63, priority_bound(100, 2000), entity_priority("e7") + 1):
+        want = {i for i in ids if bound is None or entity_priority(i) < bound}
+        got = {r.entity for r in frame.where(priority_below("entity", bound)).collect()}
+        assert got == want, bound
 
 
 def test_the_hash_bound_lets_about_the_sample_through():
