@@ -219,12 +219,13 @@ def _count_documents(rows, settings: Settings, version: int, group: str, sampler
 
 
 def _sample_served(
-    store: OnlineStore, version: int, sampling: Sequence[tuple[str, EntitySampler, DataFrame]]
+    settings: Settings, version: int, sampling: Sequence[tuple[str, EntitySampler, DataFrame]]
 ) -> None:
     """Offer each incremental group's sample (group, its sampler, the entities with
-    tiles) the documents version ``version`` shows for its candidates, read on the
-    driver. One Spark job picks every group's candidates by their hash, in the JVM: a
-    Python task per partition, each reading Redis, cost more than the reads."""
+    tiles) the documents version ``version`` shows for its candidates. One Spark job
+    does it for every group: the candidates are picked by their hash in the JVM, and as
+    many Python tasks as cores read and merge them (a task per partition and group,
+    each reading Redis, cost more than the reads)."""
     if not sampling:
         return
     frames = [
@@ -233,16 +234,28 @@ def _sample_served(
         )
         for name, sampler, known in sampling
     ]
-    union = functools.reduce(DataFrame.unionByName, frames)
-    candidates: dict[str, list[str]] = {name: [] for name, _, _ in sampling}
-    for row in union.distinct().collect():
-        candidates[row["sampled"]].append(row["entity"])
-    for name, sampler, _ in sampling:
-        taken = sampler.task()
-        for entity, doc in store.read_base(version, name, sorted(candidates[name])).items():
-            if doc:
-                taken.offer(entity, doc)
-        taken.publish()
+    candidates = functools.reduce(DataFrame.unionByName, frames).distinct()
+    cores = candidates.sparkSession.sparkContext.defaultParallelism
+    samplers = {name: sampler for name, sampler, _ in sampling}
+    candidates.coalesce(cores).foreachPartition(
+        functools.partial(_sample_task, settings=settings, version=version, samplers=samplers)
+    )
+
+
+def _sample_task(
+    rows, settings: Settings, version: int, samplers: Mapping[str, EntitySampler]
+) -> None:
+    """A task of :func:`_sample_served`: its candidates' documents, group by group."""
+    by_group: dict[str, list[str]] = {}
+    for row in rows:
+        by_group.setdefault(row["sampled"], []).append(row["entity"])
+    with task_store(settings) as store:
+        for name, entities in by_group.items():
+            taken = samplers[name].task()
+            for entity, doc in store.read_base(version, name, entities).items():
+                if doc:
+                    taken.offer(entity, doc)
+            taken.publish()
 
 
 def _swept_groups(repo: FeatureRepo, plans: Mapping[str, GroupPlan]) -> Collection[str] | None:
@@ -548,7 +561,7 @@ def _run_batch(
                 mode=plan.mode,
                 replace_all=plan.mode == REBUILD,
             )
-    _sample_served(store, version, sampling)
+    _sample_served(settings, version, sampling)
     # Documents of entities that left a rebuilt or reassembled group's view (or of a
     # group that left the repo) are swept; an incremental group's untouched documents
     # stay as they are.
