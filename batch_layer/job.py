@@ -83,6 +83,16 @@ from online_store.timeouts import explain_timeouts
 
 log = logging.getLogger(__name__)
 
+#: Prefix of the Spark job description a run gives each step's jobs (the group, or the
+#: run-wide step): what the Spark UI and ``make bench-batch`` show jobs by.
+STEP_PREFIX = "lfp batch: "
+_DESCRIPTION = "spark.job.description"
+
+
+def _step(spark: SparkSession, what: str) -> None:
+    """Describe the Spark jobs of the run's next step."""
+    spark.sparkContext.setLocalProperty(_DESCRIPTION, STEP_PREFIX + what)
+
 
 #: The modes a caller may ask :func:`run_batch` for (None: each group's own): ``full``
 #: recomputes every group from the raw events (`lfp batch run --full`), ``reassemble``
@@ -384,10 +394,12 @@ def run_batch(
     if mode is not None and mode not in REQUESTED_MODES:
         raise ValueError(f"unknown batch run mode {mode!r}: one of {', '.join(REQUESTED_MODES)}")
     store = open_store(settings)
+    described = spark.sparkContext.getLocalProperty(_DESCRIPTION)
     try:
         with explain_timeouts(settings.redis_url, settings.batch_redis_timeout_s):
             return _run_batch(spark, settings, repo, store, cutoff_ms, delta_versions, run_id, mode)
     finally:
+        spark.sparkContext.setLocalProperty(_DESCRIPTION, described)  # type: ignore[arg-type]
         store.close()  # a failed attempt too: a retry opens its own
 
 
@@ -454,6 +466,7 @@ def _run_batch(
     written = spark.sparkContext.accumulator(0)
     created = spark.sparkContext.accumulator(0)
     deleted = spark.sparkContext.accumulator(0)
+    _step(spark, "lake snapshot and statistics setup")
     samplers, previous = _samplers(
         spark, settings, store, repo.groups, reads, BatchPointer(version, cutoff, horizon)
     )
@@ -463,6 +476,7 @@ def _run_batch(
     sampling: list[tuple[str, EntitySampler, DataFrame]] = []
     for group in repo.groups:
         plan = plans[group.name]
+        _step(spark, f"{group.name} ({plan.mode})")
         before = (written.value, created.value, deleted.value)
         if plan.mode == REBUILD and not settings.batch_incremental:
             # No tiles kept: one aggregation per window, cheaper than a tile rebuild.
@@ -561,7 +575,9 @@ def _run_batch(
                 mode=plan.mode,
                 replace_all=plan.mode == REBUILD,
             )
+    _step(spark, "statistics sample")
     _sample_served(settings, version, sampling)
+    _step(spark, "tile table write")
     # Documents of entities that left a rebuilt or reassembled group's view (or of a
     # group that left the repo) are swept; an incremental group's untouched documents
     # stay as they are.
@@ -689,6 +705,7 @@ def _samplers(
         estimates |= {g.name: 0 for g in missing if reads.snapshot_rows(g.source) == 0}
         missing = [g for g in missing if g.name not in estimates]
         if missing:
+            _step(spark, "entity estimates")
             started = time.monotonic()
             snapshots = {g.source.name: reads.snapshot(g.source) for g in missing}
             estimates |= _entity_estimates(missing, snapshots, pointer.cutoff, pointer.horizon_ms)

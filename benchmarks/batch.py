@@ -48,7 +48,7 @@ import numpy as np
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from redis import Redis
 
-from batch_layer.job import run_batch
+from batch_layer.job import STEP_PREFIX, run_batch
 from batch_layer.lake import INGEST_COMMIT, ingest_app_id
 from batch_layer.spark import spark_session
 from benchmarks.training import shop_table, write_lake
@@ -310,6 +310,7 @@ class JobTime:
     result_task_s: float  # task time of the others (for foreachPartition: the Python writes)
     input_bytes: int
     shuffle_bytes: int  # written
+    step: str = ""  # the run's step (its Spark job description, batch_layer.job), if any
 
 
 def job_times(spark, group: str, started_ms: float) -> list[JobTime]:
@@ -342,6 +343,8 @@ def job_times(spark, group: str, started_ms: float) -> list[JobTime]:
                 map_ms += stage.executorRunTime()
             else:
                 result_ms += stage.executorRunTime()
+        described = job.description()
+        step = str(described.get()) if described.isDefined() else ""
         found.append(
             JobTime(
                 job.name(),
@@ -353,6 +356,7 @@ def job_times(spark, group: str, started_ms: float) -> list[JobTime]:
                 result_ms / 1000,
                 input_bytes,
                 shuffle,
+                step if step.startswith(STEP_PREFIX) else "",
             )
         )
     return sorted(found, key=lambda j: j.start_s)
@@ -781,7 +785,10 @@ def by_action(jobs: Sequence[JobTime]) -> list[tuple[str, list[JobTime]]]:
             continue
         pending.append(job)
         if job.call_site and not job.call_site.startswith("$anonfun"):
-            actions.append((short_site(job.call_site), pending))
+            site = short_site(job.call_site)
+            if job.step:  # the run's step first: which group, which phase
+                site = f"{job.step[len(STEP_PREFIX) :]}: {site.partition(' at ')[0]}"
+            actions.append((site, pending))
             pending = []
     if pending:
         actions.append(("(stage jobs of no named action)", pending))

@@ -120,7 +120,9 @@ def test_the_bench_at_toy_size_prints_every_cell(tmp_path: Path) -> None:
     assert "full run / DuckDB:" in printed
     for name in (CELL_FULL, CELL_NO_NEW, CELL_APPENDED):
         assert f"where the run '{name}' on 20,000 events spends" in printed
-    assert "foreachPartition at batch_layer/job.py" in printed
+    # Jobs by the run's step (each group, the run-wide steps) and the action.
+    assert "lfp batch" not in printed  # the step prefix is not repeated
+    assert "(rebuild): foreachPartition" in printed  # a group's window-by-window write
     assert "load average" in printed
 
     cells = {c["name"]: c for c in json.loads(out.read_text())}
