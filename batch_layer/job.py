@@ -322,10 +322,14 @@ class _Reads:
     ) -> tuple[DataFrame, int]:
         frame = frame.cache() if cache else frame
         rows = frame.count()
+        self._book(rows, files, size)
+        return frame, rows
+
+    def _book(self, rows: int, files: int, size: int | None) -> None:
+        """Add a read to the run record's figures (bytes unknown once any read's is)."""
         self.rows += rows
         self.files += files
         self.bytes = None if self.bytes is None or size is None else self.bytes + size
-        return frame, rows
 
     def snapshot(self, source: EventSource) -> DataFrame:
         """Every event of the source's table before the cutoff."""
@@ -360,9 +364,7 @@ class _Reads:
         frame = new_events(self.spark, source, files, self.cutoff, self.cutoff)
         if files.rows is None:
             return self._count(frame, files.files, files.bytes, cache=False)[0]
-        self.rows += files.rows
-        self.files += files.files
-        self.bytes = None if self.bytes is None else self.bytes + files.bytes
+        self._book(files.rows, files.files, files.bytes)
         return frame
 
     def release(self) -> None:
