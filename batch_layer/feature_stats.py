@@ -87,7 +87,13 @@ def sample_fraction(sample: int, population: int) -> float:
     deviations of slack, for an estimated population); 1 when that is everyone."""
     if population <= sample:
         return 1.0
-    return min(1.0, (1.1 * sample + 4 * math.sqrt(sample) + 16) / population)
+    return min(1.0, candidates_drawn(sample) / population)
+
+
+def candidates_drawn(sample: int) -> float:
+    """About how many candidates a hash bound lets through for a sample of ``sample``
+    (:func:`sample_fraction`)."""
+    return 1.1 * sample + 4 * math.sqrt(sample) + 16
 
 
 def priority_bound(sample: int, population: int) -> int | None:
@@ -134,6 +140,13 @@ class EntitySampler:
     found: Accumulator
     failures: Accumulator
     seconds: Accumulator  # task time spent sampling (hashing, merging), summed
+    #: The smallest hash a task dropped for want of room (every candidate under the
+    #: smallest of them was kept): each task's, listed.
+    dropped: Accumulator
+    #: With ``carrying``, the written entities under the bound (tombstones included):
+    #: their previous values are not carried (:mod:`batch_layer.carried_sample`).
+    touched: Accumulator
+    carrying: bool = False
 
     @classmethod
     def create(
@@ -147,8 +160,15 @@ class EntitySampler:
         found = spark_context.accumulator([], _SampleParam())
         failures = spark_context.accumulator([], _SampleParam())
         seconds = spark_context.accumulator(0.0)
+        dropped = spark_context.accumulator([], _SampleParam())
+        touched = spark_context.accumulator([], _SampleParam())
         bound = priority_bound(keep, estimate)
-        return cls(group, pointer, bound, keep, found, failures, seconds)
+        return cls(group, pointer, bound, keep, found, failures, seconds, dropped, touched)
+
+    def carrying_under(self, bound: int | None) -> EntitySampler:
+        """This sampler drawing under a carried candidate set's bound, its tasks
+        reporting the entities they write."""
+        return replace(self, bound=bound, carrying=True)
 
     def task(self) -> _TaskSample:
         return _TaskSample(self)
@@ -158,7 +178,31 @@ class EntitySampler:
         (a RuntimeError when a task could not sample)."""
         if self.failures.value:
             raise RuntimeError(f"sampling {self.group.name}: {self.failures.value[0]}")
-        return heapq.nsmallest(self.keep, self.found.value)
+        # Only candidates under the hash every one of them was kept below: a carried
+        # set misses entities above it (when more than ``keep`` are under it, the
+        # smallest ``keep`` are the same with or without the others).
+        limit = self.complete_below()
+        found = self.found.value
+        if limit is not None:
+            found = [entry for entry in found if entry[0] < limit]
+        return heapq.nsmallest(self.keep, found)
+
+    def candidates(self) -> list[Sampled]:
+        """Driver side, after the write: every candidate the tasks kept (and those
+        carried)."""
+        return list(self.found.value)
+
+    def complete_below(self) -> int | None:
+        """Every entity under this hash is a candidate (None: the bound)."""
+        drops = [d for d in self.dropped.value if self.bound is None or d < self.bound]
+        return min(drops, default=self.bound)
+
+    def carry(self, entries: list[Sampled], complete_below: int | None) -> None:
+        """Driver side: add candidates of the previous run (entities this run did not
+        write, their values unchanged)."""
+        self.found.add(entries)
+        if complete_below is not None and complete_below != self.bound:
+            self.dropped.add([complete_below])
 
 
 class _TaskSample:
@@ -169,20 +213,28 @@ class _TaskSample:
         self.heap: list[tuple[int, str, list[Any], list[str]]] = []  # max-heap on the hash
         self.failure: str | None = None
         self.seconds = 0.0
+        self.dropped: int | None = None
+        self.touched: list[str] = []
 
-    def offer(self, entity: str, doc: BatchDoc) -> None:
+    def offer(self, entity: str, doc: BatchDoc | None) -> None:
+        """A document written (None: a tombstone, the entity left the view) or read."""
         if self.failure is not None:
             return
         started = time.perf_counter()
         self._offer(entity, doc)
         self.seconds += time.perf_counter() - started
 
-    def _offer(self, entity: str, doc: BatchDoc) -> None:
+    def _offer(self, entity: str, doc: BatchDoc | None) -> None:
         sampler = self.sampler
         priority = entity_priority(entity)
         if sampler.bound is not None and priority >= sampler.bound:
             return
+        if sampler.carrying:
+            self.touched.append(entity)
+        if doc is None:
+            return
         if len(self.heap) >= sampler.keep and -self.heap[0][0] < priority:
+            self._drop(priority)
             return
         try:
             values, statuses = served_at_cutoff(sampler.group, sampler.pointer, doc)
@@ -191,14 +243,21 @@ class _TaskSample:
             return
         heapq.heappush(self.heap, (-priority, entity, values, statuses))
         if len(self.heap) > sampler.keep:
-            heapq.heappop(self.heap)
+            self._drop(-heapq.heappop(self.heap)[0])
+
+    def _drop(self, priority: int) -> None:
+        self.dropped = priority if self.dropped is None else min(self.dropped, priority)
 
     def publish(self) -> None:
         self.sampler.seconds.add(self.seconds)
         if self.failure is not None:
             self.sampler.failures.add([self.failure])
-        else:
-            self.sampler.found.add([(-p, e, v, s) for p, e, v, s in self.heap])
+            return
+        self.sampler.found.add([(-p, e, v, s) for p, e, v, s in self.heap])
+        if self.dropped is not None:
+            self.sampler.dropped.add([self.dropped])
+        if self.touched:
+            self.sampler.touched.add(self.touched)
 
 
 def group_stats(

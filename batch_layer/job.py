@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.assembly import DOC_SERIES, BaseDocuments, advance, edge_dates, rebuild
+from batch_layer.carried_sample import Carried, CarriedGroup, hex_bound, load_carried, save_carried
 from batch_layer.columns import filter_column
 from batch_layer.event_tiles import event_tiles
 from batch_layer.feature_stats import (
@@ -71,7 +72,7 @@ from batch_layer.tiles import (
 )
 from batch_layer.window_views import bucket_sql, group_irs, write_partition
 from feature_core.definitions import FeatureGroup, FeatureRepo
-from feature_core.merge import BatchPointer
+from feature_core.merge import BatchPointer, group_merger
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, quoted
 from feature_core.stats import RunFeatureStats
@@ -205,8 +206,8 @@ def _write_documents(
             raw = row["partials"]
             if raw == "{}" and not tombstones:
                 continue
-            if taken is not None and raw != "{}":
-                taken.offer(row["entity"], orjson.loads(raw))
+            if taken is not None:
+                taken.offer(row["entity"], None if raw == "{}" else orjson.loads(raw))
             yield row["entity"], raw.encode()
 
     write_task_views(settings, version, serving, group, views(), counters)
@@ -229,25 +230,36 @@ def _count_documents(rows, settings: Settings, version: int, group: str, sampler
 
 
 def _sample_served(
-    settings: Settings, version: int, sampling: Sequence[tuple[str, EntitySampler, DataFrame]]
+    spark: SparkSession,
+    settings: Settings,
+    version: int,
+    sampling: Sequence[tuple[str, EntitySampler, DataFrame]],
+    listed: Mapping[str, tuple[EntitySampler, Sequence[str]]],
 ) -> None:
-    """Offer each incremental group's sample (group, its sampler, the entities with
-    tiles) the documents version ``version`` shows for its candidates. One Spark job
-    does it for every group: the candidates are picked by their hash in the JVM, and as
-    many Python tasks as cores read and merge them (a task per partition and group,
+    """Offer incremental groups' samples the documents version ``version`` shows for
+    their candidates: in ``sampling`` (group, its sampler, the entities with tiles) the
+    entities under the sampler's bound, in ``listed`` (group -> its sampler, entities)
+    the entities named (a carried sample's, merged again at the new cutoff). One Spark
+    job does it for every group: the candidates are picked by their hash in the JVM, and
+    as many Python tasks as cores read and merge them (a task per partition and group,
     each reading Redis, cost more than the reads)."""
-    if not sampling:
-        return
     frames = [
         known.where(priority_below("entity", sampler.bound)).select(
             F.lit(name).alias("sampled"), "entity"
         )
         for name, sampler, known in sampling
     ]
+    named = [(name, entity) for name, (_, entities) in listed.items() for entity in entities]
+    if named:
+        frames.append(spark.createDataFrame(named, "sampled STRING, entity STRING"))
+    if not frames:
+        return
     candidates = functools.reduce(DataFrame.unionByName, frames).distinct()
-    cores = candidates.sparkSession.sparkContext.defaultParallelism
     samplers = {name: sampler for name, sampler, _ in sampling}
-    candidates.coalesce(cores).foreachPartition(
+    samplers |= {name: sampler for name, (sampler, _) in listed.items()}
+    # Repartitioned, not coalesced: the distinct candidates are one small shuffle
+    # partition, which coalescing would leave as one task on one core.
+    candidates.repartition(spark.sparkContext.defaultParallelism).foreachPartition(
         functools.partial(_sample_task, settings=settings, version=version, samplers=samplers)
     )
 
@@ -472,6 +484,8 @@ def _run_batch(
     samplers, previous = _samplers(
         spark, settings, store, repo.groups, reads, BatchPointer(version, cutoff, horizon)
     )
+    counted = previous.entities if previous is not None else {}
+    carried = _carried_samples(settings, uri, serving, repo, plans, samplers, counted)
     entities: dict[str, int] = {}
     outputs: list[DataFrame] = []
     commits: dict[str, GroupCommit] = {}
@@ -531,7 +545,13 @@ def _run_batch(
                 group=group.name,
                 tombstones=plan.mode == INCREMENTAL,
                 counters=(written, created, deleted),
-                sampler=samplers.get(group.name) if plan.mode != INCREMENTAL else None,
+                # An incremental group's writers offer only with a carried sample:
+                # else its candidates' served documents are all read after the loop.
+                sampler=(
+                    samplers.get(group.name)
+                    if plan.mode != INCREMENTAL or group.name in carried
+                    else None
+                ),
             )
         )
         tiles_out = out.where(F.col("series") != DOC_SERIES)
@@ -542,7 +562,7 @@ def _run_batch(
             changes = created.value - before[1] - (deleted.value - before[2])
             entities[group.name] = previous.entities[group.name] + changes
         sampler = samplers.get(group.name)
-        if plan.mode == INCREMENTAL and sampler is not None:
+        if plan.mode == INCREMENTAL and sampler is not None and group.name not in carried:
             # The served documents of the sample's entities: the group's entities are
             # those with tiles (the stored ones and those this run wrote), sampled with
             # the other groups' after the loop. Without the previous count, every
@@ -578,7 +598,8 @@ def _run_batch(
                 replace_all=plan.mode == REBUILD,
             )
     _step(spark, "statistics sample")
-    _sample_served(settings, version, sampling)
+    remerged = _carry_samples(repo, samplers, carried)
+    _sample_served(spark, settings, version, sampling, remerged)
     _step(spark, "tile table write")
     # Documents of entities that left a rebuilt or reassembled group's view (or of a
     # group that left the repo) are swept; an incremental group's untouched documents
@@ -633,6 +654,8 @@ def _run_batch(
                 log.info("tile table: runs' files of %s partitions folded", folded.partitions)
     if replaced is not None and samplers and len(entities) == len(repo.groups):
         _record_feature_stats(settings, repo, store, pointer, samplers, entities, run_id)
+    if replaced is not None and samplers and settings.batch_incremental:
+        _save_samples(uri, repo, samplers, version)
     modes = [plans[g.name].mode for g in repo.groups]
     return BatchResult(
         version,
@@ -729,6 +752,96 @@ def _samplers(
     except Exception:
         log.exception("feature statistics off for batch view v%s: no sample", pointer.version)
         return {}, previous
+
+
+def _carried_samples(
+    settings: Settings,
+    uri: str,
+    serving: int,
+    repo: FeatureRepo,
+    plans: Mapping[str, GroupPlan],
+    samplers: dict[str, EntitySampler],
+    counted: Mapping[str, int],
+) -> dict[str, Carried]:
+    """The serving view's sample candidates of the groups this run advances
+    incrementally (:mod:`batch_layer.carried_sample`) and whose entities the previous
+    run's record ``counted``, their samplers set to draw under the carried bound; none
+    that cannot be read (those groups' candidates are picked afresh: statistics never
+    fail a run)."""
+    advanced = {
+        g.name: g.view_fingerprint
+        for g in repo.groups
+        if plans[g.name].mode == INCREMENTAL and g.name in samplers and g.name in counted
+    }
+    if not advanced or not serving:
+        return {}
+    try:
+        carried = load_carried(uri, serving, advanced, settings.feature_stats_sample)
+    except Exception as error:
+        log.warning("feature statistics: v%s's sample not carried: %s", serving, error)
+        return {}
+    for name, carry in carried.items():
+        samplers[name] = samplers[name].carrying_under(carry.bound)
+    if carried:
+        named = ", ".join(name for name in advanced if name in carried)
+        log.info("feature statistics: v%s's sample carried for %s", serving, named)
+    return carried
+
+
+def _carry_samples(
+    repo: FeatureRepo, samplers: Mapping[str, EntitySampler], carried: Mapping[str, Carried]
+) -> dict[str, tuple[EntitySampler, list[str]]]:
+    """Add each carried sample's entities this run did not write to its sampler, with
+    their previous values; for a group whose values move with the query time, return
+    them instead (group -> its sampler, entities), to be merged again at the cutoff."""
+    remerged: dict[str, tuple[EntitySampler, list[str]]] = {}
+    for group in repo.groups:
+        carry = carried.get(group.name)
+        if carry is None:
+            continue
+        sampler = samplers[group.name]
+        touched = set(sampler.touched.value)
+        kept = [entry for entry in carry.entries if entry[1] not in touched]
+        if group_merger(group).time_dependent:
+            sampler.carry([], carry.complete_below)
+            remerged[group.name] = (sampler, [entity for _, entity, _, _ in kept])
+        else:
+            sampler.carry(kept, carry.complete_below)
+    return remerged
+
+
+def _save_samples(
+    uri: str, repo: FeatureRepo, samplers: Mapping[str, EntitySampler], version: int
+) -> None:
+    """Keep view ``version``'s sample candidates for the next run to carry; a failure
+    is logged (the next run picks its candidates afresh)."""
+    started = time.monotonic()
+    try:
+        groups = {
+            g.name: (
+                CarriedGroup(
+                    bound=hex_bound(sampler.bound),
+                    complete_below=hex_bound(sampler.complete_below()),
+                    keep=sampler.keep,
+                    view_fingerprint=g.view_fingerprint,
+                ),
+                sampler.candidates(),
+            )
+            for g in repo.groups
+            if (sampler := samplers.get(g.name)) is not None and not sampler.failures.value
+        }
+        rows = save_carried(uri, version, groups)
+    except Exception as error:
+        log.warning(
+            "feature statistics: v%s's sample not kept for the next run: %s", version, error
+        )
+        return
+    log.info(
+        "feature statistics: v%s's %d sample candidates kept in %.1f s",
+        version,
+        rows,
+        time.monotonic() - started,
+    )
 
 
 def _record_feature_stats(

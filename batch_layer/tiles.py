@@ -33,6 +33,7 @@ counts are equal values. Readers pick per (series, entity, start)
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Collection, Iterable, Mapping
@@ -287,7 +288,10 @@ def write_staged(frame: DataFrame, uri: str, run_id: str) -> str:
     the table, one file per ``(group, tile_date)``, sorted by series, entity and start
     (narrow statistics per row group). Returns the directory written, relative to the
     table (unique per call: a retried run never overwrites files a commit may name)."""
-    staged = f"{RUNS_DIR}/{run_id}-{uuid.uuid4().hex[:12]}"
+    # The run id as far as it is safe in a path: a character a URL must escape (a
+    # space) would be escaped in the log's paths but not on disk.
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:64]
+    staged = f"{RUNS_DIR}/{name}-{uuid.uuid4().hex[:12]}"
     columns = [F.col(f"`{GROUP}`"), F.col(TILE_DATE)]
     (
         frame.select(*(F.col(f"`{f.name}`") for f in TILE_SCHEMA))

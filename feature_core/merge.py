@@ -173,7 +173,7 @@ class GroupMerger:
         self._session_times = group.session_time_indices
         # Values that move within a 5-minute step (decay, a session's end) are finalized
         # again from the memoized rows, never taken as an earlier query's values.
-        self._time_dependent = self._session_times is not None or any(
+        self.time_dependent = self._session_times is not None or any(
             kind.time_dependent for kind in group.kinds
         )
 
@@ -370,7 +370,7 @@ class GroupMerger:
                 and memoized.newest_tile < t
                 and (memoized.speed_tiles is speed_tiles or memoized.speed_tiles == speed_tiles)
             ):
-                if not self._time_dependent:
+                if not self.time_dependent:
                     return memoized.result
                 # The same rows: only the values that move with t are finalized again.
                 return self._finalize(plans, memoized.rows, t, memoized.result)

@@ -2,6 +2,7 @@
 
 import logging
 import random
+import shutil
 import time
 
 import orjson
@@ -320,3 +321,97 @@ def test_a_training_set_build_records_its_features_statistics(
     before = len(_records(settings, Journal.TRAINING_STATS))
     write_training_set(frame, str(tmp_path / "quiet"), "parquet")
     assert len(_records(settings, Journal.TRAINING_STATS)) == before
+
+
+LEAVING = FeatureGroup(
+    "h",
+    Entity("user", "user"),
+    SOURCE,
+    [
+        Aggregation("count", windows=["1h"]),
+        Aggregation("mean", "amount", windows=["1h"]),
+        Aggregation("last", "color", windows=["1h"]),
+    ],
+)
+SESSIONS = FeatureGroup(
+    "s",
+    Entity("user", "user"),
+    SOURCE,
+    [
+        Aggregation("count", windows=["session:30m"]),
+        Aggregation("count_by", "color", windows=["session:30m"], max_keys=10),
+        Aggregation("sum", "amount", windows=["1h"]),
+    ],
+)
+CARRIED_REPO = FeatureRepo(
+    [GROUP, LEAVING, SESSIONS],
+    [
+        FeatureService(
+            "c", [f"{g.name}:{f.name}" for g in (GROUP, LEAVING, SESSIONS) for f in g.features]
+        )
+    ],
+)
+
+
+def _recent(rng: random.Random, users: range, start: int, end: int) -> list:
+    """1 to 3 events per user, at times in [start, end)."""
+    return [
+        {
+            "user": f"u{u}",
+            "t": rng.randrange(start, end),
+            "amount": None if rng.random() < 0.2 else rng.gauss(50, 10),
+            "color": rng.choice(["red", "green", "blue"]),
+        }
+        for u in users
+        for _ in range(rng.randrange(1, 4))
+    ]
+
+
+def test_an_incremental_run_carries_the_sample_and_it_equals_a_fresh_one(
+    spark_factory, redis_process, tmp_path, caplog
+):
+    """Runs after the first carry each advanced group's sample: the previous values of
+    the entities they did not write, the written ones' new values, and for sessions
+    (values that move with the query time) every carried entity merged again. The
+    statistics equal those of a sample drawn afresh at the same cutoff, including after
+    entities left a group's view (its 1h windows emptied) and came back."""
+    sample = 40
+    settings = lake_settings(
+        redis_process, tmp_path, feature_stats_sample=sample, batch_incremental=True
+    )
+    spark = spark_factory(settings)
+    cutoff = align_cutoff(int(time.time() * 1000) - 3 * HOUR_MS)
+    rng = random.Random(5)
+    events = _recent(rng, range(USERS), cutoff - 2 * HOUR_MS, cutoff)
+    _append(settings, events, 0)
+    run_batch(spark, settings, CARRIED_REPO, cutoff, run_id="first")
+    samples = tmp_path / "lake" / "_lfp_tiles" / "_lfp_samples"
+    left = []
+    for step in range(1, 4):
+        before, cutoff = cutoff, cutoff + 20 * 60_000
+        # New events for a few users, and late ones (before the last cutoff) for others.
+        fresh = _recent(rng, range(step * 40, step * 40 + 60), before, cutoff)
+        late = _recent(rng, range(200, 230), before - HOUR_MS, before)
+        _append(settings, fresh + late, len(events))
+        events += fresh + late
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="batch_layer.job"):
+            carried = run_batch(spark, settings, CARRIED_REPO, cutoff, run_id=f"carried {step}")
+        assert carried.mode == "incremental"
+        assert "sample carried for g, h, s" in caplog.text, step
+        with_carry = RunFeatureStats.model_validate_json(
+            _records(settings, Journal.FEATURE_STATS)[-1]
+        )
+        # The same cutoff again, the kept candidates deleted: drawn afresh from the tiles.
+        shutil.rmtree(samples)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="batch_layer.job"):
+            fresh_run = run_batch(spark, settings, CARRIED_REPO, cutoff, run_id=f"fresh {step}")
+        assert fresh_run.mode == "incremental" and "sample carried" not in caplog.text
+        drawn = RunFeatureStats.model_validate_json(_records(settings, Journal.FEATURE_STATS)[-1])
+        assert with_carry.entities == drawn.entities, step
+        assert with_carry.sampled == drawn.sampled == {"g": sample, "h": sample, "s": sample}
+        assert with_carry.features == drawn.features, step
+        left.append(with_carry.entities["h"])
+    # Entities left the 1h view as the cutoff moved past their events (tombstones).
+    assert min(left) < USERS and len(set(left)) > 1, left
