@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from pyarrow.fs import FileSelector, FileSystem, FileType
 from pydantic import BaseModel, ConfigDict
 
-from batch_layer.feature_stats import Sampled, candidates_drawn, entity_priority
+from batch_layer.feature_stats import Sampled, candidates_drawn
 from batch_layer.lake import data_file_uri
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ _METADATA_KEY = b"lfp.sample"
 _SCHEMA = pa.schema(
     [
         pa.field("group", pa.string(), nullable=False),
+        pa.field("priority", pa.uint64(), nullable=False),
         pa.field("entity", pa.string(), nullable=False),
         pa.field("values", pa.string(), nullable=False),
         pa.field("statuses", pa.string(), nullable=False),
@@ -117,8 +118,9 @@ def save_carried(
     rows written."""
     columns: dict[str, list[str]] = {name: [] for name in _SCHEMA.names}
     for name, (_, entries) in groups.items():
-        for _, entity, values, statuses in entries:
+        for priority, entity, values, statuses in entries:
             columns["group"].append(name)
+            columns["priority"].append(priority)
             columns["entity"].append(entity)
             columns["values"].append(orjson.dumps(values, option=_JSON).decode())
             columns["statuses"].append(orjson.dumps(statuses).decode())
@@ -168,13 +170,11 @@ def load_carried(
         if fingerprints.get(name) == group.view_fingerprint and group.keep == keep
     ]
     entries: dict[str, list[Sampled]] = {name: [] for name in wanted}
-    for name, entity, values, statuses in zip(
+    for name, priority, entity, values, statuses in zip(
         *(table.column(c).to_pylist() for c in _SCHEMA.names), strict=True
     ):
         if name in entries:
-            entries[name].append(
-                (entity_priority(entity), entity, orjson.loads(values), orjson.loads(statuses))
-            )
+            entries[name].append((priority, entity, orjson.loads(values), orjson.loads(statuses)))
     found = {}
     for name in wanted:
         group = header.groups[name]

@@ -62,11 +62,13 @@ from batch_layer.tiles import (
     GroupCommit,
     GroupState,
     TileCommit,
+    TileFile,
     TileTableState,
     commit_tiles,
     read_state,
-    read_tiles,
+    read_tile_files,
     spec_tag,
+    tile_files,
     tiles_uri,
     write_staged,
 )
@@ -486,6 +488,11 @@ def _run_batch(
     )
     counted = previous.entities if previous is not None else {}
     carried = _carried_samples(settings, uri, serving, repo, plans, samplers, counted)
+    # The tile table's files, listed once for every group that reads its stored tiles.
+    stored_files: dict[str, list[TileFile]] = {}
+    if any(p.mode != REBUILD for p in plans.values()):
+        for tile_file in tile_files(uri, tile_state.version):
+            stored_files.setdefault(tile_file.group, []).append(tile_file)
     entities: dict[str, int] = {}
     outputs: list[DataFrame] = []
     commits: dict[str, GroupCommit] = {}
@@ -518,14 +525,14 @@ def _run_batch(
             assert plan.state is not None and plan.files is not None
             events = reads.new_events(group.source, plan.files, plan.state.cutoff_ms)
             delta = event_tiles(events, group, cutoff).persist()
-            stored = read_tiles(spark, uri, tile_state.version, groups=[group.name])
+            files = stored_files.get(group.name, [])
+            stored = read_tile_files(spark, files)
             # Reassembling: no served document is read, every one comes from the tiles.
             base = None if plan.mode == REASSEMBLE else BaseDocuments(settings, serving, group.name)
             days = None if plan.days is None else reads.days(group.source, plan.days)
             # Edges are found in the few dates their bands span, not in every stored tile.
-            dates = edge_dates(group, plan.state.cutoff_ms, cutoff, horizon)
-            banded = [(group.name, date) for date in dates]
-            edge_rows = read_tiles(spark, uri, tile_state.version, partitions=banded)
+            dates = set(edge_dates(group, plan.state.cutoff_ms, cutoff, horizon))
+            edge_rows = read_tile_files(spark, [f for f in files if f.tile_date in dates])
             out = advance(
                 stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, days, edge_rows
             )

@@ -36,7 +36,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -657,7 +657,12 @@ def read_tiles(
     the table's file list at ``version`` (delta-rs: there is no Delta reader in Spark). The
     partition columns come from each file's path (group names are identifiers). Every row
     of a tile is there: readers take the newest per entity (:func:`newest_rows`)."""
-    files = tile_files(uri, version, groups=groups, partitions=partitions)
+    return read_tile_files(spark, tile_files(uri, version, groups=groups, partitions=partitions))
+
+
+def read_tile_files(spark: SparkSession, files: Sequence[TileFile]) -> DataFrame:
+    """Tile rows (:data:`TILE_DDL`) of ``files`` (from :func:`tile_files`), as a Spark
+    frame: what :func:`read_tiles` reads, for a caller that lists the files once."""
     if not files:
         return spark.createDataFrame([], TILE_DDL)
     _check_layout(files)

@@ -31,7 +31,7 @@ def _group(bound: int | None, keep: int = 3, fingerprint: str = "f1", complete=N
 
 def test_the_candidates_read_back_as_written_values_statistics_tell_apart(tmp_path):
     """Values come back as the statistics see them: maps (keys as text), lists, None,
-    booleans, integers apart from floats; the hash is recomputed from the id."""
+    booleans, integers apart from floats; hashes (64 bits) as they were."""
     uri = str(tmp_path / "_lfp_tiles")
     values = [{"red": 2, 7: 1}, [1, 2], None, True, 3, 3.0, "ü"]
     entries = [_entry("u1", values), _entry("u2", [None] * 7, ["no_data"] * 7)]
