@@ -21,6 +21,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from batch_layer.arrow_rows import batch_rows
 from batch_layer.columns import key_columns
 from batch_layer.event_tiles import canonical_partials, event_tiles, raw_tiles
 from batch_layer.task_store import task_store
@@ -106,7 +107,7 @@ def _rebuild_partition(
         rows: list[dict[str, Any]] = []
         for batch in batches:
             out = _Rows(group.name)
-            for row in batch.to_pylist():
+            for row in batch_rows(batch):
                 if row["keys"] != keys:
                     if rows:
                         assert keys is not None
@@ -366,7 +367,7 @@ def _advance_entities(
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            entities = batch.to_pylist()
+            entities = batch_rows(batch)
             docs = {} if base is None else base([e["entity"] for e in entities])
             out = _Rows(group.name)
             for entity in entities:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from batch_layer.arrow_rows import batch_rows
 from batch_layer.columns import BUCKET_END, filter_column, key_columns, partial_sql
 from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
 from feature_core.aggregations import Primitive
@@ -112,7 +113,7 @@ def _canonical(group: str, primitives: Sequence[Primitive]):
 
     def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            rows = batch.to_pylist()
+            rows = batch_rows(batch)
             out: dict[str, list] = {name: [] for name in TILE_SCHEMA.names}
             for row in rows:
                 raw = row["partials"]
