@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -365,6 +365,18 @@ def _advance_entities(
     kept_from = fine_floor(group, before)
     primitives = group.primitives
 
+    def partials_of(row: Mapping[str, Any]) -> list[Any]:
+        return list(normalize(primitives, orjson.loads(row["partials"])))
+
+    def session_day_of(row: Mapping[str, Any]) -> SessionDay:
+        partials = partials_of(row)
+        return SessionDay(
+            row["first_ms"], row["last_ms"], row["frag_start_ms"], row["has_gap"], partials
+        )
+
+    def decoders(series: str) -> Callable[[Mapping[str, Any]], Any]:
+        return session_day_of if series.startswith(SESSION_SERIES_PREFIX) else partials_of
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             entities = batch_rows(batch)
@@ -379,7 +391,7 @@ def _advance_entities(
         entity: Mapping[str, Any], base_doc: Mapping[str, Any] | None, out: _Rows
     ) -> None:
         stored: list[Mapping[str, Any]] = []
-        tiles: dict[str, dict[int, Any]] = defaultdict(dict)
+        tiles: dict[str, MutableMapping[int, Any]] = _SeriesTiles(decoders)
         delta: dict[str, dict[int, Any]] = defaultdict(dict)
         # 5m tiles of all the events of days the state keeps none of (late events): for
         # those days' session rows only.
@@ -393,12 +405,9 @@ def _advance_entities(
             elif not row["__delta"]:
                 stored.append(row)
         for (series, start), row in newest_rows(stored).items():
-            partials = list(normalize(primitives, orjson.loads(row["partials"])))
-            if series.startswith(SESSION_SERIES_PREFIX):
-                partials = SessionDay(
-                    row["first_ms"], row["last_ms"], row["frag_start_ms"], row["has_gap"], partials
-                )
-            tiles[series][start] = partials
+            # Decoded when read: a document reads its tails, edges and sessions, not
+            # every tile of its history.
+            tiles[series].keep_raw(start, row)
             counts[(series, start)] = row["events"] or 0
         for row in entity["rows"]:
             if not row["__delta"]:
@@ -413,7 +422,7 @@ def _advance_entities(
         for day in days if gaps else ():
             late = kept_from is not None and day < kept_from
             source, counted = (day_tiles, "__day") if late else (tiles[fine], fine)
-            of_day = {s: p for s, p in source.items() if day <= s < day + DAY_MS}
+            of_day = {s: source[s] for s in source if day <= s < day + DAY_MS}
             if not of_day:
                 raise RuntimeError(
                     f"{group.name}: no events of {event_date(day)} read for {entity['entity']}'s "
@@ -440,6 +449,59 @@ def _advance_entities(
         out.doc(name, keys, doc)
 
     return run
+
+
+class _DecodedOnRead(MutableMapping[int, Any]):
+    """One series of an entity's tiles, by start: stored rows are kept as read and
+    decoded (by ``decode``) the first time their value is asked for; keys alone cost
+    nothing. Iterates in the order a dict filled the same way would."""
+
+    def __init__(self, decode: Callable[[Mapping[str, Any]], Any]) -> None:
+        self._decode = decode
+        self._raw: dict[int, Mapping[str, Any]] = {}
+        self._values: dict[int, Any] = {}  # decoded, or set
+
+    def keep_raw(self, start: int, row: Mapping[str, Any]) -> None:
+        self._values.pop(start, None)
+        self._raw[start] = row
+
+    def __getitem__(self, start: int) -> Any:
+        if start in self._values:
+            return self._values[start]
+        value = self._values[start] = self._decode(self._raw[start])
+        return value
+
+    def __setitem__(self, start: int, value: Any) -> None:
+        self._values[start] = value
+
+    def __delitem__(self, start: int) -> None:
+        if start not in self:
+            raise KeyError(start)
+        self._raw.pop(start, None)
+        self._values.pop(start, None)
+
+    def __contains__(self, start: object) -> bool:
+        return start in self._raw or start in self._values
+
+    def __iter__(self) -> Iterator[int]:
+        # Reading a value while iterating only adds a key of _raw to _values.
+        yield from self._raw
+        yield from (start for start in self._values if start not in self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw.keys() | self._values.keys())
+
+
+class _SeriesTiles(dict[str, _DecodedOnRead]):
+    """An entity's tiles by series, each series decoded on read by its own decoder."""
+
+    def __init__(self, decoders: Callable[[str], Callable[[Mapping[str, Any]], Any]]) -> None:
+        super().__init__()
+        self._decoders = decoders
+
+    def __missing__(self, series: str) -> _DecodedOnRead:
+        tiles = self[series] = _DecodedOnRead(self._decoders(series))
+        return tiles
 
 
 class BaseDocuments:

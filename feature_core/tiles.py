@@ -305,7 +305,9 @@ def last_session(
         for day, row in sorted(days.items())
         if day < recent
     ]
-    fine = {s: p for s, p in tiles.get(hop_series(FINEST_HOP_MS), {}).items() if s >= recent}
+    # By key first: a caller's tiles may decode their partials only when read.
+    finest = tiles.get(hop_series(FINEST_HOP_MS), {})
+    fine = {s: finest[s] for s in finest if s >= recent}
     pieces.extend(tile_pieces(group, fine))
     chosen, _ = _walk(pieces, gap_ms)
     return merge_tile_rows(group, [p.partials for p in chosen])
