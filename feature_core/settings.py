@@ -309,10 +309,10 @@ class Settings(BaseSettings):
         False,
         description="true: batch runs keep tiles (_lfp_tiles) and advance each group from "
         "them, reading only the events added since the last run and rewriting only the "
-        "documents whose values can change; their rebuild still costs more than a full "
-        "recompute window by window, and at 1M events a run after 1% late-heavy events "
-        "about the same (make bench-batch). false: every run recomputes all history "
-        "window by window, keeping no tiles.",
+        "documents whose values can change; their first run (a rebuild) still costs more "
+        "than a full recompute window by window, the runs after it less (make "
+        "bench-batch). false: every run recomputes all history window by window, keeping "
+        "no tiles.",
     )
     batch_keep_versions: int = Field(
         2,
