@@ -22,9 +22,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow.fs import FileSelector, FileSystem, FileType
 from pydantic import BaseModel, ConfigDict
@@ -149,6 +151,19 @@ def _prune(filesystem: FileSystem, directory: str, newest: int) -> None:
             filesystem.delete_file(info.path)
 
 
+def _json_column(column: pa.ChunkedArray) -> list[Any]:
+    """Each JSON text of a string column decoded: joined into one JSON array in Arrow
+    and parsed by one ``orjson.loads`` (a call per value costs more than its parse)."""
+    texts = column.combine_chunks().cast(pa.large_string())
+    if len(texts) == 0 or texts.null_count:
+        return [None if t is None else orjson.loads(t) for t in texts.to_pylist()]
+    offsets = pa.array([0, len(texts)], pa.int64())
+    whole = pc.binary_join(
+        pa.LargeListArray.from_arrays(offsets, texts), pa.scalar(",", pa.large_string())
+    )
+    return orjson.loads("[" + whole[0].as_py() + "]")
+
+
 def load_carried(
     tiles_uri: str, view_version: int, fingerprints: Mapping[str, str], keep: int
 ) -> dict[str, Carried]:
@@ -170,11 +185,17 @@ def load_carried(
         if fingerprints.get(name) == group.view_fingerprint and group.keep == keep
     ]
     entries: dict[str, list[Sampled]] = {name: [] for name in wanted}
-    for name, priority, entity, values, statuses in zip(
-        *(table.column(c).to_pylist() for c in _SCHEMA.names), strict=True
-    ):
-        if name in entries:
-            entries[name].append((priority, entity, orjson.loads(values), orjson.loads(statuses)))
+    table = table.filter(pc.is_in(table.column("group"), pa.array(wanted, pa.string())))
+    rows = zip(
+        table.column("group").to_pylist(),
+        table.column("priority").to_pylist(),
+        table.column("entity").to_pylist(),
+        _json_column(table.column("values")),
+        _json_column(table.column("statuses")),
+        strict=True,
+    )
+    for name, priority, entity, values, statuses in rows:
+        entries[name].append((priority, entity, values, statuses))
     found = {}
     for name in wanted:
         group = header.groups[name]

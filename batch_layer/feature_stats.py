@@ -268,9 +268,12 @@ def group_stats(
     every run by nature, so times are not compared (None): their statistics, null and
     no-data rates still show a broken upstream."""
     found: dict[str, tuple[FeatureStats, list[Any] | None]] = {}
+    empty: list[list[Any]] = [[] for _ in group.features]
+    # Feature by feature: one transposition of the sampled rows.
+    values_of = [list(c) for c in zip(*(e[2] for e in sampled), strict=True)] or empty
+    statuses_of = [list(c) for c in zip(*(e[3] for e in sampled), strict=True)] or empty
     for i, feature in enumerate(group.features):
-        values = [entity[2][i] for entity in sampled]
-        statuses = [entity[3][i] for entity in sampled]
+        values, statuses = values_of[i], statuses_of[i]
         type_name, shape = feature.value_type(group.source)
         stats = feature_stats(values, statuses, *declared_kind(type_name, shape))
         compared = None if type_name == "timestamp" else values

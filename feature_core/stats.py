@@ -174,6 +174,19 @@ def inferred_kind(values: Iterable[Any]) -> tuple[Kind, CategoriesOf | None]:
     return "numeric", None
 
 
+#: Types whose values NumPy converts to floats as :func:`_number` does (None -> NaN).
+_PLAIN_NUMBERS = frozenset({int, float, type(None)})
+
+
+def _numbers(values: Sequence[Any]) -> np.ndarray:
+    """The finite numbers among ``values`` (booleans, text, NaN and infinities count as
+    null): converted by NumPy in one call when they are plain numbers and nulls."""
+    if set(map(type, values)) <= _PLAIN_NUMBERS:
+        array = np.array(values, dtype=float)
+        return array[np.isfinite(array)]
+    return np.array([n for n in map(_number, values) if n is not None], dtype=float)
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -224,9 +237,9 @@ def feature_stats(
     if statuses is not None:
         if len(statuses) != count:
             raise ValueError(f"{len(statuses)} statuses for {count} values")
-        no_data = sum(1 for s in statuses if s == ValueStatus.NO_DATA) / count if count else 0.0
+        no_data = list(statuses).count(ValueStatus.NO_DATA) / count if count else 0.0
     if kind == "numeric":
-        numbers = np.array([n for n in map(_number, values) if n is not None], dtype=float)
+        numbers = _numbers(values)
         stats = FeatureStats(
             kind=kind,
             count=count,
@@ -302,7 +315,7 @@ def _on_baseline_bins(baseline: FeatureStats, current: Sequence[Any]) -> list[fl
     if not current:
         return None
     if baseline.kind == "numeric":
-        numbers = np.array([n for n in map(_number, current) if n is not None], dtype=float)
+        numbers = _numbers(current)
         fractions = _numeric_fractions(numbers, baseline.edges or [])
         return _distribution((len(current) - len(numbers)) / len(current), fractions)
     assert baseline.categories_of is not None

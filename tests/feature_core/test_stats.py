@@ -227,3 +227,28 @@ def test_records_round_trip_and_name_the_flagged_features():
     assert TrainingFeatureStats.model_validate_json(training.model_dump_json()) == training
     with pytest.raises(ValueError):
         RunFeatureStats.model_validate({**record.model_dump(), "surprise": 1})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-(2**80), 2**80),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from(["1.5", "x", ""]),
+        ),
+        max_size=60,
+    )
+)
+def test_numbers_in_one_numpy_call_are_those_value_by_value(values: list) -> None:
+    """The fast path (plain numbers and nulls through NumPy at once) keeps exactly the
+    finite numbers the value-by-value path keeps: booleans, text, NaN and infinities
+    count as null either way."""
+    from feature_core.stats import _number, _numbers
+
+    one_by_one = [n for n in map(_number, values) if n is not None]
+    assert _numbers(values).tolist() == one_by_one
+    plain = [v for v in values if type(v) in (int, float, type(None))]
+    assert _numbers(plain).tolist() == [n for n in map(_number, plain) if n is not None]
