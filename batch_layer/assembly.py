@@ -323,6 +323,36 @@ def fine_floor(group: FeatureGroup, before: int) -> int | None:
     return retention_floor(group, before)[hop_series(FINEST_HOP_MS)]
 
 
+#: Late (entity, day) pairs collected to read their days by key; more than this, the
+#: late days are read whole (a backfill touching most entities).
+LATE_PAIRS_MAX = 100_000
+
+
+def late_keys(
+    delta_tiles: DataFrame, group: FeatureGroup, before: int
+) -> dict[str, list[list[str]]] | None:
+    """Per date before :func:`fine_floor` that new events of the group fall on, the join
+    keys (as text) of the entities they belong to: the rows of those days the session
+    rows need (:func:`advance`). None: more than :data:`LATE_PAIRS_MAX` pairs."""
+    floor = fine_floor(group, before)
+    if floor is None:
+        return {}
+    fine = hop_series(FINEST_HOP_MS)
+    pairs = (
+        delta_tiles.where((F.col("series") == fine) & (F.col("start") < floor))
+        .select("keys", F.expr(f"(start DIV {DAY_MS}) * {DAY_MS}").alias("day"))
+        .distinct()
+        .limit(LATE_PAIRS_MAX + 1)
+        .collect()
+    )
+    if len(pairs) > LATE_PAIRS_MAX:
+        return None
+    found: dict[str, list[list[str]]] = defaultdict(list)
+    for row in pairs:
+        found[event_date(row["day"])].append(list(row["keys"]))
+    return dict(found)
+
+
 def _late_day_tiles(
     days: DataFrame, delta_tiles: DataFrame, group: FeatureGroup, floor: int, after: int
 ) -> DataFrame:

@@ -7,7 +7,8 @@ events added since the last run, only the documents whose values can change), re
 cannot be advanced) or rebuilt from every event, as :mod:`batch_layer.tile_runs`
 decides; :mod:`batch_layer.event_tiles` and :mod:`batch_layer.assembly` compute it.
 Without, every group is recomputed window by window (:mod:`batch_layer.window_views`)
-and no tiles are kept. Documents are written
+and no tiles are kept. Groups are independent until the tile commit: a run computes
+``LFP_BATCH_GROUP_CONCURRENCY`` of them at once, in threads of its driver. Documents are written
 under a fresh version (the serving one's kept for its readers), the tiles and every
 group's new state are committed in one Delta transaction, and then the serving pointer
 flips; a crash anywhere leaves the old view serving.
@@ -18,8 +19,10 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +30,14 @@ import orjson
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.assembly import DOC_SERIES, BaseDocuments, advance, edge_dates, rebuild
+from batch_layer.assembly import (
+    DOC_SERIES,
+    BaseDocuments,
+    advance,
+    edge_dates,
+    late_keys,
+    rebuild,
+)
 from batch_layer.carried_sample import Carried, CarriedGroup, hex_bound, load_carried, save_carried
 from batch_layer.columns import filter_column
 from batch_layer.event_tiles import event_tiles
@@ -53,6 +63,7 @@ from batch_layer.tile_runs import (
     GroupPlan,
     RunContext,
     lake_state,
+    late_day_events,
     new_events,
     plan_group,
     pointer_json,
@@ -330,6 +341,8 @@ class _Reads:
         self.bytes: int | None = 0
         self._frames: dict[Any, DataFrame] = {}
         self._snapshot_rows: dict[str, int] = {}  # source -> rows of its snapshot
+        # Groups run in threads: one of them reads a shared frame, the others wait for it.
+        self._lock = threading.RLock()
 
     def _count(
         self, frame: DataFrame, files: int, size: int | None, cache: bool = True
@@ -341,12 +354,17 @@ class _Reads:
 
     def _book(self, rows: int, files: int, size: int | None) -> None:
         """Add a read to the run record's figures (bytes unknown once any read's is)."""
-        self.rows += rows
-        self.files += files
-        self.bytes = None if self.bytes is None or size is None else self.bytes + size
+        with self._lock:
+            self.rows += rows
+            self.files += files
+            self.bytes = None if self.bytes is None or size is None else self.bytes + size
 
     def snapshot(self, source: EventSource) -> DataFrame:
         """Every event of the source's table before the cutoff."""
+        with self._lock:
+            return self._snapshot(source)
+
+    def _snapshot(self, source: EventSource) -> DataFrame:
         if source.name not in self._frames:
             version = self.pinned.get(source.table_name)
             snapshot = pinned_snapshot(self.spark, self.settings, source, version)
@@ -357,33 +375,238 @@ class _Reads:
 
     def snapshot_rows(self, source: EventSource) -> int:
         """How many events :meth:`snapshot` holds (counted when it was read)."""
-        self.snapshot(source)
-        return self._snapshot_rows[source.name]
+        with self._lock:
+            self._snapshot(source)
+            return self._snapshot_rows[source.name]
 
     def new_events(self, source: EventSource, files: DeltaFiles, before: int) -> DataFrame:
         """The events the state at ``before`` lacks (see :func:`tile_runs.new_events`)."""
         key = (source.name, before, files.new, files.band)
-        if key not in self._frames:
-            frame = new_events(self.spark, source, files, before, self.cutoff)
-            self._frames[key], _ = self._count(frame, files.files, files.bytes)
-        return self._frames[key]
+        with self._lock:
+            if key not in self._frames:
+                frame = new_events(self.spark, source, files, before, self.cutoff)
+                self._frames[key], _ = self._count(frame, files.files, files.bytes)
+            return self._frames[key]
 
-    def days(self, source: EventSource, files: DeltaFiles) -> DataFrame:
-        """Every event before the cutoff in ``files`` (whole date partitions: the days
-        of late events a session group derives its session rows of, GroupPlan.days).
-        Not cached: one group reads them once, by the columns its tiles need, and late
-        events spread over weeks make them many days. Counted from the log's statistics
-        when it has them (the days are before the cutoff: every row is read), else by a
-        read of the time alone."""
-        frame = new_events(self.spark, source, files, self.cutoff, self.cutoff)
-        if files.rows is None:
-            return self._count(frame, files.files, files.bytes, cache=False)[0]
-        self._book(files.rows, files.files, files.bytes)
-        return frame
+    def days(
+        self,
+        source: EventSource,
+        join_keys: Sequence[str],
+        files: DeltaFiles,
+        keys_by_date: Mapping[str, Sequence[Sequence[str]]] | None,
+    ) -> DataFrame:
+        """The events before the cutoff of the late days in ``files`` that the entities
+        of ``keys_by_date`` may have (:func:`tile_runs.late_day_events`; None: every
+        one): the days of late events a session group derives its session rows of
+        (GroupPlan.days). The files and bytes booked are the days' files (Parquet skips
+        the row groups without those entities); the rows, those read.
+
+        By keys, counted and cached: a few entities' rows of the days are few. Whole
+        days (no keys) are not cached: late events spread over weeks make them many
+        rows, read once by one group; counted from the log's statistics when it has
+        them, else by a read of the time alone."""
+        if keys_by_date is None or files.new_dates is None:
+            frame = new_events(self.spark, source, files, self.cutoff, self.cutoff)
+            if files.rows is None:
+                return self._count(frame, files.files, files.bytes, cache=False)[0]
+            self._book(files.rows, files.files, files.bytes)
+            return frame
+        frame = late_day_events(self.spark, source, join_keys, files, self.cutoff, keys_by_date)
+        return self._count(frame, files.files, files.bytes)[0]
 
     def release(self) -> None:
         for frame in self._frames.values():
             frame.unpersist()
+
+
+@dataclass
+class _GroupOutcome:
+    """What one group's part of a run produced."""
+
+    entities: int | None = None  # entities its view holds (None: not known)
+    tiles: DataFrame | None = None  # its new tile rows, for the commit
+    commit: GroupCommit | None = None
+    sampling: tuple[str, EntitySampler, DataFrame] | None = None  # entities to sample after
+    written: int = 0
+    created: int = 0
+    deleted: int = 0
+
+
+#: The local properties a group's thread takes from the run's: the job group the
+#: progress display and the benchmark find its jobs by, and cancellation.
+_INHERITED = ("spark.jobGroup.id", "spark.job.interruptOnCancel", "spark.scheduler.pool")
+
+
+class _GroupRunner:
+    """Each group's tiles and documents of one run. Groups are independent until the
+    tile commit, so ``LFP_BATCH_GROUP_CONCURRENCY`` of them run at once: one group's
+    planning, driver work and Redis writes overlap another's Spark jobs."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        version: int,
+        serving: int,
+        cutoff: int,
+        horizon: int,
+        plans: Mapping[str, GroupPlan],
+        reads: _Reads,
+        samplers: Mapping[str, EntitySampler],
+        carried: Mapping[str, Carried],
+        stored_files: Mapping[str, list[TileFile]],
+        previous: RunFeatureStats | None,
+        pinned: Mapping[str, int | None],
+    ) -> None:
+        self.spark, self.settings = spark, settings
+        self.version, self.serving, self.cutoff, self.horizon = version, serving, cutoff, horizon
+        self.plans, self.reads, self.samplers, self.carried = plans, reads, samplers, carried
+        self.stored_files, self.previous, self.pinned = stored_files, previous, pinned
+
+    def run_all(self, groups: Sequence[FeatureGroup]) -> dict[str, _GroupOutcome]:
+        """Every group's outcome, in the order of ``groups``; the first failure cancels
+        the groups not started and is raised once the started ones end."""
+        context = self.spark.sparkContext
+        inherited = {key: context.getLocalProperty(key) for key in _INHERITED}
+        workers = min(self.settings.batch_group_concurrency, len(groups))
+        if workers <= 1:
+            return {g.name: self.run(g) for g in groups}
+
+        def run(group: FeatureGroup) -> _GroupOutcome:
+            for key, value in inherited.items():
+                context.setLocalProperty(key, value)  # type: ignore[arg-type]
+            return self.run(group)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="lfp-batch-group") as pool:
+            futures = {g.name: pool.submit(run, g) for g in groups}
+            try:
+                return {name: future.result() for name, future in futures.items()}
+            except BaseException:
+                for future in futures.values():
+                    future.cancel()
+                raise
+
+    def run(self, group: FeatureGroup) -> _GroupOutcome:
+        spark, settings, version, serving = self.spark, self.settings, self.version, self.serving
+        cutoff, horizon, reads = self.cutoff, self.horizon, self.reads
+        plan = self.plans[group.name]
+        _step(spark, f"{group.name} ({plan.mode})")
+        context = spark.sparkContext
+        written, created, deleted = (context.accumulator(0) for _ in range(3))
+        outcome = _GroupOutcome()
+        if plan.mode == REBUILD and not settings.batch_incremental:
+            # No tiles kept: one aggregation per window, cheaper than a tile rebuild.
+            group_irs(reads.snapshot(group.source), group, cutoff, horizon).foreachPartition(
+                functools.partial(
+                    write_partition,
+                    settings=settings,
+                    version=version,
+                    serving=serving,
+                    group=group.name,
+                    join_keys=len(group.join_keys),
+                    primitives=group.primitives,
+                    columns=group.batch_columns,
+                    counters=(written, created, deleted),
+                    sampler=self.samplers.get(group.name),
+                )
+            )
+            outcome.entities = outcome.written = written.value
+            outcome.created, outcome.deleted = created.value, deleted.value
+            return outcome
+        if plan.mode == REBUILD:
+            out = rebuild(reads.snapshot(group.source), group, cutoff, horizon)
+        else:
+            assert plan.state is not None and plan.files is not None
+            events = reads.new_events(group.source, plan.files, plan.state.cutoff_ms)
+            delta = event_tiles(events, group, cutoff).persist()
+            files = self.stored_files.get(group.name, [])
+            stored = read_tile_files(spark, files)
+            # Reassembling: no served document is read, every one comes from the tiles.
+            base = None if plan.mode == REASSEMBLE else BaseDocuments(settings, serving, group.name)
+            days = None
+            if plan.days is not None:
+                late = late_keys(delta, group, plan.state.cutoff_ms)
+                days = reads.days(group.source, group.join_keys, plan.days, late)
+            # Edges are found in the few dates their bands span, not in every stored tile.
+            dates = set(edge_dates(group, plan.state.cutoff_ms, cutoff, horizon))
+            edge_rows = read_tile_files(spark, [f for f in files if f.tile_date in dates])
+            out = advance(
+                stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, days, edge_rows
+            )
+        out = out.persist()
+        docs = out.where(F.col("series") == DOC_SERIES)
+        if plan.mode == INCREMENTAL:
+            # The changed entities' documents and the untouched dates' tiles: ~10
+            # partitions, most without a document, each a Python task (~0.2 s, and a
+            # Redis connection) for nothing. As many as the cores, merged as they are.
+            docs = docs.coalesce(context.defaultParallelism)
+        docs.foreachPartition(
+            functools.partial(
+                _write_documents,
+                settings=settings,
+                version=version,
+                serving=serving,
+                group=group.name,
+                tombstones=plan.mode == INCREMENTAL,
+                counters=(written, created, deleted),
+                # An incremental group's writers offer only with a carried sample:
+                # else its candidates' served documents are all read after the loop.
+                sampler=(
+                    self.samplers.get(group.name)
+                    if plan.mode != INCREMENTAL or group.name in self.carried
+                    else None
+                ),
+            )
+        )
+        outcome.written, outcome.created, outcome.deleted = (
+            written.value,
+            created.value,
+            deleted.value,
+        )
+        tiles_out = out.where(F.col("series") != DOC_SERIES)
+        outcome.tiles = tiles_out
+        previous = self.previous
+        if plan.mode != INCREMENTAL:
+            outcome.entities = written.value
+        elif previous is not None and group.name in previous.entities:
+            outcome.entities = previous.entities[group.name] + created.value - deleted.value
+        sampler = self.samplers.get(group.name)
+        if plan.mode == INCREMENTAL and sampler is not None and group.name not in self.carried:
+            # The served documents of the sample's entities: the group's entities are
+            # those with tiles (the stored ones and those this run wrote), sampled with
+            # the other groups' after the loop. Without the previous count, every
+            # document is read to count them.
+            known = stored.select("entity").union(tiles_out.select("entity"))
+            if outcome.entities is not None:
+                outcome.sampling = (group.name, sampler, known)
+            else:
+                counter = context.accumulator(0)
+                known.distinct().foreachPartition(
+                    functools.partial(
+                        _count_documents,
+                        settings=settings,
+                        version=version,
+                        group=group.name,
+                        sampler=sampler,
+                        counter=counter,
+                    )
+                )
+                outcome.entities = counter.value
+        lake = lake_state(settings, group, self.pinned.get(group.source.table_name))
+        if lake is not None:
+            spec = tile_spec_fingerprint(group)
+            outcome.commit = GroupCommit(
+                state=GroupState(
+                    lakes={group.source.table_name: lake},
+                    cutoff_ms=cutoff,
+                    view_version=version,
+                    spec_tag=spec_tag(spec),
+                ),
+                spec=spec,
+                mode=plan.mode,
+                replace_all=plan.mode == REBUILD,
+            )
+        return outcome
 
 
 def run_batch(
@@ -479,9 +702,6 @@ def _run_batch(
     )
     plans = {g.name: plan_group(settings, g, context) for g in repo.groups}
     reads = _Reads(spark, settings, pinned, cutoff)
-    written = spark.sparkContext.accumulator(0)
-    created = spark.sparkContext.accumulator(0)
-    deleted = spark.sparkContext.accumulator(0)
     _step(spark, "lake snapshot and statistics setup")
     samplers, previous = _samplers(
         spark, settings, store, repo.groups, reads, BatchPointer(version, cutoff, horizon)
@@ -493,117 +713,28 @@ def _run_batch(
     if any(p.mode != REBUILD for p in plans.values()):
         for tile_file in tile_files(uri, tile_state.version):
             stored_files.setdefault(tile_file.group, []).append(tile_file)
-    entities: dict[str, int] = {}
-    outputs: list[DataFrame] = []
-    commits: dict[str, GroupCommit] = {}
-    sampling: list[tuple[str, EntitySampler, DataFrame]] = []
-    for group in repo.groups:
-        plan = plans[group.name]
-        _step(spark, f"{group.name} ({plan.mode})")
-        before = (written.value, created.value, deleted.value)
-        if plan.mode == REBUILD and not settings.batch_incremental:
-            # No tiles kept: one aggregation per window, cheaper than a tile rebuild.
-            group_irs(reads.snapshot(group.source), group, cutoff, horizon).foreachPartition(
-                functools.partial(
-                    write_partition,
-                    settings=settings,
-                    version=version,
-                    serving=serving,
-                    group=group.name,
-                    join_keys=len(group.join_keys),
-                    primitives=group.primitives,
-                    columns=group.batch_columns,
-                    counters=(written, created, deleted),
-                    sampler=samplers.get(group.name),
-                )
-            )
-            entities[group.name] = written.value - before[0]
-            continue
-        if plan.mode == REBUILD:
-            out = rebuild(reads.snapshot(group.source), group, cutoff, horizon)
-        else:
-            assert plan.state is not None and plan.files is not None
-            events = reads.new_events(group.source, plan.files, plan.state.cutoff_ms)
-            delta = event_tiles(events, group, cutoff).persist()
-            files = stored_files.get(group.name, [])
-            stored = read_tile_files(spark, files)
-            # Reassembling: no served document is read, every one comes from the tiles.
-            base = None if plan.mode == REASSEMBLE else BaseDocuments(settings, serving, group.name)
-            days = None if plan.days is None else reads.days(group.source, plan.days)
-            # Edges are found in the few dates their bands span, not in every stored tile.
-            dates = set(edge_dates(group, plan.state.cutoff_ms, cutoff, horizon))
-            edge_rows = read_tile_files(spark, [f for f in files if f.tile_date in dates])
-            out = advance(
-                stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, days, edge_rows
-            )
-        out = out.persist()
-        docs = out.where(F.col("series") == DOC_SERIES)
-        if plan.mode == INCREMENTAL:
-            # The changed entities' documents and the untouched dates' tiles: ~10
-            # partitions, most without a document, each a Python task (~0.2 s, and a
-            # Redis connection) for nothing. As many as the cores, merged as they are.
-            docs = docs.coalesce(spark.sparkContext.defaultParallelism)
-        docs.foreachPartition(
-            functools.partial(
-                _write_documents,
-                settings=settings,
-                version=version,
-                serving=serving,
-                group=group.name,
-                tombstones=plan.mode == INCREMENTAL,
-                counters=(written, created, deleted),
-                # An incremental group's writers offer only with a carried sample:
-                # else its candidates' served documents are all read after the loop.
-                sampler=(
-                    samplers.get(group.name)
-                    if plan.mode != INCREMENTAL or group.name in carried
-                    else None
-                ),
-            )
-        )
-        tiles_out = out.where(F.col("series") != DOC_SERIES)
-        outputs.append(tiles_out)
-        if plan.mode != INCREMENTAL:
-            entities[group.name] = written.value - before[0]
-        elif previous is not None and group.name in previous.entities:
-            changes = created.value - before[1] - (deleted.value - before[2])
-            entities[group.name] = previous.entities[group.name] + changes
-        sampler = samplers.get(group.name)
-        if plan.mode == INCREMENTAL and sampler is not None and group.name not in carried:
-            # The served documents of the sample's entities: the group's entities are
-            # those with tiles (the stored ones and those this run wrote), sampled with
-            # the other groups' after the loop. Without the previous count, every
-            # document is read to count them.
-            known = stored.select("entity").union(tiles_out.select("entity"))
-            if group.name in entities:
-                sampling.append((group.name, sampler, known))
-            else:
-                counter = spark.sparkContext.accumulator(0)
-                known.distinct().foreachPartition(
-                    functools.partial(
-                        _count_documents,
-                        settings=settings,
-                        version=version,
-                        group=group.name,
-                        sampler=sampler,
-                        counter=counter,
-                    )
-                )
-                entities[group.name] = counter.value
-        lake = lake_state(settings, group, pinned.get(group.source.table_name))
-        if lake is not None:
-            spec = tile_spec_fingerprint(group)
-            commits[group.name] = GroupCommit(
-                state=GroupState(
-                    lakes={group.source.table_name: lake},
-                    cutoff_ms=cutoff,
-                    view_version=version,
-                    spec_tag=spec_tag(spec),
-                ),
-                spec=spec,
-                mode=plan.mode,
-                replace_all=plan.mode == REBUILD,
-            )
+    runner = _GroupRunner(
+        spark,
+        settings,
+        version,
+        serving,
+        cutoff,
+        horizon,
+        plans,
+        reads,
+        samplers,
+        carried,
+        stored_files,
+        previous,
+        pinned,
+    )
+    outcomes = runner.run_all(repo.groups)
+    entities = {n: o.entities for n, o in outcomes.items() if o.entities is not None}
+    outputs = [o.tiles for o in outcomes.values() if o.tiles is not None]
+    commits = {n: o.commit for n, o in outcomes.items() if o.commit is not None}
+    sampling = [o.sampling for o in outcomes.values() if o.sampling is not None]
+    written = sum(o.written for o in outcomes.values())
+    deleted = sum(o.deleted for o in outcomes.values())
     _step(spark, "statistics sample")
     remerged = _carry_samples(repo, samplers, carried)
     _sample_served(spark, settings, version, sampling, remerged)
@@ -669,7 +800,7 @@ def _run_batch(
         cutoff,
         pinned,
         reads.rows,
-        written.value,
+        written,
         started,
         time.time(),
         replaced is not None,
@@ -680,8 +811,8 @@ def _run_batch(
         lake_files_read=reads.files,
         lake_bytes_read=reads.bytes,
         tiles_written=committed.rows_added if committed is not None else None,
-        keys_written=written.value,
-        keys_deleted=deleted.value + swept,
+        keys_written=written,
+        keys_deleted=deleted + swept,
     )
 
 

@@ -751,6 +751,8 @@ class DeltaFiles(BaseModel):
     band: tuple[str, ...]
     bytes: int
     rows: int | None = None  # of the files, from the log's statistics (None: unknown)
+    #: The date partition of each file of ``new`` (None: not recorded).
+    new_dates: tuple[str, ...] | None = None
 
     @property
     def files(self) -> int:

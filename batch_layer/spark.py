@@ -11,6 +11,10 @@ from pyspark.sql import SparkSession
 
 from feature_core.settings import Settings
 
+#: Values of an IN filter Parquet is given as equalities (it skips the row groups whose
+#: statistics or dictionaries hold none); Spark pushes a longer list as one min-max range.
+PARQUET_IN_VALUES_MAX = 1000
+
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
@@ -76,6 +80,7 @@ def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSessi
         .config("spark.executor.memory", settings.spark_executor_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.sql.parquet.pushdown.inFilterThreshold", str(PARQUET_IN_VALUES_MAX))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.ansi.enabled", "true")

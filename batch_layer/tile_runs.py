@@ -23,6 +23,7 @@ its old documents swept. The reason is recorded with the run.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from batch_layer.assembly import fine_floor
 from batch_layer.lake import (
@@ -42,6 +44,7 @@ from batch_layer.lake import (
     open_table,
     table_id_tag,
 )
+from batch_layer.spark import PARQUET_IN_VALUES_MAX
 from batch_layer.tiles import GroupState, LakeState, TileTableState, spec_tag
 from feature_core.definitions import FeatureGroup
 from feature_core.merge import BatchPointer
@@ -180,7 +183,7 @@ def late_days(
     else:
         on = [None] * actions.num_rows
     chosen = [
-        (data_file_uri(uri, unquote(path)), int(size), rows)
+        (data_file_uri(uri, unquote(path)), int(size), rows, date)
         for path, size, rows, date in zip(
             actions.column("path").to_pylist(),
             actions.column("size_bytes").to_pylist(),
@@ -190,15 +193,65 @@ def late_days(
         )
         if None in dates or date is None or date in dates
     ]
-    counts = [rows for _, _, rows in chosen]
+    counts = [rows for _, _, rows, _ in chosen]
     # Rows of days before the floor are all before the cutoff: read, every one.
     dated = None not in dates and None not in on
+    chosen.sort()
     return DeltaFiles(
-        new=tuple(sorted(u for u, _, _ in chosen)),
+        new=tuple(u for u, _, _, _ in chosen),
         band=(),
-        bytes=sum(s for _, s, _ in chosen),
+        bytes=sum(s for _, s, _, _ in chosen),
         rows=sum(counts) if dated and None not in counts else None,
+        new_dates=tuple(d for _, _, _, d in chosen) if dated else None,
     )
+
+
+#: A late day's entities are read by their keys when they are at most this many: the
+#: filter goes down to Parquet, which skips the row groups that hold none of them.
+#: More, the whole day is read.
+PUSHED_KEYS_MAX = PARQUET_IN_VALUES_MAX
+
+#: Key types whose text (the tiles' keys) converts back to the column's values exactly.
+_PUSHED_KEY_TYPES = {"string": str, "integer": int}
+
+
+def late_day_events(
+    spark: SparkSession,
+    source: EventSource,
+    join_keys: Sequence[str],
+    files: DeltaFiles,
+    cutoff: int,
+    keys_by_date: Mapping[str, Sequence[Sequence[str]]],
+) -> DataFrame:
+    """The lake's rows before ``cutoff`` of the late days in ``files`` (see
+    :func:`late_days`) that may belong to the entities in ``keys_by_date`` (date -> the
+    join keys, as text, of the entities with late events on it): each date is read with
+    its entities' keys as a filter Parquet applies to its row groups, and a date none
+    of the group's entities needs is not read. The caller still matches rows to (entity,
+    day) exactly. Needs the files' dates (``files.new_dates``)."""
+    if files.new_dates is None:
+        raise ValueError("the late days' files have no recorded dates: read them whole")
+    time = quoted(source.event_time)
+    schema = source.spark_ddl()
+    by_date: dict[str, list[str]] = {}
+    for uri, date in zip(files.new, files.new_dates, strict=True):
+        by_date.setdefault(date, []).append(uri)
+    frames = []
+    for date, uris in sorted(by_date.items()):
+        keys = keys_by_date.get(date)
+        if not keys:
+            continue
+        frame = spark.read.schema(schema).parquet(*uris).where(f"{time} < {cutoff}")
+        for i, name in enumerate(join_keys):
+            field = source.by_name.get(name)
+            convert = None if field is None else _PUSHED_KEY_TYPES.get(field.type)
+            values = {key[i] for key in keys}
+            if convert is not None and len(values) <= PUSHED_KEYS_MAX:
+                frame = frame.where(F.col(name).isin(sorted(convert(v) for v in values)))
+        frames.append(frame)
+    if not frames:
+        return spark.createDataFrame([], schema)
+    return functools.reduce(DataFrame.unionByName, frames)
 
 
 def new_events(

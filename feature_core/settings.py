@@ -314,6 +314,12 @@ class Settings(BaseSettings):
         "bench-batch). false: every run recomputes all history window by window, keeping "
         "no tiles.",
     )
+    batch_group_concurrency: int = Field(
+        2,
+        ge=1,
+        description="Feature groups a batch run computes at once: one group's query "
+        "planning and Redis writes overlap another's Spark jobs. 1: one after another.",
+    )
     batch_keep_versions: int = Field(
         2,
         ge=1,

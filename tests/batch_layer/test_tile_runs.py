@@ -1,0 +1,80 @@
+"""How a run reads the late days of a session group (batch_layer.tile_runs): only the
+dates its entities need, each filtered by their keys in Parquet."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch_layer.lake import DeltaFiles
+from batch_layer.tile_runs import PUSHED_KEYS_MAX, late_day_events
+from feature_core.settings import Settings
+from feature_core.sources import EventSource, Field
+
+pytestmark = pytest.mark.spark
+
+SOURCE = EventSource(
+    "visits",
+    event_time="t",
+    fields=[
+        Field("shop", "integer", required=True),
+        Field("user", "string", required=True),
+        Field("t", "timestamp", required=True),
+    ],
+)
+DATES = ("2026-11-01", "2026-11-02", "2026-11-03")
+
+
+def _day_files(root: Path) -> DeltaFiles:
+    """One file per date, sorted by user in row groups of 10 rows (as the lake's
+    optimization leaves it): users u00..u39, shops 1..2, times before the cutoff and one
+    after it per date."""
+    uris, dates = [], []
+    for d, date in enumerate(DATES):
+        rows = [(1 + i % 2, f"u{i:02d}", 1_000 * d + i) for i in range(40)]
+        rows.append((1, "u00", 10_000_000))  # after the cutoff: never read
+        table = pa.table(
+            {
+                "shop": [r[0] for r in rows],
+                "user": [r[1] for r in rows],
+                "t": [r[2] for r in rows],
+            }
+        )
+        path = root / f"event_date={date}" / "part-0.parquet"
+        path.parent.mkdir(parents=True)
+        pq.write_table(table, path, row_group_size=10)
+        uris.append(str(path))
+        dates.append(date)
+    return DeltaFiles(new=tuple(uris), band=(), bytes=0, new_dates=tuple(dates))
+
+
+def test_a_late_day_is_read_for_its_entities_only(spark_factory, tmp_path) -> None:
+    spark = spark_factory(Settings(_env_file=None))
+    files = _day_files(tmp_path)
+    keys = {"2026-11-01": [["1", "u02"]], "2026-11-03": [["2", "u31"], ["1", "u34"]]}
+    frame = late_day_events(spark, SOURCE, ("shop", "user"), files, 5_000_000, keys)
+    got = sorted((r["shop"], r["user"], r["t"]) for r in frame.collect())
+    # Each key column filters on its own (shops {1, 2} on the third date): a superset
+    # of the pairs, which the advance matches exactly; the second date is not read.
+    assert got == [(1, "u02", 2), (1, "u34", 2034), (2, "u31", 2031)]
+    plan = frame._jdf.queryExecution().executedPlan().toString()
+    assert "In(user, [u31,u34])" in plan or "In(user, [u31, u34])" in plan, plan
+    assert "event_date=2026-11-02" not in plan
+
+
+def test_more_keys_than_parquet_takes_read_the_whole_day(spark_factory, tmp_path) -> None:
+    spark = spark_factory(Settings(_env_file=None))
+    files = _day_files(tmp_path)
+    many = [["1", f"x{i}"] for i in range(PUSHED_KEYS_MAX)] + [["1", "u05"]]
+    frame = late_day_events(spark, SOURCE, ("shop", "user"), files, 5_000_000, {DATES[1]: many})
+    got = {(r["user"], r["t"]) for r in frame.collect()}
+    # The shop still filters (one value), the users do not: every shop-1 row of the day.
+    assert got == {(f"u{i:02d}", 1_000 + i) for i in range(0, 40, 2)}
+
+
+def test_files_without_dates_are_refused(spark_factory, tmp_path) -> None:
+    spark = spark_factory(Settings(_env_file=None))
+    files = _day_files(tmp_path).model_copy(update={"new_dates": None})
+    with pytest.raises(ValueError, match="no recorded dates"):
+        late_day_events(spark, SOURCE, ("shop", "user"), files, 5_000_000, {})
