@@ -395,24 +395,21 @@ class _Reads:
         files: DeltaFiles,
         keys_by_date: Mapping[str, Sequence[Sequence[str]]] | None,
     ) -> DataFrame:
-        """The events before the cutoff of the late days in ``files`` that the entities
-        of ``keys_by_date`` may have (:func:`tile_runs.late_day_events`; None: every
-        one): the days of late events a session group derives its session rows of
-        (GroupPlan.days). The files and bytes booked are the days' files (Parquet skips
-        the row groups without those entities); the rows, those read.
-
-        By keys, counted and cached: a few entities' rows of the days are few. Whole
-        days (no keys) are not cached: late events spread over weeks make them many
-        rows, read once by one group; counted from the log's statistics when it has
-        them, else by a read of the time alone."""
+        """The events before the cutoff in ``files`` (whole date partitions: the days of
+        late events a session group derives its session rows of, GroupPlan.days), of
+        the dates and entities in ``keys_by_date`` (:func:`tile_runs.late_day_events`;
+        None: every one). Not cached: one group reads them once, by the columns its
+        tiles need. Booked as the days' files and rows, from the log's statistics when
+        it has them (Parquet skips the row groups without those entities), else counted
+        by a read of the time alone."""
         if keys_by_date is None or files.new_dates is None:
             frame = new_events(self.spark, source, files, self.cutoff, self.cutoff)
-            if files.rows is None:
-                return self._count(frame, files.files, files.bytes, cache=False)[0]
-            self._book(files.rows, files.files, files.bytes)
-            return frame
-        frame = late_day_events(self.spark, source, join_keys, files, self.cutoff, keys_by_date)
-        return self._count(frame, files.files, files.bytes)[0]
+        else:
+            frame = late_day_events(self.spark, source, join_keys, files, self.cutoff, keys_by_date)
+        if files.rows is None:
+            return self._count(frame, files.files, files.bytes, cache=False)[0]
+        self._book(files.rows, files.files, files.bytes)
+        return frame
 
     def release(self) -> None:
         for frame in self._frames.values():

@@ -23,7 +23,6 @@ its old documents swept. The reason is recorded with the run.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -206,9 +205,9 @@ def late_days(
     )
 
 
-#: A late day's entities are read by their keys when they are at most this many: the
+#: The late days' entities are read by their keys when they are at most this many: the
 #: filter goes down to Parquet, which skips the row groups that hold none of them.
-#: More, the whole day is read.
+#: More, the days' rows are filtered by the exact (entity, day) match alone.
 PUSHED_KEYS_MAX = PARQUET_IN_VALUES_MAX
 
 #: Key types whose text (the tiles' keys) converts back to the column's values exactly.
@@ -225,33 +224,26 @@ def late_day_events(
 ) -> DataFrame:
     """The lake's rows before ``cutoff`` of the late days in ``files`` (see
     :func:`late_days`) that may belong to the entities in ``keys_by_date`` (date -> the
-    join keys, as text, of the entities with late events on it): each date is read with
-    its entities' keys as a filter Parquet applies to its row groups, and a date none
-    of the group's entities needs is not read. The caller still matches rows to (entity,
-    day) exactly. Needs the files' dates (``files.new_dates``)."""
+    join keys, as text, of the entities with late events on it): the files of the dates
+    some entity needs, in one scan, filtered by the entities' keys (a filter Parquet
+    applies to its row groups). A superset: the caller matches rows to (entity, day).
+    Needs the files' dates (``files.new_dates``)."""
     if files.new_dates is None:
         raise ValueError("the late days' files have no recorded dates: read them whole")
-    time = quoted(source.event_time)
     schema = source.spark_ddl()
-    by_date: dict[str, list[str]] = {}
-    for uri, date in zip(files.new, files.new_dates, strict=True):
-        by_date.setdefault(date, []).append(uri)
-    frames = []
-    for date, uris in sorted(by_date.items()):
-        keys = keys_by_date.get(date)
-        if not keys:
-            continue
-        frame = spark.read.schema(schema).parquet(*uris).where(f"{time} < {cutoff}")
-        for i, name in enumerate(join_keys):
-            field = source.by_name.get(name)
-            convert = None if field is None else _PUSHED_KEY_TYPES.get(field.type)
-            values = {key[i] for key in keys}
-            if convert is not None and len(values) <= PUSHED_KEYS_MAX:
-                frame = frame.where(F.col(name).isin(sorted(convert(v) for v in values)))
-        frames.append(frame)
-    if not frames:
+    needed = {date for date, keys in keys_by_date.items() if keys}
+    uris = [u for u, d in zip(files.new, files.new_dates, strict=True) if d in needed]
+    if not uris:
         return spark.createDataFrame([], schema)
-    return functools.reduce(DataFrame.unionByName, frames)
+    frame = spark.read.schema(schema).parquet(*uris)
+    frame = frame.where(f"{quoted(source.event_time)} < {cutoff}")
+    for i, name in enumerate(join_keys):
+        field = source.by_name.get(name)
+        convert = None if field is None else _PUSHED_KEY_TYPES.get(field.type)
+        values = {key[i] for keys in keys_by_date.values() for key in keys}
+        if convert is not None and len(values) <= PUSHED_KEYS_MAX:
+            frame = frame.where(F.col(name).isin(sorted(convert(v) for v in values)))
+    return frame
 
 
 def new_events(

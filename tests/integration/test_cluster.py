@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,7 @@ from infra.stack import (
 )
 from tests.conftest import batch_view_serving, wait_for
 from tests.integration.helpers import get_features, make_event, produce, wait_in_lake
+from tests.integration.listeners import Listener, listeners, supervised_processes, table
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -110,18 +112,71 @@ def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
                 os.environ[key] = value
 
 
+@dataclass
+class _SampledRun:
+    """A run of ``lfp`` on the cluster, with what every process of the cluster, its
+    stack and the run itself listened on while it ran (sampled every second)."""
+
+    returncode: int
+    output: str  # its stdout
+    stderr: str
+    listeners: list[Listener]
+    commands: set[str]
+
+
+#: The thin path's batch run, sampled: the listener check reads it rather than running a
+#: batch job of its own on the cluster (about a minute).
+_SAMPLED: dict[str, _SampledRun] = {}
+
+
+def _sampled_run(settings: Settings, args: list[str], log: Path) -> _SampledRun:
+    """``python -m infra <args>`` in its own process (its Spark driver talks to the
+    cluster's master; this process already has a local session), sampled while it runs."""
+    seen: dict[tuple[int, str, int], Listener] = {}
+    commands: set[str] = set()
+    command = [sys.executable, "-m", "infra", *args]
+    errors = log.with_suffix(".stderr.log")
+    with (
+        log.open("wb") as out,
+        errors.open("wb") as err,
+        subprocess.Popen(
+            command, stdout=out, stderr=err, env={**os.environ, "COLUMNS": "200"}
+        ) as run,
+    ):
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            processes = supervised_processes(cluster.state(settings))
+            processes += supervised_processes(read_state(settings))
+            try:
+                driver = psutil.Process(run.pid)
+                processes += [driver, *driver.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+            for process in processes:
+                try:
+                    commands.add(" ".join(process.cmdline()))
+                except psutil.Error:
+                    continue
+            for item in listeners(processes):
+                seen[(item.pid, item.address, item.port)] = item
+            if run.poll() is not None:
+                break
+            time.sleep(1)
+        if run.poll() is None:
+            run.kill()
+            pytest.fail(f"{' '.join(args)} did not finish in 600 s")
+    output, stderr = log.read_text(errors="replace"), errors.read_text(errors="replace")
+    return _SampledRun(run.returncode, output, stderr, list(seen.values()), commands)
+
+
 def _batch_run(settings: Settings, cutoff: int) -> dict:
-    """``lfp batch run`` in its own process: its Spark driver talks to the cluster's
-    master (this process already has a local session)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "infra", "batch", "run", "--cutoff-ms", str(cutoff), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(result.stdout)
+    """``lfp batch run --json``, its listeners sampled for the loopback check."""
+    log = settings.data_dir / "listeners-batch-run.log"
+    args = ["batch", "run", "--cutoff-ms", str(cutoff), "--json"]
+    sampled = _sampled_run(settings, args, log)
+    assert sampled.returncode == 0, sampled.output[-3000:] + sampled.stderr[-3000:]
+    _SAMPLED["batch"] = sampled
+    return json.loads(sampled.output)
 
 
 def _mismatches(settings: Settings, users: list[str], events: list[dict]) -> list[str]:
@@ -273,46 +328,19 @@ def test_the_cluster_nodes_require_the_generated_password(on_cluster: Settings) 
 def test_every_listener_of_the_cluster_and_its_stack_is_on_loopback(on_cluster: Settings) -> None:
     """Loopback by default: the cluster's parts (Redis nodes, Spark master and worker,
     Flink JobManager and TaskManagers with their Python workers) and the stack on it,
-    sampled while a batch run's driver and executors are up."""
-    from tests.integration.listeners import Listener, listeners, supervised_processes, table
-
+    sampled while a batch run's driver and executors are up (the thin path's run, or
+    one of its own when run alone)."""
     settings = on_cluster
-    cutoff = align_cutoff(int(time.time() * 1000)) - 5 * MINUTE_MS
-    command = [sys.executable, "-m", "infra", "batch", "run", "--cutoff-ms", str(cutoff)]
-    seen: dict[tuple[int, str, int], Listener] = {}
-    commands: set[str] = set()
-    log = settings.data_dir / "listeners-batch-run.log"
-    with (
-        log.open("wb") as out,
-        subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT) as run,
-    ):
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            processes = supervised_processes(cluster.state(settings))
-            processes += supervised_processes(read_state(settings))
-            try:
-                driver = psutil.Process(run.pid)
-                processes += [driver, *driver.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-            for process in processes:
-                try:
-                    commands.add(" ".join(process.cmdline()))
-                except psutil.Error:
-                    continue
-            for item in listeners(processes):
-                seen[(item.pid, item.address, item.port)] = item
-            if run.poll() is not None:
-                break
-            time.sleep(1)
-        if run.poll() is None:
-            run.kill()
-            pytest.fail("the batch run did not finish in 600 s")
-    assert run.returncode == 0, log.read_text(errors="replace")[-3000:]
-    everything = "\n".join(commands)
+    sampled = _SAMPLED.get("batch")
+    if sampled is None:
+        cutoff = align_cutoff(int(time.time() * 1000)) - 5 * MINUTE_MS
+        log = settings.data_dir / "listeners-batch-run.log"
+        sampled = _sampled_run(settings, ["batch", "run", "--cutoff-ms", str(cutoff)], log)
+        assert sampled.returncode == 0, sampled.output[-3000:] + sampled.stderr[-3000:]
+    everything = "\n".join(sampled.commands)
     for part in ("CoarseGrainedExecutorBackend", "TaskManagerRunner", "pyflink.fn_execution"):
         assert part in everything, f"no {part} process was sampled"
-    found = list(seen.values())
+    found = sampled.listeners
     print(f"listeners:\n{table(found)}")
     assert {settings.api_port, *settings.cluster_redis_ports} <= {i.port for i in found}
     assert 6066 not in {i.port for i in found}, "the Spark master's REST server is on"
