@@ -205,9 +205,9 @@ def late_days(
     )
 
 
-#: The late days' entities are read by their keys when they are at most this many: the
-#: filter goes down to Parquet, which skips the row groups that hold none of them.
-#: More, the days' rows are filtered by the exact (entity, day) match alone.
+#: Up to this many keys per column, the late days' key filter goes down to Parquet as
+#: equalities, which skip the row groups that hold none of them; more, as one min-max
+#: range (Spark still filters the rows by the keys themselves).
 PUSHED_KEYS_MAX = PARQUET_IN_VALUES_MAX
 
 #: Key types whose text (the tiles' keys) converts back to the column's values exactly.
@@ -225,8 +225,9 @@ def late_day_events(
     """The lake's rows before ``cutoff`` of the late days in ``files`` (see
     :func:`late_days`) that may belong to the entities in ``keys_by_date`` (date -> the
     join keys, as text, of the entities with late events on it): the files of the dates
-    some entity needs, in one scan, filtered by the entities' keys (a filter Parquet
-    applies to its row groups). A superset: the caller matches rows to (entity, day).
+    some entity needs, in one scan, filtered by the entities' keys before any other
+    work on the rows (and by Parquet on its row groups, up to :data:`PUSHED_KEYS_MAX`
+    keys). A superset: the caller matches rows to (entity, day).
     Needs the files' dates (``files.new_dates``)."""
     if files.new_dates is None:
         raise ValueError("the late days' files have no recorded dates: read them whole")
@@ -241,7 +242,7 @@ def late_day_events(
         field = source.by_name.get(name)
         convert = None if field is None else _PUSHED_KEY_TYPES.get(field.type)
         values = {key[i] for keys in keys_by_date.values() for key in keys}
-        if convert is not None and len(values) <= PUSHED_KEYS_MAX:
+        if convert is not None:
             frame = frame.where(F.col(name).isin(sorted(convert(v) for v in values)))
     return frame
 
