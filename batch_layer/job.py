@@ -8,8 +8,8 @@ cannot be advanced) or rebuilt from every event, as :mod:`batch_layer.tile_runs`
 decides; :mod:`batch_layer.event_tiles` and :mod:`batch_layer.assembly` compute it.
 Without, every group is recomputed window by window (:mod:`batch_layer.window_views`)
 and no tiles are kept. Groups are independent until the tile commit: a run computes
-``LFP_BATCH_GROUP_CONCURRENCY`` of them at once, in threads of its driver. Documents are written
-under a fresh version (the serving one's kept for its readers), the tiles and every
+``LFP_BATCH_GROUP_CONCURRENCY`` of them at once, in threads of its driver. Documents are
+written under a fresh version (the serving one's kept for its readers), the tiles and every
 group's new state are committed in one Delta transaction, and then the serving pointer
 flips; a crash anywhere leaves the old view serving.
 """
@@ -362,21 +362,18 @@ class _Reads:
     def snapshot(self, source: EventSource) -> DataFrame:
         """Every event of the source's table before the cutoff."""
         with self._lock:
-            return self._snapshot(source)
-
-    def _snapshot(self, source: EventSource) -> DataFrame:
-        if source.name not in self._frames:
-            version = self.pinned.get(source.table_name)
-            snapshot = pinned_snapshot(self.spark, self.settings, source, version)
-            frame = snapshot.frame.where(f"{quoted(source.event_time)} < {self.cutoff}")
-            counted, rows = self._count(frame, snapshot.files, snapshot.bytes)
-            self._frames[source.name], self._snapshot_rows[source.name] = counted, rows
-        return self._frames[source.name]
+            if source.name not in self._frames:
+                version = self.pinned.get(source.table_name)
+                snapshot = pinned_snapshot(self.spark, self.settings, source, version)
+                frame = snapshot.frame.where(f"{quoted(source.event_time)} < {self.cutoff}")
+                counted, rows = self._count(frame, snapshot.files, snapshot.bytes)
+                self._frames[source.name], self._snapshot_rows[source.name] = counted, rows
+            return self._frames[source.name]
 
     def snapshot_rows(self, source: EventSource) -> int:
         """How many events :meth:`snapshot` holds (counted when it was read)."""
-        with self._lock:
-            self._snapshot(source)
+        with self._lock:  # reentrant: snapshot() takes it too
+            self.snapshot(source)
             return self._snapshot_rows[source.name]
 
     def new_events(self, source: EventSource, files: DeltaFiles, before: int) -> DataFrame:
@@ -424,8 +421,7 @@ class _GroupOutcome:
     tiles: DataFrame | None = None  # its new tile rows, for the commit
     commit: GroupCommit | None = None
     sampling: tuple[str, EntitySampler, DataFrame] | None = None  # entities to sample after
-    written: int = 0
-    created: int = 0
+    written: int = 0  # Redis keys
     deleted: int = 0
 
 
@@ -508,7 +504,7 @@ class _GroupRunner:
                 )
             )
             outcome.entities = outcome.written = written.value
-            outcome.created, outcome.deleted = created.value, deleted.value
+            outcome.deleted = deleted.value
             return outcome
         if plan.mode == REBUILD:
             out = rebuild(reads.snapshot(group.source), group, cutoff, horizon)
@@ -522,7 +518,9 @@ class _GroupRunner:
             base = None if plan.mode == REASSEMBLE else BaseDocuments(settings, serving, group.name)
             days = None
             if plan.days is not None:
-                late = late_keys(delta, group, plan.state.cutoff_ms)
+                # The days' files without recorded dates are read whole: no keys needed.
+                dated = plan.days.new_dates is not None
+                late = late_keys(delta, group, plan.state.cutoff_ms) if dated else None
                 days = reads.days(group.source, group.join_keys, plan.days, late)
             # Edges are found in the few dates their bands span, not in every stored tile.
             dates = set(edge_dates(group, plan.state.cutoff_ms, cutoff, horizon))
@@ -555,11 +553,7 @@ class _GroupRunner:
                 ),
             )
         )
-        outcome.written, outcome.created, outcome.deleted = (
-            written.value,
-            created.value,
-            deleted.value,
-        )
+        outcome.written, outcome.deleted = written.value, deleted.value
         tiles_out = out.where(F.col("series") != DOC_SERIES)
         outcome.tiles = tiles_out
         previous = self.previous

@@ -43,7 +43,6 @@ from batch_layer.lake import (
     open_table,
     table_id_tag,
 )
-from batch_layer.spark import PARQUET_IN_VALUES_MAX
 from batch_layer.tiles import GroupState, LakeState, TileTableState, spec_tag
 from feature_core.definitions import FeatureGroup
 from feature_core.merge import BatchPointer
@@ -205,11 +204,6 @@ def late_days(
     )
 
 
-#: Up to this many keys per column, the late days' key filter goes down to Parquet as
-#: equalities, which skip the row groups that hold none of them; more, as one min-max
-#: range (Spark still filters the rows by the keys themselves).
-PUSHED_KEYS_MAX = PARQUET_IN_VALUES_MAX
-
 #: Key types whose text (the tiles' keys) converts back to the column's values exactly.
 _PUSHED_KEY_TYPES = {"string": str, "integer": int}
 
@@ -226,8 +220,9 @@ def late_day_events(
     :func:`late_days`) that may belong to the entities in ``keys_by_date`` (date -> the
     join keys, as text, of the entities with late events on it): the files of the dates
     some entity needs, in one scan, filtered by the entities' keys before any other
-    work on the rows (and by Parquet on its row groups, up to :data:`PUSHED_KEYS_MAX`
-    keys). A superset: the caller matches rows to (entity, day).
+    work on the rows (and by Parquet on its row groups: as equalities up to
+    :data:`~batch_layer.spark.PARQUET_IN_VALUES_MAX` keys a column, one min-max range
+    beyond). A superset: the caller matches rows to (entity, day).
     Needs the files' dates (``files.new_dates``)."""
     if files.new_dates is None:
         raise ValueError("the late days' files have no recorded dates: read them whole")

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch_layer.lake import DeltaFiles
-from batch_layer.tile_runs import PUSHED_KEYS_MAX, late_day_events
+from batch_layer.spark import PARQUET_IN_VALUES_MAX
+from batch_layer.tile_runs import late_day_events
 from feature_core.settings import Settings
 from feature_core.sources import EventSource, Field
 
@@ -66,11 +67,11 @@ def test_a_late_day_is_read_for_its_entities_only(spark_factory, tmp_path) -> No
 
 
 def test_more_keys_than_parquet_takes_still_filter_the_rows(spark_factory, tmp_path) -> None:
-    """Past PUSHED_KEYS_MAX, Parquet gets one range, and Spark still keeps only the
+    """Past PARQUET_IN_VALUES_MAX, Parquet gets one range, and Spark still keeps only the
     rows of the keys."""
     spark = spark_factory(Settings(_env_file=None))
     files = _day_files(tmp_path)
-    many = [["1", f"x{i}"] for i in range(PUSHED_KEYS_MAX)] + [["1", "u04"]]
+    many = [["1", f"x{i}"] for i in range(PARQUET_IN_VALUES_MAX)] + [["1", "u04"]]
     frame = late_day_events(spark, SOURCE, ("shop", "user"), files, 5_000_000, {DATES[1]: many})
     assert {(r["shop"], r["user"], r["t"]) for r in frame.collect()} == {(1, "u04", 1_004)}
 
