@@ -33,9 +33,9 @@ from feature_core.settings import Settings
 from feature_core.sources import event_date, quoted
 from feature_core.tiles import (
     SESSION_SERIES_PREFIX,
+    DocAssembler,
     SessionDay,
     advance_doc,
-    assemble_doc,
     hop_series,
     merge_tile_rows,
     retention_floor,
@@ -74,13 +74,14 @@ def _rebuild_partition(
     floors = retention_floor(group, cutoff)
     fine = hop_series(FINEST_HOP_MS)
     primitives = group.primitives
+    assemble_doc = DocAssembler(group, cutoff, horizon_ms)
 
     def assemble(keys: list[str], rows: list[dict[str, Any]], out: _Rows) -> None:
         tiles: dict[str, dict[int, Any]] = defaultdict(dict)
         counts: dict[tuple[str, int], int] = {}
         for row in rows:
-            partials = canonical_partials(primitives, row["partials"])
-            tiles[row["series"]][row["start"]] = list(normalize(primitives, partials))
+            # Canonical already: event_tiles stores these partials as they are.
+            tiles[row["series"]][row["start"]] = canonical_partials(primitives, row["partials"])
             counts[(row["series"], row["start"])] = row["events"]
         if gaps:
             by_day: dict[int, dict[int, Any]] = defaultdict(dict)
@@ -95,7 +96,7 @@ def _rebuild_partition(
                         days[day] = found
                         counts[(series, day)] = sum(counts[(fine, s)] for s in day_tiles)
         kept = _retained(tiles, floors)
-        doc = assemble_doc(group, kept, cutoff, horizon_ms)
+        doc = assemble_doc(kept)
         entity = entity_id(keys)
         for series, by_start in kept.items():
             for start, value in by_start.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import math
 import struct
@@ -29,8 +30,10 @@ def _hash64(value: str) -> int:
     return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "big")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def cell(value: str, precision: int = DEFAULT_PRECISION) -> tuple[int, int]:
-    """The register a value lands in and the rank it offers there."""
+    """The register a value lands in and the rank it offers there (cached: an entity's
+    values recur in its tiles of every width, and hot values in every entity's)."""
     width = 64 - precision
     h = _hash64(value)
     return h >> width, width - (h & ((1 << width) - 1)).bit_length() + 1

@@ -118,7 +118,11 @@ class _OnePair(Primitive):
         return f"{'MAX' if self.newest else 'MIN'}({spark_pair(columns)})"
 
     def from_spark(self, raw: Any) -> Partial:
-        return self.from_pairs(spark_pairs(raw))
+        """MAX (MIN) of the pair structs: the one pair, or null (as :meth:`from_pairs`
+        of it, without a merge per tile)."""
+        if raw is None or raw["v"] is None:
+            return None
+        return [int(raw["t"]), raw["v"]]
 
     def flink_form(self, columns: FlinkColumns) -> FlinkForm:
         if columns.is_event_time:
@@ -178,7 +182,10 @@ class _KPairs(Primitive):
         return f"SLICE(SORT_ARRAY(COLLECT_LIST({pair}), {ascending}), 1, {self.param})"
 
     def from_spark(self, raw: Any) -> Partial:
-        return self.from_pairs(spark_pairs(raw))
+        """Spark's sorted slice, sorted once more here (as :meth:`from_pairs` would, one
+        sort in all instead of one per pair)."""
+        pairs = [[int(t), v] for t, v in spark_pairs(raw) if v is not None]
+        return sorted(pairs, reverse=self.newest)[: self.param]
 
     def flink_form(self, columns: FlinkColumns) -> FlinkForm:
         function = pairs_function(columns.sql_type or "", self.newest)

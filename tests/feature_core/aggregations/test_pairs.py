@@ -74,3 +74,27 @@ def test_the_k_way_merge_stops_after_k_pairs():
 def test_first_k_needs_a_positive_k(k):
     with pytest.raises(ValueError, match=r"first_k needs k >= 1"):
         aggregation_kind("first_k", k=k)
+
+
+def _spark_raw(primitive: Primitive, events: list[tuple[int, object]]) -> object:
+    """What Spark's aggregate of ``events`` returns: MAX (MIN) of the pair structs, or the
+    sorted slice of k of them."""
+    structs = sorted(({"t": t, "v": v} for t, v in events), key=lambda s: (s["t"], s["v"]))
+    newest = primitive.kind.startswith("last")
+    if primitive.param is None:
+        return (structs[-1] if newest else structs[0]) if structs else None
+    ordered = structs[::-1] if newest else structs
+    return ordered[: primitive.param] if structs else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=_VALUES, k=st.integers(1, 4))
+def test_spark_aggregates_convert_to_what_the_pairs_merge_gives(events, k):
+    for primitive in (
+        Primitive("last"),
+        Primitive("first"),
+        Primitive("last_k", k),
+        Primitive("first_k", k),
+    ):
+        raw = _spark_raw(primitive, events)
+        assert primitive.from_spark(raw) == primitive.from_pairs(events)
