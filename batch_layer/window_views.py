@@ -1,9 +1,9 @@
 """Whole-history batch views computed window by window, without tiles: one Spark
 aggregation per window over the snapshot, each entity's document converted in Python.
 
-This is what a run does with ``LFP_BATCH_INCREMENTAL=false`` (the default): it keeps no
-tiles, so every run costs all history, but a full recompute is several times cheaper than
-a rebuild of the tiles (:mod:`batch_layer.assembly`), which convert every tile in Python.
+This is what a run does with ``LFP_BATCH_INCREMENTAL=false``: it keeps no tiles, so every
+run costs all history, though one such run costs less than a rebuild of the tiles
+(:mod:`batch_layer.assembly`), which converts every tile in Python.
 """
 
 from __future__ import annotations

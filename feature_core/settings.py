@@ -306,13 +306,13 @@ class Settings(BaseSettings):
         30.0, gt=0, description="First retry delay; doubles per retry (at most 5 minutes)."
     )
     batch_incremental: bool = Field(
-        False,
+        True,
         description="true: batch runs keep tiles (_lfp_tiles) and advance each group from "
         "them, reading only the events added since the last run and rewriting only the "
-        "documents whose values can change; their first run (a rebuild) still costs more "
-        "than a full recompute window by window, the runs after it less (make "
-        "bench-batch). false: every run recomputes all history window by window, keeping "
-        "no tiles.",
+        "documents whose values can change; a group's first run (a rebuild: no tiles yet, "
+        "or changed definitions) costs more than a full recompute window by window, every "
+        "run after it far less (make bench-batch). false: every run recomputes all history "
+        "window by window, keeping no tiles.",
     )
     batch_group_concurrency: int = Field(
         2,
