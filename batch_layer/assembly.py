@@ -34,6 +34,7 @@ from feature_core.sources import event_date, quoted
 from feature_core.tiles import (
     SESSION_SERIES_PREFIX,
     DocAssembler,
+    Piece,
     SessionDay,
     advance_doc,
     hop_series,
@@ -73,28 +74,57 @@ def _rebuild_partition(
     gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
     floors = retention_floor(group, cutoff)
     fine = hop_series(FINEST_HOP_MS)
+    # 5m tiles before this are read for their day's session rows alone: only their
+    # event times are converted, and the partials of each day's last fragment.
+    fine_floor_ms = floors.get(fine) if gaps else None
     primitives = group.primitives
     assemble_doc = DocAssembler(group, cutoff, horizon_ms)
+    times = group.session_time_indices
+    first_at, last_at = times if times is not None else (0, 0)
+
+    def canonical(partials: list[Any] | Mapping[str, Any]) -> list[Any]:
+        """A tile's partials: converted already (a list), or Spark's raw struct."""
+        return partials if isinstance(partials, list) else canonical_partials(primitives, partials)
+
+    def fine_piece(partials: list[Any] | Mapping[str, Any]) -> Piece | None:
+        """A 5m tile as a session piece: its event times converted, its partials as
+        they are (a raw struct converted only if its day's last fragment holds it)."""
+        if isinstance(partials, list):
+            first, last = partials[first_at], partials[last_at]
+        else:
+            first = primitives[first_at].from_spark(partials[f"p{first_at}"])
+            last = primitives[last_at].from_spark(partials[f"p{last_at}"])
+        return None if last is None else Piece(int(first), int(last), partials)
 
     def assemble(keys: list[str], rows: list[dict[str, Any]], out: _Rows) -> None:
         tiles: dict[str, dict[int, Any]] = defaultdict(dict)
+        old_fine: dict[int, Mapping[str, Any]] = {}  # raw partials of 5m tiles kept no more
         counts: dict[tuple[str, int], int] = {}
         for row in rows:
-            # Canonical already: event_tiles stores these partials as they are.
-            tiles[row["series"]][row["start"]] = canonical_partials(primitives, row["partials"])
-            counts[(row["series"], row["start"])] = row["events"]
+            series, start = row["series"], row["start"]
+            counts[(series, start)] = row["events"]
+            if fine_floor_ms is not None and series == fine and start < fine_floor_ms:
+                old_fine[start] = row["partials"]
+            else:
+                # Canonical already: event_tiles stores these partials as they are.
+                tiles[series][start] = canonical_partials(primitives, row["partials"])
         if gaps:
-            by_day: dict[int, dict[int, Any]] = defaultdict(dict)
-            for start, partials in tiles.get(fine, {}).items():
-                by_day[floor_to(start, DAY_MS)][start] = partials
+            by_day: dict[int, list[tuple[int, Piece]]] = defaultdict(list)
+            day_events: dict[int, int] = defaultdict(int)
+            for start, partials in [*tiles.get(fine, {}).items(), *old_fine.items()]:
+                day = floor_to(start, DAY_MS)
+                day_events[day] += counts[(fine, start)]
+                piece = fine_piece(partials)
+                if piece is not None:
+                    by_day[day].append((start, piece))
             for gap in gaps:
                 series = session_series(gap)
-                days = tiles[series]
-                for day, day_tiles in by_day.items():
-                    found = session_day(group, gap, tile_pieces(group, day_tiles))
+                for day, found_pieces in by_day.items():
+                    pieces = [piece for _, piece in sorted(found_pieces, key=lambda f: f[0])]
+                    found = session_day(group, gap, pieces, canonical)
                     if found is not None:
-                        days[day] = found
-                        counts[(series, day)] = sum(counts[(fine, s)] for s in day_tiles)
+                        tiles[series][day] = found
+                        counts[(series, day)] = day_events[day]
         kept = _retained(tiles, floors)
         doc = assemble_doc(kept)
         entity = entity_id(keys)

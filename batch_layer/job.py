@@ -487,8 +487,8 @@ class _GroupRunner:
         context = spark.sparkContext
         written, created, deleted = (context.accumulator(0) for _ in range(3))
         outcome = _GroupOutcome()
-        if plan.mode == REBUILD and not settings.batch_incremental:
-            # No tiles kept: one aggregation per window, cheaper than a tile rebuild.
+        if plan.window_by_window:
+            # No tiles written: one aggregation per window, cheaper than a tile rebuild.
             group_irs(reads.snapshot(group.source), group, cutoff, horizon).foreachPartition(
                 functools.partial(
                     write_partition,
@@ -529,7 +529,8 @@ class _GroupRunner:
                 stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, days, edge_rows
             )
         out = out.persist()
-        docs = out.where(F.col("series") == DOC_SERIES)
+        # The writers read two columns: each row reaches Python pickled, the others too.
+        docs = out.where(F.col("series") == DOC_SERIES).select("entity", "partials")
         if plan.mode == INCREMENTAL:
             # The changed entities' documents and the untouched dates' tiles: ~10
             # partitions, most without a document, each a Python task (~0.2 s, and a

@@ -68,6 +68,10 @@ class GroupPlan:
     #: Session groups: every file of the dates new events fall on before the ``5m``
     #: tiles kept (:func:`late_days`; None: no such event).
     days: DeltaFiles | None = None
+    #: A rebuild without tiles: recomputed window by window, the group's stored tiles
+    #: and state left as they are (none wanted, or they are ahead of this run's cutoff
+    #: or lake version and still serve the runs after it).
+    window_by_window: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,20 +96,33 @@ def plan_group(settings: Settings, group: FeatureGroup, run: RunContext) -> Grou
     if run.requested == "full":
         return GroupPlan(REBUILD, "--full")
     if not run.incremental:
-        return GroupPlan(REBUILD, "LFP_BATCH_INCREMENTAL=false")
+        return GroupPlan(REBUILD, "LFP_BATCH_INCREMENTAL=false", window_by_window=True)
+    table = group.source.table_name
+    reading = run.pinned.get(table)
+    if reading is None:
+        # Nothing to tile, and no lake version a state could record.
+        return GroupPlan(REBUILD, f"no lake table {table} yet", window_by_window=True)
     state = run.tiles.groups.get(group.name)
     if state is None:
         return GroupPlan(REBUILD, "no stored tiles")
     if state.spec_tag != spec_tag(tile_spec_fingerprint(group)):
         return GroupPlan(REBUILD, "tile spec changed (columns, keys, filters or series)")
     if run.cutoff < state.cutoff_ms:
-        return GroupPlan(REBUILD, "cutoff before the stored tiles' cutoff")
-    table = group.source.table_name
-    stored, reading = state.lakes.get(table), run.pinned.get(table)
-    if stored is None or reading is None:
-        return GroupPlan(REBUILD, f"no lake version of {table} recorded or read")
+        return GroupPlan(
+            REBUILD,
+            "cutoff before the stored tiles' cutoff (window by window, the tiles kept)",
+            window_by_window=True,
+        )
+    stored = state.lakes.get(table)
+    if stored is None:
+        return GroupPlan(REBUILD, f"no lake version of {table} recorded")
     if reading < stored.version:
-        return GroupPlan(REBUILD, f"{table} v{reading} is older than the tiles' v{stored.version}")
+        return GroupPlan(
+            REBUILD,
+            f"{table} v{reading} is older than the tiles' v{stored.version} (window by "
+            "window, the tiles kept)",
+            window_by_window=True,
+        )
     uri = settings.table_uri(table)
     changes = lake_changes(
         uri,
@@ -142,7 +159,7 @@ def _not_advanceable(group: FeatureGroup, run: RunContext, state: GroupState) ->
     if pointer.version != state.view_version:
         return (
             f"the serving view v{pointer.version} is not the tiles' v{state.view_version} "
-            "(Redis restored?)"
+            "(a run at an earlier cutoff, or Redis restored)"
         )
     if run.version != run.serving + 1:
         return f"a run after v{run.serving} did not finish"

@@ -265,13 +265,21 @@ def event_pieces(group: FeatureGroup, events: Iterable[Mapping[str, Any]]) -> li
     return sorted(pieces, key=lambda piece: piece.first)
 
 
-def session_day(group: FeatureGroup, gap_ms: int, pieces: Sequence[Piece]) -> SessionDay | None:
+def session_day(
+    group: FeatureGroup,
+    gap_ms: int,
+    pieces: Sequence[Piece],
+    convert: Callable[[Any], Partials] | None = None,
+) -> SessionDay | None:
     """The session-day row of one entity and day from its pieces in time order (the
-    day's ``5m`` tiles, or its raw events)."""
+    day's ``5m`` tiles, or its raw events). With ``convert``, the pieces hold partials
+    in another form and only those of the last fragment's pieces are converted (a
+    rebuild derives every day's row, and reads little else of the older tiles)."""
     if not pieces:
         return None
     chosen, has_gap = _walk(pieces, gap_ms)
-    partials = merge_tile_rows(group, [p.partials for p in chosen])
+    rows = [p.partials for p in chosen]
+    partials = merge_tile_rows(group, rows if convert is None else map(convert, rows))
     assert partials is not None
     return SessionDay(
         min(p.first for p in pieces),

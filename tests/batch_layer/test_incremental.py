@@ -15,7 +15,7 @@ from deltalake.exceptions import CommitFailedError
 from batch_layer.assembly import fine_floor
 from batch_layer.job import run_batch
 from batch_layer.lake import append_with_offsets
-from batch_layer.tiles import tile_files, tiles_uri
+from batch_layer.tiles import read_state, tile_files, tiles_uri
 from feature_core import local_views
 from feature_core.definitions import FeatureRepo, FeatureService
 from feature_core.settings import Settings
@@ -167,8 +167,9 @@ def test_lost_or_untrusted_views_are_reassembled_from_the_tiles(
     """Redis flushed after a run (its views lost, the tiles sound in the lake): the next
     run reads only the new events, advances the tiles and writes every entity's document
     from them; a run after one that did not finish, one with another horizon and
-    `--reassemble` do the same. The run after is incremental again. Every served document
-    equals the contract's."""
+    `--reassemble` do the same. A run at an earlier cutoff is computed window by window
+    and leaves the tiles as they were. The run after is incremental again. Every served
+    document equals the contract's."""
     import redis
 
     from tests.feature_core.aggregations import catalog
@@ -221,6 +222,16 @@ def test_lost_or_untrusted_views_are_reassembled_from_the_tiles(
     assert unfinished.mode_reasons == {"g": f"a run after v{lost.version} did not finish"}
     assert unfinished.rows_read < len(lake.events) / 4
     _check(settings, group, lake.events, cutoff)
+
+    # A run at an earlier cutoff than the tiles': window by window, the tiles kept as
+    # they are for the runs after it.
+    earlier = cutoff - 30 * 60_000
+    back = run_batch(spark, settings, repo, earlier)
+    assert back.group_modes == {"g": "rebuild"} and not back.tiles_written
+    assert "window by window, the tiles kept" in back.mode_reasons["g"], back.mode_reasons
+    kept = read_state(tiles_uri(settings), {"g": [catalog.SOURCE.table_name]}).groups["g"]
+    assert kept.cutoff_ms == cutoff and kept.view_version == unfinished.version
+    _check(settings, group, lake.events, earlier)
 
     cutoff = step(65)
     asked = run_batch(spark, settings, repo, cutoff, mode="reassemble")
