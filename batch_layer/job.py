@@ -1,13 +1,14 @@
 """The batch job: pinned Delta snapshots -> each group's tiles and documents for event
 time < B -> the tile table and Redis.
 
-With ``LFP_BATCH_INCREMENTAL`` (the default), each group is advanced from its stored tiles (only the
-events added since the last run, only the documents whose values can change), reassembled
-(its tiles advanced the same way, every document assembled from them: the served ones
-cannot be advanced) or rebuilt from every event, as :mod:`batch_layer.tile_runs`
-decides; :mod:`batch_layer.event_tiles` and :mod:`batch_layer.assembly` compute it.
-With it false, every group is recomputed window by window (:mod:`batch_layer.window_views`)
-and no tiles are kept. Groups are independent until the tile commit: a run computes
+With ``LFP_BATCH_INCREMENTAL`` (the default), each group is advanced from its stored
+tiles (only the events added since the last run, only the documents whose values can
+change), reassembled (its tiles advanced the same way, every document assembled from them:
+the served ones cannot be advanced) or rebuilt from every event, as
+:mod:`batch_layer.tile_runs` decides; :mod:`batch_layer.event_tiles` and
+:mod:`batch_layer.assembly` compute it. With it false (and for a run before the stored
+tiles' cutoff), a group is recomputed window by window (:mod:`batch_layer.window_views`)
+and no tiles are written. Groups are independent until the tile commit: a run computes
 ``LFP_BATCH_GROUP_CONCURRENCY`` of them at once, in threads of its driver. Documents are
 written under a fresh version (the serving one's kept for its readers), the tiles and every
 group's new state are committed in one Delta transaction, and then the serving pointer
