@@ -51,6 +51,21 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+#: Every batch run a test asked of an embedded stack: (test, seconds, mode, reasons).
+_STACK_RUNS: list[tuple[str, float, str, dict[str, str]]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The stacks' batch runs with what each cost and why a group was not incremental:
+    tests share a stack, so a run's cost depends on the runs of the tests before it."""
+    if not _STACK_RUNS:
+        return
+    terminalreporter.section("batch runs of the tests' stacks")
+    for test, seconds, mode, reasons in _STACK_RUNS:
+        why = sorted(set(reasons.values()))
+        terminalreporter.write_line(f"{seconds:6.1f} s {mode:<11} {test} {why}")
+
+
 @pytest.fixture(autouse=True)
 def _no_stack_settings_outside_stack_tests(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
@@ -153,9 +168,14 @@ def _embedded_handle(
         run_settings = settings
         if incremental is not None:
             run_settings = settings.model_copy(update={"batch_incremental": incremental})
-        return run(
+        started = time.monotonic()
+        result = run(
             spark, run_settings, FeatureRepo.from_module(settings.feature_repo), cutoff_ms
         ).to_json()
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+        seconds = time.monotonic() - started
+        _STACK_RUNS.append((test, seconds, result["mode"], result["mode_reasons"]))
+        return result
 
     def kill(service: str) -> None:
         os.killpg(stack.service_state(settings, service)["pid"], signal.SIGKILL)
