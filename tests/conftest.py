@@ -108,8 +108,9 @@ class StackHandle:
 
     kind: str
     settings: Settings
-    #: ``run_batch(cutoff_ms, incremental=None)``: one batch run; ``incremental`` sets
-    #: LFP_BATCH_INCREMENTAL for it (None: the stack's setting).
+    #: ``run_batch(cutoff_ms, incremental=None, mode=None)``: one batch run;
+    #: ``incremental`` sets LFP_BATCH_INCREMENTAL for it (None: the stack's setting),
+    #: ``mode`` asks for ``full`` or ``reassemble`` (``lfp batch run --full``...).
     run_batch: Callable[..., dict]
     kill: Callable[[str], None]
     service_healthy: Callable[[str], bool]
@@ -161,7 +162,7 @@ def _embedded(tmp: Path, spark_factory: Callable[[Settings], Any]) -> Iterator[S
 def _embedded_handle(
     settings: Settings, spark_factory: Callable[[Settings], Any], stack: Any
 ) -> StackHandle:
-    def run_batch(cutoff_ms: int, incremental: bool | None = None) -> dict:
+    def run_batch(cutoff_ms: int, incremental: bool | None = None, mode: str | None = None) -> dict:
         from batch_layer.job import run_batch as run
 
         spark = spark_factory(settings)
@@ -169,9 +170,8 @@ def _embedded_handle(
         if incremental is not None:
             run_settings = settings.model_copy(update={"batch_incremental": incremental})
         started = time.monotonic()
-        result = run(
-            spark, run_settings, FeatureRepo.from_module(settings.feature_repo), cutoff_ms
-        ).to_json()
+        repo = FeatureRepo.from_module(settings.feature_repo)
+        result = run(spark, run_settings, repo, cutoff_ms, mode=mode).to_json()
         test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
         seconds = time.monotonic() - started
         _STACK_RUNS.append((test, seconds, result["mode"], result["mode_reasons"]))
@@ -244,12 +244,13 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
             cwd=ROOT,
         ).stdout
 
-    def run_batch(cutoff_ms: int, incremental: bool | None = None) -> dict:
+    def run_batch(cutoff_ms: int, incremental: bool | None = None, mode: str | None = None) -> dict:
         import json
 
         env = []
         if incremental is not None:
             env = ["-e", f"LFP_BATCH_INCREMENTAL={str(incremental).lower()}"]
+        asked = [] if mode is None else [f"--{mode}"]
         out = docker_compose(
             "exec",
             "-T",
@@ -261,6 +262,7 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
             "--json",
             "--cutoff-ms",
             str(cutoff_ms),
+            *asked,
         )
         return json.loads(out[out.index("{") :])
 
