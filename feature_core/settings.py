@@ -310,9 +310,10 @@ class Settings(BaseSettings):
         description="true: batch runs keep tiles (_lfp_tiles) and advance each group from "
         "them, reading only the events added since the last run and rewriting only the "
         "documents whose values can change; a group's first run (a rebuild: no tiles yet, "
-        "or changed definitions) costs more than a full recompute window by window, every "
-        "run after it far less (make bench-batch). false: every run recomputes all history "
-        "window by window, keeping no tiles.",
+        "or changed definitions) costs more than a full recompute window by window; on a "
+        "lake of a million events or more every run after it costs far less (make "
+        "bench-batch), while on a small lake its fixed costs make it dearer. false: every "
+        "run recomputes all history window by window, keeping no tiles.",
     )
     batch_group_concurrency: int = Field(
         2,
