@@ -1,5 +1,5 @@
-"""How a run reads the late days of a session group (batch_layer.tile_runs): only the
-dates its entities need, each filtered by their keys in Parquet."""
+"""How a run plans a group (batch_layer.tile_runs), and how it reads the late days of a
+session group: only the dates its entities need, each filtered by their keys in Parquet."""
 
 from pathlib import Path
 
@@ -81,3 +81,68 @@ def test_files_without_dates_are_refused(spark_factory, tmp_path) -> None:
     files = _day_files(tmp_path).model_copy(update={"new_dates": None})
     with pytest.raises(ValueError, match="no recorded dates"):
         late_day_events(spark, SOURCE, ("shop", "user"), files, 5_000_000, {})
+
+
+def _run(group, **overrides):
+    """A run's context over one group whose tiles (v3 of the view, lake v5) are at
+    ``CUTOFF``; ``overrides`` change the run."""
+    from batch_layer.tile_runs import RunContext
+    from batch_layer.tiles import GroupState, LakeState, TileTableState, spec_tag
+    from feature_core.tiles import tile_spec_fingerprint
+
+    table = group.source.table_name
+    state = GroupState(
+        lakes={table: LakeState(version=5, table_tag=1)},
+        cutoff_ms=CUTOFF,
+        view_version=3,
+        spec_tag=spec_tag(tile_spec_fingerprint(group)),
+    )
+    fields = {
+        "requested": None,
+        "incremental": True,
+        "tiles": TileTableState(version=1, table_id="t", view_version=3, groups={"g": state}),
+        "pointer": None,
+        "version": 4,
+        "serving": 3,
+        "cutoff": CUTOFF,
+        "horizon_ms": 0,
+        "pinned": {table: 5},
+    }
+    return RunContext(**{**fields, **overrides})
+
+
+CUTOFF = 20_000 * 86_400_000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "window_by_window", "reason"),
+    [
+        ({"incremental": False}, True, "LFP_BATCH_INCREMENTAL=false"),
+        ({"pinned": None}, True, "no lake table"),
+        ({"cutoff": CUTOFF - 300_000}, True, "before the stored tiles' cutoff"),
+        ({"pinned": 4}, True, "is older than the tiles' v5"),
+        ({"requested": "full"}, False, "--full"),
+        ({"tiles": None}, False, "no stored tiles"),
+    ],
+)
+def test_a_run_behind_the_tiles_goes_window_by_window_and_keeps_them(
+    overrides, window_by_window, reason
+):
+    """Tiles ahead of the run (its cutoff or lake version older) still serve the runs
+    after it: the group is computed window by window and they are left alone. Without
+    usable tiles, or asked for --full, the tiles are rebuilt."""
+    from batch_layer.tile_runs import REBUILD, plan_group
+    from batch_layer.tiles import TileTableState
+    from tests.feature_core.aggregations import catalog
+
+    group = catalog.group(["1h", "lifetime"])
+    assert group.name == "g"
+    if "pinned" in overrides:  # the lake version this run reads
+        overrides["pinned"] = {group.source.table_name: overrides["pinned"]}
+    if overrides.get("tiles", "") is None:
+        overrides["tiles"] = TileTableState(
+            version=None, table_id=None, view_version=None, groups={}
+        )
+    plan = plan_group(Settings(_env_file=None), group, _run(group, **overrides))
+    assert plan.mode == REBUILD and plan.reason is not None and reason in plan.reason
+    assert plan.window_by_window is window_by_window
