@@ -117,10 +117,13 @@ def _rebuild_partition(
                 piece = fine_piece(partials)
                 if piece is not None:
                     by_day[day].append((start, piece))
+            ordered = {
+                day: [piece for _, piece in sorted(found, key=lambda f: f[0])]
+                for day, found in by_day.items()
+            }
             for gap in gaps:
                 series = session_series(gap)
-                for day, found_pieces in by_day.items():
-                    pieces = [piece for _, piece in sorted(found_pieces, key=lambda f: f[0])]
+                for day, pieces in ordered.items():
                     found = session_day(group, gap, pieces, canonical)
                     if found is not None:
                         tiles[series][day] = found

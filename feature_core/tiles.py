@@ -394,53 +394,32 @@ def assemble_doc(group: FeatureGroup, tiles: EntityTiles, cutoff: int, horizon_m
 
 
 class DocAssembler:
-    """:func:`assemble_doc` for every entity of a group at one cutoff: each window's
-    layout, tile cover and tail range are the same for all of them, so they are worked
-    out once here, not once per entity."""
+    """:func:`assemble_doc` for every entity of a group at one cutoff: the tile widths
+    each sliding window's collapsed part is covered with are worked out once here, not
+    once per entity (layouts and covers are cached by their own functions)."""
 
     def __init__(self, group: FeatureGroup, cutoff: int, horizon_ms: int) -> None:
-        self.group, self.cutoff = group, cutoff
+        self.group, self.cutoff, self.horizon_ms = group, cutoff, horizon_ms
         widths = hop_widths(group)
-        #: Per sliding window: its tail series, the tail range, and the collapsed
-        #: part's cover as (series, start) pairs.
-        self._sliding: dict[Window, tuple[str, int, int, tuple[tuple[str, int], ...]]] = {}
-        for window in group.windows:
-            if window.gap_ms is not None or window.is_lifetime:
-                continue
-            layout = batch_layout(window, cutoff, horizon_ms)
-            assert layout.tail_start is not None and layout.collapsed_start is not None
-            cover = _cover(_wider(widths, window), layout.collapsed_start, cutoff)
-            self._sliding[window] = (
-                hop_series(window.hop_ms),
-                layout.tail_start,
-                layout.collapsed_start,
-                tuple((series, position) for _, series, position in cover),
-            )
+        self._widths = {w: _wider(widths, w) for w in group.windows if w.length_ms is not None}
 
     def __call__(self, tiles: EntityTiles) -> Doc:
-        group = self.group
+        group, cutoff, horizon_ms = self.group, self.cutoff, self.horizon_ms
         buckets: dict[Window, dict[str, Partials | None]] = {}
         for window in group.windows:
             if window.gap_ms is not None:
-                collapsed = last_session(group, window.gap_ms, tiles, self.cutoff)
-                buckets[window] = {COLLAPSED: collapsed}
+                buckets[window] = {COLLAPSED: last_session(group, window.gap_ms, tiles, cutoff)}
             elif window.is_lifetime:
                 days = tiles.get(hop_series(DAY_MS), {})
                 buckets[window] = {COLLAPSED: merge_tile_rows(group, days.values())}
             else:
-                tail_series, tail_start, collapsed_start, cover = self._sliding[window]
-                rows = []
-                for series, position in cover:
-                    row = (tiles.get(series) or {}).get(position)
-                    if row is not None:
-                        rows.append(row)
-                own = tiles.get(tail_series, {})
-                tails = {
-                    str(start): own[start]
-                    for start in sorted(own)
-                    if tail_start <= start < collapsed_start
+                layout = batch_layout(window, cutoff, horizon_ms)
+                assert layout.collapsed_start is not None
+                rows = _covered(tiles, self._widths[window], layout.collapsed_start, cutoff)
+                buckets[window] = {
+                    **_tails(window, tiles, cutoff, horizon_ms),
+                    COLLAPSED: merge_tile_rows(group, rows),
                 }
-                buckets[window] = {**tails, COLLAPSED: merge_tile_rows(group, rows)}
         return _doc(group, buckets)
 
 
