@@ -7,7 +7,8 @@ change), reassembled (its tiles advanced the same way, every document assembled 
 the served ones cannot be advanced) or rebuilt from every event, as
 :mod:`batch_layer.tile_runs` decides; :mod:`batch_layer.event_tiles` and
 :mod:`batch_layer.assembly` compute it. With it false (and for a run before the stored
-tiles' cutoff), a group is recomputed window by window (:mod:`batch_layer.window_views`)
+tiles' cutoff, or a source under ``LFP_BATCH_TILES_MIN_EVENTS``), a group is recomputed
+window by window (:mod:`batch_layer.window_views`)
 and no tiles are written. Groups are independent until the tile commit: a run computes
 ``LFP_BATCH_GROUP_CONCURRENCY`` of them at once, in threads of its driver. Documents are
 written under a fresh version (the serving one's kept for its readers), the tiles and every
@@ -53,6 +54,7 @@ from batch_layer.lake import (
     commit_time_after,
     files_bytes,
     files_matching,
+    logged_rows,
     open_table,
 )
 from batch_layer.task_store import task_store, write_task_views
@@ -675,11 +677,14 @@ def _run_batch(
         log.warning("batch view v%s superseded by a newer run before it began", version)
         return BatchResult(version, cutoff, {}, 0, 0, started, time.time(), False)
     pinned: dict[str, int | None] = {}
+    rows: dict[str, int | None] = {}  # checked against LFP_BATCH_TILES_MIN_EVENTS
     for source in {g.source.name: g.source for g in repo.groups}.values():
         table = open_table(
             settings.table_uri(source.table_name), (delta_versions or {}).get(source.table_name)
         )
         pinned[source.table_name] = None if table is None else table.version()
+        if table is not None and settings.batch_incremental and settings.batch_tiles_min_events:
+            rows[source.table_name] = logged_rows(table)
     uri = tiles_uri(settings)
     tile_state = read_state(uri, {g.name: [g.source.table_name] for g in repo.groups})
     context = RunContext(
@@ -692,6 +697,8 @@ def _run_batch(
         cutoff,
         horizon,
         pinned,
+        rows,
+        settings.batch_tiles_min_events,
     )
     plans = {g.name: plan_group(settings, g, context) for g in repo.groups}
     reads = _Reads(spark, settings, pinned, cutoff)

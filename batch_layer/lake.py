@@ -565,6 +565,13 @@ def count_rows(uri: str) -> int:
     return 0 if table is None else table.to_pyarrow_dataset().count_rows()
 
 
+def logged_rows(table: DeltaTable) -> int | None:
+    """Rows in the table's version, from its log's statistics: no data file is read
+    (None: a file without a row count)."""
+    counts = table.get_add_actions(flatten=True).column("num_records").to_pylist()
+    return None if None in counts else sum(counts)
+
+
 # What changed in a table between two versions (incremental batch runs) ------------------
 
 #: How many commit files of a table are read at once (object stores: one request each).

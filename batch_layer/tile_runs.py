@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -87,21 +87,40 @@ class RunContext:
     cutoff: int
     horizon_ms: int
     pinned: Mapping[str, int | None]  # lake table -> version this run reads
+    #: Lake table -> events in the version read (None: its log does not say), for the
+    #: tables LFP_BATCH_TILES_MIN_EVENTS is checked on.
+    rows: Mapping[str, int | None] = field(default_factory=dict)
+    tiles_min_events: int = 0  # LFP_BATCH_TILES_MIN_EVENTS
+
+    def too_small(self, table: str) -> str | None:
+        """Why ``table`` is too small for tiles to pay (None: it is not, or unknown)."""
+        rows = self.rows.get(table)
+        if rows is None or rows >= self.tiles_min_events:
+            return None
+        return (
+            f"{table} holds {rows:,} events, under LFP_BATCH_TILES_MIN_EVENTS="
+            f"{self.tiles_min_events:,} (window by window, the tiles kept)"
+        )
 
 
 def plan_group(settings: Settings, group: FeatureGroup, run: RunContext) -> GroupPlan:
     """Incremental, reassemble or rebuild, with the first reason that rules out the
     mode before it: the tiles are checked first (unusable: rebuild), then whether the
     served documents can be advanced (not: reassemble)."""
+    table = group.source.table_name
+    small = run.too_small(table) if run.incremental else None
     if run.requested == "full":
+        if small is not None:
+            return GroupPlan(REBUILD, f"--full; {small}", window_by_window=True)
         return GroupPlan(REBUILD, "--full")
     if not run.incremental:
         return GroupPlan(REBUILD, "LFP_BATCH_INCREMENTAL=false", window_by_window=True)
-    table = group.source.table_name
     reading = run.pinned.get(table)
     if reading is None:
         # Nothing to tile, and no lake version a state could record.
         return GroupPlan(REBUILD, f"no lake table {table} yet", window_by_window=True)
+    if small is not None:
+        return GroupPlan(REBUILD, small, window_by_window=True)
     state = run.tiles.groups.get(group.name)
     if state is None:
         return GroupPlan(REBUILD, "no stored tiles")
@@ -251,8 +270,8 @@ def late_day_events(
     frame = spark.read.schema(schema).parquet(*uris)
     frame = frame.where(f"{quoted(source.event_time)} < {cutoff}")
     for i, name in enumerate(join_keys):
-        field = source.by_name.get(name)
-        convert = None if field is None else _PUSHED_KEY_TYPES.get(field.type)
+        key_field = source.by_name.get(name)
+        convert = None if key_field is None else _PUSHED_KEY_TYPES.get(key_field.type)
         values = {key[i] for keys in keys_by_date.values() for key in keys}
         if convert is not None:
             frame = frame.where(F.col(name).isin(sorted(convert(v) for v in values)))

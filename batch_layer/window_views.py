@@ -1,7 +1,8 @@
 """Whole-history batch views computed window by window, without tiles: one Spark
 aggregation per window over the snapshot, each entity's document converted in Python.
 
-This is what a run does with ``LFP_BATCH_INCREMENTAL=false``: it keeps no tiles, so every
+This is what a run does with ``LFP_BATCH_INCREMENTAL=false``, and for a group whose source
+is under ``LFP_BATCH_TILES_MIN_EVENTS``: it keeps no tiles, so every
 run costs all history, though one such run costs less than a rebuild of the tiles
 (:mod:`batch_layer.assembly`), which converts every tile in Python.
 """

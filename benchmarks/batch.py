@@ -7,7 +7,8 @@ its parameters. Each bench run works on a copy of it (Parquet files hard-linked,
 log copied), so the events appended here never reach the cache.
 
 The batch job runs through its public entry point (:func:`batch_layer.job.run_batch`) in
-one warm local Spark session with the scheduler's settings, into a private redis-server on
+one warm local Spark session with the scheduler's settings (tiles at every lake size:
+``LFP_BATCH_TILES_MIN_EVENTS=0``), into a private redis-server on
 a free loopback port. Cells, each the median wall time of ``--rounds`` rounds:
 
 - **full run**: every group recomputed from the raw events, Redis writes included; next
@@ -891,6 +892,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 redis_password_file=os.devnull,
                 feature_repo="demo.feature_repo",
                 batch_incremental=not args.no_tiles,
+                batch_tiles_min_events=0,  # tiles at every lake size: that is what is measured
             )
             bench = Bench(args, settings, repo)
             try:

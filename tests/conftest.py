@@ -109,7 +109,8 @@ class StackHandle:
     kind: str
     settings: Settings
     #: ``run_batch(cutoff_ms, incremental=None, mode=None)``: one batch run;
-    #: ``incremental`` sets LFP_BATCH_INCREMENTAL for it (None: the stack's setting),
+    #: ``incremental`` sets LFP_BATCH_INCREMENTAL for it, tiles at any lake size (None:
+    #: the stack's settings, under which its small lake goes window by window),
     #: ``mode`` asks for ``full`` or ``reassemble`` (``lfp batch run --full``...).
     run_batch: Callable[..., dict]
     kill: Callable[[str], None]
@@ -168,7 +169,9 @@ def _embedded_handle(
         spark = spark_factory(settings)
         run_settings = settings
         if incremental is not None:
-            run_settings = settings.model_copy(update={"batch_incremental": incremental})
+            # Tiles asked for: kept on the stack's small lake too.
+            update = {"batch_incremental": incremental, "batch_tiles_min_events": 0}
+            run_settings = settings.model_copy(update=update)
         started = time.monotonic()
         repo = FeatureRepo.from_module(settings.feature_repo)
         result = run(spark, run_settings, repo, cutoff_ms, mode=mode).to_json()
@@ -250,6 +253,7 @@ def _compose(tmp: Path) -> Iterator[StackHandle]:  # pragma: no cover - needs a 
         env = []
         if incremental is not None:
             env = ["-e", f"LFP_BATCH_INCREMENTAL={str(incremental).lower()}"]
+            env += ["-e", "LFP_BATCH_TILES_MIN_EVENTS=0"]
         asked = [] if mode is None else [f"--{mode}"]
         out = docker_compose(
             "exec",

@@ -343,7 +343,8 @@ def test_a_run_records_its_mode_and_the_lake_files_it_read(
     --full and a default one. The first rebuilds from every event (and says why), counting
     the snapshot's files and bytes (the files on disk); the second runs from the tiles the
     first stored, and reads and writes nothing (nothing arrived, the cutoff did not move).
-    Then, with incremental runs off, a run recomputes everything and says why."""
+    Then, with incremental runs off or a lake under LFP_BATCH_TILES_MIN_EVENTS, a run
+    recomputes everything and says why."""
     settings = lake_settings(redis_process, tmp_path, batch_incremental=True)
     cutoff = align_cutoff(int(time.time() * 1000) - 2 * HOUR_MS)
     uri = settings.table_uri(READINGS.table_name)
@@ -392,3 +393,18 @@ def test_a_run_records_its_mode_and_the_lake_files_it_read(
     assert plain.mode == "full" and plain.group_modes == {"g": "rebuild"}
     assert plain.mode_reasons == {"g": "LFP_BATCH_INCREMENTAL=false"}
     assert plain.rows_read == 40 and plain.entities_written == 7 and plain.tiles_written is None
+    # A lake under LFP_BATCH_TILES_MIN_EVENTS (its log counts 40 events) goes window by
+    # window and keeps the tiles; at the threshold, runs go on from them.
+    table = READINGS.table_name
+    small = lake_settings(redis_process, tmp_path, batch_tiles_min_events=41)
+    under = BatchScheduler(spark_factory(small), small, repo).run_once("schedule", cutoff)
+    assert under is not None and under.status == RunStatus.SUCCEEDED, under
+    assert under.mode == "full" and under.tiles_written is None and under.rows_read == 40
+    assert under.mode_reasons == {
+        "g": f"{table} holds 40 events, under LFP_BATCH_TILES_MIN_EVENTS=41 (window by window, "
+        "the tiles kept)"
+    }
+    at = lake_settings(redis_process, tmp_path, batch_tiles_min_events=40)
+    again = BatchScheduler(spark_factory(at), at, repo).run_once("schedule", cutoff)
+    assert again is not None and again.group_modes == {"g": "reassemble"}, again
+    assert again.rows_read == 0 and again.entities_written == 7

@@ -123,6 +123,12 @@ CUTOFF = 20_000 * 86_400_000
         ({"pinned": 4}, True, "is older than the tiles' v5"),
         ({"requested": "full"}, False, "--full"),
         ({"tiles": None}, False, "no stored tiles"),
+        # LFP_BATCH_TILES_MIN_EVENTS: a small table goes window by window, even --full;
+        # at the threshold, or with rows its log does not count, tiles as usual.
+        ({"rows": 999, "tiles_min_events": 1000}, True, "holds 999 events, under"),
+        ({"rows": 999, "tiles_min_events": 1000, "requested": "full"}, True, "--full; "),
+        ({"rows": 1000, "tiles_min_events": 1000, "tiles": None}, False, "no stored tiles"),
+        ({"rows": None, "tiles_min_events": 1000, "tiles": None}, False, "no stored tiles"),
     ],
 )
 def test_a_run_behind_the_tiles_goes_window_by_window_and_keeps_them(
@@ -139,6 +145,8 @@ def test_a_run_behind_the_tiles_goes_window_by_window_and_keeps_them(
     assert group.name == "g"
     if "pinned" in overrides:  # the lake version this run reads
         overrides["pinned"] = {group.source.table_name: overrides["pinned"]}
+    if "rows" in overrides:  # the events in that version
+        overrides["rows"] = {group.source.table_name: overrides["rows"]}
     if overrides.get("tiles", "") is None:
         overrides["tiles"] = TileTableState(
             version=None, table_id=None, view_version=None, groups={}

@@ -106,7 +106,7 @@ def test_the_bench_at_toy_size_prints_every_cell(tmp_path: Path) -> None:
         [
             *(sys.executable, "-m", "benchmarks.batch", "--events", "20000", "--rounds", "1"),
             *("--cache-dir", str(tmp_path / "cache"), "--json", str(out)),
-            "--no-tiles",  # window by window, the default: every run reads all history
+            "--no-tiles",  # window by window: every run reads all history
         ],
         cwd=ROOT,
         capture_output=True,
