@@ -42,6 +42,7 @@ from feature_core.tiles import (
     retention_floor,
     session_day,
     session_series,
+    tile_piece,
     tile_pieces,
 )
 from feature_core.windows import DAY_MS, FINEST_HOP_MS, edge_bands, floor_to
@@ -87,14 +88,13 @@ def _rebuild_partition(
         return partials if isinstance(partials, list) else canonical_partials(primitives, partials)
 
     def fine_piece(partials: list[Any] | Mapping[str, Any]) -> Piece | None:
-        """A 5m tile as a session piece: its event times converted, its partials as
-        they are (a raw struct converted only if its day's last fragment holds it)."""
+        """A 5m tile as a session piece, a raw struct's event times alone converted
+        (the struct itself only if its day's last fragment holds it)."""
         if isinstance(partials, list):
-            first, last = partials[first_at], partials[last_at]
-        else:
-            first = primitives[first_at].from_spark(partials[f"p{first_at}"])
-            last = primitives[last_at].from_spark(partials[f"p{last_at}"])
-        return None if last is None else Piece(int(first), int(last), partials)
+            return tile_piece(group, partials)
+        first = primitives[first_at].from_spark(partials[f"p{first_at}"])
+        last = primitives[last_at].from_spark(partials[f"p{last_at}"])
+        return tile_piece(group, partials, (first, last))
 
     def assemble(keys: list[str], rows: list[dict[str, Any]], out: _Rows) -> None:
         tiles: dict[str, dict[int, Any]] = defaultdict(dict)

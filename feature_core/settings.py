@@ -53,7 +53,7 @@ FEATURE_REPO_UNSET = (
     "e.g. LFP_FEATURE_REPO=demo.feature_repo (make up and make demo set the demo's)"
 )
 
-#: Where tiles start to pay: make bench-batch on 2 cores (shop lakes of 10 days, a user
+#: Where tiles start to pay: make bench-batch on 2 cores (its lakes of 10 days, an entity
 #: per 10 events, medians of 2), a run with no new events / after 1% appended, with tiles
 #: against window by window: 100k events 17.1 / 33.2 s against 13.3 / 11.9 s; 300k
 #: events 16.7 / 24.0 s against 25.5 / 23.5 s; 1M (60 days) 13.7 / 29.7 s against 68.1 /

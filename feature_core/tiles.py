@@ -247,13 +247,22 @@ def _walk(pieces: Sequence[Piece], gap_ms: int) -> tuple[list[Piece], bool]:
 
 def tile_pieces(group: FeatureGroup, tiles: Mapping[int, Sequence[Any]]) -> list[Piece]:
     """``5m`` tiles as pieces (a gap is at least 5 minutes, so no tile holds one)."""
-    assert group.session_time_indices is not None
-    first_at, last_at = group.session_time_indices
-    return [
-        Piece(int(p[first_at]), int(p[last_at]), p)
-        for _, p in sorted(tiles.items())
-        if p[last_at] is not None
-    ]
+    pieces = (tile_piece(group, p) for _, p in sorted(tiles.items()))
+    return [piece for piece in pieces if piece is not None]
+
+
+def tile_piece(
+    group: FeatureGroup, partials: Any, times: tuple[Any, Any] | None = None
+) -> Piece | None:
+    """A ``5m`` tile as a session piece (None: it holds no event). Its first and last
+    event times are read from its canonical partials, or given as ``times`` when the
+    partials are in another form (converted only if a session row needs them)."""
+    if times is None:
+        assert group.session_time_indices is not None
+        first_at, last_at = group.session_time_indices
+        times = partials[first_at], partials[last_at]
+    first, last = times
+    return None if last is None else Piece(int(first), int(last), partials)
 
 
 def event_pieces(group: FeatureGroup, events: Iterable[Mapping[str, Any]]) -> list[Piece]:
