@@ -51,8 +51,39 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+#: Tests that start stacks of their own. ``make test`` runs two pytest-xdist workers: one
+#: takes these, the other every other test (with the one session stack), so their waits
+#: (a cluster starting, a lost broker's gap closing at a tile's end) overlap the suite.
+OWN_STACK_MODULES = frozenset(
+    {
+        "tests/integration/test_broker_restart.py",
+        "tests/integration/test_cluster.py",
+        "tests/integration/test_schema_evolution.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        own = item.path.relative_to(ROOT).as_posix() in OWN_STACK_MODULES
+        item.add_marker(pytest.mark.xdist_group("own-stacks" if own else "session-stack"))
+
+
 #: Every batch run a test asked of an embedded stack: (test, seconds, mode, reasons).
 _STACK_RUNS: list[tuple[str, float, str, dict[str, str]]] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:  # an xdist worker: the controller prints the summary
+        output["stack_runs"] = [list(run) for run in _STACK_RUNS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """A worker's stack runs, for the summary (an xdist hook)."""
+    for test, seconds, mode, reasons in node.workeroutput.get("stack_runs", []):
+        _STACK_RUNS.append((test, seconds, mode, reasons))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
