@@ -34,7 +34,7 @@ demo:  ## shop history -> batch -> ranking model -> live events -> recommendatio
 	$(WORKLOAD) $(LFP) demo run
 
 test:  ## run the whole test suite (unit + integration on an embedded stack)
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2
 
 test-unit:  ## fast tests of pure logic only
 	$(PY) -m pytest tests -m "not integration and not spark"

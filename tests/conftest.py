@@ -63,10 +63,18 @@ OWN_STACK_MODULES = frozenset(
 )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        own = item.path.relative_to(ROOT).as_posix() in OWN_STACK_MODULES
-        item.add_marker(pytest.mark.xdist_group("own-stacks" if own else "session-stack"))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Two scopes, each run whole by one worker: the own-stack tests, and the rest.
+    (xdist's ``--dist loadgroup`` marks do not reach pytest 9's node ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StackScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            own = nodeid.split("::", 1)[0] in OWN_STACK_MODULES
+            return "own-stacks" if own else "session-stack"
+
+    return StackScopes(config, log)
 
 
 #: Every batch run a test asked of an embedded stack: (test, seconds, mode, reasons).
@@ -82,7 +90,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """A worker's stack runs, for the summary (an xdist hook)."""
-    for test, seconds, mode, reasons in node.workeroutput.get("stack_runs", []):
+    output = getattr(node, "workeroutput", None) or {}  # none from a crashed worker
+    for test, seconds, mode, reasons in output.get("stack_runs", []):
         _STACK_RUNS.append((test, seconds, mode, reasons))
 
 
