@@ -49,6 +49,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
+    if hasattr(config, "workerinput"):
+        # An xdist worker starts with COLUMNS=80 and LINES=24 set. Rich fixes a console's
+        # width when it is made under COLUMNS, so the CLI tests' terminal widths (each
+        # invocation's COLUMNS) would not apply: as in a plain run, neither is set.
+        for name in ("COLUMNS", "LINES"):
+            os.environ.pop(name, None)
 
 
 #: Tests that start stacks of their own. ``make test`` runs two pytest-xdist workers: one
