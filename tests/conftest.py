@@ -7,6 +7,7 @@ the tests get a :class:`StackHandle` and run unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -58,8 +59,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 #: Tests that start stacks of their own. ``make test`` runs two pytest-xdist workers: one
-#: takes these, the other every other test (with the one session stack), so their waits
-#: (a cluster starting, a lost broker's gap closing at a tile's end) overlap the suite.
+#: starts with these, the other with the tests on the one session stack, so their waits (a
+#: cluster starting, a lost broker's gap closing at a tile's end) overlap the suite; the
+#: modules that use neither go, module by module, to whichever worker is free.
 OWN_STACK_MODULES = frozenset(
     {
         "tests/integration/test_broker_restart.py",
@@ -67,18 +69,67 @@ OWN_STACK_MODULES = frozenset(
         "tests/integration/test_schema_evolution.py",
     }
 )
+OWN_STACKS, SESSION_STACK = "own-stacks", "session-stack"
+#: Where workers write, at collection, the modules whose tests use the session stack: only
+#: a worker sees fixtures, only the controller schedules.
+_STACK_MODULES_FILE = "lfp_stack_modules_file"
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Name the file the workers write their stack modules to (an xdist hook)."""
+    config = node.config
+    if not hasattr(config, "_lfp_stack_modules"):
+        handle, path = tempfile.mkstemp(prefix="lfp-stack-modules-", suffix=".json")
+        os.close(handle)
+        config._lfp_stack_modules = Path(path)
+        config.add_cleanup(config._lfp_stack_modules.unlink)
+    node.workerinput[_STACK_MODULES_FILE] = str(config._lfp_stack_modules)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    target = getattr(config, "workerinput", {}).get(_STACK_MODULES_FILE)
+    if target is None:
+        return
+    modules = sorted({_module(item.nodeid) for item in items if "stack" in item.fixturenames})
+    written = Path(f"{target}.{os.getpid()}")
+    written.write_text(json.dumps(modules))
+    written.replace(target)  # both workers write the same list; a reader sees one whole
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Two scopes, each run whole by one worker: the own-stack tests, and the rest.
-    (xdist's ``--dist loadgroup`` marks do not reach pytest 9's node ids.)"""
+    """The own-stack tests and the session-stack tests are each run whole by one worker, the
+    others module by module. (xdist's ``--dist loadgroup`` marks do not reach pytest 9's node
+    ids.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class StackScopes(LoadScopeScheduling):
+        stack_modules: frozenset[str] | None = None
+
         def _split_scope(self, nodeid: str) -> str:
-            own = nodeid.split("::", 1)[0] in OWN_STACK_MODULES
-            return "own-stacks" if own else "session-stack"
+            module = _module(nodeid)
+            if module in OWN_STACK_MODULES:
+                return OWN_STACKS
+            if self.stack_modules is None:
+                path = getattr(config, "_lfp_stack_modules", None)
+                text = path.read_text() if path is not None else ""
+                # No list (one worker, or a worker that failed to write): one scope for all.
+                self.stack_modules = frozenset(json.loads(text)) if text else None
+                if self.stack_modules is None:
+                    return SESSION_STACK
+            return SESSION_STACK if module in self.stack_modules else module
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # The two long scopes first, one to each worker; then the rest in file order.
+            for scope in (OWN_STACKS, SESSION_STACK):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
 
     return StackScopes(config, log)
 
