@@ -12,6 +12,17 @@ VENV="${VENV:-.venv}"
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# A first install writes about 4 GB (the two environments, and uv's cache of pyspark's and
+# Flink's archives): ask for 6 GB free up front rather than fail midway on a full disk.
+if [[ ! -x "$VENV/bin/lfp" ]]; then
+  cache_dir="${UV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/uv}"
+  mkdir -p "$cache_dir"
+  for dir in . "$cache_dir"; do
+    free_kb=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
+    ((free_kb >= 6 * 1024 * 1024)) || die "$(( free_kb / 1024 )) MB free on the disk of $(cd "$dir" && pwd); the install needs about 6 GB: free some space (uv cache prune drops what uv's cache no longer uses) and re-run make install"
+  done
+fi
+
 need_apt=()
 # The JDK, not only the runtime: the speed job compiles its aggregate functions with javac.
 if ! command -v java >/dev/null 2>&1 || ! java -version 2>&1 | grep -qE 'version "(17|21)' \
@@ -37,17 +48,6 @@ fi
 
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
   || die "Python 3.11 is required (apache-flink 2.0 and pyspark 4.1 wheels); found $("$PYTHON" --version)"
-
-# A first install writes about 4 GB (the two environments, and uv's cache of pyspark's and
-# Flink's archives): say so up front rather than fail midway on a full disk.
-if [[ ! -x "$VENV/bin/lfp" ]]; then
-  cache_dir="${UV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/uv}"
-  mkdir -p "$cache_dir"
-  for dir in . "$cache_dir"; do
-    free_kb=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
-    ((free_kb >= 6 * 1024 * 1024)) || die "$(( free_kb / 1024 )) MB free on the disk of $(cd "$dir" && pwd); the install needs about 6 GB: free some space (uv cache prune drops what uv's cache no longer uses) and re-run make install"
-  done
-fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtual environment $VENV"
