@@ -80,6 +80,10 @@ def spark_session(settings: Settings, app_name: str = "lfp-batch") -> SparkSessi
         .config("spark.executor.memory", settings.spark_executor_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "8")
+        # Adaptive execution merges small shuffle partitions, but by default not those of a
+        # persisted result (a run's documents and tiles): on a small lake each of its 8
+        # partitions was a Python task (~0.2 s, a Redis connection) for a few rows.
+        .config("spark.sql.optimizer.canChangeCachedPlanOutputPartitioning", "true")
         .config("spark.sql.parquet.pushdown.inFilterThreshold", str(PARQUET_IN_VALUES_MAX))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
