@@ -55,9 +55,9 @@ FEATURE_REPO_UNSET = (
 
 #: Where tiles start to pay: make bench-batch on 2 cores (its lakes of 10 days, an entity
 #: per 10 events, medians of 2), a run with no new events / after 1% appended, with tiles
-#: against window by window: 100k events 17.1 / 33.2 s against 13.3 / 11.9 s; 300k
-#: events 16.7 / 24.0 s against 25.5 / 23.5 s; 1M (60 days) 13.7 / 29.7 s against 68.1 /
-#: 67.2 s.
+#: against window by window: 100k events 9.3 / 16.1 s against 11.3 / 10.7 s; 300k
+#: events 13.5 / 19.1 s against 22.5 / 22.0 s; 1M (60 days) 13.1 / 27.4 s against 68.1 /
+#: 67.2 s (window by window measured before persisted results' partitions were merged).
 TILES_MIN_EVENTS = 250_000
 
 
