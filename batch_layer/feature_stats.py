@@ -96,6 +96,16 @@ def candidates_drawn(sample: int) -> float:
     return 1.1 * sample + 4 * math.sqrt(sample) + 16
 
 
+def task_keep(sample: int) -> int:
+    """How many candidates one task keeps: twice what a bound lets through for the whole
+    sample. A task may see every candidate (a small lake's one partition); keeping only
+    ``sample`` there would drop candidates under the bound, and a carried set's
+    complete-below hash with them, so a run that then removed a few entities would be
+    left with fewer than the sample under it. The cap only bites when the population
+    was underestimated."""
+    return math.ceil(2 * candidates_drawn(sample))
+
+
 def priority_bound(sample: int, population: int) -> int | None:
     """Entities with a hash under this are candidates (None: every entity)."""
     fraction = sample_fraction(sample, population)
@@ -129,7 +139,7 @@ class _SampleParam(AccumulatorParam):
 class EntitySampler:
     """What the batch job's tasks need to sample one group's entities as they write
     them; pickled into each task. ``bound``: hashes under it are candidates (None:
-    all); each task keeps at most ``keep`` of its candidates, the smallest hashes. A
+    all); each task keeps at most :func:`task_keep` of its candidates, the smallest hashes. A
     task that cannot merge an entity stops sampling and says why in ``failures``: its
     write goes on."""
 
@@ -206,10 +216,11 @@ class EntitySampler:
 
 
 class _TaskSample:
-    """One task's candidates: a heap of the ``keep`` smallest hashes seen."""
+    """One task's candidates: a heap of the :func:`task_keep` smallest hashes seen."""
 
     def __init__(self, sampler: EntitySampler) -> None:
         self.sampler = sampler
+        self.room = task_keep(sampler.keep)
         self.heap: list[tuple[int, str, list[Any], list[str]]] = []  # max-heap on the hash
         self.failure: str | None = None
         self.seconds = 0.0
@@ -233,7 +244,7 @@ class _TaskSample:
             self.touched.append(entity)
         if doc is None:
             return
-        if len(self.heap) >= sampler.keep and -self.heap[0][0] < priority:
+        if len(self.heap) >= self.room and -self.heap[0][0] < priority:
             self._drop(priority)
             return
         try:
@@ -242,7 +253,7 @@ class _TaskSample:
             self.failure = f"entity {entity!r}: {type(error).__name__}: {error}"
             return
         heapq.heappush(self.heap, (-priority, entity, values, statuses))
-        if len(self.heap) > sampler.keep:
+        if len(self.heap) > self.room:
             self._drop(-heapq.heappop(self.heap)[0])
 
     def _drop(self, priority: int) -> None:
