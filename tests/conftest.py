@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -109,19 +109,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class StackScopes(LoadScopeScheduling):
-        stack_modules: frozenset[str] | None = None
+        @cached_property
+        def stack_modules(self) -> frozenset[str] | None:
+            """The workers' list, read once (None: no list, from one worker or a worker
+            that failed to write it)."""
+            path = getattr(config, "_lfp_stack_modules", None)
+            text = path.read_text() if path is not None else ""
+            return frozenset(json.loads(text)) if text else None
 
         def _split_scope(self, nodeid: str) -> str:
             module = _module(nodeid)
             if module in OWN_STACK_MODULES:
                 return OWN_STACKS
-            if self.stack_modules is None:
-                path = getattr(config, "_lfp_stack_modules", None)
-                text = path.read_text() if path is not None else ""
-                # No list (one worker, or a worker that failed to write): one scope for all.
-                self.stack_modules = frozenset(json.loads(text)) if text else None
-                if self.stack_modules is None:
-                    return SESSION_STACK
+            if self.stack_modules is None:  # one scope for all the others
+                return SESSION_STACK
             return SESSION_STACK if module in self.stack_modules else module
 
         def _assign_work_unit(self, node: Any) -> None:
