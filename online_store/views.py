@@ -55,6 +55,24 @@ class ViewsSnapshot:
         return gap
 
 
+class SpeedEpochWatch:
+    """The speed job's epoch as one reader sees it over time. Once it has seen an epoch,
+    a missing one means Redis lost the job's writes (flushed, or restarted without its
+    data): the job is about to write every tile again, so until it sets its epoch anew
+    the tiles count as being written again, not as complete (a batch view published
+    meanwhile would otherwise serve with empty tiles: values missing every event after
+    its cutoff)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def state(self, epoch: bytes | None) -> tuple[bool, int | None]:
+        if epoch is None:
+            return self.seen, None
+        self.seen = True
+        return epoch_state(epoch)
+
+
 @lru_cache(maxsize=8)
 def epoch_state(epoch: bytes | None) -> tuple[bool, int | None]:
     """What the speed job's epoch says: whether it is writing every tile again, and the

@@ -443,7 +443,8 @@ class RedisLoss:
             self.current = None  # set again once Redis answers
 
     def lost_writes(self) -> bool:
-        """While running: Redis answers with another run id, or without the epoch key."""
+        """While running: Redis answers with another run id, or without the epoch key. If
+        so, the epoch says at once that the tiles are not complete."""
         now = self.run_id()
         if now is None:
             return False  # down: the sink retries, nothing is lost yet
@@ -452,20 +453,23 @@ class RedisLoss:
             self.remember()
             return False
         try:
-            if not self.store.speed_epoch_kept():
-                return True
-            if now == self.current:
-                return False
-            if self.store.keeps_acknowledged_writes():
-                # Restarted with every write it acknowledged; the sink sends again the
-                # ones it was not acknowledged: nothing to write again.
-                log.info("Redis restarted with every acknowledged write: tiles kept")
-                self.current = now
-                self.remember()
-                return False
-            return True
+            if self.store.speed_epoch_kept():
+                if now == self.current:
+                    return False
+                if self.store.keeps_acknowledged_writes():
+                    # Restarted with every write it acknowledged; the sink sends again the
+                    # ones it was not acknowledged: nothing to write again.
+                    log.info("Redis restarted with every acknowledged write: tiles kept")
+                    self.current = now
+                    self.remember()
+                    return False
         except STORE_ERRORS:
             return False
+        # Said at once, before the job restarts (tens of seconds): a batch view published
+        # meanwhile must not serve with tiles Redis no longer has.
+        self.current = now
+        self.remember(complete=False)
+        return True
 
 
 class Replay:

@@ -48,9 +48,9 @@ from online_store.memory import MemoryUse, memory_uses
 from online_store.redis_standalone.reader import RedisStateReads
 from online_store.views import (
     EntityViews,
+    SpeedEpochWatch,
     ViewsRequest,
     ViewsSnapshot,
-    epoch_state,
     pointer_of,
 )
 
@@ -100,6 +100,7 @@ class RedisClusterViewReader(RedisStateReads):
         self.client = client
         self.keys = KeySpace(key_prefix)
         self.batch_cache = BatchViewCache(batch_cache_entries)
+        self.speed_epoch = SpeedEpochWatch()
         self.slots = slots
         # The pointer text of the last read: the next one reads that version's views
         # in its first round trip.
@@ -197,7 +198,9 @@ class RedisClusterViewReader(RedisStateReads):
             else:
                 tiles = entry.tiles(tiles_json, floor)
                 entities_views.append(EntityViews(entry.doc, tiles, entry.memo, entry.corrections))
-        return ViewsSnapshot(pointer, self._watermarks, entities_views, *epoch_state(epoch))
+        return ViewsSnapshot(
+            pointer, self._watermarks, entities_views, *self.speed_epoch.state(epoch)
+        )
 
     def _doc_key(self, pointer: BatchPointer, group: str, entity: str) -> str:
         """The key of a (group, entity)'s document under ``pointer``'s layout."""

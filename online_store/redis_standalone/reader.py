@@ -26,9 +26,9 @@ from online_store.keys import LAYOUT, KeySpace
 from online_store.memory import MemoryUse, memory_uses
 from online_store.views import (
     EntityViews,
+    SpeedEpochWatch,
     ViewsRequest,
     ViewsSnapshot,
-    epoch_state,
     pointer_of,
 )
 from runtime import lag
@@ -210,6 +210,7 @@ class RedisViewReader(RedisStateReads):
         self.client = client
         self.keys = KeySpace(key_prefix)
         self.batch_cache = BatchViewCache(batch_cache_entries)
+        self.speed_epoch = SpeedEpochWatch()
         self._script = _read_script(self.keys)
         # The last watermarks read, parsed: shared by every snapshot until they move.
         self._watermarks_read: list[bytes] = []
@@ -281,4 +282,4 @@ class RedisViewReader(RedisStateReads):
             else:
                 tiles = entry.tiles(tiles_json, floor)
                 entities_views.append(EntityViews(entry.doc, tiles, entry.memo, entry.corrections))
-        return ViewsSnapshot(pointer, watermarks, entities_views, *epoch_state(reply[2]))
+        return ViewsSnapshot(pointer, watermarks, entities_views, *self.speed_epoch.state(reply[2]))

@@ -173,3 +173,24 @@ def test_tiles_being_written_again_give_503_until_the_speed_job_has_caught_up(re
         epoch(True)
         assert _lifetime_count(client, "u1") == 3
         assert client.post("/v1/features", json=v1_body).status_code == 200
+
+
+def test_a_batch_view_published_after_redis_lost_the_speed_tiles_waits_for_them(redis_process):
+    """Redis flushed under a running API, then a batch view published before the speed
+    job has set its epoch again (it restarts to write its tiles again): 503, not the
+    batch view with empty tiles (every event after the cutoff missing)."""
+    direct = redis.Redis(host="127.0.0.1", port=redis_process.port)
+    cutoff = align_cutoff(int(time.time() * 1000))
+    _write_version(direct, 1, "u1", 3, cutoff)
+    _switch(direct, 1, cutoff)
+    direct.set(KEYS.speed_epoch, orjson.dumps({"redis_run_id": "x", "complete": True}))
+    with TestClient(create_app(_settings(redis_process.port))) as client:
+        assert _lifetime_count(client, "u1") == 3
+        direct.flushall()
+        _write_version(direct, 1, "u1", 3, cutoff)
+        _switch(direct, 1, cutoff)
+        response = client.get(f"/v1/features/{GROUP.name}/u1")
+        assert response.status_code == 503, response.text
+        assert "writing its tiles again" in response.json()["detail"]
+        direct.set(KEYS.speed_epoch, orjson.dumps({"redis_run_id": "y", "complete": True}))
+        assert _lifetime_count(client, "u1") == 3

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 import pandas as pd
+import redis
 
 from feature_core.settings import Settings
-from speed_layer.job import jvm_temp_dir
+from speed_layer.job import RedisLoss, jvm_temp_dir
 
 
 def test_the_flink_jvm_gets_an_emptied_temp_dir_under_the_data_dir(tmp_path, monkeypatch):
@@ -29,6 +30,27 @@ def test_a_data_dir_with_a_space_keeps_the_system_temp_dir(tmp_path, monkeypatch
         assert jvm_temp_dir(Settings(data_dir=tmp_path / "my data")) is None
     assert "JVM_ARGS" not in os.environ
     assert "system temp dir" in caplog.text
+
+
+def test_redis_losing_the_jobs_writes_marks_the_tiles_incomplete_at_once(redis_process, tmp_path):
+    """The epoch says the tiles are being written again as soon as the job sees Redis lost
+    them, before it restarts: the API answers 503 from then, whatever batch view serves."""
+    settings = Settings(
+        _env_file=None,
+        redis_url=f"redis://127.0.0.1:{redis_process.port}/0",
+        redis_password_file=os.devnull,  # the test's own Redis has none
+    )
+    loss = RedisLoss(settings, tmp_path, wait_s=10)
+    loss.start({"events": "instance-1"}, 0, empty_state=True)
+    loss.remember(complete=True)
+    assert not loss.lost_writes()
+
+    redis.Redis(host="127.0.0.1", port=redis_process.port).flushall()
+
+    assert loss.lost_writes()
+    epoch = loss.store.speed_epoch()
+    assert epoch is not None and epoch["complete"] is False
+    assert epoch["topics"] == {"events": "instance-1"}  # kept for the restarted job
 
 
 def _parser_rows(source, raw: bytes) -> list[tuple]:
