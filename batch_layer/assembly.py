@@ -25,7 +25,14 @@ from batch_layer.arrow_rows import batch_rows
 from batch_layer.columns import key_columns
 from batch_layer.event_tiles import canonical_partials, event_tiles, raw_tiles
 from batch_layer.task_store import task_store
-from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA, newest_rows
+from batch_layer.tiles import (
+    GROUP,
+    SESSION_COLUMNS,
+    TILE_DATE,
+    TILE_DDL,
+    TILE_SCHEMA,
+    newest_rows,
+)
 from feature_core.aggregations import normalize
 from feature_core.definitions import FeatureGroup
 from feature_core.keys import entity_id
@@ -38,7 +45,9 @@ from feature_core.tiles import (
     SessionDay,
     advance_doc,
     hop_series,
+    merge_session_day,
     merge_tile_rows,
+    needs_day_events,
     retention_floor,
     session_day,
     session_series,
@@ -49,7 +58,6 @@ from feature_core.windows import DAY_MS, FINEST_HOP_MS, edge_bands, floor_to
 
 #: The series of the row carrying an entity's document (never a tile series).
 DOC_SERIES = "@doc"
-_SESSION_COLUMNS = ("first_ms", "last_ms", "frag_start_ms", "has_gap")
 
 
 def rebuild(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
@@ -197,7 +205,7 @@ class _Rows:
         columns["start"].append(start)
         columns["partials"].append(partials)
         columns["events"].append(extra.get("events"))
-        for name in _SESSION_COLUMNS:
+        for name in SESSION_COLUMNS:
             columns[name].append(extra.get(name))
         self.rows += 1
 
@@ -225,6 +233,7 @@ class _Rows:
                 last_ms=value.last_ms,
                 frag_start_ms=value.frag_start_ms,
                 has_gap=value.has_gap,
+                prev_last_ms=value.prev_last_ms,
             )
         else:
             partials = orjson.dumps(value).decode()
@@ -315,10 +324,12 @@ def advance(
 
     A session group derives the session-day rows of each day a new event falls on from
     that day's ``5m`` tiles. The state at ``before`` keeps those from :func:`fine_floor`
-    on; for a day below it (a late event), ``days`` holds the source rows of the lake
-    snapshot on those dates (every event, not only the new ones), and the day's tiles are
-    computed from the entity's events of that day. They serve those session rows only:
-    they are not stored, and neither edges nor documents read them."""
+    on; for a day below it (a late event), the stored row takes the day's new events
+    (:func:`~feature_core.tiles.merge_session_day`) unless ``days`` holds source rows of
+    the lake snapshot for that entity and date (every event, not only the new ones: the
+    days :func:`late_days_needed` names), whose tiles the row is then computed from. Those
+    tiles serve the session rows only: they are not stored, and neither edges nor
+    documents read them."""
     flagged = delta_tiles.withColumn("__delta", F.lit(True)).withColumn("__day", F.lit(False))
     everyone = base is None
     if everyone:
@@ -357,34 +368,80 @@ def fine_floor(group: FeatureGroup, before: int) -> int | None:
     return retention_floor(group, before)[hop_series(FINEST_HOP_MS)]
 
 
-#: Late (entity, day) pairs collected to read their days by key; more than this, the
+#: Late (entity, day) pairs a run looks at one by one in the driver; more than this, the
 #: late days are read whole (a backfill touching most entities).
 LATE_PAIRS_MAX = 100_000
 
 
-def late_keys(
-    delta_tiles: DataFrame, group: FeatureGroup, before: int
+def late_days_needed(
+    delta_tiles: DataFrame,
+    group: FeatureGroup,
+    before: int,
+    stored_on: Callable[[set[str]], DataFrame],
 ) -> dict[str, list[list[str]]] | None:
     """Per date before :func:`fine_floor` that new events of the group fall on, the join
-    keys (as text) of the entities they belong to: the rows of those days the session
-    rows need (:func:`advance`). None: more than :data:`LATE_PAIRS_MAX` pairs."""
+    keys (as text) of the entities whose session-day row of that date cannot take the
+    new events alone (:func:`~feature_core.tiles.needs_day_events`: one joins the day's
+    last fragment to an earlier one): the lake rows :func:`advance` needs. Usually
+    none; every other late day's row is merged with its new events. ``stored_on`` gives
+    the stored tile rows of a set of dates. None: more than :data:`LATE_PAIRS_MAX` pairs
+    (the late days are read whole)."""
     floor = fine_floor(group, before)
     if floor is None:
         return {}
     fine = hop_series(FINEST_HOP_MS)
-    pairs = (
-        delta_tiles.where((F.col("series") == fine) & (F.col("start") < floor))
-        .select("keys", F.expr(f"(start DIV {DAY_MS}) * {DAY_MS}").alias("day"))
-        .distinct()
-        .limit(LATE_PAIRS_MAX + 1)
-        .collect()
+    late = delta_tiles.where((F.col("series") == fine) & (F.col("start") < floor))
+    # A 5m tile's first and last event times alone: the decision reads no partials.
+    first_at, last_at = group.session_time_indices or (0, 0)
+    times = late.select(
+        "entity",
+        "keys",
+        F.expr(f"(start DIV {DAY_MS}) * {DAY_MS}").alias("day"),
+        F.get_json_object("partials", f"$[{first_at}]").cast("double").cast("long").alias("first"),
+        F.get_json_object("partials", f"$[{last_at}]").cast("double").cast("long").alias("last"),
     )
-    if len(pairs) > LATE_PAIRS_MAX:
+    pieces: dict[tuple[str, int], list[Piece]] = defaultdict(list)
+    keys_of: dict[tuple[str, int], list[str]] = {}
+    for row in times.limit(LATE_PAIRS_MAX * 10 + 1).collect():
+        pair = (row["entity"], row["day"])
+        keys_of[pair] = list(row["keys"])
+        if row["last"] is not None:
+            pieces[pair].append(Piece(row["first"], row["last"], []))
+    if len(keys_of) > LATE_PAIRS_MAX or sum(map(len, pieces.values())) > LATE_PAIRS_MAX * 10:
         return None
-    found: dict[str, list[list[str]]] = defaultdict(list)
-    for row in pairs:
-        found[event_date(row["day"])].append(list(row["keys"]))
-    return dict(found)
+    if not keys_of:
+        return {}
+    gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
+    pairs = late.select("entity", F.expr(f"(start DIV {DAY_MS}) * {DAY_MS}").alias("start"))
+    stored = (
+        stored_on({event_date(day) for _, day in keys_of})
+        .where(F.col("series").isin([session_series(g) for g in gaps]))
+        # Broadcast: the late pairs are few, the dates' session rows many.
+        .join(F.broadcast(pairs.distinct()), ["entity", "start"], "left_semi")
+        .select("entity", "series", "start", "events", *SESSION_COLUMNS)
+    )
+    held: dict[tuple[str, str, int], SessionDay] = {}
+    events: dict[tuple[str, str, int], int] = {}
+    for row in stored.collect():  # the newest row of a tile counts the most events
+        key = (row["entity"], row["series"], row["start"])
+        if key not in events or (row["events"] or 0) > events[key]:
+            events[key] = row["events"] or 0
+            held[key] = SessionDay(
+                row["first_ms"],
+                row["last_ms"],
+                row["frag_start_ms"],
+                row["has_gap"],
+                [],
+                row["prev_last_ms"],
+            )
+    needed: dict[str, list[list[str]]] = defaultdict(list)
+    for (entity, day), found in pieces.items():
+        if any(
+            needs_day_events(held.get((entity, session_series(gap), day)), found, gap)
+            for gap in gaps
+        ):
+            needed[event_date(day)].append(keys_of[(entity, day)])
+    return dict(needed)
 
 
 def _late_day_tiles(
@@ -435,7 +492,12 @@ def _advance_entities(
     def session_day_of(row: Mapping[str, Any]) -> SessionDay:
         partials = partials_of(row)
         return SessionDay(
-            row["first_ms"], row["last_ms"], row["frag_start_ms"], row["has_gap"], partials
+            row["first_ms"],
+            row["last_ms"],
+            row["frag_start_ms"],
+            row["has_gap"],
+            partials,
+            row["prev_last_ms"],
         )
 
     def decoders(series: str) -> Callable[[Mapping[str, Any]], Any]:
@@ -450,6 +512,30 @@ def _advance_entities(
                 _advance_one(entity, docs.get(entity["entity"]), out)
             if out.rows:
                 yield out.batch()
+
+    def _merge_late_day(
+        entity: str,
+        day: int,
+        new_fine: Mapping[int, Any],
+        tiles: Mapping[str, MutableMapping[int, Any]],
+        counts: dict[tuple[str, int], int],
+        changed: set[tuple[str, int]],
+    ) -> None:
+        """A late day's session rows with its new events (``5m`` tiles) merged in."""
+        starts = [s for s in new_fine if day <= s < day + DAY_MS]
+        pieces = tile_pieces(group, {s: new_fine[s] for s in starts})
+        added = sum(counts.get((fine, s), 0) for s in starts)
+        for gap in gaps:
+            series = session_series(gap)
+            merged = merge_session_day(group, gap, tiles[series].get(day), pieces)
+            if merged is None:
+                raise RuntimeError(
+                    f"{group.name}: no events of {event_date(day)} read for {entity}'s session "
+                    "rows, and its new events join two of the day's sessions"
+                )
+            tiles[series][day] = merged
+            counts[(series, day)] = counts.get((series, day), 0) + added
+            changed.add((series, day))
 
     def _advance_one(
         entity: Mapping[str, Any], base_doc: Mapping[str, Any] | None, out: _Rows
@@ -487,11 +573,10 @@ def _advance_entities(
             late = kept_from is not None and day < kept_from
             source, counted = (day_tiles, "__day") if late else (tiles[fine], fine)
             of_day = {s: source[s] for s in source if day <= s < day + DAY_MS}
-            if not of_day:
-                raise RuntimeError(
-                    f"{group.name}: no events of {event_date(day)} read for {entity['entity']}'s "
-                    "session rows (a day before the 5m tiles kept needs the lake's events)"
-                )
+            if late and not of_day:
+                # No lake rows read for the day: its rows take the new events as they are.
+                _merge_late_day(entity["entity"], day, delta[fine], tiles, counts, changed)
+                continue
             day_events = sum(counts.get((counted, s), 0) for s in of_day)
             pieces = tile_pieces(group, of_day)
             for gap in gaps:

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from batch_layer.arrow_rows import batch_rows
 from batch_layer.columns import BUCKET_END, filter_column, key_columns, partial_sql
-from batch_layer.tiles import GROUP, TILE_DATE, TILE_DDL, TILE_SCHEMA
+from batch_layer.tiles import GROUP, SESSION_COLUMNS, TILE_DATE, TILE_DDL, TILE_SCHEMA
 from feature_core.aggregations import Primitive
 from feature_core.definitions import FeatureGroup
 from feature_core.keys import entity_id
@@ -126,7 +126,7 @@ def _canonical(group: str, primitives: Sequence[Primitive]):
                 out["start"].append(row["start"])
                 out["partials"].append(orjson.dumps(partials).decode())
                 out["events"].append(row["events"])
-                for name in ("first_ms", "last_ms", "frag_start_ms", "has_gap"):
+                for name in SESSION_COLUMNS:
                     out[name].append(None)
             yield pa.RecordBatch.from_pydict(out, schema=TILE_SCHEMA)
 

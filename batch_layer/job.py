@@ -37,7 +37,7 @@ from batch_layer.assembly import (
     BaseDocuments,
     advance,
     edge_dates,
-    late_keys,
+    late_days_needed,
     rebuild,
 )
 from batch_layer.carried_sample import Carried, CarriedGroup, hex_bound, load_carried, save_carried
@@ -522,9 +522,19 @@ class _GroupRunner:
             days = None
             if plan.days is not None:
                 # The days' files without recorded dates are read whole: no keys needed.
-                dated = plan.days.new_dates is not None
-                late = late_keys(delta, group, plan.state.cutoff_ms) if dated else None
-                days = reads.days(group.source, group.join_keys, plan.days, late)
+                late = None
+                if plan.days.new_dates is not None:
+
+                    def stored_on(dates: set[str]) -> DataFrame:
+                        return read_tile_files(spark, [f for f in files if f.tile_date in dates])
+
+                    late = late_days_needed(delta, group, plan.state.cutoff_ms, stored_on)
+                if late is None:
+                    days = reads.days(group.source, group.join_keys, plan.days, None)
+                elif late:
+                    # Only the dates some entity's rows need the lake's events of.
+                    needed = plan.days.of_dates(late)
+                    days = reads.days(group.source, group.join_keys, needed, late)
             # Edges are found in the few dates their bands span, not in every stored tile.
             dates = set(edge_dates(group, plan.state.cutoff_ms, cutoff, horizon))
             edge_rows = read_tile_files(spark, [f for f in files if f.tile_date in dates])

@@ -760,10 +760,37 @@ class DeltaFiles(BaseModel):
     rows: int | None = None  # of the files, from the log's statistics (None: unknown)
     #: The date partition of each file of ``new`` (None: not recorded).
     new_dates: tuple[str, ...] | None = None
+    #: The size and rows of each file of ``new`` (None: not kept; see :meth:`of_dates`).
+    new_bytes: tuple[int, ...] | None = None
+    new_rows: tuple[int | None, ...] | None = None
 
     @property
     def files(self) -> int:
         return len(self.new) + len(self.band)
+
+    def of_dates(self, dates: Iterable[str]) -> DeltaFiles:
+        """The files of ``new`` on these dates alone (needs the files' dates, sizes and
+        rows)."""
+        if self.new_dates is None or self.new_bytes is None or self.new_rows is None:
+            raise ValueError("the files' dates, sizes or rows were not recorded")
+        wanted = set(dates)
+        chosen = [
+            (uri, date, size, rows)
+            for uri, date, size, rows in zip(
+                self.new, self.new_dates, self.new_bytes, self.new_rows, strict=True
+            )
+            if date in wanted
+        ]
+        counts = [rows for *_, rows in chosen]
+        return DeltaFiles(
+            new=tuple(c[0] for c in chosen),
+            band=(),
+            bytes=sum(c[2] for c in chosen),
+            rows=None if None in counts else sum(c for c in counts if c is not None),
+            new_dates=tuple(c[1] for c in chosen),
+            new_bytes=tuple(c[2] for c in chosen),
+            new_rows=tuple(counts),
+        )
 
 
 def _overlaps(low: int | None, high: int | None, start: int, end: int) -> bool:

@@ -8,9 +8,10 @@ this one, its definitions and horizon are those of the serving view, the lake on
 since (its Delta log says which files are new). It then reads only the new events (the
 files added since, and the rows of older files between the two cutoffs), rewrites the tile
 partitions those touch and the documents of the entities whose served values can change.
-A session group whose new events fall before the ``5m`` tiles it keeps also reads those
-events' date partitions: the session rows of their days come from all of the days'
-events, as the reference model's do.
+A session group whose new events fall before the ``5m`` tiles it keeps merges them into
+those days' session rows (``feature_core.tiles.merge_session_day``); it reads the date
+partitions of only the days where one joins the last session to an earlier one (the
+row keeps no partials of that), as the reference model does.
 
 When the tiles are sound but the served documents cannot be advanced (no serving view,
 or not the one built from the tiles: Redis lost or restored its data; a later run did
@@ -237,6 +238,8 @@ def late_days(
         bytes=sum(s for _, s, _, _ in chosen),
         rows=sum(counts) if dated and None not in counts else None,
         new_dates=tuple(d for _, _, _, d in chosen) if dated else None,
+        new_bytes=tuple(s for _, s, _, _ in chosen),
+        new_rows=tuple(counts),
     )
 
 

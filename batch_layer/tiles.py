@@ -74,8 +74,11 @@ DATA_SCHEMA = pa.schema(
         pa.field("last_ms", pa.int64()),
         pa.field("frag_start_ms", pa.int64()),
         pa.field("has_gap", pa.bool_()),
+        pa.field("prev_last_ms", pa.int64()),
     ]
 )
+#: The columns only session-day rows fill (:class:`feature_core.tiles.SessionDay`).
+SESSION_COLUMNS = ("first_ms", "last_ms", "frag_start_ms", "has_gap", "prev_last_ms")
 #: The table's schema: partition columns first.
 TILE_SCHEMA = pa.schema(
     [pa.field(GROUP, pa.string()), pa.field(TILE_DATE, pa.string()), *DATA_SCHEMA]
@@ -84,7 +87,8 @@ TILE_SCHEMA = pa.schema(
 #: and :func:`read_tiles` gives).
 DATA_DDL = (
     "series STRING, entity STRING, keys ARRAY<STRING>, start BIGINT, partials STRING, "
-    "events BIGINT, first_ms BIGINT, last_ms BIGINT, frag_start_ms BIGINT, has_gap BOOLEAN"
+    "events BIGINT, first_ms BIGINT, last_ms BIGINT, frag_start_ms BIGINT, has_gap BOOLEAN, "
+    "prev_last_ms BIGINT"
 )
 TILE_DDL = f"`{GROUP}` STRING, {TILE_DATE} STRING, {DATA_DDL}"
 #: Columns whose min/max go into the Delta statistics of a file.

@@ -59,6 +59,9 @@ EntityTiles = Mapping[str, Mapping[int, Any]]
 Doc = dict[str, dict[str, list[Any]]]
 
 SESSION_SERIES_PREFIX = "s"
+#: What a session-day row holds (:class:`SessionDay`); rows stored in another format are
+#: rebuilt (2: the last event before the last fragment, which late events merge by).
+SESSION_ROW_FORMAT = "session-rows:2"
 
 
 # --- which series a group keeps --------------------------------------------------------
@@ -143,6 +146,8 @@ def tile_spec_fingerprint(group: FeatureGroup) -> str:
         list(tile_series(group)),
         sorted(series_reach(group).items(), key=lambda item: item[0]),
     ]
+    if any(w.is_session for w in group.windows):
+        parts.append(SESSION_ROW_FORMAT)
     return hashlib.sha256(json.dumps(parts, default=repr).encode()).hexdigest()[:12]
 
 
@@ -201,22 +206,37 @@ class SessionDay:
     """One entity's events of one day, as a session walk needs them: the day's first and
     last event times, whether the day holds a gap (two consecutive events ``gap`` or more
     apart), the start of its last fragment (after its last gap; the first event when
-    there is none) and the partials of that fragment."""
+    there is none), the partials of that fragment, and the last event before it (None
+    without a gap): with it, events arriving late for the day merge into the row
+    (:func:`merge_session_day`) unless they join the last fragment to an earlier one."""
 
     first_ms: int
     last_ms: int
     frag_start_ms: int
     has_gap: bool
     partials: Partials
+    prev_last_ms: int | None
 
     def to_json(self) -> list[Any]:
-        return [self.first_ms, self.last_ms, self.frag_start_ms, self.has_gap, self.partials]
+        return [
+            self.first_ms,
+            self.last_ms,
+            self.frag_start_ms,
+            self.has_gap,
+            self.partials,
+            self.prev_last_ms,
+        ]
 
     @classmethod
     def from_json(cls, group: FeatureGroup, raw: Sequence[Any]) -> SessionDay:
-        first, last, frag, gap, partials = raw
+        first, last, frag, gap, partials, prev = raw
         return cls(
-            int(first), int(last), int(frag), bool(gap), list(normalize(group.primitives, partials))
+            int(first),
+            int(last),
+            int(frag),
+            bool(gap),
+            list(normalize(group.primitives, partials)),
+            None if prev is None else int(prev),
         )
 
 
@@ -290,13 +310,72 @@ def session_day(
     rows = [p.partials for p in chosen]
     partials = merge_tile_rows(group, rows if convert is None else map(convert, rows))
     assert partials is not None
+    before = pieces[: len(pieces) - len(chosen)]
     return SessionDay(
         min(p.first for p in pieces),
         max(p.last for p in pieces),
         chosen[-1].first,
         has_gap,
         partials,
+        max(p.last for p in before) if has_gap else None,
     )
+
+
+def merge_session_day(
+    group: FeatureGroup, gap_ms: int, row: SessionDay | None, pieces: Sequence[Piece]
+) -> SessionDay | None:
+    """The session-day row of a day's events and ``pieces`` (more events of the day, as
+    ``5m`` tiles or raw events), from the day's row alone. None when a piece joins the
+    last fragment to an earlier one (it falls within ``gap`` of both): the row does not
+    keep the earlier fragment's partials, the day's events are needed."""
+    ordered = sorted(pieces, key=lambda piece: piece.first)
+    if row is None:
+        return session_day(group, gap_ms, ordered)
+
+    def combine(a: Partials, b: Sequence[Any]) -> Partials:
+        merged = merge_tile_rows(group, [a, b])
+        assert merged is not None
+        return merged
+
+    return _fold_session_day(row, ordered, gap_ms, combine)
+
+
+def needs_day_events(row: SessionDay | None, pieces: Sequence[Piece], gap_ms: int) -> bool:
+    """Whether :func:`merge_session_day` needs the day's events for these pieces: by the
+    event times alone (a driver decides which days to read before any partials)."""
+    if row is None:
+        return False
+    ordered = sorted(pieces, key=lambda piece: piece.first)
+    return _fold_session_day(row, ordered, gap_ms, lambda a, _: a) is None
+
+
+def _fold_session_day(
+    row: SessionDay,
+    ordered: Sequence[Piece],
+    gap_ms: int,
+    combine: Callable[[Partials, Sequence[Any]], Partials],
+) -> SessionDay | None:
+    """Adds time-ordered pieces (each a run of events no gap splits) to a day's row one
+    at a time; see :func:`merge_session_day`."""
+    first, last, start = row.first_ms, row.last_ms, row.frag_start_ms
+    has_gap, partials, prev = row.has_gap, row.partials, row.prev_last_ms
+    for piece in ordered:
+        a, b = piece.first, piece.last
+        if a > last and a - last >= gap_ms:  # a new last fragment
+            prev, start, partials, has_gap = last, a, list(piece.partials), True
+        elif a >= start or start - b < gap_ms:  # in, after or just before the last one
+            if a < start:
+                if has_gap and (prev is None or a - prev < gap_ms):
+                    return None  # joins an earlier fragment: its partials are not kept
+                start = a
+            partials = combine(partials, piece.partials)
+        else:  # before the last fragment, a gap apart from it
+            if has_gap and prev is None:
+                return None
+            prev = b if prev is None else max(prev, b)
+            has_gap = True
+        first, last = min(first, a), max(last, b)
+    return SessionDay(first, last, start, has_gap, list(partials), prev)
 
 
 def recent_start(cutoff: int) -> int:
@@ -632,6 +711,9 @@ class GroupRun:
     data: set[str] = field(default_factory=set)  # entities with new events it reads
     edge: set[str] = field(default_factory=set)  # entities an edge moved past
     written: set[str] = field(default_factory=set)  # documents written or deleted
+    # (entity, day) pairs whose session rows were derived from all of the day's events:
+    # late events joined the day's last fragment to an earlier one.
+    days_read: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def changed(self) -> set[str]:
@@ -720,7 +802,7 @@ class LocalTileStore:
         for entity, by_series in event_tiles(group, events).items():
             for series, tiles in by_series.items():
                 self.tiles[(group.name, series, entity)] = {s: _encode(p) for s, p in tiles.items()}
-        self._session_days(group, lake, version, cutoff, events, None)
+        self._session_days(group, lake, version, cutoff, events, None, run)
         self._drop_retired(group, cutoff)
         for entity in sorted(self.entities(group)):
             doc = assemble_doc(group, self.entity_tiles(group, entity), cutoff, self.horizon_ms)
@@ -755,7 +837,7 @@ class LocalTileStore:
                     stored[start] = _encode(merge_tile_rows(group, rows))
         # 2. Session-day rows of the touched days: from their 5m tiles while the old
         # state kept those, else from the day's raw events.
-        self._session_days(group, lake, version, cutoff, events, before)
+        self._session_days(group, lake, version, cutoff, events, before, run)
         # 3. Which documents change: new events some window reads, and edges that moved
         # past an entity's tiles (found in the new state, before retention drops).
         oldest = reach(group, cutoff)
@@ -801,24 +883,23 @@ class LocalTileStore:
         cutoff: int,
         events: list[Mapping[str, Any]],
         before: int | None,
+        run: GroupRun,
     ) -> None:
-        """Recompute the session-day rows of every (entity, day) ``events`` touch."""
+        """The session-day rows of every (entity, day) ``events`` touch: from the day's
+        ``5m`` tiles while the old state kept those, else the stored row merged with the
+        new events, or, when they join its last fragment to an earlier one, from all of
+        the day's raw events (the lake read only then)."""
         gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
         if not gaps:
             return
-        touched = {
-            (entity, floor_to(int(event[group.event_time]), DAY_MS))
-            for event, entity in accepted(group, events)
-        }
+        new: dict[tuple[str, int], list[Mapping[str, Any]]] = defaultdict(list)
+        for event, entity in accepted(group, events):
+            new[(entity, floor_to(int(event[group.event_time]), DAY_MS))].append(event)
         fine = hop_series(FINEST_HOP_MS)
         kept_from = None if before is None else retention_floor(group, before)[fine]
-        raw: dict[tuple[str, int], list[Mapping[str, Any]]] = defaultdict(list)
-        if any(kept_from is None or day < kept_from for _, day in touched):
-            for row, entity in accepted(group, lake.rows(version)):
-                time = int(row[group.event_time])
-                if time < cutoff:
-                    raw[(entity, floor_to(time, DAY_MS))].append(row)
-        for entity, day in touched:
+        raw: dict[tuple[str, int], list[Mapping[str, Any]]] | None = None
+        for (entity, day), day_events in new.items():
+            found: dict[int, SessionDay | None] = {}
             if kept_from is not None and day >= kept_from:
                 stored = self.tiles.get((group.name, fine, entity), {})
                 tiles = {
@@ -827,13 +908,35 @@ class LocalTileStore:
                     if day <= s < day + DAY_MS
                 }
                 pieces = tile_pieces(group, tiles)
+                found = {gap: session_day(group, gap, pieces) for gap in gaps}
             else:
-                pieces = event_pieces(group, raw[(entity, day)])
-            for gap in gaps:
-                row = session_day(group, gap, pieces)
+                late = event_pieces(group, day_events)
+                for gap in gaps:
+                    held = self.tiles.get((group.name, session_series(gap), entity), {}).get(day)
+                    row = None if held is None else SessionDay.from_json(group, orjson.loads(held))
+                    found[gap] = merge_session_day(group, gap, row, late)
+                if any(row is None for row in found.values()):
+                    if raw is None:
+                        raw = self._raw_days(group, lake, version, cutoff)
+                    run.days_read.add((entity, day))
+                    pieces = event_pieces(group, raw[(entity, day)])
+                    found = {gap: session_day(group, gap, pieces) for gap in gaps}
+            for gap, row in found.items():
                 if row is not None:
                     rows = self.tiles.setdefault((group.name, session_series(gap), entity), {})
                     rows[day] = _encode(row.to_json())
+
+    @staticmethod
+    def _raw_days(
+        group: FeatureGroup, lake: LocalLake, version: int, cutoff: int
+    ) -> dict[tuple[str, int], list[Mapping[str, Any]]]:
+        """Every event of the lake at ``version`` before ``cutoff``, by (entity, day)."""
+        raw: dict[tuple[str, int], list[Mapping[str, Any]]] = defaultdict(list)
+        for row, entity in accepted(group, lake.rows(version)):
+            time = int(row[group.event_time])
+            if time < cutoff:
+                raw[(entity, floor_to(time, DAY_MS))].append(row)
+        return raw
 
     def _drop_retired(self, group: FeatureGroup, cutoff: int) -> None:
         """Drops the dates each series no longer needs (in the run's commit)."""

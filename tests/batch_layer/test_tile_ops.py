@@ -84,6 +84,7 @@ def _tile(entity: str, start: int, series: str = "1d") -> dict:
         "last_ms": None,
         "frag_start_ms": None,
         "has_gap": None,
+        "prev_last_ms": None,
     }
 
 

@@ -83,6 +83,28 @@ def test_files_without_dates_are_refused(spark_factory, tmp_path) -> None:
         late_day_events(spark, SOURCE, ("shop", "user"), files, 5_000_000, {})
 
 
+def test_the_files_of_some_dates_book_their_own_bytes_and_rows() -> None:
+    files = DeltaFiles(
+        new=("a", "b", "c"),
+        band=(),
+        bytes=60,
+        rows=6,
+        new_dates=DATES,
+        new_bytes=(10, 20, 30),
+        new_rows=(1, 2, 3),
+    )
+    some = files.of_dates({DATES[0], DATES[2]})
+    assert (some.new, some.new_dates, some.bytes, some.rows) == (
+        ("a", "c"),
+        (DATES[0], DATES[2]),
+        40,
+        4,
+    )
+    assert files.model_copy(update={"new_rows": (1, None, 3)}).of_dates({DATES[1]}).rows is None
+    with pytest.raises(ValueError, match="not recorded"):
+        files.model_copy(update={"new_bytes": None}).of_dates({DATES[0]})
+
+
 def _run(group, **overrides):
     """A run's context over one group whose tiles (v3 of the view, lake v5) are at
     ``CUTOFF``; ``overrides`` change the run."""

@@ -76,7 +76,7 @@ def _stage(spark, uri: str, rows: list[dict], run: str) -> str:
         [tuple(r[c] for c in _COLUMNS) for r in rows],
         "`group` STRING, tile_date STRING, series STRING, entity STRING, keys ARRAY<STRING>, "
         "start BIGINT, partials STRING, events BIGINT, first_ms BIGINT, last_ms BIGINT, "
-        "frag_start_ms BIGINT, has_gap BOOLEAN",
+        "frag_start_ms BIGINT, has_gap BOOLEAN, prev_last_ms BIGINT",
     )
     staged = write_staged(frame, uri, run)
     written = [p.name for p in (Path(uri) / staged).rglob("*") if p.is_file()]

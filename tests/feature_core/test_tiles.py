@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, event, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
@@ -25,15 +25,22 @@ from feature_core.definitions import Aggregation, FeatureGroup
 from feature_core.merge import BatchPointer, GroupMerger, values_match
 from feature_core.reference import evaluate
 from feature_core.tiles import (
+    SESSION_SERIES_PREFIX,
     LocalLake,
     LocalTileStore,
+    Piece,
+    SessionDay,
     assemble_doc,
     delta_events,
+    event_pieces,
     hop_widths,
+    merge_session_day,
     merge_tile_rows,
+    needs_day_events,
     retention_floor,
     sawtooth,
     series_reach,
+    session_day,
     tile_series,
     tile_spec_fingerprint,
 )
@@ -198,6 +205,9 @@ class IncrementalRuns(RuleBasedStateMachine):
             run = runs[group.name]
             entities = store.entities(group)
             event(f"{group.name} {run.mode}: {len(run.changed)} of {len(entities)} changed")
+            if run.days_read:
+                event(f"{group.name}: session rows of {len(run.days_read)} days from the lake")
+            self._check_session_rows(group, rows_before)
             if expect_rebuild:
                 assert run.mode == "rebuild"
             assert run.written <= run.changed or run.mode == "rebuild"
@@ -242,6 +252,29 @@ class IncrementalRuns(RuleBasedStateMachine):
                             expected[feature.name],
                         )
 
+    def _check_session_rows(self, group: FeatureGroup, rows_before: list[dict[str, Any]]) -> None:
+        """Every stored session-day row is the one of all its day's events (a late event
+        merged into it included), not only the last session a document reads."""
+        store = self.store
+        assert store is not None
+        for entity in store.entities(group):
+            own = _events_of(rows_before, entity)
+            for series, rows in store.entity_tiles(group, entity).items():
+                if not series.startswith(SESSION_SERIES_PREFIX):
+                    continue
+                gap = Window.parse(f"session:{series[1:]}").gap_ms
+                for day, row in rows.items():
+                    of_day = [r for r in own if floor_to(r["t"], DAY_MS) == day]
+                    want = session_day(group, gap, event_pieces(group, of_day))
+                    assert want is not None and catalog.close(row.to_json(), want.to_json()), (
+                        group.name,
+                        entity,
+                        series,
+                        day,
+                        row,
+                        want,
+                    )
+
     @rule(data=st.data())
     def run_after_rewrite(self, data: st.DataObject) -> None:
         """An optimize between two runs compacting files added since the last one."""
@@ -255,6 +288,61 @@ TestIncrementalRuns = IncrementalRuns.TestCase
 
 
 # --- unit tests -------------------------------------------------------------------------
+
+
+SESSION_GROUP = catalog.group(["session:30m"])
+GAP = 30 * MINUTE_MS
+
+
+def _day_events(minutes: list[int]) -> list[dict[str, Any]]:
+    return [{"k": "u", "t": BASE + m * MINUTE_MS, "x": float(m)} for m in minutes]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stored=st.lists(st.integers(0, 24 * 60 - 1), max_size=12),
+    late=st.lists(st.integers(0, 24 * 60 - 1), min_size=1, max_size=4),
+)
+def test_late_events_merge_into_a_session_row_exactly_or_ask_for_the_day(stored, late):
+    """A day's row merged with late events is the row of all the day's events, or None
+    (the day's events needed) exactly when a late event joins the last fragment to an
+    earlier one; the driver's decision from event times alone agrees."""
+    group = SESSION_GROUP
+    row = session_day(group, GAP, event_pieces(group, _day_events(stored)))
+    pieces = event_pieces(group, _day_events(late))
+    merged = merge_session_day(group, GAP, row, pieces)
+    want = session_day(group, GAP, event_pieces(group, _day_events(stored + late)))
+    assert needs_day_events(row, pieces, GAP) == (merged is None)
+    if merged is not None:
+        assert catalog.close(merged.to_json(), want.to_json()), (merged, want)
+    else:
+        assert row is not None and row.has_gap
+        event("the day's events needed")
+
+
+def test_a_late_event_before_the_last_session_merges_and_one_bridging_two_does_not():
+    group = SESSION_GROUP
+    # Sessions at 10:00-10:20 and 11:05-11:20 (minutes of the day), 45 minutes apart.
+    row = session_day(group, GAP, event_pieces(group, _day_events([600, 620, 665, 680])))
+    assert row is not None and row.has_gap
+    assert (row.frag_start_ms, row.prev_last_ms) == (BASE + 665 * MINUTE_MS, BASE + 620 * MINUTE_MS)
+
+    def late(minute: int) -> SessionDay | None:
+        return merge_session_day(group, GAP, row, event_pieces(group, _day_events([minute])))
+
+    early = late(300)  # 05:00: a session of its own, long before
+    assert early is not None and early.first_ms == BASE + 300 * MINUTE_MS
+    assert (early.frag_start_ms, early.partials) == (row.frag_start_ms, row.partials)
+    joined = late(652)  # 10:52: 13 min before the last session, 32 after the one before
+    assert joined is not None and joined.frag_start_ms == BASE + 652 * MINUTE_MS
+    assert joined.prev_last_ms == row.prev_last_ms and joined.partials != row.partials
+    after = late(720)  # 12:00: a new last session
+    assert after is not None and after.prev_last_ms == BASE + 680 * MINUTE_MS
+    assert after.frag_start_ms == after.last_ms == BASE + 720 * MINUTE_MS
+    # 10:40: 20 min after the first session, 25 before the last: one session of the
+    # two, whose first part's partials the row does not keep.
+    assert late(640) is None
+    assert needs_day_events(row, [Piece(BASE + 640 * MINUTE_MS, BASE + 640 * MINUTE_MS, [])], GAP)
 
 
 def test_tile_series_per_window_shape():
