@@ -87,7 +87,7 @@ class OnlineFeatures:
         if snapshot.speed_recomputing:
             raise SpeedRecomputing(
                 "the speed layer is writing its tiles again after Redis lost them (it "
-                "reads the topics from the start; `lfp status` shows its lag): retry in "
+                "reads the topics from the start; `lfp stack status` shows its lag): retry in "
                 "a few seconds"
             )
         pointer = snapshot.pointer

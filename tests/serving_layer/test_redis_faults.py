@@ -191,6 +191,7 @@ def test_a_batch_view_published_after_redis_lost_the_speed_tiles_waits_for_them(
         _switch(direct, 1, cutoff)
         response = client.get(f"/v1/features/{GROUP.name}/u1")
         assert response.status_code == 503, response.text
-        assert "writing its tiles again" in response.json()["detail"]
+        detail = response.json()["detail"]
+        assert "writing its tiles again" in detail and "`lfp stack status`" in detail
         direct.set(KEYS.speed_epoch, orjson.dumps({"redis_run_id": "y", "complete": True}))
         assert _lifetime_count(client, "u1") == 3
