@@ -58,6 +58,8 @@ from feature_core.windows import DAY_MS, FINEST_HOP_MS, edge_bands, floor_to
 
 #: The series of the row carrying an entity's document (never a tile series).
 DOC_SERIES = "@doc"
+#: SQL: the start of the day a tile row's ``start`` falls on.
+_TILE_DAY = f"(start DIV {DAY_MS}) * {DAY_MS}"
 
 
 def rebuild(events: DataFrame, group: FeatureGroup, cutoff: int, horizon_ms: int) -> DataFrame:
@@ -396,23 +398,24 @@ def late_days_needed(
     times = late.select(
         "entity",
         "keys",
-        F.expr(f"(start DIV {DAY_MS}) * {DAY_MS}").alias("day"),
+        F.expr(_TILE_DAY).alias("day"),
         F.get_json_object("partials", f"$[{first_at}]").cast("double").cast("long").alias("first"),
         F.get_json_object("partials", f"$[{last_at}]").cast("double").cast("long").alias("last"),
     )
     pieces: dict[tuple[str, int], list[Piece]] = defaultdict(list)
     keys_of: dict[tuple[str, int], list[str]] = {}
-    for row in times.limit(LATE_PAIRS_MAX * 10 + 1).collect():
+    collected = times.limit(LATE_PAIRS_MAX * 10 + 1).collect()
+    for row in collected:
         pair = (row["entity"], row["day"])
         keys_of[pair] = list(row["keys"])
         if row["last"] is not None:
             pieces[pair].append(Piece(row["first"], row["last"], []))
-    if len(keys_of) > LATE_PAIRS_MAX or sum(map(len, pieces.values())) > LATE_PAIRS_MAX * 10:
+    if len(keys_of) > LATE_PAIRS_MAX or len(collected) > LATE_PAIRS_MAX * 10:
         return None
     if not keys_of:
         return {}
     gaps = sorted({w.gap_ms for w in group.windows if w.gap_ms is not None})
-    pairs = late.select("entity", F.expr(f"(start DIV {DAY_MS}) * {DAY_MS}").alias("start"))
+    pairs = late.select("entity", F.expr(_TILE_DAY).alias("start"))
     stored = (
         stored_on({event_date(day) for _, day in keys_of})
         .where(F.col("series").isin([session_series(g) for g in gaps]))
@@ -420,20 +423,14 @@ def late_days_needed(
         .join(F.broadcast(pairs.distinct()), ["entity", "start"], "left_semi")
         .select("entity", "series", "start", "events", *SESSION_COLUMNS)
     )
-    held: dict[tuple[str, str, int], SessionDay] = {}
-    events: dict[tuple[str, str, int], int] = {}
-    for row in stored.collect():  # the newest row of a tile counts the most events
-        key = (row["entity"], row["series"], row["start"])
-        if key not in events or (row["events"] or 0) > events[key]:
-            events[key] = row["events"] or 0
-            held[key] = SessionDay(
-                row["first_ms"],
-                row["last_ms"],
-                row["frag_start_ms"],
-                row["has_gap"],
-                [],
-                row["prev_last_ms"],
-            )
+    by_entity: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in stored.collect():
+        by_entity[row["entity"]].append(row.asDict())
+    held = {
+        (entity, series, start): _session_day_row(row, [])
+        for entity, rows in by_entity.items()
+        for (series, start), row in newest_rows(rows).items()
+    }
     needed: dict[str, list[list[str]]] = defaultdict(list)
     for (entity, day), found in pieces.items():
         if any(
@@ -444,6 +441,19 @@ def late_days_needed(
     return dict(needed)
 
 
+def _session_day_row(row: Mapping[str, Any], partials: list[Any]) -> SessionDay:
+    """A stored session-day row (:data:`~batch_layer.tiles.SESSION_COLUMNS`) with its
+    partials (decoded by the caller, or none for a decision by event times)."""
+    return SessionDay(
+        row["first_ms"],
+        row["last_ms"],
+        row["frag_start_ms"],
+        row["has_gap"],
+        partials,
+        row["prev_last_ms"],
+    )
+
+
 def _late_day_tiles(
     days: DataFrame, delta_tiles: DataFrame, group: FeatureGroup, floor: int, after: int
 ) -> DataFrame:
@@ -451,10 +461,9 @@ def _late_day_tiles(
     day) before ``floor`` that a new event falls on: the entity's whole day, old events
     and new, as :class:`feature_core.tiles.LocalTileStore` reads them from its lake."""
     fine = hop_series(FINEST_HOP_MS)
-    day_of = f"(start DIV {DAY_MS}) * {DAY_MS}"
     touched = (
         delta_tiles.where((F.col("series") == fine) & (F.col("start") < floor))
-        .select(F.col("keys").alias("__keys"), F.expr(day_of).alias("__day_start"))
+        .select(F.col("keys").alias("__keys"), F.expr(_TILE_DAY).alias("__day_start"))
         .distinct()
     )
     time = quoted(group.event_time)
@@ -490,15 +499,7 @@ def _advance_entities(
         return list(normalize(primitives, orjson.loads(row["partials"])))
 
     def session_day_of(row: Mapping[str, Any]) -> SessionDay:
-        partials = partials_of(row)
-        return SessionDay(
-            row["first_ms"],
-            row["last_ms"],
-            row["frag_start_ms"],
-            row["has_gap"],
-            partials,
-            row["prev_last_ms"],
-        )
+        return _session_day_row(row, partials_of(row))
 
     def decoders(series: str) -> Callable[[Mapping[str, Any]], Any]:
         return session_day_of if series.startswith(SESSION_SERIES_PREFIX) else partials_of

@@ -519,15 +519,15 @@ class _GroupRunner:
             stored = read_tile_files(spark, files)
             # Reassembling: no served document is read, every one comes from the tiles.
             base = None if plan.mode == REASSEMBLE else BaseDocuments(settings, serving, group.name)
+
+            def stored_on(dates: set[str]) -> DataFrame:
+                return read_tile_files(spark, [f for f in files if f.tile_date in dates])
+
             days = None
             if plan.days is not None:
                 # The days' files without recorded dates are read whole: no keys needed.
                 late = None
                 if plan.days.new_dates is not None:
-
-                    def stored_on(dates: set[str]) -> DataFrame:
-                        return read_tile_files(spark, [f for f in files if f.tile_date in dates])
-
                     late = late_days_needed(delta, group, plan.state.cutoff_ms, stored_on)
                 if late is None:
                     days = reads.days(group.source, group.join_keys, plan.days, None)
@@ -536,8 +536,7 @@ class _GroupRunner:
                     needed = plan.days.of_dates(late)
                     days = reads.days(group.source, group.join_keys, needed, late)
             # Edges are found in the few dates their bands span, not in every stored tile.
-            dates = set(edge_dates(group, plan.state.cutoff_ms, cutoff, horizon))
-            edge_rows = read_tile_files(spark, [f for f in files if f.tile_date in dates])
+            edge_rows = stored_on(set(edge_dates(group, plan.state.cutoff_ms, cutoff, horizon)))
             out = advance(
                 stored, delta, group, plan.state.cutoff_ms, cutoff, horizon, base, days, edge_rows
             )
